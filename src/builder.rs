@@ -1,0 +1,396 @@
+//! The topology DSL: stages, their dependencies, and their threads.
+//!
+//! ```text
+//! handle_events_with(a)            a ─┐
+//! handle_events_with(b)            b ─┴─> and_then() ─> c
+//! and_then()
+//! handle_events_with(c)
+//! ```
+//!
+//! Handlers added one after another form a *group* that runs in parallel, all
+//! depending on the same upstream stages (the ring itself at first).
+//! `and_then()` makes the group the upstream of what follows. `after(&[ids])`
+//! makes any set of earlier stages the upstream, for diamonds, branches and
+//! joins. Only leaf stages (those nothing depends on) gate the producers.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use crate::affinity;
+use crate::barrier::SequenceBarrier;
+use crate::bus::Bus;
+use crate::error::BuildError;
+use crate::handler::{EventHandler, EventHandlerMut};
+use crate::loom::{self, thread, Arc};
+use crate::processor::{Reader, StageContext, StageReport, Writer};
+use crate::producer::{MultiProducer, SingleProducer};
+use crate::ring_buffer::RingBuffer;
+use crate::sequence::{AtomicSequence, INITIAL};
+use crate::sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
+use crate::wait_strategy::WaitStrategy;
+
+/// Starts building a bus with one producer: `capacity` slots (a power of two),
+/// each filled once by `factory`, and `strategy` for every wait.
+pub fn single_producer<E, F, W>(
+    capacity: usize,
+    factory: F,
+    strategy: W,
+) -> Builder<E, SingleProducerSequencer, W>
+where
+    E: Send + Sync + 'static,
+    F: FnMut() -> E + 'static,
+    W: WaitStrategy,
+{
+    Builder::new(capacity, factory, strategy)
+}
+
+/// Starts building a bus whose producer handle is `Clone + Send`; see
+/// [`single_producer`].
+pub fn multi_producer<E, F, W>(
+    capacity: usize,
+    factory: F,
+    strategy: W,
+) -> Builder<E, MultiProducerSequencer, W>
+where
+    E: Send + Sync + 'static,
+    F: FnMut() -> E + 'static,
+    W: WaitStrategy,
+{
+    Builder::new(capacity, factory, strategy)
+}
+
+/// Names a stage of a builder, for [`Builder::after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StageId {
+    bus: u64,
+    index: usize,
+}
+
+type Launch<E, S, W> = Box<dyn FnOnce(StageContext<E, S, W>) -> StageReport + Send>;
+
+struct StageSpec<E, S, W> {
+    name: String,
+    deps: Vec<usize>,
+    mutating: bool,
+    core: Option<usize>,
+    timeout: Option<Duration>,
+    launch: Launch<E, S, W>,
+}
+
+/// Options that apply to the next handler added.
+#[derive(Default)]
+struct Pending {
+    core: Option<usize>,
+    name: Option<String>,
+    timeout: Option<Duration>,
+}
+
+/// Builds a bus: its ring, its stages and their dependency graph.
+///
+/// Errors in the graph are kept until [`try_build`](Builder::try_build), which
+/// returns the first one; [`build`](Builder::build) panics with it.
+#[must_use = "a builder does nothing until `build()`"]
+pub struct Builder<E, S, W> {
+    id: u64,
+    capacity: usize,
+    factory: Box<dyn FnMut() -> E>,
+    strategy: W,
+    stages: Vec<StageSpec<E, S, W>>,
+    /// What the next handler depends on.
+    deps: Vec<usize>,
+    /// Stages added since the last `and_then` or `after`.
+    group: Vec<usize>,
+    pending: Pending,
+    error: Option<BuildError>,
+    _sequencer: PhantomData<S>,
+}
+
+impl<E, S, W: fmt::Debug> fmt::Debug for Builder<E, S, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("capacity", &self.capacity)
+            .field("strategy", &self.strategy)
+            .field("stages", &self.stages.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E, S, W> Builder<E, S, W>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    fn new(capacity: usize, factory: impl FnMut() -> E + 'static, strategy: W) -> Self {
+        Self {
+            id: loom::next_bus_id(),
+            capacity,
+            factory: Box::new(factory),
+            strategy,
+            stages: Vec::new(),
+            deps: Vec::new(),
+            group: Vec::new(),
+            pending: Pending::default(),
+            error: None,
+            _sequencer: PhantomData,
+        }
+    }
+
+    /// Pins the next handler's thread to `core` (an id from
+    /// [`available_cores`](crate::available_cores)). A core this process may
+    /// not use makes `build` fail with [`BuildError::NoSuchCore`].
+    pub fn pin_at_core(mut self, core: usize) -> Self {
+        self.pending.core = Some(core);
+        self
+    }
+
+    /// Names the next handler's thread (and its entry in the shutdown report).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.pending.name = Some(name.into());
+        self
+    }
+
+    /// Calls the next handler's `on_timeout` whenever no event arrived for
+    /// `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.pending.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a stage running `handler` on its own thread, in parallel with the
+    /// other handlers of the current group.
+    pub fn handle_events_with<H>(self, handler: H) -> Self
+    where
+        H: EventHandler<E> + Send + 'static,
+    {
+        self.handle_events_with_factory(move || handler)
+    }
+
+    /// Adds a stage whose handler `make` creates on the stage's own thread, so
+    /// the handler (and any state it owns) need not be `Send`.
+    pub fn handle_events_with_factory<H, F>(self, make: F) -> Self
+    where
+        H: EventHandler<E> + 'static,
+        F: FnOnce() -> H + Send + 'static,
+    {
+        self.add(false, Box::new(move |cx| cx.run(move || Reader(make()))))
+    }
+
+    /// Adds a mutating stage: `handler` gets `&mut E`, and stages after it see
+    /// its writes. `build` fails with [`BuildError::ConcurrentMutation`] unless
+    /// every other stage runs strictly before or after it.
+    pub fn mutate_events_with<H>(self, handler: H) -> Self
+    where
+        H: EventHandlerMut<E> + Send + 'static,
+    {
+        self.mutate_events_with_factory(move || handler)
+    }
+
+    /// A mutating stage whose handler is made on its own thread; see
+    /// [`mutate_events_with`](Builder::mutate_events_with).
+    pub fn mutate_events_with_factory<H, F>(self, make: F) -> Self
+    where
+        H: EventHandlerMut<E> + 'static,
+        F: FnOnce() -> H + Send + 'static,
+    {
+        self.add(true, Box::new(move |cx| cx.run(move || Writer(make()))))
+    }
+
+    /// Starts a new group that depends on every handler of the current group
+    /// (a pipeline step).
+    pub fn and_then(mut self) -> Self {
+        if !self.group.is_empty() {
+            self.deps = std::mem::take(&mut self.group);
+        }
+        self
+    }
+
+    /// Starts a new group that depends on exactly `stages` (for diamonds,
+    /// branches and joins). An empty slice means the ring itself.
+    pub fn after(mut self, stages: &[StageId]) -> Self {
+        self.group.clear();
+        self.deps.clear();
+        for stage in stages {
+            if stage.bus != self.id || stage.index >= self.stages.len() {
+                self.error.get_or_insert(BuildError::ForeignStage { stage: stage.index });
+            } else if !self.deps.contains(&stage.index) {
+                self.deps.push(stage.index);
+            }
+        }
+        self
+    }
+
+    /// The id of the handler added last, for [`after`](Builder::after).
+    pub fn last_stage(&self) -> Option<StageId> {
+        self.stages.len().checked_sub(1).map(|index| StageId {
+            bus: self.id,
+            index,
+        })
+    }
+
+    fn add(mut self, mutating: bool, launch: Launch<E, S, W>) -> Self {
+        let index = self.stages.len();
+        let pending = std::mem::take(&mut self.pending);
+        self.stages.push(StageSpec {
+            name: pending
+                .name
+                .unwrap_or_else(|| format!("ringbus-stage-{index}")),
+            deps: self.deps.clone(),
+            mutating,
+            core: pending.core,
+            timeout: pending.timeout,
+            launch,
+        });
+        self.group.push(index);
+        self
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        if self.capacity == 0 || !self.capacity.is_power_of_two() {
+            return Err(BuildError::Capacity {
+                capacity: self.capacity,
+            });
+        }
+        if self.stages.iter().any(|s| s.core.is_some()) {
+            let available = affinity::available_cores();
+            if let Some(requested) = self
+                .stages
+                .iter()
+                .filter_map(|s| s.core)
+                .find(|c| !available.contains(c))
+            {
+                return Err(BuildError::NoSuchCore {
+                    requested,
+                    available: available.to_vec(),
+                });
+            }
+        }
+        self.check_mutation()
+    }
+
+    /// A mutating stage must be an ancestor or a descendant of every other.
+    fn check_mutation(&self) -> Result<(), BuildError> {
+        if !self.stages.iter().any(|s| s.mutating) {
+            return Ok(());
+        }
+        let n = self.stages.len();
+        // ancestors[i][j]: stage j finishes with an event before stage i reads it.
+        let mut ancestors = vec![vec![false; n]; n];
+        for i in 0..n {
+            for &d in &self.stages[i].deps {
+                ancestors[i][d] = true;
+                for j in 0..n {
+                    if ancestors[d][j] {
+                        ancestors[i][j] = true;
+                    }
+                }
+            }
+        }
+        for (m, stage) in self.stages.iter().enumerate().filter(|(_, s)| s.mutating) {
+            if let Some(other) = (0..n).find(|&o| o != m && !ancestors[m][o] && !ancestors[o][m]) {
+                return Err(BuildError::ConcurrentMutation {
+                    mutating: stage.name.clone(),
+                    concurrent: self.stages[other].name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the graph, builds the ring and starts every stage thread.
+    fn assemble(mut self) -> Result<Arc<Bus<E, S, W>>, BuildError> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        self.validate()?;
+        let sequences: Vec<Arc<AtomicSequence>> = self
+            .stages
+            .iter()
+            .map(|_| Arc::new(AtomicSequence::new(INITIAL)))
+            .collect();
+        let mut is_leaf = vec![true; self.stages.len()];
+        for stage in &self.stages {
+            for &d in &stage.deps {
+                is_leaf[d] = false;
+            }
+        }
+        let gating = sequences
+            .iter()
+            .zip(&is_leaf)
+            .filter(|(_, &leaf)| leaf)
+            .map(|(s, _)| Arc::clone(s))
+            .collect();
+        let ring = RingBuffer::new(self.capacity, &mut self.factory);
+        let bus = Arc::new(Bus::new(ring, self.strategy, gating));
+        for (spec, sequence) in self.stages.into_iter().zip(&sequences) {
+            let cx = StageContext {
+                bus: Arc::clone(&bus),
+                name: spec.name.clone(),
+                sequence: Arc::clone(sequence),
+                barrier: SequenceBarrier::new(
+                    spec.deps.iter().map(|&d| Arc::clone(&sequences[d])).collect(),
+                ),
+                timeout: spec.timeout,
+            };
+            let (core, launch) = (spec.core, spec.launch);
+            let spawned = thread::Builder::new().name(spec.name).spawn(move || {
+                if let Some(core) = core {
+                    // A refusal here is not fatal: the core exists (checked
+                    // at build), the stage just runs unpinned.
+                    let _ = affinity::pin_current_thread(core);
+                }
+                launch(cx)
+            });
+            match spawned {
+                Ok(handle) => bus.add_thread(handle),
+                Err(e) => {
+                    bus.halt();
+                    let _ = bus.join(None);
+                    return Err(BuildError::Spawn(e));
+                }
+            }
+        }
+        Ok(bus)
+    }
+}
+
+impl<E, W> Builder<E, SingleProducerSequencer, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    /// Starts the stages and returns the producer, or the first configuration
+    /// error.
+    pub fn try_build(self) -> Result<SingleProducer<E, W>, BuildError> {
+        self.assemble().map(SingleProducer::new)
+    }
+
+    /// Like [`try_build`](Builder::try_build).
+    ///
+    /// # Panics
+    /// On a configuration error, with its message (which names the fix).
+    pub fn build(self) -> SingleProducer<E, W> {
+        self.try_build().unwrap_or_else(|e| panic!("ringbus: {e}"))
+    }
+}
+
+impl<E, W> Builder<E, MultiProducerSequencer, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    /// Starts the stages and returns the first producer handle (clone it for
+    /// more), or the first configuration error.
+    pub fn try_build(self) -> Result<MultiProducer<E, W>, BuildError> {
+        self.assemble().map(MultiProducer::new)
+    }
+
+    /// Like [`try_build`](Builder::try_build).
+    ///
+    /// # Panics
+    /// On a configuration error, with its message (which names the fix).
+    pub fn build(self) -> MultiProducer<E, W> {
+        self.try_build().unwrap_or_else(|e| panic!("ringbus: {e}"))
+    }
+}

@@ -1,0 +1,192 @@
+//! The state one bus shares between its producers and its stage threads.
+
+use std::time::Instant;
+
+use crossbeam_utils::CachePadded;
+
+use crate::loom::{self, thread::JoinHandle, Arc, AtomicBool, AtomicI64, AtomicUsize, Mutex, Ordering};
+use crate::processor::{ShutdownReport, StageReport};
+use crate::ring_buffer::RingBuffer;
+use crate::sequence::{minimum, AtomicSequence, Sequence};
+use crate::sequencer::Sequencer;
+use crate::wait_strategy::{Interrupt, Signal, WaitStrategy};
+use crate::ShutdownError;
+
+/// Sequence value of `closed_at` while producers may still publish.
+const OPEN: Sequence = Sequence::MAX;
+
+/// Rarely written flags, on a line of their own so the per-event loads of
+/// `halted` never share a line with hot writes.
+#[derive(Debug)]
+struct Control {
+    halted: AtomicBool,
+    /// The last sequence that will ever be published, once closed.
+    closed_at: AtomicI64,
+}
+
+pub(crate) struct Bus<E, S, W> {
+    pub(crate) ring: RingBuffer<E>,
+    pub(crate) sequencer: S,
+    pub(crate) strategy: W,
+    pub(crate) signal: Signal,
+    /// Sequences of the leaf stages: producers may not pass the slowest.
+    gating: Box<[Arc<AtomicSequence>]>,
+    control: CachePadded<Control>,
+    /// Live producer handles (multi-producer clones).
+    pub(crate) producers: AtomicUsize,
+    /// Stage threads that have exited.
+    finished: AtomicUsize,
+    threads: Mutex<Vec<JoinHandle<StageReport>>>,
+}
+
+impl<E, S, W> std::fmt::Debug for Bus<E, S, W>
+where
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("capacity", &self.ring.capacity())
+            .field("sequencer", &self.sequencer)
+            .field("strategy", &self.strategy)
+            .field("control", &self.control)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
+    pub(crate) fn new(
+        ring: RingBuffer<E>,
+        strategy: W,
+        gating: Vec<Arc<AtomicSequence>>,
+    ) -> Self {
+        Self {
+            sequencer: S::new(ring.capacity()),
+            ring,
+            strategy,
+            signal: Signal::new(),
+            gating: gating.into_boxed_slice(),
+            control: CachePadded::new(Control {
+                halted: AtomicBool::new(false),
+                closed_at: AtomicI64::new(OPEN),
+            }),
+            producers: AtomicUsize::new(1),
+            finished: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn capacity(&self) -> i64 {
+        self.ring.capacity() as i64
+    }
+
+    /// True once the bus was halted. Relaxed: the flag carries no data; the
+    /// parking paths recheck it under the signal's lock.
+    #[inline]
+    pub(crate) fn is_halted(&self) -> bool {
+        self.control.halted.load(Ordering::Relaxed)
+    }
+
+    /// The last sequence that will ever be published, if producers are done.
+    #[inline]
+    pub(crate) fn closed_at(&self) -> Option<Sequence> {
+        // Acquire: pairs with the Release in `close`, so a stage that sees the
+        // final sequence also sees the cursor store that preceded it.
+        let at = self.control.closed_at.load(Ordering::Acquire);
+        (at != OPEN).then_some(at)
+    }
+
+    /// The slowest gating stage, or `default` when there is none.
+    #[inline]
+    pub(crate) fn min_gating(&self, default: Sequence) -> Sequence {
+        minimum(self.gating.iter().map(|s| &**s), default)
+    }
+
+    /// Highest sequence producers may write while the slowest gating stage is
+    /// at `min_gating`.
+    #[inline]
+    pub(crate) fn writable_up_to(&self, min_gating: Sequence) -> Sequence {
+        min_gating.saturating_add(self.capacity())
+    }
+
+    /// Waits until producers may write up to `last`; returns the gating minimum
+    /// then seen.
+    pub(crate) fn wait_for_free(
+        &self,
+        last: Sequence,
+        deadline: Option<Instant>,
+    ) -> Result<Sequence, Interrupt> {
+        let wrap_point = last - self.capacity();
+        self.strategy.wait(&self.signal, deadline, || {
+            let min = self.min_gating(Sequence::MAX);
+            if min >= wrap_point {
+                Ok(Some(min))
+            } else if self.is_halted() {
+                Err(Interrupt::Halted)
+            } else {
+                Ok(None)
+            }
+        })
+    }
+
+    /// Tells parked stages that something was published.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        self.strategy.notify(&self.signal);
+    }
+
+    /// Stops every stage without draining and wakes everything parked.
+    pub(crate) fn halt(&self) {
+        // Release: a thread that sees the flag sees what led to the halt.
+        self.control.halted.store(true, Ordering::Release);
+        self.signal.notify_all();
+    }
+
+    /// Records that `last` is the final published sequence; stages drain up to
+    /// it and exit.
+    pub(crate) fn close(&self, last: Sequence) {
+        // Release: pairs with the Acquire in `closed_at`.
+        self.control.closed_at.store(last, Ordering::Release);
+        self.signal.notify_all();
+    }
+
+    pub(crate) fn add_thread(&self, handle: JoinHandle<StageReport>) {
+        loom::lock(&self.threads).push(handle);
+    }
+
+    /// Called by each stage thread as its last act.
+    pub(crate) fn thread_finished(&self) {
+        // Release: the joiner's Acquire load sees the stage's final state.
+        self.finished.fetch_add(1, Ordering::Release);
+        self.signal.notify_all();
+    }
+
+    /// Waits (parked, never spinning) for every stage thread to exit, halting
+    /// the bus if `deadline` passes first, then joins them.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
+        let started = loom::lock(&self.threads).len();
+        let all_done = || {
+            // Acquire: pairs with the Release in `thread_finished`.
+            let done = self.finished.load(Ordering::Acquire) >= started;
+            Ok(done.then_some(()))
+        };
+        let timed_out = self.signal.park(deadline, all_done).is_err();
+        if timed_out {
+            self.halt();
+        }
+        let handles = std::mem::take(&mut *loom::lock(&self.threads));
+        let stages: Vec<StageReport> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| StageReport::lost()))
+            .collect();
+        let report = ShutdownReport { stages };
+        if timed_out {
+            Err(ShutdownError::TimedOut(report))
+        } else if report.stages.iter().any(|s| s.panic.is_some()) {
+            Err(ShutdownError::Panicked(report))
+        } else {
+            Ok(report)
+        }
+    }
+}

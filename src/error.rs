@@ -1,0 +1,217 @@
+//! Error types. Each message says what happened and what to do about it.
+
+use std::fmt;
+use std::io;
+
+/// A bus could not be built.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The capacity is 0 or not a power of two.
+    Capacity {
+        /// The capacity asked for.
+        capacity: usize,
+    },
+    /// `pin_at_core` named a core this process may not run on.
+    NoSuchCore {
+        /// The core asked for.
+        requested: usize,
+        /// The cores available to this process when the core list was read.
+        available: Vec<usize>,
+    },
+    /// `after` named a stage of another bus.
+    ForeignStage {
+        /// The stage's index in its own bus.
+        stage: usize,
+    },
+    /// A mutating stage could run at the same time as another stage reading the
+    /// same events.
+    ConcurrentMutation {
+        /// The mutating stage.
+        mutating: String,
+        /// A stage that is neither before nor after it.
+        concurrent: String,
+    },
+    /// The operating system refused to start a stage thread.
+    Spawn(io::Error),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Capacity { capacity } => {
+                let suggestion = capacity.max(&1).checked_next_power_of_two();
+                write!(f, "ring capacity {capacity} is not a power of two")?;
+                if let Some(p) = suggestion {
+                    write!(f, "; use a power of two such as {p}")?;
+                }
+                Ok(())
+            }
+            Self::NoSuchCore {
+                requested,
+                available,
+            } => write!(
+                f,
+                "pin_at_core({requested}): no such core for this process; \
+                 the available cores are {available:?}"
+            ),
+            Self::ForeignStage { stage } => write!(
+                f,
+                "stage #{stage} passed to `after` belongs to another bus; \
+                 a stage can only depend on stages of the same builder"
+            ),
+            Self::ConcurrentMutation {
+                mutating,
+                concurrent,
+            } => write!(
+                f,
+                "mutating stage `{mutating}` could run at the same time as stage \
+                 `{concurrent}`; order them with `and_then()` or `after(..)` so \
+                 one of them depends on the other"
+            ),
+            Self::Spawn(e) => write!(f, "could not start a stage thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A blocking publish failed; the closure was not called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The bus was halted (by `halt()` or a failed stage); nothing more is
+    /// processed.
+    Halted,
+    /// The bus was shut down; no more events are accepted.
+    Closed,
+    /// The batch is larger than the ring and can never fit.
+    BatchTooLarge {
+        /// Events asked for.
+        requested: usize,
+        /// Ring capacity.
+        capacity: usize,
+    },
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Halted => f.write_str("the bus was halted; build a new bus to go on"),
+            Self::Closed => f.write_str("the bus was shut down; no more events are accepted"),
+            Self::BatchTooLarge {
+                requested,
+                capacity,
+            } => write!(
+                f,
+                "a batch of {requested} events cannot fit a ring of {capacity}; \
+                 split it into batches of at most {capacity}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// A publish that does not wait failed; the closure was not called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TryPublishError {
+    /// The ring lacks `missing` free slots; try again once stages caught up.
+    Full {
+        /// How many more free slots the call needed.
+        missing: usize,
+    },
+    /// The wait for free slots ran out of time.
+    Timeout,
+    /// The bus was halted.
+    Halted,
+    /// The bus was shut down.
+    Closed,
+    /// The batch is larger than the ring and can never fit.
+    BatchTooLarge {
+        /// Events asked for.
+        requested: usize,
+        /// Ring capacity.
+        capacity: usize,
+    },
+}
+
+impl fmt::Display for TryPublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full { missing } => write!(
+                f,
+                "the ring is full ({missing} more free slot(s) needed); retry later, \
+                 use the waiting `publish`, or make the ring larger"
+            ),
+            Self::Timeout => f.write_str("no free slot within the timeout"),
+            Self::Halted => PublishError::Halted.fmt(f),
+            Self::Closed => PublishError::Closed.fmt(f),
+            Self::BatchTooLarge {
+                requested,
+                capacity,
+            } => PublishError::BatchTooLarge {
+                requested: *requested,
+                capacity: *capacity,
+            }
+            .fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TryPublishError {}
+
+impl From<PublishError> for TryPublishError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Halted => Self::Halted,
+            PublishError::Closed => Self::Closed,
+            PublishError::BatchTooLarge {
+                requested,
+                capacity,
+            } => Self::BatchTooLarge {
+                requested,
+                capacity,
+            },
+        }
+    }
+}
+
+/// A shutdown did not complete cleanly.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// The stages did not drain within the timeout; the bus was halted and its
+    /// threads joined, so the report counts what was processed.
+    TimedOut(crate::ShutdownReport),
+    /// A stage's handler panicked; the bus halted. The report says which.
+    Panicked(crate::ShutdownReport),
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TimedOut(_) => f.write_str(
+                "the stages did not drain before the timeout; the bus was halted \
+                 (give shutdown_timeout more time or find the slow stage in the report)",
+            ),
+            Self::Panicked(report) => {
+                write!(f, "a stage handler panicked; the bus halted")?;
+                for s in report.stages.iter().filter(|s| s.panic.is_some()) {
+                    write!(f, "; stage `{}`: {}", s.name, s.panic.as_deref().unwrap_or(""))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ShutdownError {}

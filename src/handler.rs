@@ -1,0 +1,79 @@
+//! What a stage runs for each event.
+//!
+//! Closures `FnMut(&E, Sequence, bool)` are handlers; implement
+//! [`EventHandler`] on a type for the lifecycle callbacks. A mutating stage
+//! implements [`EventHandlerMut`] (or is a `FnMut(&mut E, Sequence, bool)`).
+
+use crate::sequence::Sequence;
+
+/// Handles the events of one stage, on the stage's own thread.
+pub trait EventHandler<E> {
+    /// Called for each event in sequence order. `end_of_batch` is true for the
+    /// last event currently available, a good moment to flush.
+    fn on_event(&mut self, event: &E, sequence: Sequence, end_of_batch: bool);
+
+    /// Called before each batch: `batch_size` events follow.
+    #[inline]
+    fn on_batch_start(&mut self, batch_size: u64) {
+        let _ = batch_size;
+    }
+
+    /// Called once on the stage thread before the first event.
+    fn on_start(&mut self) {}
+
+    /// Called once on the stage thread after the last event (not after a panic).
+    fn on_shutdown(&mut self) {}
+
+    /// Called when the stage has a timeout (`Builder::timeout`) and no event
+    /// arrived for that long. `sequence` is the last sequence processed.
+    fn on_timeout(&mut self, sequence: Sequence) {
+        let _ = sequence;
+    }
+}
+
+impl<E, F> EventHandler<E> for F
+where
+    F: FnMut(&E, Sequence, bool),
+{
+    #[inline]
+    fn on_event(&mut self, event: &E, sequence: Sequence, end_of_batch: bool) {
+        self(event, sequence, end_of_batch)
+    }
+}
+
+/// Handles the events of a mutating stage: it gets `&mut E`, and every stage
+/// that depends on it sees its writes (LMAX's "unmarshaller" pattern).
+///
+/// The builder refuses a graph where a mutating stage could run at the same
+/// time as any other stage reading the same events.
+pub trait EventHandlerMut<E> {
+    /// Called for each event in sequence order; see [`EventHandler::on_event`].
+    fn on_event(&mut self, event: &mut E, sequence: Sequence, end_of_batch: bool);
+
+    /// See [`EventHandler::on_batch_start`].
+    #[inline]
+    fn on_batch_start(&mut self, batch_size: u64) {
+        let _ = batch_size;
+    }
+
+    /// See [`EventHandler::on_start`].
+    fn on_start(&mut self) {}
+
+    /// See [`EventHandler::on_shutdown`].
+    fn on_shutdown(&mut self) {}
+
+    /// See [`EventHandler::on_timeout`].
+    fn on_timeout(&mut self, sequence: Sequence) {
+        let _ = sequence;
+    }
+}
+
+impl<E, F> EventHandlerMut<E> for F
+where
+    F: FnMut(&mut E, Sequence, bool),
+{
+    #[inline]
+    fn on_event(&mut self, event: &mut E, sequence: Sequence, end_of_batch: bool) {
+        self(event, sequence, end_of_batch)
+    }
+}

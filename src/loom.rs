@@ -1,0 +1,139 @@
+//! The one place atomics, cells, locks and threads come from.
+//!
+//! Under `cfg(loom)` these are loom's model-checked types, so the loom models in
+//! `loom-tests/` exercise the production code paths, not copies of them. Every
+//! other module imports from here instead of `std`.
+
+#[cfg(loom)]
+pub(crate) use loom::{
+    hint::spin_loop,
+    sync::{
+        atomic::{fence, AtomicBool, AtomicI64, AtomicUsize, Ordering},
+        Arc, Condvar, Mutex, MutexGuard,
+    },
+    thread,
+};
+
+#[cfg(not(loom))]
+pub(crate) use std::{
+    hint::spin_loop,
+    sync::{
+        atomic::{fence, AtomicBool, AtomicI64, AtomicUsize, Ordering},
+        Arc, Condvar, Mutex, MutexGuard,
+    },
+    thread,
+};
+
+/// Gives the scheduler a chance to run another thread. Under loom this is the
+/// model's yield point; spin loops must reach it so loom can explore them.
+#[inline]
+pub(crate) fn yield_now() {
+    thread::yield_now();
+}
+
+/// Sleeps for `dur`. Under loom time does not exist, so sleeping is a yield.
+#[inline]
+pub(crate) fn sleep(dur: std::time::Duration) {
+    #[cfg(loom)]
+    {
+        let _ = dur;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    std::thread::sleep(dur);
+}
+
+/// Waits on `cv` for at most `dur`. Loom has no clock; its `wait_timeout`
+/// never times out, so the callers re-check their deadline themselves.
+pub(crate) fn wait_timeout<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    dur: std::time::Duration,
+) -> MutexGuard<'a, T> {
+    match cv.wait_timeout(guard, dur) {
+        Ok((guard, _)) => guard,
+        Err(poisoned) => poisoned.into_inner().0,
+    }
+}
+
+/// Waits on `cv` until notified (or spuriously woken).
+pub(crate) fn wait<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    match cv.wait(guard) {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Locks `m`, ignoring poisoning: the data behind our mutexes is `()` or a
+/// list whose invariants a panic cannot break.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::{MutPtr, UnsafeCell};
+
+#[cfg(not(loom))]
+pub(crate) use self::cell::UnsafeCell;
+
+/// A std `UnsafeCell` with loom's tracked-pointer API, so slot accesses are
+/// written once and checked by loom under `cfg(loom)`.
+#[cfg(not(loom))]
+mod cell {
+    #[derive(Debug)]
+    pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(core::cell::UnsafeCell::new(value))
+        }
+
+        #[inline(always)]
+        pub(crate) fn get(&self) -> ConstPtr<T> {
+            ConstPtr(self.0.get())
+        }
+
+        #[inline(always)]
+        pub(crate) fn get_mut(&self) -> MutPtr<T> {
+            MutPtr(self.0.get())
+        }
+    }
+
+    /// A shared access to the cell's value; loom tracks it while it lives.
+    pub(crate) struct ConstPtr<T>(*const T);
+
+    impl<T> ConstPtr<T> {
+        /// # Safety
+        /// No `&mut` to the value may exist while the returned reference lives.
+        #[inline(always)]
+        pub(crate) unsafe fn deref(&self) -> &T {
+            // SAFETY: the caller guarantees no exclusive access overlaps.
+            unsafe { &*self.0 }
+        }
+    }
+
+    /// An exclusive access to the cell's value; loom tracks it while it lives.
+    pub(crate) struct MutPtr<T>(*mut T);
+
+    impl<T> MutPtr<T> {
+        /// # Safety
+        /// No other reference to the value may exist while the returned one lives.
+        #[inline(always)]
+        #[allow(clippy::mut_from_ref)]
+        pub(crate) unsafe fn deref(&self) -> &mut T {
+            // SAFETY: the caller guarantees this is the only access.
+            unsafe { &mut *self.0 }
+        }
+    }
+}
+
+/// A process-wide unique number for each bus, so a stage id of one bus is
+/// recognised when passed to another. A plain std atomic: it takes part in no
+/// protocol between threads, and loom forbids its atomics in statics.
+pub(crate) fn next_bus_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

@@ -1,0 +1,553 @@
+//! Producer handles: claim slots, write events in place, publish.
+//!
+//! Every publish call writes through a closure, so a claimed slot is always
+//! published (or, for the single producer, never exposed) even if the closure
+//! panics: a stage never waits on a slot nobody will publish.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::bus::Bus;
+use crate::error::{PublishError, TryPublishError};
+use crate::loom::{Arc, Ordering};
+use crate::processor::ShutdownReport;
+use crate::ring_buffer::Slots;
+use crate::sequence::{Sequence, INITIAL};
+use crate::sequencer::multi::ClaimError;
+use crate::sequencer::sealed::Sealed as _;
+use crate::sequencer::{MultiProducerSequencer, SingleProducerSequencer};
+use crate::wait_strategy::{Interrupt, WaitStrategy};
+use crate::ShutdownError;
+
+/// How long a claim may wait for free slots.
+#[derive(Clone, Copy)]
+enum Wait {
+    Never,
+    Forever,
+    Until(Instant),
+}
+
+impl Wait {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::Until(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+impl From<Interrupt> for TryPublishError {
+    fn from(i: Interrupt) -> Self {
+        match i {
+            Interrupt::Halted => Self::Halted,
+            Interrupt::Closed => Self::Closed,
+            Interrupt::Timeout => Self::Timeout,
+        }
+    }
+}
+
+/// Narrows the error of a claim that waits without a deadline, which can
+/// neither find the ring full nor time out.
+fn waited(e: TryPublishError) -> PublishError {
+    match e {
+        TryPublishError::Closed => PublishError::Closed,
+        TryPublishError::BatchTooLarge {
+            requested,
+            capacity,
+        } => PublishError::BatchTooLarge {
+            requested,
+            capacity,
+        },
+        TryPublishError::Halted | TryPublishError::Full { .. } | TryPublishError::Timeout => {
+            PublishError::Halted
+        }
+    }
+}
+
+fn check_batch<E, S, W>(bus: &Bus<E, S, W>, n: usize) -> Result<(), TryPublishError> {
+    let capacity = bus.ring.capacity();
+    if n > capacity {
+        return Err(TryPublishError::BatchTooLarge {
+            requested: n,
+            capacity,
+        });
+    }
+    Ok(())
+}
+
+/// The one producer of a bus built with [`single_producer`](crate::single_producer).
+///
+/// Claims need no atomic read-modify-write: the producer keeps its own claim
+/// counter and a cached minimum of the gating stages, and reads the stages'
+/// sequences only when the cache says the ring may be full.
+///
+/// Dropping it (or [`shutdown`](SingleProducer::shutdown)) drains every
+/// published event through every stage and joins the stage threads.
+pub struct SingleProducer<E, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    bus: Arc<Bus<E, SingleProducerSequencer, W>>,
+    /// Last sequence published.
+    published: Sequence,
+    /// A gating minimum seen earlier; the true one is at least this.
+    cached_gating: Sequence,
+    shut_down: bool,
+}
+
+impl<E, W> fmt::Debug for SingleProducer<E, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SingleProducer")
+            .field("published", &self.published)
+            .field("bus", &self.bus)
+            .finish()
+    }
+}
+
+impl<E, W> SingleProducer<E, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    pub(crate) fn new(bus: Arc<Bus<E, SingleProducerSequencer, W>>) -> Self {
+        Self {
+            bus,
+            published: INITIAL,
+            cached_gating: INITIAL,
+            shut_down: false,
+        }
+    }
+
+    /// Reserves the next `n` slots; returns the last one.
+    #[inline]
+    fn claim(&mut self, n: usize, wait: Wait) -> Result<Sequence, TryPublishError> {
+        check_batch(&self.bus, n)?;
+        if self.bus.is_halted() {
+            return Err(TryPublishError::Halted);
+        }
+        let last = self.published + n as i64;
+        let wrap_point = last - self.bus.capacity();
+        if wrap_point > self.cached_gating {
+            self.cached_gating = match wait {
+                Wait::Never => {
+                    let min = self.bus.min_gating(Sequence::MAX);
+                    if min < wrap_point {
+                        return Err(TryPublishError::Full {
+                            missing: (wrap_point - min) as usize,
+                        });
+                    }
+                    min
+                }
+                _ => self.bus.wait_for_free(last, wait.deadline())?,
+            };
+        }
+        Ok(last)
+    }
+
+    /// Makes everything up to `last` visible to the stages (Release store).
+    #[inline]
+    fn commit(&mut self, last: Sequence) -> Sequence {
+        self.published = last;
+        self.bus.sequencer.publish(last);
+        self.bus.notify();
+        last
+    }
+
+    #[inline]
+    fn write_one(&mut self, wait: Wait, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
+        let sequence = self.claim(1, wait)?;
+        // SAFETY: `claim` returned a sequence no stage may read yet (it is
+        // past the cursor) whose slot every gating stage has passed.
+        unsafe { self.bus.ring.write(sequence, f) };
+        Ok(self.commit(sequence))
+    }
+
+    fn write_batch(
+        &mut self,
+        n: usize,
+        wait: Wait,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, TryPublishError> {
+        let last = self.claim(n, wait)?;
+        if n == 0 {
+            return Ok(last);
+        }
+        let first = last - n as i64 + 1;
+        // SAFETY: as in `write_one`, for each of `first..=last` (n <= capacity).
+        f(unsafe { self.bus.ring.slots_mut(first, last) });
+        Ok(self.commit(last))
+    }
+
+    /// Writes the next event in place with `f` and publishes it, waiting with
+    /// the bus's strategy while the ring is full. Returns its sequence.
+    ///
+    /// Fails only when the bus was halted; `f` is then not called.
+    #[inline]
+    pub fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
+        self.write_one(Wait::Forever, f).map_err(waited)
+    }
+
+    /// Like [`publish`](SingleProducer::publish), but fails at once with
+    /// [`TryPublishError::Full`] instead of waiting.
+    #[inline]
+    pub fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
+        self.write_one(Wait::Never, f)
+    }
+
+    /// Like [`publish`](SingleProducer::publish), waiting at most `timeout`.
+    pub fn try_publish_for(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut E),
+    ) -> Result<Sequence, TryPublishError> {
+        self.write_one(Wait::Until(Instant::now() + timeout), f)
+    }
+
+    /// Claims `n` slots, lets `f` write them in order, then publishes them all
+    /// with one store. Returns the last sequence. `n == 0` does nothing.
+    pub fn batch_publish(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, PublishError> {
+        self.write_batch(n, Wait::Forever, f).map_err(waited)
+    }
+
+    /// Like [`batch_publish`](SingleProducer::batch_publish), but fails at once
+    /// when fewer than `n` slots are free; the error says how many are missing.
+    pub fn try_batch_publish(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, TryPublishError> {
+        self.write_batch(n, Wait::Never, f)
+    }
+
+    /// Slots free right now (a racy snapshot: stages only free more).
+    pub fn remaining_capacity(&self) -> usize {
+        let min = self.bus.min_gating(self.published);
+        (self.bus.capacity() - (self.published - min)) as usize
+    }
+
+    /// Ring capacity.
+    pub fn capacity(&self) -> usize {
+        self.bus.ring.capacity()
+    }
+
+    /// The last sequence published (-1 before the first).
+    pub fn cursor(&self) -> Sequence {
+        self.published
+    }
+
+    /// Stops every stage without draining; later publishes fail with
+    /// `Halted`. Dropping or shutting down the producer then joins the threads.
+    pub fn halt(&self) {
+        self.bus.halt();
+    }
+
+    /// Drains every published event through every stage, then joins the stage
+    /// threads; reports what each stage did.
+    pub fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
+        self.finish(None)
+    }
+
+    /// Like [`shutdown`](SingleProducer::shutdown), but halts the bus if the
+    /// stages have not drained within `timeout` and says so.
+    pub fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+        self.finish(Some(Instant::now() + timeout))
+    }
+
+    fn finish(mut self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
+        self.shut_down = true;
+        self.bus.close(self.published);
+        self.bus.join(deadline)
+    }
+}
+
+impl<E, W> Drop for SingleProducer<E, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    fn drop(&mut self) {
+        if !self.shut_down {
+            self.bus.close(self.published);
+            let _ = self.bus.join(None);
+        }
+    }
+}
+
+/// A producer of a bus built with [`multi_producer`](crate::multi_producer):
+/// `Clone + Send + Sync`, each clone publishing concurrently.
+///
+/// Blocking claims take sequences with one `fetch_add`; `try_` claims use a
+/// CAS so they never reserve a slot they cannot fill. Each batch is marked
+/// published with one store, and stages read only fully written events.
+///
+/// Dropping the last clone (or [`shutdown`](MultiProducer::shutdown) on any
+/// clone) drains every published event through every stage and joins the
+/// stage threads.
+pub struct MultiProducer<E, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    bus: Arc<Bus<E, MultiProducerSequencer, W>>,
+}
+
+impl<E, W> fmt::Debug for MultiProducer<E, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MultiProducer").field("bus", &self.bus).finish()
+    }
+}
+
+impl<E, W> Clone for MultiProducer<E, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    fn clone(&self) -> Self {
+        // Relaxed: a new handle is made from a live one, so the count cannot
+        // reach zero meanwhile (as for `Arc::clone`).
+        self.bus.producers.fetch_add(1, Ordering::Relaxed);
+        Self {
+            bus: Arc::clone(&self.bus),
+        }
+    }
+}
+
+/// Publishes a claimed range when dropped, so a panicking writer cannot leave
+/// a claimed slot unpublished (which would stall every stage).
+struct PublishOnDrop<'a, E, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    bus: &'a Bus<E, MultiProducerSequencer, W>,
+    first: Sequence,
+    last: Sequence,
+}
+
+impl<E, W> Drop for PublishOnDrop<'_, E, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    #[inline]
+    fn drop(&mut self) {
+        self.bus.sequencer.publish(self.first, self.last);
+        self.bus.notify();
+    }
+}
+
+impl<E, W> MultiProducer<E, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    pub(crate) fn new(bus: Arc<Bus<E, MultiProducerSequencer, W>>) -> Self {
+        Self { bus }
+    }
+
+    /// Highest sequence producers may write, from the shared cache when it
+    /// suffices for `last`, else from the gating stages (refreshing the cache).
+    #[inline]
+    fn writable_up_to(&self, last: Sequence) -> Sequence {
+        let seq = &self.bus.sequencer;
+        let cached = seq.gating_cache.get();
+        if last - self.bus.capacity() <= cached {
+            return self.bus.writable_up_to(cached);
+        }
+        let min = self.bus.min_gating(Sequence::MAX);
+        seq.gating_cache.set(min);
+        self.bus.writable_up_to(min)
+    }
+
+    /// Reserves `n` slots; returns the last one.
+    #[inline]
+    fn claim(&self, n: usize, wait: Wait) -> Result<Sequence, TryPublishError> {
+        check_batch(&self.bus, n)?;
+        if self.bus.is_halted() {
+            return Err(TryPublishError::Halted);
+        }
+        let seq = &self.bus.sequencer;
+        let n = n as i64;
+        match wait {
+            Wait::Forever => {
+                let last = seq.claim(n).map_err(|_| TryPublishError::Closed)?;
+                if self.writable_up_to(last) < last {
+                    // The gating cache is Release-stored/Acquire-loaded, so a
+                    // producer relying on another's refresh still synchronises
+                    // with the stages that freed the slots.
+                    let min = self.bus.wait_for_free(last, None)?;
+                    seq.gating_cache.set(min);
+                }
+                Ok(last)
+            }
+            // A claim with a deadline must not reserve before it knows the
+            // slots are free (a reserved slot must be published), so it
+            // retries a CAS claim, waiting for room in between.
+            Wait::Never | Wait::Until(_) => loop {
+                match seq.try_claim(n, |last| self.writable_up_to(last)) {
+                    Ok(last) => return Ok(last),
+                    Err(ClaimError::Closed) => return Err(TryPublishError::Closed),
+                    Err(ClaimError::Full(missing)) => {
+                        let Wait::Until(deadline) = wait else {
+                            return Err(TryPublishError::Full { missing });
+                        };
+                        let min = self.bus.wait_for_free(seq.claimed() + n, Some(deadline))?;
+                        seq.gating_cache.set(min);
+                    }
+                }
+            },
+        }
+    }
+
+    #[inline]
+    fn write_one(&self, wait: Wait, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
+        let sequence = self.claim(1, wait)?;
+        let _publish = PublishOnDrop {
+            bus: &self.bus,
+            first: sequence,
+            last: sequence,
+        };
+        // SAFETY: this producer alone claimed `sequence`; it is unpublished
+        // (no stage reads it) and every gating stage has passed its slot.
+        unsafe { self.bus.ring.write(sequence, f) };
+        Ok(sequence)
+    }
+
+    fn write_batch(
+        &self,
+        n: usize,
+        wait: Wait,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, TryPublishError> {
+        if n == 0 {
+            check_batch(&self.bus, n)?;
+            return Ok(self.cursor());
+        }
+        let last = self.claim(n, wait)?;
+        let first = last - n as i64 + 1;
+        let _publish = PublishOnDrop {
+            bus: &self.bus,
+            first,
+            last,
+        };
+        // SAFETY: as in `write_one`, for each of `first..=last` (n <= capacity).
+        f(unsafe { self.bus.ring.slots_mut(first, last) });
+        Ok(last)
+    }
+
+    /// Writes the next event in place with `f` and publishes it, waiting with
+    /// the bus's strategy while the ring is full. Returns its sequence.
+    ///
+    /// Fails when the bus was halted or shut down; `f` is then not called.
+    /// If `f` panics the event is still published, as far as `f` wrote it.
+    #[inline]
+    pub fn publish(&self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
+        self.write_one(Wait::Forever, f).map_err(waited)
+    }
+
+    /// Like [`publish`](MultiProducer::publish), but fails at once with
+    /// [`TryPublishError::Full`] instead of waiting.
+    #[inline]
+    pub fn try_publish(&self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
+        self.write_one(Wait::Never, f)
+    }
+
+    /// Like [`publish`](MultiProducer::publish), waiting at most `timeout`.
+    pub fn try_publish_for(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut E),
+    ) -> Result<Sequence, TryPublishError> {
+        self.write_one(Wait::Until(Instant::now() + timeout), f)
+    }
+
+    /// Claims `n` consecutive slots, lets `f` write them in order, then
+    /// publishes them with one store. Returns the last sequence.
+    pub fn batch_publish(
+        &self,
+        n: usize,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, PublishError> {
+        self.write_batch(n, Wait::Forever, f).map_err(waited)
+    }
+
+    /// Like [`batch_publish`](MultiProducer::batch_publish), but fails at once
+    /// when fewer than `n` slots are free; the error says how many are missing.
+    pub fn try_batch_publish(
+        &self,
+        n: usize,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, TryPublishError> {
+        self.write_batch(n, Wait::Never, f)
+    }
+
+    /// Slots free right now (a racy snapshot).
+    pub fn remaining_capacity(&self) -> usize {
+        let claimed = self.cursor();
+        let min = self.bus.min_gating(claimed);
+        (self.bus.capacity() - (claimed - min)).max(0) as usize
+    }
+
+    /// Ring capacity.
+    pub fn capacity(&self) -> usize {
+        self.bus.ring.capacity()
+    }
+
+    /// The highest sequence claimed by any producer (-1 before the first).
+    pub fn cursor(&self) -> Sequence {
+        self.bus.sequencer.claimed()
+    }
+
+    /// Stops every stage without draining; later publishes on every clone fail
+    /// with `Halted`.
+    pub fn halt(&self) {
+        self.bus.halt();
+    }
+
+    /// Closes the bus to every clone (their publishes fail with `Closed`),
+    /// drains every event claimed before, and joins the stage threads.
+    pub fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
+        self.finish(None)
+    }
+
+    /// Like [`shutdown`](MultiProducer::shutdown), but halts the bus if the
+    /// stages have not drained within `timeout` and says so.
+    pub fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+        self.finish(Some(Instant::now() + timeout))
+    }
+
+    fn finish(self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
+        let last = self.bus.sequencer.close();
+        self.bus.close(last);
+        self.bus.join(deadline)
+    }
+}
+
+impl<E, W> Drop for MultiProducer<E, W>
+where
+    E: Send + Sync + 'static,
+    W: WaitStrategy,
+{
+    fn drop(&mut self) {
+        // AcqRel: the last handle must see every other handle's claims
+        // (Acquire) and its own must be seen by it (Release).
+        if self.bus.producers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let last = self.bus.sequencer.close();
+            self.bus.close(last);
+            let _ = self.bus.join(None);
+        }
+    }
+}

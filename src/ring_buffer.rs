@@ -1,0 +1,161 @@
+//! The preallocated ring of events: the only place slots are accessed.
+//!
+//! Every slot is filled once by the factory when the ring is built; events are
+//! then written and read in place, never moved or reallocated. Who may touch a
+//! slot is decided by the sequencer and the barriers, so the accessors here are
+//! `unsafe` and state the permission they require.
+
+use std::fmt;
+
+use crate::loom::UnsafeCell;
+use crate::sequence::Sequence;
+
+pub(crate) struct RingBuffer<E> {
+    slots: Box<[UnsafeCell<E>]>,
+    mask: i64,
+}
+
+// SAFETY: the ring owns its events; moving it to another thread moves them,
+// which is sound when `E: Send`.
+unsafe impl<E: Send> Send for RingBuffer<E> {}
+// SAFETY: several threads hold `&RingBuffer` at once. Readers share `&E`
+// across threads (needs `E: Sync`); producers and mutating stages get `&mut E`
+// on their own thread, which hands the value between threads (needs `E: Send`).
+// The sequencer and barriers guarantee a slot is never written while any
+// other thread reads or writes it.
+unsafe impl<E: Send + Sync> Sync for RingBuffer<E> {}
+
+impl<E> fmt::Debug for RingBuffer<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingBuffer")
+            .field("capacity", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> RingBuffer<E> {
+    /// Builds a ring of `capacity` slots (a power of two, checked by the caller).
+    pub(crate) fn new(capacity: usize, mut factory: impl FnMut() -> E) -> Self {
+        debug_assert!(capacity.is_power_of_two());
+        let slots: Box<[UnsafeCell<E>]> =
+            (0..capacity).map(|_| UnsafeCell::new(factory())).collect();
+        Self {
+            slots,
+            mask: capacity as i64 - 1,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    #[inline(always)]
+    fn slot(&self, sequence: Sequence) -> &UnsafeCell<E> {
+        let index = (sequence & self.mask) as usize;
+        debug_assert!(index < self.slots.len());
+        // SAFETY: `mask` is `len - 1` with `len` a power of two, so the masked
+        // index is always below `len`.
+        unsafe { self.slots.get_unchecked(index) }
+    }
+
+    /// Runs `f` on the event at `sequence`, shared.
+    ///
+    /// # Safety
+    /// The caller must have read permission for `sequence`: it was published
+    /// (observed with an Acquire load of the cursor, availability flag or
+    /// upstream stage sequence covering it) and the caller's own sequence, which
+    /// gates the producers, is still below it, so nobody writes it meanwhile.
+    #[inline(always)]
+    pub(crate) unsafe fn read<R>(&self, sequence: Sequence, f: impl FnOnce(&E) -> R) -> R {
+        let ptr = self.slot(sequence).get();
+        // SAFETY: the caller's read permission excludes every writer.
+        f(unsafe { ptr.deref() })
+    }
+
+    /// Runs `f` on the event at `sequence`, exclusive.
+    ///
+    /// # Safety
+    /// The caller must have write permission for `sequence`: a producer that
+    /// claimed it and has not published it yet, or a mutating stage that every
+    /// other reader of the slot is ordered before or after (checked at build).
+    #[inline(always)]
+    pub(crate) unsafe fn write<R>(&self, sequence: Sequence, f: impl FnOnce(&mut E) -> R) -> R {
+        let ptr = self.slot(sequence).get_mut();
+        // SAFETY: the caller's write permission excludes every other access.
+        f(unsafe { ptr.deref() })
+    }
+
+    /// The events of `first..=last`, exclusive, in order.
+    ///
+    /// # Safety
+    /// As for [`RingBuffer::write`], for every sequence of the range, and the
+    /// range is at most `capacity` long.
+    pub(crate) unsafe fn slots_mut(&self, first: Sequence, last: Sequence) -> Slots<'_, E> {
+        debug_assert!(last - first < self.capacity() as i64);
+        Slots {
+            ring: self,
+            next: first,
+            last,
+            #[cfg(loom)]
+            guards: Vec::new(),
+        }
+    }
+}
+
+/// The claimed slots of a batch publish, yielded as `&mut E` in sequence order.
+///
+/// Handed to the closure of `batch_publish`; the slots become visible to the
+/// stages only after the closure returns.
+pub struct Slots<'a, E> {
+    ring: &'a RingBuffer<E>,
+    next: Sequence,
+    last: Sequence,
+    // Loom tracks an access while its pointer guard lives; keep them alive as
+    // long as the references we hand out may be used.
+    #[cfg(loom)]
+    guards: Vec<crate::loom::MutPtr<E>>,
+}
+
+impl<E> fmt::Debug for Slots<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slots")
+            .field("next", &self.next)
+            .field("last", &self.last)
+            .finish()
+    }
+}
+
+impl<E> Slots<'_, E> {
+    /// The sequence of the next slot this iterator yields.
+    pub fn next_sequence(&self) -> Sequence {
+        self.next
+    }
+}
+
+impl<'a, E> Iterator for Slots<'a, E> {
+    type Item = &'a mut E;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a mut E> {
+        if self.next > self.last {
+            return None;
+        }
+        let ptr = self.ring.slot(self.next).get_mut();
+        self.next += 1;
+        // SAFETY: `slots_mut`'s caller holds write permission for the whole
+        // range for the lifetime 'a, and each sequence is yielded once, so
+        // the `&mut` references never alias.
+        let event: &'a mut E = unsafe { &mut *(ptr.deref() as *mut E) };
+        #[cfg(loom)]
+        self.guards.push(ptr);
+        Some(event)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = (self.last - self.next + 1).max(0) as usize;
+        (n, Some(n))
+    }
+}
+
+impl<E> ExactSizeIterator for Slots<'_, E> {}

@@ -1,0 +1,48 @@
+//! Claim and publish: how producers hand events to the stages.
+//!
+//! A sequencer owns the producer side's atomics. Its consumer-side question is
+//! [`Sealed::highest_published`]: starting from `next`, how far is every event
+//! published? The producer-side state (next sequence to claim, cached gating
+//! minimum) lives in the producer handles, see `producer.rs`.
+
+pub(crate) mod multi;
+mod single;
+
+pub use multi::MultiProducerSequencer;
+pub use single::SingleProducerSequencer;
+
+use std::fmt;
+
+use crate::sequence::Sequence;
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// The sequencer's machinery, sealed so the protocol can evolve.
+    pub trait Sealed: Send + Sync + fmt::Debug + 'static {
+        /// A sequencer for a ring of `capacity` slots.
+        fn new(capacity: usize) -> Self
+        where
+            Self: Sized;
+
+        /// The highest `h >= next - 1` such that every event in `next..=h`
+        /// is published; all of them are visible to the caller (Acquire).
+        ///
+        /// `next` must be the first sequence after a range this sequencer
+        /// reported before (or 0): the multi-producer marks whole batches at
+        /// their first slot.
+        fn highest_published(&self, next: Sequence) -> Sequence;
+
+        /// The highest sequence claimed so far (published or not); for metrics
+        /// and for gating when no stage exists.
+        fn claimed(&self) -> Sequence;
+    }
+}
+
+/// Claims and publishes sequences: [`SingleProducerSequencer`] (one producer,
+/// no read-modify-write) or [`MultiProducerSequencer`] (any number of
+/// producers, `fetch_add` claims and per-slot availability).
+pub trait Sequencer: sealed::Sealed {}
+
+impl Sequencer for SingleProducerSequencer {}
+impl Sequencer for MultiProducerSequencer {}

@@ -1,0 +1,147 @@
+//! The multi-producer sequencer: `fetch_add` (or CAS) claims and per-slot
+//! availability marks, after LMAX's `MultiProducerSequencer`.
+//!
+//! # Protocol
+//!
+//! * `claim` counts claimed sequences. Producers reserve `first..=last` with a
+//!   Relaxed `fetch_add(n)` (blocking calls) or a CAS (`try_` calls, which
+//!   must not reserve what they cannot fill). Bit [`CLOSED`] is set once, by
+//!   the close, with an RMW that also fixes the final claimed sequence: a
+//!   claim that sees the bit fails, so no claim can slip past the close.
+//! * `available[first & mask]` is written by the producer of a batch
+//!   `first..=last` after it wrote the events: a Release store of `last`.
+//!   Only the batch's first slot is marked; slots inside a batch are skipped
+//!   over by the reader, so a batch costs one atomic store, not one per event.
+//! * A reader scanning from `next` loads `available[i & mask]` with Acquire.
+//!   A value `v >= i` means the batch starting at `i` is published up to
+//!   `v`; it continues at `v + 1`. A value `v < i` is left from an earlier
+//!   lap (a batch that started at `i - k*capacity` ended before
+//!   `i - (k-1)*capacity <= i`), so `i` is not published yet.
+//!
+//! Readers only ever start a scan at a batch boundary: sequence 0, or one past
+//! what an earlier scan reported.
+
+use std::fmt;
+
+use crate::loom::{AtomicI64, Ordering};
+use crate::sequence::{AtomicSequence, Sequence, INITIAL};
+
+use super::sealed::Sealed;
+
+/// The bit of the claim counter that says the bus is closed to producers.
+pub(crate) const CLOSED: i64 = 1 << 62;
+
+/// Sequencer of a bus with any number of producers (`ringbus::multi_producer`).
+pub struct MultiProducerSequencer {
+    claim: AtomicSequence,
+    /// Producers' shared cache of the gating minimum (LMAX's
+    /// `gatingSequenceCache`); only a hint, reread when it says "full".
+    pub(crate) gating_cache: AtomicSequence,
+    available: Box<[AtomicI64]>,
+    mask: i64,
+}
+
+impl fmt::Debug for MultiProducerSequencer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MultiProducerSequencer")
+            .field("claimed", &self.claimed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a claim failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ClaimError {
+    /// The bus is closed to producers.
+    Closed,
+    /// The ring lacks this many free slots.
+    Full(usize),
+}
+
+impl MultiProducerSequencer {
+    /// Reserves the next `n` sequences, capacity or not; returns the last one.
+    /// The caller then waits for the slots to be free (gating).
+    #[inline]
+    pub(crate) fn claim(&self, n: i64) -> Result<Sequence, ClaimError> {
+        let previous = self.claim.fetch_add(n);
+        if previous & CLOSED != 0 {
+            return Err(ClaimError::Closed);
+        }
+        Ok(previous + n)
+    }
+
+    /// Reserves the next `n` sequences only if all of them are free, i.e. not
+    /// beyond `free_up_to(last)`, the highest sequence the gating stages let
+    /// producers write; never reserves what it cannot fill.
+    #[inline]
+    pub(crate) fn try_claim(
+        &self,
+        n: i64,
+        mut free_up_to: impl FnMut(Sequence) -> Sequence,
+    ) -> Result<Sequence, ClaimError> {
+        loop {
+            let current = self.claim.get_relaxed();
+            if current & CLOSED != 0 {
+                return Err(ClaimError::Closed);
+            }
+            let last = current + n;
+            let free = free_up_to(last);
+            if free < last {
+                return Err(ClaimError::Full((last - free) as usize));
+            }
+            if self.claim.compare_exchange(current, last) {
+                return Ok(last);
+            }
+        }
+    }
+
+    /// Marks `first..=last` published: one Release store at `first`'s slot.
+    #[inline]
+    pub(crate) fn publish(&self, first: Sequence, last: Sequence) {
+        let flag = &self.available[(first & self.mask) as usize];
+        // Release: the event writes of the whole batch happen before the mark;
+        // pairs with the Acquire load in `highest_published`.
+        #[cfg(not(ringbus_weaken))]
+        flag.store(last, Ordering::Release);
+        #[cfg(ringbus_weaken)]
+        flag.store(last, Ordering::Relaxed);
+    }
+
+    /// Closes the bus to producers; returns the last sequence ever claimed.
+    /// Idempotent: a second close returns the same value.
+    pub(crate) fn close(&self) -> Sequence {
+        self.claim.fetch_or(CLOSED) & !CLOSED
+    }
+}
+
+impl Sealed for MultiProducerSequencer {
+    fn new(capacity: usize) -> Self {
+        Self {
+            claim: AtomicSequence::new(INITIAL),
+            gating_cache: AtomicSequence::new(INITIAL),
+            available: (0..capacity)
+                .map(|_| AtomicI64::new(INITIAL))
+                .collect(),
+            mask: capacity as i64 - 1,
+        }
+    }
+
+    #[inline]
+    fn highest_published(&self, next: Sequence) -> Sequence {
+        let mut i = next;
+        loop {
+            let flag = &self.available[(i & self.mask) as usize];
+            // Acquire: pairs with the Release in `publish`; the batch's events
+            // are visible once its mark is.
+            let last = flag.load(Ordering::Acquire);
+            if last < i {
+                return i - 1;
+            }
+            i = last + 1;
+        }
+    }
+
+    fn claimed(&self) -> Sequence {
+        self.claim.get_relaxed() & !CLOSED
+    }
+}

@@ -1,0 +1,492 @@
+//! How a thread waits when it cannot go on: a stage whose next event is not
+//! available yet, or a producer whose ring is full.
+//!
+//! Every strategy runs the same loop, `poll` until it answers, and differs only
+//! in what it does between polls: spin, spin with a CPU hint, yield, sleep, or
+//! park on a condition variable.
+//!
+//! # The parking protocol ([`Blocking`], and [`PhasedBackoff::with_lock`])
+//!
+//! One [`Signal`] per bus: a waiter count, a mutex and a condition variable.
+//!
+//! * A waiter increments `waiters`, issues a SeqCst fence, then polls under the
+//!   lock and waits on the condvar until its poll succeeds.
+//! * A notifier (a producer after publishing, a stage after advancing its
+//!   sequence) has already stored its progress with Release; it issues a SeqCst
+//!   fence and takes the lock to `notify_all` only if `waiters` is non-zero.
+//!
+//! The two fences order "store progress; read waiters" against "count myself;
+//! read progress": at least one side sees the other's write, so either the
+//! waiter's poll sees the progress or the notifier sees the waiter and wakes it
+//! under the lock (it cannot slip in between the waiter's poll and its wait,
+//! because the waiter holds the lock across both). No wake-up is lost, and a
+//! publisher pays for a lock only while somebody is parked.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use crate::loom::{self, fence, AtomicUsize, Condvar, Mutex, Ordering};
+
+/// Why a wait ended without the condition becoming true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// The bus was halted.
+    Halted,
+    /// Everything was published and processed; nothing more will come.
+    Closed,
+    /// The deadline passed.
+    Timeout,
+}
+
+/// What one poll of a waited-for condition found.
+pub type PollResult<T> = Result<Option<T>, Interrupt>;
+
+/// The parking place shared by every thread of one bus.
+pub struct Signal {
+    waiters: CachePadded<AtomicUsize>,
+    lock: Mutex<()>,
+    condvar: Condvar,
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signal")
+            .field("waiters", &self.waiters.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Signal {
+    pub(crate) fn new() -> Self {
+        Self {
+            waiters: CachePadded::new(AtomicUsize::new(0)),
+            lock: Mutex::new(()),
+            condvar: Condvar::new(),
+        }
+    }
+
+    /// Wakes parked threads if there are any. Call after storing progress.
+    #[inline]
+    pub(crate) fn notify_if_parked(&self) {
+        // SeqCst fence: orders our earlier progress store before the load of
+        // `waiters` (store→load), pairing with the fence in `park`.
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) != 0 {
+            self.notify_all();
+        }
+    }
+
+    /// Wakes every parked thread, unconditionally (close and halt).
+    pub(crate) fn notify_all(&self) {
+        let _guard = loom::lock(&self.lock);
+        self.condvar.notify_all();
+    }
+
+    /// Parks until `poll` answers; see the module docs for the protocol.
+    pub(crate) fn park<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut poll: impl FnMut() -> PollResult<T>,
+    ) -> Result<T, Interrupt> {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        // SeqCst fence: orders our count before the polls below (store→load),
+        // pairing with the fence in `notify_if_parked`.
+        fence(Ordering::SeqCst);
+        let mut guard = loom::lock(&self.lock);
+        let result = loop {
+            match poll() {
+                Ok(Some(value)) => break Ok(value),
+                Err(interrupt) => break Err(interrupt),
+                Ok(None) => {}
+            }
+            guard = match deadline {
+                None => loom::wait(&self.condvar, guard),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break Err(Interrupt::Timeout);
+                    }
+                    loom::wait_timeout(&self.condvar, guard, deadline - now)
+                }
+            };
+        };
+        drop(guard);
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+}
+
+mod sealed {
+    use super::*;
+
+    /// The strategy's machinery; sealed so the parking protocol can evolve.
+    pub trait Sealed {
+        /// Waits until `poll` returns `Ok(Some(_))` or an interrupt, or until
+        /// `deadline` passes.
+        fn wait<T>(
+            &self,
+            signal: &Signal,
+            deadline: Option<Instant>,
+            poll: impl FnMut() -> PollResult<T>,
+        ) -> Result<T, Interrupt>;
+
+        /// Called after progress was stored (publish, stage advance).
+        #[inline(always)]
+        fn notify(&self, signal: &Signal) {
+            let _ = signal;
+        }
+
+        /// True when waiters may park and so notification is needed.
+        fn parks(&self) -> bool {
+            false
+        }
+    }
+}
+
+/// A way of waiting, used by stages when nothing is available and by producers
+/// when the ring is full.
+///
+/// | strategy | CPU while idle | wake-up latency | use when |
+/// |---|---|---|---|
+/// | [`BusySpin`] | 100% | lowest | one pinned core per busy thread |
+/// | [`BusySpinWithHint`] | 100% | lowest | same, hyper-threads share the core |
+/// | [`Yielding`] | 100%, yields | low | threads ≤ cores, not pinned |
+/// | [`Sleeping`] | low | ~50–100 µs | background work, more threads than cores |
+/// | [`Blocking`] | none | a futex wake (µs) | more threads than cores, idle buses |
+/// | [`PhasedBackoff`] | spin, yield, then block or sleep | low when busy | bursty load |
+///
+/// The trait is sealed: the strategies above are the ones the bus's parking
+/// protocol is verified with.
+pub trait WaitStrategy:
+    sealed::Sealed + Clone + Default + Send + Sync + fmt::Debug + 'static
+{
+}
+
+/// Poll; between polls check the deadline every so often.
+#[inline(always)]
+fn spin_loop<T>(
+    deadline: Option<Instant>,
+    mut poll: impl FnMut() -> PollResult<T>,
+    mut relax: impl FnMut(u32),
+) -> Result<T, Interrupt> {
+    let mut tries: u32 = 0;
+    loop {
+        if let Some(value) = poll()? {
+            return Ok(value);
+        }
+        if let Some(deadline) = deadline {
+            if tries % 64 == 0 && Instant::now() >= deadline {
+                return Err(Interrupt::Timeout);
+            }
+        }
+        relax(tries);
+        tries = tries.wrapping_add(1);
+    }
+}
+
+/// Spins on the condition without pausing: the lowest latency, a whole core
+/// per waiting thread. Only for threads pinned to cores of their own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BusySpin;
+
+impl sealed::Sealed for BusySpin {
+    #[inline]
+    fn wait<T>(
+        &self,
+        _signal: &Signal,
+        deadline: Option<Instant>,
+        poll: impl FnMut() -> PollResult<T>,
+    ) -> Result<T, Interrupt> {
+        // Under loom every spin must be a yield point.
+        spin_loop(deadline, poll, |_| {
+            #[cfg(loom)]
+            loom::yield_now();
+        })
+    }
+}
+impl WaitStrategy for BusySpin {}
+
+/// Like [`BusySpin`], with a spin-loop hint (`pause`) between polls, which saves
+/// power and leaves a hyper-thread sibling more of the core.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BusySpinWithHint;
+
+impl sealed::Sealed for BusySpinWithHint {
+    #[inline]
+    fn wait<T>(
+        &self,
+        _signal: &Signal,
+        deadline: Option<Instant>,
+        poll: impl FnMut() -> PollResult<T>,
+    ) -> Result<T, Interrupt> {
+        spin_loop(deadline, poll, |_| loom::spin_loop())
+    }
+}
+impl WaitStrategy for BusySpinWithHint {}
+
+/// Spins `spin_tries` times, then yields the CPU between polls. Good when there
+/// are no more busy threads than cores but threads are not pinned.
+#[derive(Debug, Clone, Copy)]
+pub struct Yielding {
+    /// Polls before the first yield.
+    pub spin_tries: u32,
+}
+
+impl Default for Yielding {
+    fn default() -> Self {
+        Self { spin_tries: 100 }
+    }
+}
+
+impl sealed::Sealed for Yielding {
+    #[inline]
+    fn wait<T>(
+        &self,
+        _signal: &Signal,
+        deadline: Option<Instant>,
+        poll: impl FnMut() -> PollResult<T>,
+    ) -> Result<T, Interrupt> {
+        let spin_tries = self.spin_tries;
+        spin_loop(deadline, poll, |tries| {
+            if tries < spin_tries {
+                loom::spin_loop();
+            } else {
+                loom::yield_now();
+            }
+        })
+    }
+}
+impl WaitStrategy for Yielding {}
+
+/// Spins, then yields, then sleeps `sleep` between polls: little CPU when idle,
+/// at the price of tens of microseconds of latency (the OS timer's slack).
+#[derive(Debug, Clone, Copy)]
+pub struct Sleeping {
+    /// Polls with a spin hint before yielding.
+    pub spin_tries: u32,
+    /// Polls with a yield before sleeping.
+    pub yield_tries: u32,
+    /// How long each sleep asks for.
+    pub sleep: Duration,
+}
+
+impl Default for Sleeping {
+    fn default() -> Self {
+        Self {
+            spin_tries: 100,
+            yield_tries: 100,
+            sleep: Duration::from_micros(50),
+        }
+    }
+}
+
+impl sealed::Sealed for Sleeping {
+    #[inline]
+    fn wait<T>(
+        &self,
+        _signal: &Signal,
+        deadline: Option<Instant>,
+        poll: impl FnMut() -> PollResult<T>,
+    ) -> Result<T, Interrupt> {
+        let Self {
+            spin_tries,
+            yield_tries,
+            sleep,
+        } = *self;
+        spin_loop(deadline, poll, |tries| {
+            if tries < spin_tries {
+                loom::spin_loop();
+            } else if tries - spin_tries < yield_tries {
+                loom::yield_now();
+            } else {
+                let nap = match deadline {
+                    Some(d) => sleep.min(d.saturating_duration_since(Instant::now())),
+                    None => sleep,
+                };
+                loom::sleep(nap);
+            }
+        })
+    }
+}
+impl WaitStrategy for Sleeping {}
+
+/// Parks the thread on a condition variable until progress is signalled: no
+/// CPU while idle. Publishers and stages pay for a wake-up (a lock and a
+/// futex call) only while someone is parked; otherwise a fence.
+///
+/// Stages waiting on a slow upstream stage park too (they are woken when it
+/// advances), and so do producers waiting for a full ring to drain.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Blocking;
+
+impl sealed::Sealed for Blocking {
+    #[inline]
+    fn wait<T>(
+        &self,
+        signal: &Signal,
+        deadline: Option<Instant>,
+        mut poll: impl FnMut() -> PollResult<T>,
+    ) -> Result<T, Interrupt> {
+        if let Some(value) = poll()? {
+            return Ok(value);
+        }
+        signal.park(deadline, poll)
+    }
+
+    #[inline]
+    fn notify(&self, signal: &Signal) {
+        signal.notify_if_parked();
+    }
+
+    fn parks(&self) -> bool {
+        true
+    }
+}
+impl WaitStrategy for Blocking {}
+
+/// What [`PhasedBackoff`] does once spinning and yielding ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Park as [`Blocking`] does.
+    Block,
+    /// Sleep this long between polls, as [`Sleeping`] does.
+    Sleep(Duration),
+}
+
+/// Spins for `spin`, yields until `spin + yield_for`, then falls back to
+/// blocking or sleeping: low latency under load, no CPU when idle.
+#[derive(Debug, Clone, Copy)]
+pub struct PhasedBackoff {
+    /// How long to spin before yielding.
+    pub spin: Duration,
+    /// How long to yield before falling back.
+    pub yield_for: Duration,
+    /// What to do after that.
+    pub fallback: Fallback,
+}
+
+impl Default for PhasedBackoff {
+    /// Spin 10 µs, yield 100 µs, then block.
+    fn default() -> Self {
+        Self::with_lock(Duration::from_micros(10), Duration::from_micros(100))
+    }
+}
+
+impl PhasedBackoff {
+    /// Spin, yield, then park as [`Blocking`] does.
+    pub fn with_lock(spin: Duration, yield_for: Duration) -> Self {
+        Self {
+            spin,
+            yield_for,
+            fallback: Fallback::Block,
+        }
+    }
+
+    /// Spin, yield, then sleep 50 µs between polls as [`Sleeping`] does.
+    pub fn with_sleep(spin: Duration, yield_for: Duration) -> Self {
+        Self {
+            spin,
+            yield_for,
+            fallback: Fallback::Sleep(Duration::from_micros(50)),
+        }
+    }
+}
+
+impl sealed::Sealed for PhasedBackoff {
+    fn wait<T>(
+        &self,
+        signal: &Signal,
+        deadline: Option<Instant>,
+        mut poll: impl FnMut() -> PollResult<T>,
+    ) -> Result<T, Interrupt> {
+        const CHECK_CLOCK_EVERY: u32 = 64;
+        let start = Instant::now();
+        let yield_until = start + self.spin + self.yield_for;
+        let mut tries: u32 = 0;
+        let mut now = start;
+        loop {
+            if let Some(value) = poll()? {
+                return Ok(value);
+            }
+            if tries % CHECK_CLOCK_EVERY == 0 {
+                now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(Interrupt::Timeout);
+                }
+                if now >= yield_until {
+                    break;
+                }
+            }
+            if now - start < self.spin {
+                loom::spin_loop();
+            } else {
+                loom::yield_now();
+            }
+            tries = tries.wrapping_add(1);
+        }
+        match self.fallback {
+            Fallback::Block => signal.park(deadline, poll),
+            Fallback::Sleep(sleep) => Sleeping {
+                spin_tries: 0,
+                yield_tries: 0,
+                sleep,
+            }
+            .wait(signal, deadline, poll),
+        }
+    }
+
+    #[inline]
+    fn notify(&self, signal: &Signal) {
+        if self.fallback == Fallback::Block {
+            signal.notify_if_parked();
+        }
+    }
+
+    fn parks(&self) -> bool {
+        self.fallback == Fallback::Block
+    }
+}
+impl WaitStrategy for PhasedBackoff {}
+
+#[cfg(test)]
+mod tests {
+    use super::sealed::Sealed;
+    use super::*;
+
+    fn times_out<W: WaitStrategy>(strategy: W) {
+        let signal = Signal::new();
+        let deadline = Instant::now() + Duration::from_millis(5);
+        let r: Result<(), _> = strategy.wait(&signal, Some(deadline), || Ok(None));
+        assert_eq!(r, Err(Interrupt::Timeout));
+        assert!(Instant::now() >= deadline);
+    }
+
+    #[test]
+    fn every_strategy_honours_its_deadline() {
+        times_out(BusySpin);
+        times_out(BusySpinWithHint);
+        times_out(Yielding::default());
+        times_out(Sleeping::default());
+        times_out(Blocking);
+        times_out(PhasedBackoff::default());
+        times_out(PhasedBackoff::with_sleep(
+            Duration::from_micros(1),
+            Duration::from_micros(1),
+        ));
+    }
+
+    #[test]
+    fn interrupt_ends_the_wait() {
+        let signal = Signal::new();
+        let r: Result<(), _> = Blocking.wait(&signal, None, || Err(Interrupt::Halted));
+        assert_eq!(r, Err(Interrupt::Halted));
+    }
+}
