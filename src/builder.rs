@@ -213,7 +213,8 @@ where
         self.deps.clear();
         for stage in stages {
             if stage.bus != self.id || stage.index >= self.stages.len() {
-                self.error.get_or_insert(BuildError::ForeignStage { stage: stage.index });
+                self.error
+                    .get_or_insert(BuildError::ForeignStage { stage: stage.index });
             } else if !self.deps.contains(&stage.index) {
                 self.deps.push(stage.index);
             }
@@ -278,12 +279,14 @@ where
         // ancestors[i][j]: stage j finishes with an event before stage i reads it.
         let mut ancestors = vec![vec![false; n]; n];
         for i in 0..n {
+            // Dependencies always point at earlier stages, so `d < i` and
+            // ancestors[d] is complete by now.
             for &d in &self.stages[i].deps {
-                ancestors[i][d] = true;
-                for j in 0..n {
-                    if ancestors[d][j] {
-                        ancestors[i][j] = true;
-                    }
+                let (done, rest) = ancestors.split_at_mut(i);
+                let mine = &mut rest[0];
+                mine[d] = true;
+                for (a, &inherited) in mine.iter_mut().zip(&done[d]) {
+                    *a |= inherited;
                 }
             }
         }
@@ -329,7 +332,10 @@ where
                 name: spec.name.clone(),
                 sequence: Arc::clone(sequence),
                 barrier: SequenceBarrier::new(
-                    spec.deps.iter().map(|&d| Arc::clone(&sequences[d])).collect(),
+                    spec.deps
+                        .iter()
+                        .map(|&d| Arc::clone(&sequences[d]))
+                        .collect(),
                 ),
                 timeout: spec.timeout,
             };

@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
-use crate::loom::{self, thread::JoinHandle, Arc, AtomicBool, AtomicI64, AtomicUsize, Mutex, Ordering};
+use crate::loom::{
+    self, thread::JoinHandle, Arc, AtomicBool, AtomicI64, AtomicUsize, Mutex, Ordering,
+};
 use crate::processor::{ShutdownReport, StageReport};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{minimum, AtomicSequence, Sequence};
@@ -55,11 +57,7 @@ where
 }
 
 impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
-    pub(crate) fn new(
-        ring: RingBuffer<E>,
-        strategy: W,
-        gating: Vec<Arc<AtomicSequence>>,
-    ) -> Self {
+    pub(crate) fn new(ring: RingBuffer<E>, strategy: W, gating: Vec<Arc<AtomicSequence>>) -> Self {
         Self {
             sequencer: S::new(ring.capacity()),
             ring,

@@ -206,7 +206,12 @@ impl fmt::Display for ShutdownError {
             Self::Panicked(report) => {
                 write!(f, "a stage handler panicked; the bus halted")?;
                 for s in report.stages.iter().filter(|s| s.panic.is_some()) {
-                    write!(f, "; stage `{}`: {}", s.name, s.panic.as_deref().unwrap_or(""))?;
+                    write!(
+                        f,
+                        "; stage `{}`: {}",
+                        s.name,
+                        s.panic.as_deref().unwrap_or("")
+                    )?;
                 }
                 Ok(())
             }

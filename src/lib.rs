@@ -61,6 +61,5 @@ pub use ring_buffer::Slots;
 pub use sequence::Sequence;
 pub use sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
 pub use wait_strategy::{
-    Blocking, BusySpin, BusySpinWithHint, Fallback, PhasedBackoff, Sleeping, WaitStrategy,
-    Yielding,
+    Blocking, BusySpin, BusySpinWithHint, Fallback, PhasedBackoff, Sleeping, WaitStrategy, Yielding,
 };

@@ -156,20 +156,28 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 Err(Interrupt::Closed | Interrupt::Halted) => break,
             };
             consumer.on_batch_start((available - next + 1) as u64);
-            for sequence in next..=available {
+            let mut done = next - 1;
+            while done < available {
+                // A halt stops the stage between two events, not at the end of
+                // a batch that may span the whole ring. A Relaxed load of a
+                // line nobody writes in steady state: an L1 hit.
+                if bus.is_halted() {
+                    break;
+                }
+                done += 1;
                 // SAFETY: `wait_for` reported `next..=available` published (or
                 // passed by every upstream stage), and our own sequence, which
                 // gates the producers through us or our descendants, is still
                 // below `next`, so no producer writes these slots meanwhile.
-                unsafe { consumer.consume(&bus.ring, sequence, sequence == available) };
+                unsafe { consumer.consume(&bus.ring, done, done == available) };
             }
-            *processed += (available - next + 1) as u64;
-            self.sequence.set(available);
+            *processed += (done - next + 1) as u64;
+            self.sequence.set(done);
             bus.notify();
-            next = available + 1;
-            if bus.is_halted() {
+            if done < available {
                 break;
             }
+            next = available + 1;
         }
         consumer.on_shutdown();
     }

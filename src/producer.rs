@@ -159,7 +159,11 @@ where
     }
 
     #[inline]
-    fn write_one(&mut self, wait: Wait, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
+    fn write_one(
+        &mut self,
+        wait: Wait,
+        f: impl FnOnce(&mut E),
+    ) -> Result<Sequence, TryPublishError> {
         let sequence = self.claim(1, wait)?;
         // SAFETY: `claim` returned a sequence no stage may read yet (it is
         // past the cursor) whose slot every gating stage has passed.
@@ -306,7 +310,9 @@ where
     W: WaitStrategy,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MultiProducer").field("bus", &self.bus).finish()
+        f.debug_struct("MultiProducer")
+            .field("bus", &self.bus)
+            .finish()
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! # Protocol
 //!
-//! * `claim` counts claimed sequences. Producers reserve `first..=last` with a
+//! * `claim` counts claimed sequences (so the last claimed is `claim - 1`). Producers reserve `first..=last` with a
 //!   Relaxed `fetch_add(n)` (blocking calls) or a CAS (`try_` calls, which
 //!   must not reserve what they cannot fill). Bit [`CLOSED`] is set once, by
 //!   the close, with an RMW that also fixes the final claimed sequence: a
@@ -63,11 +63,11 @@ impl MultiProducerSequencer {
     /// The caller then waits for the slots to be free (gating).
     #[inline]
     pub(crate) fn claim(&self, n: i64) -> Result<Sequence, ClaimError> {
-        let previous = self.claim.fetch_add(n);
-        if previous & CLOSED != 0 {
+        let claimed_before = self.claim.fetch_add(n);
+        if claimed_before & CLOSED != 0 {
             return Err(ClaimError::Closed);
         }
-        Ok(previous + n)
+        Ok(claimed_before + n - 1)
     }
 
     /// Reserves the next `n` sequences only if all of them are free, i.e. not
@@ -80,16 +80,19 @@ impl MultiProducerSequencer {
         mut free_up_to: impl FnMut(Sequence) -> Sequence,
     ) -> Result<Sequence, ClaimError> {
         loop {
-            let current = self.claim.get_relaxed();
-            if current & CLOSED != 0 {
+            let claimed_before = self.claim.get_relaxed();
+            if claimed_before & CLOSED != 0 {
                 return Err(ClaimError::Closed);
             }
-            let last = current + n;
+            let last = claimed_before + n - 1;
             let free = free_up_to(last);
             if free < last {
                 return Err(ClaimError::Full((last - free) as usize));
             }
-            if self.claim.compare_exchange(current, last) {
+            if self
+                .claim
+                .compare_exchange(claimed_before, claimed_before + n)
+            {
                 return Ok(last);
             }
         }
@@ -110,18 +113,16 @@ impl MultiProducerSequencer {
     /// Closes the bus to producers; returns the last sequence ever claimed.
     /// Idempotent: a second close returns the same value.
     pub(crate) fn close(&self) -> Sequence {
-        self.claim.fetch_or(CLOSED) & !CLOSED
+        (self.claim.fetch_or(CLOSED) & !CLOSED) - 1
     }
 }
 
 impl Sealed for MultiProducerSequencer {
     fn new(capacity: usize) -> Self {
         Self {
-            claim: AtomicSequence::new(INITIAL),
+            claim: AtomicSequence::new(0),
             gating_cache: AtomicSequence::new(INITIAL),
-            available: (0..capacity)
-                .map(|_| AtomicI64::new(INITIAL))
-                .collect(),
+            available: (0..capacity).map(|_| AtomicI64::new(INITIAL)).collect(),
             mask: capacity as i64 - 1,
         }
     }
@@ -142,6 +143,6 @@ impl Sealed for MultiProducerSequencer {
     }
 
     fn claimed(&self) -> Sequence {
-        self.claim.get_relaxed() & !CLOSED
+        (self.claim.get_relaxed() & !CLOSED) - 1
     }
 }

@@ -1,0 +1,135 @@
+//! Bad configuration gets a typed error whose message names the fix.
+
+mod common;
+
+use common::Event;
+use ringbus::{BuildError, BusySpin, Sequence};
+
+fn noop(_e: &Event, _s: Sequence, _b: bool) {}
+
+#[test]
+fn capacity_zero_or_not_a_power_of_two() {
+    for capacity in [0, 3, 1000] {
+        let err = ringbus::single_producer(capacity, Event::default, BusySpin)
+            .handle_events_with(noop)
+            .try_build()
+            .unwrap_err();
+        assert!(matches!(err, BuildError::Capacity { capacity: c } if c == capacity));
+        assert!(err.to_string().contains("power of two"), "{err}");
+    }
+    let err = ringbus::multi_producer(1000, Event::default, BusySpin)
+        .try_build()
+        .unwrap_err();
+    assert!(err.to_string().contains("such as 1024"), "{err}");
+}
+
+#[test]
+fn capacity_one_is_allowed() {
+    let mut p = ringbus::single_producer(1, Event::default, BusySpin)
+        .handle_events_with(noop)
+        .build();
+    p.publish(|e| e.set(0)).unwrap();
+}
+
+#[test]
+#[should_panic(expected = "not a power of two")]
+fn build_panics_with_the_message() {
+    let _ = ringbus::single_producer(6, Event::default, BusySpin).build();
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "Miri does not emulate sched_getaffinity")]
+fn missing_core_names_the_available_ones() {
+    let err = ringbus::single_producer(8, Event::default, BusySpin)
+        .pin_at_core(100_000)
+        .handle_events_with(noop)
+        .try_build()
+        .unwrap_err();
+    match &err {
+        BuildError::NoSuchCore {
+            requested,
+            available,
+        } => {
+            assert_eq!(*requested, 100_000);
+            assert_eq!(available, ringbus::available_cores());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("available cores"), "{err}");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "Miri does not emulate sched_setaffinity")]
+fn pinning_to_an_available_core_works() {
+    let core = ringbus::available_cores()[0];
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut p = ringbus::single_producer(8, Event::default, BusySpin)
+        .pin_at_core(core)
+        .handle_events_with(move |_e: &Event, _s: Sequence, _b: bool| {
+            let _ = tx.send(core_affinity::get_core_ids().unwrap());
+        })
+        .build();
+    p.publish(|e| e.set(0)).unwrap();
+    let mask = rx.recv().unwrap();
+    assert_eq!(mask.iter().map(|c| c.id).collect::<Vec<_>>(), vec![core]);
+}
+
+#[test]
+fn stage_of_another_bus_is_refused() {
+    let other = ringbus::single_producer(8, Event::default, BusySpin).handle_events_with(noop);
+    let foreign = other.last_stage().unwrap();
+    let err = ringbus::single_producer(8, Event::default, BusySpin)
+        .handle_events_with(noop)
+        .after(&[foreign])
+        .handle_events_with(noop)
+        .try_build()
+        .unwrap_err();
+    assert!(matches!(err, BuildError::ForeignStage { .. }), "{err:?}");
+    assert!(err.to_string().contains("same builder"), "{err}");
+    drop(other.build());
+}
+
+#[test]
+fn mutating_stage_in_parallel_with_a_reader_is_refused() {
+    let err = ringbus::single_producer(8, Event::default, BusySpin)
+        .thread_name("enrich")
+        .mutate_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
+        .thread_name("audit")
+        .handle_events_with(noop)
+        .try_build()
+        .unwrap_err();
+    match &err {
+        BuildError::ConcurrentMutation {
+            mutating,
+            concurrent,
+        } => assert_eq!(
+            (mutating.as_str(), concurrent.as_str()),
+            ("enrich", "audit")
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("and_then()"), "{err}");
+
+    // On a parallel branch of a diamond: refused too.
+    let builder = ringbus::single_producer(8, Event::default, BusySpin).handle_events_with(noop);
+    let a = builder.last_stage().unwrap();
+    let err = builder
+        .and_then()
+        .mutate_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
+        .after(&[a])
+        .handle_events_with(noop)
+        .try_build()
+        .unwrap_err();
+    assert!(matches!(err, BuildError::ConcurrentMutation { .. }));
+
+    // Strictly between two readers: accepted.
+    let p = ringbus::single_producer(8, Event::default, BusySpin)
+        .handle_events_with(noop)
+        .and_then()
+        .mutate_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
+        .and_then()
+        .handle_events_with(noop)
+        .handle_events_with(noop)
+        .try_build();
+    assert!(p.is_ok());
+}
