@@ -25,7 +25,6 @@ fn main() {
     let (sum_out, journal_out) = (Arc::clone(&total), Arc::clone(&journaled));
 
     let mut sum = 0u64;
-    let mut count = 0u64;
     let mut producer = ringbus::single_producer(1 << 14, Trade::default, Yielding::default())
         .thread_name("decode")
         .mutate_events_with(|t: &mut Trade, _seq: Sequence, _eob: bool| t.price = t.raw * 2)
@@ -39,7 +38,6 @@ fn main() {
         })
         .thread_name("journal")
         .handle_events_with(move |_t: &Trade, seq: Sequence, eob: bool| {
-            count += 1;
             if eob {
                 journal_out.store(seq as u64 + 1, Ordering::Relaxed);
             }
