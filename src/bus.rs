@@ -38,6 +38,8 @@ pub(crate) struct Bus<E, S, W> {
     pub(crate) producers: AtomicUsize,
     /// Stage threads that have exited.
     finished: AtomicUsize,
+    /// Stage threads started; fixed once `build` returns.
+    spawned: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<StageReport>>>,
 }
 
@@ -70,6 +72,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             }),
             producers: AtomicUsize::new(1),
             finished: AtomicUsize::new(0),
+            spawned: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
         }
     }
@@ -89,8 +92,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// The last sequence that will ever be published, if producers are done.
     #[inline]
     pub(crate) fn closed_at(&self) -> Option<Sequence> {
-        // Acquire: pairs with the Release in `close`, so a stage that sees the
-        // final sequence also sees the cursor store that preceded it.
+        // Acquire: pairs with the Release in `close`. Stages need only the
+        // number (they exit once past it); the pairing keeps a reader that
+        // sees the final sequence from seeing an older state of the bus.
         let at = self.control.closed_at.load(Ordering::Acquire);
         (at != OPEN).then_some(at)
     }
@@ -136,8 +140,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
 
     /// Stops every stage without draining and wakes everything parked.
     pub(crate) fn halt(&self) {
-        // Release: a thread that sees the flag sees what led to the halt.
-        self.control.halted.store(true, Ordering::Release);
+        // Relaxed: the flag carries no data; parked threads recheck it under
+        // the signal's lock, which `notify_all` takes after this store.
+        self.control.halted.store(true, Ordering::Relaxed);
         self.signal.notify_all();
     }
 
@@ -151,6 +156,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
 
     pub(crate) fn add_thread(&self, handle: JoinHandle<StageReport>) {
         loom::lock(&self.threads).push(handle);
+        // Relaxed: read by `join` after `build` returned, which happens-after.
+        self.spawned.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Called by each stage thread as its last act.
@@ -160,10 +167,12 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.signal.notify_all();
     }
 
-    /// Waits (parked, never spinning) for every stage thread to exit, halting
-    /// the bus if `deadline` passes first, then joins them.
+    /// Waits (parked, never spinning) for every stage thread to finish,
+    /// halting the bus if `deadline` passes first, then joins them. Several
+    /// callers may join at once (clones shutting down together): each waits
+    /// for every stage; the first to take the handles joins the threads.
     pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
-        let started = loom::lock(&self.threads).len();
+        let started = self.spawned.load(Ordering::Relaxed);
         let all_done = || {
             // Acquire: pairs with the Release in `thread_finished`.
             let done = self.finished.load(Ordering::Acquire) >= started;

@@ -55,6 +55,9 @@ pub use affinity::available_cores;
 pub use builder::{multi_producer, single_producer, Builder, StageId};
 pub use error::{BuildError, PublishError, ShutdownError, TryPublishError};
 pub use handler::{EventHandler, EventHandlerMut};
+#[cfg(loom)]
+#[doc(hidden)]
+pub use loom::stats as __loom_stats;
 pub use processor::{ShutdownReport, StageReport};
 pub use producer::{MultiProducer, SingleProducer};
 pub use ring_buffer::Slots;

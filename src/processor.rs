@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::barrier::SequenceBarrier;
 use crate::bus::Bus;
 use crate::handler::{EventHandler, EventHandlerMut};
-use crate::loom::Arc;
+use crate::loom::{Arc, Weaken};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{AtomicSequence, Sequence};
 use crate::sequencer::Sequencer;
@@ -132,6 +132,11 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         let panic = outcome.err().map(|payload| {
             // Halt so no producer or stage waits on this one forever.
             self.bus.halt();
+            // Under loom a panic is the model reporting a violation: let it
+            // reach the model instead of turning it into a halt.
+            #[cfg(loom)]
+            std::panic::resume_unwind(payload);
+            #[cfg(not(loom))]
             panic_message(&*payload)
         });
         self.bus.thread_finished();
@@ -172,7 +177,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 unsafe { consumer.consume(&bus.ring, done, done == available) };
             }
             *processed += (done - next + 1) as u64;
-            self.sequence.set(done);
+            self.sequence.set(done, Weaken::Stage);
             bus.notify();
             if done < available {
                 break;
@@ -206,6 +211,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     }
 }
 
+#[cfg_attr(loom, allow(dead_code))]
 fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::bus::Bus;
 use crate::error::{PublishError, TryPublishError};
-use crate::loom::{Arc, Ordering};
+use crate::loom::{Arc, Ordering, Weaken};
 use crate::processor::ShutdownReport;
 use crate::ring_buffer::Slots;
 use crate::sequence::{Sequence, INITIAL};
@@ -248,8 +248,9 @@ where
         self.published
     }
 
-    /// Stops every stage without draining; later publishes fail with
-    /// `Halted`. Dropping or shutting down the producer then joins the threads.
+    /// Stops every stage without draining; publishes that start after this
+    /// returns fail with `Halted`. Dropping or shutting down the producer then
+    /// joins the threads.
     pub fn halt(&self) {
         self.bus.halt();
     }
@@ -295,7 +296,8 @@ where
 ///
 /// Dropping the last clone (or [`shutdown`](MultiProducer::shutdown) on any
 /// clone) drains every published event through every stage and joins the
-/// stage threads.
+/// stage threads. A clone kept inside a handler of the same bus keeps the bus
+/// open (its stages never see the end); shut such a bus down explicitly.
 pub struct MultiProducer<E, W>
 where
     E: Send + Sync + 'static,
@@ -374,7 +376,7 @@ where
             return self.bus.writable_up_to(cached);
         }
         let min = self.bus.min_gating(Sequence::MAX);
-        seq.gating_cache.set(min);
+        seq.gating_cache.set(min, Weaken::GatingCache);
         self.bus.writable_up_to(min)
     }
 
@@ -395,7 +397,7 @@ where
                     // producer relying on another's refresh still synchronises
                     // with the stages that freed the slots.
                     let min = self.bus.wait_for_free(last, None)?;
-                    seq.gating_cache.set(min);
+                    seq.gating_cache.set(min, Weaken::GatingCache);
                 }
                 Ok(last)
             }
@@ -410,8 +412,13 @@ where
                         let Wait::Until(deadline) = wait else {
                             return Err(TryPublishError::Full { missing });
                         };
+                        // Other producers may keep winning the room we wait
+                        // for: the deadline bounds the retries too.
+                        if Instant::now() >= deadline {
+                            return Err(TryPublishError::Timeout);
+                        }
                         let min = self.bus.wait_for_free(seq.claimed() + n, Some(deadline))?;
-                        seq.gating_cache.set(min);
+                        seq.gating_cache.set(min, Weaken::GatingCache);
                     }
                 }
             },
@@ -512,13 +519,21 @@ where
         self.bus.ring.capacity()
     }
 
-    /// The highest sequence claimed by any producer (-1 before the first).
+    /// The highest sequence claimed by any producer (-1 before the first);
+    /// after the close, the last sequence ever claimed.
     pub fn cursor(&self) -> Sequence {
-        self.bus.sequencer.claimed()
+        let seq = &self.bus.sequencer;
+        if seq.is_closed() {
+            if let Some(last) = self.bus.closed_at() {
+                return last;
+            }
+        }
+        seq.claimed()
     }
 
-    /// Stops every stage without draining; later publishes on every clone fail
-    /// with `Halted`.
+    /// Stops every stage without draining; publishes on every clone that
+    /// start once the halt is visible to them fail with `Halted` (one already
+    /// past its check may still succeed; a halted bus does not deliver it).
     pub fn halt(&self) {
         self.bus.halt();
     }
@@ -536,9 +551,16 @@ where
     }
 
     fn finish(self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
-        let last = self.bus.sequencer.close();
-        self.bus.close(last);
+        self.close();
         self.bus.join(deadline)
+    }
+
+    /// Closes the bus to producers, once: only the call that set the closed
+    /// bit knows the true final sequence.
+    fn close(&self) {
+        if let Some(last) = self.bus.sequencer.close() {
+            self.bus.close(last);
+        }
     }
 }
 
@@ -548,11 +570,10 @@ where
     W: WaitStrategy,
 {
     fn drop(&mut self) {
-        // AcqRel: the last handle must see every other handle's claims
-        // (Acquire) and its own must be seen by it (Release).
+        // AcqRel: as in `Arc::drop`, every other handle's last use of the
+        // bus happens-before the close done by the handle that reaches zero.
         if self.bus.producers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let last = self.bus.sequencer.close();
-            self.bus.close(last);
+            self.close();
             let _ = self.bus.join(None);
         }
     }

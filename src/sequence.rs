@@ -6,7 +6,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::loom::{AtomicI64, Ordering};
+use crate::loom::{AtomicI64, Ordering, Weaken};
 
 /// Position of an event in the stream: 0 for the first event published.
 pub type Sequence = i64;
@@ -16,9 +16,10 @@ pub const INITIAL: Sequence = -1;
 
 /// An atomic sequence cursor on its own cache line.
 ///
-/// Each cursor has exactly one writer (a producer or a stage) and any number of
-/// readers. The writer stores with `Release` after the work the value stands
-/// for; readers load with `Acquire` before touching the slots it covers.
+/// A stage's sequence and the single producer's cursor have exactly one
+/// writer; the multi-producer's claim counter and gating cache are written by
+/// every producer. Progress is stored with `Release` after the work the value
+/// stands for; readers load with `Acquire` before touching the slots it covers.
 #[derive(Debug)]
 pub(crate) struct AtomicSequence(CachePadded<AtomicI64>);
 
@@ -42,15 +43,14 @@ impl AtomicSequence {
     }
 
     /// Release store: publishes all work done up to `value`.
+    ///
+    /// `weaken` names this store for `--cfg ringbus_weaken="<name>"`, which
+    /// makes it Relaxed to show the loom models catch the missing ordering.
     #[inline]
-    pub(crate) fn set(&self, value: Sequence) {
+    pub(crate) fn set(&self, value: Sequence, weaken: Weaken) {
         // Release: the slot writes (producer) or the finished handling
         // (stage) before this store are visible to whoever acquires it.
-        #[cfg(not(ringbus_weaken))]
-        self.0.store(value, Ordering::Release);
-        // Only for showing that the loom models catch a weakened ordering.
-        #[cfg(ringbus_weaken)]
-        self.0.store(value, Ordering::Relaxed);
+        self.0.store(value, crate::loom::release(weaken));
     }
 
     /// Atomic add returning the previous value; used by the multi-producer claim.
@@ -71,9 +71,10 @@ impl AtomicSequence {
 
     /// Atomic or returning the previous value; sets the multi-producer's closed bit.
     pub(crate) fn fetch_or(&self, bits: i64) -> Sequence {
-        // AcqRel: the closer must see every claim made before it (Acquire) and
-        // producers that see the bit must see the close decision (Release).
-        self.0.fetch_or(bits, Ordering::AcqRel)
+        // Relaxed: claims and the close are RMWs of this one counter, so the
+        // close sees every earlier claim and every later claim sees the bit;
+        // nothing else is published through it.
+        self.0.fetch_or(bits, Ordering::Relaxed)
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::loom::{self, fence, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::loom::{self, AtomicUsize, Condvar, Mutex, Ordering};
 
 /// Why a wait ended without the condition becoming true.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl Signal {
     pub(crate) fn notify_if_parked(&self) {
         // SeqCst fence: orders our earlier progress store before the load of
         // `waiters` (store→load), pairing with the fence in `park`.
-        fence(Ordering::SeqCst);
+        loom::seqcst_fence();
         if self.waiters.load(Ordering::Relaxed) != 0 {
             self.notify_all();
         }
@@ -99,7 +99,7 @@ impl Signal {
         self.waiters.fetch_add(1, Ordering::Relaxed);
         // SeqCst fence: orders our count before the polls below (store→load),
         // pairing with the fence in `notify_if_parked`.
-        fence(Ordering::SeqCst);
+        loom::seqcst_fence();
         let mut guard = loom::lock(&self.lock);
         let result = loop {
             match poll() {
@@ -107,6 +107,8 @@ impl Signal {
                 Err(interrupt) => break Err(interrupt),
                 Ok(None) => {}
             }
+            #[cfg(loom)]
+            loom::stats::count_park();
             guard = match deadline {
                 None => loom::wait(&self.condvar, guard),
                 Some(deadline) => {

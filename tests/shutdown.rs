@@ -291,3 +291,36 @@ fn no_stage_thread_outlives_shutdown() {
         assert_eq!(threads_named("rb-outlive-a"), 0);
     });
 }
+
+/// Two clones shut down while a third keeps trying to publish: the refused
+/// claims must not move the end of the stream, or the stages would wait for an
+/// event that never comes.
+#[test]
+fn concurrent_shutdowns_with_refused_publishes_do_not_hang() {
+    bounded(60, || {
+        let (v, s) = Verifier::new(false);
+        let a = ringbus::multi_producer(64, Event::default, Blocking)
+            .handle_events_with(slow_stage(1))
+            .and_then()
+            .handle_events_with(v)
+            .build();
+        let (b, c) = (a.clone(), a.clone());
+        for i in 0..50 {
+            a.publish(|e| e.set(value(0, i))).unwrap();
+        }
+        let first = std::thread::spawn(move || a.shutdown().map(|_| ()));
+        let mut accepted = 50;
+        while c.publish(|e| e.set(value(0, accepted))).is_ok() {
+            accepted += 1;
+        }
+        // More refused claims after the close, then a second shutdown.
+        for _ in 0..5 {
+            assert_eq!(c.publish(|_| unreachable!()), Err(PublishError::Closed));
+        }
+        assert_eq!(c.cursor(), accepted as Sequence - 1);
+        b.shutdown().unwrap();
+        first.join().unwrap().unwrap();
+        drop(c);
+        assert_eq!(s.lock().unwrap().count, accepted);
+    });
+}

@@ -33,8 +33,7 @@ pub(crate) mod sealed {
         /// their first slot.
         fn highest_published(&self, next: Sequence) -> Sequence;
 
-        /// The highest sequence claimed so far (published or not); for metrics
-        /// and for gating when no stage exists.
+        /// The highest sequence claimed so far (published or not).
         fn claimed(&self) -> Sequence;
     }
 }

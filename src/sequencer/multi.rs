@@ -23,7 +23,7 @@
 
 use std::fmt;
 
-use crate::loom::{AtomicI64, Ordering};
+use crate::loom::{self, AtomicI64, Ordering, Weaken};
 use crate::sequence::{AtomicSequence, Sequence, INITIAL};
 
 use super::sealed::Sealed;
@@ -104,16 +104,21 @@ impl MultiProducerSequencer {
         let flag = &self.available[(first & self.mask) as usize];
         // Release: the event writes of the whole batch happen before the mark;
         // pairs with the Acquire load in `highest_published`.
-        #[cfg(not(ringbus_weaken))]
-        flag.store(last, Ordering::Release);
-        #[cfg(ringbus_weaken)]
-        flag.store(last, Ordering::Relaxed);
+        flag.store(last, loom::release(Weaken::Available));
     }
 
-    /// Closes the bus to producers; returns the last sequence ever claimed.
-    /// Idempotent: a second close returns the same value.
-    pub(crate) fn close(&self) -> Sequence {
-        (self.claim.fetch_or(CLOSED) & !CLOSED) - 1
+    /// Closes the bus to producers. The call that sets the closed bit gets
+    /// `Some(last sequence ever claimed)`; later calls get `None` (claims that
+    /// failed after the close still bumped the counter, so only the first
+    /// value is the true end).
+    pub(crate) fn close(&self) -> Option<Sequence> {
+        let claimed = self.claim.fetch_or(CLOSED);
+        (claimed & CLOSED == 0).then_some(claimed - 1)
+    }
+
+    /// True once `close` ran.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.claim.get_relaxed() & CLOSED != 0
     }
 }
 
@@ -143,6 +148,8 @@ impl Sealed for MultiProducerSequencer {
     }
 
     fn claimed(&self) -> Sequence {
+        // After the close, failed claims inflate the counter: callers that
+        // care (`MultiProducer::cursor`) use the bus's final sequence instead.
         (self.claim.get_relaxed() & !CLOSED) - 1
     }
 }

@@ -4,6 +4,7 @@
 //! load it with Acquire, so every slot up to it is visible to them. No CAS and
 //! no per-slot flags: the cursor alone says what is published.
 
+use crate::loom::Weaken;
 use crate::sequence::{AtomicSequence, Sequence, INITIAL};
 
 use super::sealed::Sealed;
@@ -18,7 +19,7 @@ impl SingleProducerSequencer {
     /// Publishes everything up to and including `sequence` (Release store).
     #[inline]
     pub(crate) fn publish(&self, sequence: Sequence) {
-        self.cursor.set(sequence);
+        self.cursor.set(sequence, Weaken::Cursor);
     }
 }
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Shows that each loom model fails without the ordering it protects: for each
+# weakening knob (src/loom.rs, `Weaken`), rebuild with that one ordering made
+# Relaxed (or the SeqCst fences removed) and expect the named models to fail.
+# Not part of CI's pass/fail gate for the library; run it after touching an
+# ordering. Prints one line per knob.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+declare -A MODELS=(
+    [cursor]="spsc_stage_never_reads_an_unwritten_slot"
+    [stage]="wrap_around_never_overwrites_an_unread_slot downstream_stage_sees_the_mutating_stage_writes"
+    [available]="two_producers_lose_nothing_and_keep_their_order"
+    [gating_cache]="producers_sharing_the_gating_cache_never_overwrite_unread_slots"
+    [fence]="blocking_strategy_loses_no_wake_up"
+)
+status=0
+for knob in cursor stage available gating_cache fence; do
+    for model in ${MODELS[$knob]}; do
+        log=$(mktemp)
+        if LOOM_EXTRA_RUSTFLAGS="--cfg ringbus_weaken=\"$knob\"" \
+            CARGO_TARGET_DIR="target/loom-weak" \
+            bash ci/loom.sh --exact "$model" >"$log" 2>&1; then
+            echo "NOT CAUGHT: weakening '$knob' left $model passing"
+            status=1
+        else
+            why=$(grep -m1 -E "panicked at|Causality|deadlock|assert" -A1 "$log" | tr '\n' ' ' | cut -c1-160)
+            echo "caught: weakening '$knob' fails $model: $why"
+        fi
+        rm -f "$log"
+    done
+done
+exit $status

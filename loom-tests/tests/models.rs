@@ -1,0 +1,297 @@
+//! Loom models of the production bus: each names the outcome it forbids and
+//! checks that the interleaving it exists for was actually explored.
+//!
+//! Run: `ci/loom.sh` (or `RUSTFLAGS="--cfg loom -C debug-assertions"
+//! LOOM_MAX_PREEMPTIONS=2 cargo test -p loom-tests --release`).
+//! Show a model fails without the ordering it protects: add
+//! `--cfg ringbus_weaken="cursor"` (or `stage`, `available`, `gating_cache`,
+//! `fence`) to RUSTFLAGS, see `ci/loom-weakened.sh`.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use loom::sync::Arc;
+use loom::thread;
+
+use loom_tests::{Ev, Reached};
+use ringbus::{Blocking, BusySpin, PublishError, Sequence, TryPublishError};
+
+/// 1. Single producer, one stage. Forbidden: the stage reading a slot before
+/// the producer's write of it is visible (loom reports the racing cell access,
+/// `verify` a torn value).
+#[test]
+fn spsc_stage_never_reads_an_unwritten_slot() {
+    static CONCURRENT: Reached = Reached::new();
+    loom::model(|| {
+        let producing = Arc::new(AtomicBool::new(true));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (still_producing, count) = (producing.clone(), seen.clone());
+        let mut producer = ringbus::single_producer(2, Ev::default, BusySpin)
+            .handle_events_with(move |e: &Ev, seq: Sequence, _eob: bool| {
+                e.verify();
+                assert_eq!(e.value, seq as u64 + 1, "event {seq} holds another value");
+                if still_producing.load(Relaxed) {
+                    CONCURRENT.hit();
+                }
+                count.fetch_add(1, Relaxed);
+            })
+            .build();
+        producer.publish(|e| e.set(1)).unwrap();
+        producer.publish(|e| e.set(2)).unwrap();
+        producing.store(false, Relaxed);
+        drop(producer);
+        assert_eq!(seen.load(Relaxed), 2, "an event was lost");
+    });
+    CONCURRENT.assert_reached("the stage read while the producer was still publishing");
+}
+
+/// 2. Wrap-around on a ring of 2. Forbidden: the producer overwriting a slot
+/// the gating stage has not passed (loom reports the racing cell access; the
+/// stage would see the wrong value).
+#[test]
+fn wrap_around_never_overwrites_an_unread_slot() {
+    static FULL: Reached = Reached::new();
+    loom::model(|| {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let mut producer = ringbus::single_producer(2, Ev::default, BusySpin)
+            .handle_events_with(move |e: &Ev, seq: Sequence, _eob: bool| {
+                e.verify();
+                assert_eq!(
+                    e.value,
+                    seq as u64 + 1,
+                    "slot overwritten before it was read"
+                );
+                count.fetch_add(1, Relaxed);
+            })
+            .build();
+        for v in 1..=3 {
+            match producer.try_publish(|e| e.set(v)) {
+                Ok(_) => {}
+                Err(TryPublishError::Full { missing: 1 }) => {
+                    FULL.hit();
+                    producer.publish(|e| e.set(v)).unwrap();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        drop(producer);
+        assert_eq!(seen.load(Relaxed), 3);
+    });
+    FULL.assert_reached("the producer found the ring full and waited for the stage");
+}
+
+/// 3. Two producers, two events each, ring of 2 (one producer publishes its
+/// two as a batch). Forbidden: a stage seeing sequence k+1 before k is
+/// written, an event lost or seen twice, a producer's events out of order.
+#[test]
+fn two_producers_lose_nothing_and_keep_their_order() {
+    static INTERLEAVED: Reached = Reached::new();
+    loom::model(|| {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let mut next: Sequence = 0;
+        let mut last = [0u64; 2];
+        let mut b_first: Option<Sequence> = None;
+        let a = ringbus::multi_producer(2, Ev::default, BusySpin)
+            .handle_events_with(move |e: &Ev, seq: Sequence, _eob: bool| {
+                e.verify();
+                assert_eq!(seq, next, "sequence skipped or repeated");
+                next += 1;
+                // value = producer * 10 + index (1-based)
+                let (p, i) = ((e.value / 10) as usize, e.value % 10);
+                assert_eq!(i, last[p] + 1, "producer {p}'s events out of order");
+                last[p] = i;
+                if p == 1 {
+                    match b_first {
+                        None => b_first = Some(seq),
+                        Some(first) if seq > first + 1 => INTERLEAVED.hit(),
+                        Some(_) => {}
+                    }
+                }
+                count.fetch_add(1, Relaxed);
+            })
+            .build();
+        let b = a.clone();
+        let other = thread::spawn(move || {
+            b.publish(|e| e.set(11)).unwrap();
+            b.publish(|e| e.set(12)).unwrap();
+        });
+        a.batch_publish(2, |slots| {
+            for (i, e) in slots.enumerate() {
+                e.set(1 + i as u64);
+            }
+        })
+        .unwrap();
+        other.join().unwrap();
+        drop(a);
+        assert_eq!(seen.load(Relaxed), 4, "an event was lost");
+    });
+    INTERLEAVED.assert_reached("one producer's batch landed between the other's two claims");
+}
+
+/// 4. A mutating stage, then a reading stage. Forbidden: the downstream stage
+/// reading an event before the mutating stage finished with it, or missing
+/// its write.
+#[test]
+fn downstream_stage_sees_the_mutating_stage_writes() {
+    static OVERLAP: Reached = Reached::new();
+    loom::model(|| {
+        let upstream_done = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (done_w, done_r, count) = (upstream_done.clone(), upstream_done.clone(), seen.clone());
+        // Blocking: the downstream stage parks while it waits on the
+        // mutating one (and keeps loom's paths short).
+        let mut producer = ringbus::single_producer(2, Ev::default, Blocking)
+            .mutate_events_with(move |e: &mut Ev, _seq: Sequence, _eob: bool| {
+                e.verify();
+                e.stamp = e.value * 10;
+                done_w.fetch_add(1, Relaxed);
+            })
+            .and_then()
+            .handle_events_with(move |e: &Ev, _seq: Sequence, _eob: bool| {
+                assert_eq!(e.stamp, e.value * 10, "mutating stage's write not visible");
+                if done_r.load(Relaxed) < 2 {
+                    OVERLAP.hit();
+                }
+                count.fetch_add(1, Relaxed);
+            })
+            .build();
+        producer.publish(|e| e.set(1)).unwrap();
+        producer.publish(|e| e.set(2)).unwrap();
+        drop(producer);
+        assert_eq!(seen.load(Relaxed), 2);
+    });
+    OVERLAP.assert_reached("the downstream stage ran while the mutating stage still worked");
+}
+
+/// 5. Blocking strategy on a ring of 1: the producer parks on a full ring, the
+/// stage parks on an empty one. Forbidden: a lost wake-up (loom reports the
+/// deadlock).
+#[test]
+fn blocking_strategy_loses_no_wake_up() {
+    let parks_before = ringbus::__loom_stats::parks();
+    loom::model(|| {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let mut producer = ringbus::single_producer(1, Ev::default, Blocking)
+            .handle_events_with(move |e: &Ev, _seq: Sequence, _eob: bool| {
+                e.verify();
+                count.fetch_add(1, Relaxed);
+            })
+            .build();
+        producer.publish(|e| e.set(1)).unwrap();
+        producer.publish(|e| e.set(2)).unwrap();
+        drop(producer);
+        assert_eq!(seen.load(Relaxed), 2);
+    });
+    let parks = ringbus::__loom_stats::parks() - parks_before;
+    assert!(
+        parks > 0,
+        "no thread ever parked: the model explored nothing"
+    );
+    println!("threads parked {parks} times across all executions");
+}
+
+/// 6a. Shutdown (dropping the producer) while events are in flight through a
+/// pipeline. Forbidden: an event not delivered to every stage; a stage thread
+/// left running (loom reports it as a deadlock or leaked thread).
+#[test]
+fn shutdown_in_flight_delivers_everything_and_joins() {
+    static IN_FLIGHT: Reached = Reached::new();
+    loom::model(|| {
+        let closing = Arc::new(AtomicBool::new(false));
+        let first = Arc::new(AtomicUsize::new(0));
+        let second = Arc::new(AtomicUsize::new(0));
+        let (c1, c2, closed) = (first.clone(), second.clone(), closing.clone());
+        let mut producer = ringbus::single_producer(2, Ev::default, Blocking)
+            .handle_events_with(move |e: &Ev, _s: Sequence, _eob: bool| {
+                e.verify();
+                c1.fetch_add(1, Relaxed);
+            })
+            .and_then()
+            .handle_events_with(move |e: &Ev, _s: Sequence, _eob: bool| {
+                e.verify();
+                if closed.load(Relaxed) {
+                    IN_FLIGHT.hit();
+                }
+                c2.fetch_add(1, Relaxed);
+            })
+            .build();
+        producer.publish(|e| e.set(1)).unwrap();
+        producer.publish(|e| e.set(2)).unwrap();
+        closing.store(true, Relaxed);
+        drop(producer);
+        assert_eq!(first.load(Relaxed), 2);
+        assert_eq!(second.load(Relaxed), 2);
+    });
+    IN_FLIGHT.assert_reached("the last stage handled an event after shutdown began");
+}
+
+/// 6b. One multi-producer clone shuts the bus down while another publishes.
+/// Forbidden: an event acknowledged `Ok` that no stage receives, or one
+/// delivered although its producer was told `Closed`.
+#[test]
+fn shutdown_races_a_publishing_clone_without_losing_acknowledged_events() {
+    static REFUSED: Reached = Reached::new();
+    static ACCEPTED: Reached = Reached::new();
+    loom::model(|| {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let a = ringbus::multi_producer(2, Ev::default, BusySpin)
+            .handle_events_with(move |e: &Ev, _s: Sequence, _eob: bool| {
+                e.verify();
+                count.fetch_add(1, Relaxed);
+            })
+            .build();
+        let b = a.clone();
+        let other = thread::spawn(move || match b.publish(|e| e.set(7)) {
+            Ok(_) => 1,
+            Err(PublishError::Closed) => 0,
+            Err(e) => panic!("{e}"),
+        });
+        a.shutdown().unwrap();
+        let accepted = other.join().unwrap();
+        if accepted == 1 {
+            ACCEPTED.hit();
+        } else {
+            REFUSED.hit();
+        }
+        assert_eq!(
+            seen.load(Relaxed),
+            accepted,
+            "acknowledged and delivered differ"
+        );
+    });
+    ACCEPTED.assert_reached("the racing publish was accepted and delivered");
+    REFUSED.assert_reached("the racing publish was refused as closed");
+}
+
+/// 3b. The producers' shared gating cache: one producer refreshes it from the
+/// stage, another relies on it to overwrite a slot. Forbidden: that overwrite
+/// racing the stage's read of the slot's previous event.
+#[test]
+fn producers_sharing_the_gating_cache_never_overwrite_unread_slots() {
+    static BOTH_WRAPPED: Reached = Reached::new();
+    loom::model(|| {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let a = ringbus::multi_producer(2, Ev::default, Blocking)
+            .handle_events_with(move |e: &Ev, _s: Sequence, _eob: bool| {
+                e.verify();
+                count.fetch_add(1, Relaxed);
+            })
+            .build();
+        a.batch_publish(2, |slots| slots.for_each(|e| e.set(1)))
+            .unwrap();
+        let b = a.clone();
+        let other = thread::spawn(move || b.publish(|e| e.set(2)).unwrap());
+        let mine = a.publish(|e| e.set(3)).unwrap();
+        let theirs = other.join().unwrap();
+        if mine >= 2 && theirs >= 2 {
+            BOTH_WRAPPED.hit();
+        }
+        drop(a);
+        assert_eq!(seen.load(Relaxed), 4);
+    });
+    BOTH_WRAPPED.assert_reached("both producers wrapped onto slots the stage had read");
+}
