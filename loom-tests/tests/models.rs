@@ -15,7 +15,7 @@ use loom::thread;
 use loom_tests::{Ev, Reached};
 use ringbus::{Blocking, BusySpin, PublishError, Sequence, TryPublishError};
 
-/// 1. Single producer, one stage. Forbidden: the stage reading a slot before
+/// Model 1: Single producer, one stage. Forbidden: the stage reading a slot before
 /// the producer's write of it is visible (loom reports the racing cell access,
 /// `verify` a torn value).
 #[test]
@@ -44,7 +44,7 @@ fn spsc_stage_never_reads_an_unwritten_slot() {
     CONCURRENT.assert_reached("the stage read while the producer was still publishing");
 }
 
-/// 2. Wrap-around on a ring of 2. Forbidden: the producer overwriting a slot
+/// Model 2: Wrap-around on a ring of 2. Forbidden: the producer overwriting a slot
 /// the gating stage has not passed (loom reports the racing cell access; the
 /// stage would see the wrong value).
 #[test]
@@ -80,7 +80,7 @@ fn wrap_around_never_overwrites_an_unread_slot() {
     FULL.assert_reached("the producer found the ring full and waited for the stage");
 }
 
-/// 3. Two producers, two events each, ring of 2 (one producer publishes its
+/// Model 3: Two producers, two events each, ring of 2 (one producer publishes its
 /// two as a batch). Forbidden: a stage seeing sequence k+1 before k is
 /// written, an event lost or seen twice, a producer's events out of order.
 #[test]
@@ -129,7 +129,7 @@ fn two_producers_lose_nothing_and_keep_their_order() {
     INTERLEAVED.assert_reached("one producer's batch landed between the other's two claims");
 }
 
-/// 4. A mutating stage, then a reading stage. Forbidden: the downstream stage
+/// Model 4: A mutating stage, then a reading stage. Forbidden: the downstream stage
 /// reading an event before the mutating stage finished with it, or missing
 /// its write.
 #[test]
@@ -164,7 +164,7 @@ fn downstream_stage_sees_the_mutating_stage_writes() {
     OVERLAP.assert_reached("the downstream stage ran while the mutating stage still worked");
 }
 
-/// 5. Blocking strategy on a ring of 1: the producer parks on a full ring, the
+/// Model 5: Blocking strategy on a ring of 1: the producer parks on a full ring, the
 /// stage parks on an empty one. Forbidden: a lost wake-up (loom reports the
 /// deadlock).
 #[test]
@@ -192,7 +192,7 @@ fn blocking_strategy_loses_no_wake_up() {
     println!("threads parked {parks} times across all executions");
 }
 
-/// 6a. Shutdown (dropping the producer) while events are in flight through a
+/// Model 6a: Shutdown (dropping the producer) while events are in flight through a
 /// pipeline. Forbidden: an event not delivered to every stage; a stage thread
 /// left running (loom reports it as a deadlock or leaked thread).
 #[test]
@@ -227,7 +227,7 @@ fn shutdown_in_flight_delivers_everything_and_joins() {
     IN_FLIGHT.assert_reached("the last stage handled an event after shutdown began");
 }
 
-/// 6b. One multi-producer clone shuts the bus down while another publishes.
+/// Model 6b: One multi-producer clone shuts the bus down while another publishes.
 /// Forbidden: an event acknowledged `Ok` that no stage receives, or one
 /// delivered although its producer was told `Closed`.
 #[test]
@@ -266,7 +266,7 @@ fn shutdown_races_a_publishing_clone_without_losing_acknowledged_events() {
     REFUSED.assert_reached("the racing publish was refused as closed");
 }
 
-/// 3b. The producers' shared gating cache: one producer refreshes it from the
+/// Model 3b: The producers' shared gating cache: one producer refreshes it from the
 /// stage, another relies on it to overwrite a slot. Forbidden: that overwrite
 /// racing the stage's read of the slot's previous event.
 #[test]
