@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# ThreadSanitizer over the integration (stress) tests, with std rebuilt
+# instrumented so its atomics and locks are seen too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source ci/nightly.sh
+export RUSTFLAGS="-Zsanitizer=thread"
+export RUSTDOCFLAGS="-Zsanitizer=thread"
+export CARGO_TARGET_DIR=target/tsan
+# The test harness's own threads are fine; report only real races.
+export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
+cargo +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu -p ringbus --tests "$@"
