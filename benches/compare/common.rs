@@ -1,0 +1,233 @@
+//! What every implementation's runs share: the event, the run configuration,
+//! the measurement, pinning, and the result check.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// The event every implementation carries: a payload and a timestamp.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ev {
+    pub value: u64,
+    pub stamp: u64,
+}
+
+/// The scenarios, in the LMAX performance-test shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    Spsc,
+    Batch64,
+    Mp2,
+    Mp3,
+    Pipeline,
+    Multicast,
+    Diamond,
+    Latency,
+    PingPong,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 9] = [
+        Scenario::Spsc,
+        Scenario::Batch64,
+        Scenario::Mp2,
+        Scenario::Mp3,
+        Scenario::Pipeline,
+        Scenario::Multicast,
+        Scenario::Diamond,
+        Scenario::Latency,
+        Scenario::PingPong,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Scenario::Spsc => "spsc",
+            Scenario::Batch64 => "batch64",
+            Scenario::Mp2 => "mp2",
+            Scenario::Mp3 => "mp3",
+            Scenario::Pipeline => "pipeline",
+            Scenario::Multicast => "multicast",
+            Scenario::Diamond => "diamond",
+            Scenario::Latency => "latency",
+            Scenario::PingPong => "pingpong",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Scenario::Spsc => "1P→1C single publish",
+            Scenario::Batch64 => "1P→1C batches of 64",
+            Scenario::Mp2 => "2P→1C",
+            Scenario::Mp3 => "3P→1C",
+            Scenario::Pipeline => "1P→3-stage pipeline",
+            Scenario::Multicast => "1P→3C multicast",
+            Scenario::Diamond => "diamond (A,B → C)",
+            Scenario::Latency => "idle one-way latency",
+            Scenario::PingPong => "ping-pong round trip",
+        }
+    }
+
+    /// Threads the scenario runs, producers included.
+    pub fn threads(self) -> usize {
+        match self {
+            Scenario::Spsc | Scenario::Batch64 | Scenario::Latency | Scenario::PingPong => 2,
+            Scenario::Mp2 => 3,
+            Scenario::Mp3 | Scenario::Pipeline | Scenario::Multicast => 4,
+            Scenario::Diamond => 4,
+        }
+    }
+
+    /// Latency scenarios report percentiles; the others events per second.
+    pub fn is_latency(self) -> bool {
+        matches!(self, Scenario::Latency | Scenario::PingPong)
+    }
+
+    pub fn parse(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|sc| sc.id() == s)
+    }
+}
+
+/// The implementations compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Impl {
+    Ringbus,
+    Disruptor,
+    Crossbeam,
+    StdMpsc,
+}
+
+impl Impl {
+    pub const ALL: [Impl; 4] = [
+        Impl::Ringbus,
+        Impl::Disruptor,
+        Impl::Crossbeam,
+        Impl::StdMpsc,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Impl::Ringbus => "ringbus",
+            Impl::Disruptor => "disruptor",
+            Impl::Crossbeam => "crossbeam-channel",
+            Impl::StdMpsc => "std-mpsc",
+        }
+    }
+
+    /// `std::sync::mpsc` is only compared on SPSC.
+    pub fn runs(self, sc: Scenario) -> bool {
+        self != Impl::StdMpsc || sc == Scenario::Spsc
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Events per throughput run.
+    pub events: u64,
+    /// Events (or round trips) per latency run.
+    pub latency_events: u64,
+    /// Gap between two events of the idle-latency run.
+    pub interval: Duration,
+    pub capacity: usize,
+    /// The two cores to pin a two-thread scenario to, if pinning.
+    pub cores: Option<(usize, usize)>,
+}
+
+impl Config {
+    /// Pinning applies only where every thread can have a core of its own.
+    pub fn pin_for(&self, sc: Scenario, machine_cores: usize) -> Option<(usize, usize)> {
+        if sc.threads() <= machine_cores {
+            self.cores
+        } else {
+            None
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct Sample {
+    pub events: u64,
+    pub elapsed: Duration,
+    /// Nanoseconds: one-way latency or round-trip time.
+    pub latency: Option<Histogram<u64>>,
+    /// The waiting mode the implementation used in this run.
+    pub mode: &'static str,
+}
+
+impl Sample {
+    pub fn rate(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Pins the calling thread if asked.
+pub fn pin(core: Option<usize>) {
+    if let Some(core) = core {
+        core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    }
+}
+
+/// Sum of `0..n`.
+pub fn sum_to(n: u64) -> u64 {
+    n * n.saturating_sub(1) / 2
+}
+
+/// A consumer's result slot: the stage stores its sum when it sees the last
+/// sequence, the run checks it after the drain.
+#[derive(Debug, Default, Clone)]
+pub struct Check(Arc<AtomicU64>);
+
+impl Check {
+    pub fn new() -> Self {
+        Self(Arc::new(AtomicU64::new(u64::MAX)))
+    }
+
+    pub fn store(&self, sum: u64) {
+        self.0.store(sum, Ordering::Release);
+    }
+
+    /// Fails the whole comparison loudly on a wrong answer.
+    pub fn expect(&self, what: &str, expected: u64) {
+        let got = self.0.load(Ordering::Acquire);
+        assert_eq!(
+            got, expected,
+            "WRONG RESULT: {what} summed {got}, expected {expected}: a fast wrong answer"
+        );
+    }
+}
+
+/// Times `producer` on a thread pinned to `core`; returns its duration. The
+/// closure must return only once every consumer finished (drain included).
+pub fn timed_on(core: Option<usize>, producer: impl FnOnce() + Send + 'static) -> Duration {
+    thread::spawn(move || {
+        pin(core);
+        let start = Instant::now();
+        producer();
+        start.elapsed()
+    })
+    .join()
+    .expect("producer thread panicked")
+}
+
+/// Nanoseconds since `base`: the timestamp of latency events.
+#[inline]
+pub fn now_ns(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
+
+/// Busy-waits until `deadline` (the producer of the idle-latency run).
+#[inline]
+pub fn spin_until(deadline: Instant) {
+    while Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+}
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}

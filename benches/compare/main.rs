@@ -1,0 +1,201 @@
+//! The comparison run: `ringbus` against the `disruptor` crate,
+//! crossbeam-channel and (for SPSC) `std::sync::mpsc`, interleaved round by
+//! round on the same machine, with every run's result checked.
+//!
+//! ```sh
+//! cargo bench --bench compare                      # all scenarios, ~2 minutes
+//! cargo bench --bench compare -- --scenarios spsc,latency --rounds 9
+//! cargo bench --bench compare -- --quick           # tiny smoke run (CI)
+//! cargo bench --bench compare -- --help
+//! ```
+
+mod chan;
+mod common;
+mod dis;
+mod rb;
+mod report;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use common::{Config, Impl, Sample, Scenario};
+
+const HELP: &str = "\
+compare: ringbus vs disruptor vs crossbeam-channel (vs std mpsc on SPSC)
+
+options:
+  --scenarios a,b,..   spsc batch64 mp2 mp3 pipeline multicast diamond latency pingpong
+                       (default: all)
+  --impls a,b,..       ringbus disruptor crossbeam-channel std-mpsc (default: all)
+  --events N           events per throughput run (default 10000000)
+  --latency-events N   events or round trips per latency run (default 100000)
+  --interval-us N      gap between idle-latency events, µs (default 5)
+  --rounds N           interleaved rounds (default 5)
+  --capacity N         ring / channel capacity (default 65536)
+  --no-pin             do not pin threads, even where threads <= cores
+  --out DIR            report folder (default target/compare/<unix time>)
+  --quick              tiny sizes, one round: a smoke test, not a measurement
+";
+
+struct Args {
+    scenarios: Vec<Scenario>,
+    impls: Vec<Impl>,
+    rounds: usize,
+    pin: bool,
+    out: Option<PathBuf>,
+    config: Config,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        scenarios: Scenario::ALL.to_vec(),
+        impls: Impl::ALL.to_vec(),
+        rounds: 5,
+        pin: true,
+        out: None,
+        config: Config {
+            events: 10_000_000,
+            latency_events: 100_000,
+            interval: Duration::from_micros(5),
+            capacity: 1 << 16,
+            cores: None,
+        },
+    };
+    let mut it = std::env::args().skip(1);
+    let number = |v: Option<String>, flag: &str| -> Result<u64, String> {
+        v.as_deref()
+            .and_then(|s| s.replace('_', "").parse().ok())
+            .ok_or_else(|| format!("{flag} needs a number"))
+    };
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--bench" => {} // passed by `cargo bench`
+            "--help" | "-h" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            "--scenarios" => {
+                let list = it.next().ok_or("--scenarios needs a list")?;
+                args.scenarios = list
+                    .split(',')
+                    .map(|s| Scenario::parse(s).ok_or(format!("unknown scenario `{s}`")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--impls" => {
+                let list = it.next().ok_or("--impls needs a list")?;
+                args.impls = list
+                    .split(',')
+                    .map(|s| {
+                        Impl::ALL
+                            .into_iter()
+                            .find(|i| i.id() == s)
+                            .ok_or(format!("unknown implementation `{s}`"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--events" => args.config.events = number(it.next(), "--events")?,
+            "--latency-events" => {
+                args.config.latency_events = number(it.next(), "--latency-events")?
+            }
+            "--interval-us" => {
+                args.config.interval = Duration::from_micros(number(it.next(), "--interval-us")?)
+            }
+            "--rounds" => args.rounds = number(it.next(), "--rounds")?.max(1) as usize,
+            "--capacity" => args.config.capacity = number(it.next(), "--capacity")? as usize,
+            "--no-pin" => args.pin = false,
+            "--out" => args.out = Some(it.next().ok_or("--out needs a folder")?.into()),
+            "--quick" => {
+                args.config.events = 200_000;
+                args.config.latency_events = 2_000;
+                args.rounds = 1;
+            }
+            other => return Err(format!("unknown option `{other}`; see --help")),
+        }
+    }
+    if !args.config.capacity.is_power_of_two() {
+        return Err("--capacity must be a power of two".into());
+    }
+    Ok(args)
+}
+
+fn run_one(imp: Impl, sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
+    match imp {
+        Impl::Ringbus => rb::run(sc, cfg, pins),
+        Impl::Disruptor => dis::run(sc, cfg, pins),
+        Impl::Crossbeam => chan::run(sc, cfg, pins),
+        Impl::StdMpsc => chan::run_std(cfg, pins),
+    }
+}
+
+fn main() {
+    let mut args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("compare: {e}");
+            std::process::exit(2);
+        }
+    };
+    // Read the core list once, before any thread pins itself.
+    let cores = ringbus::available_cores().to_vec();
+    if args.pin && cores.len() >= 2 {
+        args.config.cores = Some((cores[0], cores[1]));
+    }
+    let cfg = &args.config;
+    let plan: Vec<(Scenario, Vec<Impl>)> = args
+        .scenarios
+        .iter()
+        .map(|&sc| {
+            (
+                sc,
+                args.impls.iter().copied().filter(|i| i.runs(sc)).collect(),
+            )
+        })
+        .collect();
+    let total: usize = plan.iter().map(|(_, imps)| imps.len() * args.rounds).sum();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+            .expect("progress template")
+            .progress_chars("=> "),
+    );
+
+    let mut runs = Vec::new();
+    for (sc, imps) in &plan {
+        let pins = cfg.pin_for(*sc, cores.len());
+        for round in 0..args.rounds {
+            // A B C, A B C, ...: peers measured side by side in every round.
+            for &imp in imps {
+                bar.set_message(format!("{} / {} / round {}", sc.id(), imp.id(), round + 1));
+                let sample = run_one(imp, *sc, cfg, pins);
+                runs.push(report::Run::new(*sc, imp, round, pins.is_some(), &sample));
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        PathBuf::from(format!("target/compare/{stamp}"))
+    });
+    let summary = report::summarize(&runs, &plan);
+    report::print_table(&summary, cfg, args.rounds, cores.len());
+    match report::write(&out, &runs, &summary, cfg, args.rounds) {
+        Ok(()) => println!(
+            "\nreport: {}/report.json, {0}/throughput.svg, {0}/latency.svg",
+            out.display()
+        ),
+        Err(e) => {
+            eprintln!(
+                "compare: could not write the report to {}: {e}",
+                out.display()
+            );
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The scenarios on `ringbus`.
+
+use std::sync::mpsc;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use ringbus::{
+    Builder, BusySpin, EventHandler, Sequence, SingleProducerSequencer, WaitStrategy, Yielding,
+};
+
+use crate::common::*;
+
+/// Where each thread has a core: spin.
+const PINNED: BusySpin = BusySpin;
+/// More threads than cores: spin briefly, then yield the core to the thread
+/// we wait for.
+fn oversubscribed() -> Yielding {
+    Yielding::default()
+}
+
+pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
+    match sc {
+        Scenario::Spsc => spsc(cfg, PINNED, pins, 1, "busy-spin, pinned"),
+        Scenario::Batch64 => spsc(cfg, PINNED, pins, 64, "busy-spin, pinned"),
+        Scenario::Mp2 => multi(cfg, oversubscribed(), 2),
+        Scenario::Mp3 => multi(cfg, oversubscribed(), 3),
+        Scenario::Pipeline => graph(cfg, oversubscribed(), |b, c| {
+            b.handle_events_with(summing(cfg.events, c.add()))
+                .and_then()
+                .handle_events_with(summing(cfg.events, c.add()))
+                .and_then()
+                .handle_events_with(summing(cfg.events, c.add()))
+        }),
+        Scenario::Multicast => graph(cfg, oversubscribed(), |b, c| {
+            b.handle_events_with(summing(cfg.events, c.add()))
+                .handle_events_with(summing(cfg.events, c.add()))
+                .handle_events_with(summing(cfg.events, c.add()))
+        }),
+        Scenario::Diamond => graph(cfg, oversubscribed(), |b, c| {
+            b.handle_events_with(summing(cfg.events, c.add()))
+                .handle_events_with(summing(cfg.events, c.add()))
+                .and_then()
+                .handle_events_with(summing(cfg.events, c.add()))
+        }),
+        Scenario::Latency => latency(cfg, PINNED, pins),
+        Scenario::PingPong => ping_pong(cfg, PINNED, pins),
+    }
+}
+
+const OVERSUBSCRIBED_MODE: &str = "yielding";
+
+/// A stage summing payloads; stores the sum at the last of `events`.
+fn summing(events: u64, check: Check) -> impl FnMut(&Ev, Sequence, bool) + Send + 'static {
+    let last = events as Sequence - 1;
+    let mut sum = 0u64;
+    move |e: &Ev, seq: Sequence, _eob: bool| {
+        sum = sum.wrapping_add(e.value);
+        if seq == last {
+            check.store(sum);
+        }
+    }
+}
+
+/// The checks of a graph's stages.
+#[derive(Default)]
+pub struct Checks(Vec<Check>);
+
+impl Checks {
+    fn add(&mut self) -> Check {
+        let c = Check::new();
+        self.0.push(c.clone());
+        c
+    }
+}
+
+fn spsc<W: WaitStrategy>(
+    cfg: &Config,
+    strategy: W,
+    pins: Option<(usize, usize)>,
+    batch: u64,
+    mode: &'static str,
+) -> Sample {
+    let n = cfg.events;
+    let check = Check::new();
+    let mut builder = ringbus::single_producer(cfg.capacity, Ev::default, strategy);
+    if let Some((_, consumer)) = pins {
+        builder = builder.pin_at_core(consumer);
+    }
+    let mut producer = builder
+        .handle_events_with(summing(n, check.clone()))
+        .build();
+    let elapsed = timed_on(pins.map(|p| p.0), move || {
+        if batch == 1 {
+            for i in 0..n {
+                producer.publish(|e| e.value = i).unwrap();
+            }
+        } else {
+            let mut i = 0;
+            while i < n {
+                let k = batch.min(n - i) as usize;
+                producer
+                    .batch_publish(k, |slots| {
+                        for e in slots {
+                            e.value = i;
+                            i += 1;
+                        }
+                    })
+                    .unwrap();
+            }
+        }
+        producer.shutdown().unwrap();
+    });
+    check.expect("ringbus consumer", sum_to(n));
+    Sample {
+        events: n,
+        elapsed,
+        latency: None,
+        mode,
+    }
+}
+
+fn multi<W: WaitStrategy>(cfg: &Config, strategy: W, producers: u64) -> Sample {
+    let per = cfg.events / producers;
+    let check = Check::new();
+    let producer = ringbus::multi_producer(cfg.capacity, Ev::default, strategy)
+        .handle_events_with(summing(per * producers, check.clone()))
+        .build();
+    let elapsed = timed_on(None, move || {
+        let threads: Vec<_> = (0..producers)
+            .map(|_| {
+                let p = producer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        p.publish(|e| e.value = i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        producer.shutdown().unwrap();
+    });
+    check.expect("ringbus consumer", producers * sum_to(per));
+    Sample {
+        events: per * producers,
+        elapsed,
+        latency: None,
+        mode: OVERSUBSCRIBED_MODE,
+    }
+}
+
+type SingleBuilder<W> = Builder<Ev, SingleProducerSequencer, W>;
+
+fn graph<W: WaitStrategy>(
+    cfg: &Config,
+    strategy: W,
+    shape: impl FnOnce(SingleBuilder<W>, &mut Checks) -> SingleBuilder<W>,
+) -> Sample {
+    let n = cfg.events;
+    let mut checks = Checks::default();
+    let builder = ringbus::single_producer(cfg.capacity, Ev::default, strategy);
+    let mut producer = shape(builder, &mut checks).build();
+    let elapsed = timed_on(None, move || {
+        for i in 0..n {
+            producer.publish(|e| e.value = i).unwrap();
+        }
+        producer.shutdown().unwrap();
+    });
+    for (k, check) in checks.0.iter().enumerate() {
+        check.expect(&format!("ringbus stage {k}"), sum_to(n));
+    }
+    Sample {
+        events: n,
+        elapsed,
+        latency: None,
+        mode: OVERSUBSCRIBED_MODE,
+    }
+}
+
+/// Records one-way latency; hands the histogram over at shutdown.
+struct LatencySink {
+    base: Instant,
+    hist: Histogram<u64>,
+    out: mpsc::Sender<Histogram<u64>>,
+}
+
+impl EventHandler<Ev> for LatencySink {
+    fn on_event(&mut self, e: &Ev, _seq: Sequence, _eob: bool) {
+        let _ = self
+            .hist
+            .record(now_ns(self.base).saturating_sub(e.stamp).max(1));
+    }
+
+    fn on_shutdown(&mut self) {
+        let _ = self.out.send(self.hist.clone());
+    }
+}
+
+fn latency<W: WaitStrategy>(cfg: &Config, strategy: W, pins: Option<(usize, usize)>) -> Sample {
+    let n = cfg.latency_events;
+    let interval = cfg.interval;
+    let base = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    let mut builder = ringbus::single_producer(cfg.capacity, Ev::default, strategy);
+    if let Some((_, consumer)) = pins {
+        builder = builder.pin_at_core(consumer);
+    }
+    let mut producer = builder
+        .handle_events_with(LatencySink {
+            base,
+            hist: histogram(),
+            out: tx,
+        })
+        .build();
+    let elapsed = timed_on(pins.map(|p| p.0), move || {
+        let mut next = Instant::now();
+        for i in 0..n {
+            next += interval;
+            spin_until(next);
+            producer
+                .publish(|e| {
+                    e.value = i;
+                    e.stamp = now_ns(base);
+                })
+                .unwrap();
+        }
+        producer.shutdown().unwrap();
+    });
+    let hist = rx.recv().expect("latency histogram");
+    assert_eq!(
+        hist.len(),
+        n,
+        "WRONG RESULT: ringbus latency run lost events"
+    );
+    Sample {
+        events: n,
+        elapsed,
+        latency: Some(hist),
+        mode: "busy-spin, pinned",
+    }
+}
+
+fn ping_pong<W: WaitStrategy + Copy>(
+    cfg: &Config,
+    strategy: W,
+    pins: Option<(usize, usize)>,
+) -> Sample {
+    let rounds = cfg.latency_events;
+    let base = Instant::now();
+    let (hand_over, handed) = mpsc::channel::<ringbus::SingleProducer<Ev, W>>();
+    let (done_tx, done) = mpsc::channel();
+
+    // Pinger: a stage on the pong ring that owns the ping producer.
+    let mut ping_producer = None;
+    let mut hist = histogram();
+    let mut pong_builder = ringbus::single_producer(cfg.capacity, Ev::default, strategy);
+    if let Some((a, _)) = pins {
+        pong_builder = pong_builder.pin_at_core(a);
+    }
+    let mut pong = pong_builder
+        .handle_events_with(move |e: &Ev, seq: Sequence, _eob: bool| {
+            let _ = hist.record(now_ns(base).saturating_sub(e.stamp).max(1));
+            let ping: &mut ringbus::SingleProducer<Ev, W> =
+                ping_producer.get_or_insert_with(|| handed.recv().unwrap());
+            if seq as u64 + 1 == rounds {
+                let _ = done_tx.send((hist.clone(), ping_producer.take()));
+            } else {
+                ping.publish(|p| {
+                    p.value = seq as u64 + 1;
+                    p.stamp = now_ns(base);
+                })
+                .unwrap();
+            }
+        })
+        .build();
+    // Ponger: a stage on the ping ring that owns the pong producer.
+    let mut ping_builder = ringbus::single_producer(cfg.capacity, Ev::default, strategy);
+    if let Some((_, b)) = pins {
+        ping_builder = ping_builder.pin_at_core(b);
+    }
+    let mut ping = ping_builder
+        .handle_events_with(move |e: &Ev, _seq: Sequence, _eob: bool| {
+            pong.publish(|p| *p = *e).unwrap();
+        })
+        .build();
+
+    let start = Instant::now();
+    ping.publish(|p| p.stamp = now_ns(base)).unwrap();
+    hand_over.send(ping).unwrap();
+    let (hist, ping) = done.recv().expect("ping-pong finished");
+    let elapsed = start.elapsed();
+    drop(ping); // closes ping, whose stage then closes pong
+    assert_eq!(
+        hist.len(),
+        rounds,
+        "WRONG RESULT: ringbus ping-pong lost a round trip"
+    );
+    Sample {
+        events: rounds,
+        elapsed,
+        latency: Some(hist),
+        mode: "busy-spin, pinned",
+    }
+}
