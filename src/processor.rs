@@ -15,7 +15,7 @@ use crate::barrier::SequenceBarrier;
 use crate::bus::Bus;
 use crate::handler::{EventHandler, EventHandlerMut};
 use crate::loom::{Arc, Weaken};
-use crate::ring_buffer::RingBuffer;
+use crate::ring_buffer::RingView;
 use crate::sequence::{AtomicSequence, Sequence};
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{Interrupt, WaitStrategy};
@@ -59,7 +59,7 @@ pub(crate) trait Consume<E> {
     /// # Safety
     /// The caller holds read permission for `sequence` (and write permission
     /// for a mutating stage).
-    unsafe fn consume(&mut self, ring: &RingBuffer<E>, sequence: Sequence, end_of_batch: bool);
+    unsafe fn consume(&mut self, ring: RingView<'_, E>, sequence: Sequence, end_of_batch: bool);
 }
 
 /// A stage that reads events.
@@ -82,7 +82,7 @@ impl<E, H: EventHandler<E>> Consume<E> for Reader<H> {
         self.0.on_batch_start(size)
     }
     #[inline]
-    unsafe fn consume(&mut self, ring: &RingBuffer<E>, sequence: Sequence, end_of_batch: bool) {
+    unsafe fn consume(&mut self, ring: RingView<'_, E>, sequence: Sequence, end_of_batch: bool) {
         // SAFETY: the loop only passes sequences its barrier reported available
         // and its own (gating) sequence has not passed yet.
         unsafe { ring.read(sequence, |e| self.0.on_event(e, sequence, end_of_batch)) }
@@ -104,7 +104,7 @@ impl<E, H: EventHandlerMut<E>> Consume<E> for Writer<H> {
         self.0.on_batch_start(size)
     }
     #[inline]
-    unsafe fn consume(&mut self, ring: &RingBuffer<E>, sequence: Sequence, end_of_batch: bool) {
+    unsafe fn consume(&mut self, ring: RingView<'_, E>, sequence: Sequence, end_of_batch: bool) {
         // SAFETY: as for `Reader`, and the builder proved every other stage
         // reading this event is ordered before or after this one (no stage
         // runs concurrently with a mutating stage), so the access is exclusive.
@@ -149,6 +149,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
 
     fn process<C: Consume<E>>(&self, consumer: &mut C, processed: &mut u64) {
         let bus = &*self.bus;
+        let ring = bus.ring.view();
         consumer.on_start();
         let mut next = self.sequence.get_relaxed() + 1;
         loop {
@@ -174,7 +175,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 // passed by every upstream stage), and our own sequence, which
                 // gates the producers through us or our descendants, is still
                 // below `next`, so no producer writes these slots meanwhile.
-                unsafe { consumer.consume(&bus.ring, done, done == available) };
+                unsafe { consumer.consume(ring, done, done == available) };
             }
             *processed += (done - next + 1) as u64;
             self.sequence.set(done, Weaken::Stage);

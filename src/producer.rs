@@ -89,10 +89,10 @@ where
     W: WaitStrategy,
 {
     bus: Arc<Bus<E, SingleProducerSequencer, W>>,
-    /// Last sequence published.
-    published: Sequence,
     /// A gating minimum seen earlier; the true one is at least this.
     cached_gating: Sequence,
+    /// Ring capacity, kept here so the hot path does not reload it.
+    capacity: i64,
     shut_down: bool,
 }
 
@@ -103,7 +103,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SingleProducer")
-            .field("published", &self.published)
+            .field("published", &self.cursor())
             .field("bus", &self.bus)
             .finish()
     }
@@ -116,8 +116,8 @@ where
 {
     pub(crate) fn new(bus: Arc<Bus<E, SingleProducerSequencer, W>>) -> Self {
         Self {
+            capacity: bus.capacity(),
             bus,
-            published: INITIAL,
             cached_gating: INITIAL,
             shut_down: false,
         }
@@ -126,12 +126,16 @@ where
     /// Reserves the next `n` slots; returns the last one.
     #[inline]
     fn claim(&mut self, n: usize, wait: Wait) -> Result<Sequence, TryPublishError> {
-        check_batch(&self.bus, n)?;
+        if n > 1 {
+            check_batch(&self.bus, n)?;
+        }
         if self.bus.is_halted() {
             return Err(TryPublishError::Halted);
         }
-        let last = self.published + n as i64;
-        let wrap_point = last - self.bus.capacity();
+        // Our own cursor, read back instead of kept in a field: one store
+        // per publish fewer (the cursor store) on the hot path.
+        let last = self.cursor() + n as i64;
+        let wrap_point = last - self.capacity;
         if wrap_point > self.cached_gating {
             self.cached_gating = match wait {
                 Wait::Never => {
@@ -152,7 +156,6 @@ where
     /// Makes everything up to `last` visible to the stages (Release store).
     #[inline]
     fn commit(&mut self, last: Sequence) -> Sequence {
-        self.published = last;
         self.bus.sequencer.publish(last);
         self.bus.notify();
         last
@@ -167,7 +170,7 @@ where
         let sequence = self.claim(1, wait)?;
         // SAFETY: `claim` returned a sequence no stage may read yet (it is
         // past the cursor) whose slot every gating stage has passed.
-        unsafe { self.bus.ring.write(sequence, f) };
+        unsafe { self.bus.ring.view().write(sequence, f) };
         Ok(self.commit(sequence))
     }
 
@@ -183,7 +186,7 @@ where
         }
         let first = last - n as i64 + 1;
         // SAFETY: as in `write_one`, for each of `first..=last` (n <= capacity).
-        f(unsafe { self.bus.ring.slots_mut(first, last) });
+        f(unsafe { self.bus.ring.view().slots_mut(first, last) });
         Ok(self.commit(last))
     }
 
@@ -234,8 +237,9 @@ where
 
     /// Slots free right now (a racy snapshot: stages only free more).
     pub fn remaining_capacity(&self) -> usize {
-        let min = self.bus.min_gating(self.published);
-        (self.bus.capacity() - (self.published - min)) as usize
+        let published = self.cursor();
+        let min = self.bus.min_gating(published);
+        (self.bus.capacity() - (published - min)) as usize
     }
 
     /// Ring capacity.
@@ -245,7 +249,7 @@ where
 
     /// The last sequence published (-1 before the first).
     pub fn cursor(&self) -> Sequence {
-        self.published
+        self.bus.sequencer.claimed()
     }
 
     /// Stops every stage without draining; publishes that start after this
@@ -269,7 +273,7 @@ where
 
     fn finish(mut self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
         self.shut_down = true;
-        self.bus.close(self.published);
+        self.bus.close(self.cursor());
         self.bus.join(deadline)
     }
 }
@@ -281,7 +285,7 @@ where
 {
     fn drop(&mut self) {
         if !self.shut_down {
-            self.bus.close(self.published);
+            self.bus.close(self.cursor());
             let _ = self.bus.join(None);
         }
     }
@@ -435,7 +439,7 @@ where
         };
         // SAFETY: this producer alone claimed `sequence`; it is unpublished
         // (no stage reads it) and every gating stage has passed its slot.
-        unsafe { self.bus.ring.write(sequence, f) };
+        unsafe { self.bus.ring.view().write(sequence, f) };
         Ok(sequence)
     }
 
@@ -457,7 +461,7 @@ where
             last,
         };
         // SAFETY: as in `write_one`, for each of `first..=last` (n <= capacity).
-        f(unsafe { self.bus.ring.slots_mut(first, last) });
+        f(unsafe { self.bus.ring.view().slots_mut(first, last) });
         Ok(last)
     }
 

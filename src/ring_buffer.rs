@@ -6,6 +6,7 @@
 //! `unsafe` and state the permission they require.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use crate::loom::UnsafeCell;
 use crate::sequence::Sequence;
@@ -50,13 +51,41 @@ impl<E> RingBuffer<E> {
         self.slots.len()
     }
 
+    /// The ring's base pointer and mask, copied out so hot loops keep them in
+    /// registers (loads through `&self` would be repeated after every handler
+    /// call, since the ring holds interior-mutable slots).
     #[inline(always)]
-    fn slot(&self, sequence: Sequence) -> &UnsafeCell<E> {
+    pub(crate) fn view(&self) -> RingView<'_, E> {
+        RingView {
+            base: self.slots.as_ptr(),
+            mask: self.mask,
+            _ring: PhantomData,
+        }
+    }
+}
+
+/// A borrowed, `Copy` handle on the ring's slots; see [`RingBuffer::view`].
+pub(crate) struct RingView<'a, E> {
+    base: *const UnsafeCell<E>,
+    mask: i64,
+    _ring: PhantomData<&'a RingBuffer<E>>,
+}
+
+impl<E> Clone for RingView<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for RingView<'_, E> {}
+
+impl<'a, E> RingView<'a, E> {
+    #[inline(always)]
+    fn slot(self, sequence: Sequence) -> &'a UnsafeCell<E> {
         let index = (sequence & self.mask) as usize;
-        debug_assert!(index < self.slots.len());
-        // SAFETY: `mask` is `len - 1` with `len` a power of two, so the masked
-        // index is always below `len`.
-        unsafe { self.slots.get_unchecked(index) }
+        // SAFETY: `base` points at the ring's `mask + 1` slots, borrowed for
+        // 'a, and the masked index is below `mask + 1` (a power of two).
+        unsafe { &*self.base.add(index) }
     }
 
     /// Runs `f` on the event at `sequence`, shared.
@@ -67,7 +96,7 @@ impl<E> RingBuffer<E> {
     /// upstream stage sequence covering it) and the caller's own sequence, which
     /// gates the producers, is still below it, so nobody writes it meanwhile.
     #[inline(always)]
-    pub(crate) unsafe fn read<R>(&self, sequence: Sequence, f: impl FnOnce(&E) -> R) -> R {
+    pub(crate) unsafe fn read<R>(self, sequence: Sequence, f: impl FnOnce(&E) -> R) -> R {
         let ptr = self.slot(sequence).get();
         // SAFETY: the caller's read permission excludes every writer.
         f(unsafe { ptr.deref() })
@@ -80,7 +109,7 @@ impl<E> RingBuffer<E> {
     /// claimed it and has not published it yet, or a mutating stage that every
     /// other reader of the slot is ordered before or after (checked at build).
     #[inline(always)]
-    pub(crate) unsafe fn write<R>(&self, sequence: Sequence, f: impl FnOnce(&mut E) -> R) -> R {
+    pub(crate) unsafe fn write<R>(self, sequence: Sequence, f: impl FnOnce(&mut E) -> R) -> R {
         let ptr = self.slot(sequence).get_mut();
         // SAFETY: the caller's write permission excludes every other access.
         f(unsafe { ptr.deref() })
@@ -89,10 +118,11 @@ impl<E> RingBuffer<E> {
     /// The events of `first..=last`, exclusive, in order.
     ///
     /// # Safety
-    /// As for [`RingBuffer::write`], for every sequence of the range, and the
+    /// As for [`RingView::write`], for every sequence of the range, and the
     /// range is at most `capacity` long.
-    pub(crate) unsafe fn slots_mut(&self, first: Sequence, last: Sequence) -> Slots<'_, E> {
-        debug_assert!(last - first < self.capacity() as i64);
+    #[inline]
+    pub(crate) unsafe fn slots_mut(self, first: Sequence, last: Sequence) -> Slots<'a, E> {
+        debug_assert!(last - first <= self.mask);
         Slots {
             ring: self,
             next: first,
@@ -108,7 +138,7 @@ impl<E> RingBuffer<E> {
 /// Handed to the closure of `batch_publish`; the slots become visible to the
 /// stages only after the closure returns.
 pub struct Slots<'a, E> {
-    ring: &'a RingBuffer<E>,
+    ring: RingView<'a, E>,
     next: Sequence,
     last: Sequence,
     // Loom tracks an access while its pointer guard lives; keep them alive as

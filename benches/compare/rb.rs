@@ -11,7 +11,7 @@ use ringbus::{
 use crate::common::*;
 
 /// Where each thread has a core: spin.
-const PINNED: BusySpin = BusySpin;
+const PINNED: ringbus::BusySpinWithHint = ringbus::BusySpinWithHint;
 /// More threads than cores: spin briefly, then yield the core to the thread
 /// we wait for.
 fn oversubscribed() -> Yielding {
@@ -92,7 +92,9 @@ fn spsc<W: WaitStrategy>(
     let elapsed = timed_on(pins.map(|p| p.0), move || {
         if batch == 1 {
             for i in 0..n {
-                producer.publish(|e| e.value = i).unwrap();
+                if producer.publish(|e| e.value = i).is_err() {
+                    break;
+                }
             }
         } else {
             let mut i = 0;
