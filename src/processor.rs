@@ -20,6 +20,9 @@ use crate::sequence::{AtomicSequence, Sequence};
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{Interrupt, WaitStrategy};
 
+/// Events a stage handles between two looks at the halt flag.
+const HALT_CHECK_EVERY: Sequence = 256;
+
 /// What a stage did, as returned by `shutdown()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -164,18 +167,21 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             consumer.on_batch_start((available - next + 1) as u64);
             let mut done = next - 1;
             while done < available {
-                // A halt stops the stage between two events, not at the end of
-                // a batch that may span the whole ring. A Relaxed load of a
-                // line nobody writes in steady state: an L1 hit.
+                // A halt stops the stage within a chunk, not at the end of a
+                // batch that may span the whole ring.
                 if bus.is_halted() {
                     break;
                 }
-                done += 1;
-                // SAFETY: `wait_for` reported `next..=available` published (or
-                // passed by every upstream stage), and our own sequence, which
-                // gates the producers through us or our descendants, is still
-                // below `next`, so no producer writes these slots meanwhile.
-                unsafe { consumer.consume(ring, done, done == available) };
+                let chunk_end = available.min(done + HALT_CHECK_EVERY);
+                for sequence in done + 1..=chunk_end {
+                    // SAFETY: `wait_for` reported `next..=available` published
+                    // (or passed by every upstream stage), and our own
+                    // sequence, which gates the producers through us or our
+                    // descendants, is still below `next`, so no producer
+                    // writes these slots meanwhile.
+                    unsafe { consumer.consume(ring, sequence, sequence == available) };
+                }
+                done = chunk_end;
             }
             *processed += (done - next + 1) as u64;
             self.sequence.set(done, Weaken::Stage);

@@ -7,27 +7,33 @@
 //!
 //! # The parking protocol ([`Blocking`], and [`PhasedBackoff::with_lock`])
 //!
-//! One [`Signal`] per bus: a waiter count, a mutex and a condition variable.
+//! One [`Signal`] per bus: a `sleeping` flag, a mutex and a condition variable.
 //!
-//! * A waiter increments `waiters`, issues a SeqCst fence, then polls under the
-//!   lock and waits on the condvar until its poll succeeds.
+//! * A waiter takes the lock, then in a loop: sets `sleeping`, issues a
+//!   SeqCst fence, polls, and waits on the condvar if the poll failed.
 //! * A notifier (a producer after publishing, a stage after advancing its
 //!   sequence) has already stored its progress with Release; it issues a SeqCst
-//!   fence and takes the lock to `notify_all` only if `waiters` is non-zero.
+//!   fence and, only if `sleeping` is set, clears it with a swap; the notifier
+//!   that cleared it takes the lock and wakes everyone with `notify_all`.
 //!
-//! The two fences order "store progress; read waiters" against "count myself;
-//! read progress": at least one side sees the other's write, so either the
-//! waiter's poll sees the progress or the notifier sees the waiter and wakes it
-//! under the lock (it cannot slip in between the waiter's poll and its wait,
-//! because the waiter holds the lock across both). No wake-up is lost, and a
-//! publisher pays for a lock only while somebody is parked.
+//! The two fences order "store progress; read flag" against "set flag; read
+//! progress": at least one side sees the other's write, so either the
+//! waiter's poll sees the progress or the notifier sees the flag. A notifier
+//! that sees it either clears it itself or finds it cleared by another, and
+//! whoever cleared it wakes every parked thread under the lock; a waiter holds
+//! the lock from setting the flag until it waits, so the wake cannot slip in
+//! between. No wake-up is lost.
+//!
+//! Cost: a fence per publish or batch while nobody sleeps, and one lock and
+//! futex wake per *park episode* (not per publish) while somebody does: the
+//! flag stays clear until a thread goes back to sleep.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::loom::{self, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::loom::{self, AtomicBool, Condvar, Mutex, Ordering};
 
 /// Why a wait ended without the condition becoming true.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +51,7 @@ pub type PollResult<T> = Result<Option<T>, Interrupt>;
 
 /// The parking place shared by every thread of one bus.
 pub struct Signal {
-    waiters: CachePadded<AtomicUsize>,
+    sleeping: CachePadded<AtomicBool>,
     lock: Mutex<()>,
     condvar: Condvar,
 }
@@ -53,7 +59,7 @@ pub struct Signal {
 impl fmt::Debug for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signal")
-            .field("waiters", &self.waiters.load(Ordering::Relaxed))
+            .field("sleeping", &self.sleeping.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -67,7 +73,7 @@ impl Default for Signal {
 impl Signal {
     pub(crate) fn new() -> Self {
         Self {
-            waiters: CachePadded::new(AtomicUsize::new(0)),
+            sleeping: CachePadded::new(AtomicBool::new(false)),
             lock: Mutex::new(()),
             condvar: Condvar::new(),
         }
@@ -77,9 +83,11 @@ impl Signal {
     #[inline]
     pub(crate) fn notify_if_parked(&self) {
         // SeqCst fence: orders our earlier progress store before the load of
-        // `waiters` (store→load), pairing with the fence in `park`.
+        // `sleeping` (store→load), pairing with the fence in `park`.
         loom::seqcst_fence();
-        if self.waiters.load(Ordering::Relaxed) != 0 {
+        // Relaxed: the fences order the flag against the progress; the lock
+        // taken below orders the wake against the waiter's wait.
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Relaxed) {
             self.notify_all();
         }
     }
@@ -96,12 +104,12 @@ impl Signal {
         deadline: Option<Instant>,
         mut poll: impl FnMut() -> PollResult<T>,
     ) -> Result<T, Interrupt> {
-        self.waiters.fetch_add(1, Ordering::Relaxed);
-        // SeqCst fence: orders our count before the polls below (store→load),
-        // pairing with the fence in `notify_if_parked`.
-        loom::seqcst_fence();
         let mut guard = loom::lock(&self.lock);
         let result = loop {
+            // Relaxed: ordered against the notifier's progress store by the
+            // SeqCst fence below (store→load), which pairs with its fence.
+            self.sleeping.store(true, Ordering::Relaxed);
+            loom::seqcst_fence();
             match poll() {
                 Ok(Some(value)) => break Ok(value),
                 Err(interrupt) => break Err(interrupt),
@@ -121,7 +129,6 @@ impl Signal {
             };
         };
         drop(guard);
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
         result
     }
 }

@@ -135,6 +135,8 @@ pub struct Config {
     pub capacity: usize,
     /// The two cores to pin a two-thread scenario to, if pinning.
     pub cores: Option<(usize, usize)>,
+    /// ringbus's wait strategy where threads outnumber cores.
+    pub oversubscribed: crate::rb::Oversubscribed,
 }
 
 impl Config {

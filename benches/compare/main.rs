@@ -35,6 +35,9 @@ options:
   --rounds N           interleaved rounds (default 5)
   --capacity N         ring / channel capacity (default 65536)
   --no-pin             do not pin threads, even where threads <= cores
+  --oversubscribed S   ringbus's strategy where threads > cores:
+                       yielding, blocking, phased, sleeping (default:
+                       sleep 1 µs with no spin, as the disruptor crate's Sleep)
   --out DIR            report folder (default target/compare/<unix time>)
   --quick              tiny sizes, one round: a smoke test, not a measurement
 ";
@@ -61,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
             interval: Duration::from_micros(5),
             capacity: 1 << 16,
             cores: None,
+            oversubscribed: rb::Oversubscribed::Sleeping,
         },
     };
     let mut it = std::env::args().skip(1);
@@ -105,6 +109,12 @@ fn parse_args() -> Result<Args, String> {
             "--rounds" => args.rounds = number(it.next(), "--rounds")?.max(1) as usize,
             "--capacity" => args.config.capacity = number(it.next(), "--capacity")? as usize,
             "--no-pin" => args.pin = false,
+            "--oversubscribed" => {
+                let s = it.next().ok_or("--oversubscribed needs a strategy")?;
+                args.config.oversubscribed = rb::Oversubscribed::parse(&s).ok_or(format!(
+                    "unknown strategy `{s}`: yielding, blocking, phased, sleeping"
+                ))?;
+            }
             "--out" => args.out = Some(it.next().ok_or("--out needs a folder")?.into()),
             "--quick" => {
                 args.config.events = 200_000;

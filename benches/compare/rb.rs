@@ -5,49 +5,112 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use ringbus::{
-    Builder, BusySpin, EventHandler, Sequence, SingleProducerSequencer, WaitStrategy, Yielding,
+    Blocking, Builder, BusySpin, BusySpinWithHint, EventHandler, PhasedBackoff, Sequence,
+    SingleProducerSequencer, Sleeping, WaitStrategy, Yielding,
 };
 
 use crate::common::*;
 
-/// Where each thread has a core: spin.
-const PINNED: ringbus::BusySpinWithHint = ringbus::BusySpinWithHint;
-/// More threads than cores: spin briefly, then yield the core to the thread
-/// we wait for.
-fn oversubscribed() -> Yielding {
-    Yielding::default()
+/// Where each thread has a core: spin, with a `pause` between polls (it
+/// leaves the producer's cursor line alone a little longer; measured faster
+/// than plain `BusySpin` on SPSC here).
+const PINNED: BusySpinWithHint = BusySpinWithHint;
+const PINNED_MODE: &str = "busy-spin + hint, pinned";
+/// For latency: react at once, no `pause` between polls.
+const LATENCY: BusySpin = BusySpin;
+const LATENCY_MODE: &str = "busy-spin, pinned";
+
+/// The strategy for scenarios with more threads than cores (`--oversubscribed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversubscribed {
+    Yielding,
+    Blocking,
+    Phased,
+    Sleeping,
 }
 
-pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
-    match sc {
-        Scenario::Spsc => spsc(cfg, PINNED, pins, 1, "busy-spin, pinned"),
-        Scenario::Batch64 => spsc(cfg, PINNED, pins, 64, "busy-spin, pinned"),
-        Scenario::Mp2 => multi(cfg, oversubscribed(), 2),
-        Scenario::Mp3 => multi(cfg, oversubscribed(), 3),
-        Scenario::Pipeline => graph(cfg, oversubscribed(), |b, c| {
-            b.handle_events_with(summing(cfg.events, c.add()))
-                .and_then()
-                .handle_events_with(summing(cfg.events, c.add()))
-                .and_then()
-                .handle_events_with(summing(cfg.events, c.add()))
-        }),
-        Scenario::Multicast => graph(cfg, oversubscribed(), |b, c| {
-            b.handle_events_with(summing(cfg.events, c.add()))
-                .handle_events_with(summing(cfg.events, c.add()))
-                .handle_events_with(summing(cfg.events, c.add()))
-        }),
-        Scenario::Diamond => graph(cfg, oversubscribed(), |b, c| {
-            b.handle_events_with(summing(cfg.events, c.add()))
-                .handle_events_with(summing(cfg.events, c.add()))
-                .and_then()
-                .handle_events_with(summing(cfg.events, c.add()))
-        }),
-        Scenario::Latency => latency(cfg, PINNED, pins),
-        Scenario::PingPong => ping_pong(cfg, PINNED, pins),
+impl Oversubscribed {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "yielding" => Self::Yielding,
+            "blocking" => Self::Blocking,
+            "phased" => Self::Phased,
+            "sleeping" => Self::Sleeping,
+            _ => return None,
+        })
+    }
+
+    fn mode(self) -> &'static str {
+        match self {
+            Self::Yielding => "yielding",
+            Self::Blocking => "blocking",
+            Self::Phased => "phased backoff (spin, yield, block)",
+            Self::Sleeping => "sleeping 1 µs, no spin",
+        }
     }
 }
 
-const OVERSUBSCRIBED_MODE: &str = "yielding";
+/// Evaluates `$body` with `$w` bound to the chosen oversubscribed strategy.
+macro_rules! with_strategy {
+    ($choice:expr, |$w:ident| $body:expr) => {{
+        let sample = match $choice {
+            Oversubscribed::Yielding => {
+                let $w = Yielding::default();
+                $body
+            }
+            Oversubscribed::Blocking => {
+                let $w = Blocking;
+                $body
+            }
+            Oversubscribed::Phased => {
+                let $w = PhasedBackoff::default();
+                $body
+            }
+            Oversubscribed::Sleeping => {
+                let $w = Sleeping {
+                    spin_tries: 0,
+                    yield_tries: 0,
+                    sleep: std::time::Duration::from_micros(1),
+                };
+                $body
+            }
+        };
+        Sample {
+            mode: $choice.mode(),
+            ..sample
+        }
+    }};
+}
+
+pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
+    let n = cfg.events;
+    match sc {
+        Scenario::Spsc => spsc(cfg, PINNED, pins, 1),
+        Scenario::Batch64 => spsc(cfg, PINNED, pins, 64),
+        Scenario::Mp2 => with_strategy!(cfg.oversubscribed, |w| multi(cfg, w, 2)),
+        Scenario::Mp3 => with_strategy!(cfg.oversubscribed, |w| multi(cfg, w, 3)),
+        Scenario::Pipeline => with_strategy!(cfg.oversubscribed, |w| graph(cfg, w, |b, c| {
+            b.handle_events_with(summing(n, c.add()))
+                .and_then()
+                .handle_events_with(summing(n, c.add()))
+                .and_then()
+                .handle_events_with(summing(n, c.add()))
+        })),
+        Scenario::Multicast => with_strategy!(cfg.oversubscribed, |w| graph(cfg, w, |b, c| {
+            b.handle_events_with(summing(n, c.add()))
+                .handle_events_with(summing(n, c.add()))
+                .handle_events_with(summing(n, c.add()))
+        })),
+        Scenario::Diamond => with_strategy!(cfg.oversubscribed, |w| graph(cfg, w, |b, c| {
+            b.handle_events_with(summing(n, c.add()))
+                .handle_events_with(summing(n, c.add()))
+                .and_then()
+                .handle_events_with(summing(n, c.add()))
+        })),
+        Scenario::Latency => latency(cfg, LATENCY, pins),
+        Scenario::PingPong => ping_pong(cfg, LATENCY, pins),
+    }
+}
 
 /// A stage summing payloads; stores the sum at the last of `events`.
 fn summing(events: u64, check: Check) -> impl FnMut(&Ev, Sequence, bool) + Send + 'static {
@@ -78,7 +141,6 @@ fn spsc<W: WaitStrategy>(
     strategy: W,
     pins: Option<(usize, usize)>,
     batch: u64,
-    mode: &'static str,
 ) -> Sample {
     let n = cfg.events;
     let check = Check::new();
@@ -117,7 +179,7 @@ fn spsc<W: WaitStrategy>(
         events: n,
         elapsed,
         latency: None,
-        mode,
+        mode: PINNED_MODE,
     }
 }
 
@@ -148,7 +210,7 @@ fn multi<W: WaitStrategy>(cfg: &Config, strategy: W, producers: u64) -> Sample {
         events: per * producers,
         elapsed,
         latency: None,
-        mode: OVERSUBSCRIBED_MODE,
+        mode: "",
     }
 }
 
@@ -176,7 +238,7 @@ fn graph<W: WaitStrategy>(
         events: n,
         elapsed,
         latency: None,
-        mode: OVERSUBSCRIBED_MODE,
+        mode: "",
     }
 }
 
@@ -239,7 +301,7 @@ fn latency<W: WaitStrategy>(cfg: &Config, strategy: W, pins: Option<(usize, usiz
         events: n,
         elapsed,
         latency: Some(hist),
-        mode: "busy-spin, pinned",
+        mode: LATENCY_MODE,
     }
 }
 
@@ -302,6 +364,6 @@ fn ping_pong<W: WaitStrategy + Copy>(
         events: rounds,
         elapsed,
         latency: Some(hist),
-        mode: "busy-spin, pinned",
+        mode: LATENCY_MODE,
     }
 }
