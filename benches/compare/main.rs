@@ -32,7 +32,7 @@ options:
   --events N           events per throughput run (default 10000000)
   --latency-events N   events or round trips per latency run (default 100000)
   --interval-us N      gap between idle-latency events, µs (default 5)
-  --rounds N           interleaved rounds (default 5)
+  --rounds N           interleaved rounds (default 7)
   --capacity N         ring / channel capacity (default 65536)
   --no-pin             do not pin threads, even where threads <= cores
   --oversubscribed S   ringbus's strategy where threads > cores:
@@ -55,7 +55,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         scenarios: Scenario::ALL.to_vec(),
         impls: Impl::ALL.to_vec(),
-        rounds: 5,
+        rounds: 7,
         pin: true,
         out: None,
         config: Config {

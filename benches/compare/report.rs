@@ -415,11 +415,11 @@ fn throughput_svg(summary: &[Summary]) -> String {
 /// histograms merged over all rounds.
 fn latency_svg(summary: &[Summary]) -> String {
     const QUANTILES: [(f64, &str); 6] = [
-        (0.5, "50"),
-        (0.9, "90"),
-        (0.99, "99"),
-        (0.999, "99.9"),
-        (0.9999, "99.99"),
+        (0.5, "p50"),
+        (0.9, "p90"),
+        (0.99, "p99"),
+        (0.999, "p99.9"),
+        (0.9999, "p99.99"),
         (1.0, "max"),
     ];
     let rows: Vec<&Summary> = summary.iter().filter(|s| s.merged.is_some()).collect();
@@ -471,7 +471,7 @@ fn latency_svg(summary: &[Summary]) -> String {
         for (i, (_, label)) in QUANTILES.iter().enumerate() {
             let _ = writeln!(
                 body,
-                r#"<text x="{:.0}" y="{:.0}" text-anchor="middle">p{label}</text>"#,
+                r#"<text x="{:.0}" y="{:.0}" text-anchor="middle">{label}</text>"#,
                 xpos(i),
                 y0 + ph + 16.0
             );

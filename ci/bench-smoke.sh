@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Compiles every bench and runs the comparison at a tiny size: a smoke test
+# that the benchmarks build, run and check their results. Timings are not
+# judged here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo bench --no-run
+cargo bench --bench compare -- --quick --out target/compare/ci-smoke
+test -s target/compare/ci-smoke/report.json
+test -s target/compare/ci-smoke/throughput.svg
+test -s target/compare/ci-smoke/latency.svg
