@@ -173,14 +173,11 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     break;
                 }
                 let chunk_end = available.min(done + HALT_CHECK_EVERY);
-                for sequence in done + 1..=chunk_end {
-                    // SAFETY: `wait_for` reported `next..=available` published
-                    // (or passed by every upstream stage), and our own
-                    // sequence, which gates the producers through us or our
-                    // descendants, is still below `next`, so no producer
-                    // writes these slots meanwhile.
-                    unsafe { consumer.consume(ring, sequence, sequence == available) };
-                }
+                // SAFETY: `wait_for` reported `next..=available` published (or
+                // passed by every upstream stage), and our own sequence, which
+                // gates the producers through us or our descendants, is still
+                // below `next`, so no producer writes these slots meanwhile.
+                unsafe { consume_range(consumer, ring, done + 1, chunk_end, available) };
                 done = chunk_end;
             }
             *processed += (done - next + 1) as u64;
@@ -215,6 +212,31 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 Ok(None)
             }
         })
+    }
+}
+
+/// Hands `from..=to` to the handler; `end_of_batch` is true only at `last`.
+///
+/// # Safety
+/// As for [`Consume::consume`], for every sequence of the range.
+#[inline(always)]
+unsafe fn consume_range<E, C: Consume<E>>(
+    consumer: &mut C,
+    ring: RingView<'_, E>,
+    from: Sequence,
+    to: Sequence,
+    last: Sequence,
+) {
+    // The last event of the batch is handled apart, so the loop body carries
+    // no end-of-batch comparison.
+    let plain_end = if to == last { to } else { to + 1 };
+    for sequence in from..plain_end {
+        // SAFETY: the caller's permission covers the range.
+        unsafe { consumer.consume(ring, sequence, false) };
+    }
+    if to == last {
+        // SAFETY: as above.
+        unsafe { consumer.consume(ring, last, true) };
     }
 }
 
