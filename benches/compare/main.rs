@@ -35,9 +35,10 @@ options:
   --rounds N           interleaved rounds (default 7)
   --capacity N         ring / channel capacity (default 65536)
   --no-pin             do not pin threads, even where threads <= cores
-  --oversubscribed S   ringbus's strategy where threads > cores:
-                       yielding, blocking, phased, sleeping (default:
-                       sleep 1 µs with no spin, as the disruptor crate's Sleep)
+  --oversubscribed S   ringbus's strategy where threads > cores: auto (default:
+                       sleeping for 2P/3P, yield-then-sleep for stage graphs),
+                       yielding, blocking, phased, sleeping (1 µs, no spin,
+                       as the disruptor crate's Sleep), yield-then-sleep
   --out DIR            report folder (default target/compare/<unix time>)
   --quick              tiny sizes, one round: a smoke test, not a measurement
 ";
@@ -64,7 +65,7 @@ fn parse_args() -> Result<Args, String> {
             interval: Duration::from_micros(5),
             capacity: 1 << 16,
             cores: None,
-            oversubscribed: rb::Oversubscribed::Sleeping,
+            oversubscribed: rb::Oversubscribed::Auto,
         },
     };
     let mut it = std::env::args().skip(1);
@@ -112,7 +113,7 @@ fn parse_args() -> Result<Args, String> {
             "--oversubscribed" => {
                 let s = it.next().ok_or("--oversubscribed needs a strategy")?;
                 args.config.oversubscribed = rb::Oversubscribed::parse(&s).ok_or(format!(
-                    "unknown strategy `{s}`: yielding, blocking, phased, sleeping"
+                    "unknown strategy `{s}`: auto, yielding, blocking, phased, sleeping, yield-then-sleep"
                 ))?;
             }
             "--out" => args.out = Some(it.next().ok_or("--out needs a folder")?.into()),

@@ -23,10 +23,14 @@ const LATENCY_MODE: &str = "busy-spin, pinned";
 /// The strategy for scenarios with more threads than cores (`--oversubscribed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Oversubscribed {
+    /// Per scenario, the mode measured best here: `Sleeping` for many
+    /// producers, `YieldThenSleep` for stage graphs.
+    Auto,
     Yielding,
     Blocking,
     Phased,
     Sleeping,
+    YieldThenSleep,
 }
 
 impl Oversubscribed {
@@ -36,6 +40,8 @@ impl Oversubscribed {
             "blocking" => Self::Blocking,
             "phased" => Self::Phased,
             "sleeping" => Self::Sleeping,
+            "yield-then-sleep" => Self::YieldThenSleep,
+            "auto" => Self::Auto,
             _ => return None,
         })
     }
@@ -46,6 +52,8 @@ impl Oversubscribed {
             Self::Blocking => "blocking",
             Self::Phased => "phased backoff (spin, yield, block)",
             Self::Sleeping => "sleeping 1 µs, no spin",
+            Self::YieldThenSleep => "10 yields, then sleeping 1 µs",
+            Self::Auto => unreachable!("resolved per scenario"),
         }
     }
 }
@@ -67,13 +75,14 @@ macro_rules! with_strategy {
                 $body
             }
             Oversubscribed::Sleeping => {
-                let $w = Sleeping {
-                    spin_tries: 0,
-                    yield_tries: 0,
-                    sleep: std::time::Duration::from_micros(1),
-                };
+                let $w = sleeping(0);
                 $body
             }
+            Oversubscribed::YieldThenSleep => {
+                let $w = sleeping(10);
+                $body
+            }
+            Oversubscribed::Auto => unreachable!("resolved per scenario"),
         };
         Sample {
             mode: $choice.mode(),
@@ -82,26 +91,42 @@ macro_rules! with_strategy {
     }};
 }
 
+/// Sleeps 1 µs (the OS makes that ~50 µs) after `yields` yields, no spin.
+fn sleeping(yields: u32) -> Sleeping {
+    Sleeping {
+        spin_tries: 0,
+        yield_tries: yields,
+        sleep: std::time::Duration::from_micros(1),
+    }
+}
+
 pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
     let n = cfg.events;
+    let over = match cfg.oversubscribed {
+        Oversubscribed::Auto if matches!(sc, Scenario::Mp2 | Scenario::Mp3) => {
+            Oversubscribed::Sleeping
+        }
+        Oversubscribed::Auto => Oversubscribed::YieldThenSleep,
+        chosen => chosen,
+    };
     match sc {
         Scenario::Spsc => spsc(cfg, PINNED, pins, 1),
         Scenario::Batch64 => spsc(cfg, PINNED, pins, 64),
-        Scenario::Mp2 => with_strategy!(cfg.oversubscribed, |w| multi(cfg, w, 2)),
-        Scenario::Mp3 => with_strategy!(cfg.oversubscribed, |w| multi(cfg, w, 3)),
-        Scenario::Pipeline => with_strategy!(cfg.oversubscribed, |w| graph(cfg, w, |b, c| {
+        Scenario::Mp2 => with_strategy!(over, |w| multi(cfg, w, 2)),
+        Scenario::Mp3 => with_strategy!(over, |w| multi(cfg, w, 3)),
+        Scenario::Pipeline => with_strategy!(over, |w| graph(cfg, w, |b, c| {
             b.handle_events_with(summing(n, c.add()))
                 .and_then()
                 .handle_events_with(summing(n, c.add()))
                 .and_then()
                 .handle_events_with(summing(n, c.add()))
         })),
-        Scenario::Multicast => with_strategy!(cfg.oversubscribed, |w| graph(cfg, w, |b, c| {
+        Scenario::Multicast => with_strategy!(over, |w| graph(cfg, w, |b, c| {
             b.handle_events_with(summing(n, c.add()))
                 .handle_events_with(summing(n, c.add()))
                 .handle_events_with(summing(n, c.add()))
         })),
-        Scenario::Diamond => with_strategy!(cfg.oversubscribed, |w| graph(cfg, w, |b, c| {
+        Scenario::Diamond => with_strategy!(over, |w| graph(cfg, w, |b, c| {
             b.handle_events_with(summing(n, c.add()))
                 .handle_events_with(summing(n, c.add()))
                 .and_then()
