@@ -106,7 +106,7 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
         Oversubscribed::Auto if matches!(sc, Scenario::Mp2 | Scenario::Mp3) => {
             Oversubscribed::Sleeping
         }
-        Oversubscribed::Auto => Oversubscribed::YieldThenSleep,
+        Oversubscribed::Auto => Oversubscribed::Sleeping,
         chosen => chosen,
     };
     match sc {
