@@ -6,20 +6,54 @@
 //! Acquire, so the upstream handlers' work, including a mutating stage's
 //! writes to the events, is visible before this stage reads them.
 
-use crate::loom::Arc;
-use crate::sequence::{minimum, AtomicSequence, Sequence};
+use crate::loom::{Arc, AtomicBool, Ordering};
+use crate::sequence::{minimum, AtomicSequence, Sequence, INITIAL};
 use crate::sequencer::Sequencer;
+
+/// What a stage publishes about itself: its sequence (hot, padded) and
+/// whether it stopped after a failure (read only on the waiting path).
+#[derive(Debug)]
+pub(crate) struct StageCell {
+    pub(crate) sequence: AtomicSequence,
+    failed: AtomicBool,
+}
+
+impl StageCell {
+    pub(crate) fn new() -> Self {
+        Self {
+            sequence: AtomicSequence::new(INITIAL),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the stage stopped by a failure; stages after it stop too.
+    pub(crate) fn fail(&self) {
+        // Release: the stage's last sequence store happens before the flag,
+        // so a stage that sees the flag (Acquire) sees that progress too.
+        self.failed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn has_failed(&self) -> bool {
+        // Acquire: pairs with the Release in `fail`.
+        self.failed.load(Ordering::Acquire)
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct SequenceBarrier {
-    upstream: Box<[Arc<AtomicSequence>]>,
+    upstream: Box<[Arc<StageCell>]>,
 }
 
 impl SequenceBarrier {
-    pub(crate) fn new(upstream: Vec<Arc<AtomicSequence>>) -> Self {
+    pub(crate) fn new(upstream: Vec<Arc<StageCell>>) -> Self {
         Self {
             upstream: upstream.into_boxed_slice(),
         }
+    }
+
+    /// True when a stage this one waits on stopped after a failure.
+    pub(crate) fn upstream_failed(&self) -> bool {
+        self.upstream.iter().any(|s| s.has_failed())
     }
 
     /// The highest sequence `>= next - 1` this stage may read up to.
@@ -27,8 +61,8 @@ impl SequenceBarrier {
     pub(crate) fn available<S: Sequencer>(&self, sequencer: &S, next: Sequence) -> Sequence {
         match &*self.upstream {
             [] => sequencer.highest_published(next),
-            [one] => one.get(),
-            many => minimum(many.iter().map(|s| &**s), Sequence::MAX),
+            [one] => one.sequence.get(),
+            many => minimum(many.iter().map(|s| &s.sequence), Sequence::MAX),
         }
     }
 }

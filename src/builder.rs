@@ -18,15 +18,15 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::affinity;
-use crate::barrier::SequenceBarrier;
+use crate::barrier::{SequenceBarrier, StageCell};
 use crate::bus::Bus;
 use crate::error::BuildError;
-use crate::handler::{EventHandler, EventHandlerMut};
+use crate::fault::FailurePolicy;
+use crate::handler::{EventHandler, EventHandlerMut, TryEventHandler};
 use crate::loom::{self, thread, Arc};
-use crate::processor::{Reader, StageContext, StageReport, Writer};
+use crate::processor::{Fallible, Reader, StageContext, StageReport, Writer};
 use crate::producer::{MultiProducer, SingleProducer};
 use crate::ring_buffer::RingBuffer;
-use crate::sequence::{AtomicSequence, INITIAL};
 use crate::sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
 use crate::wait_strategy::WaitStrategy;
 
@@ -75,15 +75,27 @@ struct StageSpec<E, S, W> {
     mutating: bool,
     core: Option<usize>,
     timeout: Option<Duration>,
+    policy: FailurePolicy<E>,
     launch: Launch<E, S, W>,
 }
 
 /// Options that apply to the next handler added.
-#[derive(Default)]
-struct Pending {
+struct Pending<E> {
     core: Option<usize>,
     name: Option<String>,
     timeout: Option<Duration>,
+    policy: Option<FailurePolicy<E>>,
+}
+
+impl<E> Default for Pending<E> {
+    fn default() -> Self {
+        Self {
+            core: None,
+            name: None,
+            timeout: None,
+            policy: None,
+        }
+    }
 }
 
 /// Builds a bus: its ring, its stages and their dependency graph.
@@ -101,7 +113,7 @@ pub struct Builder<E, S, W> {
     deps: Vec<usize>,
     /// Stages added since the last `and_then` or `after`.
     group: Vec<usize>,
-    pending: Pending,
+    pending: Pending<E>,
     error: Option<BuildError>,
     _sequencer: PhantomData<S>,
 }
@@ -156,6 +168,34 @@ where
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.pending.timeout = Some(timeout);
         self
+    }
+
+    /// Sets what the next handler's stage does when an event fails (an `Err`
+    /// from a fallible handler, or a panic): retry, dead-letter, skip or halt.
+    /// Without it the stage halts; see [`FailurePolicy`].
+    pub fn on_failure(mut self, policy: FailurePolicy<E>) -> Self {
+        self.pending.policy = Some(policy);
+        self
+    }
+
+    /// Adds a stage running a fallible `handler`: an `Err` it returns is routed
+    /// by the stage's [`FailurePolicy`] (set with
+    /// [`on_failure`](Builder::on_failure); halt by default).
+    pub fn try_handle_events_with<H>(self, handler: H) -> Self
+    where
+        H: TryEventHandler<E> + Send + 'static,
+    {
+        self.try_handle_events_with_factory(move || handler)
+    }
+
+    /// A fallible stage whose handler `make` creates on the stage's own
+    /// thread; see [`try_handle_events_with`](Builder::try_handle_events_with).
+    pub fn try_handle_events_with_factory<H, F>(self, make: F) -> Self
+    where
+        H: TryEventHandler<E> + 'static,
+        F: FnOnce() -> H + Send + 'static,
+    {
+        self.add(false, Box::new(move |cx| cx.run(move || Fallible(make()))))
     }
 
     /// Adds a stage running `handler` on its own thread, in parallel with the
@@ -241,6 +281,7 @@ where
             mutating,
             core: pending.core,
             timeout: pending.timeout,
+            policy: pending.policy.unwrap_or_default(),
             launch,
         });
         self.group.push(index);
@@ -307,10 +348,10 @@ where
             return Err(error);
         }
         self.validate()?;
-        let sequences: Vec<Arc<AtomicSequence>> = self
+        let cells: Vec<Arc<StageCell>> = self
             .stages
             .iter()
-            .map(|_| Arc::new(AtomicSequence::new(INITIAL)))
+            .map(|_| Arc::new(StageCell::new()))
             .collect();
         let mut is_leaf = vec![true; self.stages.len()];
         for stage in &self.stages {
@@ -318,7 +359,7 @@ where
                 is_leaf[d] = false;
             }
         }
-        let gating = sequences
+        let gating = cells
             .iter()
             .zip(&is_leaf)
             .filter(|(_, &leaf)| leaf)
@@ -326,18 +367,16 @@ where
             .collect();
         let ring = RingBuffer::new(self.capacity, &mut self.factory);
         let bus = Arc::new(Bus::new(ring, self.strategy, gating));
-        for (spec, sequence) in self.stages.into_iter().zip(&sequences) {
+        for (spec, cell) in self.stages.into_iter().zip(&cells) {
             let cx = StageContext {
                 bus: Arc::clone(&bus),
                 name: spec.name.clone(),
-                sequence: Arc::clone(sequence),
+                cell: Arc::clone(cell),
                 barrier: SequenceBarrier::new(
-                    spec.deps
-                        .iter()
-                        .map(|&d| Arc::clone(&sequences[d]))
-                        .collect(),
+                    spec.deps.iter().map(|&d| Arc::clone(&cells[d])).collect(),
                 ),
                 timeout: spec.timeout,
+                policy: spec.policy,
             };
             let (core, launch) = (spec.core, spec.launch);
             let spawned = thread::Builder::new().name(spec.name).spawn(move || {

@@ -4,12 +4,13 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
+use crate::barrier::StageCell;
 use crate::loom::{
     self, thread::JoinHandle, Arc, AtomicBool, AtomicI64, AtomicUsize, Mutex, Ordering,
 };
 use crate::processor::{ShutdownReport, StageReport};
 use crate::ring_buffer::RingBuffer;
-use crate::sequence::{minimum, AtomicSequence, Sequence};
+use crate::sequence::{minimum, Sequence};
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{Interrupt, Signal, WaitStrategy};
 use crate::ShutdownError;
@@ -21,7 +22,10 @@ const OPEN: Sequence = Sequence::MAX;
 /// `halted` never share a line with hot writes.
 #[derive(Debug)]
 struct Control {
+    /// Every stage stops (`halt()`).
     halted: AtomicBool,
+    /// Producers get `Err(Halted)` (`halt()`, or a stage failed).
+    refusing: AtomicBool,
     /// The last sequence that will ever be published, once closed.
     closed_at: AtomicI64,
 }
@@ -31,8 +35,8 @@ pub(crate) struct Bus<E, S, W> {
     pub(crate) sequencer: S,
     pub(crate) strategy: W,
     pub(crate) signal: Signal,
-    /// Sequences of the leaf stages: producers may not pass the slowest.
-    gating: Box<[Arc<AtomicSequence>]>,
+    /// The leaf stages: producers may not pass the slowest.
+    gating: Box<[Arc<StageCell>]>,
     control: CachePadded<Control>,
     /// Live producer handles (multi-producer clones).
     pub(crate) producers: AtomicUsize,
@@ -59,7 +63,7 @@ where
 }
 
 impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
-    pub(crate) fn new(ring: RingBuffer<E>, strategy: W, gating: Vec<Arc<AtomicSequence>>) -> Self {
+    pub(crate) fn new(ring: RingBuffer<E>, strategy: W, gating: Vec<Arc<StageCell>>) -> Self {
         Self {
             sequencer: S::new(ring.capacity()),
             ring,
@@ -68,6 +72,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             gating: gating.into_boxed_slice(),
             control: CachePadded::new(Control {
                 halted: AtomicBool::new(false),
+                refusing: AtomicBool::new(false),
                 closed_at: AtomicI64::new(OPEN),
             }),
             producers: AtomicUsize::new(1),
@@ -89,6 +94,21 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.control.halted.load(Ordering::Relaxed)
     }
 
+    /// True once producers must get `Err(Halted)`: the bus was halted or a
+    /// stage failed. Relaxed, as `is_halted`.
+    #[inline]
+    pub(crate) fn refuses_producers(&self) -> bool {
+        self.control.refusing.load(Ordering::Relaxed)
+    }
+
+    /// A stage stopped after a failure: producers get `Err(Halted)` (waiting
+    /// ones wake), stages independent of the failed one go on draining.
+    pub(crate) fn refuse_producers(&self) {
+        // Relaxed: as in `halt`.
+        self.control.refusing.store(true, Ordering::Relaxed);
+        self.signal.notify_all();
+    }
+
     /// The last sequence that will ever be published, if producers are done.
     #[inline]
     pub(crate) fn closed_at(&self) -> Option<Sequence> {
@@ -102,7 +122,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// The slowest gating stage, or `default` when there is none.
     #[inline]
     pub(crate) fn min_gating(&self, default: Sequence) -> Sequence {
-        minimum(self.gating.iter().map(|s| &**s), default)
+        minimum(self.gating.iter().map(|s| &s.sequence), default)
     }
 
     /// Highest sequence producers may write while the slowest gating stage is
@@ -124,7 +144,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             let min = self.min_gating(Sequence::MAX);
             if min >= wrap_point {
                 Ok(Some(min))
-            } else if self.is_halted() {
+            } else if self.refuses_producers() {
                 Err(Interrupt::Halted)
             } else {
                 Ok(None)
@@ -143,6 +163,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // Relaxed: the flag carries no data; parked threads recheck it under
         // the signal's lock, which `notify_all` takes after this store.
         self.control.halted.store(true, Ordering::Relaxed);
+        self.control.refusing.store(true, Ordering::Relaxed);
         self.signal.notify_all();
     }
 
@@ -190,8 +211,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         let report = ShutdownReport { stages };
         if timed_out {
             Err(ShutdownError::TimedOut(report))
-        } else if report.stages.iter().any(|s| s.panic.is_some()) {
-            Err(ShutdownError::Panicked(report))
+        } else if report.stages.iter().any(|s| s.failure.is_some()) {
+            Err(ShutdownError::StageFailed(report))
         } else {
             Ok(report)
         }

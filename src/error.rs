@@ -192,8 +192,9 @@ pub enum ShutdownError {
     /// The stages did not drain within the timeout; the bus was halted and its
     /// threads joined, so the report counts what was processed.
     TimedOut(crate::ShutdownReport),
-    /// A stage's handler panicked; the bus halted. The report says which.
-    Panicked(crate::ShutdownReport),
+    /// A stage stopped after a failure (an error or a panic its policy did
+    /// not absorb); the report says which stage and why.
+    StageFailed(crate::ShutdownReport),
 }
 
 impl fmt::Display for ShutdownError {
@@ -203,15 +204,12 @@ impl fmt::Display for ShutdownError {
                 "the stages did not drain before the timeout; the bus was halted \
                  (give shutdown_timeout more time or find the slow stage in the report)",
             ),
-            Self::Panicked(report) => {
-                write!(f, "a stage handler panicked; the bus halted")?;
-                for s in report.stages.iter().filter(|s| s.panic.is_some()) {
-                    write!(
-                        f,
-                        "; stage `{}`: {}",
-                        s.name,
-                        s.panic.as_deref().unwrap_or("")
-                    )?;
+            Self::StageFailed(report) => {
+                write!(f, "a stage failed and stopped")?;
+                for s in &report.stages {
+                    if let Some(failure) = &s.failure {
+                        write!(f, "; stage `{}`: {failure}", s.name)?;
+                    }
                 }
                 Ok(())
             }

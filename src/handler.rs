@@ -77,3 +77,53 @@ where
         self(event, sequence, end_of_batch)
     }
 }
+
+/// A handler that can fail: `Err` is routed by the stage's
+/// [`FailurePolicy`](crate::FailurePolicy) (retry, dead-letter, skip, halt).
+///
+/// Closures `FnMut(&E, Sequence, bool) -> Result<(), Err>` with `Err: Display`
+/// are fallible handlers; add them with
+/// [`try_handle_events_with`](crate::Builder::try_handle_events_with).
+pub trait TryEventHandler<E> {
+    /// The handler's error; its `Display` goes into the failure report.
+    type Error: std::fmt::Display;
+
+    /// Called for each event in sequence order; on `Err` the stage's policy
+    /// decides whether the same event is offered again.
+    fn on_event(
+        &mut self,
+        event: &E,
+        sequence: Sequence,
+        end_of_batch: bool,
+    ) -> Result<(), Self::Error>;
+
+    /// See [`EventHandler::on_batch_start`].
+    #[inline]
+    fn on_batch_start(&mut self, batch_size: u64) {
+        let _ = batch_size;
+    }
+
+    /// See [`EventHandler::on_start`].
+    fn on_start(&mut self) {}
+
+    /// See [`EventHandler::on_shutdown`].
+    fn on_shutdown(&mut self) {}
+
+    /// See [`EventHandler::on_timeout`].
+    fn on_timeout(&mut self, sequence: Sequence) {
+        let _ = sequence;
+    }
+}
+
+impl<E, F, R> TryEventHandler<E> for F
+where
+    F: FnMut(&E, Sequence, bool) -> Result<(), R>,
+    R: std::fmt::Display,
+{
+    type Error = R;
+
+    #[inline]
+    fn on_event(&mut self, event: &E, sequence: Sequence, end_of_batch: bool) -> Result<(), R> {
+        self(event, sequence, end_of_batch)
+    }
+}

@@ -42,6 +42,7 @@ mod barrier;
 mod builder;
 mod bus;
 mod error;
+mod fault;
 mod handler;
 mod loom;
 mod processor;
@@ -54,7 +55,8 @@ mod wait_strategy;
 pub use affinity::available_cores;
 pub use builder::{multi_producer, single_producer, Builder, StageId};
 pub use error::{BuildError, PublishError, ShutdownError, TryPublishError};
-pub use handler::{EventHandler, EventHandlerMut};
+pub use fault::{DeadLetter, Failure, FailurePolicy};
+pub use handler::{EventHandler, EventHandlerMut, TryEventHandler};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use loom::stats as __loom_stats;

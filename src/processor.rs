@@ -2,21 +2,28 @@
 //!
 //! The loop waits for the next available sequence, runs the handler over the
 //! whole available batch, then stores the stage's sequence once (Release) and
-//! notifies parked threads. A panic anywhere in the handler is caught at the
-//! thread's top (free on the path where nothing panics), halts the bus so no
-//! producer or other stage waits forever on this one, and is reported by
-//! `shutdown()`.
+//! notifies parked threads.
+//!
+//! Failures follow the stage's [`FailurePolicy`]. With the default (halt) and
+//! an infallible handler, the loop has no per-event failure handling at all:
+//! a panic is caught at the thread's top (free while nothing panics). The
+//! stage then stops, marks itself failed so the stages after it stop too,
+//! and makes producers get `Err(Halted)`; stages that do not depend on it go
+//! on draining until the producers are dropped. Any other policy, or a
+//! fallible handler, takes the per-event path in [`StageContext::handle_one`].
 
 use std::any::Any;
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use crate::barrier::SequenceBarrier;
+use crate::barrier::{SequenceBarrier, StageCell};
 use crate::bus::Bus;
-use crate::handler::{EventHandler, EventHandlerMut};
-use crate::loom::{Arc, Weaken};
+use crate::fault::{Failure, FailurePolicy, Finally};
+use crate::handler::{EventHandler, EventHandlerMut, TryEventHandler};
+use crate::loom::{self, Arc, Weaken};
 use crate::ring_buffer::RingView;
-use crate::sequence::{AtomicSequence, Sequence};
+use crate::sequence::Sequence;
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{Interrupt, WaitStrategy};
 
@@ -24,23 +31,40 @@ use crate::wait_strategy::{Interrupt, WaitStrategy};
 const HALT_CHECK_EVERY: Sequence = 256;
 
 /// What a stage did, as returned by `shutdown()`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StageReport {
     /// The stage's thread name.
     pub name: String,
-    /// Events its handler was given.
+    /// Events the stage moved past: handled, skipped or dead-lettered.
     pub processed: u64,
-    /// The panic message, if its handler panicked.
-    pub panic: Option<String>,
+    /// Events its handler handled successfully.
+    pub handled: u64,
+    /// Events whose handling failed after every retry (skipped,
+    /// dead-lettered, or the one that stopped the stage).
+    pub failed: u64,
+    /// Retry attempts.
+    pub retried: u64,
+    /// Failed events handed to the dead-letter sink.
+    pub dead_lettered: u64,
+    /// Failed events skipped.
+    pub skipped: u64,
+    /// Panics caught (every attempt counts).
+    pub panics: u64,
+    /// Why the stage stopped early, if it did.
+    pub failure: Option<Failure>,
+    /// True when the stage stopped because a stage it depends on failed.
+    pub upstream_failed: bool,
 }
 
 impl StageReport {
     pub(crate) fn lost() -> Self {
         Self {
             name: String::from("<unknown>"),
-            processed: 0,
-            panic: Some(String::from("the stage thread could not be joined")),
+            failure: Some(Failure::Panic(String::from(
+                "the stage thread could not be joined",
+            ))),
+            ..Self::default()
         }
     }
 }
@@ -55,6 +79,8 @@ pub struct ShutdownReport {
 
 /// A handler seen through the one interface the loop needs.
 pub(crate) trait Consume<E> {
+    /// True when `consume` can return an error.
+    const FALLIBLE: bool;
     fn on_start(&mut self);
     fn on_shutdown(&mut self);
     fn on_timeout(&mut self, sequence: Sequence);
@@ -62,56 +88,87 @@ pub(crate) trait Consume<E> {
     /// # Safety
     /// The caller holds read permission for `sequence` (and write permission
     /// for a mutating stage).
-    unsafe fn consume(&mut self, ring: RingView<'_, E>, sequence: Sequence, end_of_batch: bool);
+    unsafe fn consume(
+        &mut self,
+        ring: RingView<'_, E>,
+        sequence: Sequence,
+        end_of_batch: bool,
+    ) -> Result<(), Failure>;
 }
 
 /// A stage that reads events.
 pub(crate) struct Reader<H>(pub(crate) H);
 /// A stage that mutates events.
 pub(crate) struct Writer<H>(pub(crate) H);
+/// A stage whose handler may return an error.
+pub(crate) struct Fallible<H>(pub(crate) H);
+
+macro_rules! lifecycle {
+    () => {
+        fn on_start(&mut self) {
+            self.0.on_start()
+        }
+        fn on_shutdown(&mut self) {
+            self.0.on_shutdown()
+        }
+        fn on_timeout(&mut self, sequence: Sequence) {
+            self.0.on_timeout(sequence)
+        }
+        #[inline]
+        fn on_batch_start(&mut self, size: u64) {
+            self.0.on_batch_start(size)
+        }
+    };
+}
 
 impl<E, H: EventHandler<E>> Consume<E> for Reader<H> {
-    fn on_start(&mut self) {
-        self.0.on_start()
-    }
-    fn on_shutdown(&mut self) {
-        self.0.on_shutdown()
-    }
-    fn on_timeout(&mut self, sequence: Sequence) {
-        self.0.on_timeout(sequence)
-    }
+    const FALLIBLE: bool = false;
+    lifecycle!();
     #[inline]
-    fn on_batch_start(&mut self, size: u64) {
-        self.0.on_batch_start(size)
-    }
-    #[inline]
-    unsafe fn consume(&mut self, ring: RingView<'_, E>, sequence: Sequence, end_of_batch: bool) {
+    unsafe fn consume(
+        &mut self,
+        ring: RingView<'_, E>,
+        sequence: Sequence,
+        eob: bool,
+    ) -> Result<(), Failure> {
         // SAFETY: the loop only passes sequences its barrier reported available
         // and its own (gating) sequence has not passed yet.
-        unsafe { ring.read(sequence, |e| self.0.on_event(e, sequence, end_of_batch)) }
+        unsafe { ring.read(sequence, |e| self.0.on_event(e, sequence, eob)) };
+        Ok(())
     }
 }
 
 impl<E, H: EventHandlerMut<E>> Consume<E> for Writer<H> {
-    fn on_start(&mut self) {
-        self.0.on_start()
-    }
-    fn on_shutdown(&mut self) {
-        self.0.on_shutdown()
-    }
-    fn on_timeout(&mut self, sequence: Sequence) {
-        self.0.on_timeout(sequence)
-    }
+    const FALLIBLE: bool = false;
+    lifecycle!();
     #[inline]
-    fn on_batch_start(&mut self, size: u64) {
-        self.0.on_batch_start(size)
-    }
-    #[inline]
-    unsafe fn consume(&mut self, ring: RingView<'_, E>, sequence: Sequence, end_of_batch: bool) {
+    unsafe fn consume(
+        &mut self,
+        ring: RingView<'_, E>,
+        sequence: Sequence,
+        eob: bool,
+    ) -> Result<(), Failure> {
         // SAFETY: as for `Reader`, and the builder proved every other stage
         // reading this event is ordered before or after this one (no stage
         // runs concurrently with a mutating stage), so the access is exclusive.
-        unsafe { ring.write(sequence, |e| self.0.on_event(e, sequence, end_of_batch)) }
+        unsafe { ring.write(sequence, |e| self.0.on_event(e, sequence, eob)) };
+        Ok(())
+    }
+}
+
+impl<E, H: TryEventHandler<E>> Consume<E> for Fallible<H> {
+    const FALLIBLE: bool = true;
+    lifecycle!();
+    #[inline]
+    unsafe fn consume(
+        &mut self,
+        ring: RingView<'_, E>,
+        sequence: Sequence,
+        eob: bool,
+    ) -> Result<(), Failure> {
+        // SAFETY: as for `Reader`.
+        unsafe { ring.read(sequence, |e| self.0.on_event(e, sequence, eob)) }
+            .map_err(|e| Failure::Error(e.to_string()))
     }
 }
 
@@ -119,42 +176,76 @@ impl<E, H: EventHandlerMut<E>> Consume<E> for Writer<H> {
 pub(crate) struct StageContext<E, S, W> {
     pub(crate) bus: Arc<Bus<E, S, W>>,
     pub(crate) name: String,
-    pub(crate) sequence: Arc<AtomicSequence>,
+    pub(crate) cell: Arc<StageCell>,
     pub(crate) barrier: SequenceBarrier,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) policy: FailurePolicy<E>,
 }
 
 impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     /// Runs the stage to its end; the body of the stage thread.
     pub(crate) fn run<C: Consume<E>>(self, make: impl FnOnce() -> C) -> StageReport {
-        let mut processed = 0;
+        let mut report = StageReport {
+            name: self.name.clone(),
+            ..StageReport::default()
+        };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut consumer = make();
-            self.process(&mut consumer, &mut processed);
+            self.process(&mut consumer, &mut report)
         }));
-        let panic = outcome.err().map(|payload| {
-            // Halt so no producer or stage waits on this one forever.
-            self.bus.halt();
-            // Under loom a panic is the model reporting a violation: let it
-            // reach the model instead of turning it into a halt.
-            #[cfg(loom)]
-            std::panic::resume_unwind(payload);
-            #[cfg(not(loom))]
-            panic_message(&*payload)
-        });
-        self.bus.thread_finished();
-        StageReport {
-            name: self.name,
-            processed,
-            panic,
+        let failure = match outcome {
+            Ok(result) => result.err(),
+            Err(payload) => {
+                // Under loom a panic is the model reporting a violation: let
+                // it reach the model instead of turning it into a failure.
+                #[cfg(loom)]
+                std::panic::resume_unwind(payload);
+                #[cfg(not(loom))]
+                {
+                    report.panics += 1;
+                    report.failed += 1;
+                    Some(Failure::Panic(panic_message(&*payload)))
+                }
+            }
+        };
+        if failure.is_some() {
+            self.fail();
         }
+        // Stages start at sequence 0, so the last sequence passed says how
+        // many events the stage moved past.
+        report.processed = (self.cell.sequence.get_relaxed() + 1) as u64;
+        if report.handled + report.skipped + report.dead_lettered < report.processed {
+            // The fast path counts nothing per event: all of it was handled.
+            report.handled = report.processed - report.skipped - report.dead_lettered;
+        }
+        report.failure = failure;
+        self.bus.thread_finished();
+        report
     }
 
-    fn process<C: Consume<E>>(&self, consumer: &mut C, processed: &mut u64) {
+    /// Stops the stages after this one and refuses producers.
+    fn fail(&self) {
+        self.cell.fail();
+        self.bus.refuse_producers();
+    }
+
+    fn process<C: Consume<E>>(
+        &self,
+        consumer: &mut C,
+        report: &mut StageReport,
+    ) -> Result<(), Failure> {
         let bus = &*self.bus;
         let ring = bus.ring.view();
+        let per_event = C::FALLIBLE || self.policy.needs_per_event_handling();
+        let mut next = self.cell.sequence.get_relaxed() + 1;
+        // The last event fully handled, so that a panic (caught at the
+        // thread's top) still releases the events before it downstream.
+        let progress = Cell::new(next - 1);
+        let _release = ReleaseOnUnwind {
+            cell: &self.cell,
+            progress: &progress,
+        };
         consumer.on_start();
-        let mut next = self.sequence.get_relaxed() + 1;
         loop {
             let available = match self.wait_for(next) {
                 Ok(available) => available,
@@ -162,10 +253,18 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     consumer.on_timeout(next - 1);
                     continue;
                 }
+                Err(Interrupt::Halted) if self.barrier.upstream_failed() => {
+                    // Stop the stages after us too.
+                    report.upstream_failed = true;
+                    self.cell.fail();
+                    bus.signal.notify_all();
+                    break;
+                }
                 Err(Interrupt::Closed | Interrupt::Halted) => break,
             };
             consumer.on_batch_start((available - next + 1) as u64);
             let mut done = next - 1;
+            let mut failure = None;
             while done < available {
                 // A halt stops the stage within a chunk, not at the end of a
                 // batch that may span the whole ring.
@@ -173,22 +272,102 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     break;
                 }
                 let chunk_end = available.min(done + HALT_CHECK_EVERY);
-                // SAFETY: `wait_for` reported `next..=available` published (or
-                // passed by every upstream stage), and our own sequence, which
-                // gates the producers through us or our descendants, is still
-                // below `next`, so no producer writes these slots meanwhile.
-                unsafe { consume_range(consumer, ring, done + 1, chunk_end, available) };
-                done = chunk_end;
+                if per_event {
+                    for sequence in done + 1..=chunk_end {
+                        // SAFETY: as below, for one sequence of the range.
+                        let handled = unsafe {
+                            self.handle_one(consumer, ring, sequence, sequence == available, report)
+                        };
+                        if let Err(f) = handled {
+                            failure = Some(f);
+                            break;
+                        }
+                        done = sequence;
+                        progress.set(done);
+                    }
+                    if failure.is_some() {
+                        break;
+                    }
+                } else {
+                    // SAFETY: `wait_for` reported `next..=available` published
+                    // (or passed by every upstream stage), and our own
+                    // sequence, which gates the producers through us or our
+                    // descendants, is still below `next`, so no producer
+                    // writes these slots meanwhile.
+                    unsafe {
+                        consume_range(consumer, ring, done + 1, chunk_end, available, &progress)
+                    };
+                    done = chunk_end;
+                }
             }
-            *processed += (done - next + 1) as u64;
-            self.sequence.set(done, Weaken::Stage);
+            self.cell.sequence.set(done, Weaken::Stage);
             bus.notify();
+            if let Some(failure) = failure {
+                consumer.on_shutdown();
+                return Err(failure);
+            }
             if done < available {
                 break;
             }
             next = available + 1;
         }
         consumer.on_shutdown();
+        Ok(())
+    }
+
+    /// Handles one event under the stage's policy: `Ok` when the stage may go
+    /// on (handled, skipped or dead-lettered), `Err` when it must stop.
+    ///
+    /// # Safety
+    /// As for [`Consume::consume`].
+    unsafe fn handle_one<C: Consume<E>>(
+        &self,
+        consumer: &mut C,
+        ring: RingView<'_, E>,
+        sequence: Sequence,
+        end_of_batch: bool,
+        report: &mut StageReport,
+    ) -> Result<(), Failure> {
+        let policy = &self.policy;
+        let catch = policy.needs_per_event_handling() && !cfg!(loom);
+        let mut attempt = 0;
+        loop {
+            let outcome = if catch {
+                // SAFETY: the caller's permission for `sequence`.
+                let call = || unsafe { consumer.consume(ring, sequence, end_of_batch) };
+                catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|payload| {
+                    report.panics += 1;
+                    Err(Failure::Panic(panic_message(&*payload)))
+                })
+            } else {
+                // SAFETY: the caller's permission for `sequence`.
+                unsafe { consumer.consume(ring, sequence, end_of_batch) }
+            };
+            let Err(failure) = outcome else {
+                return Ok(());
+            };
+            if attempt < policy.retries && !self.bus.is_halted() {
+                attempt += 1;
+                report.retried += 1;
+                loom::sleep(policy.backoff_for(attempt));
+                continue;
+            }
+            report.failed += 1;
+            return match &policy.finally {
+                Finally::Halt => Err(failure),
+                Finally::Skip => {
+                    report.skipped += 1;
+                    Ok(())
+                }
+                Finally::DeadLetter(sink) => {
+                    // SAFETY: the caller's permission for `sequence`; the
+                    // handler's access ended when `consume` returned.
+                    unsafe { ring.read(sequence, |e| sink(&self.name, e, sequence, &failure)) };
+                    report.dead_lettered += 1;
+                    Ok(())
+                }
+            };
+        }
     }
 
     /// The highest available sequence `>= next`, or why there is none.
@@ -206,6 +385,15 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 Ok(Some(available))
             } else if bus.is_halted() {
                 Err(Interrupt::Halted)
+            } else if self.barrier.upstream_failed() {
+                // A failed stage publishes its last progress before its flag
+                // (Release/Acquire): look once more, then stop.
+                let available = self.barrier.available(&bus.sequencer, next);
+                if available >= next {
+                    Ok(Some(available))
+                } else {
+                    Err(Interrupt::Halted)
+                }
             } else if bus.closed_at().is_some_and(|last| next > last) {
                 Err(Interrupt::Closed)
             } else {
@@ -226,21 +414,39 @@ unsafe fn consume_range<E, C: Consume<E>>(
     from: Sequence,
     to: Sequence,
     last: Sequence,
+    progress: &Cell<Sequence>,
 ) {
     // The last event of the batch is handled apart, so the loop body carries
-    // no end-of-batch comparison.
+    // no end-of-batch comparison. Infallible consumers only: results are Ok.
     let plain_end = if to == last { to } else { to + 1 };
     for sequence in from..plain_end {
         // SAFETY: the caller's permission covers the range.
-        unsafe { consumer.consume(ring, sequence, false) };
+        let _ = unsafe { consumer.consume(ring, sequence, false) };
+        progress.set(sequence);
     }
     if to == last {
         // SAFETY: as above.
-        unsafe { consumer.consume(ring, last, true) };
+        let _ = unsafe { consumer.consume(ring, last, true) };
+        progress.set(last);
     }
 }
 
-#[cfg_attr(loom, allow(dead_code))]
+/// On a panic through the stage loop, publishes the stage's progress up to
+/// the event before the one that panicked, so the stages after it get every
+/// event this stage finished (then see it failed and stop).
+struct ReleaseOnUnwind<'a> {
+    cell: &'a StageCell,
+    progress: &'a Cell<Sequence>,
+}
+
+impl Drop for ReleaseOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.cell.sequence.set(self.progress.get(), Weaken::Stage);
+        }
+    }
+}
+
 fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()

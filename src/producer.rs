@@ -129,7 +129,7 @@ where
         if n > 1 {
             check_batch(&self.bus, n)?;
         }
-        if self.bus.is_halted() {
+        if self.bus.refuses_producers() {
             return Err(TryPublishError::Halted);
         }
         // Our own cursor, read back instead of kept in a field: one store
@@ -388,7 +388,7 @@ where
     #[inline]
     fn claim(&self, n: usize, wait: Wait) -> Result<Sequence, TryPublishError> {
         check_batch(&self.bus, n)?;
-        if self.bus.is_halted() {
+        if self.bus.refuses_producers() {
             return Err(TryPublishError::Halted);
         }
         let seq = &self.bus.sequencer;

@@ -8,7 +8,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ringbus::{Blocking, PublishError, Sequence, ShutdownError, TryPublishError, Yielding};
+use ringbus::{
+    Blocking, Failure, PublishError, Sequence, ShutdownError, TryPublishError, Yielding,
+};
 
 fn slow_stage(every: u64) -> impl FnMut(&Event, Sequence, bool) + Send + 'static {
     move |e: &Event, seq: Sequence, _b: bool| {
@@ -162,10 +164,16 @@ fn producer_blocked_on_full_ring_gets_an_error_when_a_stage_panics() {
         assert_eq!(result, Err(PublishError::Halted));
         assert!(started.elapsed() < Duration::from_secs(30));
         match p.shutdown() {
-            Err(ShutdownError::Panicked(report)) => {
+            Err(ShutdownError::StageFailed(report)) => {
                 assert_eq!(report.stages[0].name, "panicky");
-                assert_eq!(report.stages[0].panic.as_deref(), Some("boom at 3"));
-                assert!(report.stages[1].panic.is_none());
+                assert_eq!(
+                    report.stages[0].failure,
+                    Some(Failure::Panic("boom at 3".into()))
+                );
+                assert_eq!(report.stages[0].handled, 3);
+                // The independent stage drained everything published.
+                assert!(report.stages[1].failure.is_none());
+                assert!(report.stages[1].processed >= 3);
             }
             other => panic!("expected a panic report, got {other:?}"),
         }

@@ -295,3 +295,38 @@ fn producers_sharing_the_gating_cache_never_overwrite_unread_slots() {
     });
     BOTH_WRAPPED.assert_reached("both producers wrapped onto slots the stage had read");
 }
+
+/// Model 7: a stage fails (its handler returns an error) while the producer
+/// waits, parked, on a full ring of 1; an independent stage keeps reading.
+/// Forbidden: the producer waiting forever (loom reports the deadlock), the
+/// independent stage missing the published event, a thread left running.
+#[test]
+fn failed_stage_wakes_a_parked_producer_with_an_error() {
+    static REFUSED_AFTER_PARKING: Reached = Reached::new();
+    loom::model(|| {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        let mut producer = ringbus::single_producer(1, Ev::default, Blocking)
+            .handle_events_with(move |e: &Ev, _s: Sequence, _eob: bool| {
+                e.verify();
+                count.fetch_add(1, Relaxed);
+            })
+            .try_handle_events_with(|_e: &Ev, _s: Sequence, _eob: bool| Err("refused"))
+            .build();
+        producer.publish(|e| e.set(1)).unwrap();
+        let parks_before = ringbus::__loom_stats::parks();
+        // Slot 0 is never freed by the failing stage: this publish can only
+        // end with the refusal.
+        assert_eq!(producer.publish(|e| e.set(2)), Err(PublishError::Halted));
+        if ringbus::__loom_stats::parks() > parks_before {
+            REFUSED_AFTER_PARKING.hit();
+        }
+        drop(producer);
+        assert_eq!(
+            seen.load(Relaxed),
+            1,
+            "the independent stage missed the event"
+        );
+    });
+    REFUSED_AFTER_PARKING.assert_reached("a thread parked while the producer waited to be refused");
+}

@@ -1,0 +1,192 @@
+//! What a stage does when its handler fails: an `Err` from a fallible handler
+//! ([`TryEventHandler`](crate::TryEventHandler)) or a panic.
+//!
+//! Each stage has a [`FailurePolicy`], set with
+//! [`Builder::on_failure`](crate::Builder::on_failure) before the handler is
+//! added: retry the event a bounded number of times with exponential backoff,
+//! then dead-letter it, skip it, or halt. **The default is to halt**: the
+//! failed stage stops (and so do the stages after it), producers get
+//! `Err(Halted)` instead of waiting, and the stages that do not depend on the
+//! failed one drain what was already published. Nothing hangs.
+//!
+//! A panic is caught and routed by the same policy. With the default policy
+//! the catch is around the stage's whole loop (free while nothing panics);
+//! with any other policy it is around each call of the handler, and the
+//! handler is called again after a panic only because the policy says so
+//! (retry, skip or dead-letter).
+
+use std::fmt;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sequence::Sequence;
+
+/// Why handling an event failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The handler returned this error (its `Display`).
+    Error(String),
+    /// The handler panicked with this message.
+    Panic(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Error(e) => write!(f, "handler error: {e}"),
+            Failure::Panic(m) => write!(f, "handler panicked: {m}"),
+        }
+    }
+}
+
+/// A failed event handed to a dead-letter channel
+/// ([`FailurePolicy::dead_letter_to`]).
+#[derive(Debug, Clone)]
+pub struct DeadLetter<E> {
+    /// The stage that failed.
+    pub stage: String,
+    /// The event's sequence.
+    pub sequence: Sequence,
+    /// Why it failed (the last attempt's failure).
+    pub failure: Failure,
+    /// A copy of the event as the stage saw it.
+    pub event: E,
+}
+
+type Sink<E> = Arc<dyn Fn(&str, &E, Sequence, &Failure) + Send + Sync>;
+
+/// What happens once retries are used up.
+pub(crate) enum Finally<E> {
+    Halt,
+    Skip,
+    DeadLetter(Sink<E>),
+}
+
+impl<E> Clone for Finally<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Halt => Self::Halt,
+            Self::Skip => Self::Skip,
+            Self::DeadLetter(sink) => Self::DeadLetter(Arc::clone(sink)),
+        }
+    }
+}
+
+/// How a stage handles a failed event (an `Err` from a fallible handler, or a
+/// panic).
+///
+/// Retry the event a bounded number of times with exponential backoff, then
+/// dead-letter it, skip it, or halt. **The default is to halt**: the failed
+/// stage stops (and so do the stages after it, once they have handled what it
+/// finished), producers get `Err(Halted)` instead of waiting, and the stages
+/// that do not depend on the failed one drain what was published. Nothing
+/// hangs.
+pub struct FailurePolicy<E> {
+    pub(crate) retries: u32,
+    pub(crate) backoff: Duration,
+    pub(crate) finally: Finally<E>,
+}
+
+impl<E> Clone for FailurePolicy<E> {
+    fn clone(&self) -> Self {
+        Self {
+            retries: self.retries,
+            backoff: self.backoff,
+            finally: self.finally.clone(),
+        }
+    }
+}
+
+impl<E> fmt::Debug for FailurePolicy<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let finally = match self.finally {
+            Finally::Halt => "halt",
+            Finally::Skip => "skip",
+            Finally::DeadLetter(_) => "dead-letter",
+        };
+        f.debug_struct("FailurePolicy")
+            .field("retries", &self.retries)
+            .field("backoff", &self.backoff)
+            .field("then", &finally)
+            .finish()
+    }
+}
+
+impl<E> Default for FailurePolicy<E> {
+    /// [`FailurePolicy::halt`].
+    fn default() -> Self {
+        Self::halt()
+    }
+}
+
+impl<E> FailurePolicy<E> {
+    fn with(finally: Finally<E>) -> Self {
+        Self {
+            retries: 0,
+            backoff: Duration::ZERO,
+            finally,
+        }
+    }
+
+    /// Stop the stage and the stages after it; producers get `Err(Halted)`;
+    /// independent stages drain what was published. The default.
+    pub fn halt() -> Self {
+        Self::with(Finally::Halt)
+    }
+
+    /// Count the event as failed and go on with the next one.
+    pub fn skip() -> Self {
+        Self::with(Finally::Skip)
+    }
+
+    /// Give the event to `sink` (stage name, event, sequence, failure), then
+    /// go on. The sink runs on the stage thread; keep it short.
+    pub fn dead_letter(
+        sink: impl Fn(&str, &E, Sequence, &Failure) + Send + Sync + 'static,
+    ) -> Self {
+        Self::with(Finally::DeadLetter(Arc::new(sink)))
+    }
+
+    /// Send a [`DeadLetter`] with a clone of the event to `channel`, then go
+    /// on. If the receiver is gone the letter is dropped (and still counted).
+    pub fn dead_letter_to(channel: mpsc::Sender<DeadLetter<E>>) -> Self
+    where
+        E: Clone + Send + 'static,
+    {
+        let channel = std::sync::Mutex::new(channel);
+        Self::dead_letter(move |stage, event: &E, sequence, failure| {
+            let letter = DeadLetter {
+                stage: stage.to_owned(),
+                sequence,
+                failure: failure.clone(),
+                event: event.clone(),
+            };
+            if let Ok(channel) = channel.lock() {
+                let _ = channel.send(letter);
+            }
+        })
+    }
+
+    /// First retry a failed event up to `times` more times, waiting `backoff`,
+    /// then twice that, and so on (capped at 1 s) between attempts; only then
+    /// apply this policy.
+    pub fn retry(mut self, times: u32, backoff: Duration) -> Self {
+        self.retries = times;
+        self.backoff = backoff;
+        self
+    }
+
+    /// The wait before retry number `attempt` (1-based).
+    pub(crate) fn backoff_for(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(20);
+        self.backoff
+            .saturating_mul(factor)
+            .min(Duration::from_secs(1))
+    }
+
+    /// True when the stage needs the per-event path (anything but a plain halt).
+    pub(crate) fn needs_per_event_handling(&self) -> bool {
+        self.retries > 0 || !matches!(self.finally, Finally::Halt)
+    }
+}

@@ -1,0 +1,264 @@
+//! Failure policies: a stage that panics or returns an error in a diamond,
+//! under each policy, with exactly which events reached which stage; retries;
+//! dead letters; the shutdown report against what the handlers saw.
+
+mod common;
+
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use ringbus::{
+    Blocking, DeadLetter, Failure, FailurePolicy, PublishError, Sequence, ShutdownError,
+    ShutdownReport, Yielding,
+};
+
+const EVENTS: u64 = if cfg!(miri) { 200 } else { 10_000 };
+const BAD: u64 = 37;
+
+/// Sequences each stage's handler saw, in order.
+type Seen = Arc<Mutex<Vec<Sequence>>>;
+
+fn recorder(seen: Seen) -> impl FnMut(&Event, Sequence, bool) + Send + 'static {
+    move |e: &Event, seq: Sequence, _eob: bool| {
+        e.verify();
+        seen.lock().unwrap().push(seq);
+    }
+}
+
+/// A (records) and B (panics at `BAD`, records the rest) in parallel, then C
+/// (records) after both. Publishes until refused; returns what each saw, the
+/// report and how many events were accepted.
+fn diamond(policy: Option<FailurePolicy<Event>>) -> (Vec<Vec<Sequence>>, ShutdownReport, u64) {
+    let seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
+    let b_seen = Arc::clone(&seen[1]);
+    let mut builder = ringbus::single_producer(64, Event::default, Blocking)
+        .thread_name("a")
+        .handle_events_with(recorder(Arc::clone(&seen[0])))
+        .thread_name("b");
+    if let Some(policy) = policy {
+        builder = builder.on_failure(policy);
+    }
+    let mut p = builder
+        .handle_events_with(move |e: &Event, seq: Sequence, _eob: bool| {
+            if seq as u64 == BAD {
+                panic!("bad event {seq}");
+            }
+            e.verify();
+            b_seen.lock().unwrap().push(seq);
+        })
+        .and_then()
+        .thread_name("c")
+        .handle_events_with(recorder(Arc::clone(&seen[2])))
+        .build();
+    let mut accepted = 0;
+    for i in 0..EVENTS {
+        match p.publish(|e| e.set(i)) {
+            Ok(_) => accepted += 1,
+            Err(PublishError::Halted) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let report = match p.shutdown() {
+        Ok(r) => r,
+        Err(ShutdownError::StageFailed(r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let seen = seen.iter().map(|s| s.lock().unwrap().clone()).collect();
+    (seen, report, accepted)
+}
+
+fn all_but_bad(n: u64) -> Vec<Sequence> {
+    (0..n as Sequence)
+        .filter(|&s| s != BAD as Sequence)
+        .collect()
+}
+
+#[test]
+fn halt_policy_stops_the_stage_and_its_descendants_only() {
+    let (seen, report, accepted) = bounded(60, || diamond(None));
+    let upto_bad: Vec<Sequence> = (0..BAD as Sequence).collect();
+    // A does not depend on B: it drained everything that was accepted.
+    assert_eq!(seen[0], (0..accepted as Sequence).collect::<Vec<_>>());
+    // B handled everything before the bad event and nothing after it.
+    assert_eq!(seen[1], upto_bad);
+    // C depends on B: it saw exactly what B finished.
+    assert_eq!(seen[2], upto_bad);
+    assert!(
+        accepted > BAD && accepted < EVENTS,
+        "producer was refused: {accepted}"
+    );
+    let b = &report.stages[1];
+    assert_eq!(b.failure, Some(Failure::Panic(format!("bad event {BAD}"))));
+    assert_eq!((b.handled, b.failed, b.panics), (BAD, 1, 1));
+    assert!(report.stages[2].upstream_failed);
+    assert_eq!(report.stages[2].processed, BAD);
+    assert_eq!(report.stages[0].processed, accepted);
+}
+
+#[test]
+fn skip_policy_counts_the_failure_and_goes_on() {
+    let (seen, report, accepted) = bounded(60, || diamond(Some(FailurePolicy::skip())));
+    assert_eq!(accepted, EVENTS);
+    let all: Vec<Sequence> = (0..EVENTS as Sequence).collect();
+    assert_eq!(seen[0], all);
+    assert_eq!(seen[1], all_but_bad(EVENTS));
+    assert_eq!(seen[2], all, "C sees every event, the skipped one included");
+    let b = &report.stages[1];
+    assert_eq!(
+        (b.processed, b.handled, b.failed, b.skipped, b.panics),
+        (EVENTS, EVENTS - 1, 1, 1, 1)
+    );
+    assert!(b.failure.is_none());
+}
+
+#[test]
+fn dead_letter_policy_hands_over_the_failed_event() {
+    let (tx, rx) = mpsc::channel::<DeadLetter<Event>>();
+    let (seen, report, accepted) =
+        bounded(60, move || diamond(Some(FailurePolicy::dead_letter_to(tx))));
+    assert_eq!(accepted, EVENTS);
+    let letters: Vec<DeadLetter<Event>> = rx.try_iter().collect();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(
+        (letter.stage.as_str(), letter.sequence),
+        ("b", BAD as Sequence)
+    );
+    assert_eq!(letter.event.value, BAD);
+    assert_eq!(letter.failure, Failure::Panic(format!("bad event {BAD}")));
+    assert_eq!(seen[1], all_but_bad(EVENTS));
+    assert_eq!(report.stages[1].dead_lettered, 1);
+}
+
+#[test]
+fn retries_then_dead_letters_with_a_closure_sink() {
+    let letters = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&letters);
+    let policy =
+        FailurePolicy::dead_letter(move |stage: &str, e: &Event, seq, failure: &Failure| {
+            sink.lock()
+                .unwrap()
+                .push((stage.to_owned(), seq, e.value, failure.clone()));
+        })
+        .retry(2, Duration::from_micros(10));
+    let (seen, report, _) = bounded(60, move || diamond(Some(policy)));
+    // The bad event panics on every attempt: 1 + 2 retries, then dead-lettered.
+    let b = &report.stages[1];
+    assert_eq!(
+        (b.retried, b.panics, b.dead_lettered, b.failed),
+        (2, 3, 1, 1)
+    );
+    assert_eq!(
+        letters.lock().unwrap().as_slice(),
+        &[(
+            "b".to_owned(),
+            BAD as Sequence,
+            BAD,
+            Failure::Panic(format!("bad event {BAD}"))
+        )]
+    );
+    assert_eq!(seen[1], all_but_bad(EVENTS));
+}
+
+#[derive(Debug)]
+struct Flaky(u32);
+
+impl std::fmt::Display for Flaky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "flaky attempt {}", self.0)
+    }
+}
+
+#[test]
+fn retry_succeeds_on_the_third_attempt() {
+    bounded(60, || {
+        let attempts = Arc::new(Mutex::new(0u32));
+        let tries = Arc::clone(&attempts);
+        let (v, stats) = Verifier::new(true);
+        let mut p = ringbus::single_producer(16, Event::default, Yielding::default())
+            .on_failure(FailurePolicy::halt().retry(5, Duration::from_micros(50)))
+            .try_handle_events_with(move |e: &Event, seq: Sequence, _eob: bool| {
+                e.verify();
+                if seq == 5 {
+                    let mut n = tries.lock().unwrap();
+                    *n += 1;
+                    if *n < 3 {
+                        return Err(Flaky(*n));
+                    }
+                }
+                Ok(())
+            })
+            .and_then()
+            .handle_events_with(v)
+            .build();
+        for i in 0..100 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let report = p.shutdown().unwrap();
+        assert_eq!(*attempts.lock().unwrap(), 3);
+        let s = &report.stages[0];
+        assert_eq!((s.handled, s.retried, s.failed, s.panics), (100, 2, 0, 0));
+        assert_eq!(stats.lock().unwrap().count, 100);
+    });
+}
+
+#[test]
+fn fallible_handler_errors_halt_by_default_and_name_the_error() {
+    bounded(60, || {
+        let mut p = ringbus::single_producer(8, Event::default, Blocking)
+            .thread_name("parser")
+            .try_handle_events_with(|e: &Event, _seq: Sequence, _eob: bool| {
+                if e.value == 3 {
+                    Err(format!("cannot parse {}", e.value))
+                } else {
+                    Ok(())
+                }
+            })
+            .build();
+        let mut refused = false;
+        for i in 0..1000 {
+            if p.publish(|e| e.set(i)) == Err(PublishError::Halted) {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a halted bus refuses producers");
+        let err = p.shutdown().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("stage `parser`: handler error: cannot parse 3"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn report_counts_equal_what_the_handlers_saw() {
+    bounded(60, || {
+        let calls = Arc::new(Mutex::new(0u64));
+        let count = Arc::clone(&calls);
+        let mut p = ringbus::single_producer(32, Event::default, Yielding::default())
+            .on_failure(FailurePolicy::skip())
+            .try_handle_events_with(move |e: &Event, _s: Sequence, _eob: bool| {
+                *count.lock().unwrap() += 1;
+                if e.value % 10 == 0 {
+                    Err("every tenth fails")
+                } else {
+                    Ok(())
+                }
+            })
+            .build();
+        for i in 0..EVENTS {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let report = p.shutdown().unwrap();
+        let s = &report.stages[0];
+        let failing = EVENTS.div_ceil(10);
+        assert_eq!(*calls.lock().unwrap(), EVENTS);
+        assert_eq!(
+            (s.processed, s.handled, s.skipped, s.failed),
+            (EVENTS, EVENTS - failing, failing, failing)
+        );
+    });
+}
