@@ -13,6 +13,7 @@
 //! makes any set of earlier stages the upstream, for diamonds, branches and
 //! joins. Only leaf stages (those nothing depends on) gate the producers.
 
+use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use crate::error::BuildError;
 use crate::fault::FailurePolicy;
 use crate::handler::{EventHandler, EventHandlerMut, TryEventHandler};
 use crate::loom::{self, thread, Arc};
-use crate::processor::{Fallible, Reader, StageContext, StageReport, Writer};
+use crate::processor::{Fallible, Reader, StageContext, StageOutcome, Writer};
 use crate::producer::{MultiProducer, SingleProducer};
 use crate::ring_buffer::RingBuffer;
 use crate::sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
@@ -67,7 +68,7 @@ pub struct StageId {
     index: usize,
 }
 
-type Launch<E, S, W> = Box<dyn FnOnce(StageContext<E, S, W>) -> StageReport + Send>;
+type Launch<E, S, W> = Box<dyn FnOnce(StageContext<E, S, W>) -> StageOutcome + Send>;
 
 struct StageSpec<E, S, W> {
     name: String,
@@ -185,7 +186,16 @@ where
     where
         H: TryEventHandler<E> + Send + 'static,
     {
-        self.try_handle_events_with_factory(move || handler)
+        self.add(
+            false,
+            Box::new(move |cx| {
+                let (report, c) = cx.run(move || Fallible(handler));
+                (
+                    report,
+                    c.map(|Fallible(h)| Box::new(h) as Box<dyn Any + Send>),
+                )
+            }),
+        )
     }
 
     /// A fallible stage whose handler `make` creates on the stage's own
@@ -195,7 +205,10 @@ where
         H: TryEventHandler<E> + 'static,
         F: FnOnce() -> H + Send + 'static,
     {
-        self.add(false, Box::new(move |cx| cx.run(move || Fallible(make()))))
+        self.add(
+            false,
+            Box::new(move |cx| (cx.run(move || Fallible(make())).0, None)),
+        )
     }
 
     /// Adds a stage running `handler` on its own thread, in parallel with the
@@ -204,7 +217,16 @@ where
     where
         H: EventHandler<E> + Send + 'static,
     {
-        self.handle_events_with_factory(move || handler)
+        self.add(
+            false,
+            Box::new(move |cx| {
+                let (report, c) = cx.run(move || Reader(handler));
+                (
+                    report,
+                    c.map(|Reader(h)| Box::new(h) as Box<dyn Any + Send>),
+                )
+            }),
+        )
     }
 
     /// Adds a stage whose handler `make` creates on the stage's own thread, so
@@ -214,7 +236,10 @@ where
         H: EventHandler<E> + 'static,
         F: FnOnce() -> H + Send + 'static,
     {
-        self.add(false, Box::new(move |cx| cx.run(move || Reader(make()))))
+        self.add(
+            false,
+            Box::new(move |cx| (cx.run(move || Reader(make())).0, None)),
+        )
     }
 
     /// Adds a mutating stage: `handler` gets `&mut E`, and stages after it see
@@ -224,7 +249,16 @@ where
     where
         H: EventHandlerMut<E> + Send + 'static,
     {
-        self.mutate_events_with_factory(move || handler)
+        self.add(
+            true,
+            Box::new(move |cx| {
+                let (report, c) = cx.run(move || Writer(handler));
+                (
+                    report,
+                    c.map(|Writer(h)| Box::new(h) as Box<dyn Any + Send>),
+                )
+            }),
+        )
     }
 
     /// A mutating stage whose handler is made on its own thread; see
@@ -234,7 +268,10 @@ where
         H: EventHandlerMut<E> + 'static,
         F: FnOnce() -> H + Send + 'static,
     {
-        self.add(true, Box::new(move |cx| cx.run(move || Writer(make()))))
+        self.add(
+            true,
+            Box::new(move |cx| (cx.run(move || Writer(make())).0, None)),
+        )
     }
 
     /// Starts a new group that depends on every handler of the current group

@@ -8,7 +8,7 @@ use crate::barrier::StageCell;
 use crate::loom::{
     self, thread::JoinHandle, Arc, AtomicBool, AtomicI64, AtomicUsize, Mutex, Ordering,
 };
-use crate::processor::{ShutdownReport, StageReport};
+use crate::processor::{ShutdownReport, StageOutcome, StageReport};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{minimum, Sequence};
 use crate::sequencer::Sequencer;
@@ -44,7 +44,7 @@ pub(crate) struct Bus<E, S, W> {
     finished: AtomicUsize,
     /// Stage threads started; fixed once `build` returns.
     spawned: AtomicUsize,
-    threads: Mutex<Vec<JoinHandle<StageReport>>>,
+    threads: Mutex<Vec<JoinHandle<StageOutcome>>>,
 }
 
 impl<E, S, W> std::fmt::Debug for Bus<E, S, W>
@@ -175,7 +175,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.signal.notify_all();
     }
 
-    pub(crate) fn add_thread(&self, handle: JoinHandle<StageReport>) {
+    pub(crate) fn add_thread(&self, handle: JoinHandle<StageOutcome>) {
         loom::lock(&self.threads).push(handle);
         // Relaxed: read by `join` after `build` returned, which happens-after.
         self.spawned.fetch_add(1, Ordering::Relaxed);
@@ -204,11 +204,11 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             self.halt();
         }
         let handles = std::mem::take(&mut *loom::lock(&self.threads));
-        let stages: Vec<StageReport> = handles
+        let outcomes: Vec<StageOutcome> = handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| StageReport::lost()))
+            .map(|h| h.join().unwrap_or_else(|_| (StageReport::lost(), None)))
             .collect();
-        let report = ShutdownReport { stages };
+        let report = ShutdownReport::new(outcomes);
         if timed_out {
             Err(ShutdownError::TimedOut(report))
         } else if report.stages.iter().any(|s| s.failure.is_some()) {

@@ -69,12 +69,49 @@ impl StageReport {
     }
 }
 
+/// A stage thread's result: its report and, for handlers added with a value
+/// (`Send`), the handler itself.
+pub(crate) type StageOutcome = (StageReport, Option<Box<dyn Any + Send>>);
+
 /// What every stage did, in the order the stages were added.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Default)]
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// One entry per stage.
     pub stages: Vec<StageReport>,
+    /// The handlers given by value, returned after their last event.
+    states: Vec<Option<Box<dyn Any + Send>>>,
+}
+
+impl std::fmt::Debug for ShutdownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownReport")
+            .field("stages", &self.stages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShutdownReport {
+    pub(crate) fn new(outcomes: Vec<StageOutcome>) -> Self {
+        let (stages, states) = outcomes.into_iter().unzip();
+        Self { stages, states }
+    }
+
+    /// Takes back the handler of stage `index` (in the order stages were
+    /// added), with its final state: for handlers added by value with
+    /// `handle_events_with`, `mutate_events_with` or `try_handle_events_with`
+    /// that ended without a panic. `None` for other stages, a wrong type `H`,
+    /// or a second call.
+    pub fn take_handler<H: 'static>(&mut self, index: usize) -> Option<H> {
+        let state = self.states.get_mut(index)?.take()?;
+        match state.downcast::<H>() {
+            Ok(handler) => Some(*handler),
+            Err(state) => {
+                self.states[index] = Some(state);
+                None
+            }
+        }
+    }
 }
 
 /// A handler seen through the one interface the loop needs.
@@ -183,18 +220,24 @@ pub(crate) struct StageContext<E, S, W> {
 }
 
 impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
-    /// Runs the stage to its end; the body of the stage thread.
-    pub(crate) fn run<C: Consume<E>>(self, make: impl FnOnce() -> C) -> StageReport {
+    /// Runs the stage to its end; the body of the stage thread. Returns the
+    /// handler too, unless it panicked.
+    pub(crate) fn run<C: Consume<E>>(self, make: impl FnOnce() -> C) -> (StageReport, Option<C>) {
         let mut report = StageReport {
             name: self.name.clone(),
             ..StageReport::default()
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut consumer = make();
-            self.process(&mut consumer, &mut report)
+            let result = self.process(&mut consumer, &mut report);
+            (result, consumer)
         }));
+        let mut handler = None;
         let failure = match outcome {
-            Ok(result) => result.err(),
+            Ok((result, consumer)) => {
+                handler = Some(consumer);
+                result.err()
+            }
             Err(payload) => {
                 // Under loom a panic is the model reporting a violation: let
                 // it reach the model instead of turning it into a failure.
@@ -220,7 +263,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         }
         report.failure = failure;
         self.bus.thread_finished();
-        report
+        (report, handler)
     }
 
     /// Stops the stages after this one and refuses producers.

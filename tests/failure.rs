@@ -262,3 +262,52 @@ fn report_counts_equal_what_the_handlers_saw() {
         );
     });
 }
+
+/// A handler that counts what it saw, returned by the shutdown report.
+struct Counter {
+    seen: u64,
+    failures_returned: u64,
+}
+
+impl ringbus::TryEventHandler<Event> for Counter {
+    type Error = String;
+
+    fn on_event(&mut self, e: &Event, _s: Sequence, _eob: bool) -> Result<(), String> {
+        self.seen += 1;
+        if e.value % 7 == 3 {
+            self.failures_returned += 1;
+            return Err(format!("value {}", e.value));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn shutdown_report_returns_the_handler_with_its_final_state() {
+    bounded(60, || {
+        let (tx, rx) = mpsc::channel();
+        let mut p = ringbus::single_producer(32, Event::default, Blocking)
+            .on_failure(FailurePolicy::dead_letter_to(tx))
+            .try_handle_events_with(Counter {
+                seen: 0,
+                failures_returned: 0,
+            })
+            .handle_events_with_factory(|| |_e: &Event, _s: Sequence, _b: bool| {})
+            .build();
+        for i in 0..EVENTS {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let mut report = p.shutdown().unwrap();
+        let counter: Counter = report.take_handler(0).expect("handler given by value");
+        let stage = &report.stages[0];
+        assert_eq!(counter.seen, EVENTS);
+        assert_eq!(counter.failures_returned, stage.dead_lettered);
+        assert_eq!(stage.handled + stage.dead_lettered, counter.seen);
+        assert_eq!(rx.try_iter().count() as u64, stage.dead_lettered);
+        assert!(report.take_handler::<Counter>(0).is_none(), "taken once");
+        assert!(
+            report.take_handler::<Counter>(1).is_none(),
+            "made on its thread"
+        );
+    });
+}
