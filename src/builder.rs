@@ -403,7 +403,13 @@ where
             .map(|(s, _)| Arc::clone(s))
             .collect();
         let ring = RingBuffer::new(self.capacity, &mut self.factory);
-        let bus = Arc::new(Bus::new(ring, self.strategy, gating));
+        let named = self
+            .stages
+            .iter()
+            .zip(&cells)
+            .map(|(spec, cell)| (spec.name.clone(), Arc::clone(cell)))
+            .collect();
+        let bus = Arc::new(Bus::new(ring, self.strategy, gating, named));
         for (spec, cell) in self.stages.into_iter().zip(&cells) {
             let cx = StageContext {
                 bus: Arc::clone(&bus),

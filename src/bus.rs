@@ -8,6 +8,7 @@ use crate::barrier::StageCell;
 use crate::loom::{
     self, thread::JoinHandle, Arc, AtomicBool, AtomicI64, AtomicUsize, Mutex, Ordering,
 };
+use crate::metrics::{Metrics, Source};
 use crate::processor::{ShutdownReport, StageOutcome, StageReport};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{minimum, Sequence};
@@ -37,6 +38,8 @@ pub(crate) struct Bus<E, S, W> {
     pub(crate) signal: Signal,
     /// The leaf stages: producers may not pass the slowest.
     gating: Box<[Arc<StageCell>]>,
+    /// Every stage with its name, for metrics.
+    stages: Vec<(String, Arc<StageCell>)>,
     control: CachePadded<Control>,
     /// Live producer handles (multi-producer clones).
     pub(crate) producers: AtomicUsize,
@@ -63,8 +66,14 @@ where
 }
 
 impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
-    pub(crate) fn new(ring: RingBuffer<E>, strategy: W, gating: Vec<Arc<StageCell>>) -> Self {
+    pub(crate) fn new(
+        ring: RingBuffer<E>,
+        strategy: W,
+        gating: Vec<Arc<StageCell>>,
+        stages: Vec<(String, Arc<StageCell>)>,
+    ) -> Self {
         Self {
+            stages,
             sequencer: S::new(ring.capacity()),
             ring,
             strategy,
@@ -217,4 +226,48 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             Ok(report)
         }
     }
+}
+
+/// The metrics view of a bus.
+struct BusSource<E, S, W>(Arc<Bus<E, S, W>>);
+
+impl<E, S, W> Source for BusSource<E, S, W>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    fn capacity(&self) -> usize {
+        self.0.ring.capacity()
+    }
+
+    fn cursor(&self) -> Sequence {
+        // After a close, refused claims inflate the claim counter: the final
+        // sequence is the true end.
+        self.0
+            .closed_at()
+            .unwrap_or_else(|| self.0.sequencer.claimed())
+    }
+
+    fn min_gating(&self, default: Sequence) -> Sequence {
+        self.0.min_gating(default)
+    }
+
+    fn stages(&self) -> &[(String, Arc<StageCell>)] {
+        &self.0.stages
+    }
+
+    fn clone_box(&self) -> Box<dyn Source> {
+        Box::new(BusSource(Arc::clone(&self.0)))
+    }
+}
+
+/// A metrics handle on `bus`.
+pub(crate) fn metrics<E, S, W>(bus: &Arc<Bus<E, S, W>>) -> Metrics
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    Metrics::new(Box::new(BusSource(Arc::clone(bus))))
 }

@@ -45,6 +45,7 @@ mod error;
 mod fault;
 mod handler;
 mod loom;
+mod metrics;
 mod processor;
 mod producer;
 mod ring_buffer;
@@ -60,6 +61,7 @@ pub use handler::{EventHandler, EventHandlerMut, TryEventHandler};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use loom::stats as __loom_stats;
+pub use metrics::{Metrics, MetricsSnapshot, StageMetrics};
 pub use processor::{ShutdownReport, StageReport};
 pub use producer::{MultiProducer, SingleProducer};
 pub use ring_buffer::Slots;

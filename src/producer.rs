@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::bus::Bus;
 use crate::error::{PublishError, TryPublishError};
 use crate::loom::{Arc, Ordering, Weaken};
+use crate::metrics::Metrics;
 use crate::processor::ShutdownReport;
 use crate::ring_buffer::Slots;
 use crate::sequence::{Sequence, INITIAL};
@@ -245,6 +246,13 @@ where
     /// Ring capacity.
     pub fn capacity(&self) -> usize {
         self.bus.ring.capacity()
+    }
+
+    /// A handle that takes [`MetricsSnapshot`](crate::MetricsSnapshot)s of
+    /// this bus (cursor, remaining capacity, each stage's sequence and lag)
+    /// from any thread, at no cost to the event path.
+    pub fn metrics(&self) -> Metrics {
+        crate::bus::metrics(&self.bus)
     }
 
     /// The last sequence published (-1 before the first).
@@ -521,6 +529,13 @@ where
     /// Ring capacity.
     pub fn capacity(&self) -> usize {
         self.bus.ring.capacity()
+    }
+
+    /// A handle that takes [`MetricsSnapshot`](crate::MetricsSnapshot)s of
+    /// this bus (cursor, remaining capacity, each stage's sequence and lag)
+    /// from any thread, at no cost to the event path.
+    pub fn metrics(&self) -> Metrics {
+        crate::bus::metrics(&self.bus)
     }
 
     /// The highest sequence claimed by any producer (-1 before the first);
