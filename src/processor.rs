@@ -232,12 +232,8 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             let result = self.process(&mut consumer, &mut report);
             (result, consumer)
         }));
-        let mut handler = None;
-        let failure = match outcome {
-            Ok((result, consumer)) => {
-                handler = Some(consumer);
-                result.err()
-            }
+        let (failure, handler) = match outcome {
+            Ok((result, consumer)) => (result.err(), Some(consumer)),
             Err(payload) => {
                 // Under loom a panic is the model reporting a violation: let
                 // it reach the model instead of turning it into a failure.
@@ -247,7 +243,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 {
                     report.panics += 1;
                     report.failed += 1;
-                    Some(Failure::Panic(panic_message(&*payload)))
+                    (Some(Failure::Panic(panic_message(&*payload))), None)
                 }
             }
         };
