@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every example with its default arguments (each finishes on its own in
+# seconds and checks its own result), and checks that a bad config file is
+# refused with an error naming the field.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for example in quickstart order_pipeline user_signup dashboard pinned_latency from_config; do
+    echo "--- example $example"
+    cargo run --quiet --release --example "$example"
+done
+echo "--- example from_config with a bad file"
+if out=$(cargo run --quiet --release --example from_config -- examples/bad_bus.json 2>&1); then
+    echo "from_config accepted examples/bad_bus.json"; exit 1
+fi
+echo "$out"
+grep -q 'stages\[1\].after: `decod` is not an earlier stage' <<<"$out"
