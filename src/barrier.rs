@@ -20,8 +20,13 @@ pub(crate) struct StageCell {
 
 impl StageCell {
     pub(crate) fn new() -> Self {
+        Self::starting_at(INITIAL)
+    }
+
+    /// A cell whose consumer has already passed `sequence`.
+    pub(crate) fn starting_at(sequence: Sequence) -> Self {
         Self {
-            sequence: AtomicSequence::new(INITIAL),
+            sequence: AtomicSequence::new(sequence),
             failed: AtomicBool::new(false),
         }
     }

@@ -36,8 +36,11 @@ pub(crate) struct Bus<E, S, W> {
     pub(crate) sequencer: S,
     pub(crate) strategy: W,
     pub(crate) signal: Signal,
-    /// The leaf stages: producers may not pass the slowest.
-    gating: Box<[Arc<StageCell>]>,
+    /// The leaf stages and the live pollers: producers may not pass the
+    /// slowest. Locked only on the producers' slow path (when their cached
+    /// minimum says the ring may be full) and by (un)subscribing pollers; see
+    /// `subscribe` for why the lock makes joining at runtime safe.
+    gating: Mutex<Vec<Arc<StageCell>>>,
     /// Every stage with its name, for metrics.
     stages: Vec<(String, Arc<StageCell>)>,
     control: CachePadded<Control>,
@@ -78,7 +81,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             ring,
             strategy,
             signal: Signal::new(),
-            gating: gating.into_boxed_slice(),
+            gating: Mutex::new(gating),
             control: CachePadded::new(Control {
                 halted: AtomicBool::new(false),
                 refusing: AtomicBool::new(false),
@@ -128,10 +131,44 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         (at != OPEN).then_some(at)
     }
 
-    /// The slowest gating stage, or `default` when there is none.
-    #[inline]
+    /// The slowest gating consumer, or at most `default`.
+    ///
+    /// Producers pass as `default` the sequence they had fully claimed
+    /// before their current claim, never "no limit": a poller may join at
+    /// any time, and every limit a producer computes must hold for it too.
     pub(crate) fn min_gating(&self, default: Sequence) -> Sequence {
-        minimum(self.gating.iter().map(|s| &s.sequence), default)
+        let gating = loom::lock(&self.gating);
+        minimum(gating.iter().map(|s| &s.sequence), default)
+    }
+
+    /// Adds a consumer at runtime (an event poller): it has "passed" the
+    /// returned cell's sequence and gates the producers from now on.
+    ///
+    /// It starts after the slowest gating consumer, or after everything
+    /// claimed when there is none. Why producers never overwrite a slot it is
+    /// entitled to: a producer writes at most up to a minimum it computed
+    /// (under this lock) plus the capacity. A minimum computed before this
+    /// subscription came from cursor reads (and a claim) ordered before ours
+    /// by the lock; cursors only grow, so it is at most our start. Every
+    /// minimum computed after it includes the new cell.
+    pub(crate) fn subscribe(&self) -> Result<Arc<StageCell>, Interrupt> {
+        let mut gating = loom::lock(&self.gating);
+        if self.refuses_producers() {
+            return Err(Interrupt::Halted);
+        }
+        if self.closed_at().is_some() {
+            return Err(Interrupt::Closed);
+        }
+        let start = minimum(gating.iter().map(|s| &s.sequence), self.sequencer.claimed());
+        let cell = Arc::new(StageCell::starting_at(start));
+        gating.push(Arc::clone(&cell));
+        Ok(cell)
+    }
+
+    /// Removes a runtime consumer; producers waiting on it go on.
+    pub(crate) fn unsubscribe(&self, cell: &Arc<StageCell>) {
+        loom::lock(&self.gating).retain(|c| !Arc::ptr_eq(c, cell));
+        self.signal.notify_all();
     }
 
     /// Highest sequence producers may write while the slowest gating stage is
@@ -142,15 +179,17 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     }
 
     /// Waits until producers may write up to `last`; returns the gating minimum
-    /// then seen.
+    /// then seen. `before` is what was claimed before this claim (see
+    /// `min_gating`).
     pub(crate) fn wait_for_free(
         &self,
         last: Sequence,
+        before: Sequence,
         deadline: Option<Instant>,
     ) -> Result<Sequence, Interrupt> {
         let wrap_point = last - self.capacity();
         self.strategy.wait(&self.signal, deadline, || {
-            let min = self.min_gating(Sequence::MAX);
+            let min = self.min_gating(before);
             if min >= wrap_point {
                 Ok(Some(min))
             } else if self.refuses_producers() {

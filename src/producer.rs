@@ -11,6 +11,7 @@ use crate::bus::Bus;
 use crate::error::{PublishError, TryPublishError};
 use crate::loom::{Arc, Ordering, Weaken};
 use crate::metrics::Metrics;
+use crate::poller::EventPoller;
 use crate::processor::ShutdownReport;
 use crate::ring_buffer::Slots;
 use crate::sequence::{Sequence, INITIAL};
@@ -135,12 +136,13 @@ where
         }
         // Our own cursor, read back instead of kept in a field: one store
         // per publish fewer (the cursor store) on the hot path.
-        let last = self.cursor() + n as i64;
+        let published = self.cursor();
+        let last = published + n as i64;
         let wrap_point = last - self.capacity;
         if wrap_point > self.cached_gating {
             self.cached_gating = match wait {
                 Wait::Never => {
-                    let min = self.bus.min_gating(Sequence::MAX);
+                    let min = self.bus.min_gating(published);
                     if min < wrap_point {
                         return Err(TryPublishError::Full {
                             missing: (wrap_point - min) as usize,
@@ -148,7 +150,7 @@ where
                     }
                     min
                 }
-                _ => self.bus.wait_for_free(last, wait.deadline())?,
+                _ => self.bus.wait_for_free(last, published, wait.deadline())?,
             };
         }
         Ok(last)
@@ -253,6 +255,17 @@ where
     /// from any thread, at no cost to the event path.
     pub fn metrics(&self) -> Metrics {
         crate::bus::metrics(&self.bus)
+    }
+
+    /// Adds an [`EventPoller`] at runtime, without stopping or slowing the
+    /// producers. It gates them until dropped, and sees every event
+    /// published after this returns (and possibly some that the slowest
+    /// consumer had not finished yet). Fails on a halted or closed bus.
+    pub fn subscribe(&self) -> Result<EventPoller<E, SingleProducerSequencer, W>, PublishError> {
+        crate::poller::subscribe(&self.bus).map_err(|i| match i {
+            Interrupt::Closed => PublishError::Closed,
+            _ => PublishError::Halted,
+        })
     }
 
     /// The last sequence published (-1 before the first).
@@ -379,15 +392,16 @@ where
     }
 
     /// Highest sequence producers may write, from the shared cache when it
-    /// suffices for `last`, else from the gating stages (refreshing the cache).
+    /// suffices for the claim `last - n + 1 ..= last`, else from the gating
+    /// consumers (refreshing the cache).
     #[inline]
-    fn writable_up_to(&self, last: Sequence) -> Sequence {
+    fn writable_up_to(&self, last: Sequence, n: i64) -> Sequence {
         let seq = &self.bus.sequencer;
         let cached = seq.gating_cache.get();
         if last - self.bus.capacity() <= cached {
             return self.bus.writable_up_to(cached);
         }
-        let min = self.bus.min_gating(Sequence::MAX);
+        let min = self.bus.min_gating(last - n);
         seq.gating_cache.set(min, Weaken::GatingCache);
         self.bus.writable_up_to(min)
     }
@@ -404,11 +418,11 @@ where
         match wait {
             Wait::Forever => {
                 let last = seq.claim(n).map_err(|_| TryPublishError::Closed)?;
-                if self.writable_up_to(last) < last {
+                if self.writable_up_to(last, n) < last {
                     // The gating cache is Release-stored/Acquire-loaded, so a
                     // producer relying on another's refresh still synchronises
                     // with the stages that freed the slots.
-                    let min = self.bus.wait_for_free(last, None)?;
+                    let min = self.bus.wait_for_free(last, last - n, None)?;
                     seq.gating_cache.set(min, Weaken::GatingCache);
                 }
                 Ok(last)
@@ -417,7 +431,7 @@ where
             // slots are free (a reserved slot must be published), so it
             // retries a CAS claim, waiting for room in between.
             Wait::Never | Wait::Until(_) => loop {
-                match seq.try_claim(n, |last| self.writable_up_to(last)) {
+                match seq.try_claim(n, |last| self.writable_up_to(last, n)) {
                     Ok(last) => return Ok(last),
                     Err(ClaimError::Closed) => return Err(TryPublishError::Closed),
                     Err(ClaimError::Full(missing)) => {
@@ -429,7 +443,8 @@ where
                         if Instant::now() >= deadline {
                             return Err(TryPublishError::Timeout);
                         }
-                        let min = self.bus.wait_for_free(seq.claimed() + n, Some(deadline))?;
+                        let before = seq.claimed();
+                        let min = self.bus.wait_for_free(before + n, before, Some(deadline))?;
                         seq.gating_cache.set(min, Weaken::GatingCache);
                     }
                 }
@@ -536,6 +551,17 @@ where
     /// from any thread, at no cost to the event path.
     pub fn metrics(&self) -> Metrics {
         crate::bus::metrics(&self.bus)
+    }
+
+    /// Adds an [`EventPoller`] at runtime, without stopping or slowing the
+    /// producers. It gates them until dropped, and sees every event
+    /// published after this returns (and possibly some that the slowest
+    /// consumer had not finished yet). Fails on a halted or closed bus.
+    pub fn subscribe(&self) -> Result<EventPoller<E, MultiProducerSequencer, W>, PublishError> {
+        crate::poller::subscribe(&self.bus).map_err(|i| match i {
+            Interrupt::Closed => PublishError::Closed,
+            _ => PublishError::Halted,
+        })
     }
 
     /// The highest sequence claimed by any producer (-1 before the first);

@@ -1,0 +1,230 @@
+//! The event poller: a consumer driven from the user's own thread or event
+//! loop instead of a managed stage thread, joining and leaving at runtime.
+//!
+//! [`subscribe`](crate::SingleProducer::subscribe) registers a new gating
+//! consumer without stopping or slowing the producers (see `Bus::subscribe`
+//! for why joining while producers wrap the ring is safe). Each poll hands
+//! the available events, in order, to a closure; returning from it commits
+//! them (a Release store of the poller's sequence). If the closure panics
+//! nothing is committed and the same events come again on the next poll.
+//! Dropping the poller removes it from the gating set, so an abandoned poller
+//! never holds the producers back.
+//!
+//! What a poller sees: every event published after `subscribe` returned, in
+//! order, once; and possibly some published before it, those the slowest
+//! existing consumer had not finished yet.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::barrier::StageCell;
+use crate::bus::Bus;
+use crate::loom::{Arc, Weaken};
+use crate::sequence::Sequence;
+use crate::sequencer::Sequencer;
+use crate::wait_strategy::{Interrupt, WaitStrategy};
+
+/// Why a poll returned no events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PollError {
+    /// The producers are gone and this poller has handled everything.
+    Closed,
+    /// The bus was halted.
+    Halted,
+    /// Nothing arrived within the timeout.
+    Timeout,
+}
+
+impl fmt::Display for PollError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PollError::Closed => "the bus is closed and every event was handled",
+            PollError::Halted => "the bus was halted",
+            PollError::Timeout => "no event within the timeout",
+        })
+    }
+}
+
+impl std::error::Error for PollError {}
+
+/// A pull consumer of one bus, polled from the user's own thread; made by
+/// `subscribe` on a producer. Polls hand the available events in order to a
+/// closure and commit them when it returns (not if it panics: they come
+/// again). It sees every event published after `subscribe` returned, and
+/// possibly some earlier ones the slowest consumer had not finished.
+/// Dropping it stops it gating the producers.
+pub struct EventPoller<E, S, W>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    bus: Arc<Bus<E, S, W>>,
+    cell: Arc<StageCell>,
+    /// Highest sequence known published; scans restart after it, at a batch
+    /// boundary (the multi-producer marks whole batches at their start).
+    available: Sequence,
+}
+
+impl<E, S, W> fmt::Debug for EventPoller<E, S, W>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventPoller")
+            .field("sequence", &self.sequence())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E, S, W> EventPoller<E, S, W>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    pub(crate) fn new(bus: Arc<Bus<E, S, W>>, cell: Arc<StageCell>) -> Self {
+        let available = cell.sequence.get_relaxed();
+        Self {
+            bus,
+            cell,
+            available,
+        }
+    }
+
+    /// The last sequence this poller committed; it starts right after the
+    /// position it joined at.
+    pub fn sequence(&self) -> Sequence {
+        self.cell.sequence.get_relaxed()
+    }
+
+    /// Handles up to `limit` available events with `f(event, sequence,
+    /// end_of_batch)` and commits them; never waits. `Ok(0)` when nothing is
+    /// available yet.
+    pub fn poll(
+        &mut self,
+        limit: usize,
+        f: impl FnMut(&E, Sequence, bool),
+    ) -> Result<usize, PollError> {
+        let next = self.sequence() + 1;
+        match self.check(next) {
+            Ok(Some(available)) => Ok(self.handle(next, available, limit, f)),
+            Ok(None) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Like [`poll`](EventPoller::poll), but waits with the bus's wait
+    /// strategy until at least one event is available.
+    pub fn poll_wait(
+        &mut self,
+        limit: usize,
+        f: impl FnMut(&E, Sequence, bool),
+    ) -> Result<usize, PollError> {
+        self.wait_then_handle(None, limit, f)
+    }
+
+    /// Like [`poll_wait`](EventPoller::poll_wait), waiting at most `timeout`.
+    pub fn poll_timeout(
+        &mut self,
+        timeout: Duration,
+        limit: usize,
+        f: impl FnMut(&E, Sequence, bool),
+    ) -> Result<usize, PollError> {
+        self.wait_then_handle(Some(Instant::now() + timeout), limit, f)
+    }
+
+    fn wait_then_handle(
+        &mut self,
+        deadline: Option<Instant>,
+        limit: usize,
+        f: impl FnMut(&E, Sequence, bool),
+    ) -> Result<usize, PollError> {
+        let next = self.sequence() + 1;
+        let bus = Arc::clone(&self.bus);
+        let available = bus
+            .strategy
+            .wait(&bus.signal, deadline, || {
+                self.check(next).map_err(to_interrupt)
+            })
+            .map_err(|i| match i {
+                Interrupt::Closed => PollError::Closed,
+                Interrupt::Halted => PollError::Halted,
+                Interrupt::Timeout => PollError::Timeout,
+            })?;
+        Ok(self.handle(next, available, limit, f))
+    }
+
+    /// The highest available sequence `>= next`, `None` if none yet, or why
+    /// none will come.
+    fn check(&mut self, next: Sequence) -> Result<Option<Sequence>, PollError> {
+        if self.available < next {
+            self.available = self.bus.sequencer.highest_published(next);
+        }
+        if self.available >= next {
+            Ok(Some(self.available))
+        } else if self.bus.is_halted() {
+            Err(PollError::Halted)
+        } else if self.bus.closed_at().is_some_and(|last| next > last) {
+            Err(PollError::Closed)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn handle(
+        &mut self,
+        next: Sequence,
+        available: Sequence,
+        limit: usize,
+        mut f: impl FnMut(&E, Sequence, bool),
+    ) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        let end = available.min(next + limit as i64 - 1);
+        let ring = self.bus.ring.view();
+        for sequence in next..=end {
+            // SAFETY: `check` saw `next..=available` published (Acquire), and
+            // our sequence, which gates the producers since `subscribe`, is
+            // still below `next`, so no producer writes these slots.
+            unsafe { ring.read(sequence, |e| f(e, sequence, sequence == end)) };
+        }
+        self.cell.sequence.set(end, Weaken::Stage);
+        self.bus.notify();
+        (end - next + 1) as usize
+    }
+}
+
+fn to_interrupt(e: PollError) -> Interrupt {
+    match e {
+        PollError::Closed => Interrupt::Closed,
+        PollError::Halted => Interrupt::Halted,
+        PollError::Timeout => Interrupt::Timeout,
+    }
+}
+
+impl<E, S, W> Drop for EventPoller<E, S, W>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    fn drop(&mut self) {
+        self.bus.unsubscribe(&self.cell);
+    }
+}
+
+/// Subscribes a poller to `bus` (what the producers' `subscribe` calls).
+pub(crate) fn subscribe<E, S, W>(bus: &Arc<Bus<E, S, W>>) -> Result<EventPoller<E, S, W>, Interrupt>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    let cell = bus.subscribe()?;
+    Ok(EventPoller::new(Arc::clone(bus), cell))
+}

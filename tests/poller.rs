@@ -1,0 +1,171 @@
+//! Event pollers: pull consumption, runtime subscription and unsubscription,
+//! and a dropped poller never holding the producers back.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use ringbus::{Blocking, PollError, PublishError, Sequence, Yielding};
+
+#[test]
+fn poller_sees_every_event_after_subscribing_then_closed() {
+    bounded(60, || {
+        let (v, stats) = Verifier::new(true);
+        let mut p = ringbus::single_producer(64, Event::default, Yielding::default())
+            .handle_events_with(v)
+            .build();
+        let mut poller = p.subscribe().unwrap();
+        assert_eq!(poller.sequence(), -1);
+        let n = N / 10;
+        let consumer = std::thread::spawn(move || {
+            let mut next: Sequence = 0;
+            loop {
+                match poller.poll_wait(100, |e: &Event, seq, _eob| {
+                    assert_eq!(seq, next, "gap or repeat");
+                    e.verify();
+                    assert_eq!(e.value, seq as u64);
+                    next += 1;
+                }) {
+                    Ok(k) => assert!(k > 0 && k <= 100),
+                    Err(PollError::Closed) => return next,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        for i in 0..n {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        p.shutdown().unwrap();
+        assert_eq!(consumer.join().unwrap(), n as Sequence);
+        assert_eq!(stats.lock().unwrap().count, n);
+    });
+}
+
+#[test]
+fn dropped_poller_never_holds_the_producer_back() {
+    bounded(60, || {
+        let mut p = ringbus::single_producer(8, Event::default, Blocking)
+            .handle_events_with(|_e: &Event, _s: Sequence, _b: bool| {})
+            .build();
+        let mut poller = p.subscribe().unwrap();
+        for i in 0..8 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        // The poller gates: the ring is full until it polls.
+        assert!(p.try_publish(|_| {}).is_err());
+        assert_eq!(poller.poll(3, |_e, _s, _b| {}), Ok(3));
+        // Abandon it mid-stream: producers go on past a full ring.
+        drop(poller);
+        for i in 8..1000 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        p.shutdown().unwrap();
+    });
+}
+
+#[test]
+fn nothing_available_returns_zero_and_timeouts_report() {
+    let mut p = ringbus::single_producer(8, Event::default, Blocking).build();
+    let mut poller = p.subscribe().unwrap();
+    assert_eq!(poller.poll(10, |_e, _s, _b| unreachable!()), Ok(0));
+    assert_eq!(
+        poller.poll_timeout(Duration::from_millis(5), 10, |_e, _s, _b| unreachable!()),
+        Err(PollError::Timeout)
+    );
+    p.publish(|e| e.set(0)).unwrap();
+    assert_eq!(
+        poller.poll(10, |e, s, eob| assert!(e.value == 0 && s == 0 && eob)),
+        Ok(1)
+    );
+    p.halt();
+    assert_eq!(poller.poll(10, |_e, _s, _b| {}), Err(PollError::Halted));
+    assert!(matches!(p.subscribe(), Err(PublishError::Halted)));
+}
+
+#[test]
+fn a_panicking_poll_commits_nothing() {
+    let mut p = ringbus::single_producer(8, Event::default, Blocking).build();
+    let mut poller = p.subscribe().unwrap();
+    for i in 0..3 {
+        p.publish(|e| e.set(i)).unwrap();
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poller.poll(10, |_e, s, _b| assert!(s < 1, "fails at 1"))
+    }));
+    assert!(r.is_err());
+    let mut again = Vec::new();
+    assert_eq!(poller.poll(10, |_e, s, _b| again.push(s)), Ok(3));
+    assert_eq!(again, [0, 1, 2]);
+}
+
+/// Pollers join and leave thousands of times while two producers publish;
+/// the long-lived stage loses nothing and every poller sees a contiguous run
+/// in each producer's order.
+#[test]
+fn subscribe_and_unsubscribe_thousands_of_times_during_a_run() {
+    let per: u64 = if cfg!(miri) { 200 } else { 100_000 };
+    let churn: u64 = if cfg!(miri) { 20 } else { 2_000 };
+    bounded(120, move || {
+        let (v, stats) = Verifier::new(false);
+        let p = ringbus::multi_producer(256, Event::default, Yielding::default())
+            .handle_events_with(v)
+            .build();
+        let done = Arc::new(AtomicBool::new(false));
+        let seen_by_pollers = Arc::new(AtomicU64::new(0));
+        let churner = {
+            let p = p.clone();
+            let (done, seen) = (Arc::clone(&done), Arc::clone(&seen_by_pollers));
+            std::thread::spawn(move || {
+                let mut joins = 0;
+                while joins < churn || !done.load(Ordering::Relaxed) {
+                    let Ok(mut poller) = p.subscribe() else { break };
+                    joins += 1;
+                    let mut expected = poller.sequence() + 1;
+                    let mut last = [None::<u64>; 2];
+                    for _ in 0..(joins % 4) {
+                        let _ = poller.poll(64, |e: &Event, seq, _eob| {
+                            assert_eq!(seq, expected, "poller skipped or repeated");
+                            expected += 1;
+                            e.verify();
+                            let (src, i) =
+                                ((e.value >> PRODUCER_SHIFT) as usize, e.value & 0xff_ffff);
+                            if let Some(prev) = last[src] {
+                                assert!(i > prev, "producer {src} out of order");
+                            }
+                            last[src] = Some(i);
+                            seen.fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                    // Dropped here, possibly mid-stream.
+                }
+                joins
+            })
+        };
+        let producers: Vec<_> = (0..2)
+            .map(|src| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        p.publish(|e| e.set(value(src, i))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in producers {
+            t.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        let joins = churner.join().unwrap();
+        p.shutdown().unwrap();
+        assert!(joins >= churn);
+        assert_eq!(
+            stats.lock().unwrap().count,
+            2 * per,
+            "the long-lived stage lost events"
+        );
+        assert!(seen_by_pollers.load(Ordering::Relaxed) > 0);
+    });
+}
