@@ -12,9 +12,10 @@ declare -A MODELS=(
     [available]="two_producers_lose_nothing_and_keep_their_order"
     [gating_cache]="producers_sharing_the_gating_cache_never_overwrite_unread_slots"
     [fence]="blocking_strategy_loses_no_wake_up"
+    [limit_default]="poller_joining_while_the_producer_wraps"
 )
 status=0
-for knob in cursor stage available gating_cache fence; do
+for knob in cursor stage available gating_cache fence limit_default; do
     for model in ${MODELS[$knob]}; do
         log=$(mktemp)
         if LOOM_EXTRA_RUSTFLAGS="--cfg ringbus_weaken=\"$knob\"" \

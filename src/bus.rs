@@ -137,6 +137,12 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// before their current claim, never "no limit": a poller may join at
     /// any time, and every limit a producer computes must hold for it too.
     pub(crate) fn min_gating(&self, default: Sequence) -> Sequence {
+        // Only to show the loom model of a joining poller fails without it.
+        let default = if cfg!(ringbus_weaken = "limit_default") {
+            Sequence::MAX
+        } else {
+            default
+        };
         let gating = loom::lock(&self.gating);
         minimum(gating.iter().map(|s| &s.sequence), default)
     }

@@ -330,3 +330,48 @@ fn failed_stage_wakes_a_parked_producer_with_an_error() {
     });
     REFUSED_AFTER_PARKING.assert_reached("a thread parked while the producer waited to be refused");
 }
+
+/// Model 8: a poller subscribes from another thread while the producers
+/// publish and wrap a ring of 2. Forbidden: the poller reading a slot a
+/// producer is overwriting (loom reports the racing cell access; the value
+/// check fails), a producer overwriting a slot the poller is entitled to, a
+/// gap or repeat in what the poller sees, and a dropped poller blocking the
+/// producers (deadlock).
+#[test]
+fn poller_joining_while_the_producer_wraps() {
+    static JOINED_LATE: Reached = Reached::new();
+    loom::model(|| {
+        let producer = ringbus::multi_producer(2, Ev::default, Blocking).build();
+        let subscriber = {
+            let handle = producer.clone();
+            thread::spawn(move || {
+                let mut poller = handle.subscribe().unwrap();
+                drop(handle);
+                let start = poller.sequence();
+                let mut expected = start + 1;
+                for _ in 0..3 {
+                    let _ = poller.poll(2, |e: &Ev, seq: Sequence, _eob: bool| {
+                        assert_eq!(seq, expected, "gap or repeat");
+                        e.verify();
+                        assert_eq!(
+                            e.value,
+                            seq as u64 + 1,
+                            "slot overwritten before it was read"
+                        );
+                        expected += 1;
+                    });
+                }
+                start
+            })
+        };
+        for v in 1..=6 {
+            // Past the ring, publishing waits for the poller or for it to go.
+            producer.publish(|e| e.set(v)).unwrap();
+        }
+        if subscriber.join().unwrap() >= 0 {
+            JOINED_LATE.hit();
+        }
+        drop(producer);
+    });
+    JOINED_LATE.assert_reached("the poller joined after the producer had published");
+}
