@@ -13,9 +13,10 @@ declare -A MODELS=(
     [gating_cache]="producers_sharing_the_gating_cache_never_overwrite_unread_slots"
     [fence]="blocking_strategy_loses_no_wake_up"
     [limit_default]="poller_joining_while_the_producer_wraps"
+    [work_claim]="work_pool_hands_each_event_to_exactly_one_worker"
 )
 status=0
-for knob in cursor stage available gating_cache fence limit_default; do
+for knob in cursor stage available gating_cache fence limit_default work_claim; do
     for model in ${MODELS[$knob]}; do
         log=$(mktemp)
         if LOOM_EXTRA_RUSTFLAGS="--cfg ringbus_weaken=\"$knob\"" \

@@ -28,6 +28,7 @@ use crate::loom::{self, thread, Arc};
 use crate::processor::{Fallible, Reader, StageContext, StageOutcome, Writer};
 use crate::producer::{MultiProducer, SingleProducer};
 use crate::ring_buffer::RingBuffer;
+use crate::sequence::{AtomicSequence, INITIAL};
 use crate::sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
 use crate::wait_strategy::WaitStrategy;
 
@@ -72,6 +73,7 @@ type Launch<E, S, W> = Box<dyn FnOnce(StageContext<E, S, W>) -> StageOutcome + S
 
 struct StageSpec<E, S, W> {
     name: String,
+    work: Option<Arc<AtomicSequence>>,
     deps: Vec<usize>,
     mutating: bool,
     core: Option<usize>,
@@ -274,6 +276,43 @@ where
         )
     }
 
+    /// Adds a work pool: `workers` threads, each made by `make(i)` on its own
+    /// thread, and each event handled by exactly one of them (work-queue
+    /// semantics, after LMAX's `WorkerPool`). The workers join the current
+    /// group; `and_then()` after them waits for every event to be finished
+    /// by whichever worker took it. A pending `thread_name` becomes the
+    /// prefix `name-0`, `name-1`, …; a pending `pin_at_core` pins every
+    /// worker to that core. A failing worker halts (its policy is `halt`).
+    pub fn handle_events_with_pool<H, F>(mut self, workers: usize, make: F) -> Self
+    where
+        H: EventHandler<E> + 'static,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        let pending = std::mem::take(&mut self.pending);
+        let prefix = pending
+            .name
+            .unwrap_or_else(|| format!("ringbus-pool-{}", self.stages.len()));
+        let work = Arc::new(AtomicSequence::new(INITIAL));
+        let make = Arc::new(make);
+        for i in 0..workers {
+            let make = Arc::clone(&make);
+            self.pending = Pending {
+                core: pending.core,
+                name: Some(format!("{prefix}-{i}")),
+                timeout: pending.timeout,
+                policy: None,
+            };
+            self = self.add(
+                false,
+                Box::new(move |cx| (cx.run(move || Reader(make(i))).0, None)),
+            );
+            if let Some(spec) = self.stages.last_mut() {
+                spec.work = Some(Arc::clone(&work));
+            }
+        }
+        self
+    }
+
     /// Starts a new group that depends on every handler of the current group
     /// (a pipeline step).
     pub fn and_then(mut self) -> Self {
@@ -311,6 +350,7 @@ where
         let index = self.stages.len();
         let pending = std::mem::take(&mut self.pending);
         self.stages.push(StageSpec {
+            work: None,
             name: pending
                 .name
                 .unwrap_or_else(|| format!("ringbus-stage-{index}")),
@@ -420,6 +460,7 @@ where
                 ),
                 timeout: spec.timeout,
                 policy: spec.policy,
+                work: spec.work,
             };
             let (core, launch) = (spec.core, spec.launch);
             let spawned = thread::Builder::new().name(spec.name).spawn(move || {

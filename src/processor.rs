@@ -23,7 +23,7 @@ use crate::fault::{Failure, FailurePolicy, Finally};
 use crate::handler::{EventHandler, EventHandlerMut, TryEventHandler};
 use crate::loom::{self, Arc, Weaken};
 use crate::ring_buffer::RingView;
-use crate::sequence::Sequence;
+use crate::sequence::{AtomicSequence, Sequence};
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{Interrupt, WaitStrategy};
 
@@ -217,6 +217,8 @@ pub(crate) struct StageContext<E, S, W> {
     pub(crate) barrier: SequenceBarrier,
     pub(crate) timeout: Option<Duration>,
     pub(crate) policy: FailurePolicy<E>,
+    /// For a work-pool worker: the pool's shared claim cursor.
+    pub(crate) work: Option<Arc<AtomicSequence>>,
 }
 
 impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
@@ -229,7 +231,10 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut consumer = make();
-            let result = self.process(&mut consumer, &mut report);
+            let result = match &self.work {
+                Some(work) => self.process_work(&mut consumer, work, &mut report),
+                None => self.process(&mut consumer, &mut report),
+            };
             (result, consumer)
         }));
         let (failure, handler) = match outcome {
@@ -250,10 +255,17 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         if failure.is_some() {
             self.fail();
         }
-        // Stages start at sequence 0, so the last sequence passed says how
-        // many events the stage moved past.
-        report.processed = (self.cell.sequence.get_relaxed() + 1) as u64;
-        if report.handled + report.skipped + report.dead_lettered < report.processed {
+        if self.work.is_some() {
+            // A worker handles only its share; it counted them.
+            report.processed = report.handled;
+        } else {
+            // Stages start at sequence 0, so the last sequence passed says
+            // how many events the stage moved past.
+            report.processed = (self.cell.sequence.get_relaxed() + 1) as u64;
+        }
+        if self.work.is_none()
+            && report.handled + report.skipped + report.dead_lettered < report.processed
+        {
             // The fast path counts nothing per event: all of it was handled.
             report.handled = report.processed - report.skipped - report.dead_lettered;
         }
@@ -286,7 +298,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         };
         consumer.on_start();
         loop {
-            let available = match self.wait_for(next) {
+            let available = match self.wait_for(next, next) {
                 Ok(available) => available,
                 Err(Interrupt::Timeout) => {
                     consumer.on_timeout(next - 1);
@@ -354,6 +366,75 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         Ok(())
     }
 
+    /// A work-pool worker (after LMAX's `WorkProcessor`): each event goes to
+    /// exactly one worker of the pool.
+    ///
+    /// Before claiming, a worker stores as its own sequence the pool cursor's
+    /// current value (everything up to it is claimed by someone), then claims
+    /// the next sequence with a CAS. So while a worker handles `k` its
+    /// sequence is below `k`, and the minimum over the pool, which is what
+    /// later stages and the producers wait on, never passes an event still
+    /// being handled. The Release store of a worker's sequence comes after it
+    /// finished its previous event, so a stage that acquires the minimum sees
+    /// every handled event's effects.
+    fn process_work<C: Consume<E>>(
+        &self,
+        consumer: &mut C,
+        work: &AtomicSequence,
+        report: &mut StageReport,
+    ) -> Result<(), Failure> {
+        let bus = &*self.bus;
+        let ring = bus.ring.view();
+        // What the barrier reported; the next scan starts right after it.
+        let mut available = self.cell.sequence.get_relaxed();
+        consumer.on_start();
+        'claims: loop {
+            let next = loop {
+                let current = work.get_relaxed();
+                self.cell.sequence.set(current, Weaken::Stage);
+                bus.notify();
+                if cfg!(ringbus_weaken = "work_claim") {
+                    // Only to show the loom model fails without the CAS.
+                    work.set(current + 1, Weaken::Stage);
+                    break current + 1;
+                }
+                if work.compare_exchange(current, current + 1) {
+                    break current + 1;
+                }
+            };
+            while next > available {
+                match self.wait_for(available + 1, next) {
+                    Ok(a) => available = a,
+                    // The claim stands: keep waiting for it.
+                    Err(Interrupt::Timeout) => consumer.on_timeout(next - 1),
+                    Err(Interrupt::Halted) if self.barrier.upstream_failed() => {
+                        report.upstream_failed = true;
+                        self.cell.fail();
+                        bus.signal.notify_all();
+                        break 'claims;
+                    }
+                    Err(Interrupt::Closed | Interrupt::Halted) => break 'claims,
+                }
+            }
+            if bus.is_halted() {
+                break;
+            }
+            // SAFETY: `next` is published (or passed by every upstream stage),
+            // and our sequence, below `next` since before the claim, gates the
+            // producers through us or our descendants; the CAS gave `next` to
+            // this worker alone.
+            let outcome = unsafe { consumer.consume(ring, next, next == available) };
+            if let Err(failure) = outcome {
+                report.failed += 1;
+                consumer.on_shutdown();
+                return Err(failure);
+            }
+            report.handled += 1;
+        }
+        consumer.on_shutdown();
+        Ok(())
+    }
+
     /// Handles one event under the stage's policy: `Ok` when the stage may go
     /// on (handled, skipped or dead-lettered), `Err` when it must stop.
     ///
@@ -409,17 +490,18 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         }
     }
 
-    /// The highest available sequence `>= next`, or why there is none.
+    /// The highest available sequence `>= next`, or why there is none. The
+    /// ring is scanned from `from` (`<= next`), a batch boundary.
     #[inline]
-    fn wait_for(&self, next: Sequence) -> Result<Sequence, Interrupt> {
+    fn wait_for(&self, from: Sequence, next: Sequence) -> Result<Sequence, Interrupt> {
         let bus = &*self.bus;
-        let available = self.barrier.available(&bus.sequencer, next);
+        let available = self.barrier.available(&bus.sequencer, from);
         if available >= next {
             return Ok(available);
         }
         let deadline = self.timeout.map(|t| Instant::now() + t);
         bus.strategy.wait(&bus.signal, deadline, || {
-            let available = self.barrier.available(&bus.sequencer, next);
+            let available = self.barrier.available(&bus.sequencer, from);
             if available >= next {
                 Ok(Some(available))
             } else if bus.is_halted() {
@@ -427,7 +509,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             } else if self.barrier.upstream_failed() {
                 // A failed stage publishes its last progress before its flag
                 // (Release/Acquire): look once more, then stop.
-                let available = self.barrier.available(&bus.sequencer, next);
+                let available = self.barrier.available(&bus.sequencer, from);
                 if available >= next {
                     Ok(Some(available))
                 } else {

@@ -375,3 +375,38 @@ fn poller_joining_while_the_producer_wraps() {
     });
     JOINED_LATE.assert_reached("the poller joined after the producer had published");
 }
+
+/// Model 9: a work pool of two workers racing for one event. Forbidden: the
+/// event handled by both workers or by neither. (Two events, or a stage
+/// after the pool, outgrow the suite's time budget; `tests/work_pool.rs`
+/// checks those at scale.)
+#[test]
+fn work_pool_hands_each_event_to_exactly_one_worker() {
+    static WORKER_0: Reached = Reached::new();
+    static WORKER_1: Reached = Reached::new();
+    loom::model(|| {
+        let handled = Arc::new(AtomicUsize::new(0));
+        let by_worker = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let (h, w) = (Arc::clone(&handled), Arc::clone(&by_worker));
+        let mut producer = ringbus::single_producer(1, Ev::default, Blocking)
+            .handle_events_with_pool(2, move |i: usize| {
+                let (h, w) = (Arc::clone(&h), Arc::clone(&w));
+                move |e: &Ev, _seq: Sequence, _eob: bool| {
+                    e.verify();
+                    assert_eq!(h.fetch_add(1, Relaxed), 0, "event handled twice");
+                    w[i].fetch_add(1, Relaxed);
+                }
+            })
+            .build();
+        producer.publish(|e| e.set(1)).unwrap();
+        drop(producer);
+        assert_eq!(handled.load(Relaxed), 1, "event never handled");
+        if by_worker[0].load(Relaxed) == 1 {
+            WORKER_0.hit();
+        } else {
+            WORKER_1.hit();
+        }
+    });
+    WORKER_0.assert_reached("worker 0 won the event");
+    WORKER_1.assert_reached("worker 1 won the event");
+}
