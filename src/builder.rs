@@ -25,7 +25,7 @@ use crate::error::BuildError;
 use crate::fault::FailurePolicy;
 use crate::handler::{EventHandler, EventHandlerMut, TryEventHandler};
 use crate::loom::{self, thread, Arc};
-use crate::processor::{Fallible, Reader, StageContext, StageOutcome, Writer};
+use crate::processor::{Consume, Fallible, Reader, StageContext, StageOutcome, Writer};
 use crate::producer::{MultiProducer, SingleProducer};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{AtomicSequence, INITIAL};
@@ -188,16 +188,7 @@ where
     where
         H: TryEventHandler<E> + Send + 'static,
     {
-        self.add(
-            false,
-            Box::new(move |cx| {
-                let (report, c) = cx.run(move || Fallible(handler));
-                (
-                    report,
-                    c.map(|Fallible(h)| Box::new(h) as Box<dyn Any + Send>),
-                )
-            }),
-        )
+        self.add_owned(false, Fallible(handler), |Fallible(h)| h)
     }
 
     /// A fallible stage whose handler `make` creates on the stage's own
@@ -207,10 +198,7 @@ where
         H: TryEventHandler<E> + 'static,
         F: FnOnce() -> H + Send + 'static,
     {
-        self.add(
-            false,
-            Box::new(move |cx| (cx.run(move || Fallible(make())).0, None)),
-        )
+        self.add_made(false, move || Fallible(make()))
     }
 
     /// Adds a stage running `handler` on its own thread, in parallel with the
@@ -219,16 +207,7 @@ where
     where
         H: EventHandler<E> + Send + 'static,
     {
-        self.add(
-            false,
-            Box::new(move |cx| {
-                let (report, c) = cx.run(move || Reader(handler));
-                (
-                    report,
-                    c.map(|Reader(h)| Box::new(h) as Box<dyn Any + Send>),
-                )
-            }),
-        )
+        self.add_owned(false, Reader(handler), |Reader(h)| h)
     }
 
     /// Adds a stage whose handler `make` creates on the stage's own thread, so
@@ -238,10 +217,7 @@ where
         H: EventHandler<E> + 'static,
         F: FnOnce() -> H + Send + 'static,
     {
-        self.add(
-            false,
-            Box::new(move |cx| (cx.run(move || Reader(make())).0, None)),
-        )
+        self.add_made(false, move || Reader(make()))
     }
 
     /// Adds a mutating stage: `handler` gets `&mut E`, and stages after it see
@@ -251,16 +227,7 @@ where
     where
         H: EventHandlerMut<E> + Send + 'static,
     {
-        self.add(
-            true,
-            Box::new(move |cx| {
-                let (report, c) = cx.run(move || Writer(handler));
-                (
-                    report,
-                    c.map(|Writer(h)| Box::new(h) as Box<dyn Any + Send>),
-                )
-            }),
-        )
+        self.add_owned(true, Writer(handler), |Writer(h)| h)
     }
 
     /// A mutating stage whose handler is made on its own thread; see
@@ -270,10 +237,7 @@ where
         H: EventHandlerMut<E> + 'static,
         F: FnOnce() -> H + Send + 'static,
     {
-        self.add(
-            true,
-            Box::new(move |cx| (cx.run(move || Writer(make())).0, None)),
-        )
+        self.add_made(true, move || Writer(make()))
     }
 
     /// Adds a work pool: `workers` threads, each made by `make(i)` on its own
@@ -302,10 +266,7 @@ where
                 timeout: pending.timeout,
                 policy: None,
             };
-            self = self.add(
-                false,
-                Box::new(move |cx| (cx.run(move || Reader(make(i))).0, None)),
-            );
+            self = self.add_made(false, move || Reader(make(i)));
             if let Some(spec) = self.stages.last_mut() {
                 spec.work = Some(Arc::clone(&work));
             }
@@ -344,6 +305,32 @@ where
             bus: self.id,
             index,
         })
+    }
+
+    /// Adds a stage whose handler was given by value: the shutdown report
+    /// hands it back (`take_handler`) after its last event.
+    fn add_owned<C, H>(self, mutating: bool, consumer: C, into_handler: fn(C) -> H) -> Self
+    where
+        C: Consume<E> + Send + 'static,
+        H: Send + 'static,
+    {
+        self.add(
+            mutating,
+            Box::new(move |cx| {
+                let (report, consumer) = cx.run(move || consumer);
+                let handler = consumer.map(|c| Box::new(into_handler(c)) as Box<dyn Any + Send>);
+                (report, handler)
+            }),
+        )
+    }
+
+    /// Adds a stage whose handler `make` creates on the stage thread.
+    fn add_made<C: Consume<E> + 'static>(
+        self,
+        mutating: bool,
+        make: impl FnOnce() -> C + Send + 'static,
+    ) -> Self {
+        self.add(mutating, Box::new(move |cx| (cx.run(make).0, None)))
     }
 
     fn add(mut self, mutating: bool, launch: Launch<E, S, W>) -> Self {
