@@ -63,7 +63,7 @@ pub use handler::{EventHandler, EventHandlerMut, TryEventHandler};
 #[doc(hidden)]
 pub use loom::stats as __loom_stats;
 pub use metrics::{Metrics, MetricsSnapshot, StageMetrics};
-pub use poller::{EventPoller, PollError};
+pub use poller::{EventPoller, PollError, Subscription};
 pub use processor::{ShutdownReport, StageReport};
 pub use producer::{MultiProducer, SingleProducer};
 pub use ring_buffer::Slots;

@@ -185,7 +185,8 @@ where
         if limit == 0 {
             return 0;
         }
-        let end = available.min(next + limit as i64 - 1);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let end = available.min(next.saturating_add(limit - 1));
         let ring = self.bus.ring.view();
         for sequence in next..=end {
             // SAFETY: `check` saw `next..=available` published (Acquire), and
@@ -227,4 +228,90 @@ where
 {
     let cell = bus.subscribe()?;
     Ok(EventPoller::new(Arc::clone(bus), cell))
+}
+
+/// A managed handler added at runtime: a thread that polls the bus and hands
+/// each event to the handler, as a stage would. Dropping it (or
+/// [`unsubscribe`](Subscription::unsubscribe)) stops the thread within about
+/// [`Subscription::STOP_LATENCY`] and removes it from the gating set; it also
+/// ends when the bus closes, after the last event.
+///
+/// It sees the same events an [`EventPoller`] subscribed at the same moment
+/// would: everything published after `subscribe_with` returned.
+pub struct Subscription<H> {
+    stop: Arc<crate::loom::AtomicBool>,
+    thread: Option<crate::loom::thread::JoinHandle<Option<H>>>,
+}
+
+impl<H> fmt::Debug for Subscription<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+impl<H> Subscription<H> {
+    /// How long the subscription's thread may take to notice it should stop.
+    pub const STOP_LATENCY: Duration = Duration::from_millis(10);
+
+    /// Stops the handler's thread and returns the handler (with its state),
+    /// or `None` if it panicked.
+    pub fn unsubscribe(mut self) -> Option<H> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Option<H> {
+        // Relaxed: the thread only needs to see the flag eventually; the join
+        // below orders everything it did before us.
+        self.stop.store(true, crate::loom::Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok().flatten())
+    }
+}
+
+impl<H> Drop for Subscription<H> {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+/// Starts `handler` on its own thread, fed by a new poller of `bus`.
+pub(crate) fn subscribe_with<E, S, W, H>(
+    bus: &Arc<Bus<E, S, W>>,
+    mut handler: H,
+) -> Result<Subscription<H>, Interrupt>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+    H: crate::EventHandler<E> + Send + 'static,
+{
+    let mut poller = subscribe(bus)?;
+    let stop = Arc::new(crate::loom::AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let thread = crate::loom::thread::Builder::new()
+        .name("ringbus-subscription".into())
+        .spawn(move || {
+            let run = std::panic::AssertUnwindSafe(|| {
+                handler.on_start();
+                // Relaxed: see `stop_and_join`.
+                while !stopping.load(crate::loom::Ordering::Relaxed) {
+                    let polled = poller.poll_timeout(
+                        Subscription::<H>::STOP_LATENCY,
+                        usize::MAX,
+                        |e, seq, eob| handler.on_event(e, seq, eob),
+                    );
+                    match polled {
+                        Ok(_) | Err(PollError::Timeout) => {}
+                        Err(PollError::Closed | PollError::Halted) => break,
+                    }
+                }
+                handler.on_shutdown();
+                handler
+            });
+            std::panic::catch_unwind(run).ok()
+        })
+        .map_err(|_| Interrupt::Halted)?;
+    Ok(Subscription {
+        stop,
+        thread: Some(thread),
+    })
 }

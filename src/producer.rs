@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::bus::Bus;
 use crate::error::{PublishError, TryPublishError};
+use crate::handler::EventHandler;
 use crate::loom::{Arc, Ordering, Weaken};
 use crate::metrics::Metrics;
-use crate::poller::EventPoller;
+use crate::poller::{EventPoller, Subscription};
 use crate::processor::ShutdownReport;
 use crate::ring_buffer::Slots;
 use crate::sequence::{Sequence, INITIAL};
@@ -263,6 +264,19 @@ where
     /// consumer had not finished yet). Fails on a halted or closed bus.
     pub fn subscribe(&self) -> Result<EventPoller<E, SingleProducerSequencer, W>, PublishError> {
         crate::poller::subscribe(&self.bus).map_err(|i| match i {
+            Interrupt::Closed => PublishError::Closed,
+            _ => PublishError::Halted,
+        })
+    }
+
+    /// Adds a managed handler at runtime: its own thread, fed like a stage
+    /// reading off the ring, seeing what a poller subscribed now would see.
+    /// Drop or [`unsubscribe`](Subscription::unsubscribe) it to stop it.
+    pub fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, PublishError>
+    where
+        H: EventHandler<E> + Send + 'static,
+    {
+        crate::poller::subscribe_with(&self.bus, handler).map_err(|i| match i {
             Interrupt::Closed => PublishError::Closed,
             _ => PublishError::Halted,
         })
@@ -559,6 +573,19 @@ where
     /// consumer had not finished yet). Fails on a halted or closed bus.
     pub fn subscribe(&self) -> Result<EventPoller<E, MultiProducerSequencer, W>, PublishError> {
         crate::poller::subscribe(&self.bus).map_err(|i| match i {
+            Interrupt::Closed => PublishError::Closed,
+            _ => PublishError::Halted,
+        })
+    }
+
+    /// Adds a managed handler at runtime: its own thread, fed like a stage
+    /// reading off the ring, seeing what a poller subscribed now would see.
+    /// Drop or [`unsubscribe`](Subscription::unsubscribe) it to stop it.
+    pub fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, PublishError>
+    where
+        H: EventHandler<E> + Send + 'static,
+    {
+        crate::poller::subscribe_with(&self.bus, handler).map_err(|i| match i {
             Interrupt::Closed => PublishError::Closed,
             _ => PublishError::Halted,
         })

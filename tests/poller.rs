@@ -169,3 +169,92 @@ fn subscribe_and_unsubscribe_thousands_of_times_during_a_run() {
         assert!(seen_by_pollers.load(Ordering::Relaxed) > 0);
     });
 }
+
+/// Counts what a runtime-subscribed handler saw, checking it is contiguous.
+struct Tail {
+    first: Option<Sequence>,
+    next: Sequence,
+    count: u64,
+    started: bool,
+    stopped: bool,
+}
+
+impl ringbus::EventHandler<Event> for Tail {
+    fn on_event(&mut self, e: &Event, seq: Sequence, _eob: bool) {
+        e.verify();
+        if self.first.is_none() {
+            self.first = Some(seq);
+            self.next = seq;
+        }
+        assert_eq!(seq, self.next, "gap or repeat in a runtime subscription");
+        assert_eq!(e.value, seq as u64);
+        self.next += 1;
+        self.count += 1;
+    }
+
+    fn on_start(&mut self) {
+        self.started = true;
+    }
+
+    fn on_shutdown(&mut self) {
+        self.stopped = true;
+    }
+}
+
+fn tail() -> Tail {
+    Tail {
+        first: None,
+        next: 0,
+        count: 0,
+        started: false,
+        stopped: false,
+    }
+}
+
+#[test]
+fn managed_handlers_join_and_leave_at_runtime() {
+    bounded(60, || {
+        let (v, stats) = Verifier::new(true);
+        let mut p = ringbus::single_producer(64, Event::default, Yielding::default())
+            .handle_events_with(v)
+            .build();
+        let n = N / 10;
+        let mut early = None;
+        let mut late = None;
+        for i in 0..n {
+            if i == n / 4 {
+                early = Some(p.subscribe_with(tail()).unwrap());
+                late = Some(p.subscribe_with(tail()).unwrap());
+            }
+            if i == n / 2 {
+                // Leaves mid-run: the producer goes on.
+                let t = early.take().unwrap().unsubscribe().unwrap();
+                assert!(t.started && t.stopped);
+                assert!(t.first.unwrap() <= (n / 4) as Sequence);
+            }
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        p.shutdown().unwrap();
+        // The one still subscribed saw everything from its start to the end.
+        let t = late.take().unwrap().unsubscribe().unwrap();
+        let first = t.first.unwrap();
+        assert!(
+            first <= (n / 4) as Sequence,
+            "missed events after subscribing"
+        );
+        assert_eq!(t.next, n as Sequence);
+        assert_eq!(t.count, n - first as u64);
+        assert_eq!(stats.lock().unwrap().count, n);
+    });
+}
+
+#[test]
+fn an_unbounded_limit_is_fine() {
+    let mut p = ringbus::single_producer(8, Event::default, Blocking).build();
+    let mut poller = p.subscribe().unwrap();
+    for i in 0..5 {
+        p.publish(|e| e.set(i)).unwrap();
+    }
+    assert_eq!(poller.poll(usize::MAX, |_e, _s, _b| {}), Ok(5));
+    assert_eq!(poller.sequence(), 4);
+}
