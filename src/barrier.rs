@@ -61,6 +61,16 @@ impl SequenceBarrier {
         self.upstream.iter().any(|s| s.has_failed())
     }
 
+    /// True when `next` can never become available: a failed upstream stage
+    /// stopped below it. Healthy upstream stages may still advance, so a
+    /// failure elsewhere is no reason to stop. The flag is read first
+    /// (Acquire), so the sequence read after it is the failed stage's last.
+    pub(crate) fn blocked_by_failure(&self, next: Sequence) -> bool {
+        self.upstream
+            .iter()
+            .any(|s| s.has_failed() && s.sequence.get() < next)
+    }
+
     /// The highest sequence `>= next - 1` this stage may read up to.
     #[inline]
     pub(crate) fn available<S: Sequencer>(&self, sequencer: &S, next: Sequence) -> Sequence {

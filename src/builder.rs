@@ -436,7 +436,14 @@ where
             .zip(&cells)
             .map(|(spec, cell)| (spec.name.clone(), Arc::clone(cell)))
             .collect();
-        let bus = Arc::new(Bus::new(ring, self.strategy, gating, named));
+        let has_mutating_stage = self.stages.iter().any(|s| s.mutating);
+        let bus = Arc::new(Bus::new(
+            ring,
+            self.strategy,
+            gating,
+            named,
+            has_mutating_stage,
+        ));
         for (spec, cell) in self.stages.into_iter().zip(&cells) {
             let cx = StageContext {
                 bus: Arc::clone(&bus),

@@ -14,7 +14,7 @@ use crate::ring_buffer::RingBuffer;
 use crate::sequence::{minimum, Sequence};
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{Interrupt, Signal, WaitStrategy};
-use crate::ShutdownError;
+use crate::{PublishError, ShutdownError};
 
 /// Sequence value of `closed_at` while producers may still publish.
 const OPEN: Sequence = Sequence::MAX;
@@ -43,6 +43,8 @@ pub(crate) struct Bus<E, S, W> {
     gating: Mutex<Vec<Arc<StageCell>>>,
     /// Every stage with its name, for metrics.
     stages: Vec<(String, Arc<StageCell>)>,
+    /// Pollers may not join a bus with a mutating stage.
+    has_mutating_stage: bool,
     control: CachePadded<Control>,
     /// Live producer handles (multi-producer clones).
     pub(crate) producers: AtomicUsize,
@@ -74,9 +76,11 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         strategy: W,
         gating: Vec<Arc<StageCell>>,
         stages: Vec<(String, Arc<StageCell>)>,
+        has_mutating_stage: bool,
     ) -> Self {
         Self {
             stages,
+            has_mutating_stage,
             sequencer: S::new(ring.capacity()),
             ring,
             strategy,
@@ -121,6 +125,21 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.signal.notify_all();
     }
 
+    /// True once every producer handle is gone.
+    pub(crate) fn producers_gone(&self) -> bool {
+        // Acquire: pairs with the handles' AcqRel decrement; whatever they
+        // published before dropping is visible.
+        self.producers.load(Ordering::Acquire) == 0
+    }
+
+    /// Nothing more will be published at or after `next`: the producers are
+    /// closed past it, or (after a stage failure refused them) all gone, so a
+    /// claim they abandoned when refused will never be filled.
+    pub(crate) fn nothing_more_at(&self, next: Sequence) -> bool {
+        self.closed_at()
+            .is_some_and(|last| next > last || (self.refuses_producers() && self.producers_gone()))
+    }
+
     /// The last sequence that will ever be published, if producers are done.
     #[inline]
     pub(crate) fn closed_at(&self) -> Option<Sequence> {
@@ -157,13 +176,18 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// subscription came from cursor reads (and a claim) ordered before ours
     /// by the lock; cursors only grow, so it is at most our start. Every
     /// minimum computed after it includes the new cell.
-    pub(crate) fn subscribe(&self) -> Result<Arc<StageCell>, Interrupt> {
+    pub(crate) fn subscribe(&self) -> Result<Arc<StageCell>, PublishError> {
+        if self.has_mutating_stage {
+            // A poller reads what producers published, so it could read an
+            // event while a mutating stage writes it.
+            return Err(PublishError::MutatingStages);
+        }
         let mut gating = loom::lock(&self.gating);
         if self.refuses_producers() {
-            return Err(Interrupt::Halted);
+            return Err(PublishError::Halted);
         }
         if self.closed_at().is_some() {
-            return Err(Interrupt::Closed);
+            return Err(PublishError::Closed);
         }
         let start = minimum(gating.iter().map(|s| &s.sequence), self.sequencer.claimed());
         let cell = Arc::new(StageCell::starting_at(start));

@@ -99,6 +99,9 @@ pub enum PublishError {
         /// Ring capacity.
         capacity: usize,
     },
+    /// A poller cannot join a bus with a mutating stage: it could read an
+    /// event while that stage writes it.
+    MutatingStages,
 }
 
 impl fmt::Display for PublishError {
@@ -106,6 +109,11 @@ impl fmt::Display for PublishError {
         match self {
             Self::Halted => f.write_str("the bus was halted; build a new bus to go on"),
             Self::Closed => f.write_str("the bus was shut down; no more events are accepted"),
+            Self::MutatingStages => f.write_str(
+                "a poller cannot join a bus with a mutating stage (it could read an event \
+                 while that stage writes it); add the consumer at build time after the \
+                 mutating stage instead",
+            ),
             Self::BatchTooLarge {
                 requested,
                 capacity,
@@ -181,6 +189,7 @@ impl From<PublishError> for TryPublishError {
                 requested,
                 capacity,
             },
+            PublishError::MutatingStages => Self::Halted,
         }
     }
 }

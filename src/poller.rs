@@ -62,8 +62,7 @@ where
 {
     bus: Arc<Bus<E, S, W>>,
     cell: Arc<StageCell>,
-    /// Highest sequence known published; scans restart after it, at a batch
-    /// boundary (the multi-producer marks whole batches at their start).
+    /// Highest sequence known published; scans restart after it.
     available: Sequence,
 }
 
@@ -87,7 +86,9 @@ where
     W: WaitStrategy,
 {
     pub(crate) fn new(bus: Arc<Bus<E, S, W>>, cell: Arc<StageCell>) -> Self {
-        let available = cell.sequence.get_relaxed();
+        // The multi-producer marks batches at their first slot: joining inside
+        // a batch, start from that batch's end.
+        let available = bus.sequencer.joining_at(cell.sequence.get_relaxed());
         Self {
             bus,
             cell,
@@ -168,8 +169,14 @@ where
             Ok(Some(self.available))
         } else if self.bus.is_halted() {
             Err(PollError::Halted)
-        } else if self.bus.closed_at().is_some_and(|last| next > last) {
-            Err(PollError::Closed)
+        } else if self.bus.nothing_more_at(next) {
+            // Seen after the producers' last publish: look once more.
+            self.available = self.bus.sequencer.highest_published(self.available + 1);
+            if self.available >= next {
+                Ok(Some(self.available))
+            } else {
+                Err(PollError::Closed)
+            }
         } else {
             Ok(None)
         }
@@ -220,7 +227,9 @@ where
 }
 
 /// Subscribes a poller to `bus` (what the producers' `subscribe` calls).
-pub(crate) fn subscribe<E, S, W>(bus: &Arc<Bus<E, S, W>>) -> Result<EventPoller<E, S, W>, Interrupt>
+pub(crate) fn subscribe<E, S, W>(
+    bus: &Arc<Bus<E, S, W>>,
+) -> Result<EventPoller<E, S, W>, crate::PublishError>
 where
     E: Send + Sync + 'static,
     S: Sequencer,
@@ -277,7 +286,7 @@ impl<H> Drop for Subscription<H> {
 pub(crate) fn subscribe_with<E, S, W, H>(
     bus: &Arc<Bus<E, S, W>>,
     mut handler: H,
-) -> Result<Subscription<H>, Interrupt>
+) -> Result<Subscription<H>, crate::PublishError>
 where
     E: Send + Sync + 'static,
     S: Sequencer,
@@ -309,7 +318,7 @@ where
             });
             std::panic::catch_unwind(run).ok()
         })
-        .map_err(|_| Interrupt::Halted)?;
+        .map_err(|_| crate::PublishError::Halted)?;
     Ok(Subscription {
         stop,
         thread: Some(thread),

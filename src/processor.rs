@@ -491,7 +491,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     }
 
     /// The highest available sequence `>= next`, or why there is none. The
-    /// ring is scanned from `from` (`<= next`), a batch boundary.
+    /// ring is scanned from `from` (`<= next`).
     #[inline]
     fn wait_for(&self, from: Sequence, next: Sequence) -> Result<Sequence, Interrupt> {
         let bus = &*self.bus;
@@ -504,19 +504,17 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             let available = self.barrier.available(&bus.sequencer, from);
             if available >= next {
                 Ok(Some(available))
-            } else if bus.is_halted() {
+            } else if bus.is_halted() || self.barrier.blocked_by_failure(next) {
                 Err(Interrupt::Halted)
-            } else if self.barrier.upstream_failed() {
-                // A failed stage publishes its last progress before its flag
-                // (Release/Acquire): look once more, then stop.
+            } else if bus.nothing_more_at(next) {
+                // Seen after the producers' last publish (Acquire): look once
+                // more before stopping.
                 let available = self.barrier.available(&bus.sequencer, from);
                 if available >= next {
                     Ok(Some(available))
                 } else {
-                    Err(Interrupt::Halted)
+                    Err(Interrupt::Closed)
                 }
-            } else if bus.closed_at().is_some_and(|last| next > last) {
-                Err(Interrupt::Closed)
             } else {
                 Ok(None)
             }

@@ -263,10 +263,7 @@ where
     /// published after this returns (and possibly some that the slowest
     /// consumer had not finished yet). Fails on a halted or closed bus.
     pub fn subscribe(&self) -> Result<EventPoller<E, SingleProducerSequencer, W>, PublishError> {
-        crate::poller::subscribe(&self.bus).map_err(|i| match i {
-            Interrupt::Closed => PublishError::Closed,
-            _ => PublishError::Halted,
-        })
+        crate::poller::subscribe(&self.bus)
     }
 
     /// Adds a managed handler at runtime: its own thread, fed like a stage
@@ -276,10 +273,7 @@ where
     where
         H: EventHandler<E> + Send + 'static,
     {
-        crate::poller::subscribe_with(&self.bus, handler).map_err(|i| match i {
-            Interrupt::Closed => PublishError::Closed,
-            _ => PublishError::Halted,
-        })
+        crate::poller::subscribe_with(&self.bus, handler)
     }
 
     /// The last sequence published (-1 before the first).
@@ -319,6 +313,8 @@ where
     W: WaitStrategy,
 {
     fn drop(&mut self) {
+        // AcqRel: as for the multi-producer handles (`producers_gone`).
+        self.bus.producers.fetch_sub(1, Ordering::AcqRel);
         if !self.shut_down {
             self.bus.close(self.cursor());
             let _ = self.bus.join(None);
@@ -572,10 +568,7 @@ where
     /// published after this returns (and possibly some that the slowest
     /// consumer had not finished yet). Fails on a halted or closed bus.
     pub fn subscribe(&self) -> Result<EventPoller<E, MultiProducerSequencer, W>, PublishError> {
-        crate::poller::subscribe(&self.bus).map_err(|i| match i {
-            Interrupt::Closed => PublishError::Closed,
-            _ => PublishError::Halted,
-        })
+        crate::poller::subscribe(&self.bus)
     }
 
     /// Adds a managed handler at runtime: its own thread, fed like a stage
@@ -585,10 +578,7 @@ where
     where
         H: EventHandler<E> + Send + 'static,
     {
-        crate::poller::subscribe_with(&self.bus, handler).map_err(|i| match i {
-            Interrupt::Closed => PublishError::Closed,
-            _ => PublishError::Halted,
-        })
+        crate::poller::subscribe_with(&self.bus, handler)
     }
 
     /// The highest sequence claimed by any producer (-1 before the first);

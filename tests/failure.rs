@@ -311,3 +311,66 @@ fn shutdown_report_returns_the_handler_with_its_final_state() {
         );
     });
 }
+
+/// A stage after two upstream stages, one failed and one slow, still gets
+/// every event both finished: the slow one may go on advancing.
+#[test]
+fn stage_after_a_failed_and_a_slow_stage_gets_all_they_finished() {
+    bounded(60, || {
+        let seen = Seen::default();
+        let mut p = ringbus::single_producer(64, Event::default, Blocking)
+            .handle_events_with(|_e: &Event, seq: Sequence, _b: bool| {
+                if seq == 10 {
+                    panic!("fails at 10");
+                }
+            })
+            .handle_events_with(|_e: &Event, _s: Sequence, _b: bool| {
+                std::thread::sleep(Duration::from_micros(300));
+            })
+            .and_then()
+            .handle_events_with(recorder(Arc::clone(&seen)))
+            .build();
+        for i in 0..40 {
+            if p.publish(|e| e.set(i)).is_err() {
+                break;
+            }
+        }
+        let _ = p.shutdown();
+        assert_eq!(*seen.lock().unwrap(), (0..10).collect::<Vec<Sequence>>());
+    });
+}
+
+/// A multi-producer claim abandoned when a stage failed leaves a hole; the
+/// independent stage must not wait for it forever once the producers are gone.
+#[test]
+fn abandoned_claim_after_a_failure_does_not_hang_shutdown() {
+    bounded(60, || {
+        let (_hold, gate) = mpsc::channel::<()>();
+        let seen = Seen::default();
+        let p = ringbus::multi_producer(4, Event::default, Blocking)
+            .handle_events_with(move |_e: &Event, seq: Sequence, _b: bool| {
+                if seq == 0 {
+                    // Hold the ring full, then fail.
+                    let _ = gate.recv_timeout(Duration::from_millis(50));
+                    panic!("fails holding the ring");
+                }
+            })
+            .handle_events_with(recorder(Arc::clone(&seen)))
+            .build();
+        let mut accepted = 0;
+        for i in 0..20 {
+            match p.publish(|e| e.set(i)) {
+                Ok(_) => accepted += 1,
+                Err(PublishError::Halted) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        drop(p); // must not hang on the claim the refused publish abandoned
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.len() as u64,
+            accepted,
+            "the independent stage drained what was accepted"
+        );
+    });
+}

@@ -258,3 +258,39 @@ fn an_unbounded_limit_is_fine() {
     assert_eq!(poller.poll(usize::MAX, |_e, _s, _b| {}), Ok(5));
     assert_eq!(poller.sequence(), 4);
 }
+
+#[test]
+fn pollers_cannot_join_a_bus_with_a_mutating_stage() {
+    let p = ringbus::single_producer(8, Event::default, Blocking)
+        .mutate_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
+        .build();
+    let err = p.subscribe().unwrap_err();
+    assert_eq!(err, PublishError::MutatingStages);
+    assert!(err.to_string().contains("at build time"), "{err}");
+}
+
+/// A poller that joins where another poller stopped inside a batch still
+/// gets the rest of that batch (every slot carries its own mark).
+#[test]
+fn poller_joining_inside_a_batch_gets_the_rest_of_it() {
+    bounded(30, || {
+        let p = ringbus::multi_producer(16, Event::default, Blocking).build();
+        let mut first = p.subscribe().unwrap();
+        p.batch_publish(4, |slots| {
+            for (i, e) in slots.enumerate() {
+                e.set(i as u64)
+            }
+        })
+        .unwrap();
+        assert_eq!(first.poll(2, |_e, _s, _b| {}), Ok(2));
+        let mut second = p.subscribe().unwrap();
+        assert_eq!(
+            second.sequence(),
+            1,
+            "joins where the slowest consumer stands"
+        );
+        let mut got = Vec::new();
+        assert_eq!(second.poll(10, |_e, s, _b| got.push(s)), Ok(2));
+        assert_eq!(got, [2, 3]);
+    });
+}

@@ -35,6 +35,12 @@ pub(crate) mod sealed {
 
         /// The highest sequence claimed so far (published or not).
         fn claimed(&self) -> Sequence;
+
+        /// Where a reader joining right after `start` may read up to at once;
+        /// see `MultiProducerSequencer::published_batch_end_around`.
+        fn joining_at(&self, start: Sequence) -> Sequence {
+            start
+        }
     }
 }
 

@@ -116,6 +116,31 @@ impl MultiProducerSequencer {
         (claimed & CLOSED == 0).then_some(claimed - 1)
     }
 
+    /// For a reader joining at runtime right after `start` (a poller): the
+    /// end of the published batch that contains `start + 1` when that batch
+    /// began before it, else `start`. The reader can then read up to the
+    /// returned value and scan from one past it, a batch boundary.
+    ///
+    /// A batch is marked only at its first slot, so a reader that starts
+    /// inside one must find that slot: the `j` in the last `capacity`
+    /// sequences whose mark `v` covers `start + 1` (`j <= start + 1 <= v`) and
+    /// belongs to `j`'s lap (`v < j + capacity`; marks of earlier laps are
+    /// below `j`, of later ones at least `j + capacity`).
+    pub(crate) fn published_batch_end_around(&self, start: Sequence) -> Sequence {
+        let capacity = self.mask + 1;
+        let target = start + 1;
+        let lowest = (target - capacity + 1).max(0);
+        for j in (lowest..target).rev() {
+            let flag = &self.available[(j & self.mask) as usize];
+            // Acquire: as in `highest_published`.
+            let v = flag.load(Ordering::Acquire);
+            if v >= target && v < j + capacity {
+                return v;
+            }
+        }
+        start
+    }
+
     /// True once `close` ran.
     pub(crate) fn is_closed(&self) -> bool {
         self.claim.get_relaxed() & CLOSED != 0
@@ -145,6 +170,10 @@ impl Sealed for MultiProducerSequencer {
             }
             i = last + 1;
         }
+    }
+
+    fn joining_at(&self, start: Sequence) -> Sequence {
+        self.published_batch_end_around(start)
     }
 
     fn claimed(&self) -> Sequence {
