@@ -10,7 +10,8 @@
 //! Dropping the poller removes it from the gating set, so an abandoned poller
 //! never holds the producers back.
 //!
-//! What a poller sees: every event published after `subscribe` returned, in
+//! What a poller sees: every event claimed after `subscribe` returned (for a
+//! single producer: published after it), in
 //! order, once; and possibly some published before it, those the slowest
 //! existing consumer had not finished yet.
 
@@ -51,7 +52,7 @@ impl std::error::Error for PollError {}
 /// A pull consumer of one bus, polled from the user's own thread; made by
 /// `subscribe` on a producer. Polls hand the available events in order to a
 /// closure and commit them when it returns (not if it panics: they come
-/// again). It sees every event published after `subscribe` returned, and
+/// again). It sees every event claimed after `subscribe` returned, and
 /// possibly some earlier ones the slowest consumer had not finished.
 /// Dropping it stops it gating the producers.
 pub struct EventPoller<E, S, W>
@@ -246,7 +247,7 @@ where
 /// ends when the bus closes, after the last event.
 ///
 /// It sees the same events an [`EventPoller`] subscribed at the same moment
-/// would: everything published after `subscribe_with` returned.
+/// would: everything claimed after `subscribe_with` returned.
 pub struct Subscription<H> {
     stop: Arc<crate::loom::AtomicBool>,
     thread: Option<crate::loom::thread::JoinHandle<Option<H>>>,

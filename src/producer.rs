@@ -260,7 +260,7 @@ where
 
     /// Adds an [`EventPoller`] at runtime, without stopping or slowing the
     /// producers. It gates them until dropped, and sees every event
-    /// published after this returns (and possibly some that the slowest
+    /// claimed after this returns (and possibly some that the slowest
     /// consumer had not finished yet). Fails on a halted or closed bus.
     pub fn subscribe(&self) -> Result<EventPoller<E, SingleProducerSequencer, W>, PublishError> {
         crate::poller::subscribe(&self.bus)
@@ -565,7 +565,7 @@ where
 
     /// Adds an [`EventPoller`] at runtime, without stopping or slowing the
     /// producers. It gates them until dropped, and sees every event
-    /// published after this returns (and possibly some that the slowest
+    /// claimed after this returns (and possibly some that the slowest
     /// consumer had not finished yet). Fails on a halted or closed bus.
     pub fn subscribe(&self) -> Result<EventPoller<E, MultiProducerSequencer, W>, PublishError> {
         crate::poller::subscribe(&self.bus)
