@@ -25,7 +25,7 @@ use crate::loom::{self, Arc, Weaken};
 use crate::ring_buffer::RingView;
 use crate::sequence::{AtomicSequence, Sequence};
 use crate::sequencer::Sequencer;
-use crate::wait_strategy::{Interrupt, WaitStrategy};
+use crate::wait_strategy::{Interrupt, PollResult, WaitStrategy};
 
 /// Events a stage handles between two looks at the halt flag.
 const HALT_CHECK_EVERY: Sequence = 256;
@@ -500,25 +500,46 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             return Ok(available);
         }
         let deadline = self.timeout.map(|t| Instant::now() + t);
+        if !W::LATENCY_FIRST {
+            return bus
+                .strategy
+                .wait(&bus.signal, deadline, || self.poll(from, next));
+        }
+        // Latency first: after every failed poll, prefetch the slot we wait
+        // for, so its line travels while we wait for the cursor's, not after
+        // it. Pulling the slot over while the producer writes it stalls the
+        // producer's stores, which is why only latency-first strategies do.
+        let ring = bus.ring.view();
         bus.strategy.wait(&bus.signal, deadline, || {
+            let found = self.poll(from, next);
+            if let Ok(None) = found {
+                ring.prefetch(next);
+            }
+            found
+        })
+    }
+
+    /// One look for `next`: see [`wait_for`](Self::wait_for).
+    #[inline(always)]
+    fn poll(&self, from: Sequence, next: Sequence) -> PollResult<Sequence> {
+        let bus = &*self.bus;
+        let available = self.barrier.available(&bus.sequencer, from);
+        if available >= next {
+            Ok(Some(available))
+        } else if bus.is_halted() || self.barrier.blocked_by_failure(next) {
+            Err(Interrupt::Halted)
+        } else if bus.nothing_more_at(next) {
+            // Seen after the producers' last publish (Acquire): look once
+            // more before stopping.
             let available = self.barrier.available(&bus.sequencer, from);
             if available >= next {
                 Ok(Some(available))
-            } else if bus.is_halted() || self.barrier.blocked_by_failure(next) {
-                Err(Interrupt::Halted)
-            } else if bus.nothing_more_at(next) {
-                // Seen after the producers' last publish (Acquire): look once
-                // more before stopping.
-                let available = self.barrier.available(&bus.sequencer, from);
-                if available >= next {
-                    Ok(Some(available))
-                } else {
-                    Err(Interrupt::Closed)
-                }
             } else {
-                Ok(None)
+                Err(Interrupt::Closed)
             }
-        })
+        } else {
+            Ok(None)
+        }
     }
 }
 

@@ -94,6 +94,9 @@ where
     bus: Arc<Bus<E, SingleProducerSequencer, W>>,
     /// A gating minimum seen earlier; the true one is at least this.
     cached_gating: Sequence,
+    /// The last sequence published, kept only by latency-first strategies
+    /// (see `claim`).
+    published: Sequence,
     /// Ring capacity, kept here so the hot path does not reload it.
     capacity: i64,
     shut_down: bool,
@@ -122,6 +125,7 @@ where
             capacity: bus.capacity(),
             bus,
             cached_gating: INITIAL,
+            published: INITIAL,
             shut_down: false,
         }
     }
@@ -135,9 +139,17 @@ where
         if self.bus.refuses_producers() {
             return Err(TryPublishError::Halted);
         }
-        // Our own cursor, read back instead of kept in a field: one store
-        // per publish fewer (the cursor store) on the hot path.
-        let published = self.cursor();
+        // Where we are. By default the cursor is read back: in a tight loop
+        // the load is served from our own pending cursor store, and keeping a
+        // copy would cost a store per publish, which halves throughput while
+        // the cursor store waits for its line. With a latency-first strategy
+        // the copy is kept instead: after an idle gap the spinning stage holds
+        // the cursor's line and the reread would be a cross-core miss.
+        let published = if W::LATENCY_FIRST {
+            self.published
+        } else {
+            self.cursor()
+        };
         let last = published + n as i64;
         let wrap_point = last - self.capacity;
         if wrap_point > self.cached_gating {
@@ -161,6 +173,9 @@ where
     #[inline]
     fn commit(&mut self, last: Sequence) -> Sequence {
         self.bus.sequencer.publish(last);
+        if W::LATENCY_FIRST {
+            self.published = last;
+        }
         self.bus.notify();
         last
     }

@@ -88,6 +88,25 @@ impl<'a, E> RingView<'a, E> {
         unsafe { &*self.base.add(index) }
     }
 
+    /// Asks the CPU to bring the slot of `sequence` into this core's cache
+    /// (x86-64; a no-op elsewhere and under loom and Miri). Not an access: no
+    /// permission is needed, and the slot may be mid-write.
+    #[inline(always)]
+    pub(crate) fn prefetch(self, sequence: Sequence) {
+        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+        {
+            let index = (sequence & self.mask) as usize;
+            // `wrapping_add` stays in bounds (masked index) without asserting
+            // it; the pointer is only a hint and is never dereferenced.
+            let ptr = self.base.wrapping_add(index).cast::<i8>();
+            // SAFETY: a prefetch is not a memory access: it cannot fault or
+            // race, whatever the address and whoever writes the slot.
+            unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(ptr) };
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
+        let _ = sequence;
+    }
+
     /// Runs `f` on the event at `sequence`, shared.
     ///
     /// # Safety
