@@ -78,6 +78,58 @@ fn check_batch<E, S, W>(bus: &Bus<E, S, W>, n: usize) -> Result<(), TryPublishEr
     Ok(())
 }
 
+/// The single producer's slow path: the cached gating minimum says `last`
+/// may not be free yet. Rereads the gating stages (and waits, unless `wait`
+/// is `Never`); returns the minimum seen.
+///
+/// Kept out of line and away from the producer's own fields on purpose: when
+/// it was inlined, its register pressure made the compiler spill the publish
+/// loop's counters to the stack, two extra stores per event on a path bound
+/// by how fast its stores drain.
+#[cold]
+#[inline(never)]
+fn wait_for_room<E, W: WaitStrategy>(
+    bus: &Bus<E, SingleProducerSequencer, W>,
+    last: Sequence,
+    published: Sequence,
+    wait: Wait,
+) -> Result<Sequence, TryPublishError> {
+    let wrap_point = last - bus.capacity();
+    match wait {
+        Wait::Never => {
+            let min = bus.min_gating(published);
+            if min < wrap_point {
+                return Err(TryPublishError::Full {
+                    missing: (wrap_point - min) as usize,
+                });
+            }
+            Ok(min)
+        }
+        _ => Ok(bus.wait_for_free(last, published, wait.deadline())?),
+    }
+}
+
+/// A multi producer's slow path after a blocking claim of `last - n + 1
+/// ..= last`: the shared gating cache says the slots may not be free yet.
+/// Refreshes the cache from the gating stages and, if still short, waits.
+/// Out of line for the reason given at [`wait_for_room`].
+#[cold]
+#[inline(never)]
+fn wait_for_claimed_room<E, W: WaitStrategy>(
+    bus: &Bus<E, MultiProducerSequencer, W>,
+    last: Sequence,
+    n: i64,
+) -> Result<(), TryPublishError> {
+    let seq = &bus.sequencer;
+    let min = bus.min_gating(last - n);
+    seq.gating_cache.set(min, Weaken::GatingCache);
+    if bus.writable_up_to(min) < last {
+        let min = bus.wait_for_free(last, last - n, None)?;
+        seq.gating_cache.set(min, Weaken::GatingCache);
+    }
+    Ok(())
+}
+
 /// The one producer of a bus built with [`single_producer`](crate::single_producer).
 ///
 /// Claims need no atomic read-modify-write: the producer keeps its own claim
@@ -151,20 +203,8 @@ where
             self.cursor()
         };
         let last = published + n as i64;
-        let wrap_point = last - self.capacity;
-        if wrap_point > self.cached_gating {
-            self.cached_gating = match wait {
-                Wait::Never => {
-                    let min = self.bus.min_gating(published);
-                    if min < wrap_point {
-                        return Err(TryPublishError::Full {
-                            missing: (wrap_point - min) as usize,
-                        });
-                    }
-                    min
-                }
-                _ => self.bus.wait_for_free(last, published, wait.deadline())?,
-            };
+        if last - self.capacity > self.cached_gating {
+            self.cached_gating = wait_for_room(&self.bus, last, published, wait)?;
         }
         Ok(last)
     }
@@ -443,12 +483,11 @@ where
         match wait {
             Wait::Forever => {
                 let last = seq.claim(n).map_err(|_| TryPublishError::Closed)?;
-                if self.writable_up_to(last, n) < last {
-                    // The gating cache is Release-stored/Acquire-loaded, so a
-                    // producer relying on another's refresh still synchronises
-                    // with the stages that freed the slots.
-                    let min = self.bus.wait_for_free(last, last - n, None)?;
-                    seq.gating_cache.set(min, Weaken::GatingCache);
+                // The gating cache is Release-stored/Acquire-loaded, so a
+                // producer relying on another's refresh still synchronises
+                // with the stages that freed the slots.
+                if last - self.bus.capacity() > seq.gating_cache.get() {
+                    wait_for_claimed_room(&self.bus, last, n)?;
                 }
                 Ok(last)
             }
