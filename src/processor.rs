@@ -507,8 +507,10 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         }
         // Latency first: after every failed poll, prefetch the slot we wait
         // for, so its line travels while we wait for the cursor's, not after
-        // it. Pulling the slot over while the producer writes it stalls the
-        // producer's stores, which is why only latency-first strategies do.
+        // it. Pulling the slot over while the producer (or an upstream
+        // stage) still works on it stalls that writer's stores, harmless for
+        // correctness but costly for throughput: only latency-first
+        // strategies do it.
         let ring = bus.ring.view();
         bus.strategy.wait(&bus.signal, deadline, || {
             let found = self.poll(from, next);

@@ -132,8 +132,9 @@ fn wait_for_claimed_room<E, W: WaitStrategy>(
 
 /// The one producer of a bus built with [`single_producer`](crate::single_producer).
 ///
-/// Claims need no atomic read-modify-write: the producer keeps its own claim
-/// counter and a cached minimum of the gating stages, and reads the stages'
+/// Claims need no atomic read-modify-write: only this producer moves the
+/// cursor (it rereads it, or under [`BusySpin`](crate::BusySpin) keeps a copy),
+/// and it keeps a cached minimum of the gating stages, rereading the stages'
 /// sequences only when the cache says the ring may be full.
 ///
 /// Dropping it (or [`shutdown`](SingleProducer::shutdown)) drains every

@@ -160,8 +160,8 @@ mod sealed {
 
         /// Latency first, throughput second: the single producer keeps its
         /// own copy of the cursor (one more store per publish, but no reread
-        /// of the line the spinning stage keeps pulling over), and a stage
-        /// idle for a while keeps prefetching the slot it waits for. Only
+        /// of the line the spinning stage keeps pulling over), and a waiting
+        /// stage prefetches the slot it waits for after every failed poll. Only
         /// [`BusySpin`] sets it.
         const LATENCY_FIRST: bool = false;
     }
@@ -211,8 +211,8 @@ fn spin_loop<T>(
 /// Spins on the condition without pausing: the lowest latency, a whole core
 /// per waiting thread. Only for threads pinned to cores of their own.
 ///
-/// Latency first: a waiting stage prefetches the slot it waits for on every
-/// poll, and a single producer keeps its own copy of the cursor. That takes
+/// Latency first: a waiting stage prefetches the slot it waits for after
+/// every failed poll, and a single producer keeps its own copy of the cursor. That takes
 /// about a third off an idle bus's one-way latency and round trips, and costs
 /// throughput when a producer publishes one event at a time flat out (the
 /// stage keeps pulling over the slot being written): prefer
