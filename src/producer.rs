@@ -120,13 +120,35 @@ fn wait_for_claimed_room<E, W: WaitStrategy>(
     last: Sequence,
     n: i64,
 ) -> Result<(), TryPublishError> {
-    let seq = &bus.sequencer;
-    let min = bus.min_gating(last - n);
-    seq.gating_cache.set(min, Weaken::GatingCache);
+    let min = refresh_gating_cache(bus, last - n);
     if bus.writable_up_to(min) < last {
-        let min = bus.wait_for_free(last, last - n, None)?;
-        seq.gating_cache.set(min, Weaken::GatingCache);
+        wait_then_cache(bus, last, last - n, None)?;
     }
+    Ok(())
+}
+
+/// Rereads the gating stages for a claim made after `before` and stores the
+/// minimum in the multi producers' shared cache; returns it.
+fn refresh_gating_cache<E, W: WaitStrategy>(
+    bus: &Bus<E, MultiProducerSequencer, W>,
+    before: Sequence,
+) -> Sequence {
+    let min = bus.min_gating(before);
+    bus.sequencer.gating_cache.set(min, Weaken::GatingCache);
+    min
+}
+
+/// Waits until multi producers may write up to `last` (see
+/// [`Bus::wait_for_free`]) and stores the gating minimum then seen in their
+/// shared cache.
+fn wait_then_cache<E, W: WaitStrategy>(
+    bus: &Bus<E, MultiProducerSequencer, W>,
+    last: Sequence,
+    before: Sequence,
+    deadline: Option<Instant>,
+) -> Result<(), Interrupt> {
+    let min = bus.wait_for_free(last, before, deadline)?;
+    bus.sequencer.gating_cache.set(min, Weaken::GatingCache);
     Ok(())
 }
 
@@ -467,9 +489,8 @@ where
         if last - self.bus.capacity() <= cached {
             return self.bus.writable_up_to(cached);
         }
-        let min = self.bus.min_gating(last - n);
-        seq.gating_cache.set(min, Weaken::GatingCache);
-        self.bus.writable_up_to(min)
+        self.bus
+            .writable_up_to(refresh_gating_cache(&self.bus, last - n))
     }
 
     /// Reserves `n` slots; returns the last one.
@@ -509,8 +530,7 @@ where
                             return Err(TryPublishError::Timeout);
                         }
                         let before = seq.claimed();
-                        let min = self.bus.wait_for_free(before + n, before, Some(deadline))?;
-                        seq.gating_cache.set(min, Weaken::GatingCache);
+                        wait_then_cache(&self.bus, before + n, before, Some(deadline))?;
                     }
                 }
             },

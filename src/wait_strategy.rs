@@ -212,8 +212,9 @@ fn spin_loop<T>(
 /// per waiting thread. Only for threads pinned to cores of their own.
 ///
 /// Latency first: a waiting stage prefetches the slot it waits for after
-/// every failed poll, and a single producer keeps its own copy of the cursor. That takes
-/// about a third off an idle bus's one-way latency and round trips, and costs
+/// every failed poll, and a single producer keeps its own copy of the cursor.
+/// That takes about a third off an idle bus's one-way latency and round
+/// trips, and costs
 /// throughput when a producer publishes one event at a time flat out (the
 /// stage keeps pulling over the slot being written): prefer
 /// [`BusySpinWithHint`] for that.
