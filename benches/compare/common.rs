@@ -99,14 +99,17 @@ pub enum Impl {
     Disruptor,
     Crossbeam,
     StdMpsc,
+    /// The design's ceiling: a hand-cut ring, no library (`bare.rs`).
+    Bare,
 }
 
 impl Impl {
-    pub const ALL: [Impl; 4] = [
+    pub const ALL: [Impl; 5] = [
         Impl::Ringbus,
         Impl::Disruptor,
         Impl::Crossbeam,
         Impl::StdMpsc,
+        Impl::Bare,
     ];
 
     pub fn id(self) -> &'static str {
@@ -115,12 +118,18 @@ impl Impl {
             Impl::Disruptor => "disruptor",
             Impl::Crossbeam => "crossbeam-channel",
             Impl::StdMpsc => "std-mpsc",
+            Impl::Bare => "bare-ring",
         }
     }
 
-    /// `std::sync::mpsc` is only compared on SPSC.
+    /// `std::sync::mpsc` is only compared on SPSC, the bare ring on the
+    /// throughput rows.
     pub fn runs(self, sc: Scenario) -> bool {
-        self != Impl::StdMpsc || sc == Scenario::Spsc
+        match self {
+            Impl::StdMpsc => sc == Scenario::Spsc,
+            Impl::Bare => !sc.is_latency(),
+            _ => true,
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The comparison run: `ringbus` against the `disruptor` crate,
 //! crossbeam-channel and (for SPSC) `std::sync::mpsc`, interleaved round by
-//! round on the same machine, with every run's result checked.
+//! round on the same machine, with every run's result checked. A bare ring
+//! (`bare.rs`, the same design without a library) runs beside them on the
+//! throughput rows as the ceiling the design reaches on this machine.
 //!
 //! ```sh
 //! cargo bench --bench compare                      # all scenarios, ~2 minutes
@@ -9,6 +11,7 @@
 //! cargo bench --bench compare -- --help
 //! ```
 
+mod bare;
 mod chan;
 mod common;
 mod dis;
@@ -23,12 +26,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use common::{Config, Impl, Sample, Scenario};
 
 const HELP: &str = "\
-compare: ringbus vs disruptor vs crossbeam-channel (vs std mpsc on SPSC)
+compare: ringbus vs disruptor vs crossbeam-channel (vs std mpsc on SPSC), beside a bare ring
 
 options:
   --scenarios a,b,..   spsc batch64 mp2 mp3 pipeline multicast diamond latency pingpong
                        (default: all)
-  --impls a,b,..       ringbus disruptor crossbeam-channel std-mpsc (default: all)
+  --impls a,b,..       ringbus disruptor crossbeam-channel std-mpsc bare-ring
+                       (default: all; bare-ring is the design without a library,
+                       the ceiling, on the throughput rows)
   --events N           events per throughput run (default 10000000)
   --latency-events N   events or round trips per latency run (default 100000)
   --interval-us N      gap between idle-latency events, µs (default 5)
@@ -36,9 +41,9 @@ options:
   --capacity N         ring / channel capacity (default 65536)
   --no-pin             do not pin threads, even where threads <= cores
   --oversubscribed S   ringbus's strategy where threads > cores: auto (default:
-                       sleeping for 2P/3P, yield-then-sleep for stage graphs),
-                       yielding, blocking, phased, sleeping (1 µs, no spin,
-                       as the disruptor crate's Sleep), yield-then-sleep
+                       sleeping, measured best for every such row), yielding,
+                       blocking, phased, sleeping (1 µs, no spin, as the
+                       disruptor crate's Sleep), yield-then-sleep
   --out DIR            report folder (default target/compare/<unix time>)
   --quick              tiny sizes, one round: a smoke test, not a measurement
 ";
@@ -137,6 +142,7 @@ fn run_one(imp: Impl, sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) 
         Impl::Disruptor => dis::run(sc, cfg, pins),
         Impl::Crossbeam => chan::run(sc, cfg, pins),
         Impl::StdMpsc => chan::run_std(cfg, pins),
+        Impl::Bare => bare::run(sc, cfg, pins),
     }
 }
 

@@ -23,8 +23,8 @@ const LATENCY_MODE: &str = "busy-spin, pinned";
 /// The strategy for scenarios with more threads than cores (`--oversubscribed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Oversubscribed {
-    /// Per scenario, the mode measured best here: `Sleeping` for many
-    /// producers, `YieldThenSleep` for stage graphs.
+    /// The mode measured best here for every oversubscribed row: `Sleeping`
+    /// (1 µs, no spin, no yield).
     Auto,
     Yielding,
     Blocking,
@@ -103,9 +103,6 @@ fn sleeping(yields: u32) -> Sleeping {
 pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
     let n = cfg.events;
     let over = match cfg.oversubscribed {
-        Oversubscribed::Auto if matches!(sc, Scenario::Mp2 | Scenario::Mp3) => {
-            Oversubscribed::Sleeping
-        }
         Oversubscribed::Auto => Oversubscribed::Sleeping,
         chosen => chosen,
     };

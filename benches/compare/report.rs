@@ -345,6 +345,7 @@ fn color(imp: Impl) -> &'static str {
         Impl::Disruptor => "#1f77b4",
         Impl::Crossbeam => "#2ca02c",
         Impl::StdMpsc => "#9467bd",
+        Impl::Bare => "#7f7f7f",
     }
 }
 
