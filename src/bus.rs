@@ -1,6 +1,6 @@
 //! The state one bus shares between its producers and its stage threads.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
@@ -13,11 +13,18 @@ use crate::processor::{ShutdownReport, StageOutcome, StageReport};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{minimum, Sequence};
 use crate::sequencer::Sequencer;
-use crate::wait_strategy::{Interrupt, Signal, WaitStrategy};
+use crate::wait_strategy::{self, Interrupt, PollResult, Signal, WaitStrategy};
 use crate::{PublishError, ShutdownError};
 
 /// Sequence value of `closed_at` while producers may still publish.
 const OPEN: Sequence = Sequence::MAX;
+
+/// Bounds of the yield phase of a producer facing a full ring, in µs (see
+/// `Bus::yield_for_room`). There is no such phase under loom: a phase bounded
+/// by the clock is not a model; the strategies' own waits, which follow it,
+/// are checked.
+const FULL_RING_YIELD_MAX_US: usize = 200;
+const FULL_RING_YIELD_MIN_US: usize = 8;
 
 /// Rarely written flags, on a line of their own so the per-event loads of
 /// `halted` never share a line with hot writes.
@@ -53,6 +60,9 @@ pub(crate) struct Bus<E, S, W> {
     /// Stage threads started; fixed once `build` returns.
     spawned: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<StageOutcome>>>,
+    /// How long, in µs, the next producer facing a full ring yields before
+    /// it waits the strategy's way (napping strategies only).
+    full_ring_yield_us: AtomicUsize,
 }
 
 impl<E, S, W> std::fmt::Debug for Bus<E, S, W>
@@ -95,6 +105,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             finished: AtomicUsize::new(0),
             spawned: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
+            full_ring_yield_us: AtomicUsize::new(FULL_RING_YIELD_MAX_US),
         }
     }
 
@@ -218,7 +229,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         deadline: Option<Instant>,
     ) -> Result<Sequence, Interrupt> {
         let wrap_point = last - self.capacity();
-        self.strategy.wait(&self.signal, deadline, || {
+        let poll = || {
             let min = self.min_gating(before);
             if min >= wrap_point {
                 Ok(Some(min))
@@ -227,7 +238,44 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             } else {
                 Ok(None)
             }
-        })
+        };
+        if W::NAPS && !cfg!(loom) {
+            if let Some(found) = self.yield_for_room(deadline, poll) {
+                return found;
+            }
+        }
+        self.strategy.wait(&self.signal, deadline, poll)
+    }
+
+    /// A napping strategy's producer facing a full ring yields first; see
+    /// "A producer facing a full ring yields first" on [`Blocking`]. `None`:
+    /// no room within the phase (now shorter for the next producer); wait
+    /// the strategy's way.
+    ///
+    /// [`Blocking`]: crate::Blocking
+    fn yield_for_room(
+        &self,
+        deadline: Option<Instant>,
+        poll: impl FnMut() -> PollResult<Sequence>,
+    ) -> Option<Result<Sequence, Interrupt>> {
+        // Relaxed: a tuning hint the producers share; any value is safe.
+        let budget = self.full_ring_yield_us.load(Ordering::Relaxed);
+        let until = Instant::now() + Duration::from_micros(budget as u64);
+        let phase_end = deadline.map_or(until, |d| d.min(until));
+        match wait_strategy::yield_until(phase_end, poll) {
+            Ok(min) => {
+                let longer = (budget * 2).min(FULL_RING_YIELD_MAX_US);
+                self.full_ring_yield_us.store(longer, Ordering::Relaxed);
+                Some(Ok(min))
+            }
+            // The phase, not the caller's deadline, ran out.
+            Err(Interrupt::Timeout) if deadline.map_or(true, |d| d > until) => {
+                let shorter = (budget / 2).max(FULL_RING_YIELD_MIN_US);
+                self.full_ring_yield_us.store(shorter, Ordering::Relaxed);
+                None
+            }
+            Err(interrupt) => Some(Err(interrupt)),
+        }
     }
 
     /// Tells parked stages that something was published.
@@ -339,4 +387,64 @@ where
     W: WaitStrategy,
 {
     Metrics::new(Box::new(BusSource(Arc::clone(bus))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::{Ordering, FULL_RING_YIELD_MAX_US, FULL_RING_YIELD_MIN_US};
+    use crate::{Sequence, Sleeping, TryPublishError};
+
+    /// The yield phase halves after a phase that found no room (down to its
+    /// floor) and doubles after one that did (up to its ceiling).
+    #[test]
+    fn full_ring_yield_phase_adapts() {
+        let (open, gate) = mpsc::channel::<()>();
+        let strategy = Sleeping {
+            sleep: Duration::from_micros(20),
+            ..Sleeping::default()
+        };
+        let mut p = crate::single_producer(2, || 0u64, strategy)
+            .handle_events_with(move |_e: &u64, _s: Sequence, _eob: bool| {
+                let _ = gate.recv();
+            })
+            .build();
+        // Dropped before `p`, so a failed assertion cannot leave `p`'s drop
+        // waiting on a stage stuck at the gate.
+        let open = open;
+        let budget = |p: &crate::SingleProducer<u64, Sleeping>| {
+            p.bus.full_ring_yield_us.load(Ordering::Relaxed)
+        };
+        p.publish(|e| *e = 0).unwrap();
+        p.publish(|e| *e = 1).unwrap();
+        assert_eq!(budget(&p), FULL_RING_YIELD_MAX_US);
+        // A deadline well past the phase: the phase runs out, then the
+        // deadline.
+        let mut expected = FULL_RING_YIELD_MAX_US;
+        while expected > FULL_RING_YIELD_MIN_US {
+            assert_eq!(
+                p.try_publish_for(Duration::from_millis(20), |_| unreachable!()),
+                Err(TryPublishError::Timeout)
+            );
+            expected = (expected / 2).max(FULL_RING_YIELD_MIN_US);
+            assert_eq!(budget(&p), expected);
+        }
+        // A deadline inside the phase ends the wait, not the phase: no change.
+        p.try_publish_for(Duration::from_micros(1), |_| unreachable!())
+            .unwrap_err();
+        assert_eq!(budget(&p), FULL_RING_YIELD_MIN_US);
+        // Free both slots; the producer's cached minimum still says full, so
+        // its next publish takes the slow path and finds room at once.
+        open.send(()).unwrap();
+        open.send(()).unwrap();
+        while p.remaining_capacity() < 2 {
+            std::thread::yield_now();
+        }
+        p.publish(|e| *e = 2).unwrap();
+        assert_eq!(budget(&p), 2 * FULL_RING_YIELD_MIN_US);
+        drop(open);
+        p.shutdown().unwrap();
+    }
 }

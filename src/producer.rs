@@ -166,7 +166,7 @@ where
     E: Send + Sync + 'static,
     W: WaitStrategy,
 {
-    bus: Arc<Bus<E, SingleProducerSequencer, W>>,
+    pub(crate) bus: Arc<Bus<E, SingleProducerSequencer, W>>,
     /// A gating minimum seen earlier; the true one is at least this.
     cached_gating: Sequence,
     /// The last sequence published, kept only by latency-first strategies

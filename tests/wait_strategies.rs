@@ -221,3 +221,124 @@ fn stage_timeout_calls_on_timeout() {
         assert!(s.timeouts >= 2, "on_timeout called {} times", s.timeouts);
     });
 }
+
+/// A stage that holds each event until the gate lets it go.
+fn gated(gate: std::sync::mpsc::Receiver<()>) -> impl FnMut(&Event, Sequence, bool) + Send {
+    move |_e: &Event, _s: Sequence, _eob: bool| {
+        let _ = gate.recv();
+    }
+}
+
+/// Under the napping strategies a producer facing a full ring yields for up
+/// to 200 µs before it sleeps or parks. A deadline inside that phase and one
+/// beyond it are both honoured, for one producer and for many; once the
+/// stage moves on, the waiting publish goes through.
+fn full_ring_deadlines<W: WaitStrategy>(strategy: W) {
+    use ringbus::TryPublishError;
+    use std::time::Instant;
+    let deadlines = [Duration::from_micros(30), Duration::from_millis(3)];
+
+    let (open, gate) = std::sync::mpsc::channel();
+    let (v, s) = Verifier::new(true);
+    let mut p = ringbus::single_producer(2, Event::default, strategy.clone())
+        .handle_events_with(gated(gate))
+        .and_then()
+        .handle_events_with(v)
+        .build();
+    // Dropped before `p` if an assertion fails: `p`'s drop must not wait on
+    // a stage stuck at the gate.
+    let open = open;
+    p.publish(|e| e.set(0)).unwrap();
+    p.publish(|e| e.set(1)).unwrap();
+    for d in deadlines {
+        let start = Instant::now();
+        assert_eq!(
+            p.try_publish_for(d, |_| unreachable!()),
+            Err(TryPublishError::Timeout)
+        );
+        assert!(start.elapsed() >= d, "gave up before its deadline {d:?}");
+    }
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_micros(100));
+        for _ in 0..3 {
+            open.send(()).unwrap();
+        }
+    });
+    p.publish(|e| e.set(2)).unwrap();
+    releaser.join().unwrap();
+    p.shutdown().unwrap();
+    assert_eq!(s.lock().unwrap().count, 3);
+
+    let (open, gate) = std::sync::mpsc::channel();
+    let (v, s) = Verifier::new(false);
+    let p = ringbus::multi_producer(2, Event::default, strategy)
+        .handle_events_with(gated(gate))
+        .and_then()
+        .handle_events_with(v)
+        .build();
+    let open = open; // as above
+    p.publish(|e| e.set(value(0, 0))).unwrap();
+    p.publish(|e| e.set(value(0, 1))).unwrap();
+    for d in deadlines {
+        let start = Instant::now();
+        assert_eq!(
+            p.try_publish_for(d, |_| unreachable!()),
+            Err(TryPublishError::Timeout)
+        );
+        assert!(start.elapsed() >= d, "gave up before its deadline {d:?}");
+    }
+    drop(open);
+    p.publish(|e| e.set(value(0, 2))).unwrap();
+    p.shutdown().unwrap();
+    assert_eq!(s.lock().unwrap().count, 3);
+}
+
+/// A producer waiting on a full ring, whichever phase of its wait it is in,
+/// gets `Err(Halted)` when the bus halts: a multi producer halted by a clone,
+/// a single producer halted by a stage's panic.
+fn full_ring_halt<W: WaitStrategy>(strategy: W, after: Duration) {
+    use ringbus::PublishError;
+    let (keep_closed, gate) = std::sync::mpsc::channel::<()>();
+    let p = ringbus::multi_producer(2, Event::default, strategy.clone())
+        .handle_events_with(gated(gate))
+        .build();
+    p.publish(|e| e.set(0)).unwrap();
+    p.publish(|e| e.set(1)).unwrap();
+    let q = p.clone();
+    let halter = std::thread::spawn(move || {
+        std::thread::sleep(after);
+        q.halt();
+    });
+    assert_eq!(p.publish(|e| e.set(2)), Err(PublishError::Halted));
+    halter.join().unwrap();
+    drop(keep_closed);
+    let _ = p.shutdown();
+
+    let mut p = ringbus::single_producer(2, Event::default, strategy)
+        .handle_events_with(move |_e: &Event, _s: Sequence, _eob: bool| {
+            std::thread::sleep(after);
+            panic!("stage fails while the producer waits");
+        })
+        .build();
+    p.publish(|e| e.set(0)).unwrap();
+    p.publish(|e| e.set(1)).unwrap();
+    assert_eq!(p.publish(|e| e.set(2)), Err(PublishError::Halted));
+    assert!(p.shutdown().is_err());
+}
+
+#[test]
+fn napping_producers_on_a_full_ring_honour_deadlines_and_halts() {
+    let short = Sleeping {
+        sleep: Duration::from_micros(20),
+        ..Sleeping::default()
+    };
+    bounded(60, move || {
+        full_ring_deadlines(short);
+        full_ring_deadlines(Blocking);
+        // Halted within the yield phase, and after it.
+        for after in [Duration::from_micros(20), Duration::from_millis(5)] {
+            full_ring_halt(short, after);
+            full_ring_halt(Blocking, after);
+        }
+    });
+}
