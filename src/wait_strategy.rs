@@ -200,8 +200,8 @@ pub(crate) fn yield_until<T>(
 /// | [`BusySpin`] | 100% | lowest | one pinned core per busy thread; latency first |
 /// | [`BusySpinWithHint`] | 100% | low | same; throughput first, or hyper-threads share the core |
 /// | [`Yielding`] | 100%, yields | low | threads ≤ cores, not pinned |
-/// | [`Sleeping`] | low | ~50–100 µs | background work, more threads than cores |
-/// | [`Blocking`] | none | a futex wake (µs) | more threads than cores, idle buses |
+/// | [`Sleeping`] | low | ~50–100 µs | more threads than cores, throughput first |
+/// | [`Blocking`] | none | a futex wake (µs) | mostly idle buses (a busy one pays a lock per wake) |
 /// | [`PhasedBackoff`] | spin, yield, then block or sleep | low when busy | bursty load |
 ///
 /// The trait is sealed: the strategies above are the ones the bus's parking
