@@ -252,30 +252,38 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// no room within the phase (now shorter for the next producer); wait
     /// the strategy's way.
     ///
+    /// Room found by the first poll says nothing about yielding (a single
+    /// producer comes here whenever its cached minimum is stale), so only a
+    /// phase that yielded at least once changes the budget.
+    ///
     /// [`Blocking`]: crate::Blocking
     fn yield_for_room(
         &self,
         deadline: Option<Instant>,
-        poll: impl FnMut() -> PollResult<Sequence>,
+        mut poll: impl FnMut() -> PollResult<Sequence>,
     ) -> Option<Result<Sequence, Interrupt>> {
+        match poll() {
+            Ok(Some(min)) => return Some(Ok(min)),
+            Err(interrupt) => return Some(Err(interrupt)),
+            Ok(None) => {}
+        }
         // Relaxed: a tuning hint the producers share; any value is safe.
         let budget = self.full_ring_yield_us.load(Ordering::Relaxed);
         let until = Instant::now() + Duration::from_micros(budget as u64);
         let phase_end = deadline.map_or(until, |d| d.min(until));
-        match wait_strategy::yield_until(phase_end, poll) {
-            Ok(min) => {
-                let longer = (budget * 2).min(FULL_RING_YIELD_MAX_US);
-                self.full_ring_yield_us.store(longer, Ordering::Relaxed);
-                Some(Ok(min))
-            }
+        let (outcome, next_budget) = match wait_strategy::yield_until(phase_end, poll) {
+            Ok(min) => (Some(Ok(min)), (budget * 2).min(FULL_RING_YIELD_MAX_US)),
             // The phase, not the caller's deadline, ran out.
             Err(Interrupt::Timeout) if deadline.map_or(true, |d| d > until) => {
-                let shorter = (budget / 2).max(FULL_RING_YIELD_MIN_US);
-                self.full_ring_yield_us.store(shorter, Ordering::Relaxed);
-                None
+                (None, (budget / 2).max(FULL_RING_YIELD_MIN_US))
             }
-            Err(interrupt) => Some(Err(interrupt)),
+            Err(interrupt) => (Some(Err(interrupt)), budget),
+        };
+        if next_budget != budget {
+            self.full_ring_yield_us
+                .store(next_budget, Ordering::Relaxed);
         }
+        outcome
     }
 
     /// Tells parked stages that something was published.
@@ -391,60 +399,89 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
-    use std::time::Duration;
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
 
     use super::{Ordering, FULL_RING_YIELD_MAX_US, FULL_RING_YIELD_MIN_US};
-    use crate::{Sequence, Sleeping, TryPublishError};
+    use crate::wait_strategy::Interrupt;
+    use crate::{Sequence, Sleeping};
 
-    /// The yield phase halves after a phase that found no room (down to its
-    /// floor) and doubles after one that did (up to its ceiling).
+    /// The yield phase's bookkeeping, driven with scripted polls (no stage,
+    /// no timing races): it halves after a phase that found no room, down to
+    /// its floor; doubles after one that found room, up to its ceiling; and
+    /// leaves the budget alone when room is there at once, when the caller's
+    /// deadline ends the wait, and on a halt.
     #[test]
     fn full_ring_yield_phase_adapts() {
-        let (open, gate) = mpsc::channel::<()>();
-        let strategy = Sleeping {
-            sleep: Duration::from_micros(20),
-            ..Sleeping::default()
-        };
-        let mut p = crate::single_producer(2, || 0u64, strategy)
-            .handle_events_with(move |_e: &u64, _s: Sequence, _eob: bool| {
-                let _ = gate.recv();
-            })
+        let p = crate::single_producer(2, || 0u64, Sleeping::default())
+            .handle_events_with(|_e: &u64, _s: Sequence, _eob: bool| {})
             .build();
-        // Dropped before `p`, so a failed assertion cannot leave `p`'s drop
-        // waiting on a stage stuck at the gate.
-        let open = open;
-        let budget = |p: &crate::SingleProducer<u64, Sleeping>| {
-            p.bus.full_ring_yield_us.load(Ordering::Relaxed)
+        let bus = &*p.bus;
+        let budget = || bus.full_ring_yield_us.load(Ordering::Relaxed);
+        let set = |us: usize| bus.full_ring_yield_us.store(us, Ordering::Relaxed);
+        // Room after `n` failed polls (never, for `None`).
+        let room_after = |n: Option<u32>| {
+            let polls = Cell::new(0u32);
+            move || {
+                polls.set(polls.get() + 1);
+                Ok(n.filter(|&n| polls.get() > n).map(|_| 7))
+            }
         };
-        p.publish(|e| *e = 0).unwrap();
-        p.publish(|e| *e = 1).unwrap();
-        assert_eq!(budget(&p), FULL_RING_YIELD_MAX_US);
-        // A deadline well past the phase: the phase runs out, then the
-        // deadline.
+        assert_eq!(budget(), FULL_RING_YIELD_MAX_US);
+
         let mut expected = FULL_RING_YIELD_MAX_US;
         while expected > FULL_RING_YIELD_MIN_US {
-            assert_eq!(
-                p.try_publish_for(Duration::from_millis(20), |_| unreachable!()),
-                Err(TryPublishError::Timeout)
-            );
+            assert_eq!(bus.yield_for_room(None, room_after(None)), None);
             expected = (expected / 2).max(FULL_RING_YIELD_MIN_US);
-            assert_eq!(budget(&p), expected);
+            assert_eq!(budget(), expected);
         }
-        // A deadline inside the phase ends the wait, not the phase: no change.
-        p.try_publish_for(Duration::from_micros(1), |_| unreachable!())
-            .unwrap_err();
-        assert_eq!(budget(&p), FULL_RING_YIELD_MIN_US);
-        // Free both slots; the producer's cached minimum still says full, so
-        // its next publish takes the slow path and finds room at once.
-        open.send(()).unwrap();
-        open.send(()).unwrap();
-        while p.remaining_capacity() < 2 {
-            std::thread::yield_now();
-        }
-        p.publish(|e| *e = 2).unwrap();
-        assert_eq!(budget(&p), 2 * FULL_RING_YIELD_MIN_US);
-        drop(open);
-        p.shutdown().unwrap();
+        assert_eq!(bus.yield_for_room(None, room_after(None)), None);
+        assert_eq!(budget(), FULL_RING_YIELD_MIN_US, "stays at its floor");
+
+        assert_eq!(bus.yield_for_room(None, room_after(Some(3))), Some(Ok(7)));
+        assert_eq!(budget(), 2 * FULL_RING_YIELD_MIN_US);
+
+        set(150);
+        assert_eq!(bus.yield_for_room(None, room_after(Some(1))), Some(Ok(7)));
+        assert_eq!(budget(), FULL_RING_YIELD_MAX_US, "capped at its ceiling");
+
+        set(64);
+        assert_eq!(bus.yield_for_room(None, room_after(Some(0))), Some(Ok(7)));
+        assert_eq!(budget(), 64, "room at the first poll is no evidence");
+
+        // A long phase cut short by the caller's deadline: a timeout at the
+        // deadline, not at the phase's end, and no change.
+        set(10_000_000);
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(2);
+        assert_eq!(
+            bus.yield_for_room(Some(deadline), room_after(None)),
+            Some(Err(Interrupt::Timeout))
+        );
+        assert!(Instant::now() >= deadline);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "waited for the phase"
+        );
+        assert_eq!(budget(), 10_000_000);
+
+        let halted_after = |n: u32| {
+            let polls = Cell::new(0u32);
+            move || {
+                polls.set(polls.get() + 1);
+                if polls.get() > n {
+                    Err(Interrupt::Halted)
+                } else {
+                    Ok(None)
+                }
+            }
+        };
+        set(64);
+        assert_eq!(
+            bus.yield_for_room(None, halted_after(2)),
+            Some(Err(Interrupt::Halted))
+        );
+        assert_eq!(budget(), 64);
+        drop(p);
     }
 }

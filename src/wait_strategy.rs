@@ -3,7 +3,9 @@
 //!
 //! Every strategy runs the same loop, `poll` until it answers, and differs only
 //! in what it does between polls: spin, spin with a CPU hint, yield, sleep, or
-//! park on a condition variable.
+//! park on a condition variable. One exception: under [`Sleeping`] and
+//! [`Blocking`] a producer that finds the ring full first yields for a while
+//! (see [`Blocking`]).
 //!
 //! # The parking protocol ([`Blocking`], and [`PhasedBackoff::with_lock`])
 //!
@@ -165,9 +167,10 @@ mod sealed {
         /// [`BusySpin`] sets it.
         const LATENCY_FIRST: bool = false;
 
-        /// A strategy that sleeps or parks ([`Sleeping`], [`Blocking`]): a
-        /// producer that finds the ring full yields for a while before it
-        /// waits this strategy's way (see `Bus::wait_for_free`).
+        /// [`Sleeping`] and [`Blocking`]: a producer that finds the ring full
+        /// yields for a while before it waits this strategy's way (see
+        /// `Bus::wait_for_free`). [`PhasedBackoff`] has yield phases of its
+        /// own and does not set it.
         const NAPS: bool = false;
     }
 }
@@ -320,8 +323,9 @@ impl WaitStrategy for Yielding {}
 /// Spins, then yields, then sleeps `sleep` between polls: little CPU when idle,
 /// at the price of tens of microseconds of latency (the OS timer's slack).
 ///
-/// A producer that finds the ring full yields before it sleeps, for up to
-/// 200 µs (see [`Blocking`] for why and how the phase adapts).
+/// A producer that finds the ring full first yields for up to 200 µs (see
+/// [`Blocking`] for why and how that phase adapts), then waits as above:
+/// spins, yields and sleeps.
 #[derive(Debug, Clone, Copy)]
 pub struct Sleeping {
     /// Polls with a spin hint before yielding.
@@ -395,8 +399,10 @@ impl WaitStrategy for Sleeping {}
 /// one that did. So a bus whose stages really are slow soon falls back to
 /// sleeping or parking almost at once.
 ///
-/// Measured on a 2-core machine with 4 threads (1P→3 stages, `Sleeping` with
-/// 1 µs naps): 1.1–1.2× the events per second of sleeping at once.
+/// Measured on a 2-core machine with 4 threads (1P→3 stages), fast phases of
+/// the shared machine: 1.10–1.17× the events per second of sleeping at once
+/// under `Sleeping` with 1 µs naps (0.98–1.04× in its slow phases), and
+/// 0.96–1.09× under `Blocking`, whose cost there is its parking.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Blocking;
 

@@ -302,6 +302,7 @@ fn full_ring_halt<W: WaitStrategy>(strategy: W, after: Duration) {
     let p = ringbus::multi_producer(2, Event::default, strategy.clone())
         .handle_events_with(gated(gate))
         .build();
+    let keep_closed = keep_closed; // dropped before `p` if an assertion fails
     p.publish(|e| e.set(0)).unwrap();
     p.publish(|e| e.set(1)).unwrap();
     let q = p.clone();
@@ -314,14 +315,18 @@ fn full_ring_halt<W: WaitStrategy>(strategy: W, after: Duration) {
     drop(keep_closed);
     let _ = p.shutdown();
 
+    // The stage fails `after` the ring is full, not before.
+    let (go, full) = std::sync::mpsc::channel::<()>();
     let mut p = ringbus::single_producer(2, Event::default, strategy)
         .handle_events_with(move |_e: &Event, _s: Sequence, _eob: bool| {
+            let _ = full.recv();
             std::thread::sleep(after);
             panic!("stage fails while the producer waits");
         })
         .build();
     p.publish(|e| e.set(0)).unwrap();
     p.publish(|e| e.set(1)).unwrap();
+    go.send(()).unwrap();
     assert_eq!(p.publish(|e| e.set(2)), Err(PublishError::Halted));
     assert!(p.shutdown().is_err());
 }

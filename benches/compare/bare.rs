@@ -34,11 +34,13 @@ struct Ring {
     marks: Box<[AtomicI64]>,
 }
 
-// SAFETY: slots are shared between the producers and the consumer, but the
-// protocol below gives each slot to one thread at a time: a producer writes
+// SAFETY: slots are shared between the producers and the consumers, but the
+// protocol below never lets a write overlap another access: a producer writes
 // `s` only after the consumer released `s - capacity` (Acquire load of
-// `consumed`), and the consumer reads `s` only after its producer published it
-// (Acquire load of `cursor` or of the slot's mark).
+// `consumed`; in a stage graph, of every leaf's sequence, and every stage has
+// a leaf at or after it), and a consumer reads `s` only after it was
+// published (Acquire load of `cursor`, of the slot's mark, or of its upstream
+// stages' sequences). Reads by several stages of one slot may overlap.
 unsafe impl Sync for Ring {}
 
 impl Ring {
