@@ -400,8 +400,8 @@ impl WaitStrategy for Sleeping {}
 /// sleeping or parking almost at once.
 ///
 /// Measured on a 2-core machine with 4 threads (1P→3 stages), fast phases of
-/// the shared machine: 1.10–1.17× the events per second of sleeping at once
-/// under `Sleeping` with 1 µs naps (0.98–1.04× in its slow phases), and
+/// the shared machine: 1.10–1.18× the events per second of sleeping at once
+/// under `Sleeping` with 1 µs naps (0.91–1.04× in its slow phases), and
 /// 0.96–1.09× under `Blocking`, whose cost there is its parking.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Blocking;
