@@ -229,15 +229,23 @@ fn gated(gate: std::sync::mpsc::Receiver<()>) -> impl FnMut(&Event, Sequence, bo
     }
 }
 
+/// Calls `try_publish_for` with a deadline inside the yield phase (30 µs) and
+/// one beyond it (3 ms): each times out, and not before its deadline.
+fn times_out_at_each(
+    mut try_publish_for: impl FnMut(Duration) -> Result<Sequence, ringbus::TryPublishError>,
+) {
+    for d in [Duration::from_micros(30), Duration::from_millis(3)] {
+        let start = std::time::Instant::now();
+        assert_eq!(try_publish_for(d), Err(ringbus::TryPublishError::Timeout));
+        assert!(start.elapsed() >= d, "gave up before its deadline {d:?}");
+    }
+}
+
 /// Under the napping strategies a producer facing a full ring yields for up
 /// to 200 µs before it sleeps or parks. A deadline inside that phase and one
 /// beyond it are both honoured, for one producer and for many; once the
 /// stage moves on, the waiting publish goes through.
 fn full_ring_deadlines<W: WaitStrategy>(strategy: W) {
-    use ringbus::TryPublishError;
-    use std::time::Instant;
-    let deadlines = [Duration::from_micros(30), Duration::from_millis(3)];
-
     let (open, gate) = std::sync::mpsc::channel();
     let (v, s) = Verifier::new(true);
     let mut p = ringbus::single_producer(2, Event::default, strategy.clone())
@@ -250,14 +258,7 @@ fn full_ring_deadlines<W: WaitStrategy>(strategy: W) {
     let open = open;
     p.publish(|e| e.set(0)).unwrap();
     p.publish(|e| e.set(1)).unwrap();
-    for d in deadlines {
-        let start = Instant::now();
-        assert_eq!(
-            p.try_publish_for(d, |_| unreachable!()),
-            Err(TryPublishError::Timeout)
-        );
-        assert!(start.elapsed() >= d, "gave up before its deadline {d:?}");
-    }
+    times_out_at_each(|d| p.try_publish_for(d, |_| unreachable!()));
     let releaser = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_micros(100));
         for _ in 0..3 {
@@ -279,14 +280,7 @@ fn full_ring_deadlines<W: WaitStrategy>(strategy: W) {
     let open = open; // as above
     p.publish(|e| e.set(value(0, 0))).unwrap();
     p.publish(|e| e.set(value(0, 1))).unwrap();
-    for d in deadlines {
-        let start = Instant::now();
-        assert_eq!(
-            p.try_publish_for(d, |_| unreachable!()),
-            Err(TryPublishError::Timeout)
-        );
-        assert!(start.elapsed() >= d, "gave up before its deadline {d:?}");
-    }
+    times_out_at_each(|d| p.try_publish_for(d, |_| unreachable!()));
     drop(open);
     p.publish(|e| e.set(value(0, 2))).unwrap();
     p.shutdown().unwrap();

@@ -65,15 +65,6 @@ impl Ring {
     }
 }
 
-fn throughput(events: u64, elapsed: Duration, mode: &'static str) -> Sample {
-    Sample {
-        events,
-        elapsed,
-        latency: None,
-        mode,
-    }
-}
-
 pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
     match sc {
         Scenario::Spsc => one_producer(cfg, pins, 1),
@@ -152,7 +143,7 @@ fn one_producer(cfg: &Config, pins: Option<(usize, usize)>, batch: i64) -> Sampl
         consumer.join().unwrap();
     });
     check.expect("bare ring consumer", sum_to(cfg.events));
-    throughput(
+    Sample::throughput(
         cfg.events,
         elapsed,
         "bare ring (no library), busy-spin + hint, pinned",
@@ -229,7 +220,7 @@ fn many_producers(cfg: &Config, producers: u64) -> Sample {
         consumer.join().unwrap();
     });
     check.expect("bare ring consumer", producers * sum_to(per));
-    throughput(
+    Sample::throughput(
         per * producers,
         elapsed,
         "bare ring (no library), sleeping 1 µs",
@@ -322,5 +313,5 @@ fn graph(cfg: &Config, upstream: &'static [&'static [usize]]) -> Sample {
     for (k, check) in checks.iter().enumerate() {
         check.expect(&format!("bare ring stage {k}"), sum_to(cfg.events));
     }
-    throughput(cfg.events, elapsed, "bare ring (no library), sleeping 1 µs")
+    Sample::throughput(cfg.events, elapsed, "bare ring (no library), sleeping 1 µs")
 }

@@ -31,12 +31,7 @@ fn stage(
 }
 
 fn sample(events: u64, elapsed: std::time::Duration) -> Sample {
-    Sample {
-        events,
-        elapsed,
-        latency: None,
-        mode: MODE,
-    }
+    Sample::throughput(events, elapsed, MODE)
 }
 
 pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {

@@ -171,6 +171,16 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A throughput run's sample (no latency histogram).
+    pub fn throughput(events: u64, elapsed: Duration, mode: &'static str) -> Self {
+        Self {
+            events,
+            elapsed,
+            latency: None,
+            mode,
+        }
+    }
+
     pub fn rate(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64()
     }

@@ -58,7 +58,7 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
                 drop(producer);
             });
             check.expect("disruptor consumer", sum_to(n));
-            throughput(n, elapsed, "busy-spin, pinned")
+            Sample::throughput(n, elapsed, "busy-spin, pinned")
         }
         Scenario::Mp2 | Scenario::Mp3 => {
             let producers = if sc == Scenario::Mp2 { 2 } else { 3 };
@@ -84,7 +84,7 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
                 }
             });
             check.expect("disruptor consumer", producers * sum_to(per));
-            throughput(per * producers, elapsed, OVERSUBSCRIBED_MODE)
+            Sample::throughput(per * producers, elapsed, OVERSUBSCRIBED_MODE)
         }
         Scenario::Pipeline | Scenario::Multicast | Scenario::Diamond => {
             let checks: Vec<Check> = (0..3).map(|_| Check::new()).collect();
@@ -119,7 +119,7 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
             for (k, c) in checks.iter().enumerate() {
                 c.expect(&format!("disruptor stage {k}"), sum_to(n));
             }
-            throughput(n, elapsed, OVERSUBSCRIBED_MODE)
+            Sample::throughput(n, elapsed, OVERSUBSCRIBED_MODE)
         }
         Scenario::Latency => latency(cfg, pins),
         Scenario::PingPong => ping_pong(cfg, pins),
@@ -134,15 +134,6 @@ fn publish_all<P: Producer<Ev> + Send + 'static>(n: u64, mut producer: P) -> Dur
         }
         drop(producer);
     })
-}
-
-fn throughput(events: u64, elapsed: Duration, mode: &'static str) -> Sample {
-    Sample {
-        events,
-        elapsed,
-        latency: None,
-        mode,
-    }
 }
 
 fn latency(cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
