@@ -9,11 +9,6 @@ use common::*;
 use ringbus::{Blocking, PublishError, Sequence, TryPublishError, Yielding};
 
 /// A stage that blocks until the test lets it go, so the ring stays full.
-fn gated_stage(gate: mpsc::Receiver<()>) -> impl FnMut(&Event, Sequence, bool) + Send + 'static {
-    move |_e: &Event, _s: Sequence, _eob: bool| {
-        let _ = gate.recv();
-    }
-}
 
 #[test]
 fn try_publish_reports_full_without_waiting() {

@@ -222,13 +222,6 @@ fn stage_timeout_calls_on_timeout() {
     });
 }
 
-/// A stage that holds each event until the gate lets it go.
-fn gated(gate: std::sync::mpsc::Receiver<()>) -> impl FnMut(&Event, Sequence, bool) + Send {
-    move |_e: &Event, _s: Sequence, _eob: bool| {
-        let _ = gate.recv();
-    }
-}
-
 /// Calls `try_publish_for` with a deadline inside the yield phase (30 µs) and
 /// one beyond it (3 ms): each times out, and not before its deadline.
 fn times_out_at_each(
@@ -249,7 +242,7 @@ fn full_ring_deadlines<W: WaitStrategy>(strategy: W) {
     let (open, gate) = std::sync::mpsc::channel();
     let (v, s) = Verifier::new(true);
     let mut p = ringbus::single_producer(2, Event::default, strategy.clone())
-        .handle_events_with(gated(gate))
+        .handle_events_with(gated_stage(gate))
         .and_then()
         .handle_events_with(v)
         .build();
@@ -273,7 +266,7 @@ fn full_ring_deadlines<W: WaitStrategy>(strategy: W) {
     let (open, gate) = std::sync::mpsc::channel();
     let (v, s) = Verifier::new(false);
     let p = ringbus::multi_producer(2, Event::default, strategy)
-        .handle_events_with(gated(gate))
+        .handle_events_with(gated_stage(gate))
         .and_then()
         .handle_events_with(v)
         .build();
@@ -294,7 +287,7 @@ fn full_ring_halt<W: WaitStrategy>(strategy: W, after: Duration) {
     use ringbus::PublishError;
     let (keep_closed, gate) = std::sync::mpsc::channel::<()>();
     let p = ringbus::multi_producer(2, Event::default, strategy.clone())
-        .handle_events_with(gated(gate))
+        .handle_events_with(gated_stage(gate))
         .build();
     let keep_closed = keep_closed; // dropped before `p` if an assertion fails
     p.publish(|e| e.set(0)).unwrap();

@@ -1,5 +1,4 @@
-//! The design's ceiling on this machine: a bare ring written for this
-//! benchmark alone.
+//! A yardstick: a bare ring written for this benchmark alone.
 //!
 //! It is the design ringbus and the `disruptor` crate share, cut down to its
 //! loads and stores: one array of events, a published cursor (one producer)
@@ -7,9 +6,11 @@
 //! consumer's sequence that gates the producers. No handles, no shutdown or
 //! failure handling, no wait strategies, no closures behind a trait: counters
 //! stay in registers and every wait is inlined. What a library runs slower
-//! than this is the cost of its own code; what this runs at is what the
-//! hardware allows the design. It is not a library and is only measured on
-//! the throughput scenarios.
+//! than this is roughly the cost of its own code. It is not a ceiling: its
+//! waits are the plainest ones (a `pause` spin pinned, a 1 µs sleep
+//! otherwise, its producer's too on a full ring), which a library's waits can
+//! beat. It is not a library and is only measured on the throughput
+//! scenarios.
 
 use std::cell::UnsafeCell;
 use std::hint::spin_loop;

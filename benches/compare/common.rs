@@ -99,7 +99,8 @@ pub enum Impl {
     Disruptor,
     Crossbeam,
     StdMpsc,
-    /// The design's ceiling: a hand-cut ring, no library (`bare.rs`).
+    /// The design cut to its loads and stores, no library (`bare.rs`): a
+    /// yardstick for the library's own cost.
     Bare,
 }
 

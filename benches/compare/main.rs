@@ -2,7 +2,7 @@
 //! crossbeam-channel and (for SPSC) `std::sync::mpsc`, interleaved round by
 //! round on the same machine, with every run's result checked. A bare ring
 //! (`bare.rs`, the same design without a library) runs beside them on the
-//! throughput rows as the ceiling the design reaches on this machine.
+//! throughput rows, a yardstick for what the library's own code costs.
 //!
 //! ```sh
 //! cargo bench --bench compare                      # all scenarios, ~2 minutes
@@ -33,7 +33,7 @@ options:
                        (default: all)
   --impls a,b,..       ringbus disruptor crossbeam-channel std-mpsc bare-ring
                        (default: all; bare-ring is the design without a library,
-                       the ceiling, on the throughput rows)
+                       a yardstick, on the throughput rows)
   --events N           events per throughput run (default 10000000)
   --latency-events N   events or round trips per latency run (default 100000)
   --interval-us N      gap between idle-latency events, µs (default 5)

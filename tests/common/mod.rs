@@ -170,3 +170,13 @@ pub fn bounded<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'sta
         Err(mpsc::RecvTimeoutError::Timeout) => panic!("did not finish within {secs} s: hang"),
     }
 }
+
+/// A stage that holds each event until the gate lets it go (or the gate's
+/// sender is dropped).
+pub fn gated_stage(
+    gate: mpsc::Receiver<()>,
+) -> impl FnMut(&Event, Sequence, bool) + Send + 'static {
+    move |_e: &Event, _s: Sequence, _eob: bool| {
+        let _ = gate.recv();
+    }
+}
