@@ -6,7 +6,7 @@
 //! Acquire, so the upstream handlers' work, including a mutating stage's
 //! writes to the events, is visible before this stage reads them.
 
-use crate::loom::{Arc, AtomicBool, Ordering};
+use crate::loom::{Arc, AtomicBool, AtomicU64, Ordering};
 use crate::sequence::{minimum, AtomicSequence, Sequence, INITIAL};
 use crate::sequencer::Sequencer;
 
@@ -16,6 +16,11 @@ use crate::sequencer::Sequencer;
 pub(crate) struct StageCell {
     pub(crate) sequence: AtomicSequence,
     failed: AtomicBool,
+    /// True once the stage's thread has finished (its last act).
+    exited: AtomicBool,
+    /// For a work-pool worker: the events it moved past (its share; its
+    /// sequence is the pool's progress, not a count). `None` elsewhere.
+    work_done: Option<AtomicU64>,
 }
 
 impl StageCell {
@@ -28,7 +33,48 @@ impl StageCell {
         Self {
             sequence: AtomicSequence::new(sequence),
             failed: AtomicBool::new(false),
+            exited: AtomicBool::new(false),
+            work_done: None,
         }
+    }
+
+    /// The cell of a work-pool worker, which counts its share of events.
+    pub(crate) fn worker() -> Self {
+        Self {
+            work_done: Some(AtomicU64::new(0)),
+            ..Self::new()
+        }
+    }
+
+    /// Records that the worker has moved past `count` events in all.
+    #[inline]
+    pub(crate) fn count_work(&self, count: u64) {
+        if let Some(done) = &self.work_done {
+            // Relaxed: a monitoring count with one writer; it orders nothing.
+            done.store(count, Ordering::Relaxed);
+        }
+    }
+
+    /// Events moved past: a worker's own share, else one past the sequence.
+    pub(crate) fn processed(&self) -> u64 {
+        match &self.work_done {
+            // Relaxed: as in `count_work`.
+            Some(done) => done.load(Ordering::Relaxed),
+            None => (self.sequence.get_relaxed() + 1).max(0) as u64,
+        }
+    }
+
+    /// Marks the stage's thread finished.
+    pub(crate) fn exit(&self) {
+        // Release: pairs with the Acquire in `has_exited`; the joiner that
+        // sees the flag sees the thread's report complete.
+        self.exited.store(true, Ordering::Release);
+    }
+
+    /// True once the stage's thread has finished.
+    pub(crate) fn has_exited(&self) -> bool {
+        // Acquire: pairs with the Release in `exit`.
+        self.exited.load(Ordering::Acquire)
     }
 
     /// Marks the stage stopped by a failure; stages after it stop too.

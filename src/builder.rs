@@ -90,6 +90,20 @@ struct Pending<E> {
     policy: Option<FailurePolicy<E>>,
 }
 
+impl<E> Pending<E> {
+    /// The name of a modifier given with no handler after it, if any.
+    fn first_set(&self) -> Option<&'static str> {
+        [
+            (self.core.is_some(), "pin_at_core"),
+            (self.name.is_some(), "thread_name"),
+            (self.timeout.is_some(), "timeout"),
+            (self.policy.is_some(), "on_failure"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
+    }
+}
+
 impl<E> Default for Pending<E> {
     fn default() -> Self {
         Self {
@@ -246,13 +260,21 @@ where
     /// group; `and_then()` after them waits for every event to be finished
     /// by whichever worker took it. A pending `thread_name` becomes the
     /// prefix `name-0`, `name-1`, …; a pending `pin_at_core` pins every
-    /// worker to that core. A failing worker halts (its policy is `halt`).
+    /// worker to that core; a pending `timeout` and `on_failure` apply to
+    /// every worker (each routes the failures of the events it took).
+    /// `workers == 0` makes `build` fail with [`BuildError::EmptyPool`].
     pub fn handle_events_with_pool<H, F>(mut self, workers: usize, make: F) -> Self
     where
         H: EventHandler<E> + 'static,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
         let pending = std::mem::take(&mut self.pending);
+        if workers == 0 {
+            self.error.get_or_insert(BuildError::EmptyPool {
+                stage: self.stages.len(),
+            });
+            return self;
+        }
         let prefix = pending
             .name
             .unwrap_or_else(|| format!("ringbus-pool-{}", self.stages.len()));
@@ -264,7 +286,7 @@ where
                 core: pending.core,
                 name: Some(format!("{prefix}-{i}")),
                 timeout: pending.timeout,
-                policy: None,
+                policy: pending.policy.clone(),
             };
             self = self.add_made(false, move || Reader(make(i)));
             if let Some(spec) = self.stages.last_mut() {
@@ -411,11 +433,17 @@ where
         if let Some(error) = self.error.take() {
             return Err(error);
         }
+        if let Some(modifier) = self.pending.first_set() {
+            return Err(BuildError::ModifierWithoutHandler { modifier });
+        }
         self.validate()?;
         let cells: Vec<Arc<StageCell>> = self
             .stages
             .iter()
-            .map(|_| Arc::new(StageCell::new()))
+            .map(|spec| match spec.work {
+                Some(_) => Arc::new(StageCell::worker()),
+                None => Arc::new(StageCell::new()),
+            })
             .collect();
         let mut is_leaf = vec![true; self.stages.len()];
         for stage in &self.stages {

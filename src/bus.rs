@@ -36,6 +36,28 @@ struct Control {
     refusing: AtomicBool,
     /// The last sequence that will ever be published, once closed.
     closed_at: AtomicI64,
+    /// The first sequence of the lowest claim a refused producer abandoned
+    /// (`OPEN` while none): it is never published, nobody reads past it.
+    abandoned_at: AtomicI64,
+}
+
+/// How long a timed-out shutdown waits, after halting the bus, for stages
+/// that are not stuck in a handler to stop (they notice within a chunk).
+const HALT_GRACE: Duration = Duration::from_millis(20);
+
+/// The join's bookkeeping: the stage threads not joined yet, and the first
+/// outcome, which every later shutdown call reports again.
+struct JoinState {
+    /// One per stage thread, in the order the stages were added.
+    handles: Vec<Option<JoinHandle<StageOutcome>>>,
+    outcome: Option<(Verdict, Vec<StageReport>)>,
+}
+
+#[derive(Clone, Copy)]
+enum Verdict {
+    Clean,
+    TimedOut,
+    StageFailed,
 }
 
 pub(crate) struct Bus<E, S, W> {
@@ -59,7 +81,9 @@ pub(crate) struct Bus<E, S, W> {
     finished: AtomicUsize,
     /// Stage threads started; fixed once `build` returns.
     spawned: AtomicUsize,
-    threads: Mutex<Vec<JoinHandle<StageOutcome>>>,
+    joining: Mutex<JoinState>,
+    /// True once a shutdown recorded its outcome (wakes the other joiners).
+    settled: AtomicBool,
     /// How long, in µs, the next producer facing a full ring yields before
     /// it waits the strategy's way (napping strategies only).
     full_ring_yield_us: AtomicUsize,
@@ -100,11 +124,16 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
                 halted: AtomicBool::new(false),
                 refusing: AtomicBool::new(false),
                 closed_at: AtomicI64::new(OPEN),
+                abandoned_at: AtomicI64::new(OPEN),
             }),
             producers: AtomicUsize::new(1),
             finished: AtomicUsize::new(0),
             spawned: AtomicUsize::new(0),
-            threads: Mutex::new(Vec::new()),
+            joining: Mutex::new(JoinState {
+                handles: Vec::new(),
+                outcome: None,
+            }),
+            settled: AtomicBool::new(false),
             full_ring_yield_us: AtomicUsize::new(FULL_RING_YIELD_MAX_US),
         }
     }
@@ -136,19 +165,25 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.signal.notify_all();
     }
 
-    /// True once every producer handle is gone.
-    pub(crate) fn producers_gone(&self) -> bool {
-        // Acquire: pairs with the handles' AcqRel decrement; whatever they
-        // published before dropping is visible.
-        self.producers.load(Ordering::Acquire) == 0
+    /// A multi producer refused while it waited for room for its claim
+    /// `first..`: that claim will never be published, so no reader can pass
+    /// `first`. Recorded before the producer returns its error, so a reader
+    /// waiting there stops instead of waiting for a writer that is gone (and
+    /// shutdown does not depend on which handles are still alive).
+    pub(crate) fn abandon(&self, first: Sequence) {
+        // Relaxed: a reader needs only the number; parked readers recheck it
+        // under the signal's lock, which `notify_all` takes after this.
+        self.control.abandoned_at.fetch_min(first, Ordering::Relaxed);
+        self.signal.notify_all();
     }
 
     /// Nothing more will be published at or after `next`: the producers are
-    /// closed past it, or (after a stage failure refused them) all gone, so a
-    /// claim they abandoned when refused will never be filled.
+    /// closed past it, or a claim abandoned at or before it left a hole that
+    /// will never be filled.
     pub(crate) fn nothing_more_at(&self, next: Sequence) -> bool {
-        self.closed_at()
-            .is_some_and(|last| next > last || (self.refuses_producers() && self.producers_gone()))
+        // Relaxed: as in `abandon`.
+        next >= self.control.abandoned_at.load(Ordering::Relaxed)
+            || self.closed_at().is_some_and(|last| next > last)
     }
 
     /// The last sequence that will ever be published, if producers are done.
@@ -181,7 +216,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// returned cell's sequence and gates the producers from now on.
     ///
     /// It starts after the slowest gating consumer, or after everything
-    /// claimed when there is none. Why producers never overwrite a slot it is
+    /// claimed when there is none; a multi-producer bus starts it after
+    /// everything claimed (`Sealed::join_point`). Why producers never overwrite a slot it is
     /// entitled to: a producer writes at most up to a minimum it computed
     /// (under this lock) plus the capacity. A minimum computed before this
     /// subscription came from cursor reads (and a claim) ordered before ours
@@ -200,7 +236,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         if self.closed_at().is_some() {
             return Err(PublishError::Closed);
         }
-        let start = minimum(gating.iter().map(|s| &s.sequence), self.sequencer.claimed());
+        let slowest = minimum(gating.iter().map(|s| &s.sequence), self.sequencer.claimed());
+        let start = self.sequencer.join_point(slowest);
         let cell = Arc::new(StageCell::starting_at(start));
         gating.push(Arc::clone(&cell));
         Ok(cell)
@@ -310,7 +347,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     }
 
     pub(crate) fn add_thread(&self, handle: JoinHandle<StageOutcome>) {
-        loom::lock(&self.threads).push(handle);
+        loom::lock(&self.joining).handles.push(Some(handle));
         // Relaxed: read by `join` after `build` returned, which happens-after.
         self.spawned.fetch_add(1, Ordering::Relaxed);
     }
@@ -322,33 +359,97 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.signal.notify_all();
     }
 
+    /// True when the calling thread is one of this bus's stage threads (a
+    /// handler dropping or shutting down the last producer): it must not
+    /// wait for itself.
+    pub(crate) fn on_stage_thread(&self) -> bool {
+        let me = loom::thread::current().id();
+        loom::lock(&self.joining)
+            .handles
+            .iter()
+            .flatten()
+            .any(|h| h.thread().id() == me)
+    }
+
     /// Waits (parked, never spinning) for every stage thread to finish,
-    /// halting the bus if `deadline` passes first, then joins them. Several
-    /// callers may join at once (clones shutting down together): each waits
-    /// for every stage; the first to take the handles joins the threads.
+    /// halting the bus if `deadline` passes first, then joins them.
+    ///
+    /// After a timeout it returns without waiting for a stage stuck in its
+    /// handler: that stage is reported `still_running` and its thread is
+    /// left to finish on its own (it holds the bus's memory alive).
+    ///
+    /// Several callers may join at once or one after another (clones
+    /// shutting down, a drop after a shutdown): the first outcome recorded
+    /// is every caller's outcome; only the first caller gets the handlers.
+    /// Called on one of the bus's own stage threads it joins nothing and
+    /// says so; the threads finish once their handlers return.
     pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
+        if self.on_stage_thread() {
+            return Err(ShutdownError::OnStageThread);
+        }
         let started = self.spawned.load(Ordering::Relaxed);
         let all_done = || {
             // Acquire: pairs with the Release in `thread_finished`.
             let done = self.finished.load(Ordering::Acquire) >= started;
-            Ok(done.then_some(()))
+            // Acquire: pairs with the Release in `record`.
+            Ok((done || self.settled.load(Ordering::Acquire)).then_some(()))
         };
         let timed_out = self.signal.park(deadline, all_done).is_err();
         if timed_out {
             self.halt();
+            if !cfg!(loom) {
+                // Loom has no clock: its timed waits never time out.
+                let _ = self.signal.park(Some(Instant::now() + HALT_GRACE), all_done);
+            }
         }
-        let handles = std::mem::take(&mut *loom::lock(&self.threads));
-        let outcomes: Vec<StageOutcome> = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| (StageReport::lost(), None)))
-            .collect();
-        let report = ShutdownReport::new(outcomes);
-        if timed_out {
-            Err(ShutdownError::TimedOut(report))
-        } else if report.stages.iter().any(|s| s.failure.is_some()) {
-            Err(ShutdownError::StageFailed(report))
+        let mut state = loom::lock(&self.joining);
+        if let Some((verdict, reports)) = &state.outcome {
+            return verdict.report(reports.clone(), Vec::new());
+        }
+        let mut reports = Vec::with_capacity(state.handles.len());
+        let mut handlers = Vec::with_capacity(state.handles.len());
+        for (slot, (name, cell)) in state.handles.iter_mut().zip(&self.stages) {
+            if !cell.has_exited() {
+                // Dropping the handle would detach the thread; keep it.
+                reports.push(StageReport::still_running(name));
+                handlers.push(None);
+                continue;
+            }
+            let outcome = slot.take().map(|h| h.join());
+            let (report, handler) = match outcome {
+                Some(Ok(outcome)) => outcome,
+                _ => (StageReport::lost(), None),
+            };
+            reports.push(report);
+            handlers.push(handler);
+        }
+        let verdict = if reports.iter().any(|r| r.failure.is_some()) {
+            Verdict::StageFailed
+        } else if timed_out || reports.iter().any(|r| r.still_running) {
+            Verdict::TimedOut
         } else {
-            Ok(report)
+            Verdict::Clean
+        };
+        state.outcome = Some((verdict, reports.clone()));
+        drop(state);
+        // Release: pairs with the Acquire in `join`'s wait.
+        self.settled.store(true, Ordering::Release);
+        self.signal.notify_all();
+        verdict.report(reports, handlers)
+    }
+}
+
+impl Verdict {
+    fn report(
+        self,
+        stages: Vec<StageReport>,
+        handlers: Vec<Option<Box<dyn std::any::Any + Send>>>,
+    ) -> Result<ShutdownReport, ShutdownError> {
+        let report = ShutdownReport::new(stages, handlers);
+        match self {
+            Verdict::Clean => Ok(report),
+            Verdict::TimedOut => Err(ShutdownError::TimedOut(report)),
+            Verdict::StageFailed => Err(ShutdownError::StageFailed(report)),
         }
     }
 }

@@ -34,6 +34,17 @@ pub enum BuildError {
     },
     /// The operating system refused to start a stage thread.
     Spawn(io::Error),
+    /// A modifier that applies to the next handler (`pin_at_core`,
+    /// `thread_name`, `timeout`, `on_failure`) had no handler after it.
+    ModifierWithoutHandler {
+        /// The modifier's name.
+        modifier: &'static str,
+    },
+    /// `handle_events_with_pool(0, ..)`: a pool needs at least one worker.
+    EmptyPool {
+        /// The index the pool's first stage would have had.
+        stage: usize,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -70,6 +81,16 @@ impl fmt::Display for BuildError {
                  one of them depends on the other"
             ),
             Self::Spawn(e) => write!(f, "could not start a stage thread: {e}"),
+            Self::ModifierWithoutHandler { modifier } => write!(
+                f,
+                "`{modifier}(..)` applies to the next handler, but no handler follows it; \
+                 add the handler after it or remove it"
+            ),
+            Self::EmptyPool { stage } => write!(
+                f,
+                "the work pool at stage #{stage} has 0 workers; give \
+                 `handle_events_with_pool` at least 1"
+            ),
         }
     }
 }
@@ -198,20 +219,39 @@ impl From<PublishError> for TryPublishError {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ShutdownError {
-    /// The stages did not drain within the timeout; the bus was halted and its
-    /// threads joined, so the report counts what was processed.
+    /// The stages did not drain within the timeout; the bus was halted. The
+    /// threads that stopped were joined and the report counts what they
+    /// processed; a stage stuck in its handler is reported `still_running`
+    /// and its thread finishes on its own once the handler returns.
     TimedOut(crate::ShutdownReport),
     /// A stage stopped after a failure (an error or a panic its policy did
     /// not absorb); the report says which stage and why.
     StageFailed(crate::ShutdownReport),
+    /// `shutdown` was called on one of the bus's own stage threads (from a
+    /// handler), which cannot wait for itself. The bus is closed: the stage
+    /// threads drain and finish on their own after the handler returns, but
+    /// nobody joins them. Shut a bus down from outside its handlers to get
+    /// the report.
+    OnStageThread,
 }
 
 impl fmt::Display for ShutdownError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::TimedOut(_) => f.write_str(
-                "the stages did not drain before the timeout; the bus was halted \
-                 (give shutdown_timeout more time or find the slow stage in the report)",
+            Self::TimedOut(report) => {
+                f.write_str(
+                    "the stages did not drain before the timeout; the bus was halted \
+                     (give shutdown_timeout more time or find the slow stage in the report)",
+                )?;
+                for s in report.stages.iter().filter(|s| s.still_running) {
+                    write!(f, "; stage `{}` is still inside its handler", s.name)?;
+                }
+                Ok(())
+            }
+            Self::OnStageThread => f.write_str(
+                "shutdown was called from a handler of the same bus, which cannot wait \
+                 for its own thread; the bus is closed and its stages finish on their \
+                 own (shut down from outside the handlers to get the report)",
             ),
             Self::StageFailed(report) => {
                 write!(f, "a stage failed and stopped")?;

@@ -8,7 +8,7 @@
 pub(crate) use loom::{
     hint::spin_loop,
     sync::{
-        atomic::{fence, AtomicBool, AtomicI64, AtomicUsize, Ordering},
+        atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
         Arc, Condvar, Mutex, MutexGuard,
     },
     thread,
@@ -18,7 +18,7 @@ pub(crate) use loom::{
 pub(crate) use std::{
     hint::spin_loop,
     sync::{
-        atomic::{fence, AtomicBool, AtomicI64, AtomicUsize, Ordering},
+        atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
         Arc, Condvar, Mutex, MutexGuard,
     },
     thread,

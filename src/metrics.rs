@@ -21,7 +21,8 @@ pub struct StageMetrics {
     pub sequence: Sequence,
     /// Events published but not yet finished by this stage.
     pub lag: u64,
-    /// Events the stage moved past.
+    /// Events the stage moved past; for a work-pool worker, its own share
+    /// (as in its [`StageReport`](crate::StageReport)).
     pub processed: u64,
 }
 
@@ -85,7 +86,7 @@ impl Metrics {
                     name: name.clone(),
                     sequence,
                     lag: (cursor - sequence).max(0) as u64,
-                    processed: (sequence + 1) as u64,
+                    processed: cell.processed(),
                 }
             })
             .collect();

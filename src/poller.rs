@@ -11,9 +11,10 @@
 //! never holds the producers back.
 //!
 //! What a poller sees: every event claimed after `subscribe` returned (for a
-//! single producer: published after it), in
-//! order, once; and possibly some published before it, those the slowest
-//! existing consumer had not finished yet.
+//! single producer: published after it), in order, once. A poller of a
+//! single-producer bus also sees those the slowest existing consumer had not
+//! finished yet; one of a multi-producer bus starts exactly at the claim
+//! counter (see `MultiProducerSequencer::join_point`).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -87,9 +88,8 @@ where
     W: WaitStrategy,
 {
     pub(crate) fn new(bus: Arc<Bus<E, S, W>>, cell: Arc<StageCell>) -> Self {
-        // The multi-producer marks batches at their first slot: joining inside
-        // a batch, start from that batch's end.
-        let available = bus.sequencer.joining_at(cell.sequence.get_relaxed());
+        // The join point is a batch boundary (see `Sealed::join_point`).
+        let available = cell.sequence.get_relaxed();
         Self {
             bus,
             cell,
@@ -136,7 +136,7 @@ where
         limit: usize,
         f: impl FnMut(&E, Sequence, bool),
     ) -> Result<usize, PollError> {
-        self.wait_then_handle(Some(Instant::now() + timeout), limit, f)
+        self.wait_then_handle(crate::wait_strategy::deadline_after(timeout), limit, f)
     }
 
     fn wait_then_handle(

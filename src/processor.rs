@@ -15,7 +15,7 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::barrier::{SequenceBarrier, StageCell};
 use crate::bus::Bus;
@@ -55,9 +55,21 @@ pub struct StageReport {
     pub failure: Option<Failure>,
     /// True when the stage stopped because a stage it depends on failed.
     pub upstream_failed: bool,
+    /// True when a timed-out shutdown left the stage still running (stuck
+    /// in its handler): the counts are unknown, and its thread finishes on
+    /// its own once the handler returns.
+    pub still_running: bool,
 }
 
 impl StageReport {
+    pub(crate) fn still_running(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            still_running: true,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn lost() -> Self {
         Self {
             name: String::from("<unknown>"),
@@ -92,8 +104,7 @@ impl std::fmt::Debug for ShutdownReport {
 }
 
 impl ShutdownReport {
-    pub(crate) fn new(outcomes: Vec<StageOutcome>) -> Self {
-        let (stages, states) = outcomes.into_iter().unzip();
+    pub(crate) fn new(stages: Vec<StageReport>, states: Vec<Option<Box<dyn Any + Send>>>) -> Self {
         Self { stages, states }
     }
 
@@ -235,10 +246,19 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 Some(work) => self.process_work(&mut consumer, work, &mut report),
                 None => self.process(&mut consumer, &mut report),
             };
-            (result, consumer)
+            match result {
+                // A handler whose panic stopped the stage is not called
+                // again, not even `on_shutdown`, and not handed back: its
+                // state is whatever the panic left.
+                Err(Failure::Panic(message)) => (Err(Failure::Panic(message)), None),
+                result => {
+                    consumer.on_shutdown();
+                    (result, Some(consumer))
+                }
+            }
         }));
         let (failure, handler) = match outcome {
-            Ok((result, consumer)) => (result.err(), Some(consumer)),
+            Ok((result, consumer)) => (result.err(), consumer),
             Err(payload) => {
                 // Under loom a panic is the model reporting a violation: let
                 // it reach the model instead of turning it into a failure.
@@ -257,7 +277,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         }
         if self.work.is_some() {
             // A worker handles only its share; it counted them.
-            report.processed = report.handled;
+            report.processed = report.handled + report.skipped + report.dead_lettered;
         } else {
             // Stages start at sequence 0, so the last sequence passed says
             // how many events the stage moved past.
@@ -270,6 +290,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             report.handled = report.processed - report.skipped - report.dead_lettered;
         }
         report.failure = failure;
+        self.cell.exit();
         self.bus.thread_finished();
         (report, handler)
     }
@@ -354,7 +375,6 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             self.cell.sequence.set(done, Weaken::Stage);
             bus.notify();
             if let Some(failure) = failure {
-                consumer.on_shutdown();
                 return Err(failure);
             }
             if done < available {
@@ -362,21 +382,29 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             }
             next = available + 1;
         }
-        consumer.on_shutdown();
         Ok(())
     }
 
     /// A work-pool worker (after LMAX's `WorkProcessor`): each event goes to
     /// exactly one worker of the pool.
     ///
-    /// Before claiming, a worker stores as its own sequence the pool cursor's
-    /// current value (everything up to it is claimed by someone), then claims
-    /// the next sequence with a CAS. So while a worker handles `k` its
-    /// sequence is below `k`, and the minimum over the pool, which is what
-    /// later stages and the producers wait on, never passes an event still
-    /// being handled. The Release store of a worker's sequence comes after it
-    /// finished its previous event, so a stage that acquires the minimum sees
-    /// every handled event's effects.
+    /// Before claiming, a worker raises its own sequence towards the pool
+    /// cursor's current value (everything up to it is claimed by someone),
+    /// then claims the next sequence with a CAS. So while a worker handles
+    /// `k` its sequence is below `k`, and the minimum over the pool, which is
+    /// what later stages and the producers wait on, never passes an event
+    /// still being handled. The Release store of a worker's sequence comes
+    /// after it finished its previous event, so a stage that acquires the
+    /// minimum sees every handled event's effects.
+    ///
+    /// A worker's sequence also never passes `available`, where its next
+    /// scan of the ring starts: the other workers may have claimed and
+    /// finished far beyond what this worker has scanned, and a sequence
+    /// raised to theirs would let producers lap the scan's start, whose
+    /// slot would then hold a later lap's mark (a scan following it reads
+    /// slots still being written). While it waits, the worker raises its
+    /// sequence with every newly available event (up to `next - 1`), so a
+    /// lagging scan never holds the producers back for good.
     fn process_work<C: Consume<E>>(
         &self,
         consumer: &mut C,
@@ -385,14 +413,25 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     ) -> Result<(), Failure> {
         let bus = &*self.bus;
         let ring = bus.ring.view();
+        let per_event = C::FALLIBLE || self.policy.needs_per_event_handling();
         // What the barrier reported; the next scan starts right after it.
         let mut available = self.cell.sequence.get_relaxed();
+        let raise = |to: Sequence| {
+            if to > self.cell.sequence.get_relaxed() {
+                self.cell.sequence.set(to, Weaken::Stage);
+                bus.notify();
+            }
+        };
         consumer.on_start();
         'claims: loop {
             let next = loop {
                 let current = work.get_relaxed();
-                self.cell.sequence.set(current, Weaken::Stage);
-                bus.notify();
+                if cfg!(ringbus_weaken = "pool_scan") {
+                    // Only to show the loom model fails without the bound.
+                    self.cell.sequence.set(current, Weaken::Stage);
+                } else {
+                    raise(current.min(available));
+                }
                 if cfg!(ringbus_weaken = "work_claim") {
                     // Only to show the loom model fails without the CAS.
                     work.set(current + 1, Weaken::Stage);
@@ -403,8 +442,17 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 }
             };
             while next > available {
-                match self.wait_for(available + 1, next) {
-                    Ok(a) => available = a,
+                // Anything new, not only `next`: see above.
+                let wanted = if cfg!(ringbus_weaken = "pool_scan") {
+                    next
+                } else {
+                    available + 1
+                };
+                match self.wait_for(available + 1, wanted) {
+                    Ok(a) => {
+                        available = a;
+                        raise(a.min(next - 1));
+                    }
                     // The claim stands: keep waiting for it.
                     Err(Interrupt::Timeout) => consumer.on_timeout(next - 1),
                     Err(Interrupt::Halted) if self.barrier.upstream_failed() => {
@@ -419,19 +467,30 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             if bus.is_halted() {
                 break;
             }
+            let before = report.skipped + report.dead_lettered;
             // SAFETY: `next` is published (or passed by every upstream stage),
             // and our sequence, below `next` since before the claim, gates the
             // producers through us or our descendants; the CAS gave `next` to
             // this worker alone.
-            let outcome = unsafe { consumer.consume(ring, next, next == available) };
+            let outcome = unsafe {
+                if per_event {
+                    self.handle_one(consumer, ring, next, next == available, report)
+                } else {
+                    consumer.consume(ring, next, next == available)
+                }
+            };
             if let Err(failure) = outcome {
-                report.failed += 1;
-                consumer.on_shutdown();
+                if !per_event {
+                    report.failed += 1;
+                }
                 return Err(failure);
             }
-            report.handled += 1;
+            if report.skipped + report.dead_lettered == before {
+                report.handled += 1;
+            }
+            // Relaxed: a count for metrics, written by this worker alone.
+            self.cell.count_work(report.handled + report.skipped + report.dead_lettered);
         }
-        consumer.on_shutdown();
         Ok(())
     }
 
@@ -499,7 +558,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         if available >= next {
             return Ok(available);
         }
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let deadline = self.timeout.and_then(crate::wait_strategy::deadline_after);
         if !W::LATENCY_FIRST {
             return bus
                 .strategy

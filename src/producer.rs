@@ -19,7 +19,7 @@ use crate::sequence::{Sequence, INITIAL};
 use crate::sequencer::multi::ClaimError;
 use crate::sequencer::sealed::Sealed as _;
 use crate::sequencer::{MultiProducerSequencer, SingleProducerSequencer};
-use crate::wait_strategy::{Interrupt, WaitStrategy};
+use crate::wait_strategy::{deadline_after, Interrupt, WaitStrategy};
 use crate::ShutdownError;
 
 /// How long a claim may wait for free slots.
@@ -31,6 +31,11 @@ enum Wait {
 }
 
 impl Wait {
+    /// Until `timeout` from now; forever if that is beyond `Instant`'s range.
+    fn after(timeout: Duration) -> Self {
+        deadline_after(timeout).map_or(Wait::Forever, Wait::Until)
+    }
+
     fn deadline(self) -> Option<Instant> {
         match self {
             Wait::Until(d) => Some(d),
@@ -122,7 +127,11 @@ fn wait_for_claimed_room<E, W: WaitStrategy>(
 ) -> Result<(), TryPublishError> {
     let min = refresh_gating_cache(bus, last - n);
     if bus.writable_up_to(min) < last {
-        wait_then_cache(bus, last, last - n, None)?;
+        if let Err(refused) = wait_then_cache(bus, last, last - n, None) {
+            // The claim is ours but will never be published.
+            bus.abandon(last - n + 1);
+            return Err(refused.into());
+        }
     }
     Ok(())
 }
@@ -294,7 +303,7 @@ where
         timeout: Duration,
         f: impl FnOnce(&mut E),
     ) -> Result<Sequence, TryPublishError> {
-        self.write_one(Wait::Until(Instant::now() + timeout), f)
+        self.write_one(Wait::after(timeout), f)
     }
 
     /// Claims `n` slots, lets `f` write them in order, then publishes them all
@@ -375,7 +384,7 @@ where
     /// Like [`shutdown`](SingleProducer::shutdown), but halts the bus if the
     /// stages have not drained within `timeout` and says so.
     pub fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
-        self.finish(Some(Instant::now() + timeout))
+        self.finish(deadline_after(timeout))
     }
 
     fn finish(mut self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
@@ -596,7 +605,7 @@ where
         timeout: Duration,
         f: impl FnOnce(&mut E),
     ) -> Result<Sequence, TryPublishError> {
-        self.write_one(Wait::Until(Instant::now() + timeout), f)
+        self.write_one(Wait::after(timeout), f)
     }
 
     /// Claims `n` consecutive slots, lets `f` write them in order, then
@@ -684,7 +693,7 @@ where
     /// Like [`shutdown`](MultiProducer::shutdown), but halts the bus if the
     /// stages have not drained within `timeout` and says so.
     pub fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
-        self.finish(Some(Instant::now() + timeout))
+        self.finish(deadline_after(timeout))
     }
 
     fn finish(self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {

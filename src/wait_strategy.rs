@@ -175,6 +175,12 @@ mod sealed {
     }
 }
 
+/// The instant `timeout` from now, or `None` (no deadline) when that lies
+/// beyond what `Instant` can represent (`Duration::MAX` means "forever").
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
 /// Polls with a yield between polls until `poll` answers or `until` passes
 /// (then `Err(Timeout)`). The clock is read every 8 yields (a yield costs far
 /// more than a spin), and first after the first poll.

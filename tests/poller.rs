@@ -269,10 +269,12 @@ fn pollers_cannot_join_a_bus_with_a_mutating_stage() {
     assert!(err.to_string().contains("at build time"), "{err}");
 }
 
-/// A poller that joins where another poller stopped inside a batch still
-/// gets the rest of that batch (every slot carries its own mark).
+/// A poller joining a multi-producer bus while another poller stands inside
+/// a batch starts after everything claimed (it cannot start inside a batch,
+/// whose mark is at the batch's first slot): it misses nothing claimed after
+/// it joined, and holds nobody back.
 #[test]
-fn poller_joining_inside_a_batch_gets_the_rest_of_it() {
+fn poller_joining_while_another_stands_inside_a_batch_starts_after_the_claims() {
     bounded(30, || {
         let p = ringbus::multi_producer(16, Event::default, Blocking).build();
         let mut first = p.subscribe().unwrap();
@@ -284,13 +286,54 @@ fn poller_joining_inside_a_batch_gets_the_rest_of_it() {
         .unwrap();
         assert_eq!(first.poll(2, |_e, _s, _b| {}), Ok(2));
         let mut second = p.subscribe().unwrap();
-        assert_eq!(
-            second.sequence(),
-            1,
-            "joins where the slowest consumer stands"
-        );
+        assert_eq!(second.sequence(), 3, "joins after everything claimed");
+        assert_eq!(second.poll(10, |_e, _s, _b| {}), Ok(0));
+        p.publish(|e| e.set(4)).unwrap();
         let mut got = Vec::new();
-        assert_eq!(second.poll(10, |_e, s, _b| got.push(s)), Ok(2));
-        assert_eq!(got, [2, 3]);
+        assert_eq!(second.poll(10, |_e, s, _b| got.push(s)), Ok(1));
+        assert_eq!(got, [4]);
+        // The rest of the batch it knew of, then the new event.
+        assert_eq!(first.poll(10, |_e, _s, _b| {}), Ok(2));
+        assert_eq!(first.poll(10, |_e, _s, _b| {}), Ok(1));
+    });
+}
+
+/// Issue #12, finding 2: on a ring of 4, a poller joins where the slowest
+/// consumer stands inside a batch whose first slot already carries the mark
+/// of a later lap. It used to start its scans mid-batch, never see an event,
+/// and gate the producers forever.
+#[test]
+fn poller_joining_inside_a_batch_whose_mark_was_reused_gets_events() {
+    bounded(30, || {
+        let p = ringbus::multi_producer(4, Event::default, Blocking).build();
+        let mut a = p.subscribe().unwrap();
+        for _ in 0..2 {
+            p.batch_publish(2, |slots| {
+                for e in slots {
+                    e.set(0)
+                }
+            })
+            .unwrap();
+        }
+        assert_eq!(a.poll(1, |_e, _s, _b| {}), Ok(1), "A stops at 0");
+        assert_eq!(p.publish(|e| e.set(4)).unwrap(), 4, "re-marks slot 0");
+        let mut b = p.subscribe().unwrap();
+        let mut seen = Vec::new();
+        for round in 0..20u64 {
+            let value = 5 + round;
+            let published = p.try_publish(|e| e.set(value));
+            let _ = a.poll(usize::MAX, |_e, _s, _b| {});
+            let _ = b.poll(usize::MAX, |e, s, _b| {
+                e.verify();
+                assert_eq!(e.value, s as u64);
+                seen.push(s);
+            });
+            if published.is_err() {
+                // Full until both pollers caught up: poll once more.
+                p.publish(|e| e.set(value)).unwrap();
+            }
+        }
+        let _ = b.poll(usize::MAX, |_e, s, _b| seen.push(s));
+        assert_eq!(seen, (5..25).collect::<Vec<_>>(), "B saw every later event");
     });
 }

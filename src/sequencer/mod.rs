@@ -36,10 +36,17 @@ pub(crate) mod sealed {
         /// The highest sequence claimed so far (published or not).
         fn claimed(&self) -> Sequence;
 
-        /// Where a reader joining right after `start` may read up to at once;
-        /// see `MultiProducerSequencer::published_batch_end_around`.
-        fn joining_at(&self, start: Sequence) -> Sequence {
-            start
+        /// Where a reader joining at runtime starts: the sequence it has
+        /// "passed", given `slowest`, the slowest gating consumer's sequence
+        /// (or what was claimed, when there is none). Called under the
+        /// gating lock; see `Bus::subscribe`.
+        ///
+        /// The single producer's cursor can be read from anywhere, so the
+        /// reader joins at `slowest` and also gets what the slowest consumer
+        /// has not finished. A multi-producer reader must start its scans
+        /// at a batch boundary: see `MultiProducerSequencer::join_point`.
+        fn join_point(&self, slowest: Sequence) -> Sequence {
+            slowest
         }
     }
 }

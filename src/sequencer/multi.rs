@@ -18,8 +18,13 @@
 //!   lap (a batch that started at `i - k*capacity` ended before
 //!   `i - (k-1)*capacity <= i`), so `i` is not published yet.
 //!
-//! Readers only ever start a scan at a batch boundary: sequence 0, or one past
-//! what an earlier scan reported.
+//! Readers only ever start a scan at a batch boundary (sequence 0, one past
+//! what an earlier scan reported, or the claim counter when they join), and
+//! only where no producer can have lapped it: the reader's own gating
+//! sequence is below the scan's start, so the marks it finds in the next
+//! `capacity` slots are from the lap it scans or earlier ones. A scan
+//! started behind the reader's gating sequence could follow a later lap's
+//! mark past slots still being written (the work-pool bug of issue #12).
 
 use std::fmt;
 
@@ -116,24 +121,33 @@ impl MultiProducerSequencer {
         (claimed & CLOSED == 0).then_some(claimed - 1)
     }
 
-    /// For a reader joining at runtime right after `start` (a poller): the
-    /// end of the published batch that contains `start + 1` when that batch
-    /// began before it, else `start`. The reader can then read up to the
-    /// returned value and scan from one past it, a batch boundary.
+    /// Where a reader joining at runtime starts (see `Sealed::join_point`):
+    /// everything claimed so far counts as passed, so its first scan starts
+    /// at the claim counter, the first sequence of the next claim and so a
+    /// batch boundary. It reads every event claimed after it joined.
     ///
-    /// A batch is marked only at its first slot, so a reader that starts
-    /// inside one must find that slot: the `j` in the last `capacity`
-    /// sequences whose mark `v` covers `start + 1` (`j <= start + 1 <= v`) and
-    /// belongs to `j`'s lap (`v < j + capacity`; marks of earlier laps are
-    /// below `j`, of later ones at least `j + capacity`).
-    pub(crate) fn published_batch_end_around(&self, start: Sequence) -> Sequence {
+    /// Joining further back, at the slowest consumer, is not possible: that
+    /// position can lie inside a batch whose mark sits at the batch's first
+    /// slot, and that slot may already carry the mark of a later lap (the
+    /// consumers that gate it have passed it), so no scan could ever find
+    /// where to start. `--cfg ringbus_weaken="join_point"` restores that
+    /// search, only to show the loom model catches it.
+    pub(crate) fn join_point(&self, slowest: Sequence) -> Sequence {
+        if cfg!(ringbus_weaken = "join_point") {
+            return self.batch_end_around(slowest);
+        }
+        self.claimed()
+    }
+
+    /// The removed join search (loom demonstration only): the end of the
+    /// published batch containing `start + 1` if its first-slot mark is still
+    /// there, else `start`.
+    fn batch_end_around(&self, start: Sequence) -> Sequence {
         let capacity = self.mask + 1;
         let target = start + 1;
-        let lowest = (target - capacity + 1).max(0);
-        for j in (lowest..target).rev() {
-            let flag = &self.available[(j & self.mask) as usize];
+        for j in ((target - capacity + 1).max(0)..target).rev() {
             // Acquire: as in `highest_published`.
-            let v = flag.load(Ordering::Acquire);
+            let v = self.available[(j & self.mask) as usize].load(Ordering::Acquire);
             if v >= target && v < j + capacity {
                 return v;
             }
@@ -172,8 +186,8 @@ impl Sealed for MultiProducerSequencer {
         }
     }
 
-    fn joining_at(&self, start: Sequence) -> Sequence {
-        self.published_batch_end_around(start)
+    fn join_point(&self, slowest: Sequence) -> Sequence {
+        MultiProducerSequencer::join_point(self, slowest)
     }
 
     fn claimed(&self) -> Sequence {
