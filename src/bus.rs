@@ -173,7 +173,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     pub(crate) fn abandon(&self, first: Sequence) {
         // Relaxed: a reader needs only the number; parked readers recheck it
         // under the signal's lock, which `notify_all` takes after this.
-        self.control.abandoned_at.fetch_min(first, Ordering::Relaxed);
+        self.control
+            .abandoned_at
+            .fetch_min(first, Ordering::Relaxed);
         self.signal.notify_all();
     }
 
@@ -399,7 +401,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             self.halt();
             if !cfg!(loom) {
                 // Loom has no clock: its timed waits never time out.
-                let _ = self.signal.park(Some(Instant::now() + HALT_GRACE), all_done);
+                let _ = self
+                    .signal
+                    .park(Some(Instant::now() + HALT_GRACE), all_done);
             }
         }
         let mut state = loom::lock(&self.joining);

@@ -21,7 +21,10 @@ pub trait EventHandler<E> {
     /// Called once on the stage thread before the first event.
     fn on_start(&mut self) {}
 
-    /// Called once on the stage thread after the last event (not after a panic).
+    /// Called once on the stage thread after the last event, also when the
+    /// stage stopped on an `Err` or a halt; not when a panic stopped it (a
+    /// panic its policy absorbed, by retrying, skipping or dead-lettering,
+    /// does not stop the stage). Such a handler is not handed back either.
     fn on_shutdown(&mut self) {}
 
     /// Called when the stage has a timeout (`Builder::timeout`) and no event

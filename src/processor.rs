@@ -489,7 +489,8 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 report.handled += 1;
             }
             // Relaxed: a count for metrics, written by this worker alone.
-            self.cell.count_work(report.handled + report.skipped + report.dead_lettered);
+            self.cell
+                .count_work(report.handled + report.skipped + report.dead_lettered);
         }
         Ok(())
     }

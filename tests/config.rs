@@ -133,3 +133,49 @@ fn mutating_stage_in_parallel_with_a_reader_is_refused() {
         .try_build();
     assert!(p.is_ok());
 }
+
+/// Issue #12, finding 9: a modifier with no handler after it used to be
+/// dropped silently; now the build names it.
+#[test]
+fn modifier_without_a_handler_after_it_is_refused() {
+    type B = ringbus::Builder<Event, ringbus::SingleProducerSequencer, BusySpin>;
+    let cases: [(&str, fn(B) -> B); 4] = [
+        ("pin_at_core", |b| b.pin_at_core(0)),
+        ("thread_name", |b| b.thread_name("x")),
+        ("timeout", |b| b.timeout(std::time::Duration::from_secs(1))),
+        ("on_failure", |b| {
+            b.on_failure(ringbus::FailurePolicy::skip())
+        }),
+    ];
+    for (name, modifier) in cases {
+        let builder =
+            ringbus::single_producer(8, Event::default, BusySpin).handle_events_with(noop);
+        let err = modifier(builder).try_build().unwrap_err();
+        assert!(
+            matches!(err, BuildError::ModifierWithoutHandler { modifier } if modifier == name),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(name), "{err}");
+        assert!(err.to_string().contains("no handler follows"), "{err}");
+    }
+    // Given before a handler, in any order with `and_then`, they apply.
+    let p = ringbus::single_producer(8, Event::default, BusySpin)
+        .handle_events_with(noop)
+        .thread_name("named")
+        .and_then()
+        .handle_events_with(noop)
+        .build();
+    let report = p.shutdown().unwrap();
+    assert_eq!(report.stages[1].name, "named");
+}
+
+#[test]
+fn empty_pool_is_refused() {
+    let err = ringbus::multi_producer(8, Event::default, BusySpin)
+        .handle_events_with(noop)
+        .handle_events_with_pool(0, |_i| noop)
+        .try_build()
+        .unwrap_err();
+    assert!(matches!(err, BuildError::EmptyPool { stage: 1 }), "{err:?}");
+    assert!(err.to_string().contains("at least 1"), "{err}");
+}

@@ -374,3 +374,64 @@ fn abandoned_claim_after_a_failure_does_not_hang_shutdown() {
         );
     });
 }
+
+/// Issue #12, finding 10: a handler whose panic stopped its stage (here
+/// after `halt().retry(..)` used its retries up) is not called again, not
+/// even `on_shutdown`, and is not handed back; one stopped by an `Err` is
+/// shut down and handed back. The docs say so on `on_shutdown` and
+/// `take_handler`.
+#[test]
+fn a_handler_stopped_by_a_panic_gets_no_on_shutdown_and_is_not_returned() {
+    struct Fails {
+        panics: bool,
+        shut_down: mpsc::Sender<&'static str>,
+    }
+    impl ringbus::TryEventHandler<Event> for Fails {
+        type Error = std::io::Error;
+        fn on_event(&mut self, _e: &Event, seq: Sequence, _b: bool) -> Result<(), Self::Error> {
+            if seq == 3 {
+                assert!(!self.panics, "panics at 3");
+                return Err(std::io::Error::other("fails at 3"));
+            }
+            Ok(())
+        }
+        fn on_shutdown(&mut self) {
+            let _ = self
+                .shut_down
+                .send(if self.panics { "panicking" } else { "erring" });
+        }
+    }
+    for panics in [true, false] {
+        bounded(60, move || {
+            let (tx, rx) = mpsc::channel();
+            let mut p = ringbus::single_producer(16, Event::default, Yielding::default())
+                .on_failure(FailurePolicy::halt().retry(2, Duration::from_millis(1)))
+                .try_handle_events_with(Fails {
+                    panics,
+                    shut_down: tx,
+                })
+                .build();
+            for i in 0..8 {
+                if p.publish(|e| e.set(i)).is_err() {
+                    break;
+                }
+            }
+            let mut report = match p.shutdown() {
+                Err(ShutdownError::StageFailed(report)) => report,
+                other => panic!("expected the failure, got {other:?}"),
+            };
+            assert_eq!(report.stages[0].retried, 2);
+            let returned = report.take_handler::<Fails>(0).is_some();
+            let shut_down: Vec<_> = rx.try_iter().collect();
+            if panics {
+                assert!(matches!(report.stages[0].failure, Some(Failure::Panic(_))));
+                assert!(!returned, "a panicked handler was handed back");
+                assert!(shut_down.is_empty(), "on_shutdown after a panic");
+            } else {
+                assert!(matches!(report.stages[0].failure, Some(Failure::Error(_))));
+                assert!(returned);
+                assert_eq!(shut_down, ["erring"]);
+            }
+        });
+    }
+}

@@ -332,3 +332,295 @@ fn concurrent_shutdowns_with_refused_publishes_do_not_hang() {
         assert_eq!(s.lock().unwrap().count, accepted);
     });
 }
+
+/// A bus whose first stage fails while holding a ring of 4 full, with an
+/// independent second stage (which records what it saw), and a clone blocked
+/// in `publish` that has claimed its slot when the failure refuses it.
+/// Returns the producer, the clone's thread (its publish results) and the
+/// independent stage's count.
+fn failed_bus_with_an_abandoned_claim() -> (
+    ringbus::MultiProducer<Event, Blocking>,
+    std::thread::JoinHandle<Vec<Result<Sequence, PublishError>>>,
+    Arc<AtomicU64>,
+    mpsc::Sender<()>,
+) {
+    let (fail_now, gate) = mpsc::channel::<()>();
+    let seen = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&seen);
+    let p = ringbus::multi_producer(4, Event::default, Blocking)
+        .thread_name("fails")
+        .handle_events_with(move |_e: &Event, seq: Sequence, _b: bool| {
+            if seq == 0 {
+                let _ = gate.recv();
+                panic!("fails holding the ring");
+            }
+        })
+        .thread_name("independent")
+        .handle_events_with(move |_e: &Event, _s: Sequence, _b: bool| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        })
+        .build();
+    for i in 0..4 {
+        p.publish(|e| e.set(i)).unwrap();
+    }
+    let q = p.clone();
+    let blocked = std::thread::spawn(move || {
+        // Claims sequence 4 (the ring is full), then waits for room.
+        let results = vec![q.publish(|e| e.set(4))];
+        drop(q);
+        results
+    });
+    (p, blocked, seen, fail_now)
+}
+
+/// Issue #12, finding 3: `shutdown()` on a clone after a failure left an
+/// abandoned claim used to hang (the independent stage waited at the hole
+/// for every handle, including the one shutting down), and
+/// `shutdown_timeout` reported `TimedOut` instead of the failure.
+#[test]
+fn shutdown_after_a_failure_with_an_abandoned_claim_reports_the_failure() {
+    for timeout in [None, Some(Duration::from_secs(600))] {
+        bounded(60, move || {
+            let (p, blocked, seen, fail_now) = failed_bus_with_an_abandoned_claim();
+            let keep_alive = p.clone(); // another live handle: must not matter
+            std::thread::sleep(Duration::from_millis(20));
+            fail_now.send(()).unwrap();
+            assert_eq!(blocked.join().unwrap(), [Err(PublishError::Halted)]);
+            let outcome = match timeout {
+                None => p.shutdown(),
+                Some(t) => p.shutdown_timeout(t),
+            };
+            match outcome {
+                Err(ShutdownError::StageFailed(report)) => {
+                    assert_eq!(report.stages[0].name, "fails");
+                    assert!(report.stages[1].failure.is_none());
+                    assert_eq!(report.stages[1].processed, 4, "{report:?}");
+                }
+                other => panic!("expected the stage failure, got {other:?}"),
+            }
+            assert_eq!(seen.load(Ordering::Relaxed), 4);
+            drop(keep_alive);
+        });
+    }
+}
+
+/// Issue #12, finding 4: a poller parked in `poll_wait` at the hole of an
+/// abandoned claim used to miss its wake-up when the last handle went away
+/// after a shutdown on another one. It now stops as soon as the claim is
+/// abandoned, whichever handles are alive.
+#[test]
+fn poller_parked_at_an_abandoned_claim_is_woken() {
+    bounded(60, || {
+        let (fail_now, gate) = mpsc::channel::<()>();
+        let p = ringbus::multi_producer(4, Event::default, Blocking)
+            .handle_events_with(move |_e: &Event, seq: Sequence, _b: bool| {
+                if seq == 0 {
+                    let _ = gate.recv();
+                    panic!("fails holding the ring");
+                }
+            })
+            .build();
+        let mut poller = p.subscribe().unwrap();
+        let polling = std::thread::spawn(move || {
+            let mut got = 0;
+            loop {
+                match poller.poll_wait(16, |_e, _s, _b| got += 1) {
+                    Ok(_) => {}
+                    Err(e) => return (got, e),
+                }
+            }
+        });
+        for i in 0..4 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let q = p.clone();
+        let blocked = std::thread::spawn(move || q.publish(|e| e.set(4)));
+        std::thread::sleep(Duration::from_millis(20));
+        fail_now.send(()).unwrap();
+        assert_eq!(blocked.join().unwrap(), Err(PublishError::Halted));
+        let last = p.clone();
+        assert!(matches!(p.shutdown(), Err(ShutdownError::StageFailed(_))));
+        std::thread::sleep(Duration::from_millis(10));
+        drop(last);
+        let (got, end) = polling.join().unwrap();
+        assert_eq!(got, 4, "the poller got every published event");
+        assert_eq!(end, ringbus::PollError::Closed);
+    });
+}
+
+/// Issue #12, finding 5: dropping the last producer handle inside a handler
+/// of the same bus used to make the stage thread join itself. The drop now
+/// returns at once; the stages drain and finish on their own.
+#[test]
+fn dropping_the_last_producer_inside_a_handler_does_not_deadlock() {
+    bounded(60, || {
+        let n: u64 = 100;
+        let holder: Arc<std::sync::Mutex<Option<ringbus::MultiProducer<Event, Blocking>>>> =
+            Arc::default();
+        let (finished, done) = mpsc::channel();
+        let (inner, seen) = (Arc::clone(&holder), Arc::new(AtomicU64::new(0)));
+        let counted = Arc::clone(&seen);
+        struct Stage<F: FnMut(&Event, Sequence, bool)>(F, mpsc::Sender<()>);
+        impl<F: FnMut(&Event, Sequence, bool)> ringbus::EventHandler<Event> for Stage<F> {
+            fn on_event(&mut self, e: &Event, s: Sequence, b: bool) {
+                (self.0)(e, s, b)
+            }
+            fn on_shutdown(&mut self) {
+                self.1.send(()).unwrap();
+            }
+        }
+        let p = ringbus::multi_producer(16, Event::default, Blocking)
+            .handle_events_with(Stage(
+                move |_e: &Event, seq: Sequence, _b: bool| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    if seq as u64 == n / 2 {
+                        // The last handle: its drop closes the bus.
+                        drop(inner.lock().unwrap().take());
+                    }
+                },
+                finished.clone(),
+            ))
+            .and_then()
+            .handle_events_with(Stage(|_e: &Event, _s: Sequence, _b: bool| {}, finished))
+            .build();
+        *holder.lock().unwrap() = Some(p.clone());
+        for i in 0..n {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        drop(p);
+        // Both stages drain to the end and finish (nobody joins them).
+        done.recv().unwrap();
+        done.recv().unwrap();
+        assert_eq!(seen.load(Ordering::Relaxed), n);
+    });
+}
+
+/// Finding 5, the explicit form: `shutdown()` called from a handler says it
+/// cannot wait for its own thread instead of hanging.
+#[test]
+fn shutdown_inside_a_handler_is_an_error() {
+    bounded(60, || {
+        let holder: Arc<std::sync::Mutex<Option<ringbus::MultiProducer<Event, Yielding>>>> =
+            Arc::default();
+        let (tx, rx) = mpsc::channel();
+        let inner = Arc::clone(&holder);
+        let p = ringbus::multi_producer(16, Event::default, Yielding::default())
+            .handle_events_with(move |_e: &Event, _s: Sequence, _b: bool| {
+                if let Some(p) = inner.lock().unwrap().take() {
+                    let outcome = p.shutdown();
+                    tx.send(outcome.map(|_| ()).map_err(|e| e.to_string()))
+                        .unwrap();
+                }
+            })
+            .build();
+        *holder.lock().unwrap() = Some(p.clone());
+        p.publish(|e| e.set(0)).unwrap();
+        let err = rx.recv().unwrap().unwrap_err();
+        assert!(err.contains("from a handler"), "{err}");
+        // The bus is closed; this handle's shutdown joins everything.
+        assert_eq!(p.publish(|e| e.set(1)), Err(PublishError::Closed));
+        p.shutdown().unwrap();
+    });
+}
+
+/// Issue #12, finding 6: every shutdown call sees the same outcome; a
+/// second one on another clone after a failed first one used to get `Ok`
+/// with an empty report.
+#[test]
+fn every_shutdown_call_sees_the_same_outcome() {
+    bounded(60, || {
+        let p = ringbus::multi_producer(8, Event::default, Blocking)
+            .handle_events_with(|_e: &Event, seq: Sequence, _b: bool| {
+                assert!(seq != 2, "fails at 2");
+            })
+            .handle_events_with(|_e: &Event, _s: Sequence, _b: bool| {})
+            .build();
+        let (q, r) = (p.clone(), p.clone());
+        for i in 0..5 {
+            let _ = p.publish(|e| e.set(i));
+        }
+        let first = match p.shutdown() {
+            Err(ShutdownError::StageFailed(report)) => report,
+            other => panic!("expected the failure, got {other:?}"),
+        };
+        let second = match q.shutdown_timeout(Duration::from_secs(1)) {
+            Err(ShutdownError::StageFailed(report)) => report,
+            other => panic!("expected the same failure, got {other:?}"),
+        };
+        assert_eq!(first.stages, second.stages);
+        assert_eq!(first.stages.len(), 2);
+        drop(r); // the last handle: joins nothing more, reports nothing new
+    });
+}
+
+/// Issue #12, finding 7: `Duration::MAX` means "no limit" everywhere a
+/// timeout is taken; `Instant::now() + Duration::MAX` used to overflow and
+/// kill the stage or the caller.
+#[test]
+fn duration_max_timeouts_saturate() {
+    bounded(60, || {
+        let (v, stats) = Verifier::new(true);
+        let mut p = ringbus::single_producer(8, Event::default, Blocking)
+            .timeout(Duration::MAX)
+            .handle_events_with(v)
+            .build();
+        let mut poller = p.subscribe().unwrap();
+        p.try_publish_for(Duration::MAX, |e| e.set(0)).unwrap();
+        assert_eq!(
+            poller.poll_timeout(Duration::MAX, 8, |_e, _s, _b| {}),
+            Ok(1)
+        );
+        drop(poller);
+        p.publish(|e| e.set(1)).unwrap();
+        let report = p.shutdown_timeout(Duration::MAX).unwrap();
+        assert_eq!(report.stages[0].processed, 2);
+        assert_eq!(stats.lock().unwrap().count, 2);
+
+        let q = ringbus::multi_producer(8, Event::default, Blocking)
+            .handle_events_with(|_e: &Event, _s: Sequence, _b: bool| {})
+            .build();
+        q.try_publish_for(Duration::MAX, |e| e.set(0)).unwrap();
+        q.shutdown_timeout(Duration::MAX).unwrap();
+    });
+}
+
+/// Issue #12, finding 8: `shutdown_timeout` returns once its time is up even
+/// while a handler is stuck (it used to wait for the handler), names the
+/// stage still running, and the stuck thread finishes on its own later.
+#[test]
+fn shutdown_timeout_returns_while_a_handler_is_stuck() {
+    bounded(60, || {
+        let (release, stuck) = mpsc::channel::<()>();
+        let (finished, done) = mpsc::channel::<()>();
+        struct Stuck(mpsc::Receiver<()>, mpsc::Sender<()>);
+        impl ringbus::EventHandler<Event> for Stuck {
+            fn on_event(&mut self, _e: &Event, _s: Sequence, _b: bool) {
+                let _ = self.0.recv();
+            }
+            fn on_shutdown(&mut self) {
+                let _ = self.1.send(());
+            }
+        }
+        let mut p = ringbus::single_producer(8, Event::default, Blocking)
+            .thread_name("stuck")
+            .handle_events_with(Stuck(stuck, finished))
+            .thread_name("free")
+            .handle_events_with(|_e: &Event, _s: Sequence, _b: bool| {})
+            .build();
+        p.publish(|e| e.set(0)).unwrap();
+        // Only the release below lets the handler return: if the shutdown
+        // waited for it, this would hang (and the watchdog fail the test).
+        match p.shutdown_timeout(Duration::from_millis(50)) {
+            Err(ShutdownError::TimedOut(report)) => {
+                assert!(report.stages[0].still_running, "{report:?}");
+                assert!(!report.stages[1].still_running, "{report:?}");
+                assert_eq!(report.stages[1].processed, 1);
+                let message = ShutdownError::TimedOut(report).to_string();
+                assert!(message.contains("`stuck` is still inside"), "{message}");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        release.send(()).unwrap();
+        done.recv().unwrap();
+    });
+}

@@ -110,3 +110,106 @@ fn pool_of_one_is_a_plain_stage() {
     let shares = bounded(120, || run_pool(1, false));
     assert_eq!(shares, [EVENTS]);
 }
+
+/// Issue #12, finding 1: a pool behind several producers publishing at once
+/// on a tiny ring that laps constantly. Workers used to start their scans
+/// behind their own gating sequence, follow a later lap's mark and read a
+/// slot still being written (a torn event here; a data race under Miri), or
+/// wedge the bus. Checks every event once, untorn, and each producer's order
+/// as seen by the stage after the pool.
+fn pool_behind_concurrent_producers(producers: u64, capacity: usize, batch: usize) {
+    let per_producer: u64 = if cfg!(miri) { 40 } else { 20_000 };
+    let total = producers * per_producer;
+    let done: Arc<Vec<AtomicBool>> = Arc::new((0..total).map(|_| AtomicBool::new(false)).collect());
+    let d = Arc::clone(&done);
+    let make = move |_i: usize| {
+        let done = Arc::clone(&d);
+        move |e: &Event, seq: Sequence, _eob: bool| {
+            e.verify();
+            assert!(
+                !done[seq as usize].swap(true, Ordering::AcqRel),
+                "event {seq} handled twice"
+            );
+        }
+    };
+    let (verifier, stats) = Verifier::new(false);
+    let p = ringbus::multi_producer(capacity, Event::default, Yielding::default())
+        .handle_events_with_pool(2, make)
+        .and_then()
+        .handle_events_with(verifier)
+        .build();
+    let metrics = p.metrics();
+    let threads: Vec<_> = (0..producers)
+        .map(|k| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while i < per_producer {
+                    let n = (batch as u64).min(per_producer - i);
+                    p.batch_publish(n as usize, |slots| {
+                        for e in slots {
+                            e.set(value(k, i));
+                            i += 1;
+                        }
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let report = p.shutdown().unwrap();
+    assert!(
+        done.iter().all(|d| d.load(Ordering::Relaxed)),
+        "an event was lost"
+    );
+    assert_eq!(stats.lock().unwrap().count, total);
+    // Finding 9: the snapshot agrees with the report, worker by worker, and
+    // no worker's sequence runs past the cursor.
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.cursor, total as Sequence - 1);
+    for (stage, metric) in report.stages.iter().zip(&snapshot.stages) {
+        assert_eq!(stage.processed, metric.processed, "{}", stage.name);
+        assert!(metric.sequence <= snapshot.cursor, "{metric:?}");
+    }
+    let shares: u64 = report.stages[..2].iter().map(|s| s.processed).sum();
+    assert_eq!(shares, total, "the workers' shares add up");
+}
+
+#[test]
+fn pool_behind_two_producers_publishing_singles_on_a_ring_of_4() {
+    bounded(120, || pool_behind_concurrent_producers(2, 4, 1));
+}
+
+#[test]
+fn pool_behind_four_producers_publishing_batches_on_a_ring_of_8() {
+    bounded(120, || pool_behind_concurrent_producers(4, 8, 3));
+}
+
+/// Finding 9: a failure policy given before the pool applies to every
+/// worker (a panic under `skip()` used to halt the bus).
+#[test]
+fn pool_workers_follow_their_failure_policy() {
+    bounded(60, || {
+        let p = ringbus::multi_producer(8, Event::default, Yielding::default())
+            .on_failure(ringbus::FailurePolicy::skip())
+            .handle_events_with_pool(2, |_i| {
+                |e: &Event, _s: Sequence, _eob: bool| {
+                    if e.value % 10 == 3 {
+                        panic!("bad event {}", e.value);
+                    }
+                }
+            })
+            .build();
+        for i in 0..100 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let report = p.shutdown().expect("skipped failures do not halt");
+        let skipped: u64 = report.stages.iter().map(|s| s.skipped).sum();
+        let handled: u64 = report.stages.iter().map(|s| s.handled).sum();
+        let processed: u64 = report.stages.iter().map(|s| s.processed).sum();
+        assert_eq!((skipped, handled, processed), (10, 90, 100));
+    });
+}
