@@ -14,9 +14,11 @@ declare -A MODELS=(
     [fence]="blocking_strategy_loses_no_wake_up"
     [limit_default]="poller_joining_while_the_producer_wraps"
     [work_claim]="work_pool_hands_each_event_to_exactly_one_worker"
+    [pool_scan]="work_pool_behind_two_producers_reads_only_published_slots"
+    [join_point]="poller_joining_behind_a_limited_poll_misses_nothing"
 )
 status=0
-for knob in cursor stage available gating_cache fence limit_default work_claim; do
+for knob in cursor stage available gating_cache fence limit_default work_claim pool_scan join_point; do
     for model in ${MODELS[$knob]}; do
         log=$(mktemp)
         if LOOM_EXTRA_RUSTFLAGS="--cfg ringbus_weaken=\"$knob\"" \

@@ -485,13 +485,20 @@ where
                 work: spec.work,
             };
             let (core, launch) = (spec.core, spec.launch);
+            let (finished, finished_cell) = (Arc::clone(&bus), Arc::clone(cell));
             let spawned = thread::Builder::new().name(spec.name).spawn(move || {
                 if let Some(core) = core {
                     // A refusal here is not fatal: the core exists (checked
                     // at build), the stage just runs unpinned.
                     let _ = affinity::pin_current_thread(core);
                 }
-                launch(cx)
+                // The stage's context and a handler made on this thread are
+                // dropped inside `launch`; only then is the stage finished,
+                // so a joiner never waits on a slow `Drop` after a timeout.
+                let outcome = launch(cx);
+                finished_cell.exit();
+                finished.thread_finished();
+                outcome
             });
             match spawned {
                 Ok(handle) => bus.add_thread(handle),

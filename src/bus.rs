@@ -36,9 +36,6 @@ struct Control {
     refusing: AtomicBool,
     /// The last sequence that will ever be published, once closed.
     closed_at: AtomicI64,
-    /// The first sequence of the lowest claim a refused producer abandoned
-    /// (`OPEN` while none): it is never published, nobody reads past it.
-    abandoned_at: AtomicI64,
 }
 
 /// How long a timed-out shutdown waits, after halting the bus, for stages
@@ -124,7 +121,6 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
                 halted: AtomicBool::new(false),
                 refusing: AtomicBool::new(false),
                 closed_at: AtomicI64::new(OPEN),
-                abandoned_at: AtomicI64::new(OPEN),
             }),
             producers: AtomicUsize::new(1),
             finished: AtomicUsize::new(0),
@@ -165,27 +161,11 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.signal.notify_all();
     }
 
-    /// A multi producer refused while it waited for room for its claim
-    /// `first..`: that claim will never be published, so no reader can pass
-    /// `first`. Recorded before the producer returns its error, so a reader
-    /// waiting there stops instead of waiting for a writer that is gone (and
-    /// shutdown does not depend on which handles are still alive).
-    pub(crate) fn abandon(&self, first: Sequence) {
-        // Relaxed: a reader needs only the number; parked readers recheck it
-        // under the signal's lock, which `notify_all` takes after this.
-        self.control
-            .abandoned_at
-            .fetch_min(first, Ordering::Relaxed);
-        self.signal.notify_all();
-    }
-
     /// Nothing more will be published at or after `next`: the producers are
-    /// closed past it, or a claim abandoned at or before it left a hole that
-    /// will never be filled.
+    /// closed past it. (A halted bus may leave claims unpublished; readers
+    /// stop on the halt itself.)
     pub(crate) fn nothing_more_at(&self, next: Sequence) -> bool {
-        // Relaxed: as in `abandon`.
-        next >= self.control.abandoned_at.load(Ordering::Relaxed)
-            || self.closed_at().is_some_and(|last| next > last)
+        self.closed_at().is_some_and(|last| next > last)
     }
 
     /// The last sequence that will ever be published, if producers are done.
@@ -204,14 +184,20 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// before their current claim, never "no limit": a poller may join at
     /// any time, and every limit a producer computes must hold for it too.
     pub(crate) fn min_gating(&self, default: Sequence) -> Sequence {
+        let gating = loom::lock(&self.gating);
         // Only to show the loom model of a joining poller fails without it.
-        let default = if cfg!(ringbus_weaken = "limit_default") {
+        let floor = if cfg!(ringbus_weaken = "limit_default") {
             Sequence::MAX
         } else {
-            default
+            default.min(self.sequencer.gating_floor())
         };
-        let gating = loom::lock(&self.gating);
-        minimum(gating.iter().map(|s| &s.sequence), default)
+        // A stage stopped by a failure reads no more: it stops gating, so a
+        // claim made before the refusal can still be filled and published
+        // for the healthy stages (no hole for them to wait at). Its last
+        // read happened before its flag (Release/Acquire), so slots it
+        // passed may be reused.
+        let live = gating.iter().filter(|s| !s.has_failed());
+        minimum(live.map(|s| &s.sequence), floor)
     }
 
     /// Adds a consumer at runtime (an event poller): it has "passed" the
@@ -261,18 +247,25 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// Waits until producers may write up to `last`; returns the gating minimum
     /// then seen. `before` is what was claimed before this claim (see
     /// `min_gating`).
+    ///
+    /// `Halted` when the bus is halted; when a stage failure refuses the
+    /// producers, only if `claimed` is false. A claim the stages can already
+    /// see (`claimed`: a multi producer's `fetch_add`) must be published,
+    /// or the healthy stages would wait at its hole: it goes on waiting for
+    /// the room the healthy stages free (failed stages stop gating).
     pub(crate) fn wait_for_free(
         &self,
         last: Sequence,
         before: Sequence,
         deadline: Option<Instant>,
+        claimed: bool,
     ) -> Result<Sequence, Interrupt> {
         let wrap_point = last - self.capacity();
         let poll = || {
             let min = self.min_gating(before);
             if min >= wrap_point {
                 Ok(Some(min))
-            } else if self.refuses_producers() {
+            } else if self.is_halted() || (!claimed && self.refuses_producers()) {
                 Err(Interrupt::Halted)
             } else {
                 Ok(None)

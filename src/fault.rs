@@ -9,6 +9,13 @@
 //! `Err(Halted)` instead of waiting, and the stages that do not depend on the
 //! failed one drain what was already published. Nothing hangs.
 //!
+//! A failed stage stops gating the producers. So a multi-producer publish
+//! that had already claimed its slot when the failure refused the producers
+//! is completed (and acknowledged with `Ok`) once the healthy stages free
+//! the slot: no healthy stage is ever left waiting at a claim that will not
+//! be published. Only `halt()` can leave such a claim, and a halted bus
+//! stops every stage anyway.
+//!
 //! A panic is caught and routed by the same policy. With the default policy
 //! the catch is around the stage's whole loop (free while nothing panics);
 //! with any other policy it is around each call of the handler, and the

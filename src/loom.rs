@@ -8,7 +8,7 @@
 pub(crate) use loom::{
     hint::spin_loop,
     sync::{
-        atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
         Arc, Condvar, Mutex, MutexGuard,
     },
     thread,
@@ -18,7 +18,7 @@ pub(crate) use loom::{
 pub(crate) use std::{
     hint::spin_loop,
     sync::{
-        atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
         Arc, Condvar, Mutex, MutexGuard,
     },
     thread,
@@ -168,12 +168,14 @@ pub(crate) fn release(what: Weaken) -> Ordering {
     }
 }
 
-/// A SeqCst fence, unless this build weakens the parking fences
-/// (`--cfg ringbus_weaken="fence"`, loom demonstration only).
+/// The ordering of the parking flag's swaps: `AcqRel`, unless this build
+/// weakens it (`--cfg ringbus_weaken="fence"`, loom demonstration only).
 #[inline(always)]
-pub(crate) fn seqcst_fence() {
-    if !cfg!(ringbus_weaken = "fence") {
-        fence(Ordering::SeqCst);
+pub(crate) fn parking_order() -> Ordering {
+    if cfg!(ringbus_weaken = "fence") {
+        Ordering::Relaxed
+    } else {
+        Ordering::AcqRel
     }
 }
 

@@ -13,8 +13,9 @@
 //! What a poller sees: every event claimed after `subscribe` returned (for a
 //! single producer: published after it), in order, once. A poller of a
 //! single-producer bus also sees those the slowest existing consumer had not
-//! finished yet; one of a multi-producer bus starts exactly at the claim
-//! counter (see `MultiProducerSequencer::join_point`).
+//! finished yet; one of a multi-producer bus starts after the published
+//! floor, so it also sees claims still being written when it joined (see
+//! `MultiProducerSequencer::join_point`).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -53,8 +54,9 @@ impl std::error::Error for PollError {}
 /// A pull consumer of one bus, polled from the user's own thread; made by
 /// `subscribe` on a producer. Polls hand the available events in order to a
 /// closure and commit them when it returns (not if it panics: they come
-/// again). It sees every event claimed after `subscribe` returned, and
-/// possibly some earlier ones the slowest consumer had not finished.
+/// again). It sees every event claimed after `subscribe` returned; on a
+/// single-producer bus also the ones the slowest consumer had not finished,
+/// on a multi-producer bus also claims still being written when it joined.
 /// Dropping it stops it gating the producers.
 pub struct EventPoller<E, S, W>
 where

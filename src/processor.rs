@@ -290,8 +290,6 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             report.handled = report.processed - report.skipped - report.dead_lettered;
         }
         report.failure = failure;
-        self.cell.exit();
-        self.bus.thread_finished();
         (report, handler)
     }
 

@@ -110,7 +110,9 @@ fn wait_for_room<E, W: WaitStrategy>(
             }
             Ok(min)
         }
-        _ => Ok(bus.wait_for_free(last, published, wait.deadline())?),
+        // Nothing is claimed yet (the cursor has not moved): a refusal ends
+        // the wait.
+        _ => Ok(bus.wait_for_free(last, published, wait.deadline(), false)?),
     }
 }
 
@@ -127,11 +129,8 @@ fn wait_for_claimed_room<E, W: WaitStrategy>(
 ) -> Result<(), TryPublishError> {
     let min = refresh_gating_cache(bus, last - n);
     if bus.writable_up_to(min) < last {
-        if let Err(refused) = wait_then_cache(bus, last, last - n, None) {
-            // The claim is ours but will never be published.
-            bus.abandon(last - n + 1);
-            return Err(refused.into());
-        }
+        // Claimed: only a halt ends the wait (then nothing drains anyway).
+        wait_then_cache(bus, last, last - n, None, true)?;
     }
     Ok(())
 }
@@ -155,8 +154,9 @@ fn wait_then_cache<E, W: WaitStrategy>(
     last: Sequence,
     before: Sequence,
     deadline: Option<Instant>,
+    claimed: bool,
 ) -> Result<(), Interrupt> {
-    let min = bus.wait_for_free(last, before, deadline)?;
+    let min = bus.wait_for_free(last, before, deadline, claimed)?;
     bus.sequencer.gating_cache.set(min, Weaken::GatingCache);
     Ok(())
 }
@@ -539,7 +539,7 @@ where
                             return Err(TryPublishError::Timeout);
                         }
                         let before = seq.claimed();
-                        wait_then_cache(&self.bus, before + n, before, Some(deadline))?;
+                        wait_then_cache(&self.bus, before + n, before, Some(deadline), false)?;
                     }
                 }
             },
@@ -649,8 +649,9 @@ where
 
     /// Adds an [`EventPoller`] at runtime, without stopping or slowing the
     /// producers. It gates them until dropped, and sees every event
-    /// claimed after this returns (and possibly some that the slowest
-    /// consumer had not finished yet). Fails on a halted or closed bus.
+    /// published after the highest sequence up to which everything was
+    /// published when this ran, so every event claimed after this returns.
+    /// Fails on a halted or closed bus.
     pub fn subscribe(&self) -> Result<EventPoller<E, MultiProducerSequencer, W>, PublishError> {
         crate::poller::subscribe(&self.bus)
     }

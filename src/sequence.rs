@@ -53,6 +53,12 @@ impl AtomicSequence {
         self.0.store(value, crate::loom::release(weaken));
     }
 
+    /// A store that orders nothing; for values guarded by a lock.
+    #[inline]
+    pub(crate) fn set_relaxed(&self, value: Sequence) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
     /// Atomic add returning the previous value; used by the multi-producer claim.
     #[inline]
     pub(crate) fn fetch_add(&self, n: i64) -> Sequence {

@@ -11,24 +11,34 @@
 //!
 //! One [`Signal`] per bus: a `sleeping` flag, a mutex and a condition variable.
 //!
-//! * A waiter takes the lock, then in a loop: sets `sleeping`, issues a
-//!   SeqCst fence, polls, and waits on the condvar if the poll failed.
+//! * A waiter takes the lock, then in a loop: sets `sleeping` with an
+//!   AcqRel swap, polls, and waits on the condvar if the poll failed.
 //! * A notifier (a producer after publishing, a stage after advancing its
-//!   sequence) has already stored its progress with Release; it issues a SeqCst
-//!   fence and, only if `sleeping` is set, clears it with a swap; the notifier
-//!   that cleared it takes the lock and wakes everyone with `notify_all`.
+//!   sequence) has already stored its progress; it clears `sleeping` with an
+//!   AcqRel swap, and if the flag was set it takes the lock and wakes everyone
+//!   with `notify_all`.
 //!
-//! The two fences order "store progress; read flag" against "set flag; read
-//! progress": at least one side sees the other's write, so either the
-//! waiter's poll sees the progress or the notifier sees the flag. A notifier
-//! that sees it either clears it itself or finds it cleared by another, and
-//! whoever cleared it wakes every parked thread under the lock; a waiter holds
-//! the lock from setting the flag until it waits, so the wake cannot slip in
-//! between. No wake-up is lost.
+//! Both sides are read-modify-writes of the one flag, so they are totally
+//! ordered. If the waiter's swap comes first, the notifier's swap reads a
+//! set flag (its own, or a later waiter's) unless another notifier cleared it
+//! in between, and whoever read it set wakes every parked thread under the
+//! lock; a waiter holds the lock from setting the flag until it waits, so the
+//! wake cannot slip in between. If the notifier's swap comes first, the
+//! waiter's swap reads the value it wrote (or a later swap's, which continues
+//! its release sequence), so it acquires the notifier's progress and its poll
+//! sees it. No wake-up is lost, by acquire/release alone.
 //!
-//! Cost: a fence per publish or batch while nobody sleeps, and one lock and
-//! futex wake per *park episode* (not per publish) while somebody does: the
-//! flag stays clear until a thread goes back to sleep.
+//! An earlier version cleared the flag only after a SeqCst fence and a plain
+//! load found it set (a load keeps the flag's cache line shared while nobody
+//! sleeps). That argument rests on the fences' total order; loom, which
+//! checks fences less completely than read-modify-writes, found a lost
+//! wake-up with two parked pollers and a producer waiting for room (model
+//! `poller_joining_behind_a_limited_poll_misses_nothing`), and no version we
+//! could prove with acquire/release alone kept the plain load.
+//!
+//! Cost: one swap per publish or batch while nobody sleeps (the flag's line
+//! moves to the notifying core), and one lock and futex wake per *park
+//! episode* (not per publish) while somebody does.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -84,12 +94,10 @@ impl Signal {
     /// Wakes parked threads if there are any. Call after storing progress.
     #[inline]
     pub(crate) fn notify_if_parked(&self) {
-        // SeqCst fence: orders our earlier progress store before the load of
-        // `sleeping` (store→load), pairing with the fence in `park`.
-        loom::seqcst_fence();
-        // Relaxed: the fences order the flag against the progress; the lock
-        // taken below orders the wake against the waiter's wait.
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Relaxed) {
+        // AcqRel: releases our progress to a waiter whose later swap reads
+        // this value; see the module docs. The lock taken below orders the
+        // wake against the waiter's wait.
+        if self.sleeping.swap(false, loom::parking_order()) {
             self.notify_all();
         }
     }
@@ -108,10 +116,9 @@ impl Signal {
     ) -> Result<T, Interrupt> {
         let mut guard = loom::lock(&self.lock);
         let result = loop {
-            // Relaxed: ordered against the notifier's progress store by the
-            // SeqCst fence below (store→load), which pairs with its fence.
-            self.sleeping.store(true, Ordering::Relaxed);
-            loom::seqcst_fence();
+            // AcqRel: acquires the progress of a notifier whose swap came
+            // before ours; see the module docs.
+            self.sleeping.swap(true, loom::parking_order());
             match poll() {
                 Ok(Some(value)) => break Ok(value),
                 Err(interrupt) => break Err(interrupt),
@@ -389,7 +396,7 @@ impl WaitStrategy for Sleeping {}
 
 /// Parks the thread on a condition variable until progress is signalled: no
 /// CPU while idle. Publishers and stages pay for a wake-up (a lock and a
-/// futex call) only while someone is parked; otherwise a fence.
+/// futex call) only while someone is parked; otherwise one atomic swap.
 ///
 /// Stages waiting on a slow upstream stage park too (they are woken when it
 /// advances), and so do producers waiting for a full ring to drain.

@@ -340,8 +340,9 @@ fn stage_after_a_failed_and_a_slow_stage_gets_all_they_finished() {
     });
 }
 
-/// A multi-producer claim abandoned when a stage failed leaves a hole; the
-/// independent stage must not wait for it forever once the producers are gone.
+/// A multi-producer claim in flight when a stage failed must not leave a
+/// hole the independent stage waits at forever: it is filled once the
+/// failed stage stops gating, and the independent stage gets it.
 #[test]
 fn abandoned_claim_after_a_failure_does_not_hang_shutdown() {
     bounded(60, || {
@@ -365,7 +366,7 @@ fn abandoned_claim_after_a_failure_does_not_hang_shutdown() {
                 Err(e) => panic!("{e}"),
             }
         }
-        drop(p); // must not hang on the claim the refused publish abandoned
+        drop(p); // must not hang on the claim made before the refusal
         let seen = seen.lock().unwrap();
         assert_eq!(
             seen.len() as u64,

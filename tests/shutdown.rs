@@ -334,11 +334,11 @@ fn concurrent_shutdowns_with_refused_publishes_do_not_hang() {
 }
 
 /// A bus whose first stage fails while holding a ring of 4 full, with an
-/// independent second stage (which records what it saw), and a clone blocked
-/// in `publish` that has claimed its slot when the failure refuses it.
-/// Returns the producer, the clone's thread (its publish results) and the
-/// independent stage's count.
-fn failed_bus_with_an_abandoned_claim() -> (
+/// independent second stage (which counts what it saw), and a clone blocked
+/// in `publish` that has claimed its slot when the failure refuses the
+/// producers. Returns the producer, the clone's thread (its publish
+/// results), the independent stage's count and the failure's trigger.
+fn failed_bus_with_a_claim_in_flight() -> (
     ringbus::MultiProducer<Event, Blocking>,
     std::thread::JoinHandle<Vec<Result<Sequence, PublishError>>>,
     Arc<AtomicU64>,
@@ -373,19 +373,27 @@ fn failed_bus_with_an_abandoned_claim() -> (
     (p, blocked, seen, fail_now)
 }
 
-/// Issue #12, finding 3: `shutdown()` on a clone after a failure left an
-/// abandoned claim used to hang (the independent stage waited at the hole
-/// for every handle, including the one shutting down), and
-/// `shutdown_timeout` reported `TimedOut` instead of the failure.
+/// Issue #12, finding 3: `shutdown()` on a clone after a failure refused a
+/// claim in flight used to hang (the claim was abandoned, and the
+/// independent stage waited at its hole for every handle, including the one
+/// shutting down), and `shutdown_timeout` reported `TimedOut` instead of the
+/// failure. Now the failed stage stops gating, the claim is filled and
+/// published, and the independent stage gets it too: nothing acknowledged
+/// is lost for a healthy stage.
 #[test]
-fn shutdown_after_a_failure_with_an_abandoned_claim_reports_the_failure() {
+fn shutdown_after_a_failure_with_a_claim_in_flight_reports_the_failure() {
     for timeout in [None, Some(Duration::from_secs(600))] {
         bounded(60, move || {
-            let (p, blocked, seen, fail_now) = failed_bus_with_an_abandoned_claim();
+            let (p, blocked, seen, fail_now) = failed_bus_with_a_claim_in_flight();
             let keep_alive = p.clone(); // another live handle: must not matter
             std::thread::sleep(Duration::from_millis(20));
             fail_now.send(()).unwrap();
-            assert_eq!(blocked.join().unwrap(), [Err(PublishError::Halted)]);
+            assert_eq!(
+                blocked.join().unwrap(),
+                [Ok(4)],
+                "claimed before the refusal"
+            );
+            assert_eq!(p.publish(|e| e.set(5)), Err(PublishError::Halted));
             let outcome = match timeout {
                 None => p.shutdown(),
                 Some(t) => p.shutdown_timeout(t),
@@ -394,22 +402,22 @@ fn shutdown_after_a_failure_with_an_abandoned_claim_reports_the_failure() {
                 Err(ShutdownError::StageFailed(report)) => {
                     assert_eq!(report.stages[0].name, "fails");
                     assert!(report.stages[1].failure.is_none());
-                    assert_eq!(report.stages[1].processed, 4, "{report:?}");
+                    assert_eq!(report.stages[1].processed, 5, "{report:?}");
                 }
                 other => panic!("expected the stage failure, got {other:?}"),
             }
-            assert_eq!(seen.load(Ordering::Relaxed), 4);
+            assert_eq!(seen.load(Ordering::Relaxed), 5);
             drop(keep_alive);
         });
     }
 }
 
-/// Issue #12, finding 4: a poller parked in `poll_wait` at the hole of an
-/// abandoned claim used to miss its wake-up when the last handle went away
-/// after a shutdown on another one. It now stops as soon as the claim is
-/// abandoned, whichever handles are alive.
+/// Issue #12, finding 4: a poller parked in `poll_wait` at the hole of a
+/// claim abandoned by a failure used to miss its wake-up when the last
+/// handle went away after a shutdown on another one. The claim is now
+/// published (see above), and the poller ends with `Closed` after it.
 #[test]
-fn poller_parked_at_an_abandoned_claim_is_woken() {
+fn poller_parked_behind_a_claim_in_flight_at_a_failure_ends() {
     bounded(60, || {
         let (fail_now, gate) = mpsc::channel::<()>();
         let p = ringbus::multi_producer(4, Event::default, Blocking)
@@ -437,13 +445,13 @@ fn poller_parked_at_an_abandoned_claim_is_woken() {
         let blocked = std::thread::spawn(move || q.publish(|e| e.set(4)));
         std::thread::sleep(Duration::from_millis(20));
         fail_now.send(()).unwrap();
-        assert_eq!(blocked.join().unwrap(), Err(PublishError::Halted));
+        assert_eq!(blocked.join().unwrap(), Ok(4));
         let last = p.clone();
         assert!(matches!(p.shutdown(), Err(ShutdownError::StageFailed(_))));
         std::thread::sleep(Duration::from_millis(10));
         drop(last);
         let (got, end) = polling.join().unwrap();
-        assert_eq!(got, 4, "the poller got every published event");
+        assert_eq!(got, 5, "the poller got every published event");
         assert_eq!(end, ringbus::PollError::Closed);
     });
 }

@@ -410,3 +410,124 @@ fn work_pool_hands_each_event_to_exactly_one_worker() {
     WORKER_0.assert_reached("worker 0 won the event");
     WORKER_1.assert_reached("worker 1 won the event");
 }
+
+/// Model 10 (issue #12, finding 1): a work pool of two workers behind two
+/// producers on a ring of 2, three events (producer A writes 1 and 2,
+/// producer B writes 11). Forbidden: a worker reading a slot a producer is
+/// still writing (loom reports the racing cell access; `verify` an unwritten
+/// event), an event handled twice or never, a hang. The interleaving it
+/// exists for: one worker claims while the other is ahead, so the pool
+/// cursor lies beyond its scan start; a worker whose sequence ran ahead of
+/// its scan let a producer lap that start, and the scan then followed the
+/// later lap's mark past a slot still being written.
+#[test]
+fn work_pool_behind_two_producers_reads_only_published_slots() {
+    static BOTH_WORKED: Reached = Reached::new();
+    loom::model(|| {
+        // handled[0], [1]: A's events 1 and 2; handled[2]: B's event 11.
+        let handled = Arc::new([
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        ]);
+        let by_worker = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let (h, w) = (Arc::clone(&handled), Arc::clone(&by_worker));
+        let a = ringbus::multi_producer(2, Ev::default, Blocking)
+            .handle_events_with_pool(2, move |i: usize| {
+                let (h, w) = (Arc::clone(&h), Arc::clone(&w));
+                move |e: &Ev, _seq: Sequence, _eob: bool| {
+                    e.verify();
+                    let index = match e.value {
+                        1 | 2 => e.value as usize - 1,
+                        11 => 2,
+                        v => panic!("unexpected event {v}"),
+                    };
+                    assert_eq!(
+                        h[index].fetch_add(1, Relaxed),
+                        0,
+                        "event {} handled twice",
+                        e.value
+                    );
+                    w[i].fetch_add(1, Relaxed);
+                }
+            })
+            .build();
+        let b = a.clone();
+        let other = thread::spawn(move || {
+            b.publish(|e| e.set(11)).unwrap();
+        });
+        a.publish(|e| e.set(1)).unwrap();
+        a.publish(|e| e.set(2)).unwrap();
+        other.join().unwrap();
+        drop(a);
+        for h in handled.iter() {
+            assert_eq!(h.load(Relaxed), 1, "an event was lost");
+        }
+        if by_worker.iter().all(|w| w.load(Relaxed) > 0) {
+            BOTH_WORKED.hit();
+        }
+    });
+    BOTH_WORKED.assert_reached("both workers handled events");
+}
+
+/// Model 11 (issue #12, finding 2): poller A commits one event at a time
+/// while the producer publishes a batch of 2 and then single events on a
+/// ring of 2, and poller B joins from another thread meanwhile. Forbidden:
+/// B missing an event claimed after it joined, B or A seeing a gap, repeat
+/// or unwritten event, a hang (B joining inside a batch whose first-slot
+/// mark a later lap had reused never saw an event and gated the producer
+/// for good: a loom deadlock).
+#[test]
+fn poller_joining_behind_a_limited_poll_misses_nothing() {
+    static JOINED_LATE: Reached = Reached::new();
+    fn drain(
+        mut poller: ringbus::EventPoller<Ev, ringbus::MultiProducerSequencer, Blocking>,
+        limit: usize,
+    ) -> (Sequence, Sequence) {
+        let start = poller.sequence();
+        let mut expected = start + 1;
+        loop {
+            let polled = poller.poll_wait(limit, |e: &Ev, seq: Sequence, _eob: bool| {
+                assert_eq!(seq, expected, "gap or repeat");
+                e.verify();
+                assert_eq!(
+                    e.value,
+                    seq as u64 + 1,
+                    "slot overwritten before it was read"
+                );
+                expected += 1;
+            });
+            if polled.is_err() {
+                return (start, expected - 1);
+            }
+        }
+    }
+    loom::model(|| {
+        let producer = ringbus::multi_producer(2, Ev::default, Blocking).build();
+        let a = producer.subscribe().unwrap();
+        let poller_a = thread::spawn(move || drain(a, 1));
+        let handle = producer.clone();
+        let poller_b = thread::spawn(move || {
+            let b = handle.subscribe().unwrap();
+            drop(handle);
+            drain(b, 2)
+        });
+        producer
+            .batch_publish(2, |slots| {
+                for (i, e) in slots.enumerate() {
+                    e.set(i as u64 + 1);
+                }
+            })
+            .unwrap();
+        producer.publish(|e| e.set(3)).unwrap();
+        producer.publish(|e| e.set(4)).unwrap();
+        drop(producer);
+        assert_eq!(poller_a.join().unwrap(), (-1, 3), "A saw every event");
+        let (start, last) = poller_b.join().unwrap();
+        assert_eq!(last, 3, "B missed events claimed after it joined");
+        if start >= 0 {
+            JOINED_LATE.hit();
+        }
+    });
+    JOINED_LATE.assert_reached("B joined after the producer had published");
+}

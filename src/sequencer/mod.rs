@@ -36,6 +36,14 @@ pub(crate) mod sealed {
         /// The highest sequence claimed so far (published or not).
         fn claimed(&self) -> Sequence;
 
+        /// The highest sequence up to which producers may count every slot
+        /// as consumed whatever the gating stages say (`Sequence::MAX`: no
+        /// such bound). Called only under the bus's gating lock, as part of
+        /// every gating minimum; see `MultiProducerSequencer::published_floor`.
+        fn gating_floor(&self) -> Sequence {
+            Sequence::MAX
+        }
+
         /// Where a reader joining at runtime starts: the sequence it has
         /// "passed", given `slowest`, the slowest gating consumer's sequence
         /// (or what was claimed, when there is none). Called under the

@@ -44,6 +44,9 @@ pub struct MultiProducerSequencer {
     pub(crate) gating_cache: AtomicSequence,
     available: Box<[AtomicI64]>,
     mask: i64,
+    /// Everything up to here is published: see `published_floor`. Read and
+    /// written only under the bus's gating lock.
+    frontier: AtomicSequence,
 }
 
 impl fmt::Debug for MultiProducerSequencer {
@@ -122,9 +125,9 @@ impl MultiProducerSequencer {
     }
 
     /// Where a reader joining at runtime starts (see `Sealed::join_point`):
-    /// everything claimed so far counts as passed, so its first scan starts
-    /// at the claim counter, the first sequence of the next claim and so a
-    /// batch boundary. It reads every event claimed after it joined.
+    /// after the published floor, a batch boundary that no producer can lap
+    /// (it gates them). The reader sees every event published after that,
+    /// which includes every event claimed after it joined.
     ///
     /// Joining further back, at the slowest consumer, is not possible: that
     /// position can lie inside a batch whose mark sits at the batch's first
@@ -136,7 +139,34 @@ impl MultiProducerSequencer {
         if cfg!(ringbus_weaken = "join_point") {
             return self.batch_end_around(slowest);
         }
-        self.claimed()
+        if std::env::var("JOIN_AT_CLAIMED").is_ok() {
+            return self.claimed();
+        }
+        self.published_floor()
+    }
+
+    /// The highest `h` such that everything up to `h` is published, found
+    /// by a scan from the last such value; the caller holds the bus's gating
+    /// lock, which serialises the scans.
+    ///
+    /// It is part of every gating minimum (`Sealed::gating_floor`): a slot
+    /// is reused only once the event before it in the slot is published,
+    /// not merely claimed. Without it, a claim still being written was
+    /// guarded only by consumers behind it; with none (a bus of pollers
+    /// only, between subscriptions) or with one that joined past it, another
+    /// producer could lap the writer and write the same slot. Being a gating
+    /// value, it also keeps its own next scan start from being lapped.
+    pub(crate) fn published_floor(&self) -> Sequence {
+        let from = self.frontier.get_relaxed() + 1;
+        let floor = self.highest_published(from);
+        if floor >= from {
+            // Relaxed: read and written only under the gating lock. The
+            // marks it summarises were acquired by the scan above, so a
+            // producer that reuses these slots after this lock (or after the
+            // gating cache's Release store) writes after their events.
+            self.frontier.set_relaxed(floor);
+        }
+        floor
     }
 
     /// The removed join search (loom demonstration only): the end of the
@@ -168,6 +198,7 @@ impl Sealed for MultiProducerSequencer {
             gating_cache: AtomicSequence::new(INITIAL),
             available: (0..capacity).map(|_| AtomicI64::new(INITIAL)).collect(),
             mask: capacity as i64 - 1,
+            frontier: AtomicSequence::new(INITIAL),
         }
     }
 
@@ -188,6 +219,10 @@ impl Sealed for MultiProducerSequencer {
 
     fn join_point(&self, slowest: Sequence) -> Sequence {
         MultiProducerSequencer::join_point(self, slowest)
+    }
+
+    fn gating_floor(&self) -> Sequence {
+        self.published_floor()
     }
 
     fn claimed(&self) -> Sequence {
