@@ -33,4 +33,31 @@ for knob in cursor stage available gating_cache fence limit_default work_claim p
         rm -f "$log"
     done
 done
+# Regression tests of the integration suite that must fail with a fix of
+# issue #12 reverted (the same knobs, in a normal build): the work pool
+# behind concurrent producers (its metrics run past the cursor, and slots
+# are read before they are written), and a poller joining inside a batch
+# whose first-slot mark a later lap reused (it hangs; the test's watchdog
+# fails it).
+declare -A TESTS=(
+    [pool_scan]="work_pool pool_behind_two_producers_publishing_singles_on_a_ring_of_4"
+    [join_point]="poller poller_joining_inside_a_batch_whose_mark_was_reused_gets_events"
+)
+for knob in pool_scan join_point; do
+    read -r file test <<<"${TESTS[$knob]}"
+    log=$(mktemp)
+    if RUSTFLAGS="--cfg ringbus_weaken=\"$knob\"" CARGO_TARGET_DIR="target/weak" \
+        cargo test --release --test "$file" -- --exact "$test" >"$log" 2>&1; then
+        echo "NOT CAUGHT: reverting '$knob' left tests/$file.rs $test passing"
+        status=1
+    elif ! grep -q "panicked at" "$log"; then
+        echo "BROKEN: the build reverting '$knob' did not run tests/$file.rs $test"
+        tail -5 "$log"
+        status=1
+    else
+        why=$(grep -m1 -E "panicked at" -A1 "$log" | tr '\n' ' ' | cut -c1-160)
+        echo "caught: reverting '$knob' fails tests/$file.rs $test: $why"
+    fi
+    rm -f "$log"
+done
 exit $status

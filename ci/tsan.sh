@@ -9,4 +9,6 @@ export RUSTDOCFLAGS="-Zsanitizer=thread"
 export CARGO_TARGET_DIR=target/tsan
 # The test harness's own threads are fine; report only real races.
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
+# The randomized lifecycle test runs fewer cases under TSan's ~10x slowdown.
+export RINGBUS_LIFECYCLE_CASES="${RINGBUS_LIFECYCLE_CASES:-150}"
 cargo +nightly test -Zbuild-std --target x86_64-unknown-linux-gnu -p ringbus --tests "$@"

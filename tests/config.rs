@@ -139,7 +139,8 @@ fn mutating_stage_in_parallel_with_a_reader_is_refused() {
 #[test]
 fn modifier_without_a_handler_after_it_is_refused() {
     type B = ringbus::Builder<Event, ringbus::SingleProducerSequencer, BusySpin>;
-    let cases: [(&str, fn(B) -> B); 4] = [
+    type Modifier = fn(B) -> B;
+    let cases: [(&str, Modifier); 4] = [
         ("pin_at_core", |b| b.pin_at_core(0)),
         ("thread_name", |b| b.thread_name("x")),
         ("timeout", |b| b.timeout(std::time::Duration::from_secs(1))),

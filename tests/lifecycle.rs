@@ -11,8 +11,8 @@
 //! turns one into a failure naming the seed).
 //!
 //! Seeded and reproducible: `RINGBUS_LIFECYCLE_SEED=<n>` runs one case,
-//! `RINGBUS_LIFECYCLE_CASES=<n>` changes how many run (default 1,500; a few
-//! under Miri).
+//! `RINGBUS_LIFECYCLE_CASES=<n>` changes how many run (default 1,500;
+//! `ci/tsan.sh` runs 150; not run under Miri).
 
 mod common;
 
@@ -456,7 +456,7 @@ fn run_case<W: WaitStrategy>(seed: u64, strategy: W) {
                 && !refused
                 && topology
                     .fails_at
-                    .is_none_or(|at| at >= acknowledged as Sequence)
+                    .map_or(true, |at| at >= acknowledged as Sequence)
         }
         Err(ShutdownError::StageFailed(report)) => {
             for stage in &report.stages {
@@ -569,6 +569,11 @@ fn run_seed(seed: u64) {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "threads, sleeps and thousands of cases: days under Miri; the pool and \
+              poller tests cover the unsafe paths there"
+)]
 fn random_lifecycles_lose_nothing_and_never_hang() {
     if let Ok(seed) = std::env::var("RINGBUS_LIFECYCLE_SEED") {
         run_seed(seed.parse().expect("RINGBUS_LIFECYCLE_SEED is a number"));
@@ -577,7 +582,7 @@ fn random_lifecycles_lose_nothing_and_never_hang() {
     let cases: u64 = std::env::var("RINGBUS_LIFECYCLE_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(if cfg!(miri) { 4 } else { 1_500 });
+        .unwrap_or(1_500);
     for seed in 0..cases {
         run_seed(seed);
     }

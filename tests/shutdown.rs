@@ -338,12 +338,14 @@ fn concurrent_shutdowns_with_refused_publishes_do_not_hang() {
 /// in `publish` that has claimed its slot when the failure refuses the
 /// producers. Returns the producer, the clone's thread (its publish
 /// results), the independent stage's count and the failure's trigger.
-fn failed_bus_with_a_claim_in_flight() -> (
+type FailedBus = (
     ringbus::MultiProducer<Event, Blocking>,
     std::thread::JoinHandle<Vec<Result<Sequence, PublishError>>>,
     Arc<AtomicU64>,
     mpsc::Sender<()>,
-) {
+);
+
+fn failed_bus_with_a_claim_in_flight() -> FailedBus {
     let (fail_now, gate) = mpsc::channel::<()>();
     let seen = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&seen);
