@@ -262,11 +262,14 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     ) -> Result<Sequence, Interrupt> {
         let wrap_point = last - self.capacity();
         let poll = || {
+            // The refusal first: a failed stage stops gating, which may
+            // make room that only a claim already made may take.
+            if self.is_halted() || (!claimed && self.refuses_producers()) {
+                return Err(Interrupt::Halted);
+            }
             let min = self.min_gating(before);
             if min >= wrap_point {
                 Ok(Some(min))
-            } else if self.is_halted() || (!claimed && self.refuses_producers()) {
-                Err(Interrupt::Halted)
             } else {
                 Ok(None)
             }
