@@ -412,19 +412,29 @@ fn work_pool_hands_each_event_to_exactly_one_worker() {
 }
 
 /// Model 10 (issue #12, finding 1): a work pool of two workers behind two
-/// producers on a ring of 2, three events (producer A writes 1 and 2,
-/// producer B writes 11). Forbidden: a worker reading a slot a producer is
-/// still writing (loom reports the racing cell access; `verify` an unwritten
-/// event), an event handled twice or never, a hang. The interleaving it
-/// exists for: one worker claims while the other is ahead, so the pool
-/// cursor lies beyond its scan start; a worker whose sequence ran ahead of
-/// its scan let a producer lap that start, and the scan then followed the
-/// later lap's mark past a slot still being written.
+/// multi-producer claims outstanding at once on a ring of 2: event 1's
+/// publish writes its slot only after a nested publish on another handle
+/// has claimed and published event 2 (one thread makes the hole that two
+/// racing producers make, so the model stays small). Forbidden: a worker
+/// reading event 1's slot while it is written (loom reports the racing cell
+/// access; `verify` an unwritten event), an event handled twice or never, a
+/// hang. The interleaving it exists for: a worker that claims while lagging
+/// (the pool cursor beyond its scan start); one whose sequence ran ahead of
+/// its scan let event 2 lap that start, and its scan then followed event 2's
+/// mark past event 1's slot.
 #[test]
 fn work_pool_behind_two_producers_reads_only_published_slots() {
     static BOTH_WORKED: Reached = Reached::new();
-    loom::model(|| {
-        // handled[0], [1]: A's events 1 and 2; handled[2]: B's event 11.
+    // Preemption bound 1 in CI (32 k executions, 2 s here); the bound of 2
+    // the other models use takes 3.3 M executions (4 min): set
+    // RINGBUS_LOOM_FULL=1 for it. Both fail within seconds with the fix
+    // reverted (`ringbus_weaken="pool_scan"`).
+    let mut builder = loom::model::Builder::new();
+    if std::env::var_os("RINGBUS_LOOM_FULL").is_none() {
+        builder.preemption_bound = Some(1);
+    }
+    builder.check(|| {
+        // Events 0, 1, 2 carry values 1, 11, 12.
         let handled = Arc::new([
             AtomicUsize::new(0),
             AtomicUsize::new(0),
@@ -435,30 +445,24 @@ fn work_pool_behind_two_producers_reads_only_published_slots() {
         let a = ringbus::multi_producer(2, Ev::default, Blocking)
             .handle_events_with_pool(2, move |i: usize| {
                 let (h, w) = (Arc::clone(&h), Arc::clone(&w));
-                move |e: &Ev, _seq: Sequence, _eob: bool| {
+                move |e: &Ev, seq: Sequence, _eob: bool| {
                     e.verify();
-                    let index = match e.value {
-                        1 | 2 => e.value as usize - 1,
-                        11 => 2,
-                        v => panic!("unexpected event {v}"),
-                    };
-                    assert_eq!(
-                        h[index].fetch_add(1, Relaxed),
-                        0,
-                        "event {} handled twice",
-                        e.value
-                    );
+                    let expected = [1, 11, 12][seq as usize];
+                    assert_eq!(e.value, expected, "event {seq} holds another");
+                    assert_eq!(h[seq as usize].fetch_add(1, Relaxed), 0, "handled twice");
                     w[i].fetch_add(1, Relaxed);
                 }
             })
             .build();
         let b = a.clone();
-        let other = thread::spawn(move || {
-            b.publish(|e| e.set(11)).unwrap();
-        });
         a.publish(|e| e.set(1)).unwrap();
-        a.publish(|e| e.set(2)).unwrap();
-        other.join().unwrap();
+        a.publish(|e| {
+            // Claimed 1; claim and publish 2 before writing 1.
+            b.publish(|e2| e2.set(12)).unwrap();
+            e.set(11);
+        })
+        .unwrap();
+        drop(b);
         drop(a);
         for h in handled.iter() {
             assert_eq!(h.load(Relaxed), 1, "an event was lost");
