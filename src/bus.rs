@@ -184,6 +184,15 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// before their current claim, never "no limit": a poller may join at
     /// any time, and every limit a producer computes must hold for it too.
     pub(crate) fn min_gating(&self, default: Sequence) -> Sequence {
+        self.min_gating_of(default, false)
+    }
+
+    /// As `min_gating`; with `skip_failed`, stages stopped by a failure are
+    /// left out: for a multi producer whose claim the stages can already see
+    /// and which must be published (see `wait_for_free`). A producer that
+    /// has claimed nothing keeps them in, so it waits for the refusal that
+    /// follows a failure instead of racing it into the failed stage's room.
+    pub(crate) fn min_gating_of(&self, default: Sequence, skip_failed: bool) -> Sequence {
         let gating = loom::lock(&self.gating);
         // Only to show the loom model of a joining poller fails without it.
         let floor = if cfg!(ringbus_weaken = "limit_default") {
@@ -191,12 +200,12 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         } else {
             default.min(self.sequencer.gating_floor())
         };
-        // A stage stopped by a failure reads no more: it stops gating, so a
-        // claim made before the refusal can still be filled and published
-        // for the healthy stages (no hole for them to wait at). Its last
-        // read happened before its flag (Release/Acquire), so slots it
-        // passed may be reused.
-        let live = gating.iter().filter(|s| !s.has_failed());
+        // A stage stopped by a failure reads no more: left out, a claim made
+        // before the refusal can still be filled and published for the
+        // healthy stages (no hole for them to wait at). Its last read
+        // happened before its flag (Release/Acquire), so its slots may be
+        // reused.
+        let live = gating.iter().filter(|s| !(skip_failed && s.has_failed()));
         minimum(live.map(|s| &s.sequence), floor)
     }
 
@@ -267,7 +276,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             if self.is_halted() || (!claimed && self.refuses_producers()) {
                 return Err(Interrupt::Halted);
             }
-            let min = self.min_gating(before);
+            let min = self.min_gating_of(before, claimed);
             if min >= wrap_point {
                 Ok(Some(min))
             } else {

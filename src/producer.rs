@@ -141,6 +141,8 @@ fn refresh_gating_cache<E, W: WaitStrategy>(
     bus: &Bus<E, MultiProducerSequencer, W>,
     before: Sequence,
 ) -> Sequence {
+    // Failed stages stay in: a cache that left them out could hand their
+    // room to a claim made after the refusal.
     let min = bus.min_gating(before);
     bus.sequencer.gating_cache.set(min, Weaken::GatingCache);
     min
