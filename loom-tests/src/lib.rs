@@ -62,3 +62,19 @@ impl Reached {
         println!("reached `{what}` in {n} executions");
     }
 }
+
+/// A poll closure that checks each event is the next one after `expected`
+/// (no gap, no repeat), is fully written, and holds `sequence + 1`, the value
+/// the models' producers write; it advances `expected`.
+pub fn in_order(expected: &mut i64) -> impl FnMut(&Ev, i64, bool) + '_ {
+    move |e: &Ev, seq: i64, _eob: bool| {
+        assert_eq!(seq, *expected, "gap or repeat");
+        e.verify();
+        assert_eq!(
+            e.value,
+            seq as u64 + 1,
+            "slot overwritten before it was read"
+        );
+        *expected += 1;
+    }
+}

@@ -12,7 +12,7 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use loom::sync::Arc;
 use loom::thread;
 
-use loom_tests::{Ev, Reached};
+use loom_tests::{in_order, Ev, Reached};
 use ringbus::{Blocking, BusySpin, PublishError, Sequence, TryPublishError};
 
 /// Model 1: Single producer, one stage. Forbidden: the stage reading a slot before
@@ -353,16 +353,7 @@ fn poller_joining_while_the_producer_wraps() {
                 let start = poller.sequence();
                 let mut expected = start + 1;
                 for _ in 0..3 {
-                    let _ = poller.poll(2, |e: &Ev, seq: Sequence, _eob: bool| {
-                        assert_eq!(seq, expected, "gap or repeat");
-                        e.verify();
-                        assert_eq!(
-                            e.value,
-                            seq as u64 + 1,
-                            "slot overwritten before it was read"
-                        );
-                        expected += 1;
-                    });
+                    let _ = poller.poll(2, in_order(&mut expected));
                 }
                 start
             })
@@ -494,16 +485,7 @@ fn poller_joining_behind_a_limited_poll_misses_nothing() {
         let start = poller.sequence();
         let mut expected = start + 1;
         loop {
-            let polled = poller.poll_wait(limit, |e: &Ev, seq: Sequence, _eob: bool| {
-                assert_eq!(seq, expected, "gap or repeat");
-                e.verify();
-                assert_eq!(
-                    e.value,
-                    seq as u64 + 1,
-                    "slot overwritten before it was read"
-                );
-                expected += 1;
-            });
+            let polled = poller.poll_wait(limit, in_order(&mut expected));
             if polled.is_err() {
                 return (start, expected - 1);
             }
