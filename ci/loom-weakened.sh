@@ -47,7 +47,7 @@ for knob in pool_scan join_point; do
     read -r file test <<<"${TESTS[$knob]}"
     log=$(mktemp)
     if RUSTFLAGS="--cfg ringbus_weaken=\"$knob\"" CARGO_TARGET_DIR="target/weak" \
-        cargo test --release --test "$file" -- --exact "$test" >"$log" 2>&1; then
+        cargo test --test "$file" -- --exact "$test" >"$log" 2>&1; then
         echo "NOT CAUGHT: reverting '$knob' left tests/$file.rs $test passing"
         status=1
     elif ! grep -q "panicked at" "$log"; then
