@@ -21,6 +21,8 @@ pub(crate) struct StageCell {
     /// For a work-pool worker: the events it moved past (its share; its
     /// sequence is the pool's progress, not a count). `None` elsewhere.
     work_done: Option<AtomicU64>,
+    /// The stages this one reads after (its barrier's), for `gating`.
+    upstream: Box<[Arc<StageCell>]>,
 }
 
 impl StageCell {
@@ -35,14 +37,32 @@ impl StageCell {
             failed: AtomicBool::new(false),
             exited: AtomicBool::new(false),
             work_done: None,
+            upstream: Box::new([]),
         }
     }
 
-    /// The cell of a work-pool worker, which counts its share of events.
-    pub(crate) fn worker() -> Self {
+    /// The cell of a build-time stage that reads after `upstream`; a work
+    /// pool's worker (`worker`) counts its share of events.
+    pub(crate) fn stage(upstream: Vec<Arc<StageCell>>, worker: bool) -> Self {
         Self {
-            work_done: Some(AtomicU64::new(0)),
+            work_done: worker.then(|| AtomicU64::new(0)),
+            upstream: upstream.into_boxed_slice(),
             ..Self::new()
+        }
+    }
+
+    /// What this cell holds the producers to (Acquire loads): its sequence,
+    /// or, once it stopped after a failure and `skip_failed` is set, what
+    /// the stages it read after still hold them to. A failed stage reads no
+    /// more, but a healthy stage before it may still be reading slots that
+    /// only the failed one, a leaf, protected. `Sequence::MAX`: nothing.
+    pub(crate) fn gating(&self, skip_failed: bool) -> Sequence {
+        if skip_failed && self.has_failed() {
+            self.upstream
+                .iter()
+                .fold(Sequence::MAX, |min, up| min.min(up.gating(true)))
+        } else {
+            self.sequence.get()
         }
     }
 

@@ -437,14 +437,13 @@ where
             return Err(BuildError::ModifierWithoutHandler { modifier });
         }
         self.validate()?;
-        let cells: Vec<Arc<StageCell>> = self
-            .stages
-            .iter()
-            .map(|spec| match spec.work {
-                Some(_) => Arc::new(StageCell::worker()),
-                None => Arc::new(StageCell::new()),
-            })
-            .collect();
+        // Dependencies point at earlier stages, so each cell's upstream
+        // cells exist when it is made.
+        let mut cells: Vec<Arc<StageCell>> = Vec::with_capacity(self.stages.len());
+        for spec in &self.stages {
+            let upstream = spec.deps.iter().map(|&d| Arc::clone(&cells[d])).collect();
+            cells.push(Arc::new(StageCell::stage(upstream, spec.work.is_some())));
+        }
         let mut is_leaf = vec![true; self.stages.len()];
         for stage in &self.stages {
             for &d in &stage.deps {

@@ -200,13 +200,15 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         } else {
             default.min(self.sequencer.gating_floor())
         };
-        // A stage stopped by a failure reads no more: left out, a claim made
-        // before the refusal can still be filled and published for the
+        // A stage stopped by a failure reads no more: left out (in favour of
+        // the healthy stages before it, see `StageCell::gating`), a claim
+        // made before the refusal can still be filled and published for the
         // healthy stages (no hole for them to wait at). Its last read
         // happened before its flag (Release/Acquire), so its slots may be
         // reused.
-        let live = gating.iter().filter(|s| !(skip_failed && s.has_failed()));
-        minimum(live.map(|s| &s.sequence), floor)
+        gating
+            .iter()
+            .fold(floor, |min, cell| min.min(cell.gating(skip_failed)))
     }
 
     /// Adds a consumer at runtime (an event poller): it has "passed" the

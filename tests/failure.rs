@@ -436,3 +436,55 @@ fn a_handler_stopped_by_a_panic_gets_no_on_shutdown_and_is_not_returned() {
         });
     }
 }
+
+/// A failed leaf stops gating a claim made before the refusal, but a healthy
+/// stage before it may still be reading: the producers must stay behind
+/// that one. (Found by `tests/lifecycle.rs`, seed 767: the healthy stage saw
+/// events overwritten by a later lap.)
+#[test]
+fn healthy_stage_before_a_failed_leaf_still_gates_claims_in_flight() {
+    bounded(60, || {
+        let (slow, slow_stats) = Verifier::new(false);
+        let slow = {
+            let mut slow = slow;
+            move |e: &Event, s: Sequence, b: bool| {
+                if s == 0 {
+                    // Long enough for the failure to stop the leaf.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                ringbus::EventHandler::on_event(&mut slow, e, s, b);
+            }
+        };
+        let p = ringbus::multi_producer(4, Event::default, Blocking)
+            .thread_name("slow")
+            .handle_events_with(slow)
+            .thread_name("fails")
+            .handle_events_with(|_e: &Event, seq: Sequence, _b: bool| {
+                assert!(seq != 0, "fails at 0");
+            })
+            .and_then()
+            .thread_name("leaf")
+            .handle_events_with(|_e: &Event, _s: Sequence, _b: bool| {})
+            .build();
+        let producers: Vec<_> = (0..3u64)
+            .map(|k| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let mut accepted = 0;
+                    while accepted < 50 && p.publish(|e| e.set(value(k, accepted))).is_ok() {
+                        accepted += 1;
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let accepted: u64 = producers.into_iter().map(|t| t.join().unwrap()).sum();
+        let report = match p.shutdown() {
+            Err(ShutdownError::StageFailed(report)) => report,
+            other => panic!("expected the failure, got {other:?}"),
+        };
+        assert_eq!(report.stages[0].failure, None, "{report:?}");
+        assert_eq!(report.stages[0].processed, accepted, "{report:?}");
+        let _ = slow_stats;
+    });
+}
