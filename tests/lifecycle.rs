@@ -11,7 +11,7 @@
 //! turns one into a failure naming the seed).
 //!
 //! Seeded and reproducible: `RINGBUS_LIFECYCLE_SEED=<n>` runs one case,
-//! `RINGBUS_LIFECYCLE_CASES=<n>` changes how many run (default 1,500;
+//! `RINGBUS_LIFECYCLE_CASES=<n>` changes how many run (default 3,000;
 //! `ci/tsan.sh` runs 150; not run under Miri).
 
 mod common;
@@ -582,7 +582,7 @@ fn random_lifecycles_lose_nothing_and_never_hang() {
     let cases: u64 = std::env::var("RINGBUS_LIFECYCLE_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(1_500);
+        .unwrap_or(3_000);
     for seed in 0..cases {
         run_seed(seed);
     }
