@@ -215,8 +215,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// returned cell's sequence and gates the producers from now on.
     ///
     /// It starts after the slowest gating consumer, or after everything
-    /// claimed when there is none; a multi-producer bus starts it after
-    /// everything claimed (`Sealed::join_point`). Why producers never overwrite a slot it is
+    /// claimed when there is none; a multi-producer bus starts it after the
+    /// published floor (`Sealed::join_point`). Why producers never overwrite a slot it is
     /// entitled to: a producer writes at most up to a minimum it computed
     /// (under this lock) plus the capacity. A minimum computed before this
     /// subscription came from cursor reads (and a claim) ordered before ours

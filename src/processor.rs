@@ -452,7 +452,9 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                         raise(a.min(next - 1));
                     }
                     // The claim stands: keep waiting for it.
-                    Err(Interrupt::Timeout) => consumer.on_timeout(next - 1),
+                    Err(Interrupt::Timeout) => {
+                        consumer.on_timeout(self.cell.sequence.get_relaxed())
+                    }
                     Err(Interrupt::Halted) if self.barrier.upstream_failed() => {
                         report.upstream_failed = true;
                         self.cell.fail();

@@ -159,7 +159,11 @@ fn wait_then_cache<E, W: WaitStrategy>(
     claimed: bool,
 ) -> Result<(), Interrupt> {
     let min = bus.wait_for_free(last, before, deadline, claimed)?;
-    bus.sequencer.gating_cache.set(min, Weaken::GatingCache);
+    if !claimed {
+        // A claimed wait's minimum may leave failed stages out; cached, it
+        // would hand their room to producers that have claimed nothing.
+        bus.sequencer.gating_cache.set(min, Weaken::GatingCache);
+    }
     Ok(())
 }
 

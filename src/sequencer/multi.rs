@@ -19,7 +19,7 @@
 //!   `i - (k-1)*capacity <= i`), so `i` is not published yet.
 //!
 //! Readers only ever start a scan at a batch boundary (sequence 0, one past
-//! what an earlier scan reported, or the claim counter when they join), and
+//! what an earlier scan reported, or the published floor when they join), and
 //! only where no producer can have lapped it: the reader's own gating
 //! sequence is below the scan's start, so the marks it finds in the next
 //! `capacity` slots are from the lap it scans or earlier ones. A scan
@@ -138,9 +138,6 @@ impl MultiProducerSequencer {
     pub(crate) fn join_point(&self, slowest: Sequence) -> Sequence {
         if cfg!(ringbus_weaken = "join_point") {
             return self.batch_end_around(slowest);
-        }
-        if std::env::var("JOIN_AT_CLAIMED").is_ok() {
-            return self.claimed();
         }
         self.published_floor()
     }
