@@ -677,8 +677,15 @@ where
     pub fn cursor(&self) -> Sequence {
         let seq = &self.bus.sequencer;
         if seq.is_closed() {
-            if let Some(last) = self.bus.closed_at() {
-                return last;
+            // Refused claims inflate the counter after the close: only the
+            // final sequence is the true end. The closer stores it right
+            // after setting the closed bit; a caller that came in between
+            // waits for that store.
+            loop {
+                if let Some(last) = self.bus.closed_at() {
+                    return last;
+                }
+                crate::loom::yield_now();
             }
         }
         seq.claimed()
