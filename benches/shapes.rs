@@ -44,11 +44,7 @@ fn wait_until(seen: &AtomicI64, target: i64) {
 
 /// Oversubscribed shapes (more threads than this machine's 2 cores) sleep.
 fn sleepy() -> Sleeping {
-    Sleeping {
-        spin_tries: 0,
-        yield_tries: 0,
-        sleep: Duration::from_micros(1),
-    }
+    Sleeping::new(0, 0, Duration::from_micros(1))
 }
 
 fn bench_single<W: WaitStrategy>(

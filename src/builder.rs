@@ -380,6 +380,12 @@ where
                 capacity: self.capacity,
             });
         }
+        let mut names = std::collections::HashSet::with_capacity(self.stages.len());
+        if let Some(dup) = self.stages.iter().find(|s| !names.insert(s.name.as_str())) {
+            return Err(BuildError::DuplicateName {
+                name: dup.name.clone(),
+            });
+        }
         if self.stages.iter().any(|s| s.core.is_some()) {
             let available = affinity::available_cores();
             if let Some(requested) = self

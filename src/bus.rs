@@ -14,7 +14,7 @@ use crate::ring_buffer::RingBuffer;
 use crate::sequence::{minimum, Sequence};
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{self, Interrupt, PollResult, Signal, WaitStrategy};
-use crate::{PublishError, ShutdownError};
+use crate::{ShutdownError, SubscribeError};
 
 /// Sequence value of `closed_at` while producers may still publish.
 const OPEN: Sequence = Sequence::MAX;
@@ -222,18 +222,18 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// subscription came from cursor reads (and a claim) ordered before ours
     /// by the lock; cursors only grow, so it is at most our start. Every
     /// minimum computed after it includes the new cell.
-    pub(crate) fn subscribe(&self) -> Result<Arc<StageCell>, PublishError> {
+    pub(crate) fn subscribe(&self) -> Result<Arc<StageCell>, SubscribeError> {
         if self.has_mutating_stage {
             // A poller reads what producers published, so it could read an
             // event while a mutating stage writes it.
-            return Err(PublishError::MutatingStages);
+            return Err(SubscribeError::MutatingStages);
         }
         let mut gating = loom::lock(&self.gating);
         if self.refuses_producers() {
-            return Err(PublishError::Halted);
+            return Err(SubscribeError::Halted);
         }
         if self.closed_at().is_some() {
-            return Err(PublishError::Closed);
+            return Err(SubscribeError::Closed);
         }
         let slowest = minimum(gating.iter().map(|s| &s.sequence), self.sequencer.claimed());
         let start = self.sequencer.join_point(slowest);
@@ -285,7 +285,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
                 Ok(None)
             }
         };
-        if W::NAPS && !cfg!(loom) {
+        if self.strategy.naps() && !cfg!(loom) {
             if let Some(found) = self.yield_for_room(deadline, poll) {
                 return found;
             }

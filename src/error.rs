@@ -34,6 +34,12 @@ pub enum BuildError {
     },
     /// The operating system refused to start a stage thread.
     Spawn(io::Error),
+    /// Two stages have the same name (`thread_name`, or a pool's prefix):
+    /// reports, metrics and `after` lookups would be ambiguous.
+    DuplicateName {
+        /// The name given twice.
+        name: String,
+    },
     /// A modifier that applies to the next handler (`pin_at_core`,
     /// `thread_name`, `timeout`, `on_failure`) had no handler after it.
     ModifierWithoutHandler {
@@ -81,6 +87,11 @@ impl fmt::Display for BuildError {
                  one of them depends on the other"
             ),
             Self::Spawn(e) => write!(f, "could not start a stage thread: {e}"),
+            Self::DuplicateName { name } => write!(
+                f,
+                "two stages are named `{name}`; give each `thread_name` (and each pool \
+                 prefix) its own name"
+            ),
             Self::ModifierWithoutHandler { modifier } => write!(
                 f,
                 "`{modifier}(..)` applies to the next handler, but no handler follows it; \
@@ -120,9 +131,6 @@ pub enum PublishError {
         /// Ring capacity.
         capacity: usize,
     },
-    /// A poller cannot join a bus with a mutating stage: it could read an
-    /// event while that stage writes it.
-    MutatingStages,
 }
 
 impl fmt::Display for PublishError {
@@ -130,11 +138,6 @@ impl fmt::Display for PublishError {
         match self {
             Self::Halted => f.write_str("the bus was halted; build a new bus to go on"),
             Self::Closed => f.write_str("the bus was shut down; no more events are accepted"),
-            Self::MutatingStages => f.write_str(
-                "a poller cannot join a bus with a mutating stage (it could read an event \
-                 while that stage writes it); add the consumer at build time after the \
-                 mutating stage instead",
-            ),
             Self::BatchTooLarge {
                 requested,
                 capacity,
@@ -210,7 +213,46 @@ impl From<PublishError> for TryPublishError {
                 requested,
                 capacity,
             },
-            PublishError::MutatingStages => Self::Halted,
+        }
+    }
+}
+
+/// A runtime subscriber ([`subscribe`](crate::SingleProducer::subscribe),
+/// [`subscribe_with`](crate::SingleProducer::subscribe_with)) could not join.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The bus has a mutating stage: a runtime reader could read an event
+    /// while that stage writes it.
+    MutatingStages,
+    /// The bus was halted; nothing more is processed.
+    Halted,
+    /// The bus was shut down; no more events are published.
+    Closed,
+    /// The operating system refused to start the subscription's thread.
+    Spawn(io::Error),
+}
+
+impl fmt::Display for SubscribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MutatingStages => f.write_str(
+                "a runtime subscriber cannot join a bus with a mutating stage (it could \
+                 read an event while that stage writes it); add the consumer at build \
+                 time after the mutating stage instead",
+            ),
+            Self::Halted => f.write_str("the bus was halted; nothing more is processed"),
+            Self::Closed => f.write_str("the bus was shut down; nothing more is published"),
+            Self::Spawn(e) => write!(f, "could not start the subscription's thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SubscribeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Spawn(e) => Some(e),
+            _ => None,
         }
     }
 }

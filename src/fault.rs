@@ -29,14 +29,72 @@ use std::time::Duration;
 
 use crate::sequence::Sequence;
 
+/// The error type a fallible handler's error is kept as.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why handling an event failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// An error returned by a [`TryEventHandler`](crate::TryEventHandler) is kept
+/// with its type (shared, so a failure can be cloned into dead letters and
+/// reports): [`Failure::error`] and [`source`](std::error::Error::source)
+/// give it back, and [`Failure::downcast_ref`] recovers the concrete type.
+///
+/// Two failures compare equal when they are the same kind with the same
+/// message (`Display`), so tests can compare reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Failure {
-    /// The handler returned this error (its `Display`).
-    Error(String),
+    /// The handler returned this error.
+    Error(Arc<dyn std::error::Error + Send + Sync + 'static>),
     /// The handler panicked with this message.
     Panic(String),
 }
+
+impl Failure {
+    /// A failure from a handler's error value (anything that converts into a
+    /// boxed error: an error type, a `String`, a `&str`).
+    pub fn from_error(error: impl Into<BoxError>) -> Self {
+        Self::Error(Arc::from(error.into()))
+    }
+
+    /// The handler's error, if the handler returned one (not for a panic).
+    pub fn error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Self::Error(e) => Some(&**e),
+            Self::Panic(_) => None,
+        }
+    }
+
+    /// The handler's error as its concrete type `T`, if it is one.
+    ///
+    /// ```
+    /// use ringbus::Failure;
+    /// let failure = Failure::from_error(std::io::Error::other("disk full"));
+    /// let io = failure.downcast_ref::<std::io::Error>().unwrap();
+    /// assert_eq!(io.to_string(), "disk full");
+    /// assert!(Failure::Panic("boom".into()).downcast_ref::<std::io::Error>().is_none());
+    /// ```
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.error()?.downcast_ref::<T>()
+    }
+
+    /// True for a panic (caught and routed by the stage's policy).
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Self::Panic(_))
+    }
+}
+
+impl PartialEq for Failure {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Error(a), Self::Error(b)) => Arc::ptr_eq(a, b) || a.to_string() == b.to_string(),
+            (Self::Panic(a), Self::Panic(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Failure {}
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -47,9 +105,20 @@ impl fmt::Display for Failure {
     }
 }
 
+impl std::error::Error for Failure {
+    /// The handler's own error (none for a panic).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Error(e) => Some(&**e as &(dyn std::error::Error + 'static)),
+            Self::Panic(_) => None,
+        }
+    }
+}
+
 /// A failed event handed to a dead-letter channel
 /// ([`FailurePolicy::dead_letter_to`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DeadLetter<E> {
     /// The stage that failed.
     pub stage: String,

@@ -84,12 +84,16 @@ where
 /// A handler that can fail: `Err` is routed by the stage's
 /// [`FailurePolicy`](crate::FailurePolicy) (retry, dead-letter, skip, halt).
 ///
-/// Closures `FnMut(&E, Sequence, bool) -> Result<(), Err>` with `Err: Display`
-/// are fallible handlers; add them with
+/// Closures `FnMut(&E, Sequence, bool) -> Result<(), Err>` are fallible
+/// handlers, for any `Err` that converts into a boxed error (an error type,
+/// `String`, `&'static str`); add them with
 /// [`try_handle_events_with`](crate::Builder::try_handle_events_with).
 pub trait TryEventHandler<E> {
-    /// The handler's error; its `Display` goes into the failure report.
-    type Error: std::fmt::Display;
+    /// The handler's error. The stage keeps it, typed, in the
+    /// [`Failure`](crate::Failure) that its policy, dead letters and the
+    /// shutdown report see ([`Failure::downcast_ref`](crate::Failure::downcast_ref)
+    /// gives the concrete type back).
+    type Error: Into<crate::fault::BoxError>;
 
     /// Called for each event in sequence order; on `Err` the stage's policy
     /// decides whether the same event is offered again.
@@ -121,7 +125,7 @@ pub trait TryEventHandler<E> {
 impl<E, F, R> TryEventHandler<E> for F
 where
     F: FnMut(&E, Sequence, bool) -> Result<(), R>,
-    R: std::fmt::Display,
+    R: Into<crate::fault::BoxError>,
 {
     type Error = R;
 

@@ -56,8 +56,8 @@ mod wait_strategy;
 
 pub use affinity::available_cores;
 pub use builder::{multi_producer, single_producer, Builder, StageId};
-pub use error::{BuildError, PublishError, ShutdownError, TryPublishError};
-pub use fault::{DeadLetter, Failure, FailurePolicy};
+pub use error::{BuildError, PublishError, ShutdownError, SubscribeError, TryPublishError};
+pub use fault::{BoxError, DeadLetter, Failure, FailurePolicy};
 pub use handler::{EventHandler, EventHandlerMut, TryEventHandler};
 #[cfg(loom)]
 #[doc(hidden)]
@@ -65,10 +65,11 @@ pub use loom::stats as __loom_stats;
 pub use metrics::{Metrics, MetricsSnapshot, StageMetrics};
 pub use poller::{EventPoller, PollError, Subscription};
 pub use processor::{ShutdownReport, StageReport};
-pub use producer::{MultiProducer, SingleProducer};
+pub use producer::{MultiProducer, Producer, SingleProducer};
 pub use ring_buffer::Slots;
 pub use sequence::Sequence;
 pub use sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
 pub use wait_strategy::{
-    Blocking, BusySpin, BusySpinWithHint, Fallback, PhasedBackoff, Sleeping, WaitStrategy, Yielding,
+    AnyStrategy, Blocking, BusySpin, BusySpinWithHint, Fallback, PhasedBackoff, Sleeping,
+    WaitStrategy, Yielding,
 };

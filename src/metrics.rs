@@ -6,14 +6,14 @@
 
 use std::fmt;
 
-use serde::Serialize;
-
 use crate::barrier::StageCell;
 use crate::loom::Arc;
 use crate::sequence::Sequence;
 
 /// One stage in a [`MetricsSnapshot`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct StageMetrics {
     /// The stage's thread name.
     pub name: String,
@@ -27,7 +27,9 @@ pub struct StageMetrics {
 }
 
 /// Where a bus is, at one moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// Ring capacity.
     pub capacity: usize,

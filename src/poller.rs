@@ -58,6 +58,7 @@ impl std::error::Error for PollError {}
 /// single-producer bus also the ones the slowest consumer had not finished,
 /// on a multi-producer bus also claims still being written when it joined.
 /// Dropping it stops it gating the producers.
+#[must_use = "a poller gates the producers until dropped; dropping it at once unsubscribes"]
 pub struct EventPoller<E, S, W>
 where
     E: Send + Sync + 'static,
@@ -232,7 +233,7 @@ where
 /// Subscribes a poller to `bus` (what the producers' `subscribe` calls).
 pub(crate) fn subscribe<E, S, W>(
     bus: &Arc<Bus<E, S, W>>,
-) -> Result<EventPoller<E, S, W>, crate::PublishError>
+) -> Result<EventPoller<E, S, W>, crate::SubscribeError>
 where
     E: Send + Sync + 'static,
     S: Sequencer,
@@ -250,6 +251,7 @@ where
 ///
 /// It sees the same events an [`EventPoller`] subscribed at the same moment
 /// would: everything claimed after `subscribe_with` returned.
+#[must_use = "dropping a subscription stops its handler at once"]
 pub struct Subscription<H> {
     stop: Arc<crate::loom::AtomicBool>,
     thread: Option<crate::loom::thread::JoinHandle<Option<H>>>,
@@ -289,7 +291,7 @@ impl<H> Drop for Subscription<H> {
 pub(crate) fn subscribe_with<E, S, W, H>(
     bus: &Arc<Bus<E, S, W>>,
     mut handler: H,
-) -> Result<Subscription<H>, crate::PublishError>
+) -> Result<Subscription<H>, crate::SubscribeError>
 where
     E: Send + Sync + 'static,
     S: Sequencer,
@@ -321,7 +323,7 @@ where
             });
             std::panic::catch_unwind(run).ok()
         })
-        .map_err(|_| crate::PublishError::Halted)?;
+        .map_err(crate::SubscribeError::Spawn)?;
     Ok(Subscription {
         stop,
         thread: Some(thread),

@@ -216,7 +216,7 @@ impl<E, H: TryEventHandler<E>> Consume<E> for Fallible<H> {
     ) -> Result<(), Failure> {
         // SAFETY: as for `Reader`.
         unsafe { ring.read(sequence, |e| self.0.on_event(e, sequence, eob)) }
-            .map_err(|e| Failure::Error(e.to_string()))
+            .map_err(Failure::from_error)
     }
 }
 

@@ -179,6 +179,13 @@ mod sealed {
         /// `Bus::wait_for_free`). [`PhasedBackoff`] has yield phases of its
         /// own and does not set it.
         const NAPS: bool = false;
+
+        /// [`Self::NAPS`] of the strategy this value stands for (differs
+        /// from the const only for [`AnyStrategy`]).
+        #[inline(always)]
+        fn naps(&self) -> bool {
+            Self::NAPS
+        }
     }
 }
 
@@ -304,15 +311,24 @@ impl WaitStrategy for BusySpinWithHint {}
 
 /// Spins `spin_tries` times, then yields the CPU between polls. Good when there
 /// are no more busy threads than cores but threads are not pinned.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Yielding {
     /// Polls before the first yield.
     pub spin_tries: u32,
 }
 
 impl Default for Yielding {
+    /// 100 polls before the first yield.
     fn default() -> Self {
-        Self { spin_tries: 100 }
+        Self::new(100)
+    }
+}
+
+impl Yielding {
+    /// Polls `spin_tries` times before the first yield.
+    pub const fn new(spin_tries: u32) -> Self {
+        Self { spin_tries }
     }
 }
 
@@ -342,7 +358,8 @@ impl WaitStrategy for Yielding {}
 /// A producer that finds the ring full first yields for up to 200 µs (see
 /// [`Blocking`] for why and how that phase adapts), then waits as above:
 /// spins, yields and sleeps.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Sleeping {
     /// Polls with a spin hint before yielding.
     pub spin_tries: u32,
@@ -353,12 +370,48 @@ pub struct Sleeping {
 }
 
 impl Default for Sleeping {
+    /// 100 spins, 100 yields, then 50 µs naps.
     fn default() -> Self {
+        Self::new(100, 100, Duration::from_micros(50))
+    }
+}
+
+impl Sleeping {
+    /// `spin_tries` polls with a spin hint, then `yield_tries` polls with a
+    /// yield, then polls with a `sleep` nap between them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // What the benchmarks' oversubscribed rows use: no spinning, 1 µs naps
+    /// // (the OS makes them ~50 µs).
+    /// let nap = ringbus::Sleeping::new(0, 0, Duration::from_micros(1));
+    /// assert_eq!(nap.sleep, Duration::from_micros(1));
+    /// ```
+    pub const fn new(spin_tries: u32, yield_tries: u32, sleep: Duration) -> Self {
         Self {
-            spin_tries: 100,
-            yield_tries: 100,
-            sleep: Duration::from_micros(50),
+            spin_tries,
+            yield_tries,
+            sleep,
         }
+    }
+
+    /// The same strategy with `spin_tries` spins.
+    pub const fn with_spin_tries(mut self, spin_tries: u32) -> Self {
+        self.spin_tries = spin_tries;
+        self
+    }
+
+    /// The same strategy with `yield_tries` yields.
+    pub const fn with_yield_tries(mut self, yield_tries: u32) -> Self {
+        self.yield_tries = yield_tries;
+        self
+    }
+
+    /// The same strategy with `sleep` naps:
+    /// `Sleeping::default().with_sleep(Duration::from_micros(20))`.
+    pub const fn with_sleep(mut self, sleep: Duration) -> Self {
+        self.sleep = sleep;
+        self
     }
 }
 
@@ -451,6 +504,7 @@ impl WaitStrategy for Blocking {}
 
 /// What [`PhasedBackoff`] does once spinning and yielding ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Fallback {
     /// Park as [`Blocking`] does.
     Block,
@@ -460,7 +514,8 @@ pub enum Fallback {
 
 /// Spins for `spin`, yields until `spin + yield_for`, then falls back to
 /// blocking or sleeping: low latency under load, no CPU when idle.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PhasedBackoff {
     /// How long to spin before yielding.
     pub spin: Duration,
@@ -478,22 +533,23 @@ impl Default for PhasedBackoff {
 }
 
 impl PhasedBackoff {
-    /// Spin, yield, then park as [`Blocking`] does.
-    pub fn with_lock(spin: Duration, yield_for: Duration) -> Self {
+    /// Spin for `spin`, yield until `spin + yield_for`, then `fallback`.
+    pub const fn new(spin: Duration, yield_for: Duration, fallback: Fallback) -> Self {
         Self {
             spin,
             yield_for,
-            fallback: Fallback::Block,
+            fallback,
         }
     }
 
+    /// Spin, yield, then park as [`Blocking`] does.
+    pub const fn with_lock(spin: Duration, yield_for: Duration) -> Self {
+        Self::new(spin, yield_for, Fallback::Block)
+    }
+
     /// Spin, yield, then sleep 50 µs between polls as [`Sleeping`] does.
-    pub fn with_sleep(spin: Duration, yield_for: Duration) -> Self {
-        Self {
-            spin,
-            yield_for,
-            fallback: Fallback::Sleep(Duration::from_micros(50)),
-        }
+    pub const fn with_sleep(spin: Duration, yield_for: Duration) -> Self {
+        Self::new(spin, yield_for, Fallback::Sleep(Duration::from_micros(50)))
     }
 }
 
@@ -531,12 +587,7 @@ impl sealed::Sealed for PhasedBackoff {
         }
         match self.fallback {
             Fallback::Block => signal.park(deadline, poll),
-            Fallback::Sleep(sleep) => Sleeping {
-                spin_tries: 0,
-                yield_tries: 0,
-                sleep,
-            }
-            .wait(signal, deadline, poll),
+            Fallback::Sleep(sleep) => Sleeping::new(0, 0, sleep).wait(signal, deadline, poll),
         }
     }
 
@@ -552,6 +603,111 @@ impl sealed::Sealed for PhasedBackoff {
     }
 }
 impl WaitStrategy for PhasedBackoff {}
+
+/// One of the strategies above, chosen at run time (from a configuration
+/// file or a command line) rather than by type.
+///
+/// Each wait and notification matches on the variant first, a predictable
+/// branch. What [`BusySpin`] does only because its type says so at compile
+/// time (a single producer's cursor copy, a stage prefetching the slot it
+/// waits for) is not done under `AnyStrategy::BusySpin`; use the type itself
+/// for the lowest latency.
+///
+/// ```
+/// use ringbus::{AnyStrategy, Blocking};
+/// let strategy: AnyStrategy = Blocking.into();
+/// let producer = ringbus::single_producer(64, || 0u64, strategy).build();
+/// # drop(producer);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnyStrategy {
+    /// [`BusySpin`].
+    BusySpin,
+    /// [`BusySpinWithHint`].
+    BusySpinWithHint,
+    /// [`Yielding`].
+    Yielding(Yielding),
+    /// [`Sleeping`].
+    Sleeping(Sleeping),
+    /// [`Blocking`].
+    Blocking,
+    /// [`PhasedBackoff`].
+    PhasedBackoff(PhasedBackoff),
+}
+
+impl Default for AnyStrategy {
+    /// [`Blocking`]: no CPU while idle, safe on any machine.
+    fn default() -> Self {
+        Self::Blocking
+    }
+}
+
+macro_rules! any_strategy_from {
+    ($($unit:ident),* ; $($data:ident),*) => {
+        $(impl From<$unit> for AnyStrategy {
+            fn from(_: $unit) -> Self {
+                Self::$unit
+            }
+        })*
+        $(impl From<$data> for AnyStrategy {
+            fn from(s: $data) -> Self {
+                Self::$data(s)
+            }
+        })*
+    };
+}
+any_strategy_from!(BusySpin, BusySpinWithHint, Blocking; Yielding, Sleeping, PhasedBackoff);
+
+/// Calls `$body` with `$s` bound to the strategy value of `$any`.
+macro_rules! dispatch {
+    ($any:expr, $s:ident => $body:expr) => {
+        match $any {
+            AnyStrategy::BusySpin => {
+                let $s = &BusySpin;
+                $body
+            }
+            AnyStrategy::BusySpinWithHint => {
+                let $s = &BusySpinWithHint;
+                $body
+            }
+            AnyStrategy::Yielding($s) => $body,
+            AnyStrategy::Sleeping($s) => $body,
+            AnyStrategy::Blocking => {
+                let $s = &Blocking;
+                $body
+            }
+            AnyStrategy::PhasedBackoff($s) => $body,
+        }
+    };
+}
+
+impl sealed::Sealed for AnyStrategy {
+    #[inline]
+    fn wait<T>(
+        &self,
+        signal: &Signal,
+        deadline: Option<Instant>,
+        poll: impl FnMut() -> PollResult<T>,
+    ) -> Result<T, Interrupt> {
+        dispatch!(self, s => s.wait(signal, deadline, poll))
+    }
+
+    #[inline]
+    fn notify(&self, signal: &Signal) {
+        dispatch!(self, s => s.notify(signal))
+    }
+
+    fn parks(&self) -> bool {
+        dispatch!(self, s => s.parks())
+    }
+
+    #[inline]
+    fn naps(&self) -> bool {
+        matches!(self, Self::Sleeping(_) | Self::Blocking)
+    }
+}
+impl WaitStrategy for AnyStrategy {}
 
 #[cfg(test)]
 mod tests {
@@ -574,6 +730,16 @@ mod tests {
         times_out(Sleeping::default());
         times_out(Blocking);
         times_out(PhasedBackoff::default());
+        for any in [
+            AnyStrategy::BusySpin,
+            AnyStrategy::BusySpinWithHint,
+            Yielding::default().into(),
+            Sleeping::default().into(),
+            AnyStrategy::Blocking,
+            PhasedBackoff::default().into(),
+        ] {
+            times_out(any);
+        }
         times_out(PhasedBackoff::with_sleep(
             Duration::from_micros(1),
             Duration::from_micros(1),

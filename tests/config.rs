@@ -180,3 +180,48 @@ fn empty_pool_is_refused() {
     assert!(matches!(err, BuildError::EmptyPool { stage: 1 }), "{err:?}");
     assert!(err.to_string().contains("at least 1"), "{err}");
 }
+
+#[test]
+fn duplicate_stage_names_are_refused() {
+    let err = ringbus::single_producer(8, Event::default, BusySpin)
+        .thread_name("audit")
+        .handle_events_with(noop)
+        .thread_name("audit")
+        .handle_events_with(noop)
+        .try_build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, BuildError::DuplicateName { name } if name == "audit"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("its own name"), "{err}");
+
+    // Two pools under one prefix name their workers alike.
+    let err = ringbus::multi_producer(8, Event::default, BusySpin)
+        .thread_name("pool")
+        .handle_events_with_pool(2, |_| noop)
+        .thread_name("pool")
+        .handle_events_with_pool(2, |_| noop)
+        .try_build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, BuildError::DuplicateName { name } if name == "pool-0"),
+        "{err:?}"
+    );
+
+    // Default names never collide with each other.
+    let p = ringbus::single_producer(8, Event::default, BusySpin)
+        .handle_events_with(noop)
+        .handle_events_with(noop)
+        .handle_events_with_pool(2, |_| noop)
+        .handle_events_with_pool(2, |_| noop)
+        .build();
+    let names: Vec<String> = p
+        .metrics()
+        .snapshot()
+        .stages
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+}

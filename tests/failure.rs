@@ -170,6 +170,8 @@ impl std::fmt::Display for Flaky {
     }
 }
 
+impl std::error::Error for Flaky {}
+
 #[test]
 fn retry_succeeds_on_the_third_attempt() {
     bounded(60, || {
@@ -429,7 +431,17 @@ fn a_handler_stopped_by_a_panic_gets_no_on_shutdown_and_is_not_returned() {
                 assert!(!returned, "a panicked handler was handed back");
                 assert!(shut_down.is_empty(), "on_shutdown after a panic");
             } else {
-                assert!(matches!(report.stages[0].failure, Some(Failure::Error(_))));
+                let failure = report.stages[0].failure.as_ref().expect("a failure");
+                assert!(matches!(failure, Failure::Error(_)));
+                // The handler's error is kept with its type.
+                let io = failure
+                    .downcast_ref::<std::io::Error>()
+                    .expect("an io::Error");
+                assert_eq!(io.kind(), std::io::ErrorKind::Other);
+                assert_eq!(io.to_string(), "fails at 3");
+                let source = std::error::Error::source(failure).expect("a source");
+                assert_eq!(source.to_string(), "fails at 3");
+                assert_eq!(failure.to_string(), "handler error: fails at 3");
                 assert!(returned);
                 assert_eq!(shut_down, ["erring"]);
             }

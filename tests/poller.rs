@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use ringbus::{Blocking, PollError, PublishError, Sequence, Yielding};
+use ringbus::{Blocking, PollError, Sequence, SubscribeError, Yielding};
 
 #[test]
 fn poller_sees_every_event_after_subscribing_then_closed() {
@@ -82,7 +82,7 @@ fn nothing_available_returns_zero_and_timeouts_report() {
     );
     p.halt();
     assert_eq!(poller.poll(10, |_e, _s, _b| {}), Err(PollError::Halted));
-    assert!(matches!(p.subscribe(), Err(PublishError::Halted)));
+    assert!(matches!(p.subscribe(), Err(SubscribeError::Halted)));
 }
 
 #[test]
@@ -265,8 +265,12 @@ fn pollers_cannot_join_a_bus_with_a_mutating_stage() {
         .mutate_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
         .build();
     let err = p.subscribe().unwrap_err();
-    assert_eq!(err, PublishError::MutatingStages);
+    assert!(matches!(err, SubscribeError::MutatingStages), "{err:?}");
     assert!(err.to_string().contains("at build time"), "{err}");
+    let err = p
+        .subscribe_with(|_e: &Event, _s: Sequence, _b: bool| {})
+        .unwrap_err();
+    assert!(matches!(err, SubscribeError::MutatingStages), "{err:?}");
 }
 
 /// A poller joining a multi-producer bus while another poller stands inside

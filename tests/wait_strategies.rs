@@ -83,10 +83,7 @@ fn yielding() {
 
 #[test]
 fn sleeping() {
-    let short = Sleeping {
-        sleep: Duration::from_micros(20),
-        ..Sleeping::default()
-    };
+    let short = Sleeping::default().with_sleep(Duration::from_micros(20));
     bounded(60, move || {
         pipeline_with(short, N / 4);
         multi_with(short, N / 8);
@@ -320,10 +317,7 @@ fn full_ring_halt<W: WaitStrategy>(strategy: W, after: Duration) {
 
 #[test]
 fn napping_producers_on_a_full_ring_honour_deadlines_and_halts() {
-    let short = Sleeping {
-        sleep: Duration::from_micros(20),
-        ..Sleeping::default()
-    };
+    let short = Sleeping::default().with_sleep(Duration::from_micros(20));
     bounded(60, move || {
         full_ring_deadlines(short);
         full_ring_deadlines(Blocking);

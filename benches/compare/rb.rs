@@ -93,11 +93,7 @@ macro_rules! with_strategy {
 
 /// Sleeps 1 µs (the OS makes that ~50 µs) after `yields` yields, no spin.
 fn sleeping(yields: u32) -> Sleeping {
-    Sleeping {
-        spin_tries: 0,
-        yield_tries: yields,
-        sleep: std::time::Duration::from_micros(1),
-    }
+    Sleeping::new(0, yields, std::time::Duration::from_micros(1))
 }
 
 pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {

@@ -7,8 +7,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+mod api;
+pub use api::Producer;
+
 use crate::bus::Bus;
-use crate::error::{PublishError, TryPublishError};
+use crate::error::{PublishError, SubscribeError, TryPublishError};
 use crate::handler::EventHandler;
 use crate::loom::{Arc, Ordering, Weaken};
 use crate::metrics::Metrics;
@@ -176,6 +179,7 @@ fn wait_then_cache<E, W: WaitStrategy>(
 ///
 /// Dropping it (or [`shutdown`](SingleProducer::shutdown)) drains every
 /// published event through every stage and joins the stage threads.
+#[must_use = "dropping the producer shuts the bus down: it drains and joins every stage"]
 pub struct SingleProducer<E, W>
 where
     E: Send + Sync + 'static,
@@ -355,14 +359,14 @@ where
     /// producers. It gates them until dropped, and sees every event
     /// claimed after this returns (and possibly some that the slowest
     /// consumer had not finished yet). Fails on a halted or closed bus.
-    pub fn subscribe(&self) -> Result<EventPoller<E, SingleProducerSequencer, W>, PublishError> {
+    pub fn subscribe(&self) -> Result<EventPoller<E, SingleProducerSequencer, W>, SubscribeError> {
         crate::poller::subscribe(&self.bus)
     }
 
     /// Adds a managed handler at runtime: its own thread, fed like a stage
     /// reading off the ring, seeing what a poller subscribed now would see.
     /// Drop or [`unsubscribe`](Subscription::unsubscribe) it to stop it.
-    pub fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, PublishError>
+    pub fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, SubscribeError>
     where
         H: EventHandler<E> + Send + 'static,
     {
@@ -426,6 +430,7 @@ where
 /// clone) drains every published event through every stage and joins the
 /// stage threads. A clone kept inside a handler of the same bus keeps the bus
 /// open (its stages never see the end); shut such a bus down explicitly.
+#[must_use = "dropping the last producer handle shuts the bus down: it drains and joins every stage"]
 pub struct MultiProducer<E, W>
 where
     E: Send + Sync + 'static,
@@ -658,14 +663,14 @@ where
     /// published after the highest sequence up to which everything was
     /// published when this ran, so every event claimed after this returns.
     /// Fails on a halted or closed bus.
-    pub fn subscribe(&self) -> Result<EventPoller<E, MultiProducerSequencer, W>, PublishError> {
+    pub fn subscribe(&self) -> Result<EventPoller<E, MultiProducerSequencer, W>, SubscribeError> {
         crate::poller::subscribe(&self.bus)
     }
 
     /// Adds a managed handler at runtime: its own thread, fed like a stage
     /// reading off the ring, seeing what a poller subscribed now would see.
     /// Drop or [`unsubscribe`](Subscription::unsubscribe) it to stop it.
-    pub fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, PublishError>
+    pub fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, SubscribeError>
     where
         H: EventHandler<E> + Send + 'static,
     {

@@ -1,0 +1,205 @@
+//! The [`Producer`] trait: what single and multi producers have in common,
+//! so code that publishes is written once for both.
+
+use std::time::Duration;
+
+use crate::error::{PublishError, ShutdownError, SubscribeError, TryPublishError};
+use crate::handler::EventHandler;
+use crate::metrics::Metrics;
+use crate::poller::Subscription;
+use crate::processor::ShutdownReport;
+use crate::ring_buffer::Slots;
+use crate::sequence::Sequence;
+use crate::wait_strategy::WaitStrategy;
+use crate::{MultiProducer, SingleProducer};
+
+/// A handle that publishes events into a bus: [`SingleProducer`],
+/// [`MultiProducer`], or [`AnyProducer`](crate::config::AnyProducer) (a bus
+/// built from a description). Each method is the inherent method of the same
+/// name; see [`SingleProducer`] for what each does, waits for and fails with.
+///
+/// Methods take `&mut self` because a single producer must be the only one
+/// publishing; a [`MultiProducer`] is cloned for more publishers.
+///
+/// ```
+/// use ringbus::{Producer, Sequence};
+///
+/// /// Publishes `0..n`, whichever kind of producer it gets.
+/// fn count_to<P: Producer<u64>>(producer: &mut P, n: u64) {
+///     for i in 0..n {
+///         producer.publish(|e| *e = i).expect("bus halted");
+///     }
+/// }
+///
+/// let mut single = ringbus::single_producer(64, || 0u64, ringbus::Blocking)
+///     .handle_events_with(|_: &u64, _: Sequence, _: bool| {})
+///     .build();
+/// let mut multi = ringbus::multi_producer(64, || 0u64, ringbus::Blocking)
+///     .handle_events_with(|_: &u64, _: Sequence, _: bool| {})
+///     .build();
+/// count_to(&mut single, 100);
+/// count_to(&mut multi, 100);
+/// assert_eq!(single.shutdown().unwrap().stages[0].processed, 100);
+/// assert_eq!(multi.shutdown().unwrap().stages[0].processed, 100);
+/// ```
+pub trait Producer<E> {
+    /// See [`SingleProducer::publish`].
+    ///
+    /// # Errors
+    /// [`PublishError::Halted`] or [`PublishError::Closed`]; `f` is then not
+    /// called.
+    fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError>;
+
+    /// See [`SingleProducer::try_publish`].
+    ///
+    /// # Errors
+    /// [`TryPublishError::Full`] when the ring has no free slot, or as
+    /// [`publish`](Producer::publish).
+    fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError>;
+
+    /// See [`SingleProducer::try_publish_for`].
+    ///
+    /// # Errors
+    /// [`TryPublishError::Timeout`] when no slot came free in time, or as
+    /// [`publish`](Producer::publish).
+    fn try_publish_for(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut E),
+    ) -> Result<Sequence, TryPublishError>;
+
+    /// See [`SingleProducer::batch_publish`].
+    ///
+    /// # Errors
+    /// [`PublishError::BatchTooLarge`] when `n` exceeds the capacity, or as
+    /// [`publish`](Producer::publish).
+    fn batch_publish(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, PublishError>;
+
+    /// See [`SingleProducer::try_batch_publish`].
+    ///
+    /// # Errors
+    /// [`TryPublishError::Full`] with the number of missing slots, or as
+    /// [`batch_publish`](Producer::batch_publish).
+    fn try_batch_publish(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, TryPublishError>;
+
+    /// Slots free right now (a racy snapshot: stages only free more).
+    fn remaining_capacity(&self) -> usize;
+
+    /// Ring capacity.
+    fn capacity(&self) -> usize;
+
+    /// The highest sequence published or claimed (-1 before the first).
+    fn cursor(&self) -> Sequence;
+
+    /// A [`Metrics`] handle on the bus.
+    fn metrics(&self) -> Metrics;
+
+    /// See [`SingleProducer::subscribe_with`].
+    ///
+    /// # Errors
+    /// [`SubscribeError`]: a halted or closed bus, a bus with a mutating
+    /// stage, or a thread the OS refused to start.
+    fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, SubscribeError>
+    where
+        H: EventHandler<E> + Send + 'static;
+
+    /// Stops every stage without draining.
+    fn halt(&self);
+
+    /// Drains every published event through every stage and joins the
+    /// stage threads.
+    ///
+    /// # Errors
+    /// See [`SingleProducer::shutdown`].
+    fn shutdown(self) -> Result<ShutdownReport, ShutdownError>
+    where
+        Self: Sized;
+
+    /// Like [`shutdown`](Producer::shutdown), halting after `timeout`.
+    ///
+    /// # Errors
+    /// See [`SingleProducer::shutdown_timeout`].
+    fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError>
+    where
+        Self: Sized;
+}
+
+/// Implements [`Producer`] for a handle by calling its inherent methods.
+macro_rules! delegate_producer {
+    ($handle:ident) => {
+        impl<E, W> Producer<E> for $handle<E, W>
+        where
+            E: Send + Sync + 'static,
+            W: WaitStrategy,
+        {
+            #[inline]
+            fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
+                $handle::publish(self, f)
+            }
+            #[inline]
+            fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
+                $handle::try_publish(self, f)
+            }
+            fn try_publish_for(
+                &mut self,
+                timeout: Duration,
+                f: impl FnOnce(&mut E),
+            ) -> Result<Sequence, TryPublishError> {
+                $handle::try_publish_for(self, timeout, f)
+            }
+            #[inline]
+            fn batch_publish(
+                &mut self,
+                n: usize,
+                f: impl FnOnce(Slots<'_, E>),
+            ) -> Result<Sequence, PublishError> {
+                $handle::batch_publish(self, n, f)
+            }
+            fn try_batch_publish(
+                &mut self,
+                n: usize,
+                f: impl FnOnce(Slots<'_, E>),
+            ) -> Result<Sequence, TryPublishError> {
+                $handle::try_batch_publish(self, n, f)
+            }
+            fn remaining_capacity(&self) -> usize {
+                $handle::remaining_capacity(self)
+            }
+            fn capacity(&self) -> usize {
+                $handle::capacity(self)
+            }
+            fn cursor(&self) -> Sequence {
+                $handle::cursor(self)
+            }
+            fn metrics(&self) -> Metrics {
+                $handle::metrics(self)
+            }
+            fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, SubscribeError>
+            where
+                H: EventHandler<E> + Send + 'static,
+            {
+                $handle::subscribe_with(self, handler)
+            }
+            fn halt(&self) {
+                $handle::halt(self)
+            }
+            fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
+                $handle::shutdown(self)
+            }
+            fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+                $handle::shutdown_timeout(self, timeout)
+            }
+        }
+    };
+}
+
+delegate_producer!(SingleProducer);
+delegate_producer!(MultiProducer);
