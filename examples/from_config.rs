@@ -1,60 +1,33 @@
-//! Builds a bus from a JSON file read with serde: capacity, producer kind,
-//! wait strategy, stages with their dependencies, thread names and pinning.
-//! A bad file gets an error that names the field and the fix.
+//! Builds a bus from a description file (TOML or JSON, by extension) with
+//! `ringbus::config`: capacity, producer kind, wait strategy, stages with
+//! their dependencies, pools, failure policies and pinning. The publishing
+//! code is written once for single and multi producers (`Producer`). A bad
+//! file gets an error that names the field and the fix.
 //!
 //! ```sh
-//! cargo run --example from_config                          # examples/bus.json
-//! cargo run --example from_config -- examples/bad_bus.json # shows the errors
+//! cargo run --features serde --example from_config                          # examples/bus.toml
+//! cargo run --features serde --example from_config -- examples/bus.json
+//! cargo run --features serde --example from_config -- examples/bad_bus.json # shows the error
 //! ```
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ringbus::{Builder, Sequence, Sequencer, StageId, WaitStrategy};
+use ringbus::config::{BusConfig, Handlers};
+use ringbus::{Producer, Sequence};
 use serde::Deserialize;
 
+/// The file: the bus, and how this program drives it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {
-    /// Ring size, a power of two.
-    capacity: usize,
-    producer: ProducerKind,
-    /// Producer threads (multi only).
+struct File {
+    /// Publishing threads (more than 1 needs `producer = "multi"`).
     #[serde(default = "one")]
     producers: u64,
     #[serde(default = "default_events")]
     events_per_producer: u64,
-    wait_strategy: Strategy,
-    stages: Vec<Stage>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum ProducerKind {
-    Single,
-    Multi,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum Strategy {
-    BusySpin,
-    BusySpinWithHint,
-    Yielding,
-    Sleeping,
-    Blocking,
-    PhasedBackoff,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Stage {
-    name: String,
-    /// Names of earlier stages this one waits for; none means the ring.
-    #[serde(default)]
-    after: Vec<String>,
-    pin_core: Option<usize>,
+    bus: BusConfig,
 }
 
 fn one() -> u64 {
@@ -65,100 +38,82 @@ fn default_events() -> u64 {
     100_000
 }
 
-type Counts = Vec<(String, Arc<AtomicU64>)>;
-
-/// Adds the configured stages; names in `after` must be earlier stages.
-fn add_stages<S: Sequencer, W: WaitStrategy>(
-    mut builder: Builder<u64, S, W>,
-    stages: &[Stage],
-) -> Result<(Builder<u64, S, W>, Counts), String> {
-    let mut ids: Vec<(String, StageId)> = Vec::new();
-    let mut counts = Counts::new();
-    for (i, stage) in stages.iter().enumerate() {
-        if ids.iter().any(|(n, _)| *n == stage.name) {
-            return Err(format!(
-                "stages[{i}].name: `{}` is used twice; give every stage its own name",
-                stage.name
-            ));
-        }
-        let mut after = Vec::new();
-        for dep in &stage.after {
-            match ids.iter().find(|(n, _)| n == dep) {
-                Some((_, id)) => after.push(*id),
-                None => {
-                    let known: Vec<&str> = ids.iter().map(|(n, _)| n.as_str()).collect();
-                    return Err(format!(
-                        "stages[{i}].after: `{dep}` is not an earlier stage; \
-                         list stages before the ones that wait for them (earlier stages: {known:?})"
-                    ));
-                }
-            }
-        }
-        builder = builder.after(&after).thread_name(stage.name.clone());
-        if let Some(core) = stage.pin_core {
-            builder = builder.pin_at_core(core);
-        }
-        let count = Arc::new(AtomicU64::new(0));
-        let c = Arc::clone(&count);
-        builder = builder.handle_events_with(move |_v: &u64, _s: Sequence, _eob: bool| {
-            c.fetch_add(1, Ordering::Relaxed);
-        });
-        ids.push((
-            stage.name.clone(),
-            builder.last_stage().expect("just added"),
+/// Reads the file with the parser its extension names.
+fn read(path: &str) -> Result<File, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    // The whole file goes through serde_path_to_error, as
+    // `BusConfig::from_deserializer` does, so errors name the field.
+    let file: Result<File, String> = if path.ends_with(".toml") {
+        serde_path_to_error::deserialize(toml::Deserializer::new(&text))
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    } else {
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    };
+    let file = file?;
+    if file.producers == 0
+        || (file.producers > 1 && file.bus.producer == ringbus::config::ProducerKind::Single)
+    {
+        return Err(String::from(
+            "producers: a single-producer bus has exactly 1 producer; \
+             set bus.producer = \"multi\" for more",
         ));
-        counts.push((stage.name.clone(), count));
     }
-    Ok((builder, counts))
+    Ok(file)
 }
 
-fn run<W: WaitStrategy>(cfg: &Config, strategy: W) -> Result<(), String> {
-    let total = match cfg.producer {
-        ProducerKind::Single => {
-            let (builder, counts) = add_stages(
-                ringbus::single_producer(cfg.capacity, || 0u64, strategy),
-                &cfg.stages,
-            )?;
-            let mut producer = builder
-                .try_build()
-                .map_err(|e| format!("capacity/stages: {e}"))?;
-            for i in 0..cfg.events_per_producer {
-                producer.publish(|v| *v = i).map_err(|e| e.to_string())?;
-            }
-            producer.shutdown().map_err(|e| e.to_string())?;
-            (cfg.events_per_producer, counts)
-        }
-        ProducerKind::Multi => {
-            let (builder, counts) = add_stages(
-                ringbus::multi_producer(cfg.capacity, || 0u64, strategy),
-                &cfg.stages,
-            )?;
-            let producer = builder
-                .try_build()
-                .map_err(|e| format!("capacity/stages: {e}"))?;
-            let threads: Vec<_> = (0..cfg.producers)
-                .map(|_| {
-                    let p = producer.clone();
-                    let n = cfg.events_per_producer;
-                    std::thread::spawn(move || {
-                        for i in 0..n {
-                            p.publish(|v| *v = i).expect("bus halted");
-                        }
-                    })
-                })
-                .collect();
-            for t in threads {
-                t.join()
-                    .map_err(|_| "a producer thread panicked".to_string())?;
-            }
-            producer.shutdown().map_err(|e| e.to_string())?;
-            (cfg.events_per_producer * cfg.producers, counts)
-        }
-    };
-    let (events, counts) = total;
+/// Publishes `0..n` through any producer.
+fn publish_all(producer: &mut impl Producer<u64>, n: u64) -> Result<(), String> {
+    for i in 0..n {
+        producer.publish(|v| *v = i).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn run(file: &File) -> Result<(), String> {
+    // A counting handler for every stage the file names (a pool's workers
+    // share one count).
+    let mut handlers = Handlers::new();
+    let mut counts = Vec::new();
+    for stage in &file.bus.stages {
+        let count = Arc::new(AtomicU64::new(0));
+        let c = Arc::clone(&count);
+        let name = stage.handler.clone().unwrap_or_else(|| stage.name.clone());
+        handlers = if stage.workers.is_some() {
+            handlers.pool(name, move |_worker| {
+                let c = Arc::clone(&c);
+                move |_v: &u64, _s: Sequence, _eob: bool| {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        } else {
+            handlers.handler(name, move |_v: &u64, _s: Sequence, _eob: bool| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        counts.push((stage.name.clone(), count));
+    }
+    let mut producer = file
+        .bus
+        .build(|| 0u64, handlers)
+        .map_err(|e| e.to_string())?;
+    let threads: Vec<_> = (1..file.producers)
+        .map(|_| {
+            let mut p = producer.try_clone().expect("checked: a multi-producer bus");
+            let n = file.events_per_producer;
+            std::thread::spawn(move || publish_all(&mut p, n))
+        })
+        .collect();
+    publish_all(&mut producer, file.events_per_producer)?;
+    for t in threads {
+        t.join().map_err(|_| "a producer thread panicked")??;
+    }
+    producer.shutdown().map_err(|e| e.to_string())?;
+
+    let events = file.events_per_producer * file.producers;
     println!(
         "built a {:?}-producer bus of {} slots with {:?}; {events} events",
-        cfg.producer, cfg.capacity, cfg.wait_strategy
+        file.bus.producer, file.bus.capacity, file.bus.wait_strategy
     );
     for (name, count) in counts {
         let seen = count.load(Ordering::Relaxed);
@@ -173,35 +128,8 @@ fn run<W: WaitStrategy>(cfg: &Config, strategy: W) -> Result<(), String> {
 fn main() -> ExitCode {
     let path = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bus.json").to_string());
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{path}: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let cfg: Config = match serde_json::from_str(&text) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{path}: {e}");
-            eprintln!("  (fields: capacity, producer, producers, events_per_producer, wait_strategy, stages)");
-            return ExitCode::from(2);
-        }
-    };
-    if cfg.producers == 0 || (matches!(cfg.producer, ProducerKind::Single) && cfg.producers != 1) {
-        eprintln!("{path}: producers: a single-producer bus has exactly 1 producer; use \"producer\": \"multi\" for more");
-        return ExitCode::from(2);
-    }
-    let result = match cfg.wait_strategy {
-        Strategy::BusySpin => run(&cfg, ringbus::BusySpin),
-        Strategy::BusySpinWithHint => run(&cfg, ringbus::BusySpinWithHint),
-        Strategy::Yielding => run(&cfg, ringbus::Yielding::default()),
-        Strategy::Sleeping => run(&cfg, ringbus::Sleeping::default()),
-        Strategy::Blocking => run(&cfg, ringbus::Blocking),
-        Strategy::PhasedBackoff => run(&cfg, ringbus::PhasedBackoff::default()),
-    };
-    match result {
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bus.toml").to_string());
+    match read(&path).and_then(|file| run(&file)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{path}: {e}");

@@ -69,6 +69,14 @@ pub struct StageId {
     index: usize,
 }
 
+impl StageId {
+    /// The stage's position in its builder (0 for the first handler added).
+    #[cfg(feature = "serde")]
+    pub(crate) fn index(self) -> usize {
+        self.index
+    }
+}
+
 type Launch<E, S, W> = Box<dyn FnOnce(StageContext<E, S, W>) -> StageOutcome + Send>;
 
 struct StageSpec<E, S, W> {
@@ -323,7 +331,15 @@ where
 
     /// The id of the handler added last, for [`after`](Builder::after).
     pub fn last_stage(&self) -> Option<StageId> {
-        self.stages.len().checked_sub(1).map(|index| StageId {
+        self.stages
+            .len()
+            .checked_sub(1)
+            .and_then(|index| self.stage_id(index))
+    }
+
+    /// The id of the stage at `index`, if there is one.
+    pub(crate) fn stage_id(&self, index: usize) -> Option<StageId> {
+        (index < self.stages.len()).then_some(StageId {
             bus: self.id,
             index,
         })

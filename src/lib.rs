@@ -41,6 +41,9 @@ mod affinity;
 mod barrier;
 mod builder;
 mod bus;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod config;
 mod error;
 mod fault;
 mod handler;
