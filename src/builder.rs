@@ -33,7 +33,20 @@ use crate::sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequence
 use crate::wait_strategy::WaitStrategy;
 
 /// Starts building a bus with one producer: `capacity` slots (a power of two),
-/// each filled once by `factory`, and `strategy` for every wait.
+/// each filled once by `factory`, and `strategy` for every wait. See
+/// [`Builder`] for the stages.
+///
+/// Events are written and read in place, never moved: the factory runs
+/// `capacity` times, here, and a slot's heap memory (a `String`, a `Vec`) is
+/// reused by every event that lands in it.
+///
+/// ```
+/// use ringbus::{Blocking, Sequence};
+/// let mut producer = ringbus::single_producer(256, Vec::<u8>::new, Blocking)
+///     .handle_events_with(|bytes: &Vec<u8>, _: Sequence, _: bool| assert_eq!(bytes.len(), 3))
+///     .build();
+/// producer.publish(|bytes| { bytes.clear(); bytes.extend_from_slice(b"abc"); }).unwrap();
+/// ```
 pub fn single_producer<E, F, W>(
     capacity: usize,
     factory: F,
@@ -47,8 +60,9 @@ where
     Builder::new(capacity, factory, strategy)
 }
 
-/// Starts building a bus whose producer handle is `Clone + Send`; see
-/// [`single_producer`].
+/// Starts building a bus whose producer handle is `Clone + Send + Sync`, for
+/// publishing from several threads; see [`single_producer`] and
+/// [`MultiProducer`] (which has an example).
 pub fn multi_producer<E, F, W>(
     capacity: usize,
     factory: F,
@@ -123,10 +137,92 @@ impl<E> Default for Pending<E> {
     }
 }
 
-/// Builds a bus: its ring, its stages and their dependency graph.
+/// Builds a bus: its ring, its stages and their dependency graph (the
+/// topology DSL). Made by [`single_producer`] or [`multi_producer`].
+///
+/// ```text
+/// handle_events_with(a)            a ─┐
+/// handle_events_with(b)            b ─┴─> and_then() ─> c
+/// and_then()
+/// handle_events_with(c)
+/// ```
+///
+/// Handlers added one after another form a *group* that runs in parallel,
+/// every handler on its own thread, all depending on the same upstream
+/// stages (the ring itself at first). [`and_then`](Builder::and_then) makes
+/// the group the upstream of what follows (a pipeline step).
+/// [`after(&[ids])`](Builder::after) makes any set of earlier stages the
+/// upstream, for diamonds, branches and joins; [`last_stage`](Builder::last_stage)
+/// gives the ids. Only leaf stages (those nothing depends on) gate the
+/// producers: the ring never overwrites an event a leaf has not finished.
+///
+/// Modifiers apply to the next handler added: [`thread_name`](Builder::thread_name),
+/// [`pin_at_core`](Builder::pin_at_core), [`timeout`](Builder::timeout),
+/// [`on_failure`](Builder::on_failure).
+///
+/// A diamond: `decode` first, then `risk` and `audit` in parallel, then
+/// `book` once both are done with an event.
+///
+/// ```text
+///             ┌─> risk ──┐
+/// ring ─> decode         ├─> book
+///             └─> audit ─┘
+/// ```
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use ringbus::{Blocking, Sequence};
+///
+/// #[derive(Default)]
+/// struct Order { id: u64, price: u64 }
+///
+/// let booked = Arc::new(AtomicU64::new(0));
+/// let b = Arc::clone(&booked);
+/// let builder = ringbus::single_producer(1024, Order::default, Blocking)
+///     .thread_name("decode")
+///     .handle_events_with(|_: &Order, _: Sequence, _: bool| {});
+/// let decode = builder.last_stage().unwrap();
+/// let builder = builder
+///     .after(&[decode])
+///     .thread_name("risk")
+///     .handle_events_with(|o: &Order, _: Sequence, _: bool| assert!(o.price < 1_000));
+/// let risk = builder.last_stage().unwrap();
+/// let builder = builder
+///     .after(&[decode])
+///     .thread_name("audit")
+///     .handle_events_with(|_: &Order, _: Sequence, _: bool| {});
+/// let audit = builder.last_stage().unwrap();
+/// let mut producer = builder
+///     .after(&[risk, audit])
+///     .thread_name("book")
+///     .handle_events_with(move |o: &Order, _: Sequence, _: bool| {
+///         b.fetch_add(o.id, Ordering::Relaxed);
+///     })
+///     .build();
+/// for id in 1..=100 {
+///     producer.publish(|o| { o.id = id; o.price = 10; }).unwrap();
+/// }
+/// let report = producer.shutdown().unwrap();
+/// assert_eq!(booked.load(Ordering::Relaxed), 5050);
+/// assert!(report.stages.iter().all(|s| s.processed == 100));
+/// ```
 ///
 /// Errors in the graph are kept until [`try_build`](Builder::try_build), which
 /// returns the first one; [`build`](Builder::build) panics with it.
+///
+/// A builder is neither `Send` nor `Sync` (the event factory need not be);
+/// the producer it builds is.
+///
+/// Building and dropping at once is a warning (`#[must_use]`), since it
+/// would start and stop every stage for nothing:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// ringbus::single_producer(8, || 0u64, ringbus::Blocking)
+///     .handle_events_with(|_: &u64, _: ringbus::Sequence, _: bool| {})
+///     .build();
+/// ```
 #[must_use = "a builder does nothing until `build()`"]
 pub struct Builder<E, S, W> {
     id: u64,
@@ -541,6 +637,21 @@ where
 {
     /// Starts the stages and returns the producer, or the first configuration
     /// error.
+    ///
+    /// ```
+    /// use ringbus::{BuildError, Blocking};
+    /// let err = ringbus::single_producer(1000, || 0u64, Blocking).try_build().unwrap_err();
+    /// assert!(matches!(err, BuildError::Capacity { capacity: 1000 }));
+    /// assert_eq!(err.to_string(), "ring capacity 1000 is not a power of two; use a power of two such as 1024");
+    /// ```
+    ///
+    /// # Errors
+    /// A [`BuildError`] naming the fix: a capacity that is not a power of
+    /// two, a core this process may not use, a stage of another bus in
+    /// `after`, a mutating stage that could run beside another, a modifier
+    /// with no handler after it, an empty pool, a duplicate stage name, or
+    /// a thread the OS refused to start (every thread started is then
+    /// stopped and joined).
     pub fn try_build(self) -> Result<SingleProducer<E, W>, BuildError> {
         self.assemble().map(SingleProducer::new)
     }
@@ -561,6 +672,9 @@ where
 {
     /// Starts the stages and returns the first producer handle (clone it for
     /// more), or the first configuration error.
+    ///
+    /// # Errors
+    /// As for the single-producer [`try_build`](Builder::try_build).
     pub fn try_build(self) -> Result<MultiProducer<E, W>, BuildError> {
         self.assemble().map(MultiProducer::new)
     }

@@ -158,6 +158,43 @@ impl<E> Clone for Finally<E> {
 /// finished), producers get `Err(Halted)` instead of waiting, and the stages
 /// that do not depend on the failed one drain what was published. Nothing
 /// hangs.
+///
+/// Set it with [`Builder::on_failure`](crate::Builder::on_failure) before the
+/// handler it applies to. A failed stage stops gating the producers: a
+/// multi-producer publish that had already claimed its slot when the failure
+/// refused the producers is completed (and acknowledged with `Ok`) once the
+/// healthy stages free the slot, so no healthy stage ever waits at a claim
+/// that will not be published.
+///
+/// A panic is caught and routed by the same policy. With the default policy
+/// the catch is around the stage's whole loop (free while nothing panics);
+/// with any other policy it is around each call of the handler, and the
+/// handler is called again after a panic only because the policy says so.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use std::time::Duration;
+/// use ringbus::{Blocking, FailurePolicy, Sequence};
+///
+/// let (dead_letters, failed) = mpsc::channel();
+/// let mut producer = ringbus::single_producer(64, || 0u64, Blocking)
+///     .on_failure(
+///         FailurePolicy::dead_letter_to(dead_letters).retry(2, Duration::from_millis(1)),
+///     )
+///     .thread_name("crm")
+///     .try_handle_events_with(|id: &u64, _: Sequence, _: bool| {
+///         if *id == 7 { Err(format!("CRM refused user {id}")) } else { Ok(()) }
+///     })
+///     .build();
+/// for id in 0..10 {
+///     producer.publish(|e| *e = id).unwrap();
+/// }
+/// let report = producer.shutdown().unwrap();
+/// let letter = failed.recv().unwrap();
+/// assert_eq!((letter.stage.as_str(), letter.event), ("crm", 7));
+/// assert_eq!(letter.failure.to_string(), "handler error: CRM refused user 7");
+/// assert_eq!((report.stages[0].retried, report.stages[0].dead_lettered), (2, 1));
+/// ```
 pub struct FailurePolicy<E> {
     pub(crate) retries: u32,
     pub(crate) backoff: Duration,

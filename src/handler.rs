@@ -7,6 +7,42 @@
 use crate::sequence::Sequence;
 
 /// Handles the events of one stage, on the stage's own thread.
+///
+/// Closures `FnMut(&E, Sequence, bool)` are handlers; implement the trait on
+/// a type for the lifecycle callbacks (`on_start`, `on_batch_start`,
+/// `on_shutdown`, `on_timeout`). A mutating stage implements
+/// [`EventHandlerMut`] (or is a `FnMut(&mut E, Sequence, bool)`); a fallible
+/// one implements [`TryEventHandler`].
+///
+/// A handler added by value must be `Send` (it moves to the stage thread);
+/// one added with a factory (`handle_events_with_factory`) is made on the
+/// stage thread and need not be.
+///
+/// ```
+/// use ringbus::{Blocking, EventHandler, Sequence};
+///
+/// /// Writes events to a buffer and flushes at the end of each batch, as a
+/// /// journal would.
+/// struct Journal { buffer: Vec<u64>, flushed: usize }
+///
+/// impl EventHandler<u64> for Journal {
+///     fn on_event(&mut self, event: &u64, _seq: Sequence, end_of_batch: bool) {
+///         self.buffer.push(*event);
+///         if end_of_batch {
+///             self.flushed += self.buffer.len();
+///             self.buffer.clear();
+///         }
+///     }
+/// }
+///
+/// let mut producer = ringbus::single_producer(64, || 0u64, Blocking)
+///     .handle_events_with(Journal { buffer: Vec::new(), flushed: 0 })
+///     .build();
+/// producer.batch_publish(10, |slots| slots.for_each(|e| *e = 1)).unwrap();
+/// let mut report = producer.shutdown().unwrap();
+/// let journal: Journal = report.take_handler(0).unwrap();
+/// assert_eq!(journal.flushed, 10);
+/// ```
 pub trait EventHandler<E> {
     /// Called for each event in sequence order. `end_of_batch` is true for the
     /// last event currently available, a good moment to flush.
@@ -97,6 +133,9 @@ pub trait TryEventHandler<E> {
 
     /// Called for each event in sequence order; on `Err` the stage's policy
     /// decides whether the same event is offered again.
+    ///
+    /// # Errors
+    /// Whatever the handler could not do; the stage's policy routes it.
     fn on_event(
         &mut self,
         event: &E,

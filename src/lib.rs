@@ -4,12 +4,24 @@
 //! Producers claim slots, write events in place and publish; consumer stages,
 //! arranged in a dependency graph, each read at their own pace through a
 //! sequence barrier and track their own sequence; the slowest leaf stage gates
-//! the producers.
+//! the producers. Nothing is allocated, locked or dispatched dynamically per
+//! event.
+//!
+//! ```text
+//! producers ──claim/publish──> [ ring of preallocated events ]
+//!                                   │ sequence barriers
+//!                  ┌────────────────┼─────────────────┐
+//!               stage a          stage b         poller (runtime)
+//!                  └──── and_then ──┘
+//!                        stage c  (leaf: gates the producers)
+//! ```
+//!
+//! # Quick start
 //!
 //! ```
 //! use std::sync::atomic::{AtomicI64, Ordering};
 //! use std::sync::Arc;
-//! use ringbus::{BusySpinWithHint, Sequence};
+//! use ringbus::{Blocking, Sequence};
 //!
 //! #[derive(Default)]
 //! struct Event {
@@ -18,11 +30,15 @@
 //!
 //! let sum = Arc::new(AtomicI64::new(0));
 //! let total = Arc::clone(&sum);
-//! let mut producer = ringbus::single_producer(1024, Event::default, BusySpinWithHint)
+//! // `Blocking` parks idle threads: safe on any machine. Switch to
+//! // `BusySpin` with `pin_at_core` once each busy thread has a core.
+//! let mut producer = ringbus::single_producer(1024, Event::default, Blocking)
+//!     .thread_name("validate")
 //!     .handle_events_with(|e: &Event, _seq: Sequence, _end_of_batch: bool| {
 //!         assert!(e.value > 0);
 //!     })
 //!     .and_then()
+//!     .thread_name("sum")
 //!     .handle_events_with(move |e: &Event, _seq: Sequence, _end_of_batch: bool| {
 //!         total.fetch_add(e.value, Ordering::Relaxed);
 //!     })
@@ -34,8 +50,70 @@
 //! drop(producer); // drains every stage, then joins their threads
 //! assert_eq!(sum.load(Ordering::Relaxed), 5050 + 2);
 //! ```
+//!
+//! # Where to read on
+//!
+//! * **Topology**: [`Builder`] (groups, `and_then`, `after` for diamonds,
+//!   work pools, mutating stages, pinning), made by [`single_producer`] or
+//!   [`multi_producer`].
+//! * **Publishing**: [`SingleProducer`], [`MultiProducer`], and the
+//!   [`Producer`] trait for code that takes either.
+//! * **Handlers**: [`EventHandler`], [`EventHandlerMut`], [`TryEventHandler`].
+//! * **Waiting**: [`WaitStrategy`] has the table of strategies and when to
+//!   use each; [`AnyStrategy`] picks one at run time.
+//! * **Failures**: [`FailurePolicy`] (retry, dead-letter, skip, halt) and
+//!   [`Failure`]; nothing hangs when a handler fails.
+//! * **Runtime subscribers**: [`EventPoller`] (pull, from your own thread)
+//!   and [`Subscription`] (a managed handler), joining and leaving while the
+//!   producers run.
+//! * **Shutdown**: dropping the last producer drains and joins;
+//!   [`SingleProducer::shutdown`] returns a [`ShutdownReport`].
+//! * **Metrics**: [`Metrics`] snapshots of every cursor, from any thread.
+//! * **Configuration**: `config` (feature `serde`) builds a bus described
+//!   in TOML or JSON.
+//!
+//! # Guarantees
+//!
+//! * Every published event reaches every stage once, in sequence order, so
+//!   each producer's events arrive in that producer's order.
+//! * A stage sees an event only after every stage it depends on finished
+//!   with it, and after the producer published it (Release/Acquire); a
+//!   mutating stage's writes are visible to the stages after it.
+//! * No call hangs: a halted or failed bus answers producers with an error,
+//!   `shutdown_timeout` is bounded by its argument, and drops work in any
+//!   order on any thread. The protocols are model-checked with loom and the
+//!   unsafe code runs under Miri and ThreadSanitizer in CI.
+//!
+//! # Threads and handles
+//!
+//! | type | `Send` | `Sync` | `Clone` | dropping it |
+//! |---|---|---|---|---|
+//! | [`Builder`] | no | no | no | nothing started yet |
+//! | [`SingleProducer`] | yes | yes | no | drains and joins the stages |
+//! | [`MultiProducer`] | yes | yes | yes | the last clone drains and joins |
+//! | [`EventPoller`] | yes | yes | no | stops gating the producers |
+//! | [`Subscription`] | yes | yes | no | stops its thread (≤ 10 ms) |
+//! | [`Metrics`] | yes | yes | yes | nothing |
+//! | [`ShutdownReport`] | yes | no | no | drops the returned handlers |
+//!
+//! (`E: Send + Sync + 'static` for every bus; `Subscription<H>` is `Send`
+//! when `H` is.)
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `serde` | off | `Serialize`/`Deserialize` for [`MetricsSnapshot`]; the `config` module (bus descriptions) |
+//!
+//! Without features the crate depends on `crossbeam-utils` and
+//! `core_affinity` only.
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_errors_doc,
+    clippy::missing_panics_doc
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod affinity;
 mod barrier;

@@ -58,6 +58,35 @@ impl std::error::Error for PollError {}
 /// single-producer bus also the ones the slowest consumer had not finished,
 /// on a multi-producer bus also claims still being written when it joined.
 /// Dropping it stops it gating the producers.
+///
+/// A poller joins and leaves at any time without stopping or slowing the
+/// producers. Until dropped it gates them like a leaf stage: a poller that
+/// is never polled holds the ring full, so poll it or drop it.
+///
+/// `Send + Sync` (move it to the thread or task that polls); polling takes
+/// `&mut self`.
+///
+/// ```
+/// use ringbus::{Blocking, PollError, Sequence};
+///
+/// let mut producer = ringbus::multi_producer(64, || 0u64, Blocking).build();
+/// let mut poller = producer.subscribe().unwrap();
+/// let consumer = std::thread::spawn(move || {
+///     let mut sum = 0;
+///     loop {
+///         match poller.poll_wait(16, |e, _seq, _end_of_batch| sum += *e) {
+///             Ok(_) => {}
+///             Err(PollError::Closed) => return sum, // producers gone, all handled
+///             Err(e) => panic!("{e}"),
+///         }
+///     }
+/// });
+/// for i in 1..=100 {
+///     producer.publish(|e| *e = i).unwrap();
+/// }
+/// drop(producer);
+/// assert_eq!(consumer.join().unwrap(), 5050);
+/// ```
 #[must_use = "a poller gates the producers until dropped; dropping it at once unsubscribes"]
 pub struct EventPoller<E, S, W>
 where
@@ -109,6 +138,14 @@ where
     /// Handles up to `limit` available events with `f(event, sequence,
     /// end_of_batch)` and commits them; never waits. `Ok(0)` when nothing is
     /// available yet.
+    ///
+    /// Memory effect: an Acquire load of what producers (and the stages it
+    /// follows) published before reading; a Release store of the poller's
+    /// sequence after `f` returned, which frees the slots for producers.
+    ///
+    /// # Errors
+    /// [`PollError::Closed`] once the producers are gone and every event was
+    /// handled; [`PollError::Halted`] when the bus was halted.
     pub fn poll(
         &mut self,
         limit: usize,
@@ -124,6 +161,9 @@ where
 
     /// Like [`poll`](EventPoller::poll), but waits with the bus's wait
     /// strategy until at least one event is available.
+    ///
+    /// # Errors
+    /// As for [`poll`](EventPoller::poll).
     pub fn poll_wait(
         &mut self,
         limit: usize,
@@ -133,6 +173,10 @@ where
     }
 
     /// Like [`poll_wait`](EventPoller::poll_wait), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`PollError::Timeout`] when nothing arrived in time, or as for
+    /// [`poll`](EventPoller::poll).
     pub fn poll_timeout(
         &mut self,
         timeout: Duration,

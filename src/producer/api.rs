@@ -14,7 +14,7 @@ use crate::wait_strategy::WaitStrategy;
 use crate::{MultiProducer, SingleProducer};
 
 /// A handle that publishes events into a bus: [`SingleProducer`],
-/// [`MultiProducer`], or [`AnyProducer`](crate::config::AnyProducer) (a bus
+/// [`MultiProducer`], or `config::AnyProducer` (feature `serde`: a bus
 /// built from a description). Each method is the inherent method of the same
 /// name; see [`SingleProducer`] for what each does, waits for and fails with.
 ///

@@ -179,6 +179,27 @@ fn wait_then_cache<E, W: WaitStrategy>(
 ///
 /// Dropping it (or [`shutdown`](SingleProducer::shutdown)) drains every
 /// published event through every stage and joins the stage threads.
+///
+/// `Send + Sync` when `E` is `Send + Sync` (every bus requires it), so it can
+/// move to the publishing thread; publishing takes `&mut self`, so one thread
+/// publishes at a time. It is not `Clone`: use [`multi_producer`](crate::multi_producer)
+/// for several publishing threads.
+///
+/// ```
+/// use ringbus::{Blocking, Sequence};
+///
+/// let mut producer = ringbus::single_producer(8, || 0u64, Blocking)
+///     .handle_events_with(|e: &u64, seq: Sequence, _eob: bool| assert_eq!(*e, seq as u64 * 10))
+///     .build();
+/// let publisher = std::thread::spawn(move || {
+///     for i in 0..100 {
+///         producer.publish(|e| *e = i * 10).unwrap();
+///     }
+///     producer // dropping it here would shut the bus down as well
+/// });
+/// let report = publisher.join().unwrap().shutdown().unwrap();
+/// assert_eq!(report.stages[0].processed, 100);
+/// ```
 #[must_use = "dropping the producer shuts the bus down: it drains and joins every stage"]
 pub struct SingleProducer<E, W>
 where
@@ -294,7 +315,26 @@ where
     /// Writes the next event in place with `f` and publishes it, waiting with
     /// the bus's strategy while the ring is full. Returns its sequence.
     ///
-    /// Fails only when the bus was halted; `f` is then not called.
+    /// Memory effect: a Release store of the cursor after `f` returned, so
+    /// every stage that sees the sequence sees everything `f` wrote. If `f`
+    /// panics, the slot is not published (the panic propagates).
+    ///
+    /// ```
+    /// # use ringbus::{Blocking, Sequence};
+    /// let mut producer = ringbus::single_producer(4, || String::new(), Blocking)
+    ///     .handle_events_with(|e: &String, _: Sequence, _: bool| assert!(e.starts_with("order")))
+    ///     .build();
+    /// for i in 0..10 {
+    ///     // The slot's String is reused: no allocation once it has grown.
+    ///     let seq = producer.publish(|e| { e.clear(); e.push_str("order"); }).unwrap();
+    ///     assert_eq!(seq, i);
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// [`PublishError::Halted`] when the bus was halted (by
+    /// [`halt`](SingleProducer::halt) or a failed stage); `f` is then not
+    /// called.
     #[inline]
     pub fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
         self.write_one(Wait::Forever, f).map_err(waited)
@@ -302,12 +342,34 @@ where
 
     /// Like [`publish`](SingleProducer::publish), but fails at once with
     /// [`TryPublishError::Full`] instead of waiting.
+    ///
+    /// ```
+    /// # use ringbus::{Blocking, Sequence, TryPublishError};
+    /// let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// let mut producer = ringbus::single_producer(2, || 0u8, Blocking)
+    ///     .handle_events_with(move |_: &u8, _: Sequence, _: bool| { let _ = rx.recv(); })
+    ///     .build();
+    /// // The stage holds its first event until we send; the ring of 2 fills.
+    /// producer.try_publish(|e| *e = 1).unwrap();
+    /// producer.try_publish(|e| *e = 2).unwrap();
+    /// assert_eq!(producer.try_publish(|e| *e = 3), Err(TryPublishError::Full { missing: 1 }));
+    /// tx.send(()).unwrap();
+    /// tx.send(()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`TryPublishError::Full`] when no slot is free, or
+    /// [`TryPublishError::Halted`] as for `publish`; `f` is then not called.
     #[inline]
     pub fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
         self.write_one(Wait::Never, f)
     }
 
     /// Like [`publish`](SingleProducer::publish), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`TryPublishError::Timeout`] when no slot came free in time, or
+    /// [`TryPublishError::Halted`]; `f` is then not called.
     pub fn try_publish_for(
         &mut self,
         timeout: Duration,
@@ -318,6 +380,25 @@ where
 
     /// Claims `n` slots, lets `f` write them in order, then publishes them all
     /// with one store. Returns the last sequence. `n == 0` does nothing.
+    ///
+    /// ```
+    /// # use ringbus::{Blocking, Sequence};
+    /// let mut producer = ringbus::single_producer(64, || 0u32, Blocking)
+    ///     .handle_events_with(|_: &u32, _: Sequence, _: bool| {})
+    ///     .build();
+    /// let last = producer
+    ///     .batch_publish(16, |slots| {
+    ///         for (i, e) in slots.enumerate() {
+    ///             *e = i as u32;
+    ///         }
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(last, 15);
+    /// ```
+    ///
+    /// # Errors
+    /// [`PublishError::BatchTooLarge`] when `n` exceeds the capacity (it
+    /// could never fit), or [`PublishError::Halted`]; `f` is then not called.
     pub fn batch_publish(
         &mut self,
         n: usize,
@@ -328,6 +409,11 @@ where
 
     /// Like [`batch_publish`](SingleProducer::batch_publish), but fails at once
     /// when fewer than `n` slots are free; the error says how many are missing.
+    ///
+    /// # Errors
+    /// [`TryPublishError::Full`] with the missing slots,
+    /// [`TryPublishError::BatchTooLarge`], or [`TryPublishError::Halted`];
+    /// `f` is then not called.
     pub fn try_batch_publish(
         &mut self,
         n: usize,
@@ -358,7 +444,24 @@ where
     /// Adds an [`EventPoller`] at runtime, without stopping or slowing the
     /// producers. It gates them until dropped, and sees every event
     /// claimed after this returns (and possibly some that the slowest
-    /// consumer had not finished yet). Fails on a halted or closed bus.
+    /// consumer had not finished yet).
+    ///
+    /// ```
+    /// # use ringbus::{Blocking, Sequence};
+    /// let mut producer = ringbus::single_producer(16, || 0u64, Blocking)
+    ///     .handle_events_with(|_: &u64, _: Sequence, _: bool| {})
+    ///     .build();
+    /// let mut poller = producer.subscribe().unwrap();
+    /// producer.publish(|e| *e = 7).unwrap();
+    /// let mut seen = Vec::new();
+    /// poller.poll_wait(usize::MAX, |e, seq, _eob| seen.push((*e, seq))).unwrap();
+    /// assert_eq!(seen, [(7, 0)]);
+    /// ```
+    ///
+    /// # Errors
+    /// [`SubscribeError::Halted`] or [`SubscribeError::Closed`] for a bus
+    /// that stopped, [`SubscribeError::MutatingStages`] for a bus with a
+    /// mutating stage (a poller could read an event while it is written).
     pub fn subscribe(&self) -> Result<EventPoller<E, SingleProducerSequencer, W>, SubscribeError> {
         crate::poller::subscribe(&self.bus)
     }
@@ -366,6 +469,24 @@ where
     /// Adds a managed handler at runtime: its own thread, fed like a stage
     /// reading off the ring, seeing what a poller subscribed now would see.
     /// Drop or [`unsubscribe`](Subscription::unsubscribe) it to stop it.
+    ///
+    /// ```
+    /// # use ringbus::{Blocking, Sequence};
+    /// let mut producer = ringbus::single_producer(16, || 0u64, Blocking).build();
+    /// let mut total = 0;
+    /// let dashboard = producer
+    ///     .subscribe_with(move |e: &u64, _: Sequence, _: bool| total += *e)
+    ///     .unwrap();
+    /// for i in 1..=4 {
+    ///     producer.publish(|e| *e = i).unwrap();
+    /// }
+    /// drop(producer); // the subscription ends after the last event
+    /// # drop(dashboard);
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`subscribe`](SingleProducer::subscribe), and
+    /// [`SubscribeError::Spawn`] when the OS refused the thread.
     pub fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, SubscribeError>
     where
         H: EventHandler<E> + Send + 'static,
@@ -387,12 +508,33 @@ where
 
     /// Drains every published event through every stage, then joins the stage
     /// threads; reports what each stage did.
+    ///
+    /// ```
+    /// # use ringbus::{Blocking, Sequence};
+    /// let mut producer = ringbus::single_producer(16, || 0u64, Blocking)
+    ///     .thread_name("count")
+    ///     .handle_events_with(|_: &u64, _: Sequence, _: bool| {})
+    ///     .build();
+    /// producer.publish(|e| *e = 1).unwrap();
+    /// let report = producer.shutdown().unwrap();
+    /// assert_eq!((report.stages[0].name.as_str(), report.stages[0].processed), ("count", 1));
+    /// ```
+    ///
+    /// # Errors
+    /// [`ShutdownError::StageFailed`] when a stage stopped on a failure its
+    /// policy did not absorb (the report says which and why);
+    /// [`ShutdownError::OnStageThread`] when called from a handler of this
+    /// bus.
     pub fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
         self.finish(None)
     }
 
     /// Like [`shutdown`](SingleProducer::shutdown), but halts the bus if the
     /// stages have not drained within `timeout` and says so.
+    ///
+    /// # Errors
+    /// [`ShutdownError::TimedOut`] (the bus was halted; the report names a
+    /// stage still inside its handler), or as for `shutdown`.
     pub fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
         self.finish(deadline_after(timeout))
     }
@@ -430,6 +572,31 @@ where
 /// clone) drains every published event through every stage and joins the
 /// stage threads. A clone kept inside a handler of the same bus keeps the bus
 /// open (its stages never see the end); shut such a bus down explicitly.
+///
+/// `Clone + Send + Sync` (as every bus requires `E: Send + Sync`).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use ringbus::{Blocking, Sequence};
+///
+/// let sum = Arc::new(AtomicU64::new(0));
+/// let s = Arc::clone(&sum);
+/// let producer = ringbus::multi_producer(64, || 0u64, Blocking)
+///     .handle_events_with(move |e: &u64, _: Sequence, _: bool| {
+///         s.fetch_add(*e, Ordering::Relaxed);
+///     })
+///     .build();
+/// let threads: Vec<_> = (0..4)
+///     .map(|_| {
+///         let p = producer.clone();
+///         std::thread::spawn(move || for i in 1..=100 { p.publish(|e| *e = i).unwrap(); })
+///     })
+///     .collect();
+/// threads.into_iter().for_each(|t| t.join().unwrap());
+/// producer.shutdown().unwrap(); // or drop the last clone
+/// assert_eq!(sum.load(Ordering::Relaxed), 4 * 5050);
+/// ```
 #[must_use = "dropping the last producer handle shuts the bus down: it drains and joins every stage"]
 pub struct MultiProducer<E, W>
 where
@@ -596,21 +763,37 @@ where
     /// Writes the next event in place with `f` and publishes it, waiting with
     /// the bus's strategy while the ring is full. Returns its sequence.
     ///
-    /// Fails when the bus was halted or shut down; `f` is then not called.
-    /// If `f` panics the event is still published, as far as `f` wrote it.
+    /// If `f` panics the event is still published, as far as `f` wrote it
+    /// (other producers' later claims may already wait on it).
+    ///
+    /// Memory effect: a Release store of the batch's availability mark after
+    /// `f` returned; stages load it with Acquire before reading the slot.
+    ///
+    /// # Errors
+    /// [`PublishError::Halted`] or [`PublishError::Closed`] (another clone
+    /// shut the bus down); `f` is then not called.
     #[inline]
     pub fn publish(&self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
         self.write_one(Wait::Forever, f).map_err(waited)
     }
 
     /// Like [`publish`](MultiProducer::publish), but fails at once with
-    /// [`TryPublishError::Full`] instead of waiting.
+    /// [`TryPublishError::Full`] instead of waiting (its CAS claims nothing
+    /// it cannot fill).
+    ///
+    /// # Errors
+    /// [`TryPublishError::Full`], `Halted` or `Closed`; `f` is then not
+    /// called.
     #[inline]
     pub fn try_publish(&self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
         self.write_one(Wait::Never, f)
     }
 
     /// Like [`publish`](MultiProducer::publish), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`TryPublishError::Timeout`], `Halted` or `Closed`; `f` is then not
+    /// called.
     pub fn try_publish_for(
         &self,
         timeout: Duration,
@@ -621,6 +804,10 @@ where
 
     /// Claims `n` consecutive slots, lets `f` write them in order, then
     /// publishes them with one store. Returns the last sequence.
+    ///
+    /// # Errors
+    /// [`PublishError::BatchTooLarge`], `Halted` or `Closed`; `f` is then
+    /// not called.
     pub fn batch_publish(
         &self,
         n: usize,
@@ -631,6 +818,10 @@ where
 
     /// Like [`batch_publish`](MultiProducer::batch_publish), but fails at once
     /// when fewer than `n` slots are free; the error says how many are missing.
+    ///
+    /// # Errors
+    /// [`TryPublishError::Full`] with the missing slots, `BatchTooLarge`,
+    /// `Halted` or `Closed`; `f` is then not called.
     pub fn try_batch_publish(
         &self,
         n: usize,
@@ -662,7 +853,9 @@ where
     /// producers. It gates them until dropped, and sees every event
     /// published after the highest sequence up to which everything was
     /// published when this ran, so every event claimed after this returns.
-    /// Fails on a halted or closed bus.
+    ///
+    /// # Errors
+    /// As for [`SingleProducer::subscribe`].
     pub fn subscribe(&self) -> Result<EventPoller<E, MultiProducerSequencer, W>, SubscribeError> {
         crate::poller::subscribe(&self.bus)
     }
@@ -670,6 +863,9 @@ where
     /// Adds a managed handler at runtime: its own thread, fed like a stage
     /// reading off the ring, seeing what a poller subscribed now would see.
     /// Drop or [`unsubscribe`](Subscription::unsubscribe) it to stop it.
+    ///
+    /// # Errors
+    /// As for [`SingleProducer::subscribe_with`].
     pub fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, SubscribeError>
     where
         H: EventHandler<E> + Send + 'static,
@@ -705,12 +901,18 @@ where
 
     /// Closes the bus to every clone (their publishes fail with `Closed`),
     /// drains every event claimed before, and joins the stage threads.
+    ///
+    /// # Errors
+    /// As for [`SingleProducer::shutdown`].
     pub fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
         self.finish(None)
     }
 
     /// Like [`shutdown`](MultiProducer::shutdown), but halts the bus if the
     /// stages have not drained within `timeout` and says so.
+    ///
+    /// # Errors
+    /// As for [`SingleProducer::shutdown_timeout`].
     pub fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
         self.finish(deadline_after(timeout))
     }
