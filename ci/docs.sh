@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Documentation builds without warnings (broken links, missing docs).
+# Documentation builds without warnings (broken links, missing docs), as
+# docs.rs builds it (every feature) and as a default build does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --all-features
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps
