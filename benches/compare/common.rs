@@ -1,6 +1,7 @@
 //! What every implementation's runs share: the event, the run configuration,
 //! the measurement, pinning, and the result check.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -15,9 +16,10 @@ pub struct Ev {
     pub stamp: u64,
 }
 
-/// The scenarios, in the LMAX performance-test shapes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// The scenarios, in the LMAX performance-test shapes. One name everywhere:
+/// [`Scenario::id`] is what `--scenarios` accepts, what the table prints and
+/// what report.json holds (`Serialize` and `Display` both write it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     Spsc,
     Batch64,
@@ -91,9 +93,9 @@ impl Scenario {
     }
 }
 
-/// The implementations compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// The implementations compared. As for scenarios, [`Impl::id`] is the one
+/// name of `--impls`, the table and report.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Impl {
     Ringbus,
     Disruptor,
@@ -123,6 +125,10 @@ impl Impl {
         }
     }
 
+    pub fn parse(s: &str) -> Option<Impl> {
+        Impl::ALL.into_iter().find(|i| i.id() == s)
+    }
+
     /// `std::sync::mpsc` is only compared on SPSC, the bare ring on the
     /// throughput rows.
     pub fn runs(self, sc: Scenario) -> bool {
@@ -132,6 +138,35 @@ impl Impl {
             _ => true,
         }
     }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.id())
+    }
+}
+
+impl fmt::Display for Impl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.id())
+    }
+}
+
+impl serde::Serialize for Scenario {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+impl serde::Serialize for Impl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+/// The names `parse` accepts, for an error message.
+pub fn names<T: Copy>(all: &[T], id: fn(T) -> &'static str) -> String {
+    all.iter().map(|&x| id(x)).collect::<Vec<_>>().join(", ")
 }
 
 #[derive(Debug, Clone)]

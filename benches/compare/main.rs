@@ -8,6 +8,7 @@
 //! cargo bench --bench compare                      # all scenarios, ~2 minutes
 //! cargo bench --bench compare -- --scenarios spsc,latency --rounds 9
 //! cargo bench --bench compare -- --quick           # tiny smoke run (CI)
+//! cargo bench --bench compare -- --markdown        # tables as Markdown
 //! cargo bench --bench compare -- --help
 //! ```
 
@@ -18,7 +19,8 @@ mod dis;
 mod rb;
 mod report;
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,8 +46,15 @@ options:
                        sleeping, measured best for every such row), yielding,
                        blocking, phased, sleeping (1 µs, no spin, as the
                        disruptor crate's Sleep), yield-then-sleep
-  --out DIR            report folder (default target/compare/<unix time>)
+  --out DIR            report folder (default target/compare/<unix time>); the
+                       link target/compare/latest is pointed at it after the run
+  --markdown           print the tables as Markdown (default: aligned plain text)
+  --targets            also print the project's performance targets and whether each was met
   --quick              tiny sizes, one round: a smoke test, not a measurement
+
+The table shows the median over rounds and its spread (min–max over rounds);
+ratios are ringbus ÷ peer per round (same round, runs interleaved), median
+over rounds.
 ";
 
 struct Args {
@@ -54,6 +63,8 @@ struct Args {
     rounds: usize,
     pin: bool,
     out: Option<PathBuf>,
+    markdown: bool,
+    targets: bool,
     config: Config,
 }
 
@@ -64,6 +75,8 @@ fn parse_args() -> Result<Args, String> {
         rounds: 7,
         pin: true,
         out: None,
+        markdown: false,
+        targets: false,
         config: Config {
             events: 10_000_000,
             latency_events: 100_000,
@@ -90,7 +103,12 @@ fn parse_args() -> Result<Args, String> {
                 let list = it.next().ok_or("--scenarios needs a list")?;
                 args.scenarios = list
                     .split(',')
-                    .map(|s| Scenario::parse(s).ok_or(format!("unknown scenario `{s}`")))
+                    .map(|s| {
+                        Scenario::parse(s).ok_or(format!(
+                            "unknown scenario `{s}`; one of: {}",
+                            common::names(&Scenario::ALL, Scenario::id)
+                        ))
+                    })
                     .collect::<Result<_, _>>()?;
             }
             "--impls" => {
@@ -98,10 +116,10 @@ fn parse_args() -> Result<Args, String> {
                 args.impls = list
                     .split(',')
                     .map(|s| {
-                        Impl::ALL
-                            .into_iter()
-                            .find(|i| i.id() == s)
-                            .ok_or(format!("unknown implementation `{s}`"))
+                        Impl::parse(s).ok_or(format!(
+                            "unknown implementation `{s}`; one of: {}",
+                            common::names(&Impl::ALL, Impl::id)
+                        ))
                     })
                     .collect::<Result<_, _>>()?;
             }
@@ -122,6 +140,8 @@ fn parse_args() -> Result<Args, String> {
                 ))?;
             }
             "--out" => args.out = Some(it.next().ok_or("--out needs a folder")?.into()),
+            "--markdown" => args.markdown = true,
+            "--targets" => args.targets = true,
             "--quick" => {
                 args.config.events = 200_000;
                 args.config.latency_events = 2_000;
@@ -201,12 +221,29 @@ fn main() {
         PathBuf::from(format!("target/compare/{stamp}"))
     });
     let summary = report::summarize(&runs, &plan);
-    report::print_table(&summary, cfg, args.rounds, cores.len());
+    let style = if args.markdown {
+        report::Style::Markdown
+    } else {
+        report::Style::Plain
+    };
+    report::print_table(&summary, cfg, args.rounds, cores.len(), style);
+    if args.targets {
+        report::print_targets(&summary, style);
+    }
     match report::write(&out, &runs, &summary, cfg, args.rounds) {
-        Ok(()) => println!(
-            "\nreport: {}/report.json, {0}/throughput.svg, {0}/latency.svg",
-            out.display()
-        ),
+        Ok(()) => {
+            println!(
+                "\nreport: {}/report.json, {0}/throughput.svg, {0}/latency.svg",
+                out.display()
+            );
+            match link_latest(&out) {
+                Ok(Some((link, to))) => {
+                    println!("latest: {} -> {}", link.display(), to.display())
+                }
+                Ok(None) => {}
+                Err(e) => eprintln!("compare: could not point {LATEST} at the report: {e}"),
+            }
+        }
         Err(e) => {
             eprintln!(
                 "compare: could not write the report to {}: {e}",
@@ -214,5 +251,50 @@ fn main() {
             );
             std::process::exit(1);
         }
+    }
+}
+
+/// The stable name of the newest report folder.
+const LATEST: &str = "target/compare/latest";
+
+/// Points `target/compare/latest` at `out`: a relative link when `out` is
+/// inside target/compare, else the absolute path. The link is made under a
+/// temporary name and renamed over the old one, so it never dangles midway.
+/// Refuses to replace a `latest` that is not a symlink. Returns the link and
+/// where it points, `None` where symlinks are not supported here.
+fn link_latest(out: &Path) -> std::io::Result<Option<(PathBuf, PathBuf)>> {
+    let link = PathBuf::from(LATEST);
+    let parent = link.parent().expect("LATEST has a parent");
+    fs::create_dir_all(parent)?;
+    let out_abs = fs::canonicalize(out)?;
+    let parent_abs = fs::canonicalize(parent)?;
+    let to = match out_abs.strip_prefix(&parent_abs) {
+        Ok(rel) if rel.as_os_str().is_empty() => out_abs.clone(),
+        Ok(rel) => rel.to_path_buf(),
+        Err(_) => out_abs.clone(),
+    };
+    if let Ok(meta) = fs::symlink_metadata(&link) {
+        if !meta.file_type().is_symlink() {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a symlink; left alone",
+                link.display()
+            )));
+        }
+    }
+    #[cfg(unix)]
+    {
+        let tmp = parent.join(format!(".latest.{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&to, &tmp)?;
+        if let Err(e) = fs::rename(&tmp, &link) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(Some((link, to)))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = to;
+        Ok(None)
     }
 }

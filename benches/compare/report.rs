@@ -71,23 +71,65 @@ impl Run {
     }
 }
 
-/// Medians over the rounds of one implementation in one scenario, and the
-/// median of the per-round ratios of ringbus to it.
+/// Lowest and highest value over the rounds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(v: &[f64]) -> Option<Self> {
+        let v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+        (!v.is_empty()).then(|| Spread {
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        })
+    }
+}
+
+/// A ratio of ringbus to a peer: the median over the rounds both ran of the
+/// ratio within each round, and its spread over those rounds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Ratio {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Rounds paired.
+    pub rounds: usize,
+}
+
+/// Medians over the rounds of one implementation in one scenario, their
+/// spread, and the median of the per-round ratios of ringbus to it.
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    /// The `--scenarios` name.
     pub scenario: Scenario,
     pub title: &'static str,
+    /// The `--impls` name.
     pub implementation: Impl,
     pub mode: &'static str,
     pub pinned: bool,
+    /// Rounds this implementation ran in this scenario.
+    pub rounds: usize,
     pub median_events_per_sec: f64,
+    /// Lowest and highest events/s over the rounds.
+    pub events_per_sec_spread: Option<Spread>,
     pub median_latency_ns: Option<Percentiles>,
-    /// Throughput: ringbus ÷ this (higher is better for ringbus).
+    /// Lowest and highest p50 (ns) over the rounds.
+    pub p50_ns_spread: Option<Spread>,
+    /// Throughput: median over rounds of (ringbus events/s ÷ this events/s)
+    /// in the same round (higher is better for ringbus).
     pub ringbus_throughput_ratio: Option<f64>,
-    /// Latency: ringbus p50 ÷ this p50 (lower is better for ringbus).
+    /// Latency: the same with ringbus p50 ÷ this p50 (lower is better for
+    /// ringbus).
     pub ringbus_p50_ratio: Option<f64>,
     /// Latency: ringbus p99 ÷ this p99.
     pub ringbus_p99_ratio: Option<f64>,
+    /// The three ratios above with their spread over the rounds.
+    pub ringbus_throughput_ratio_spread: Option<Ratio>,
+    pub ringbus_p50_ratio_spread: Option<Ratio>,
+    pub ringbus_p99_ratio_spread: Option<Ratio>,
     #[serde(skip)]
     pub merged: Option<Histogram<u64>>,
 }
@@ -105,13 +147,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Median of `f(ringbus run, peer run)` over the rounds both ran.
-fn paired(runs: &[&Run], rb: &[&Run], f: impl Fn(&Run, &Run) -> f64) -> Option<f64> {
+/// `f(ringbus run, peer run)` in every round both ran: its median over those
+/// rounds and its spread.
+fn paired(runs: &[&Run], rb: &[&Run], f: impl Fn(&Run, &Run) -> f64) -> Option<Ratio> {
     let ratios: Vec<f64> = runs
         .iter()
         .filter_map(|r| rb.iter().find(|b| b.round == r.round).map(|b| f(b, r)))
         .collect();
-    (!ratios.is_empty()).then(|| median(ratios))
+    let spread = Spread::of(&ratios)?;
+    Some(Ratio {
+        median: median(ratios.clone()),
+        min: spread.min,
+        max: spread.max,
+        rounds: ratios.len(),
+    })
 }
 
 pub fn summarize(runs: &[Run], plan: &[(Scenario, Vec<Impl>)]) -> Vec<Summary> {
@@ -142,6 +191,12 @@ pub fn summarize(runs: &[Run], plan: &[(Scenario, Vec<Impl>)]) -> Vec<Summary> {
                 p999: lat(|p| p.p999),
                 max: lat(|p| p.max),
             });
+            let p50s: Vec<f64> = mine
+                .iter()
+                .filter_map(|r| r.latency_ns.as_ref())
+                .map(|p| p.p50 as f64)
+                .collect();
+            let rates: Vec<f64> = mine.iter().map(|r| r.events_per_sec).collect();
             let merged = first.histogram.as_ref().map(|_| {
                 let mut h = crate::common::histogram();
                 for r in &mine {
@@ -158,27 +213,34 @@ pub fn summarize(runs: &[Run], plan: &[(Scenario, Vec<Impl>)]) -> Vec<Summary> {
                 })
             };
             let is_latency = sc.is_latency();
+            let throughput_ratio = paired(&mine, &rb, |b, r| b.events_per_sec / r.events_per_sec);
+            let p50_ratio = if is_latency {
+                lat_ratio(|p| p.p50)
+            } else {
+                None
+            };
+            let p99_ratio = if is_latency {
+                lat_ratio(|p| p.p99)
+            } else {
+                None
+            };
             out.push(Summary {
                 scenario: *sc,
                 title: sc.title(),
                 implementation: *imp,
                 mode: first.mode,
                 pinned: first.pinned,
-                median_events_per_sec: median(mine.iter().map(|r| r.events_per_sec).collect()),
+                rounds: mine.len(),
+                median_events_per_sec: median(rates.clone()),
+                events_per_sec_spread: Spread::of(&rates),
                 median_latency_ns,
-                ringbus_throughput_ratio: paired(&mine, &rb, |b, r| {
-                    b.events_per_sec / r.events_per_sec
-                }),
-                ringbus_p50_ratio: if is_latency {
-                    lat_ratio(|p| p.p50)
-                } else {
-                    None
-                },
-                ringbus_p99_ratio: if is_latency {
-                    lat_ratio(|p| p.p99)
-                } else {
-                    None
-                },
+                p50_ns_spread: Spread::of(&p50s),
+                ringbus_throughput_ratio: throughput_ratio.map(|r| r.median),
+                ringbus_p50_ratio: p50_ratio.map(|r| r.median),
+                ringbus_p99_ratio: p99_ratio.map(|r| r.median),
+                ringbus_throughput_ratio_spread: throughput_ratio,
+                ringbus_p50_ratio_spread: p50_ratio,
+                ringbus_p99_ratio_spread: p99_ratio,
                 merged,
             });
         }
@@ -214,21 +276,194 @@ const TARGETS: &[(Scenario, Impl, &str, f64, bool)] = &[
     (Scenario::Latency, Impl::Disruptor, "p99", 0.8, false),
 ];
 
-fn fmt_rate(r: f64) -> String {
-    format!("{:.1} M/s", r / 1e6)
-}
-
-fn fmt_ns(ns: u64) -> String {
-    if ns >= 1_000_000 {
-        format!("{:.1} ms", ns as f64 / 1e6)
-    } else if ns >= 10_000 {
-        format!("{:.1} µs", ns as f64 / 1e3)
+/// Millions of events per second, without the unit (the column or label
+/// carries it).
+fn fmt_mrate(r: f64) -> String {
+    let m = r / 1e6;
+    if m.is_nan() {
+        "?".into()
+    } else if m >= 10.0 {
+        format!("{m:.1}")
     } else {
-        format!("{ns} ns")
+        format!("{m:.2}")
     }
 }
 
-pub fn print_table(summary: &[Summary], cfg: &Config, rounds: usize, cores: usize) {
+/// The unit a latency is shown in: (divisor from ns, name).
+fn ns_unit(ns: f64) -> (f64, &'static str) {
+    if ns >= 1_000_000.0 {
+        (1e6, "ms")
+    } else if ns >= 10_000.0 {
+        (1e3, "µs")
+    } else {
+        (1.0, "ns")
+    }
+}
+
+fn fmt_ns(ns: u64) -> String {
+    match ns_unit(ns as f64) {
+        (_, "ns") => format!("{ns} ns"),
+        (div, unit) => format!("{:.1} {unit}", ns as f64 / div),
+    }
+}
+
+/// `lo–hi unit`, both ends in the unit of the higher.
+fn fmt_ns_spread(s: &Spread) -> String {
+    match ns_unit(s.max) {
+        (_, "ns") => format!("{:.0}–{:.0} ns", s.min, s.max),
+        (div, unit) => format!("{:.1}–{:.1} {unit}", s.min / div, s.max / div),
+    }
+}
+
+/// A ratio to two decimals, or to two significant digits below 0.1 (a
+/// latency ratio can be 0.0001).
+fn fmt_x(v: f64) -> String {
+    if v.is_finite() && v > 0.0 && v < 0.1 {
+        let decimals = (1.0 - v.log10().floor()) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The median ratio and its min–max (a dash from a single round).
+fn fmt_ratio(r: Option<Ratio>) -> (String, String) {
+    match r {
+        Some(r) => (
+            format!("{}×", fmt_x(r.median)),
+            if r.rounds > 1 {
+                format!("{}–{}", fmt_x(r.min), fmt_x(r.max))
+            } else {
+                "—".into()
+            },
+        ),
+        None => ("?".into(), String::new()),
+    }
+}
+
+/// How the tables are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Padded, aligned columns for a terminal.
+    Plain,
+    /// Markdown tables (header separator row included), for a README.
+    Markdown,
+}
+
+/// A table of text cells; numbers right-aligned.
+struct Table {
+    head: Vec<&'static str>,
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Columns as (header, right-aligned?).
+    fn new(columns: &[(&'static str, bool)]) -> Self {
+        Self {
+            head: columns.iter().map(|c| c.0).collect(),
+            right: columns.iter().map(|c| c.1).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.head.len());
+        self.rows.push(cells);
+    }
+
+    fn render(&self, style: Style) -> String {
+        let mut out = String::new();
+        match style {
+            Style::Markdown => {
+                let line = |cells: Vec<String>| {
+                    let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "\\|")).collect();
+                    format!("| {} |\n", cells.join(" | "))
+                };
+                out += &line(self.head.iter().map(|h| h.to_string()).collect());
+                let sep: Vec<&str> = self
+                    .right
+                    .iter()
+                    .map(|&r| if r { "---:" } else { "---" })
+                    .collect();
+                out += &format!("|{}|\n", sep.join("|"));
+                for row in &self.rows {
+                    out += &line(row.clone());
+                }
+            }
+            Style::Plain => {
+                let widths: Vec<usize> = (0..self.head.len())
+                    .map(|i| {
+                        self.rows
+                            .iter()
+                            .map(|r| r[i].chars().count())
+                            .chain([self.head[i].chars().count()])
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                let line = |cells: Vec<String>| {
+                    let padded: Vec<String> = cells
+                        .iter()
+                        .zip(&widths)
+                        .zip(&self.right)
+                        .map(|((c, &w), &r)| {
+                            if r {
+                                format!("{c:>w$}")
+                            } else {
+                                format!("{c:<w$}")
+                            }
+                        })
+                        .collect();
+                    format!("{}\n", padded.join("  ").trim_end())
+                };
+                out += &line(self.head.iter().map(|h| h.to_string()).collect());
+                out += &line(widths.iter().map(|&w| "-".repeat(w)).collect());
+                for row in &self.rows {
+                    out += &line(row.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The mode, with the pinning said once.
+fn mode_cell(s: &Summary) -> String {
+    if s.pinned && !s.mode.contains("pinned") {
+        format!("{}, pinned", s.mode)
+    } else {
+        s.mode.to_string()
+    }
+}
+
+/// One line naming the shape of every scenario in `rows`.
+fn scenario_legend(rows: &[&Summary]) -> String {
+    let mut seen: Vec<Scenario> = Vec::new();
+    for s in rows {
+        if !seen.contains(&s.scenario) {
+            seen.push(s.scenario);
+        }
+    }
+    let names: Vec<String> = seen
+        .iter()
+        .map(|sc| format!("{sc} = {}", sc.title()))
+        .collect();
+    format!("scenarios: {}", names.join("; "))
+}
+
+/// Prints legend lines: plain lines in a terminal, a paragraph in Markdown.
+fn print_legend(lines: &[String], style: Style) {
+    println!();
+    for l in lines {
+        match style {
+            Style::Plain => println!("{l}"),
+            Style::Markdown => println!("{l}  "),
+        }
+    }
+}
+
+pub fn print_table(summary: &[Summary], cfg: &Config, rounds: usize, cores: usize, style: Style) {
     println!(
         "\nringbus comparison: {rounds} interleaved round(s); {} events per throughput run, \
          {} per latency run; capacity {}; {cores} core(s); pinning {}",
@@ -241,41 +476,148 @@ pub fn print_table(summary: &[Summary], cfg: &Config, rounds: usize, cores: usiz
             "off"
         }
     );
-    println!(
-        "\n| scenario | implementation | mode | events/s | p50 | p99 | p99.9 | max | ringbus ÷ it |"
+    let spread_note = if rounds == 1 {
+        " (one round: no spread, shown —)"
+    } else {
+        ""
+    };
+    let interleave = format!(
+        "each round runs every implementation of a scenario once, one after the other \
+         (A B C, A B C, ... over {rounds} round(s))"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for s in summary {
-        let (p50, p99, p999, max) = match &s.median_latency_ns {
-            Some(p) => (fmt_ns(p.p50), fmt_ns(p.p99), fmt_ns(p.p999), fmt_ns(p.max)),
-            None => Default::default(),
-        };
-        let ratio = if s.implementation == Impl::Ringbus {
-            "—".to_string()
-        } else if s.scenario.is_latency() {
-            format!(
-                "p50 {:.2}×, p99 {:.2}×, rate {:.2}×",
-                s.ringbus_p50_ratio.unwrap_or(f64::NAN),
-                s.ringbus_p99_ratio.unwrap_or(f64::NAN),
-                s.ringbus_throughput_ratio.unwrap_or(f64::NAN)
-            )
-        } else {
-            format!("{:.2}×", s.ringbus_throughput_ratio.unwrap_or(f64::NAN))
-        };
-        println!(
-            "| {} | {} | {}{} | {} | {p50} | {p99} | {p999} | {max} | {ratio} |",
-            s.title,
-            s.implementation.id(),
-            s.mode,
-            if s.pinned && !s.mode.contains("pinned") {
-                ", pinned"
+
+    let throughput: Vec<&Summary> = summary
+        .iter()
+        .filter(|s| !s.scenario.is_latency())
+        .collect();
+    if !throughput.is_empty() {
+        let mut t = Table::new(&[
+            ("scenario", false),
+            ("implementation", false),
+            ("M events/s", true),
+            ("min–max", true),
+            ("ratio", true),
+            ("ratio min–max", true),
+            ("mode", false),
+        ]);
+        for s in &throughput {
+            let (ratio, ratio_spread) = if s.implementation == Impl::Ringbus {
+                ("—".to_string(), "—".to_string())
             } else {
-                ""
-            },
-            fmt_rate(s.median_events_per_sec),
+                fmt_ratio(s.ringbus_throughput_ratio_spread)
+            };
+            t.row(vec![
+                s.scenario.to_string(),
+                s.implementation.to_string(),
+                fmt_mrate(s.median_events_per_sec),
+                match s.events_per_sec_spread {
+                    Some(r) if s.rounds > 1 => {
+                        format!("{}–{}", fmt_mrate(r.min), fmt_mrate(r.max))
+                    }
+                    _ => "—".into(),
+                },
+                ratio,
+                ratio_spread,
+                mode_cell(s),
+            ]);
+        }
+        println!("\nthroughput\n");
+        print!("{}", t.render(style));
+        print_legend(
+            &[
+                format!(
+                    "M events/s = median over the rounds of each run's events/s; \
+                     min–max = its lowest and highest round{spread_note}"
+                ),
+                "ratio = median over rounds of (ringbus events/s ÷ peer events/s) in the same \
+                 round; >1 means ringbus is faster; ratio min–max = lowest and highest \
+                 per-round ratio"
+                    .to_string(),
+                interleave.clone(),
+                scenario_legend(&throughput),
+            ],
+            style,
         );
     }
-    println!("\ntargets (median of per-round ratios):");
+
+    let latency: Vec<&Summary> = summary.iter().filter(|s| s.scenario.is_latency()).collect();
+    if !latency.is_empty() {
+        let mut t = Table::new(&[
+            ("scenario", false),
+            ("implementation", false),
+            ("p50", true),
+            ("p50 min–max", true),
+            ("p99", true),
+            ("p99.9", true),
+            ("max", true),
+            ("M events/s", true),
+            ("p50 ratio", true),
+            ("p50 ratio min–max", true),
+            ("p99 ratio", true),
+            ("mode", false),
+        ]);
+        for s in &latency {
+            let (p50, p99, p999, max) = match &s.median_latency_ns {
+                Some(p) => (fmt_ns(p.p50), fmt_ns(p.p99), fmt_ns(p.p999), fmt_ns(p.max)),
+                None => Default::default(),
+            };
+            let ((r50, r50_spread), r99) = if s.implementation == Impl::Ringbus {
+                (("—".to_string(), "—".to_string()), "—".to_string())
+            } else {
+                (
+                    fmt_ratio(s.ringbus_p50_ratio_spread),
+                    fmt_ratio(s.ringbus_p99_ratio_spread).0,
+                )
+            };
+            t.row(vec![
+                s.scenario.to_string(),
+                s.implementation.to_string(),
+                p50,
+                match &s.p50_ns_spread {
+                    Some(r) if s.rounds > 1 => fmt_ns_spread(r),
+                    _ => "—".into(),
+                },
+                p99,
+                p999,
+                max,
+                fmt_mrate(s.median_events_per_sec),
+                r50,
+                r50_spread,
+                r99,
+                mode_cell(s),
+            ]);
+        }
+        println!("\nlatency\n");
+        print!("{}", t.render(style));
+        print_legend(
+            &[
+                format!(
+                    "p50, p99, p99.9, max, M events/s = median over the rounds of each run's \
+                     value; p50 min–max = lowest and highest p50 of a round{spread_note}"
+                ),
+                "p50 ratio = median over rounds of (ringbus p50 ÷ peer p50) in the same round; \
+                 <1 means ringbus is faster; p50 ratio min–max = lowest and highest per-round \
+                 ratio; p99 ratio likewise with p99"
+                    .to_string(),
+                interleave.clone(),
+                scenario_legend(&latency),
+            ],
+            style,
+        );
+    }
+}
+
+/// The project's targets (issue #4) and whether this run met them.
+pub fn print_targets(summary: &[Summary], style: Style) {
+    let mut t = Table::new(&[
+        ("scenario", false),
+        ("measure", false),
+        ("vs", false),
+        ("ratio", true),
+        ("ratio min–max", true),
+        ("target", true),
+        ("result", false),
+    ]);
     for (sc, peer, what, bound, at_least) in TARGETS {
         let Some(s) = summary
             .iter()
@@ -284,19 +626,32 @@ pub fn print_table(summary: &[Summary], cfg: &Config, rounds: usize, cores: usiz
             continue;
         };
         let value = match *what {
-            "p50" => s.ringbus_p50_ratio,
-            "p99" => s.ringbus_p99_ratio,
-            _ => s.ringbus_throughput_ratio,
+            "p50" => s.ringbus_p50_ratio_spread,
+            "p99" => s.ringbus_p99_ratio_spread,
+            _ => s.ringbus_throughput_ratio_spread,
         };
         let Some(v) = value else { continue };
-        let met = if *at_least { v >= *bound } else { v <= *bound };
+        let met = if *at_least {
+            v.median >= *bound
+        } else {
+            v.median <= *bound
+        };
+        let (ratio, spread) = fmt_ratio(Some(v));
+        t.row(vec![
+            sc.to_string(),
+            what.to_string(),
+            peer.to_string(),
+            ratio,
+            spread,
+            format!("{} {bound}×", if *at_least { ">=" } else { "<=" }),
+            if met { "met" } else { "MISSED" }.to_string(),
+        ]);
+    }
+    if !t.rows.is_empty() {
         println!(
-            "  {:<24} {what:<10} vs {:<18} {v:>6.2}×  (target {} {bound}×)  {}",
-            sc.title(),
-            peer.id(),
-            if *at_least { ">=" } else { "<=" },
-            if met { "met" } else { "MISSED" }
+            "\nproject targets (issue #4; ratio as above: median over rounds of the per-round ratio)\n"
         );
+        print!("{}", t.render(style));
     }
 }
 
@@ -308,6 +663,8 @@ struct Report<'a> {
     interval_us: u128,
     capacity: usize,
     pinned_cores: Option<(usize, usize)>,
+    /// What the summary's medians, spreads and ratios are.
+    legend: [&'static str; 3],
     summary: &'a [Summary],
     runs: &'a [Run],
 }
@@ -327,6 +684,13 @@ pub fn write(
         interval_us: cfg.interval.as_micros(),
         capacity: cfg.capacity,
         pinned_cores: cfg.cores,
+        legend: [
+            "median_*: median over the rounds; *_spread {min, max}: lowest and highest round",
+            "ringbus_throughput_ratio: median over rounds of (ringbus events/s ÷ peer events/s) \
+             in the same round; >1 means ringbus is faster",
+            "ringbus_p50_ratio, ringbus_p99_ratio: median over rounds of (ringbus p50 ÷ peer p50), \
+             resp. p99, in the same round; <1 means ringbus is faster",
+        ],
         summary,
         runs,
     };
@@ -355,8 +719,8 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Horizontal bars, one group per throughput scenario, scaled to the group's
-/// fastest implementation.
+/// Horizontal bars of the median, one group per throughput scenario, each
+/// group scaled to its own maximum, with a min–max whisker over the rounds.
 fn throughput_svg(summary: &[Summary]) -> String {
     let rows: Vec<&Summary> = summary
         .iter()
@@ -368,52 +732,88 @@ fn throughput_svg(summary: &[Summary]) -> String {
             scenarios.push(s.scenario);
         }
     }
-    let (left, bar_w, bar_h) = (190.0, 420.0, 16.0);
-    let mut y = 40.0;
+    let rounds = rows.iter().map(|s| s.rounds).max().unwrap_or(0);
+    let (left, bar_w, bar_h) = (190.0, 400.0, 16.0);
+    let mut y = 60.0;
     let mut body = String::new();
     for sc in &scenarios {
         let group: Vec<&&Summary> = rows.iter().filter(|s| s.scenario == *sc).collect();
-        let max = group
-            .iter()
-            .map(|s| s.median_events_per_sec)
-            .fold(0.0, f64::max);
+        let high = |s: &Summary| {
+            s.events_per_sec_spread
+                .map_or(s.median_events_per_sec, |r| r.max)
+        };
+        let max = group.iter().map(|s| high(s)).fold(0.0, f64::max);
+        let x = |v: f64| {
+            if max > 0.0 {
+                v / max * bar_w
+            } else {
+                0.0
+            }
+        };
         let _ = writeln!(
             body,
-            r#"<text x="10" y="{:.0}" font-weight="bold">{}</text>"#,
+            r#"<text x="10" y="{:.0}" font-weight="bold">{} — {}</text>"#,
             y + 12.0,
+            sc,
             escape(sc.title())
         );
         y += 18.0;
         for s in group {
-            let w = if max > 0.0 {
-                s.median_events_per_sec / max * bar_w
-            } else {
-                0.0
-            };
+            let w = x(s.median_events_per_sec);
+            let mid = y + bar_h / 2.0;
             let _ = writeln!(
                 body,
-                r#"<text x="20" y="{:.0}">{}</text><rect x="{left}" y="{y:.0}" width="{w:.1}" height="{bar_h}" fill="{}"/><text x="{:.0}" y="{:.0}">{}</text>"#,
+                r#"<text x="20" y="{:.0}">{}</text><rect x="{left}" y="{y:.0}" width="{w:.1}" height="{bar_h}" fill="{}"/>"#,
                 y + 12.0,
-                s.implementation.id(),
+                s.implementation,
                 color(s.implementation),
-                left + w + 6.0,
+            );
+            let mut label = format!("{} M events/s", fmt_mrate(s.median_events_per_sec));
+            if let Some(r) = s.events_per_sec_spread {
+                let (lo, hi) = (left + x(r.min), left + x(r.max));
+                let _ = writeln!(
+                    body,
+                    r##"<path d="M{lo:.1},{mid:.1}H{hi:.1}M{lo:.1},{:.1}V{:.1}M{hi:.1},{:.1}V{:.1}" stroke="#000" stroke-width="1" fill="none"/>"##,
+                    mid - 4.0,
+                    mid + 4.0,
+                    mid - 4.0,
+                    mid + 4.0,
+                );
+                if rounds > 1 {
+                    label += &format!(" ({}–{})", fmt_mrate(r.min), fmt_mrate(r.max));
+                }
+            }
+            let _ = writeln!(
+                body,
+                r#"<text x="{:.0}" y="{:.0}">{label}</text>"#,
+                left + x(high(s)) + 6.0,
                 y + 12.0,
-                fmt_rate(s.median_events_per_sec)
             );
             y += bar_h + 4.0;
         }
         y += 10.0;
     }
     format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="720" height="{:.0}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="15" font-weight="bold">Throughput (median events/s; longer is better)</text>
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="820" height="{:.0}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="15" font-weight="bold">Throughput, M events/s (median over {rounds} round(s); longer is better)</text><text x="10" y="38" fill="#444">Each scenario scaled to its own maximum: bar lengths compare only within a scenario. Whisker: min–max over the rounds.</text>
 {body}</svg>
-"#,
+"##,
         y + 10.0
     )
 }
 
+/// One unit for a whole chart: µs when the largest value reaches 100 µs,
+/// else ns. Returns (divisor from ns, name).
+fn chart_unit(max_ns: u64) -> (f64, &'static str) {
+    if max_ns >= 100_000 {
+        (1e3, "µs")
+    } else {
+        (1.0, "ns")
+    }
+}
+
 /// Percentile curves (log-scaled latency) per latency scenario, from the
-/// histograms merged over all rounds.
+/// histograms merged over all rounds; at p50, a bar per implementation spans
+/// the lowest to highest p50 of a round.
 fn latency_svg(summary: &[Summary]) -> String {
     const QUANTILES: [(f64, &str); 6] = [
         (0.5, "p50"),
@@ -430,7 +830,15 @@ fn latency_svg(summary: &[Summary]) -> String {
             scenarios.push(s.scenario);
         }
     }
-    let (pw, ph, left, top) = (560.0, 260.0, 80.0, 50.0);
+    let all_max = rows
+        .iter()
+        .filter_map(|s| s.merged.as_ref())
+        .map(|h| h.max())
+        .max()
+        .unwrap_or(1);
+    let (div, unit) = chart_unit(all_max);
+    let rounds = rows.iter().map(|s| s.rounds).max().unwrap_or(0);
+    let (pw, ph, left, top) = (560.0, 260.0, 90.0, 80.0);
     let mut body = String::new();
     for (k, sc) in scenarios.iter().enumerate() {
         let y0 = top + k as f64 * (ph + 80.0);
@@ -443,29 +851,36 @@ fn latency_svg(summary: &[Summary]) -> String {
                     .iter()
                     .map(move |(q, _)| h.value_at_quantile(*q).max(1))
             })
+            .chain(
+                group
+                    .iter()
+                    .filter_map(|s| s.p50_ns_spread)
+                    .flat_map(|r| [r.min.max(1.0) as u64, r.max.max(1.0) as u64]),
+            )
             .collect();
         let lo = (*values.iter().min().unwrap_or(&1) as f64).log10().floor();
         let hi = (*values.iter().max().unwrap_or(&10) as f64)
             .log10()
             .ceil()
             .max(lo + 1.0);
-        let ypos = |ns: u64| y0 + ph - ((ns.max(1) as f64).log10() - lo) / (hi - lo) * ph;
+        let ypos = |ns: f64| y0 + ph - (ns.max(1.0).log10() - lo) / (hi - lo) * ph;
         let xpos = |i: usize| left + i as f64 * pw / (QUANTILES.len() - 1) as f64;
         let _ = writeln!(
             body,
-            r##"<text x="10" y="{:.0}" font-weight="bold">{} (ns, log scale; lower is better)</text><rect x="{left}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##,
-            y0 - 8.0,
+            r##"<text x="10" y="{:.0}" font-weight="bold">{} — {} ({unit}, log scale; lower is better)</text><rect x="{left}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##,
+            y0 - 14.0,
+            sc,
             escape(sc.title())
         );
         for d in lo as i32..=hi as i32 {
-            let ns = 10f64.powi(d) as u64;
+            let ns = 10f64.powi(d);
             let _ = writeln!(
                 body,
-                r##"<line x1="{left}" x2="{:.0}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.0}" y="{:.1}" text-anchor="end">{}</text>"##,
+                r##"<line x1="{left}" x2="{:.0}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.0}" y="{:.1}" text-anchor="end">{} {unit}</text>"##,
                 left + pw,
                 left - 6.0,
                 ypos(ns) + 4.0,
-                fmt_ns(ns),
+                ns / div,
                 y = ypos(ns)
             );
         }
@@ -474,15 +889,18 @@ fn latency_svg(summary: &[Summary]) -> String {
                 body,
                 r#"<text x="{:.0}" y="{:.0}" text-anchor="middle">{label}</text>"#,
                 xpos(i),
-                y0 + ph + 16.0
+                y0 + ph + 20.0
             );
         }
         for (j, s) in group.iter().enumerate() {
             let Some(h) = &s.merged else { continue };
+            let c = color(s.implementation);
             let points: Vec<String> = QUANTILES
                 .iter()
                 .enumerate()
-                .map(|(i, (q, _))| format!("{:.1},{:.1}", xpos(i), ypos(h.value_at_quantile(*q))))
+                .map(|(i, (q, _))| {
+                    format!("{:.1},{:.1}", xpos(i), ypos(h.value_at_quantile(*q) as f64))
+                })
                 .collect();
             let _ = writeln!(
                 body,
@@ -490,15 +908,28 @@ fn latency_svg(summary: &[Summary]) -> String {
                 points.join(" "),
                 left + pw + 10.0,
                 y0 + 14.0 + j as f64 * 16.0,
-                s.implementation.id(),
-                c = color(s.implementation)
+                s.implementation,
             );
+            if let (Some(r), true) = (s.p50_ns_spread, rounds > 1) {
+                let x = xpos(0) + 6.0 + j as f64 * 5.0;
+                let _ = writeln!(
+                    body,
+                    r#"<line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}" stroke="{c}" stroke-width="3"/>"#,
+                    ypos(r.min),
+                    ypos(r.max)
+                );
+            }
         }
     }
     let height = top + scenarios.len() as f64 * (ph + 80.0);
+    let spread = if rounds > 1 {
+        " Bars beside p50: lowest to highest p50 of a round."
+    } else {
+        ""
+    };
     format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="780" height="{height:.0}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="15" font-weight="bold">Latency percentiles (all rounds merged)</text>
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="800" height="{height:.0}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="15" font-weight="bold">Latency percentiles, {unit} (histograms of {rounds} round(s) merged)</text><text x="10" y="38" fill="#444">Each scenario on its own log scale.{spread}</text>
 {body}</svg>
-"#
+"##
     )
 }
