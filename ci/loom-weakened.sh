@@ -34,7 +34,9 @@ for knob in cursor stage available gating_cache fence limit_default work_claim p
     done
 done
 # Regression tests of the integration suite that must fail with a fix of
-# issue #12 reverted (the same knobs, in a normal build): the work pool
+# issue #12 reverted (the same knobs, in a normal build), and with the
+# published floor's scan start not kept fresh from the readers' scans
+# (`reached`, the 2P->1C throughput fix of issue #16): the work pool
 # behind concurrent producers (its metrics run past the cursor, and slots
 # are read before they are written), and a poller joining inside a batch
 # whose first-slot mark a later lap reused (it hangs; the test's watchdog
@@ -42,8 +44,9 @@ done
 declare -A TESTS=(
     [pool_scan]="work_pool pool_behind_two_producers_publishing_singles_on_a_ring_of_4"
     [join_point]="poller poller_joining_inside_a_batch_whose_mark_was_reused_gets_events"
+    [reached]="poller a_claim_in_flight_is_never_lapped_after_the_last_poller_left"
 )
-for knob in pool_scan join_point; do
+for knob in pool_scan join_point reached; do
     read -r file test <<<"${TESTS[$knob]}"
     log=$(mktemp)
     if RUSTFLAGS="--cfg ringbus_weaken=\"$knob\"" CARGO_TARGET_DIR="target/weak" \

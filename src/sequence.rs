@@ -75,6 +75,16 @@ impl AtomicSequence {
             .is_ok()
     }
 
+    /// Raises the value to `value` if it is higher (a high-water mark).
+    #[inline]
+    pub(crate) fn raise_relaxed(&self, value: Sequence) {
+        // Relaxed: the multi-producer's `reached` mark; its readers are
+        // ordered after the writer's later Release stores (see there).
+        if value > self.0.load(Ordering::Relaxed) {
+            self.0.fetch_max(value, Ordering::Relaxed);
+        }
+    }
+
     /// Atomic or returning the previous value; sets the multi-producer's closed bit.
     pub(crate) fn fetch_or(&self, bits: i64) -> Sequence {
         // Relaxed: claims and the close are RMWs of this one counter, so the

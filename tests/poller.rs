@@ -341,3 +341,57 @@ fn poller_joining_inside_a_batch_whose_mark_was_reused_gets_events() {
         assert_eq!(seen, (5..25).collect::<Vec<_>>(), "B saw every later event");
     });
 }
+
+/// A bus of pollers only, on a ring of 4: while a claim is still being
+/// written, no producer may lap it, also once the last poller left after
+/// the producers wrapped the ring under it. The published floor that gates
+/// a bus without consumers is found by a scan that starts where the readers'
+/// own scans reached; `--cfg ringbus_weaken="reached"` starts it from a
+/// stale place instead, where a later lap's mark leads the scan past the
+/// claim, and this test fails (`ci/loom-weakened.sh` checks that).
+#[test]
+fn a_claim_in_flight_is_never_lapped_after_the_last_poller_left() {
+    bounded(60, || {
+        let a = ringbus::multi_producer(4, Event::default, Blocking).build();
+        let mut poller = a.subscribe().unwrap();
+        for i in 0..10 {
+            a.publish(|e| e.set(i)).unwrap();
+            assert_eq!(poller.poll(usize::MAX, |e, _, _| e.verify()), Ok(1));
+        }
+        // Sequence 10 (slot 2) is claimed and held mid-write by `b`.
+        let b = a.clone();
+        let (claimed_tx, claimed) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            b.publish(|e| {
+                claimed_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                e.set(10);
+            })
+            .unwrap()
+        });
+        claimed.recv().unwrap();
+        // 11 and 12 fit behind the poller (at 9); 12's mark lands in slot 0.
+        a.publish(|e| e.set(11)).unwrap();
+        a.publish(|e| e.set(12)).unwrap();
+        assert_eq!(
+            poller.poll(usize::MAX, |_, _, _| {}),
+            Ok(0),
+            "10 is unpublished"
+        );
+        drop(poller);
+        // No consumer: only the published floor (9) gates. 13 fits; 14
+        // would reuse slot 2, where 10 is still being written.
+        a.try_publish_for(Duration::from_millis(50), |e| e.set(13))
+            .unwrap();
+        assert_eq!(
+            a.try_publish_for(Duration::from_millis(50), |e| e.set(14)),
+            Err(ringbus::TryPublishError::Timeout),
+            "a producer lapped a claim still being written"
+        );
+        go.send(()).unwrap();
+        assert_eq!(holder.join().unwrap(), 10);
+        assert_eq!(a.publish(|e| e.set(14)), Ok(14));
+        a.shutdown().unwrap();
+    });
+}

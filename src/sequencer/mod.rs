@@ -38,11 +38,18 @@ pub(crate) mod sealed {
 
         /// The highest sequence up to which producers may count every slot
         /// as consumed whatever the gating stages say (`Sequence::MAX`: no
-        /// such bound). Called only under the bus's gating lock, as part of
-        /// every gating minimum; see `MultiProducerSequencer::published_floor`.
+        /// such bound). Called only under the bus's gating lock, for a
+        /// gating minimum with no consumer in it; see
+        /// `MultiProducerSequencer::published_floor`.
         fn gating_floor(&self) -> Sequence {
             Sequence::MAX
         }
+
+        /// A gating minimum taken from the consumers is about to be handed
+        /// to producers: keep what `gating_floor` scans from at or above it.
+        /// Called only under the bus's gating lock, after the consumers'
+        /// sequences were loaded.
+        fn floor_for_consumers(&self) {}
 
         /// Where a reader joining at runtime starts: the sequence it has
         /// "passed", given `slowest`, the slowest gating consumer's sequence

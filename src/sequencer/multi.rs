@@ -47,6 +47,9 @@ pub struct MultiProducerSequencer {
     /// Everything up to here is published: see `published_floor`. Read and
     /// written only under the bus's gating lock.
     frontier: AtomicSequence,
+    /// The highest batch end any reader's scan found published (a
+    /// high-water mark the readers raise; see `floor_for_consumers`).
+    reached: AtomicSequence,
 }
 
 impl fmt::Debug for MultiProducerSequencer {
@@ -146,13 +149,21 @@ impl MultiProducerSequencer {
     /// by a scan from the last such value; the caller holds the bus's gating
     /// lock, which serialises the scans.
     ///
-    /// It is part of every gating minimum (`Sealed::gating_floor`): a slot
-    /// is reused only once the event before it in the slot is published,
-    /// not merely claimed. Without it, a claim still being written was
-    /// guarded only by consumers behind it; with none (a bus of pollers
-    /// only, between subscriptions) or with one that joined past it, another
-    /// producer could lap the writer and write the same slot. Being a gating
-    /// value, it also keeps its own next scan start from being lapped.
+    /// It bounds every gating minimum (`Sealed::gating_floor`): a slot is
+    /// reused only once the event before it in the slot is published, not
+    /// merely claimed. Without it, a bus with no consumer (a bus of pollers
+    /// only, between subscriptions) would let a producer lap a claim still
+    /// being written.
+    ///
+    /// The frontier is a batch boundary at or above every gating value
+    /// handed to producers, so no producer can lap the start of the next
+    /// scan, and the scan never follows a later lap's mark. A gating minimum
+    /// that comes from consumers needs no scan: every consumer's sequence is
+    /// at or below the true floor, and the frontier is raised to the
+    /// readers' own scan results instead (`floor_for_consumers`). Only a
+    /// minimum with no consumer scans. The frontier must never be moved to
+    /// a consumer's sequence: a poll with a limit, or a pool worker, can
+    /// stop inside a batch, where no scan could start.
     pub(crate) fn published_floor(&self) -> Sequence {
         let from = self.frontier.get_relaxed() + 1;
         let floor = self.highest_published(from);
@@ -196,6 +207,7 @@ impl Sealed for MultiProducerSequencer {
             available: (0..capacity).map(|_| AtomicI64::new(INITIAL)).collect(),
             mask: capacity as i64 - 1,
             frontier: AtomicSequence::new(INITIAL),
+            reached: AtomicSequence::new(INITIAL),
         }
     }
 
@@ -208,6 +220,10 @@ impl Sealed for MultiProducerSequencer {
             // are visible once its mark is.
             let last = flag.load(Ordering::Acquire);
             if last < i {
+                if i > next && !cfg!(ringbus_weaken = "reached") {
+                    // A batch end every event up to which is published.
+                    self.reached.raise_relaxed(i - 1);
+                }
                 return i - 1;
             }
             i = last + 1;
@@ -220,6 +236,22 @@ impl Sealed for MultiProducerSequencer {
 
     fn gating_floor(&self) -> Sequence {
         self.published_floor()
+    }
+
+    fn floor_for_consumers(&self) {
+        // Every reader raises `reached` in its scan before it stores a
+        // sequence at or below the scan's end (Release), and every consumer
+        // sequence is at or below that of a reader of the ring before it.
+        // The caller acquired the consumers' sequences before this load, so
+        // it sees `reached` at or above each of them (Relaxed suffices:
+        // the raise happens-before the load). The frontier thus stays at or
+        // above every gating value handed out, on a batch end, without a
+        // scan of its own.
+        let reached = self.reached.get_relaxed();
+        // Relaxed: the frontier is read and written only under the lock.
+        if reached > self.frontier.get_relaxed() {
+            self.frontier.set_relaxed(reached);
+        }
     }
 
     fn claimed(&self) -> Sequence {
