@@ -492,6 +492,11 @@ where
                 capacity: self.capacity,
             });
         }
+        if let Some(bad) = self.stages.iter().find(|s| s.name.contains('\0')) {
+            return Err(BuildError::BadName {
+                name: bad.name.clone(),
+            });
+        }
         let mut names = std::collections::HashSet::with_capacity(self.stages.len());
         if let Some(dup) = self.stages.iter().find(|s| !names.insert(s.name.as_str())) {
             return Err(BuildError::DuplicateName {

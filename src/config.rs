@@ -130,14 +130,15 @@ pub enum ProducerKind {
 /// A wait strategy with its fields (durations in microseconds). Written as a
 /// name (each field at its default) or as a table:
 /// `{ kind = "sleeping", spin_tries = 0, yield_tries = 0, sleep_us = 1 }`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum WaitConfig {
-    /// [`BusySpin`](crate::BusySpin).
-    BusySpin,
+    /// [`BusySpin`](crate::BusySpin). (Variants without fields are written
+    /// with braces so that a table with a stray field is refused.)
+    BusySpin {},
     /// [`BusySpinWithHint`](crate::BusySpinWithHint).
-    BusySpinWithHint,
+    BusySpinWithHint {},
     /// [`Yielding`].
     Yielding {
         /// Polls before the first yield.
@@ -157,8 +158,7 @@ pub enum WaitConfig {
         sleep_us: u64,
     },
     /// [`Blocking`](crate::Blocking) (the default).
-    #[default]
-    Blocking,
+    Blocking {},
     /// [`PhasedBackoff`].
     PhasedBackoff {
         /// Spinning, in microseconds.
@@ -171,6 +171,13 @@ pub enum WaitConfig {
         #[serde(default)]
         sleep_us: Option<u64>,
     },
+}
+
+impl Default for WaitConfig {
+    /// `Blocking`: no CPU while idle, safe on any machine.
+    fn default() -> Self {
+        Self::Blocking {}
+    }
 }
 
 fn default_tries() -> u32 {
@@ -199,8 +206,8 @@ impl WaitConfig {
     /// The strategy called `name`, with every field at its default.
     fn named(name: &str) -> Option<Self> {
         Some(match name {
-            "busy-spin" => Self::BusySpin,
-            "busy-spin-with-hint" => Self::BusySpinWithHint,
+            "busy-spin" => Self::BusySpin {},
+            "busy-spin-with-hint" => Self::BusySpinWithHint {},
             "yielding" => Self::Yielding {
                 spin_tries: default_tries(),
             },
@@ -209,7 +216,7 @@ impl WaitConfig {
                 yield_tries: default_tries(),
                 sleep_us: default_sleep_us(),
             },
-            "blocking" => Self::Blocking,
+            "blocking" => Self::Blocking {},
             "phased-backoff" => Self::PhasedBackoff {
                 spin_us: default_spin_us(),
                 yield_us: default_yield_us(),
@@ -222,15 +229,15 @@ impl WaitConfig {
     /// The strategy this describes.
     pub fn strategy(&self) -> AnyStrategy {
         match *self {
-            Self::BusySpin => AnyStrategy::BusySpin,
-            Self::BusySpinWithHint => AnyStrategy::BusySpinWithHint,
+            Self::BusySpin {} => AnyStrategy::BusySpin,
+            Self::BusySpinWithHint {} => AnyStrategy::BusySpinWithHint,
             Self::Yielding { spin_tries } => Yielding::new(spin_tries).into(),
             Self::Sleeping {
                 spin_tries,
                 yield_tries,
                 sleep_us,
             } => Sleeping::new(spin_tries, yield_tries, Duration::from_micros(sleep_us)).into(),
-            Self::Blocking => AnyStrategy::Blocking,
+            Self::Blocking {} => AnyStrategy::Blocking,
             Self::PhasedBackoff {
                 spin_us,
                 yield_us,
@@ -497,6 +504,12 @@ impl BusConfig {
                 builder = builder.pin_at_core(core);
             }
             if let Some(ms) = stage.timeout_ms {
+                if ms == 0 {
+                    return Err(ConfigError::invalid(
+                        at("timeout_ms"),
+                        "0 would call on_timeout without pause; give at least 1 or leave it out",
+                    ));
+                }
                 builder = builder.timeout(Duration::from_millis(ms));
             }
             if let Some(failure) = &stage.on_failure {
@@ -569,12 +582,23 @@ impl BusConfig {
                     || String::from("stages"),
                     |i| format!("stages[{i}].workers"),
                 ),
-            BuildError::ConcurrentMutation { mutating, .. }
-            | BuildError::DuplicateName { name: mutating } => self
+            BuildError::ConcurrentMutation { mutating: name, .. }
+            | BuildError::DuplicateName { name }
+            | BuildError::BadName { name } => self
                 .stages
                 .iter()
-                .position(|s| mutating.starts_with(s.name.as_str()))
-                .map_or_else(|| String::from("stages"), |i| format!("stages[{i}]")),
+                .position(|s| s.name == *name)
+                .or_else(|| {
+                    // A pool worker, `name-<worker>`.
+                    self.stages.iter().position(|s| {
+                        s.workers.is_some()
+                            && name
+                                .strip_prefix(s.name.as_str())
+                                .and_then(|rest| rest.strip_prefix('-'))
+                                .is_some_and(|w| w.parse::<usize>().is_ok())
+                    })
+                })
+                .map_or_else(|| String::from("stages"), |i| format!("stages[{i}].name")),
             _ => String::from("stages"),
         };
         ConfigError::Build { path, error }
@@ -835,6 +859,8 @@ macro_rules! either {
         }
     };
 }
+
+impl<E: Send + Sync + 'static> crate::producer::sealed::Sealed for AnyProducer<E> {}
 
 impl<E: Send + Sync + 'static> Producer<E> for AnyProducer<E> {
     fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {

@@ -35,9 +35,14 @@ pub enum BuildError {
     /// The operating system refused to start a stage thread.
     Spawn(io::Error),
     /// Two stages have the same name (`thread_name`, or a pool's prefix):
-    /// reports, metrics and `after` lookups would be ambiguous.
+    /// the shutdown report and the metrics would be ambiguous.
     DuplicateName {
         /// The name given twice.
+        name: String,
+    },
+    /// A stage name the OS cannot give a thread (it contains a NUL byte).
+    BadName {
+        /// The name.
         name: String,
     },
     /// A modifier that applies to the next handler (`pin_at_core`,
@@ -91,6 +96,11 @@ impl fmt::Display for BuildError {
                 f,
                 "two stages are named `{name}`; give each `thread_name` (and each pool \
                  prefix) its own name"
+            ),
+            Self::BadName { name } => write!(
+                f,
+                "stage name {name:?} contains a NUL byte, which a thread name cannot hold; \
+                 remove it"
             ),
             Self::ModifierWithoutHandler { modifier } => write!(
                 f,

@@ -5,7 +5,8 @@
 //! arranged in a dependency graph, each read at their own pace through a
 //! sequence barrier and track their own sequence; the slowest leaf stage gates
 //! the producers. Nothing is allocated, locked or dispatched dynamically per
-//! event.
+//! event (a bus built from a description, `config`, calls its handlers
+//! through a pointer).
 //!
 //! ```text
 //! producers ──claim/publish──> [ ring of preallocated events ]
@@ -75,7 +76,10 @@
 //! # Guarantees
 //!
 //! * Every published event reaches every stage once, in sequence order, so
-//!   each producer's events arrive in that producer's order.
+//!   each producer's events arrive in that producer's order (a work pool
+//!   counts as one stage: each event reaches one of its workers). A failure
+//!   policy may skip or dead-letter an event instead, and a halt stops
+//!   delivery; the report counts both.
 //! * A stage sees an event only after every stage it depends on finished
 //!   with it, and after the producer published it (Release/Acquire); a
 //!   mutating stage's writes are visible to the stages after it.
@@ -92,7 +96,7 @@
 //! | [`SingleProducer`] | yes | yes | no | drains and joins the stages |
 //! | [`MultiProducer`] | yes | yes | yes | the last clone drains and joins |
 //! | [`EventPoller`] | yes | yes | no | stops gating the producers |
-//! | [`Subscription`] | yes | yes | no | stops its thread (≤ 10 ms) |
+//! | [`Subscription`] | yes | yes | no | stops its thread after the batch in hand |
 //! | [`Metrics`] | yes | yes | yes | nothing |
 //! | [`ShutdownReport`] | yes | no | no | drops the returned handlers |
 //!

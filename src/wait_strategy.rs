@@ -740,6 +740,23 @@ mod tests {
         ] {
             times_out(any);
         }
+        // The run-time choice naps (a full ring's yield phase) exactly when
+        // the strategy it stands for does.
+        assert_eq!(AnyStrategy::BusySpin.naps(), BusySpin::NAPS);
+        assert_eq!(AnyStrategy::BusySpinWithHint.naps(), BusySpinWithHint::NAPS);
+        assert_eq!(
+            AnyStrategy::from(Yielding::default()).naps(),
+            Yielding::NAPS
+        );
+        assert_eq!(
+            AnyStrategy::from(Sleeping::default()).naps(),
+            Sleeping::NAPS
+        );
+        assert_eq!(AnyStrategy::Blocking.naps(), Blocking::NAPS);
+        assert_eq!(
+            AnyStrategy::from(PhasedBackoff::default()).naps(),
+            PhasedBackoff::NAPS
+        );
         times_out(PhasedBackoff::with_sleep(
             Duration::from_micros(1),
             Duration::from_micros(1),

@@ -301,6 +301,17 @@ fn parse_errors_name_the_field_path() {
     .unwrap_err();
     assert!(err.to_string().contains("unknown field `sleep`"), "{err}");
     assert!(err.path().starts_with("wait_strategy"), "{err}");
+    // A strategy without fields refuses a stray one too.
+    for kind in ["blocking", "busy-spin", "busy-spin-with-hint"] {
+        let text = format!(
+            r#"{{ "capacity": 8, "stages": [], "wait_strategy": {{ "kind": "{kind}", "sleep_us": 1 }} }}"#
+        );
+        let err = from_json(&text).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `sleep_us`"),
+            "{kind}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -361,6 +372,12 @@ fn names_that_do_not_resolve_are_refused_with_their_path() {
             "(handlers)",
             "registered twice",
         ),
+        (
+            "capacity = 8\n[[stages]]\nname = \"a\"\ntimeout_ms = 0\n".into(),
+            noop_handlers(&["a"]),
+            "stages[0].timeout_ms",
+            "at least 1",
+        ),
     ];
     for (text, handlers, path, message) in cases {
         let err = refused(&text, handlers);
@@ -401,6 +418,13 @@ fn builder_errors_point_at_the_field() {
     );
     assert!(matches!(err, ConfigError::Build { .. }), "{err:?}");
     assert!(err.to_string().contains("and_then()"), "{err}");
+    assert_eq!(err.path(), "stages[0].name", "{err}");
+
+    // A name a thread cannot have: an error, not a panic at spawn.
+    let config = from_json(r#"{ "capacity": 8, "stages": [ { "name": "a\u0000b" } ] }"#).unwrap();
+    let err = config.build(|| 0u64, noop_handlers(&["a\0b"])).unwrap_err();
+    assert_eq!(err.path(), "stages[0].name", "{err}");
+    assert!(err.to_string().contains("NUL"), "{err}");
 }
 
 #[test]

@@ -19,7 +19,11 @@ use crate::{MultiProducer, SingleProducer};
 /// name; see [`SingleProducer`] for what each does, waits for and fails with.
 ///
 /// Methods take `&mut self` because a single producer must be the only one
-/// publishing; a [`MultiProducer`] is cloned for more publishers.
+/// publishing; a [`MultiProducer`] is cloned for more publishers. The trait
+/// is for generic code (`fn f(p: &mut impl Producer<E>)`); it is not object
+/// safe (its publishing methods are generic over the closure), and it is
+/// sealed: only this crate's producers implement it, so methods can be
+/// added without breaking anyone.
 ///
 /// ```
 /// use ringbus::{Producer, Sequence};
@@ -42,7 +46,7 @@ use crate::{MultiProducer, SingleProducer};
 /// assert_eq!(single.shutdown().unwrap().stages[0].processed, 100);
 /// assert_eq!(multi.shutdown().unwrap().stages[0].processed, 100);
 /// ```
-pub trait Producer<E> {
+pub trait Producer<E>: sealed::Sealed {
     /// See [`SingleProducer::publish`].
     ///
     /// # Errors
@@ -131,6 +135,14 @@ pub trait Producer<E> {
     where
         Self: Sized;
 }
+
+pub(crate) mod sealed {
+    /// Only the crate's producer handles implement [`Producer`](super::Producer).
+    pub trait Sealed {}
+}
+
+impl<E: Send + Sync + 'static, W: WaitStrategy> sealed::Sealed for SingleProducer<E, W> {}
+impl<E: Send + Sync + 'static, W: WaitStrategy> sealed::Sealed for MultiProducer<E, W> {}
 
 /// Implements [`Producer`] for a handle by calling its inherent methods.
 macro_rules! delegate_producer {

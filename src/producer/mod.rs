@@ -8,6 +8,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 mod api;
+pub(crate) use api::sealed;
 pub use api::Producer;
 
 use crate::bus::Bus;
@@ -345,9 +346,12 @@ where
     ///
     /// ```
     /// # use ringbus::{Blocking, Sequence, TryPublishError};
+    /// # use std::time::Duration;
     /// let (tx, rx) = std::sync::mpsc::channel::<()>();
     /// let mut producer = ringbus::single_producer(2, || 0u8, Blocking)
-    ///     .handle_events_with(move |_: &u8, _: Sequence, _: bool| { let _ = rx.recv(); })
+    ///     .handle_events_with(move |_: &u8, _: Sequence, _: bool| {
+    ///         let _ = rx.recv_timeout(Duration::from_secs(10));
+    ///     })
     ///     .build();
     /// // The stage holds its first event until we send; the ring of 2 fills.
     /// producer.try_publish(|e| *e = 1).unwrap();
