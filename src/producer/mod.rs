@@ -8,6 +8,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 mod api;
+#[cfg(feature = "serde")]
 pub(crate) use api::sealed;
 pub use api::Producer;
 
