@@ -93,8 +93,8 @@ fn capacity_4_multi_producer_with_batches() {
     bounded(120, || multi(4));
 }
 
-/// Under `BusySpin` the single producer keeps its own copy of the cursor
-/// instead of rereading it: every publish kind, refusals of a full ring
+/// Under `BusySpin` (latency first: stages prefetch the awaited slot once the
+/// bus is idle), every publish kind, refusals of a full ring
 /// (`Full`, which must not move it) and empty batches, across many wraps of
 /// a ring of 4, still give each stage every sequence once, in order, with
 /// its own payload. Two threads: the producer and one stage (no more busy

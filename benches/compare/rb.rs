@@ -5,17 +5,16 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use ringbus::{
-    Blocking, Builder, BusySpin, BusySpinWithHint, EventHandler, PhasedBackoff, Sequence,
-    SingleProducerSequencer, Sleeping, WaitStrategy, Yielding,
+    Blocking, Builder, BusySpin, EventHandler, PhasedBackoff, Sequence, SingleProducerSequencer,
+    Sleeping, WaitStrategy, Yielding,
 };
 
 use crate::common::*;
 
-/// Where each thread has a core: spin, with a `pause` between polls (it
-/// leaves the producer's cursor line alone a little longer; measured faster
-/// than plain `BusySpin` on SPSC here).
-const PINNED: BusySpinWithHint = BusySpinWithHint;
-const PINNED_MODE: &str = "busy-spin + hint, pinned";
+/// Where each thread has a core: plain busy spin, like for like with the
+/// disruptor crate's `BusySpin` on the same rows.
+const PINNED: BusySpin = BusySpin;
+const PINNED_MODE: &str = "busy-spin, pinned";
 /// For latency: react at once, no `pause` between polls.
 const LATENCY: BusySpin = BusySpin;
 const LATENCY_MODE: &str = "busy-spin, pinned";
