@@ -88,7 +88,7 @@ use serde::{Deserialize, Serialize};
 use crate::builder::{Builder, StageId};
 use crate::error::{BuildError, PublishError, ShutdownError, SubscribeError, TryPublishError};
 use crate::fault::{BoxError, Failure, FailurePolicy};
-use crate::handler::{EventHandler, EventHandlerMut, TryEventHandler};
+use crate::handler::{forward_lifecycle, EventHandler, EventHandlerMut, TryEventHandler};
 use crate::metrics::Metrics;
 use crate::poller::Subscription;
 use crate::processor::ShutdownReport;
@@ -741,24 +741,6 @@ impl<E: 'static> Handlers<E> {
         }
         self
     }
-}
-
-/// Forwards every callback of a handler kept behind a pointer.
-macro_rules! forward_lifecycle {
-    () => {
-        fn on_batch_start(&mut self, batch_size: u64) {
-            self.0.on_batch_start(batch_size)
-        }
-        fn on_start(&mut self) {
-            self.0.on_start()
-        }
-        fn on_shutdown(&mut self) {
-            self.0.on_shutdown()
-        }
-        fn on_timeout(&mut self, sequence: Sequence) {
-            self.0.on_timeout(sequence)
-        }
-    };
 }
 
 /// A registered reading handler.

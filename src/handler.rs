@@ -173,3 +173,25 @@ where
         self(event, sequence, end_of_batch)
     }
 }
+
+/// Implements the lifecycle callbacks of a one-field wrapper (`Wrapper(h)`)
+/// by forwarding them to the wrapped handler: the stage adapters in
+/// `processor.rs` and the pointer wrappers in `config.rs`.
+macro_rules! forward_lifecycle {
+    () => {
+        #[inline]
+        fn on_batch_start(&mut self, batch_size: u64) {
+            self.0.on_batch_start(batch_size)
+        }
+        fn on_start(&mut self) {
+            self.0.on_start()
+        }
+        fn on_shutdown(&mut self) {
+            self.0.on_shutdown()
+        }
+        fn on_timeout(&mut self, sequence: Sequence) {
+            self.0.on_timeout(sequence)
+        }
+    };
+}
+pub(crate) use forward_lifecycle;

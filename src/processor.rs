@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::barrier::{SequenceBarrier, StageCell};
 use crate::bus::Bus;
 use crate::fault::{Failure, FailurePolicy, Finally};
-use crate::handler::{EventHandler, EventHandlerMut, TryEventHandler};
+use crate::handler::{forward_lifecycle, EventHandler, EventHandlerMut, TryEventHandler};
 use crate::loom::{self, Arc, Weaken};
 use crate::ring_buffer::RingView;
 use crate::sequence::{AtomicSequence, Sequence};
@@ -160,27 +160,9 @@ pub(crate) struct Writer<H>(pub(crate) H);
 /// A stage whose handler may return an error.
 pub(crate) struct Fallible<H>(pub(crate) H);
 
-macro_rules! lifecycle {
-    () => {
-        fn on_start(&mut self) {
-            self.0.on_start()
-        }
-        fn on_shutdown(&mut self) {
-            self.0.on_shutdown()
-        }
-        fn on_timeout(&mut self, sequence: Sequence) {
-            self.0.on_timeout(sequence)
-        }
-        #[inline]
-        fn on_batch_start(&mut self, size: u64) {
-            self.0.on_batch_start(size)
-        }
-    };
-}
-
 impl<E, H: EventHandler<E>> Consume<E> for Reader<H> {
     const FALLIBLE: bool = false;
-    lifecycle!();
+    forward_lifecycle!();
     #[inline]
     unsafe fn consume(
         &mut self,
@@ -197,7 +179,7 @@ impl<E, H: EventHandler<E>> Consume<E> for Reader<H> {
 
 impl<E, H: EventHandlerMut<E>> Consume<E> for Writer<H> {
     const FALLIBLE: bool = false;
-    lifecycle!();
+    forward_lifecycle!();
     #[inline]
     unsafe fn consume(
         &mut self,
@@ -215,7 +197,7 @@ impl<E, H: EventHandlerMut<E>> Consume<E> for Writer<H> {
 
 impl<E, H: TryEventHandler<E>> Consume<E> for Fallible<H> {
     const FALLIBLE: bool = true;
-    lifecycle!();
+    forward_lifecycle!();
     #[inline]
     unsafe fn consume(
         &mut self,

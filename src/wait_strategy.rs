@@ -162,11 +162,6 @@ mod sealed {
             let _ = signal;
         }
 
-        /// True when waiters may park and so notification is needed.
-        fn parks(&self) -> bool {
-            false
-        }
-
         /// Latency first: a waiting stage that found nothing 64 polls in a
         /// row (an idle bus) prefetches the slot it waits for after every
         /// further failed poll. Only [`BusySpin`] sets it.
@@ -495,10 +490,6 @@ impl sealed::Sealed for Blocking {
         signal.notify_if_parked();
     }
 
-    fn parks(&self) -> bool {
-        true
-    }
-
     const NAPS: bool = true;
 }
 impl WaitStrategy for Blocking {}
@@ -598,10 +589,6 @@ impl sealed::Sealed for PhasedBackoff {
             signal.notify_if_parked();
         }
     }
-
-    fn parks(&self) -> bool {
-        self.fallback == Fallback::Block
-    }
 }
 impl WaitStrategy for PhasedBackoff {}
 
@@ -697,10 +684,6 @@ impl sealed::Sealed for AnyStrategy {
     #[inline]
     fn notify(&self, signal: &Signal) {
         dispatch!(self, s => s.notify(signal))
-    }
-
-    fn parks(&self) -> bool {
-        dispatch!(self, s => s.parks())
     }
 
     #[inline]
