@@ -400,6 +400,36 @@ where
         self
     }
 
+    /// Adds the journal stage: every event is appended to the journal's
+    /// segment files, and the stages added after it (with `and_then()` or
+    /// `after`) see an event only once it is durable under the writer's
+    /// [`SyncPolicy`](crate::journal::SyncPolicy). See [`journal`](crate::journal).
+    ///
+    /// The stage is named `journal` unless `thread_name` says otherwise. A
+    /// pending `on_failure` may retry but must end in halt (a journal cannot
+    /// skip an event); anything else makes `build` fail with
+    /// [`BuildError::JournalPolicy`]. With an interval policy the stage's
+    /// `timeout` defaults to the interval, so an idle bus still syncs.
+    #[cfg(feature = "journal")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "journal")))]
+    pub fn journal_to<C>(mut self, writer: crate::journal::JournalWriter<E, C>) -> Self
+    where
+        C: crate::journal::Codec<E>,
+    {
+        let name = self.pending.name.get_or_insert_with(|| "journal".into());
+        if let Some(policy) = &self.pending.policy {
+            if !matches!(policy.finally, crate::fault::Finally::Halt) {
+                self.error.get_or_insert(BuildError::JournalPolicy {
+                    stage: name.clone(),
+                });
+            }
+        }
+        if self.pending.timeout.is_none() {
+            self.pending.timeout = writer.sync_interval();
+        }
+        self.add_owned(false, writer, |w| w)
+    }
+
     /// Starts a new group that depends on every handler of the current group
     /// (a pipeline step).
     pub fn and_then(mut self) -> Self {

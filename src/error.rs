@@ -56,6 +56,13 @@ pub enum BuildError {
         /// The index the pool's first stage would have had.
         stage: usize,
     },
+    /// A journal stage was given a failure policy that skips or
+    /// dead-letters: the stages after it would act on an event the journal
+    /// does not hold.
+    JournalPolicy {
+        /// The journal stage's name.
+        stage: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -111,6 +118,12 @@ impl fmt::Display for BuildError {
                 f,
                 "the work pool at stage #{stage} has 0 workers; give \
                  `handle_events_with_pool` at least 1"
+            ),
+            Self::JournalPolicy { stage } => write!(
+                f,
+                "journal stage `{stage}` may only retry, then halt: skipping or \
+                 dead-lettering an event would let the stages after it act on an event \
+                 the journal does not hold; use `FailurePolicy::halt().retry(..)`"
             ),
         }
     }

@@ -108,6 +108,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `serde` | off | `Serialize`/`Deserialize` for [`MetricsSnapshot`]; the `config` module (bus descriptions) |
+//! | `journal` | off | the `journal` module: durable segment files, a durable cursor, replay (implies `serde`; adds postcard and crc32c) |
 //!
 //! Without features the crate depends on `crossbeam-utils` and
 //! `core_affinity` only.
@@ -129,6 +130,9 @@ pub mod config;
 mod error;
 mod fault;
 mod handler;
+#[cfg(feature = "journal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "journal")))]
+pub mod journal;
 mod loom;
 mod metrics;
 mod poller;

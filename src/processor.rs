@@ -142,6 +142,19 @@ pub(crate) trait Consume<E> {
     fn on_shutdown(&mut self);
     fn on_timeout(&mut self, sequence: Sequence);
     fn on_batch_start(&mut self, size: u64);
+    /// True when the consumer decides how far the stage may release (the
+    /// journal: only what is durable). A panic through the loop then
+    /// releases nothing beyond the last [`release`](Consume::release).
+    const DEFERS_RELEASE: bool = false;
+    /// Called before the stage stores `done` as its sequence, which lets the
+    /// stages after it (and the producers) past those events. `Err((upto,
+    /// failure))`: only events up to `upto` may be released, and the stage
+    /// stops with `failure`. Every other consumer releases all it handled.
+    #[inline(always)]
+    fn release(&mut self, done: Sequence) -> Result<(), (Sequence, Failure)> {
+        let _ = done;
+        Ok(())
+    }
     /// # Safety
     /// The caller holds read permission for `sequence` (and write permission
     /// for a mutating stage).
@@ -305,6 +318,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         let _release = ReleaseOnUnwind {
             cell: &self.cell,
             progress: &progress,
+            enabled: !C::DEFERS_RELEASE,
         };
         consumer.on_start();
         loop {
@@ -361,7 +375,18 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     done = chunk_end;
                 }
             }
-            self.cell.sequence.set(done, Weaken::Stage);
+            // A consumer may hold back what it has not made durable; the
+            // store must follow `release` (knob `durable_release` swaps them
+            // to show tests/journal.rs catches it).
+            let mut released = done;
+            if cfg!(ringbus_weaken = "durable_release") {
+                self.cell.sequence.set(released, Weaken::Stage);
+            }
+            if let Err((upto, release_failure)) = consumer.release(done) {
+                released = upto;
+                failure.get_or_insert(release_failure);
+            }
+            self.cell.sequence.set(released, Weaken::Stage);
             bus.notify();
             if let Some(failure) = failure {
                 return Err(failure);
@@ -635,11 +660,13 @@ unsafe fn consume_range<E, C: Consume<E>>(
 struct ReleaseOnUnwind<'a> {
     cell: &'a StageCell,
     progress: &'a Cell<Sequence>,
+    /// False for a consumer that decides what may be released.
+    enabled: bool,
 }
 
 impl Drop for ReleaseOnUnwind<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if self.enabled && std::thread::panicking() {
             self.cell.sequence.set(self.progress.get(), Weaken::Stage);
         }
     }

@@ -1,0 +1,821 @@
+//! A durable journal: every event appended to segment files before the
+//! stages after it see it, and replayed into a fresh bus after a restart
+//! (LMAX's journaling stage, for event sourcing). Feature `journal`.
+//!
+//! ```text
+//! producers ─> ring ─> journal (append, fsync per batch) ─> durable cursor ─> business stages
+//!                         │
+//!                         └─> dir/00000000000000000000.rbj, 00000000000000065536.rbj, …
+//! restart:  Journal::open(dir) ─> replay_into(&mut producer) ─> live traffic continues the numbering
+//! ```
+//!
+//! The journal stage is an ordinary stage ([`Builder::journal_to`](crate::Builder::journal_to)):
+//! stages added after it with `and_then()` see an event only once the
+//! journal made it durable, because the stage's sequence (which their
+//! barrier reads) moves past a batch only after the batch was written and
+//! synced. What "durable" means is the [`SyncPolicy`]:
+//!
+//! | policy | an event the stages after the journal saw survives | cost |
+//! |---|---|---|
+//! | [`EveryBatch`](SyncPolicy::EveryBatch) (default) | a process crash, a kernel crash, a power cut | one `fdatasync` per batch |
+//! | [`Interval(d)`](SyncPolicy::Interval) | a process crash; a power cut loses at most the last `d` | one `fdatasync` per `d` at most |
+//! | [`Never`](SyncPolicy::Never) | a process crash (the kernel holds the data) | none |
+//!
+//! An event published but not yet released by the journal stage when the
+//! process dies may or may not be in the journal; nothing after the journal
+//! acted on it, so replaying it (at least once) is safe. A record that a
+//! crash cut short is found and cut off by [`Journal::open`]; a damaged
+//! record in the middle is an error naming the file and the offset, and
+//! every record before it stays readable.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ringbus::journal::{Journal, JournalOptions, Postcard};
+//! use ringbus::{Blocking, Sequence};
+//!
+//! #[derive(Default, serde::Serialize, serde::Deserialize)]
+//! struct Deposit { account: u32, cents: u64 }
+//!
+//! let dir = std::env::temp_dir().join(format!("ringbus-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! for run in 0..2 {
+//!     let journal = Journal::open(&dir)?;
+//!     let mut balance = 0u64;
+//!     let mut producer = ringbus::single_producer(1024, Deposit::default, Blocking)
+//!         .journal_to(journal.writer(Postcard, JournalOptions::default())?)
+//!         .and_then()
+//!         .handle_events_with(move |d: &Deposit, _: Sequence, _: bool| balance += d.cents)
+//!         .build();
+//!     // Rebuild the state of earlier runs, then take live traffic.
+//!     let replayed = journal.replay_into(&mut producer, Postcard, journal.first_sequence())?;
+//!     assert_eq!(replayed.events, run * 100);
+//!     for cents in 1..=100 {
+//!         producer.publish(|d| *d = Deposit { account: 7, cents })?;
+//!     }
+//!     producer.shutdown()?;
+//! }
+//! let journal = Journal::open(&dir)?;
+//! assert_eq!(journal.next_sequence(), 200);
+//! let total: u64 = journal
+//!     .events::<Deposit, _>(0, Postcard)?
+//!     .map(|r| r.map(|(_, d)| d.cents))
+//!     .sum::<Result<u64, _>>()?;
+//! assert_eq!(total, 2 * 5050);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod codec;
+mod format;
+mod writer;
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use codec::{Codec, Postcard};
+pub use writer::JournalWriter;
+
+use crate::error::PublishError;
+use crate::fault::BoxError;
+use crate::producer::Producer;
+use crate::sequence::Sequence;
+use format::{parse_segment_name, SegmentReader, Step};
+
+/// When the journal stage syncs what it wrote; see the [module docs](self)
+/// for what survives what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SyncPolicy {
+    /// One `fdatasync` at the end of every batch, before the stages after
+    /// the journal see it (LMAX's batching amortises the cost: the longer a
+    /// sync takes, the larger the next batch).
+    #[default]
+    EveryBatch,
+    /// Write at the end of every batch; sync when `d` has passed since the
+    /// first unsynced write (checked at batch ends, and when the stage has
+    /// been idle for `d`).
+    Interval(Duration),
+    /// Write at the end of every batch, never sync (the kernel writes back
+    /// on its own schedule).
+    Never,
+}
+
+/// How the journal stage writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalOptions {
+    /// When to sync. Default [`SyncPolicy::EveryBatch`].
+    pub sync: SyncPolicy,
+    /// A segment is closed, and the next one started, once it holds this
+    /// many bytes (it may pass it by one record). Default 64 MiB.
+    pub segment_bytes: u64,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        Self {
+            sync: SyncPolicy::EveryBatch,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+impl JournalOptions {
+    /// Sets the sync policy.
+    #[must_use]
+    pub fn sync(mut self, policy: SyncPolicy) -> Self {
+        self.sync = policy;
+        self
+    }
+
+    /// Sets the size at which segments roll.
+    #[must_use]
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes;
+        self
+    }
+}
+
+/// What went wrong with a journal. Each names the file (and the offset, for
+/// damage) it concerns.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// A file operation failed (disk full, permission, read-only file
+    /// system, …).
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done ("append to", "sync", "create segment", …).
+        op: &'static str,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// A record or header is damaged in the middle of the journal (a torn
+    /// last record is not an error: [`Journal::open`] cuts it off).
+    Corrupt {
+        /// The segment file.
+        file: PathBuf,
+        /// The byte offset of the damaged record in it.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An event could not be encoded (it halts the journal stage).
+    Encode {
+        /// The journal sequence it would have had.
+        sequence: Sequence,
+        /// The codec's error.
+        reason: String,
+    },
+    /// A record could not be decoded (a changed event type, or another codec).
+    Decode {
+        /// The record's sequence.
+        sequence: Sequence,
+        /// The codec's error.
+        source: BoxError,
+    },
+    /// Records before `first` were deleted ([`Journal::delete_before`]).
+    BeforeStart {
+        /// The sequence asked for.
+        from: Sequence,
+        /// The first sequence the journal holds.
+        first: Sequence,
+    },
+    /// `replay_into` was called on a bus that already published events,
+    /// or twice: replayed events must come first.
+    ReplayAfterLive {
+        /// Events the bus had published.
+        published: u64,
+    },
+    /// A second writer for the same journal: one journal has one journal
+    /// stage.
+    WriterTaken,
+    /// The bus refused the replayed events.
+    Publish(PublishError),
+}
+
+impl JournalError {
+    pub(crate) fn io(path: &Path, op: &'static str, source: io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            op,
+            source,
+        }
+    }
+}
+
+impl fmt::Display for JournalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { path, op, source } => {
+                write!(f, "journal: could not {op} {}: {source}", path.display())
+            }
+            Self::Corrupt {
+                file,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "journal: {} is damaged at byte {offset}: {reason}; the records before it \
+                 are readable; restore the file from a replica or cut the journal there \
+                 (a journal with damage takes no new writer)",
+                file.display()
+            ),
+            Self::Encode { sequence, reason } => {
+                write!(f, "journal: could not encode event {sequence}: {reason}")
+            }
+            Self::Decode { sequence, source } => write!(
+                f,
+                "journal: could not decode record {sequence}: {source}; read it with the \
+                 codec and event type that wrote it"
+            ),
+            Self::BeforeStart { from, first } => write!(
+                f,
+                "journal: records before {first} were deleted, {from} asked for; start at \
+                 `first_sequence()`"
+            ),
+            Self::ReplayAfterLive { published } => write!(
+                f,
+                "journal: replay_into on a bus that already published {published} events \
+                 (or replayed once); replay into a fresh bus before any live publish"
+            ),
+            Self::WriterTaken => write!(
+                f,
+                "journal: this journal already has a writer; a journal has one journal stage"
+            ),
+            Self::Publish(e) => write!(f, "journal: the bus refused a replayed event: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for JournalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            Self::Decode { source, .. } => Some(&**source),
+            Self::Publish(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Counters of a journal's writer, read with [`Journal::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalStats {
+    /// Records appended (replayed events are not appended again).
+    pub records: u64,
+    /// Bytes written to segment files (headers included).
+    pub bytes: u64,
+    /// `fdatasync` calls made.
+    pub syncs: u64,
+    /// Segments created.
+    pub segments: u64,
+    /// Syncs that failed at shutdown (all others stop the bus).
+    pub sync_errors: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    syncs: AtomicU64,
+    segments: AtomicU64,
+    sync_errors: AtomicU64,
+}
+
+/// What the replay told the writer.
+#[derive(Default)]
+struct ReplayState {
+    /// Bus sequences below this were published by the replay: records the
+    /// journal already holds.
+    published: AtomicI64,
+    /// A replay ran (or runs): a second one is refused.
+    started: AtomicBool,
+}
+
+/// State shared by a [`Journal`] and its writer.
+struct Inner {
+    dir: PathBuf,
+    /// The last journal sequence made durable by the writer.
+    durable: AtomicI64,
+    replay: ReplayState,
+    writer_taken: AtomicBool,
+    stats: Stats,
+}
+
+/// A torn tail [`Journal::open`] cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// The segment.
+    pub file: PathBuf,
+    /// Where the torn record began; the file now ends there.
+    pub offset: u64,
+    /// Bytes removed.
+    pub bytes_cut: u64,
+}
+
+/// A journal directory: opened (and recovered) with [`Journal::open`], read
+/// with [`records`](Journal::records) and [`events`](Journal::events),
+/// replayed into a bus with [`replay_into`](Journal::replay_into), written by
+/// the stage made with [`writer`](Journal::writer).
+pub struct Journal {
+    inner: Arc<Inner>,
+    /// First sequence of each segment, in order, as found at open.
+    segments: Vec<Sequence>,
+    next: Sequence,
+    last_segment: Option<(PathBuf, u64, u64)>,
+    damage: Option<(PathBuf, u64, String)>,
+    recovered: Option<Recovery>,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.inner.dir)
+            .field("segments", &self.segments.len())
+            .field("next", &self.next)
+            .field("recovered", &self.recovered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The segment files in `dir`, by first sequence.
+fn list_segments(dir: &Path) -> Result<Vec<(Sequence, PathBuf)>, JournalError> {
+    let mut segments = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| JournalError::io(dir, "list", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| JournalError::io(dir, "list", e))?;
+        if let Some(first) = entry.file_name().to_str().and_then(parse_segment_name) {
+            segments.push((first, entry.path()));
+        }
+    }
+    segments.sort_unstable_by_key(|(first, _)| *first);
+    Ok(segments)
+}
+
+impl Journal {
+    /// Opens the journal in `dir` (created if missing) and recovers it: a
+    /// record that a crash left incomplete or half-written at the end of
+    /// the last segment is cut off ([`recovered`](Journal::recovered) says
+    /// where), and an empty segment a crash left behind is removed. Only the
+    /// last segment is read in full; damage in an earlier one shows when
+    /// reading reaches it.
+    ///
+    /// # Errors
+    /// [`JournalError::Io`] when the directory cannot be created or read, or
+    /// the torn tail cannot be cut (a read-only directory: the journal can
+    /// still be read); [`JournalError::Corrupt`] when a segment's header is
+    /// not a journal's.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, JournalError> {
+        let dir = dir.as_ref().to_owned();
+        fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, "create", e))?;
+        let mut listed = list_segments(&dir)?;
+        let mut recovered = None;
+        // A last segment shorter than its header: created, never written.
+        if let Some((_, path)) = listed.last() {
+            let len = fs::metadata(path)
+                .map_err(|e| JournalError::io(path, "stat", e))?
+                .len();
+            if len < format::HEADER_LEN {
+                fs::remove_file(path).map_err(|e| JournalError::io(path, "remove", e))?;
+                recovered = Some(Recovery {
+                    file: path.clone(),
+                    offset: 0,
+                    bytes_cut: len,
+                });
+                listed.pop();
+            }
+        }
+        let mut next = listed.first().map_or(0, |(first, _)| *first);
+        let mut last_segment = None;
+        let mut damage = None;
+        if let Some((first, path)) = listed.last() {
+            let mut reader = SegmentReader::open(path, *first, true)?;
+            let mut payload = Vec::new();
+            let mut records = 0;
+            loop {
+                match reader.next(&mut payload) {
+                    Ok(Step::Record(_)) => records += 1,
+                    Ok(Step::End) => break,
+                    Ok(Step::Torn(offset)) => {
+                        let len = fs::metadata(path)
+                            .map_err(|e| JournalError::io(path, "stat", e))?
+                            .len();
+                        let file = OpenOptions::new().write(true).open(path).map_err(|e| {
+                            JournalError::io(path, "open to cut the torn tail of", e)
+                        })?;
+                        file.set_len(offset)
+                            .and_then(|()| file.sync_all())
+                            .map_err(|e| JournalError::io(path, "cut the torn tail of", e))?;
+                        recovered = Some(Recovery {
+                            file: path.clone(),
+                            offset,
+                            bytes_cut: len - offset,
+                        });
+                        break;
+                    }
+                    Err(JournalError::Corrupt {
+                        file,
+                        offset,
+                        reason,
+                    }) => {
+                        damage = Some((file, offset, reason));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            next = reader.next_sequence();
+            last_segment = Some((path.clone(), reader.offset(), records));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                durable: AtomicI64::new(next - 1),
+                replay: ReplayState::default(),
+                writer_taken: AtomicBool::new(false),
+                stats: Stats::default(),
+            }),
+            segments: listed.iter().map(|(first, _)| *first).collect(),
+            next,
+            last_segment,
+            damage,
+            recovered,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The first sequence the journal holds (0 for a new journal; higher
+    /// after [`delete_before`](Journal::delete_before)).
+    pub fn first_sequence(&self) -> Sequence {
+        self.segments.first().copied().unwrap_or(self.next)
+    }
+
+    /// The sequence the next record gets: one past the last record found
+    /// at open. The journal stage's first live event gets it.
+    pub fn next_sequence(&self) -> Sequence {
+        self.next
+    }
+
+    /// The last journal sequence the writer made durable (under its
+    /// [`SyncPolicy`]); before any write, the last one found at open
+    /// (-1 for none).
+    pub fn durable_sequence(&self) -> Sequence {
+        // Acquire: pairs with the writer's Release after its write and sync.
+        self.inner.durable.load(Ordering::Acquire)
+    }
+
+    /// The torn tail that [`open`](Journal::open) cut off, if any.
+    pub fn recovered(&self) -> Option<&Recovery> {
+        self.recovered.as_ref()
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> JournalStats {
+        let s = &self.inner.stats;
+        JournalStats {
+            records: s.records.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            syncs: s.syncs.load(Ordering::Relaxed),
+            segments: s.segments.load(Ordering::Relaxed),
+            sync_errors: s.sync_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The handler of the journal stage, for
+    /// [`Builder::journal_to`](crate::Builder::journal_to). Live events are
+    /// appended from [`next_sequence`](Journal::next_sequence) on; events
+    /// published by [`replay_into`](Journal::replay_into) are already in the
+    /// journal and are not written again.
+    ///
+    /// # Errors
+    /// [`JournalError::Corrupt`] when the last segment is damaged in the
+    /// middle (appending after damage would bury it);
+    /// [`JournalError::WriterTaken`] for a second writer;
+    /// [`JournalError::Io`] when the last segment cannot be opened for
+    /// appending.
+    pub fn writer<E, C: Codec<E>>(
+        &self,
+        codec: C,
+        options: JournalOptions,
+    ) -> Result<JournalWriter<E, C>, JournalError> {
+        if let Some((file, offset, reason)) = &self.damage {
+            return Err(JournalError::Corrupt {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            });
+        }
+        if self.inner.writer_taken.swap(true, Ordering::Relaxed) {
+            return Err(JournalError::WriterTaken);
+        }
+        JournalWriter::new(
+            Arc::clone(&self.inner),
+            codec,
+            options,
+            self.next,
+            self.last_segment.clone(),
+        )
+    }
+
+    /// The records from `from` on, in order, each checked; the iterator
+    /// ends at the end of the journal (as it is when reading reaches it) and
+    /// after the first error.
+    ///
+    /// # Errors
+    /// [`JournalError::BeforeStart`] when `from` was deleted;
+    /// [`JournalError::Io`] when the directory cannot be listed.
+    pub fn records(&self, from: Sequence) -> Result<Records, JournalError> {
+        let segments = list_segments(&self.inner.dir)?;
+        let first = segments.first().map_or(self.next, |(first, _)| *first);
+        if from < first {
+            return Err(JournalError::BeforeStart { from, first });
+        }
+        // The last segment starting at or before `from`.
+        let start = segments
+            .iter()
+            .rposition(|(first, _)| *first <= from)
+            .unwrap_or(0);
+        Ok(Records {
+            segments: segments.into_iter().skip(start).collect(),
+            next_segment: 0,
+            reader: None,
+            from,
+            expected: None,
+            done: false,
+        })
+    }
+
+    /// The events from `from` on, decoded with `codec`: `(sequence, event)`.
+    ///
+    /// # Errors
+    /// As for [`records`](Journal::records).
+    pub fn events<E, C: Codec<E>>(
+        &self,
+        from: Sequence,
+        codec: C,
+    ) -> Result<Events<E, C>, JournalError> {
+        Ok(Events {
+            records: self.records(from)?,
+            codec,
+            _event: std::marker::PhantomData,
+        })
+    }
+
+    /// Publishes the journal's events from `from` to its end into
+    /// `producer`, a bus that has published nothing yet, in order; they get
+    /// bus sequences `0..events`. When the bus's journal stage is this
+    /// journal's [`writer`](Journal::writer), it recognises them and does not
+    /// append them again; live events published afterwards continue the
+    /// journal's numbering from [`next_sequence`](Journal::next_sequence).
+    /// Call it before any handle of the bus publishes.
+    ///
+    /// # Errors
+    /// [`JournalError::ReplayAfterLive`] when the bus already published (or
+    /// a replay ran); the reading errors of [`records`](Journal::records),
+    /// [`JournalError::Decode`], or [`JournalError::Publish`] when the bus
+    /// halted. Events before the error were published.
+    pub fn replay_into<E, P, C>(
+        &self,
+        producer: &mut P,
+        mut codec: C,
+        from: Sequence,
+    ) -> Result<Replayed, JournalError>
+    where
+        P: Producer<E>,
+        C: Codec<E>,
+    {
+        let mut records = self.records(from)?;
+        let published = producer.cursor() + 1;
+        if published != 0 || self.inner.replay.started.swap(true, Ordering::Relaxed) {
+            return Err(JournalError::ReplayAfterLive {
+                published: published as u64,
+            });
+        }
+        let chunk = producer.capacity().min(256);
+        let mut batch: Vec<E> = Vec::with_capacity(chunk);
+        let mut replayed = Replayed {
+            events: 0,
+            first: from,
+            last: from - 1,
+        };
+        let mut exhausted = false;
+        while !exhausted {
+            let mut failure = None;
+            while batch.len() < chunk {
+                match records.next() {
+                    Some(Ok(record)) => match codec.decode(&record.payload) {
+                        Ok(event) => batch.push(event),
+                        Err(source) => {
+                            failure = Some(JournalError::Decode {
+                                sequence: record.sequence,
+                                source,
+                            });
+                            break;
+                        }
+                    },
+                    Some(Err(e)) => {
+                        failure = Some(e);
+                        break;
+                    }
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let n = batch.len();
+                // Release: the writer reads this count (Acquire) after it
+                // read one of the events published below, and so knows them
+                // for replayed.
+                self.inner.replay.published.store(
+                    replayed.events as Sequence + n as Sequence,
+                    Ordering::Release,
+                );
+                let mut events = batch.drain(..);
+                producer
+                    .batch_publish(n, |slots| {
+                        for (slot, event) in slots.zip(&mut events) {
+                            *slot = event;
+                        }
+                    })
+                    .map_err(JournalError::Publish)?;
+                replayed.events += n as u64;
+                replayed.last += n as Sequence;
+            }
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
+        }
+        Ok(replayed)
+    }
+
+    /// Deletes the segments that hold only records before `sequence` (a
+    /// snapshot point: the state up to it is saved elsewhere). The segment
+    /// being written is never deleted, so a few records before `sequence`
+    /// may stay. Returns how many segments were deleted.
+    ///
+    /// # Errors
+    /// [`JournalError::Io`] when the directory cannot be listed or a file
+    /// removed.
+    pub fn delete_before(&self, sequence: Sequence) -> Result<usize, JournalError> {
+        let segments = list_segments(&self.inner.dir)?;
+        let mut deleted = 0;
+        for pair in segments.windows(2) {
+            let [(_, path), (next_first, _)] = pair else {
+                continue;
+            };
+            if *next_first > sequence {
+                break;
+            }
+            fs::remove_file(path).map_err(|e| JournalError::io(path, "remove", e))?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+}
+
+/// What [`Journal::replay_into`] published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Replayed {
+    /// Events published (bus sequences `0..events`).
+    pub events: u64,
+    /// The journal sequence of the first.
+    pub first: Sequence,
+    /// The journal sequence of the last (`first - 1` when none).
+    pub last: Sequence,
+}
+
+/// One record of a journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Record {
+    /// Its journal sequence.
+    pub sequence: Sequence,
+    /// Its encoded event.
+    pub payload: Vec<u8>,
+}
+
+/// The records of a journal, in order: see [`Journal::records`].
+#[derive(Debug)]
+pub struct Records {
+    segments: Vec<(Sequence, PathBuf)>,
+    next_segment: usize,
+    reader: Option<SegmentReader>,
+    from: Sequence,
+    /// The sequence the next segment must start with.
+    expected: Option<Sequence>,
+    done: bool,
+}
+
+impl std::fmt::Debug for SegmentReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentReader")
+            .field("next", &self.next_sequence())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Records {
+    fn step(&mut self) -> Result<Option<Record>, JournalError> {
+        let mut payload = Vec::new();
+        loop {
+            if self.reader.is_none() {
+                let Some((first, path)) = self.segments.get(self.next_segment) else {
+                    return Ok(None);
+                };
+                if let Some(expected) = self.expected {
+                    if *first != expected {
+                        return Err(JournalError::Corrupt {
+                            file: path.clone(),
+                            offset: 0,
+                            reason: format!(
+                                "the segment starts at {first}, the one before ended at {}",
+                                expected - 1
+                            ),
+                        });
+                    }
+                }
+                let last = self.next_segment + 1 == self.segments.len();
+                self.reader = Some(SegmentReader::open(path, *first, last)?);
+                self.next_segment += 1;
+            }
+            let reader = self.reader.as_mut().expect("opened above");
+            match reader.next(&mut payload)? {
+                Step::Record(sequence) if sequence < self.from => {}
+                Step::Record(sequence) => return Ok(Some(Record { sequence, payload })),
+                Step::End => {
+                    self.expected = Some(reader.next_sequence());
+                    self.reader = None;
+                }
+                Step::Torn(_) => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Iterator for Records {
+    type Item = Result<Record, JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let step = self.step();
+        if !matches!(step, Ok(Some(_))) {
+            self.done = true;
+        }
+        step.transpose()
+    }
+}
+
+/// The decoded events of a journal, in order: see [`Journal::events`].
+pub struct Events<E, C> {
+    records: Records,
+    codec: C,
+    _event: std::marker::PhantomData<fn() -> E>,
+}
+
+impl<E, C> fmt::Debug for Events<E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("records", &self.records)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E, C: Codec<E>> Iterator for Events<E, C> {
+    type Item = Result<(Sequence, E), JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let record = match self.records.next()? {
+            Ok(record) => record,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(match self.codec.decode(&record.payload) {
+            Ok(event) => Ok((record.sequence, event)),
+            Err(source) => {
+                self.records.done = true;
+                Err(JournalError::Decode {
+                    sequence: record.sequence,
+                    source,
+                })
+            }
+        })
+    }
+}
