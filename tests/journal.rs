@@ -353,7 +353,7 @@ fn garbage_after_the_last_record_is_a_torn_write() {
     // A record header whose payload never made it (zeros, as a crash after
     // the file grew but before its data was written can leave).
     let mut f = OpenOptions::new().append(true).open(&file).unwrap();
-    f.write_all(&[40, 0, 0, 0, 1, 2, 3, 4]).unwrap();
+    f.write_all(&[1, 2, 3, 4, 40, 0, 0, 0]).unwrap();
     f.write_all(&[0u8; 48]).unwrap();
     drop(f);
     let journal = Journal::open(dir.path()).unwrap();
@@ -367,7 +367,7 @@ fn damage_record(file: &Path, index: usize) -> u64 {
     let mut bytes = fs::read(file).unwrap();
     let mut at = 24usize;
     for _ in 0..index {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
         at += 16 + len;
     }
     bytes[at + 17] ^= 0x55;

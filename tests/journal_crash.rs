@@ -55,10 +55,10 @@ fn step(state: u64, tick: &Tick) -> u64 {
 fn child(dir: &Path) {
     let journal = Journal::open(dir).expect("open");
     let from = journal.first_sequence();
-    let mut out = BufWriter::new(std::io::stdout());
     // The test harness printed `test crash_child_entry ... ` without a
     // line end: start the report on a line of its own.
-    writeln!(out).unwrap();
+    println!();
+    let mut out = BufWriter::new(std::io::stdout());
     let mut state = 0u64;
     let options = JournalOptions::default().segment_bytes(32 << 10);
     let mut producer = ringbus::single_producer(64, Tick::default, Blocking)

@@ -4,12 +4,12 @@
 //! ```text
 //! segment file  <first sequence, 20 digits>.rbj
 //!   header      magic "RBJOURNL" (8) | version u32 | crc32c u32 | first sequence u64   (24 bytes)
-//!   record      payload length u32 | crc32c u32 | sequence u64 | payload               (16 + n bytes)
+//!   record      crc32c u32 | payload length u32 | sequence u64 | payload               (16 + n bytes)
 //! ```
 //!
-//! Integers are little-endian. A record's CRC32C covers its sequence, its
-//! length and its payload; the header's covers magic, version and first
-//! sequence. Records of a segment have consecutive sequences from the
+//! Integers are little-endian. A record's CRC32C covers everything after
+//! it (length, sequence, payload: one contiguous run for the writer); the
+//! header's covers magic, version and first sequence. Records of a segment have consecutive sequences from the
 //! header's first one, and each segment starts where the one before ended.
 
 use std::fs::File;
@@ -52,24 +52,24 @@ pub(crate) fn encode_header(first: Sequence) -> [u8; HEADER_LEN as usize] {
     header
 }
 
-/// The CRC32C of a record: its sequence, its length, its payload.
+/// The CRC32C of a record from its length, sequence and payload.
 #[inline]
 pub(crate) fn record_crc(sequence: Sequence, len: u32, payload: &[u8]) -> u32 {
     let mut head = [0u8; 12];
-    head[..8].copy_from_slice(&(sequence as u64).to_le_bytes());
-    head[8..].copy_from_slice(&len.to_le_bytes());
+    head[..4].copy_from_slice(&len.to_le_bytes());
+    head[4..].copy_from_slice(&(sequence as u64).to_le_bytes());
     crc32c::crc32c_append(crc32c::crc32c(&head), payload)
 }
 
-/// Fills in the header of the record whose payload follows `at` in `buf`.
+/// Fills in the header of the record whose payload follows `at` in `buf`
+/// (the header's 16 bytes are reserved there).
 #[inline]
 pub(crate) fn seal_record(buf: &mut [u8], at: usize, sequence: Sequence) {
-    let payload = &buf[at + RECORD_HEADER_LEN..];
-    let len = payload.len() as u32;
-    let crc = record_crc(sequence, len, payload);
-    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
-    buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    let len = (buf.len() - at - RECORD_HEADER_LEN) as u32;
+    buf[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
     buf[at + 8..at + 16].copy_from_slice(&(sequence as u64).to_le_bytes());
+    let crc = crc32c::crc32c(&buf[at + 4..]);
+    buf[at..at + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -204,8 +204,8 @@ impl SegmentReader {
         }
         let mut head = [0u8; RECORD_HEADER_LEN];
         self.read_exact(&mut head)?;
-        let len = u64::from(u32_at(&head, 0));
-        let crc = u32_at(&head, 4);
+        let crc = u32_at(&head, 0);
+        let len = u64::from(u32_at(&head, 4));
         let sequence = u64_at(&head, 8) as Sequence;
         if len > MAX_PAYLOAD || len > remaining - RECORD_HEADER_LEN as u64 {
             return self.damaged(
@@ -267,7 +267,7 @@ impl SegmentReader {
             .map_err(|e| JournalError::io(&self.path, "seek", e))?;
         let mut head = [0u8; RECORD_HEADER_LEN];
         self.read_exact(&mut head)?;
-        let len = u64::from(u32_at(&head, 0));
+        let len = u64::from(u32_at(&head, 4));
         if len > MAX_PAYLOAD || at + RECORD_HEADER_LEN as u64 + len > self.len {
             return Ok(false);
         }
@@ -275,6 +275,6 @@ impl SegmentReader {
         self.read_exact(&mut payload)?;
         let sequence = u64_at(&head, 8) as Sequence;
         Ok(sequence == self.next + 1
-            && record_crc(sequence, len as u32, &payload) == u32_at(&head, 4))
+            && record_crc(sequence, len as u32, &payload) == u32_at(&head, 0))
     }
 }

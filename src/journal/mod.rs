@@ -270,10 +270,13 @@ impl std::error::Error for JournalError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JournalStats {
-    /// Records appended (replayed events are not appended again).
+    /// Records appended and released (replayed events are not appended
+    /// again).
     pub records: u64,
     /// Bytes written to segment files (headers included).
     pub bytes: u64,
+    /// `write` calls made (one per batch, more when a batch passes 1 MiB).
+    pub writes: u64,
     /// `fdatasync` calls made.
     pub syncs: u64,
     /// Segments created.
@@ -286,6 +289,7 @@ pub struct JournalStats {
 struct Stats {
     records: AtomicU64,
     bytes: AtomicU64,
+    writes: AtomicU64,
     syncs: AtomicU64,
     segments: AtomicU64,
     sync_errors: AtomicU64,
@@ -489,6 +493,7 @@ impl Journal {
         JournalStats {
             records: s.records.load(Ordering::Relaxed),
             bytes: s.bytes.load(Ordering::Relaxed),
+            writes: s.writes.load(Ordering::Relaxed),
             syncs: s.syncs.load(Ordering::Relaxed),
             segments: s.segments.load(Ordering::Relaxed),
             sync_errors: s.sync_errors.load(Ordering::Relaxed),

@@ -52,6 +52,11 @@ pub struct JournalWriter<E, C> {
     /// Bus sequences below this are replayed records, already in the
     /// journal (a cache of the replay's published count).
     replayed: Sequence,
+    /// A live event was seen: no replayed one can follow (a replay must
+    /// come before live traffic), so the replay count is not read again.
+    live: bool,
+    /// Records appended since the last release (counted once per batch).
+    appended: u64,
     /// The bus sequence of the last event handled (appended or replayed).
     handled: Sequence,
     /// The bus sequence up to which everything is durable (released).
@@ -106,6 +111,8 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
             buf: Vec::with_capacity(FLUSH_AT + (FLUSH_AT >> 2)),
             next,
             replayed: 0,
+            live: false,
+            appended: 0,
             handled: crate::sequence::INITIAL,
             durable: crate::sequence::INITIAL,
             unsynced_since: None,
@@ -128,13 +135,17 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
     /// (already in the journal).
     #[inline]
     fn is_replayed(&mut self, sequence: Sequence) -> bool {
+        if self.live {
+            return false;
+        }
         if sequence < self.replayed {
             return true;
         }
         // Acquire: pairs with the replay's Release before it published the
         // batch holding `sequence`; this event's slot was read after that.
         self.replayed = self.inner.replay.published.load(Ordering::Acquire);
-        sequence < self.replayed
+        self.live = sequence >= self.replayed;
+        !self.live
     }
 
     fn append(&mut self, event: &E) -> Result<(), JournalError> {
@@ -151,7 +162,7 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
             self.create_segment()?;
         }
         let at = self.buf.len();
-        self.buf.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
+        self.buf.resize(at + RECORD_HEADER_LEN, 0);
         let codec = &mut self.codec;
         let buf = &mut self.buf;
         let encoded = catch_unwind(AssertUnwindSafe(|| codec.encode(event, buf)));
@@ -218,10 +229,11 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
             return Err(JournalError::io(&self.path, "append to", e));
         }
         self.seg_len += self.buf.len() as u64;
-        self.inner
-            .stats
+        let stats = &self.inner.stats;
+        stats
             .bytes
             .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        stats.writes.fetch_add(1, Ordering::Relaxed);
         self.buf.clear();
         if self.unsynced_since.is_none() {
             self.unsynced_since = Some(Instant::now());
@@ -310,7 +322,7 @@ impl<E, C: Codec<E>> Consume<E> for JournalWriter<E, C> {
             // passed, so the slot is published and no producer writes it.
             unsafe { ring.read(sequence, |event| self.append(event)) }
                 .map_err(Failure::from_error)?;
-            self.inner.stats.records.fetch_add(1, Ordering::Relaxed);
+            self.appended += 1;
         }
         self.handled = sequence;
         Ok(())
@@ -324,6 +336,10 @@ impl<E, C: Codec<E>> Consume<E> for JournalWriter<E, C> {
         match self.make_durable() {
             Ok(()) => {
                 self.durable = done;
+                self.inner
+                    .stats
+                    .records
+                    .fetch_add(std::mem::take(&mut self.appended), Ordering::Relaxed);
                 // Release: a reader of the durable sequence finds the
                 // records written (the writes came before this store).
                 self.inner.durable.store(self.next - 1, Ordering::Release);
