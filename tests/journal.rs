@@ -719,7 +719,12 @@ fn a_read_only_directory_halts_the_bus_with_a_clear_error() {
     if !as_root {
         return read_only_child(&dir);
     }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
+    // `nobody` may not reach this binary (CI clones into a private
+    // directory): run a copy from the world-readable temporary directory.
+    let exe = root.path().join("journal-tests");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let output = std::process::Command::new(&exe)
         .args([
             "--exact",
             "a_read_only_directory_halts_the_bus_with_a_clear_error",
