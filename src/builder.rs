@@ -410,8 +410,8 @@ where
     /// skip an event); anything else makes `build` fail with
     /// [`BuildError::JournalPolicy`]. With an interval policy the stage's
     /// `timeout` defaults to the interval, so an idle bus still syncs.
-    #[cfg(feature = "journal")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "journal")))]
+    #[cfg(all(feature = "journal", unix))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "journal", unix))))]
     pub fn journal_to<C>(mut self, writer: crate::journal::JournalWriter<E, C>) -> Self
     where
         C: crate::journal::Codec<E>,

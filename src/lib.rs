@@ -130,8 +130,8 @@ pub mod config;
 mod error;
 mod fault;
 mod handler;
-#[cfg(feature = "journal")]
-#[cfg_attr(docsrs, doc(cfg(feature = "journal")))]
+#[cfg(all(feature = "journal", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "journal", unix))))]
 pub mod journal;
 mod loom;
 mod metrics;

@@ -150,9 +150,16 @@ pub(crate) trait Consume<E> {
     /// stages after it (and the producers) past those events. `Err((upto,
     /// failure))`: only events up to `upto` may be released, and the stage
     /// stops with `failure`. Every other consumer releases all it handled.
+    /// `ahead`, given when the batch ended normally, lets the consumer read
+    /// the events after `done` that are already available to the stage
+    /// while it waits (the journal encodes them while its sync runs).
     #[inline(always)]
-    fn release(&mut self, done: Sequence) -> Result<(), (Sequence, Failure)> {
-        let _ = done;
+    fn release(
+        &mut self,
+        done: Sequence,
+        ahead: Option<&Lookahead<'_, E>>,
+    ) -> Result<(), (Sequence, Failure)> {
+        let _ = (done, ahead);
         Ok(())
     }
     /// # Safety
@@ -164,6 +171,36 @@ pub(crate) trait Consume<E> {
         sequence: Sequence,
         end_of_batch: bool,
     ) -> Result<(), Failure>;
+}
+
+/// The events after a batch that are already available to its stage, for
+/// [`Consume::release`]: published and passed by every upstream stage, and
+/// still gated by the stage's own sequence (below them until it releases
+/// them), so no producer can write their slots meanwhile.
+#[cfg_attr(not(all(feature = "journal", unix)), allow(dead_code))]
+pub(crate) struct Lookahead<'a, E> {
+    ring: RingView<'a, E>,
+    available: &'a dyn Fn() -> Sequence,
+}
+
+#[cfg_attr(not(all(feature = "journal", unix)), allow(dead_code))]
+impl<E> Lookahead<'_, E> {
+    /// The highest sequence available to the stage now.
+    pub(crate) fn available(&self) -> Sequence {
+        (self.available)()
+    }
+
+    /// Reads event `sequence`, one the stage has not released.
+    ///
+    /// # Safety
+    /// `sequence` is above the `done` passed to `release` and at most a
+    /// value `available()` returned.
+    pub(crate) unsafe fn read<R>(&self, sequence: Sequence, f: impl FnOnce(&E) -> R) -> R {
+        // SAFETY: the caller's bounds: published and passed upstream (read
+        // permission), and above the stage's stored sequence, which gates
+        // the producers (and any stage after this one) below it.
+        unsafe { self.ring.read(sequence, f) }
+    }
 }
 
 /// A stage that reads events.
@@ -382,7 +419,14 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             if cfg!(ringbus_weaken = "durable_release") {
                 self.cell.sequence.set(released, Weaken::Stage);
             }
-            if let Err((upto, release_failure)) = consumer.release(done) {
+            let available_now = || self.barrier.available(&bus.sequencer, done + 1);
+            let ahead = (C::DEFERS_RELEASE && failure.is_none() && done == available).then_some(
+                Lookahead {
+                    ring,
+                    available: &available_now,
+                },
+            );
+            if let Err((upto, release_failure)) = consumer.release(done, ahead.as_ref()) {
                 released = upto;
                 failure.get_or_insert(release_failure);
             }

@@ -116,7 +116,7 @@ fn three_producers_on_a_ring_that_laps_every_record_in_order_and_intact() {
         }
         producer.shutdown().unwrap();
         assert_eq!(seen.load(Ordering::Relaxed), 3 * PER);
-        let events = read_all(&Journal::open(dir.path()).unwrap());
+        let events = read_all(&Journal::open_read_only(dir.path()).unwrap());
         assert_eq!(events.len() as u64, 3 * PER, "no record lost or doubled");
         let mut next = [0u64; 3];
         for (i, (seq, order)) in events.iter().enumerate() {
@@ -283,8 +283,22 @@ fn segments_roll_at_their_size_and_old_ones_can_be_deleted() {
         // 250 stays.
         let deleted = journal.delete_before(250).unwrap();
         assert!(deleted > 0);
-        let journal = Journal::open(dir.path()).unwrap();
         let first = journal.first_sequence();
+        drop(journal);
+        // A second open while the first holds the directory is refused;
+        // reading alone is not.
+        let journal = Journal::open(dir.path()).unwrap();
+        assert!(matches!(
+            Journal::open(dir.path()),
+            Err(JournalError::Locked { .. })
+        ));
+        assert_eq!(
+            Journal::open_read_only(dir.path())
+                .unwrap()
+                .first_sequence(),
+            first
+        );
+        assert_eq!(journal.first_sequence(), first, "the same after reopening");
         assert!(first > 0 && first <= 250, "first {first}");
         assert!(matches!(
             journal.records(0),
@@ -446,7 +460,7 @@ fn damage_in_an_earlier_segment_shows_when_reading_reaches_it() {
     }
     // A missing segment in the middle is a gap, also named.
     fs::remove_file(&files[3]).unwrap();
-    let journal = Journal::open(dir.path()).unwrap();
+    let journal = Journal::open_read_only(dir.path()).unwrap();
     let first_of_third: Sequence = files[2]
         .file_stem()
         .unwrap()
@@ -558,7 +572,10 @@ fn replay_after_a_live_publish_is_refused() {
         Err(JournalError::WriterTaken)
     ));
     producer.shutdown().unwrap();
-    assert_eq!(Journal::open(dir.path()).unwrap().next_sequence(), 11);
+    assert_eq!(
+        Journal::open_read_only(dir.path()).unwrap().next_sequence(),
+        11
+    );
 }
 
 #[test]
@@ -631,7 +648,7 @@ fn an_encoding_error_halts_the_bus_and_the_events_before_it_are_durable() {
             "the stage after saw 0..13, durable"
         );
         assert!(report.stages[1].upstream_failed);
-        let journal = Journal::open(dir.path()).unwrap();
+        let journal = Journal::open_read_only(dir.path()).unwrap();
         assert_eq!(journal.next_sequence(), 13);
     });
 }
@@ -697,8 +714,11 @@ fn a_full_disk_halts_the_bus_with_an_error_naming_the_file() {
     });
 }
 
-/// A directory where files cannot be created. Root ignores permission bits,
-/// so as root the check runs in a child process as user `nobody`.
+/// A directory where files cannot be created: refused at `Journal::open`
+/// with an error naming the file (a read-only open still reads it), and a
+/// directory that turns read-only under a running bus stops it through the
+/// failure policy. Root ignores permission bits, so as root the check runs
+/// in a child process as user `nobody`, in a directory it owns.
 #[test]
 fn a_read_only_directory_halts_the_bus_with_a_clear_error() {
     use std::os::unix::fs::PermissionsExt;
@@ -713,12 +733,12 @@ fn a_read_only_directory_halts_the_bus_with_a_clear_error() {
     let dir = root.path().join("journal");
     fs::create_dir(&dir).unwrap();
     fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
     // SAFETY: geteuid has no preconditions.
     let as_root = unsafe { libc::geteuid() } == 0;
     if !as_root {
         return read_only_child(&dir);
     }
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
     // `nobody` may not reach this binary (CI clones into a private
     // directory): run a copy from the world-readable temporary directory.
     let exe = root.path().join("journal-tests");
@@ -745,12 +765,38 @@ fn a_read_only_directory_halts_the_bus_with_a_clear_error() {
 }
 
 fn read_only_child(dir: &Path) {
-    let journal = Journal::open(dir).expect("a read-only journal opens for reading");
+    use std::os::unix::fs::PermissionsExt;
+    // A journal written earlier, then the directory made read-only.
+    write_orders(dir, 5, JournalOptions::default());
+    fs::remove_file(dir.join("LOCK")).unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).unwrap();
+    match Journal::open(dir) {
+        Err(e @ JournalError::Io { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("LOCK") && message.contains("Permission denied"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a refusal naming the lock file, got {other:?}"),
+    }
+    let reader = Journal::open_read_only(dir).unwrap();
+    assert_eq!(read_all(&reader).len(), 5);
+    assert!(matches!(
+        reader.writer::<Order, _>(Postcard, JournalOptions::default()),
+        Err(JournalError::ReadOnly)
+    ));
+    // Now the directory turns read-only under a bus about to start a new
+    // segment.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let journal = Journal::open(dir).unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).unwrap();
+    let options = JournalOptions::default().segment_bytes(64);
     let mut producer = ringbus::single_producer(16, Order::default, Blocking)
-        .journal_to(journal.writer(Postcard, JournalOptions::default()).unwrap())
+        .journal_to(journal.writer(Postcard, options).unwrap())
         .build();
     let mut refused = false;
-    for n in 0..1000 {
+    for n in 5..1000 {
         if producer.publish(|o| *o = Order::new(0, n)).is_err() {
             refused = true;
             break;
@@ -768,4 +814,86 @@ fn read_only_child(dir: &Path) {
         "{message}"
     );
     println!("READ-ONLY CHECK PASSED: {message}");
+}
+
+#[test]
+fn a_writer_taking_over_a_segment_syncs_it_before_releasing_replayed_events() {
+    // Records a killed process wrote but never synced are replayed: under
+    // `EveryBatch` the stages after the journal may see them only once the
+    // segment was synced by this run.
+    let dir = dir();
+    write_orders(
+        dir.path(),
+        10,
+        JournalOptions::default().sync(SyncPolicy::Never),
+    );
+    let journal = Journal::open(dir.path()).unwrap();
+    let durable_when_seen = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&durable_when_seen);
+    let mut producer = ringbus::single_producer(16, Order::default, Blocking)
+        .journal_to(journal.writer(Postcard, JournalOptions::default()).unwrap())
+        .and_then()
+        .handle_events_with(move |_: &Order, seq: Sequence, _: bool| seen.lock().unwrap().push(seq))
+        .build();
+    let replayed = journal.replay_into(&mut producer, Postcard, 0).unwrap();
+    assert_eq!(replayed.events, 10);
+    producer.shutdown().unwrap();
+    assert_eq!(
+        *durable_when_seen.lock().unwrap(),
+        (0..10).collect::<Vec<_>>()
+    );
+    let stats = journal.stats();
+    assert_eq!(
+        (stats.records, stats.syncs),
+        (0, 1),
+        "no record written, one sync of the taken-over segment"
+    );
+}
+
+#[test]
+fn a_live_publish_during_replay_halts_the_bus_instead_of_losing_it() {
+    bounded(60, || {
+        let dir = dir();
+        write_orders(dir.path(), 2_000, JournalOptions::default());
+        let journal = Journal::open(dir.path()).unwrap();
+        let (first_seen_tx, first_seen_rx) = std::sync::mpsc::channel();
+        let producer = ringbus::multi_producer(16, Order::default, Blocking)
+            .journal_to(journal.writer(Postcard, JournalOptions::default()).unwrap())
+            .and_then()
+            .handle_events_with(move |_: &Order, seq: Sequence, _: bool| {
+                if seq == 0 {
+                    let _ = first_seen_tx.send(());
+                }
+                // A slow stage: the replay of 2,000 events through a ring
+                // of 16 takes well over the time the other handle needs.
+                std::thread::sleep(Duration::from_micros(50));
+            })
+            .build();
+        let other = producer.clone();
+        let live = std::thread::spawn(move || {
+            first_seen_rx.recv().unwrap();
+            let _ = other.publish(|o| *o = Order::new(9, 0));
+        });
+        let mut replaying = producer.clone();
+        let result = journal.replay_into(&mut replaying, Postcard, 0);
+        live.join().unwrap();
+        match result {
+            Err(e @ JournalError::ReplayInterleaved { .. }) => {
+                assert!(e.to_string().contains("after replay_into returned"), "{e}");
+            }
+            other => panic!("expected ReplayInterleaved, got {other:?}"),
+        }
+        assert!(matches!(
+            producer.publish(|_| {}),
+            Err(PublishError::Halted)
+        ));
+        drop(replaying);
+        let _ = producer.shutdown();
+        // The journal holds exactly what it held: nothing was written for
+        // the interleaved events.
+        assert_eq!(
+            Journal::open_read_only(dir.path()).unwrap().next_sequence(),
+            2_000
+        );
+    });
 }

@@ -68,6 +68,7 @@
 
 mod codec;
 mod format;
+mod syncer;
 mod writer;
 
 use std::fmt;
@@ -172,7 +173,24 @@ pub enum JournalError {
         /// The journal sequence it would have had.
         sequence: Sequence,
         /// The codec's error.
-        reason: String,
+        source: BoxError,
+    },
+    /// Another [`Journal::open`] (in this process or another) holds the
+    /// directory: one process recovers and writes a journal at a time.
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A journal opened with [`Journal::open_read_only`] takes no writer.
+    ReadOnly,
+    /// While `replay_into` published, another handle of the bus published
+    /// too, so replayed and live events are interleaved; the bus was
+    /// halted (the journal stage could not tell them apart).
+    ReplayInterleaved {
+        /// The bus sequence the replay expected.
+        expected: Sequence,
+        /// The one it got.
+        got: Sequence,
     },
     /// A record could not be decoded (a changed event type, or another codec).
     Decode {
@@ -228,9 +246,26 @@ impl fmt::Display for JournalError {
                  (a journal with damage takes no new writer)",
                 file.display()
             ),
-            Self::Encode { sequence, reason } => {
-                write!(f, "journal: could not encode event {sequence}: {reason}")
+            Self::Encode { sequence, source } => {
+                write!(f, "journal: could not encode event {sequence}: {source}")
             }
+            Self::Locked { dir } => write!(
+                f,
+                "journal: {} is open elsewhere (a writer or a recovery holds it); close \
+                 that one, or read with `Journal::open_read_only`",
+                dir.display()
+            ),
+            Self::ReadOnly => write!(
+                f,
+                "journal: opened with `open_read_only`, which takes no writer; use \
+                 `Journal::open`"
+            ),
+            Self::ReplayInterleaved { expected, got } => write!(
+                f,
+                "journal: another handle published during replay_into (bus sequence {got} \
+                 where the replay expected {expected}); the bus was halted: publish only \
+                 after replay_into returned"
+            ),
             Self::Decode { sequence, source } => write!(
                 f,
                 "journal: could not decode record {sequence}: {source}; read it with the \
@@ -259,7 +294,7 @@ impl std::error::Error for JournalError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Io { source, .. } => Some(source),
-            Self::Decode { source, .. } => Some(&**source),
+            Self::Decode { source, .. } | Self::Encode { source, .. } => Some(&**source),
             Self::Publish(e) => Some(e),
             _ => None,
         }
@@ -270,7 +305,7 @@ impl std::error::Error for JournalError {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JournalStats {
-    /// Records appended and released (replayed events are not appended
+    /// Records written to segment files (replayed events are not written
     /// again).
     pub records: u64,
     /// Bytes written to segment files (headers included).
@@ -308,6 +343,11 @@ struct ReplayState {
 /// State shared by a [`Journal`] and its writer.
 struct Inner {
     dir: PathBuf,
+    /// The directory's lock (`None` for a read-only journal); released
+    /// when the journal and its writer are gone.
+    _lock: Option<fs::File>,
+    /// The first sequence held, raised by `delete_before`.
+    first: AtomicI64,
     /// The last journal sequence made durable by the writer.
     durable: AtomicI64,
     replay: ReplayState,
@@ -333,8 +373,6 @@ pub struct Recovery {
 /// the stage made with [`writer`](Journal::writer).
 pub struct Journal {
     inner: Arc<Inner>,
-    /// First sequence of each segment, in order, as found at open.
-    segments: Vec<Sequence>,
     next: Sequence,
     last_segment: Option<(PathBuf, u64, u64)>,
     damage: Option<(PathBuf, u64, String)>,
@@ -345,11 +383,35 @@ impl fmt::Debug for Journal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Journal")
             .field("dir", &self.inner.dir)
-            .field("segments", &self.segments.len())
             .field("next", &self.next)
             .field("recovered", &self.recovered)
             .finish_non_exhaustive()
     }
+}
+
+/// Takes the directory's lock: `flock(LOCK_EX | LOCK_NB)` on `dir/LOCK`,
+/// held until the returned file closes (also when the process dies).
+fn lock(dir: &Path) -> Result<fs::File, JournalError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| JournalError::io(&path, "open the lock file", e))?;
+    // SAFETY: a plain syscall on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.kind() == io::ErrorKind::WouldBlock {
+            JournalError::Locked {
+                dir: dir.to_owned(),
+            }
+        } else {
+            JournalError::io(&path, "lock", e)
+        });
+    }
+    Ok(file)
 }
 
 /// The segment files in `dir`, by first sequence.
@@ -367,37 +429,58 @@ fn list_segments(dir: &Path) -> Result<Vec<(Sequence, PathBuf)>, JournalError> {
 }
 
 impl Journal {
-    /// Opens the journal in `dir` (created if missing) and recovers it: a
-    /// record that a crash left incomplete or half-written at the end of
-    /// the last segment is cut off ([`recovered`](Journal::recovered) says
-    /// where), and an empty segment a crash left behind is removed. Only the
-    /// last segment is read in full; damage in an earlier one shows when
-    /// reading reaches it.
+    /// Opens the journal in `dir` (created if missing), locks it (one
+    /// `open` at a time, across processes: [`JournalError::Locked`]
+    /// otherwise) and recovers it: a record that a crash left incomplete or
+    /// half-written at the end of the last segment is cut off
+    /// ([`recovered`](Journal::recovered) says where), and empty segments a
+    /// crash left behind are removed. Only the last segment is read in
+    /// full; damage in an earlier one shows when reading reaches it.
     ///
     /// # Errors
-    /// [`JournalError::Io`] when the directory cannot be created or read, or
-    /// the torn tail cannot be cut (a read-only directory: the journal can
-    /// still be read); [`JournalError::Corrupt`] when a segment's header is
-    /// not a journal's.
+    /// [`JournalError::Locked`]; [`JournalError::Io`] when the directory
+    /// cannot be created, locked or read, or the torn tail cannot be cut
+    /// (read such a journal with [`open_read_only`](Journal::open_read_only));
+    /// [`JournalError::Corrupt`] when the last segment's header is not a
+    /// journal's.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, JournalError> {
         let dir = dir.as_ref().to_owned();
         fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, "create", e))?;
+        let lock = lock(&dir)?;
+        Self::open_with(dir, Some(lock))
+    }
+
+    /// Opens the journal in `dir` for reading only: no lock, nothing
+    /// changed on disk (a torn tail reads as the end), no writer. For
+    /// tools, and for reading a journal another process writes.
+    ///
+    /// # Errors
+    /// As for [`open`](Journal::open), but for the lock and the cutting.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self, JournalError> {
+        Self::open_with(dir.as_ref().to_owned(), None)
+    }
+
+    fn open_with(dir: PathBuf, lock: Option<fs::File>) -> Result<Self, JournalError> {
+        let writable = lock.is_some();
         let mut listed = list_segments(&dir)?;
         let mut recovered = None;
-        // A last segment shorter than its header: created, never written.
-        if let Some((_, path)) = listed.last() {
+        // Last segments shorter than a header: created, never written.
+        while let Some((_, path)) = listed.last() {
             let len = fs::metadata(path)
                 .map_err(|e| JournalError::io(path, "stat", e))?
                 .len();
-            if len < format::HEADER_LEN {
+            if len >= format::HEADER_LEN {
+                break;
+            }
+            if writable {
                 fs::remove_file(path).map_err(|e| JournalError::io(path, "remove", e))?;
                 recovered = Some(Recovery {
                     file: path.clone(),
                     offset: 0,
                     bytes_cut: len,
                 });
-                listed.pop();
             }
+            listed.pop();
         }
         let mut next = listed.first().map_or(0, |(first, _)| *first);
         let mut last_segment = None;
@@ -410,6 +493,7 @@ impl Journal {
                 match reader.next(&mut payload) {
                     Ok(Step::Record(_)) => records += 1,
                     Ok(Step::End) => break,
+                    Ok(Step::Torn(_)) if !writable => break,
                     Ok(Step::Torn(offset)) => {
                         let len = fs::metadata(path)
                             .map_err(|e| JournalError::io(path, "stat", e))?
@@ -441,15 +525,17 @@ impl Journal {
             next = reader.next_sequence();
             last_segment = Some((path.clone(), reader.offset(), records));
         }
+        let first = listed.first().map_or(next, |(first, _)| *first);
         Ok(Self {
             inner: Arc::new(Inner {
                 dir,
+                _lock: lock,
+                first: AtomicI64::new(first),
                 durable: AtomicI64::new(next - 1),
                 replay: ReplayState::default(),
                 writer_taken: AtomicBool::new(false),
                 stats: Stats::default(),
             }),
-            segments: listed.iter().map(|(first, _)| *first).collect(),
             next,
             last_segment,
             damage,
@@ -465,7 +551,7 @@ impl Journal {
     /// The first sequence the journal holds (0 for a new journal; higher
     /// after [`delete_before`](Journal::delete_before)).
     pub fn first_sequence(&self) -> Sequence {
-        self.segments.first().copied().unwrap_or(self.next)
+        self.inner.first.load(Ordering::Relaxed)
     }
 
     /// The sequence the next record gets: one past the last record found
@@ -517,6 +603,9 @@ impl Journal {
         codec: C,
         options: JournalOptions,
     ) -> Result<JournalWriter<E, C>, JournalError> {
+        if self.inner._lock.is_none() {
+            return Err(JournalError::ReadOnly);
+        }
         if let Some((file, offset, reason)) = &self.damage {
             return Err(JournalError::Corrupt {
                 file: file.clone(),
@@ -537,8 +626,9 @@ impl Journal {
     }
 
     /// The records from `from` on, in order, each checked; the iterator
-    /// ends at the end of the journal (as it is when reading reaches it) and
-    /// after the first error.
+    /// ends after the first error, or at the end of the segments present
+    /// when `records` was called (the last one read up to where it ends when
+    /// reading reaches it; a record being written there reads as the end).
     ///
     /// # Errors
     /// [`JournalError::BeforeStart`] when `from` was deleted;
@@ -652,13 +742,23 @@ impl Journal {
                     Ordering::Release,
                 );
                 let mut events = batch.drain(..);
-                producer
+                let last = producer
                     .batch_publish(n, |slots| {
                         for (slot, event) in slots.zip(&mut events) {
                             *slot = event;
                         }
                     })
                     .map_err(JournalError::Publish)?;
+                let expected = replayed.events as Sequence + n as Sequence - 1;
+                if last != expected {
+                    // Another handle published in between: the journal
+                    // stage would take its event for a replayed one.
+                    producer.halt();
+                    return Err(JournalError::ReplayInterleaved {
+                        expected,
+                        got: last,
+                    });
+                }
                 replayed.events += n as u64;
                 replayed.last += n as Sequence;
             }
@@ -688,6 +788,7 @@ impl Journal {
                 break;
             }
             fs::remove_file(path).map_err(|e| JournalError::io(path, "remove", e))?;
+            self.inner.first.fetch_max(*next_first, Ordering::Relaxed);
             deleted += 1;
         }
         Ok(deleted)

@@ -2,8 +2,8 @@
 //! the stages after it see an event only once it is durable.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::marker::PhantomData;
+use std::os::unix::fs::FileExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use super::codec::Codec;
 use super::format::{encode_header, seal_record, segment_name, RECORD_HEADER_LEN};
+use super::syncer::Syncer;
 use super::{Inner, JournalError, JournalOptions, SyncPolicy};
 use crate::fault::Failure;
-use crate::processor::Consume;
+use crate::processor::{Consume, Lookahead};
 use crate::ring_buffer::RingView;
 use crate::sequence::Sequence;
 
@@ -30,7 +31,10 @@ const FLUSH_AT: usize = 1 << 20;
 /// Each event becomes a record in the write buffer; at the end of every
 /// batch the buffer is written to the segment and synced as the
 /// [`SyncPolicy`] says, and only then does the stage's sequence (the durable
-/// cursor) move past the batch. A failed write or sync stops the bus with
+/// cursor) move past the batch. Under [`SyncPolicy::EveryBatch`] the sync
+/// runs on a helper thread (`<stage>-sync`) while the stage encodes the
+/// events that arrived meanwhile (group commit); the batch is still
+/// released only once its own sync returned. A failed write or sync stops the bus with
 /// the error (which names the file) in the shutdown report; the stage's
 /// sequence stays at the last durable event.
 pub struct JournalWriter<E, C> {
@@ -38,8 +42,9 @@ pub struct JournalWriter<E, C> {
     codec: C,
     options: JournalOptions,
     dir: PathBuf,
-    /// The segment being appended to, once there is one.
-    file: Option<File>,
+    /// The segment being appended to, once there is one (shared with the
+    /// sync thread).
+    file: Option<Arc<File>>,
     path: PathBuf,
     /// Bytes in the segment file (written, not only buffered).
     seg_len: u64,
@@ -55,8 +60,13 @@ pub struct JournalWriter<E, C> {
     /// A live event was seen: no replayed one can follow (a replay must
     /// come before live traffic), so the replay count is not read again.
     live: bool,
-    /// Records appended since the last release (counted once per batch).
-    appended: u64,
+    /// Records in `buf`.
+    buf_records: u64,
+    /// The last bus sequence encoded ahead of its batch (while a sync ran);
+    /// `consume` skips up to it.
+    pre_encoded: Sequence,
+    /// The sync thread of `EveryBatch`, started at the first sync.
+    syncer: Option<Syncer>,
     /// The bus sequence of the last event handled (appended or replayed).
     handled: Sequence,
     /// The bus sequence up to which everything is durable (released).
@@ -67,6 +77,11 @@ pub struct JournalWriter<E, C> {
     dir_unsynced: bool,
     /// A failed sync on a timeout, reported at the next release.
     deferred: Option<JournalError>,
+    /// Set by the first failed sync (or a write that could not be undone):
+    /// after a failed `fdatasync` the kernel may have dropped the dirty
+    /// pages, so a later sync that succeeds proves nothing. Every later
+    /// release fails with this.
+    broken: Option<String>,
     _event: PhantomData<fn(&E)>,
 }
 
@@ -89,16 +104,17 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
         last_segment: Option<(PathBuf, u64, u64)>,
     ) -> Result<Self, JournalError> {
         let dir = inner.dir.clone();
-        let (file, path, seg_len, seg_records) = match last_segment {
+        let (file, path, seg_len, seg_records): (Option<Arc<File>>, _, _, _) = match last_segment {
             Some((path, len, records)) => {
                 let file = OpenOptions::new()
-                    .append(true)
+                    .write(true)
                     .open(&path)
                     .map_err(|e| JournalError::io(&path, "open for appending", e))?;
-                (Some(file), path, len, records)
+                (Some(Arc::new(file)), path, len, records)
             }
             None => (None, PathBuf::new(), 0, 0),
         };
+        let took_over = file.is_some();
         Ok(Self {
             inner,
             codec,
@@ -112,12 +128,19 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
             next,
             replayed: 0,
             live: false,
-            appended: 0,
+            buf_records: 0,
+            pre_encoded: crate::sequence::INITIAL,
+            syncer: None,
             handled: crate::sequence::INITIAL,
             durable: crate::sequence::INITIAL,
-            unsynced_since: None,
-            dir_unsynced: false,
+            // A segment taken over from an earlier run may hold records
+            // written but never synced (a killed process): the first
+            // release syncs it, and its directory entry, before the stages
+            // after the journal see anything, replayed events included.
+            unsynced_since: took_over.then(Instant::now),
+            dir_unsynced: took_over,
             deferred: None,
+            broken: None,
             _event: PhantomData,
         })
     }
@@ -126,7 +149,8 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
     /// quiet bus still syncs.
     pub(crate) fn sync_interval(&self) -> Option<Duration> {
         match self.options.sync {
-            SyncPolicy::Interval(every) => Some(every),
+            // Zero syncs at every batch end: no idle timer needed.
+            SyncPolicy::Interval(every) if !every.is_zero() => Some(every),
             _ => None,
         }
     }
@@ -168,19 +192,20 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
         let encoded = catch_unwind(AssertUnwindSafe(|| codec.encode(event, buf)));
         let failure = match encoded {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(String::from("the codec panicked")),
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some("the codec panicked".into()),
         };
-        if let Some(reason) = failure {
+        if let Some(source) = failure {
             self.buf.truncate(at);
             return Err(JournalError::Encode {
                 sequence: self.next,
-                reason,
+                source,
             });
         }
         seal_record(&mut self.buf, at, self.next);
         self.next += 1;
         self.seg_records += 1;
+        self.buf_records += 1;
         Ok(())
     }
 
@@ -189,12 +214,12 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
         debug_assert!(self.buf.is_empty());
         let path = self.dir.join(segment_name(self.next));
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| JournalError::io(&path, "create segment", e))?;
         self.buf.extend_from_slice(&encode_header(self.next));
-        self.file = Some(file);
+        self.file = Some(Arc::new(file));
         self.path = path;
         self.seg_len = 0;
         self.seg_records = 0;
@@ -221,11 +246,21 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let Some(file) = self.file.as_mut() else {
+        if let Some(reason) = &self.broken {
+            return Err(self.broken_error(reason.clone()));
+        }
+        let Some(file) = self.file.as_deref() else {
             return Ok(());
         };
-        if let Err(e) = file.write_all(&self.buf) {
-            let _ = file.set_len(self.seg_len);
+        // At the segment's known end, not O_APPEND: after a failed write
+        // the retry lands on the same bytes, whatever part of the failed
+        // one reached the file.
+        if let Err(e) = file.write_all_at(&self.buf, self.seg_len) {
+            if let Err(cut) = file.set_len(self.seg_len) {
+                self.broken = Some(format!(
+                    "a failed write ({e}) could not be cut back ({cut})"
+                ));
+            }
             return Err(JournalError::io(&self.path, "append to", e));
         }
         self.seg_len += self.buf.len() as u64;
@@ -234,6 +269,9 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
             .bytes
             .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         stats.writes.fetch_add(1, Ordering::Relaxed);
+        stats
+            .records
+            .fetch_add(std::mem::take(&mut self.buf_records), Ordering::Relaxed);
         self.buf.clear();
         if self.unsynced_since.is_none() {
             self.unsynced_since = Some(Instant::now());
@@ -249,8 +287,31 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
         if self.unsynced_since.is_none() {
             return Ok(());
         }
-        file.sync_data()
-            .map_err(|e| JournalError::io(&self.path, "sync", e))?;
+        if let Some(reason) = &self.broken {
+            return Err(self.broken_error(reason.clone()));
+        }
+        if let Err(e) = file.sync_data() {
+            self.broken = Some(format!("fdatasync failed: {e}"));
+            return Err(JournalError::io(&self.path, "sync", e));
+        }
+        self.synced()
+    }
+
+    /// The error of every write and sync after the journal broke.
+    fn broken_error(&self, reason: String) -> JournalError {
+        JournalError::io(
+            &self.path,
+            "trust a sync of",
+            std::io::Error::other(format!(
+                "{reason}; nothing written since can be vouched for: restart, and \
+                 `Journal::open` keeps what was durable"
+            )),
+        )
+    }
+
+    /// After the segment's data was synced: the directory entry of a new
+    /// segment, and the bookkeeping.
+    fn synced(&mut self) -> Result<(), JournalError> {
         if self.dir_unsynced {
             File::open(&self.dir)
                 .and_then(|d| d.sync_all())
@@ -262,14 +323,15 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
         Ok(())
     }
 
-    /// Makes everything handled durable under the policy.
-    fn make_durable(&mut self) -> Result<(), JournalError> {
+    /// Makes everything handled durable under the policy; under
+    /// `EveryBatch`, encodes what `ahead` offers while the sync runs.
+    fn make_durable(&mut self, ahead: Option<&Lookahead<'_, E>>) -> Result<(), JournalError> {
         if let Some(deferred) = self.deferred.take() {
             return Err(deferred);
         }
         self.write_out()?;
         match self.options.sync {
-            SyncPolicy::EveryBatch => self.sync()?,
+            SyncPolicy::EveryBatch => self.sync_overlapped(ahead)?,
             SyncPolicy::Interval(every) => {
                 if self
                     .unsynced_since
@@ -284,6 +346,79 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
     }
 }
 
+impl<E, C: Codec<E>> JournalWriter<E, C> {
+    /// The sync of `EveryBatch`: on the sync thread, while this thread
+    /// encodes the events after the batch that are already available.
+    fn sync_overlapped(&mut self, ahead: Option<&Lookahead<'_, E>>) -> Result<(), JournalError> {
+        let Some(file) = self.file.clone() else {
+            return Ok(());
+        };
+        if self.unsynced_since.is_none() {
+            return Ok(());
+        }
+        if let Some(reason) = &self.broken {
+            return Err(self.broken_error(reason.clone()));
+        }
+        if self.syncer.is_none() {
+            let syncer = Syncer::start("journal")
+                .map_err(|e| JournalError::io(&self.path, "start the sync thread for", e))?;
+            self.syncer = Some(syncer);
+        }
+        let syncer = self.syncer.take().expect("started above");
+        let ticket = syncer.request(&file);
+        if let Some(ahead) = ahead {
+            self.encode_ahead(ahead, || syncer.is_done(ticket));
+        }
+        let result = syncer.wait(ticket);
+        self.syncer = Some(syncer);
+        if let Err(e) = result {
+            self.broken = Some(format!("fdatasync failed: {e}"));
+            return Err(JournalError::io(&self.path, "sync", e));
+        }
+        self.synced()
+    }
+
+    /// Encodes available events after the batch until `done()` (the sync
+    /// returned), the buffer is full, a segment would roll, or nothing more
+    /// is available. A record that fails to encode is left for `consume`,
+    /// which reports it through the policy.
+    fn encode_ahead(&mut self, ahead: &Lookahead<'_, E>, done: impl Fn() -> bool) {
+        let mut from = self.handled.max(self.pre_encoded) + 1;
+        while !done() {
+            let available = ahead.available();
+            if available < from {
+                return;
+            }
+            for sequence in from..=available {
+                if self.buf.len() >= FLUSH_AT
+                    || self.file.is_none()
+                    || self.seg_len + self.buf.len() as u64 >= self.options.segment_bytes
+                    || (sequence & 63 == 0 && done())
+                {
+                    return;
+                }
+                if !self.is_replayed(sequence) {
+                    // SAFETY: `sequence` is above the batch being released
+                    // and at most what `available()` returned.
+                    let appended = unsafe { ahead.read(sequence, |event| self.append(event)) };
+                    if appended.is_err() {
+                        return;
+                    }
+                }
+                self.pre_encoded = sequence;
+            }
+            from = available + 1;
+        }
+    }
+}
+
+impl<E, C> Drop for JournalWriter<E, C> {
+    fn drop(&mut self) {
+        // Stops and joins the sync thread (it finishes the sync it runs).
+        self.syncer.take();
+    }
+}
+
 impl<E, C: Codec<E>> Consume<E> for JournalWriter<E, C> {
     const FALLIBLE: bool = true;
     const DEFERS_RELEASE: bool = true;
@@ -293,9 +428,12 @@ impl<E, C: Codec<E>> Consume<E> for JournalWriter<E, C> {
     fn on_shutdown(&mut self) {
         // Everything handled was released, so written; an interval policy
         // may still owe a sync.
-        if self.options.sync != SyncPolicy::Never && self.sync().is_err() {
+        let failed = self.deferred.take().is_some()
+            || (self.options.sync != SyncPolicy::Never && self.sync().is_err());
+        if failed {
             self.inner.stats.sync_errors.fetch_add(1, Ordering::Relaxed);
         }
+        self.syncer.take();
     }
 
     fn on_timeout(&mut self, _sequence: Sequence) {
@@ -316,33 +454,35 @@ impl<E, C: Codec<E>> Consume<E> for JournalWriter<E, C> {
         sequence: Sequence,
         _end_of_batch: bool,
     ) -> Result<(), Failure> {
-        if !self.is_replayed(sequence) {
+        if sequence > self.pre_encoded && !self.is_replayed(sequence) {
             // SAFETY: the stage loop passes only sequences its barrier
             // reported available and its own (gating) sequence has not
             // passed, so the slot is published and no producer writes it.
             unsafe { ring.read(sequence, |event| self.append(event)) }
                 .map_err(Failure::from_error)?;
-            self.appended += 1;
         }
         self.handled = sequence;
         Ok(())
     }
 
-    fn release(&mut self, done: Sequence) -> Result<(), (Sequence, Failure)> {
+    fn release(
+        &mut self,
+        done: Sequence,
+        ahead: Option<&Lookahead<'_, E>>,
+    ) -> Result<(), (Sequence, Failure)> {
         debug_assert!(done <= self.handled || self.handled == crate::sequence::INITIAL);
-        if done <= self.durable {
+        if done <= self.durable && self.deferred.is_none() {
             return Ok(());
         }
-        match self.make_durable() {
+        match self.make_durable(ahead) {
             Ok(()) => {
                 self.durable = done;
-                self.inner
-                    .stats
-                    .records
-                    .fetch_add(std::mem::take(&mut self.appended), Ordering::Relaxed);
-                // Release: a reader of the durable sequence finds the
-                // records written (the writes came before this store).
-                self.inner.durable.store(self.next - 1, Ordering::Release);
+                // What is written: all appended but the records encoded
+                // ahead, still in the buffer. Release: a reader of the
+                // durable sequence finds the records written (the writes
+                // came before this store).
+                let written = self.next - 1 - self.buf_records as Sequence;
+                self.inner.durable.store(written, Ordering::Release);
                 Ok(())
             }
             Err(e) => Err((self.durable, Failure::from_error(e))),
