@@ -338,6 +338,20 @@ struct ReplayState {
     published: AtomicI64,
     /// A replay ran (or runs): a second one is refused.
     started: AtomicBool,
+    /// A replay is publishing: an event past `published` now is another
+    /// handle's, interleaved with the replay.
+    in_progress: AtomicBool,
+}
+
+/// Clears `in_progress` however `replay_into` returns.
+struct ReplayGuard<'a>(&'a AtomicBool);
+
+impl Drop for ReplayGuard<'_> {
+    fn drop(&mut self) {
+        // Release: a live event published after the replay returned is
+        // read by the journal stage after this store.
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// State shared by a [`Journal`] and its writer.
@@ -700,6 +714,10 @@ impl Journal {
                 published: published as u64,
             });
         }
+        // Release: pairs with the writer's Acquire load after it read an
+        // event published after this store.
+        self.inner.replay.in_progress.store(true, Ordering::Release);
+        let _guard = ReplayGuard(&self.inner.replay.in_progress);
         let chunk = producer.capacity().min(256);
         let mut batch: Vec<E> = Vec::with_capacity(chunk);
         let mut replayed = Replayed {
