@@ -427,6 +427,7 @@ where
         if self.pending.timeout.is_none() {
             self.pending.timeout = writer.sync_interval();
         }
+        writer.bind(self.id);
         self.add_owned(false, writer, |w| w)
     }
 
@@ -618,6 +619,7 @@ where
             .collect();
         let has_mutating_stage = self.stages.iter().any(|s| s.mutating);
         let bus = Arc::new(Bus::new(
+            self.id,
             ring,
             self.strategy,
             gating,

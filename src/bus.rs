@@ -58,6 +58,9 @@ enum Verdict {
 }
 
 pub(crate) struct Bus<E, S, W> {
+    /// The builder's id (as in its `StageId`s): tells a journal whether a
+    /// producer publishes into the bus of its journal stage.
+    pub(crate) id: u64,
     pub(crate) ring: RingBuffer<E>,
     pub(crate) sequencer: S,
     pub(crate) strategy: W,
@@ -103,6 +106,7 @@ where
 
 impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     pub(crate) fn new(
+        id: u64,
         ring: RingBuffer<E>,
         strategy: W,
         gating: Vec<Arc<StageCell>>,
@@ -110,6 +114,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         has_mutating_stage: bool,
     ) -> Self {
         Self {
+            id,
             stages,
             has_mutating_stage,
             sequencer: S::new(ring.capacity()),

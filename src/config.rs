@@ -842,7 +842,11 @@ macro_rules! either {
     };
 }
 
-impl<E: Send + Sync + 'static> crate::producer::sealed::Sealed for AnyProducer<E> {}
+impl<E: Send + Sync + 'static> crate::producer::sealed::Sealed for AnyProducer<E> {
+    fn bus_id(&self) -> u64 {
+        either!(self, p => crate::producer::sealed::Sealed::bus_id(p))
+    }
+}
 
 impl<E: Send + Sync + 'static> Producer<E> for AnyProducer<E> {
     fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {

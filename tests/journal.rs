@@ -910,3 +910,37 @@ fn a_live_publish_during_replay_halts_the_bus_instead_of_losing_it() {
         );
     });
 }
+
+#[test]
+fn a_replay_into_another_bus_leaves_the_journal_stage_alone() {
+    // A projection rebuilt from the journal while the journal's own bus
+    // takes live events: the live events are journaled, not taken for
+    // replayed ones.
+    bounded(30, || {
+        let dir = dir();
+        write_orders(dir.path(), 100, JournalOptions::default());
+        let journal = Journal::open(dir.path()).unwrap();
+        let mut live = ringbus::single_producer(64, Order::default, Blocking)
+            .journal_to(journal.writer(Postcard, JournalOptions::default()).unwrap())
+            .build();
+        let count = Arc::new(AtomicU64::new(0));
+        let c = Arc::clone(&count);
+        let mut projection = ringbus::single_producer(64, Order::default, Blocking)
+            .handle_events_with(move |_: &Order, _: Sequence, _: bool| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+            .build();
+        let replayed = journal.replay_into(&mut projection, Postcard, 0).unwrap();
+        assert_eq!(replayed.events, 100);
+        for n in 100..150 {
+            live.publish(|o| *o = Order::new(0, n)).unwrap();
+        }
+        live.shutdown().unwrap();
+        projection.shutdown().unwrap();
+        assert_eq!(count.load(Ordering::Relaxed), 100);
+        assert_eq!(journal.stats().records, 50);
+        let events = read_all(&Journal::open_read_only(dir.path()).unwrap());
+        assert_eq!(events.len(), 150);
+        assert_eq!(events[149].1, Order::new(0, 149));
+    });
+}

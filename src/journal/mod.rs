@@ -75,14 +75,14 @@ use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use codec::{Codec, Postcard};
 pub use writer::JournalWriter;
 
-use crate::error::PublishError;
+use crate::error::{PublishError, TryPublishError};
 use crate::fault::BoxError;
 use crate::producer::Producer;
 use crate::sequence::Sequence;
@@ -330,33 +330,46 @@ struct Stats {
     sync_errors: AtomicU64,
 }
 
-/// What the replay told the writer.
+/// Neither a replay nor a live event yet.
+pub(crate) const IDLE: u8 = 0;
+/// `replay_into` publishes into the journal stage's bus.
+pub(crate) const REPLAYING: u8 = 1;
+/// The journal stage saw a live event first: no replay may follow.
+pub(crate) const LIVE: u8 = 2;
+/// The replay returned: events past `published` are live.
+pub(crate) const REPLAYED: u8 = 3;
+
+/// What the replay told the writer (for the bus the writer is bound to).
 #[derive(Default)]
 struct ReplayState {
-    /// Bus sequences below this were published by the replay: records the
-    /// journal already holds.
+    /// Bus sequences below this were published by the replay, and checked
+    /// to be its own: records the journal already holds. Raised only
+    /// after the replay saw that the sequences it got were the ones it
+    /// expected.
     published: AtomicI64,
-    /// A replay ran (or runs): a second one is refused.
-    started: AtomicBool,
-    /// A replay is publishing: an event past `published` now is another
-    /// handle's, interleaved with the replay.
-    in_progress: AtomicBool,
+    /// `IDLE` -> `REPLAYING` -> `REPLAYED` (the replay), or `IDLE` ->
+    /// `LIVE` (the writer's first live event); whichever moves first wins.
+    state: AtomicU8,
+    /// Another handle published during the replay (the replay saw it).
+    interleaved: AtomicBool,
 }
 
-/// Clears `in_progress` however `replay_into` returns.
-struct ReplayGuard<'a>(&'a AtomicBool);
+/// Ends the replay however `replay_into` returns.
+struct ReplayGuard<'a>(&'a AtomicU8);
 
 impl Drop for ReplayGuard<'_> {
     fn drop(&mut self) {
-        // Release: a live event published after the replay returned is
-        // read by the journal stage after this store.
-        self.0.store(false, Ordering::Release);
+        // Release: after `published`'s last store, so a writer that reads
+        // REPLAYED (Acquire) then reads the final count.
+        self.0.store(REPLAYED, Ordering::Release);
     }
 }
 
 /// State shared by a [`Journal`] and its writer.
 struct Inner {
     dir: PathBuf,
+    /// The bus of the journal stage (`Builder::journal_to`); 0 before.
+    bound_bus: AtomicU64,
     /// The directory's lock (`None` for a read-only journal); released
     /// when the journal and its writer are gone.
     _lock: Option<fs::File>,
@@ -543,6 +556,7 @@ impl Journal {
         Ok(Self {
             inner: Arc::new(Inner {
                 dir,
+                bound_bus: AtomicU64::new(0),
                 _lock: lock,
                 first: AtomicI64::new(first),
                 durable: AtomicI64::new(next - 1),
@@ -575,8 +589,9 @@ impl Journal {
     }
 
     /// The last journal sequence the writer made durable (under its
-    /// [`SyncPolicy`]); before any write, the last one found at open
-    /// (-1 for none).
+    /// [`SyncPolicy`]); before its first release, the last one found at
+    /// open (-1 for none), which a killed process may have left written
+    /// but not synced: the writer syncs it before its first release.
     pub fn durable_sequence(&self) -> Sequence {
         // Acquire: pairs with the writer's Release after its write and sync.
         self.inner.durable.load(Ordering::Acquire)
@@ -686,17 +701,23 @@ impl Journal {
 
     /// Publishes the journal's events from `from` to its end into
     /// `producer`, a bus that has published nothing yet, in order; they get
-    /// bus sequences `0..events`. When the bus's journal stage is this
-    /// journal's [`writer`](Journal::writer), it recognises them and does not
-    /// append them again; live events published afterwards continue the
-    /// journal's numbering from [`next_sequence`](Journal::next_sequence).
-    /// Call it before any handle of the bus publishes.
+    /// bus sequences `0..events`. Into the bus whose journal stage is this
+    /// journal's [`writer`](Journal::writer), the stage recognises them and
+    /// does not append them again, and live events published afterwards
+    /// continue the journal's numbering from
+    /// [`next_sequence`](Journal::next_sequence). Into any other bus (a
+    /// projection, a read model) they are plain events.
+    ///
+    /// Publish nothing on any handle of the bus until it returns: an event
+    /// of another handle in between is refused (the bus halts with
+    /// [`JournalError::ReplayInterleaved`]) rather than journaled wrongly.
     ///
     /// # Errors
     /// [`JournalError::ReplayAfterLive`] when the bus already published (or
-    /// a replay ran); the reading errors of [`records`](Journal::records),
-    /// [`JournalError::Decode`], or [`JournalError::Publish`] when the bus
-    /// halted. Events before the error were published.
+    /// a replay ran); [`JournalError::ReplayInterleaved`]; the reading
+    /// errors of [`records`](Journal::records), [`JournalError::Decode`], or
+    /// [`JournalError::Publish`] when the bus halted. Events before the
+    /// error were published.
     pub fn replay_into<E, P, C>(
         &self,
         producer: &mut P,
@@ -709,15 +730,27 @@ impl Journal {
     {
         let mut records = self.records(from)?;
         let published = producer.cursor() + 1;
-        if published != 0 || self.inner.replay.started.swap(true, Ordering::Relaxed) {
+        let replay = &self.inner.replay;
+        let own_bus = self.inner.bound_bus.load(Ordering::Relaxed) == producer.bus_id();
+        if published != 0 {
             return Err(JournalError::ReplayAfterLive {
                 published: published as u64,
             });
         }
-        // Release: pairs with the writer's Acquire load after it read an
-        // event published after this store.
-        self.inner.replay.in_progress.store(true, Ordering::Release);
-        let _guard = ReplayGuard(&self.inner.replay.in_progress);
+        // AcqRel: against the writer's IDLE -> LIVE; whichever moves first
+        // decides whether these events are replayed or refused.
+        let _guard = if own_bus {
+            if replay
+                .state
+                .compare_exchange(IDLE, REPLAYING, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return Err(JournalError::ReplayAfterLive { published: 0 });
+            }
+            Some(ReplayGuard(&replay.state))
+        } else {
+            None
+        };
         let chunk = producer.capacity().min(256);
         let mut batch: Vec<E> = Vec::with_capacity(chunk);
         let mut replayed = Replayed {
@@ -752,25 +785,23 @@ impl Journal {
             }
             if !batch.is_empty() {
                 let n = batch.len();
-                // Release: the writer reads this count (Acquire) after it
-                // read one of the events published below, and so knows them
-                // for replayed.
-                self.inner.replay.published.store(
-                    replayed.events as Sequence + n as Sequence,
-                    Ordering::Release,
-                );
-                let mut events = batch.drain(..);
-                let last = producer
-                    .batch_publish(n, |slots| {
-                        for (slot, event) in slots.zip(&mut events) {
-                            *slot = event;
-                        }
-                    })
-                    .map_err(JournalError::Publish)?;
+                let last = if own_bus {
+                    self.publish_replayed(producer, &mut batch, replayed.events)?
+                } else {
+                    producer
+                        .batch_publish(n, |slots| {
+                            for (slot, event) in slots.zip(batch.drain(..)) {
+                                *slot = event;
+                            }
+                        })
+                        .map_err(JournalError::Publish)?
+                };
                 let expected = replayed.events as Sequence + n as Sequence - 1;
                 if last != expected {
-                    // Another handle published in between: the journal
-                    // stage would take its event for a replayed one.
+                    // Another handle published in between. Release: the
+                    // writer, waiting on these events, reads it (Acquire)
+                    // and refuses them.
+                    replay.interleaved.store(true, Ordering::Release);
                     producer.halt();
                     return Err(JournalError::ReplayInterleaved {
                         expected,
@@ -779,12 +810,68 @@ impl Journal {
                 }
                 replayed.events += n as u64;
                 replayed.last += n as Sequence;
+                if own_bus {
+                    // Release: the writer reads the count (Acquire) before
+                    // it takes an event below it for a replayed one.
+                    replay
+                        .published
+                        .store(replayed.events as Sequence, Ordering::Release);
+                }
             }
             if let Some(failure) = failure {
                 return Err(failure);
             }
         }
         Ok(replayed)
+    }
+
+    /// Publishes `batch` into the journal stage's own bus. Never waits in a
+    /// claim: when the ring is full, the journal stage may itself be
+    /// waiting, on an event another handle published after the replay's
+    /// last, to learn whether it is a replayed one; so a full ring with a
+    /// claim past `done` events (not ours) is the interleaving, reported,
+    /// and otherwise the replay retries.
+    fn publish_replayed<E, P: Producer<E>>(
+        &self,
+        producer: &mut P,
+        batch: &mut Vec<E>,
+        done: u64,
+    ) -> Result<Sequence, JournalError> {
+        let n = batch.len();
+        let mut tries = 0u32;
+        loop {
+            let published = producer.try_batch_publish(n, |slots| {
+                for (slot, event) in slots.zip(batch.drain(..)) {
+                    *slot = event;
+                }
+            });
+            match published {
+                Ok(last) => return Ok(last),
+                Err(TryPublishError::Full { .. }) => {
+                    let claimed = producer.cursor();
+                    if claimed + 1 != done as Sequence {
+                        // Release: the journal stage, waiting on that
+                        // event, reads it (Acquire) and refuses it.
+                        self.inner.replay.interleaved.store(true, Ordering::Release);
+                        producer.halt();
+                        return Err(JournalError::ReplayInterleaved {
+                            expected: done as Sequence,
+                            got: claimed,
+                        });
+                    }
+                    tries += 1;
+                    if tries < 100 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                }
+                Err(TryPublishError::Closed) => {
+                    return Err(JournalError::Publish(PublishError::Closed))
+                }
+                Err(_) => return Err(JournalError::Publish(PublishError::Halted)),
+            }
+        }
     }
 
     /// Deletes the segments that hold only records before `sequence` (a

@@ -32,7 +32,7 @@ const FLUSH_AT: usize = 1 << 20;
 /// batch the buffer is written to the segment and synced as the
 /// [`SyncPolicy`] says, and only then does the stage's sequence (the durable
 /// cursor) move past the batch. Under [`SyncPolicy::EveryBatch`] the sync
-/// runs on a helper thread (`<stage>-sync`) while the stage encodes the
+/// runs on a helper thread (`journal-sync`) while the stage encodes the
 /// events that arrived meanwhile (group commit); the batch is still
 /// released only once its own sync returned. A failed write or sync stops the bus with
 /// the error (which names the file) in the shutdown report; the stage's
@@ -75,6 +75,9 @@ pub struct JournalWriter<E, C> {
     unsynced_since: Option<Instant>,
     /// A new segment's directory entry still needs a sync.
     dir_unsynced: bool,
+    /// A segment taken over from an earlier run: the first release syncs
+    /// it under `Interval` too, whatever the interval.
+    sync_owed: bool,
     /// A failed sync on a timeout, reported at the next release.
     deferred: Option<JournalError>,
     /// Set by the first failed sync (or a write that could not be undone):
@@ -139,6 +142,7 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
             // after the journal see anything, replayed events included.
             unsynced_since: took_over.then(Instant::now),
             dir_unsynced: took_over,
+            sync_owed: took_over,
             deferred: None,
             broken: None,
             _event: PhantomData,
@@ -157,33 +161,77 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
 
     /// True when bus sequence `sequence` is a record the replay published
     /// (already in the journal).
-    /// An event past the replayed ones while the replay still publishes
-    /// is another handle's: refused, so it is neither journaled nor taken
-    /// for a replayed one.
-    #[inline]
-    fn is_replayed(&mut self, sequence: Sequence) -> Result<bool, JournalError> {
+    /// Ties the writer to its bus: only a replay into that bus is
+    /// replayed through this stage (`Builder::journal_to`).
+    pub(crate) fn bind(&self, bus: u64) {
+        self.inner.bound_bus.store(bus, Ordering::Relaxed);
+    }
+
+    /// Whether bus sequence `sequence` is a record the replay published
+    /// (already in the journal): `Some(true)`, a live event: `Some(false)`,
+    /// or not known yet while the replay runs and `wait` is false: `None`.
+    /// An event past the checked replayed ones waits until the replay
+    /// checked its batch or ended; one the replay found interleaved is an
+    /// error, so it is neither journaled nor taken for a replayed one.
+    fn classify(&mut self, sequence: Sequence, wait: bool) -> Result<Option<bool>, JournalError> {
         if self.live {
-            return Ok(false);
+            return Ok(Some(false));
         }
-        if sequence < self.replayed {
-            return Ok(true);
+        let replay = &self.inner.replay;
+        let mut waited = 0u32;
+        loop {
+            if sequence < self.replayed {
+                return Ok(Some(true));
+            }
+            // Acquire (both): the state first, so that after REPLAYED the
+            // count read next is the final one (stored before it).
+            let state = replay.state.load(Ordering::Acquire);
+            self.replayed = replay.published.load(Ordering::Acquire);
+            if sequence < self.replayed {
+                return Ok(Some(true));
+            }
+            // Acquire: pairs with the replay's Release when it saw another
+            // handle's event among its own.
+            if replay.interleaved.load(Ordering::Acquire) {
+                return Err(JournalError::ReplayInterleaved {
+                    expected: self.replayed,
+                    got: sequence,
+                });
+            }
+            match state {
+                super::IDLE => {
+                    // AcqRel: against the replay's IDLE -> REPLAYING.
+                    if replay
+                        .state
+                        .compare_exchange(
+                            super::IDLE,
+                            super::LIVE,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok()
+                    {
+                        self.live = true;
+                        return Ok(Some(false));
+                    }
+                }
+                super::REPLAYING if !wait => return Ok(None),
+                super::REPLAYING => {
+                    // The replay raises its count right after its publish
+                    // returns: a short wait.
+                    waited += 1;
+                    if waited < 100 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                }
+                _ => {
+                    self.live = true;
+                    return Ok(Some(false));
+                }
+            }
         }
-        // Acquire: pairs with the replay's Release before it published the
-        // batch holding `sequence`; this event's slot was read after that.
-        self.replayed = self.inner.replay.published.load(Ordering::Acquire);
-        if sequence < self.replayed {
-            return Ok(true);
-        }
-        // Acquire: pairs with the Release that ended the replay, made
-        // before any live event published after it.
-        if self.inner.replay.in_progress.load(Ordering::Acquire) {
-            return Err(JournalError::ReplayInterleaved {
-                expected: self.replayed,
-                got: sequence,
-            });
-        }
-        self.live = true;
-        Ok(false)
     }
 
     fn append(&mut self, event: &E) -> Result<(), JournalError> {
@@ -333,6 +381,7 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
             self.dir_unsynced = false;
         }
         self.unsynced_since = None;
+        self.sync_owed = false;
         self.inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -347,9 +396,10 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
         match self.options.sync {
             SyncPolicy::EveryBatch => self.sync_overlapped(ahead)?,
             SyncPolicy::Interval(every) => {
-                if self
-                    .unsynced_since
-                    .is_some_and(|since| since.elapsed() >= every)
+                if self.sync_owed
+                    || self
+                        .unsynced_since
+                        .is_some_and(|since| since.elapsed() >= every)
                 {
                     self.sync()?;
                 }
@@ -415,8 +465,8 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
                 {
                     return;
                 }
-                let Ok(replayed) = self.is_replayed(sequence) else {
-                    return; // `consume` reports it
+                let Ok(Some(replayed)) = self.classify(sequence, false) else {
+                    return; // undecided yet, or an error `consume` reports
                 };
                 if !replayed {
                     // SAFETY: `sequence` is above the batch being released
@@ -447,10 +497,14 @@ impl<E, C: Codec<E>> Consume<E> for JournalWriter<E, C> {
     fn on_start(&mut self) {}
 
     fn on_shutdown(&mut self) {
-        // Everything handled was released, so written; an interval policy
-        // may still owe a sync.
+        // Everything released was written (records encoded ahead of a halt
+        // were never released, and are dropped); an interval policy may
+        // still owe a sync. A writer already broken was counted when it
+        // stopped the stage.
         let failed = self.deferred.take().is_some()
-            || (self.options.sync != SyncPolicy::Never && self.sync().is_err());
+            || (self.broken.is_none()
+                && self.options.sync != SyncPolicy::Never
+                && self.sync().is_err());
         if failed {
             self.inner.stats.sync_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -476,7 +530,7 @@ impl<E, C: Codec<E>> Consume<E> for JournalWriter<E, C> {
         _end_of_batch: bool,
     ) -> Result<(), Failure> {
         if sequence > self.pre_encoded
-            && !self.is_replayed(sequence).map_err(Failure::from_error)?
+            && self.classify(sequence, true).map_err(Failure::from_error)? == Some(false)
         {
             // SAFETY: the stage loop passes only sequences its barrier
             // reported available and its own (gating) sequence has not

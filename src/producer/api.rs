@@ -138,11 +138,22 @@ pub trait Producer<E>: sealed::Sealed {
 
 pub(crate) mod sealed {
     /// Only the crate's producer handles implement [`Producer`](super::Producer).
-    pub trait Sealed {}
+    pub trait Sealed {
+        /// The id of the bus the handle publishes into.
+        fn bus_id(&self) -> u64;
+    }
 }
 
-impl<E: Send + Sync + 'static, W: WaitStrategy> sealed::Sealed for SingleProducer<E, W> {}
-impl<E: Send + Sync + 'static, W: WaitStrategy> sealed::Sealed for MultiProducer<E, W> {}
+impl<E: Send + Sync + 'static, W: WaitStrategy> sealed::Sealed for SingleProducer<E, W> {
+    fn bus_id(&self) -> u64 {
+        self.bus.id
+    }
+}
+impl<E: Send + Sync + 'static, W: WaitStrategy> sealed::Sealed for MultiProducer<E, W> {
+    fn bus_id(&self) -> u64 {
+        self.bus.id
+    }
+}
 
 /// Implements [`Producer`] for a handle by calling its inherent methods.
 macro_rules! delegate_producer {
