@@ -225,7 +225,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "run 2: {live} live orders later the book holds {} orders over {} price levels; the journal ends at {}",
         book.orders,
         book.levels.len(),
-        Journal::open(&dir)?.next_sequence()
+        Journal::open_read_only(&dir)?.next_sequence()
     );
     assert_eq!(book.orders, next + live);
     std::fs::remove_dir_all(&dir)?;

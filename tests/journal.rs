@@ -376,6 +376,24 @@ fn garbage_after_the_last_record_is_a_torn_write() {
     assert_eq!(read_all(&journal).len(), 50);
 }
 
+/// A bus of the journal (with `codec`) and, after it, a stage counting the
+/// events it sees.
+fn journal_then_count<C: Codec<Order>>(
+    journal: &Journal,
+    codec: C,
+) -> (ringbus::SingleProducer<Order, Blocking>, Arc<AtomicU64>) {
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = Arc::clone(&seen);
+    let producer = ringbus::single_producer(64, Order::default, Blocking)
+        .journal_to(journal.writer(codec, JournalOptions::default()).unwrap())
+        .and_then()
+        .handle_events_with(move |_: &Order, _: Sequence, _: bool| {
+            s.fetch_add(1, Ordering::Relaxed);
+        })
+        .build();
+    (producer, seen)
+}
+
 /// Flips one byte of record `index`'s payload in `file`.
 fn damage_record(file: &Path, index: usize) -> u64 {
     let mut bytes = fs::read(file).unwrap();
@@ -613,15 +631,7 @@ fn an_encoding_error_halts_the_bus_and_the_events_before_it_are_durable() {
     bounded(30, || {
         let dir = dir();
         let journal = Journal::open(dir.path()).unwrap();
-        let seen = Arc::new(AtomicU64::new(0));
-        let s = Arc::clone(&seen);
-        let mut producer = ringbus::single_producer(64, Order::default, Blocking)
-            .journal_to(journal.writer(Picky, JournalOptions::default()).unwrap())
-            .and_then()
-            .handle_events_with(move |_: &Order, _: Sequence, _: bool| {
-                s.fetch_add(1, Ordering::Relaxed);
-            })
-            .build();
+        let (mut producer, seen) = journal_then_count(&journal, Picky);
         let mut halted = false;
         for n in 0..1000 {
             if let Err(PublishError::Halted) = producer.publish(|o| *o = Order::new(0, n)) {
@@ -667,15 +677,7 @@ fn a_full_disk_halts_the_bus_with_an_error_naming_the_file() {
         let file = segment_files(dir.path()).pop().unwrap();
         fs::rename(&file, dir.path().join("saved")).unwrap();
         std::os::unix::fs::symlink("/dev/full", &file).unwrap();
-        let seen = Arc::new(AtomicU64::new(0));
-        let s = Arc::clone(&seen);
-        let mut producer = ringbus::single_producer(64, Order::default, Blocking)
-            .journal_to(journal.writer(Postcard, JournalOptions::default()).unwrap())
-            .and_then()
-            .handle_events_with(move |_: &Order, _: Sequence, _: bool| {
-                s.fetch_add(1, Ordering::Relaxed);
-            })
-            .build();
+        let (mut producer, seen) = journal_then_count(&journal, Postcard);
         let mut refused = None;
         for n in 10..10_000 {
             if let Err(e) = producer.publish(|o| *o = Order::new(0, n)) {

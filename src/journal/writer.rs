@@ -341,17 +341,26 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
         Ok(())
     }
 
-    /// `fdatasync` on the segment (and on the directory after a new segment).
-    fn sync(&mut self) -> Result<(), JournalError> {
+    /// The segment to sync, if anything written is unsynced; an error once
+    /// the writer broke.
+    fn to_sync(&self) -> Result<Option<Arc<File>>, JournalError> {
         let Some(file) = self.file.as_ref() else {
-            return Ok(());
+            return Ok(None);
         };
         if self.unsynced_since.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         if let Some(reason) = &self.broken {
             return Err(self.broken_error(reason.clone()));
         }
+        Ok(Some(Arc::clone(file)))
+    }
+
+    /// `fdatasync` on the segment (and on the directory after a new segment).
+    fn sync(&mut self) -> Result<(), JournalError> {
+        let Some(file) = self.to_sync()? else {
+            return Ok(());
+        };
         if let Err(e) = file.sync_data() {
             self.broken = Some(format!("fdatasync failed: {e}"));
             return Err(JournalError::io(&self.path, "sync", e));
@@ -414,15 +423,9 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
     /// The sync of `EveryBatch`: on the sync thread, while this thread
     /// encodes the events after the batch that are already available.
     fn sync_overlapped(&mut self, ahead: Option<&Lookahead<'_, E>>) -> Result<(), JournalError> {
-        let Some(file) = self.file.clone() else {
+        let Some(file) = self.to_sync()? else {
             return Ok(());
         };
-        if self.unsynced_since.is_none() {
-            return Ok(());
-        }
-        if let Some(reason) = &self.broken {
-            return Err(self.broken_error(reason.clone()));
-        }
         if self.syncer.is_none() {
             let syncer = Syncer::start("journal")
                 .map_err(|e| JournalError::io(&self.path, "start the sync thread for", e))?;
