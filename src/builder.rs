@@ -23,9 +23,11 @@ use crate::barrier::{SequenceBarrier, StageCell};
 use crate::bus::Bus;
 use crate::error::BuildError;
 use crate::fault::FailurePolicy;
-use crate::handler::{EventHandler, EventHandlerMut, TryEventHandler};
+use crate::handler::{BatchEventHandler, EventHandler, EventHandlerMut, TryEventHandler};
 use crate::loom::{self, thread, Arc};
-use crate::processor::{Consume, Fallible, Reader, StageContext, StageOutcome, Writer};
+use crate::processor::{
+    BatchReader, Consume, Fallible, Reader, StageContext, StageOutcome, Writer,
+};
 use crate::producer::{MultiProducer, SingleProducer};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{AtomicSequence, INITIAL};
@@ -326,6 +328,16 @@ where
         H: EventHandler<E> + Send + 'static,
     {
         self.add_owned(false, Reader(handler), |Reader(h)| h)
+    }
+
+    /// Adds a stage whose `handler` gets every available batch at once, as
+    /// slices of the ring ([`Batch`](crate::Batch)), instead of one call
+    /// per event: for handlers that work in bulk. See [`BatchEventHandler`].
+    pub fn handle_batches_with<H>(self, handler: H) -> Self
+    where
+        H: BatchEventHandler<E> + Send + 'static,
+    {
+        self.add_owned(false, BatchReader(handler), |BatchReader(h)| h)
     }
 
     /// Adds a stage whose handler `make` creates on the stage's own thread, so

@@ -174,6 +174,123 @@ where
     }
 }
 
+/// A run of events for a [`BatchEventHandler`]: the events from
+/// [`first_sequence`](Batch::first_sequence) on, in sequence order, as at
+/// most two slices (two when the run wraps past the end of the ring).
+#[derive(Debug)]
+pub struct Batch<'a, E> {
+    first: Sequence,
+    head: &'a [E],
+    tail: &'a [E],
+}
+
+impl<E> Clone for Batch<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for Batch<'_, E> {}
+
+impl<'a, E> Batch<'a, E> {
+    pub(crate) fn new(first: Sequence, head: &'a [E], tail: &'a [E]) -> Self {
+        Self { first, head, tail }
+    }
+
+    /// The sequence of the first event.
+    pub fn first_sequence(&self) -> Sequence {
+        self.first
+    }
+
+    /// The sequence of the last event.
+    pub fn last_sequence(&self) -> Sequence {
+        self.first + self.len() as Sequence - 1
+    }
+
+    /// The number of events (at least 1).
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    /// Always false: a batch holds at least one event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The events as two slices in order; the second is empty unless the
+    /// run wraps past the end of the ring.
+    pub fn as_slices(&self) -> (&'a [E], &'a [E]) {
+        (self.head, self.tail)
+    }
+
+    /// The events in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a E> + 'a {
+        self.head.iter().chain(self.tail)
+    }
+
+    /// The events in order, each with its sequence.
+    pub fn iter_with_sequence(&self) -> impl Iterator<Item = (Sequence, &'a E)> + 'a {
+        (self.first..).zip(self.head.iter().chain(self.tail))
+    }
+}
+
+/// Handles the events of one stage a batch at a time: each call gets every
+/// event available to the stage at once, as slices of the ring
+/// ([`Batch`]), so a handler can work in bulk (sum, encode, write) without
+/// a call per event. Added with
+/// [`handle_batches_with`](crate::Builder::handle_batches_with); closures
+/// `FnMut(Batch<'_, E>)` are batch handlers.
+///
+/// A stage with a failure policy other than halt hands its events over one
+/// at a time (batches of one), so that a retry, skip or dead letter is per
+/// event.
+///
+/// ```
+/// use ringbus::{Batch, Blocking};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+///
+/// let total = Arc::new(AtomicU64::new(0));
+/// let sum = Arc::clone(&total);
+/// let mut producer = ringbus::single_producer(64, || 0u64, Blocking)
+///     .handle_batches_with(move |batch: Batch<'_, u64>| {
+///         let (head, tail) = batch.as_slices();
+///         let s: u64 = head.iter().sum::<u64>() + tail.iter().sum::<u64>();
+///         sum.fetch_add(s, Ordering::Relaxed);
+///     })
+///     .build();
+/// for i in 1..=100 {
+///     producer.publish(|e| *e = i).unwrap();
+/// }
+/// producer.shutdown().unwrap();
+/// assert_eq!(total.load(Ordering::Relaxed), 5050);
+/// ```
+pub trait BatchEventHandler<E> {
+    /// Called with each batch, in sequence order.
+    fn on_batch(&mut self, batch: Batch<'_, E>);
+
+    /// See [`EventHandler::on_start`].
+    fn on_start(&mut self) {}
+
+    /// See [`EventHandler::on_shutdown`].
+    fn on_shutdown(&mut self) {}
+
+    /// See [`EventHandler::on_timeout`].
+    fn on_timeout(&mut self, sequence: Sequence) {
+        let _ = sequence;
+    }
+}
+
+impl<E, F> BatchEventHandler<E> for F
+where
+    F: FnMut(Batch<'_, E>),
+{
+    #[inline]
+    fn on_batch(&mut self, batch: Batch<'_, E>) {
+        self(batch)
+    }
+}
+
 /// Implements the lifecycle callbacks of a one-field wrapper (`Wrapper(h)`)
 /// by forwarding them to the wrapped handler: the stage adapters in
 /// `processor.rs` and the pointer wrappers in `config.rs`.

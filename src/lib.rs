@@ -147,7 +147,7 @@ pub use affinity::available_cores;
 pub use builder::{multi_producer, single_producer, Builder, StageId};
 pub use error::{BuildError, PublishError, ShutdownError, SubscribeError, TryPublishError};
 pub use fault::{BoxError, DeadLetter, Failure, FailurePolicy};
-pub use handler::{EventHandler, EventHandlerMut, TryEventHandler};
+pub use handler::{Batch, BatchEventHandler, EventHandler, EventHandlerMut, TryEventHandler};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use loom::stats as __loom_stats;

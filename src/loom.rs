@@ -83,7 +83,10 @@ pub(crate) use self::cell::UnsafeCell;
 /// written once and checked by loom under `cfg(loom)`.
 #[cfg(not(loom))]
 mod cell {
+    /// `repr(transparent)`, as std's cell is over `T`: a run of slots has
+    /// the layout of a slice of events (`RingView::read_range`).
     #[derive(Debug)]
+    #[repr(transparent)]
     pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
 
     impl<T> UnsafeCell<T> {

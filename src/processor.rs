@@ -20,7 +20,9 @@ use std::time::Duration;
 use crate::barrier::{SequenceBarrier, StageCell};
 use crate::bus::Bus;
 use crate::fault::{Failure, FailurePolicy, Finally};
-use crate::handler::{forward_lifecycle, EventHandler, EventHandlerMut, TryEventHandler};
+use crate::handler::{
+    forward_lifecycle, Batch, BatchEventHandler, EventHandler, EventHandlerMut, TryEventHandler,
+};
 use crate::loom::{self, Arc, Weaken};
 use crate::ring_buffer::RingView;
 use crate::sequence::{AtomicSequence, Sequence};
@@ -171,6 +173,30 @@ pub(crate) trait Consume<E> {
         sequence: Sequence,
         end_of_batch: bool,
     ) -> Result<(), Failure>;
+    /// True when the consumer takes a whole available batch in one
+    /// [`consume_range`](Consume::consume_range) (the loop then does not
+    /// cut it into chunks between looks at the halt flag).
+    const WHOLE_BATCH: bool = false;
+    /// Hands `from..=to` over on the loop's fast path (infallible
+    /// consumers, halt policy); `end_of_batch` is true only at `last`.
+    ///
+    /// # Safety
+    /// As for [`consume`](Consume::consume), for every sequence of the
+    /// range; the range is at most the ring's capacity.
+    #[inline(always)]
+    unsafe fn consume_range(
+        &mut self,
+        ring: RingView<'_, E>,
+        from: Sequence,
+        to: Sequence,
+        last: Sequence,
+        progress: &Cell<Sequence>,
+    ) where
+        Self: Sized,
+    {
+        // SAFETY: the caller's permission.
+        unsafe { consume_each(self, ring, from, to, last, progress) }
+    }
 }
 
 /// The events after a batch that are already available to its stage, for
@@ -209,6 +235,8 @@ pub(crate) struct Reader<H>(pub(crate) H);
 pub(crate) struct Writer<H>(pub(crate) H);
 /// A stage whose handler may return an error.
 pub(crate) struct Fallible<H>(pub(crate) H);
+/// A stage whose handler takes whole batches.
+pub(crate) struct BatchReader<H>(pub(crate) H);
 
 impl<E, H: EventHandler<E>> Consume<E> for Reader<H> {
     const FALLIBLE: bool = false;
@@ -258,6 +286,62 @@ impl<E, H: TryEventHandler<E>> Consume<E> for Fallible<H> {
         // SAFETY: as for `Reader`.
         unsafe { ring.read(sequence, |e| self.0.on_event(e, sequence, eob)) }
             .map_err(Failure::from_error)
+    }
+}
+
+impl<E, H: BatchEventHandler<E>> Consume<E> for BatchReader<H> {
+    const FALLIBLE: bool = false;
+    const WHOLE_BATCH: bool = true;
+
+    fn on_start(&mut self) {
+        self.0.on_start()
+    }
+    fn on_shutdown(&mut self) {
+        self.0.on_shutdown()
+    }
+    fn on_timeout(&mut self, sequence: Sequence) {
+        self.0.on_timeout(sequence)
+    }
+    #[inline]
+    fn on_batch_start(&mut self, _size: u64) {}
+
+    /// One event: a batch of one (the per-event path of a stage whose
+    /// policy retries, skips or dead-letters; and every path under loom).
+    #[inline]
+    unsafe fn consume(
+        &mut self,
+        ring: RingView<'_, E>,
+        sequence: Sequence,
+        _eob: bool,
+    ) -> Result<(), Failure> {
+        // SAFETY: as for `Reader`.
+        unsafe {
+            ring.read(sequence, |e| {
+                self.0
+                    .on_batch(Batch::new(sequence, std::slice::from_ref(e), &[]))
+            })
+        };
+        Ok(())
+    }
+
+    #[cfg(not(loom))]
+    #[inline(always)]
+    unsafe fn consume_range(
+        &mut self,
+        ring: RingView<'_, E>,
+        from: Sequence,
+        to: Sequence,
+        _last: Sequence,
+        progress: &Cell<Sequence>,
+    ) {
+        // SAFETY: the caller's permission for the whole range, which is at
+        // most the ring's capacity.
+        unsafe {
+            ring.read_range(from, to, |head, tail| {
+                self.0.on_batch(Batch::new(from, head, tail))
+            })
+        };
+        progress.set(to);
     }
 }
 
@@ -383,7 +467,11 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 if bus.is_halted() {
                     break;
                 }
-                let chunk_end = available.min(done + HALT_CHECK_EVERY);
+                let chunk_end = if C::WHOLE_BATCH && !per_event {
+                    available
+                } else {
+                    available.min(done + HALT_CHECK_EVERY)
+                };
                 if per_event {
                     for sequence in done + 1..=chunk_end {
                         // SAFETY: as below, for one sequence of the range.
@@ -407,7 +495,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     // descendants, is still below `next`, so no producer
                     // writes these slots meanwhile.
                     unsafe {
-                        consume_range(consumer, ring, done + 1, chunk_end, available, &progress)
+                        consumer.consume_range(ring, done + 1, chunk_end, available, &progress)
                     };
                     done = chunk_end;
                 }
@@ -670,12 +758,13 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     }
 }
 
-/// Hands `from..=to` to the handler; `end_of_batch` is true only at `last`.
+/// Hands `from..=to` to the handler one event at a time; `end_of_batch` is
+/// true only at `last`.
 ///
 /// # Safety
 /// As for [`Consume::consume`], for every sequence of the range.
 #[inline(always)]
-unsafe fn consume_range<E, C: Consume<E>>(
+unsafe fn consume_each<E, C: Consume<E>>(
     consumer: &mut C,
     ring: RingView<'_, E>,
     from: Sequence,

@@ -134,6 +134,42 @@ impl<'a, E> RingView<'a, E> {
         f(unsafe { ptr.deref() })
     }
 
+    /// Runs `f` on the events of `first..=last`, shared, as at most two
+    /// slices in sequence order (the second when the range wraps past the
+    /// end of the ring; empty otherwise).
+    ///
+    /// # Safety
+    /// As for [`RingView::read`], for every sequence of the range, and the
+    /// range is at most `capacity` long.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub(crate) unsafe fn read_range<R>(
+        self,
+        first: Sequence,
+        last: Sequence,
+        f: impl FnOnce(&[E], &[E]) -> R,
+    ) -> R {
+        debug_assert!(first <= last && last - first <= self.mask);
+        let capacity = (self.mask + 1) as usize;
+        let start = (first & self.mask) as usize;
+        let len = (last - first + 1) as usize;
+        let head_len = len.min(capacity - start);
+        // The cells are `repr(transparent)` over `E` (ours over std's, std's
+        // over `E`), so the slots are laid out as `[E]`.
+        let base = self.base.cast::<E>();
+        // SAFETY: `start + head_len <= capacity` and `len - head_len <=
+        // start`, so both runs lie within the ring's slots; the caller's read
+        // permission for the whole range excludes every writer while `f`
+        // runs, and the slices do not outlive it.
+        let (head, tail) = unsafe {
+            (
+                std::slice::from_raw_parts(base.add(start), head_len),
+                std::slice::from_raw_parts(base, len - head_len),
+            )
+        };
+        f(head, tail)
+    }
+
     /// The events of `first..=last`, exclusive, in order.
     ///
     /// # Safety

@@ -1,0 +1,208 @@
+//! Batch handlers: every event exactly once, in order, as slices that wrap
+//! at the end of the ring; behind producers at once, after a mutating stage,
+//! under a retrying policy (batches of one) and when a batch panics.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{bounded, mix, Event, N};
+use ringbus::{Batch, Blocking, FailurePolicy, PublishError, Sequence, ShutdownError, Yielding};
+
+/// What a batch stage saw: every sequence in order, and the batch shapes.
+#[derive(Default)]
+struct Seen {
+    next: Sequence,
+    batches: u64,
+    wrapped: u64,
+    largest: usize,
+    sum: u64,
+}
+
+fn recorder(seen: Arc<Mutex<Seen>>) -> impl FnMut(Batch<'_, Event>) + Send {
+    move |batch: Batch<'_, Event>| {
+        let mut s = seen.lock().unwrap();
+        assert_eq!(
+            batch.first_sequence(),
+            s.next,
+            "batches are contiguous and in order"
+        );
+        assert!(!batch.is_empty());
+        let (head, tail) = batch.as_slices();
+        assert_eq!(head.len() + tail.len(), batch.len());
+        for (seq, e) in batch.iter_with_sequence() {
+            e.verify();
+            s.sum = s.sum.wrapping_add(e.value);
+            let _ = seq;
+        }
+        s.next = batch.last_sequence() + 1;
+        s.batches += 1;
+        s.wrapped += u64::from(!tail.is_empty());
+        s.largest = s.largest.max(batch.len());
+    }
+}
+
+#[test]
+fn a_batch_wrapping_the_ring_comes_as_two_slices_in_order() {
+    bounded(30, || {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut producer = ringbus::single_producer(8, Event::default, Blocking)
+            .handle_batches_with(recorder(Arc::clone(&seen)))
+            .build();
+        producer
+            .batch_publish(6, |slots| slots.for_each(|e| e.set(1)))
+            .unwrap();
+        while seen.lock().unwrap().next < 6 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Sequences 6..=11 are slots 6, 7, 0, 1, 2, 3, published with one
+        // store: one batch, two slices.
+        producer
+            .batch_publish(6, |slots| slots.for_each(|e| e.set(2)))
+            .unwrap();
+        producer.shutdown().unwrap();
+        let s = seen.lock().unwrap();
+        assert_eq!(s.next, 12);
+        assert_eq!(s.sum, 6 + 12);
+        assert!(s.wrapped >= 1, "the second batch wraps");
+    });
+}
+
+#[test]
+fn three_producers_every_event_once_in_order_on_a_ring_that_laps() {
+    let per = N / 4;
+    bounded(60, move || {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let order = Arc::new(Mutex::new([0u64; 3]));
+        let o = Arc::clone(&order);
+        let producer = ringbus::multi_producer(16, Event::default, Yielding::default())
+            .handle_batches_with(recorder(Arc::clone(&seen)))
+            .handle_batches_with(move |batch: Batch<'_, Event>| {
+                let mut next = o.lock().unwrap();
+                for e in batch.iter() {
+                    let p = (e.value >> common::PRODUCER_SHIFT) as usize;
+                    let i = e.value & ((1 << common::PRODUCER_SHIFT) - 1);
+                    assert_eq!(i, next[p], "producer {p}'s order");
+                    next[p] += 1;
+                }
+            })
+            .build();
+        let threads: Vec<_> = (0..3u64)
+            .map(|p| {
+                let producer = producer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        producer.publish(|e| e.set(common::value(p, i))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        producer.shutdown().unwrap();
+        let s = seen.lock().unwrap();
+        assert_eq!(s.next as u64, 3 * per, "none lost or doubled");
+        assert!(s.largest <= 16);
+        let expected = (0..3)
+            .map(|p| common::producer_sum(p, per))
+            .fold(0u64, u64::wrapping_add);
+        assert_eq!(s.sum, expected);
+        assert_eq!(*order.lock().unwrap(), [per; 3]);
+    });
+}
+
+#[test]
+fn a_batch_stage_sees_a_mutating_stage_writes_and_gates_the_stage_after_it() {
+    bounded(30, || {
+        let n = if cfg!(miri) { 200 } else { 20_000 };
+        let after = Arc::new(AtomicU64::new(0));
+        let a = Arc::clone(&after);
+        let batch_done = Arc::new(AtomicU64::new(0));
+        let (b1, b2) = (Arc::clone(&batch_done), Arc::clone(&batch_done));
+        let mut producer = ringbus::single_producer(32, Event::default, Blocking)
+            .mutate_events_with(|e: &mut Event, _: Sequence, _: bool| e.enriched = mix(e.value))
+            .and_then()
+            .handle_batches_with(move |batch: Batch<'_, Event>| {
+                for e in batch.iter() {
+                    assert_eq!(e.enriched, mix(e.value), "the mutating stage's write");
+                }
+                b1.store(batch.last_sequence() as u64 + 1, Ordering::Release);
+            })
+            .and_then()
+            .handle_events_with(move |_: &Event, seq: Sequence, _: bool| {
+                assert!(
+                    b2.load(Ordering::Acquire) > seq as u64,
+                    "seen before the batch stage"
+                );
+                a.fetch_add(1, Ordering::Relaxed);
+            })
+            .build();
+        for i in 0..n {
+            producer.publish(|e| e.set(i)).unwrap();
+        }
+        producer.shutdown().unwrap();
+        assert_eq!(after.load(Ordering::Relaxed), n);
+    });
+}
+
+#[test]
+fn under_a_retrying_policy_a_batch_stage_gets_batches_of_one() {
+    bounded(30, || {
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let a = Arc::clone(&attempts);
+        let mut failed_once = false;
+        let mut producer = ringbus::single_producer(16, Event::default, Blocking)
+            .on_failure(FailurePolicy::skip().retry(2, Duration::ZERO))
+            .handle_batches_with(move |batch: Batch<'_, Event>| {
+                assert_eq!(batch.len(), 1, "per event under a retrying policy");
+                a.lock().unwrap().push(batch.first_sequence());
+                if batch.first_sequence() == 5 && !failed_once {
+                    failed_once = true;
+                    panic!("once");
+                }
+            })
+            .build();
+        producer
+            .batch_publish(10, |slots| slots.for_each(|e| e.set(1)))
+            .unwrap();
+        let report = producer.shutdown().unwrap();
+        assert_eq!(
+            *attempts.lock().unwrap(),
+            [0, 1, 2, 3, 4, 5, 5, 6, 7, 8, 9],
+            "event 5 offered again"
+        );
+        assert_eq!(report.stages[0].retried, 1);
+    });
+}
+
+#[test]
+fn a_panicking_batch_halts_the_bus_without_a_hang() {
+    bounded(30, || {
+        let mut producer = ringbus::single_producer(16, Event::default, Blocking)
+            .handle_batches_with(|batch: Batch<'_, Event>| {
+                if batch.last_sequence() >= 20 {
+                    panic!("bad batch");
+                }
+            })
+            .build();
+        let mut halted = false;
+        for i in 0..10_000 {
+            if let Err(PublishError::Halted) = producer.publish(|e| e.set(i)) {
+                halted = true;
+                break;
+            }
+        }
+        match producer.shutdown() {
+            Err(ShutdownError::StageFailed(report)) => {
+                let failure = report.stages[0].failure.as_ref().unwrap();
+                assert!(failure.is_panic() && failure.to_string().contains("bad batch"));
+                assert!(report.stages[0].processed <= 21);
+            }
+            other => panic!("expected the stage to fail, got {other:?}"),
+        }
+        assert!(halted, "producers are refused once the stage failed");
+    });
+}
