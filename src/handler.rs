@@ -230,7 +230,10 @@ impl<'a, E> Batch<'a, E> {
 
     /// The events in order, each with its sequence.
     pub fn iter_with_sequence(&self) -> impl Iterator<Item = (Sequence, &'a E)> + 'a {
-        (self.first..).zip(self.head.iter().chain(self.tail))
+        let first = self.first;
+        self.iter()
+            .enumerate()
+            .map(move |(i, e)| (first + i as Sequence, e))
     }
 }
 
@@ -241,9 +244,11 @@ impl<'a, E> Batch<'a, E> {
 /// [`handle_batches_with`](crate::Builder::handle_batches_with); closures
 /// `FnMut(Batch<'_, E>)` are batch handlers.
 ///
-/// A stage with a failure policy other than halt hands its events over one
-/// at a time (batches of one), so that a retry, skip or dead letter is per
-/// event.
+/// A stage with any failure policy but a plain halt without retries hands
+/// its events over one at a time (batches of one), so that a retry, skip or
+/// dead letter is per event. A batch that panics under the plain halt
+/// releases none of its events to the stages after it. A halt takes effect
+/// between batches.
 ///
 /// ```
 /// use ringbus::{Batch, Blocking};

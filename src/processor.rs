@@ -121,8 +121,9 @@ impl ShutdownReport {
 
     /// Takes back the handler of stage `index` (in the order stages were
     /// added), with its final state: for handlers added by value with
-    /// `handle_events_with`, `mutate_events_with` or `try_handle_events_with`
-    /// that ended without a panic. `None` for other stages, a wrong type `H`,
+    /// `handle_events_with`, `mutate_events_with`, `try_handle_events_with`
+    /// or `handle_batches_with` that ended without a panic (and the journal
+    /// stage's writer). `None` for other stages, a wrong type `H`,
     /// or a second call.
     pub fn take_handler<H: 'static>(&mut self, index: usize) -> Option<H> {
         let state = self.states.get_mut(index)?.take()?;
@@ -291,7 +292,9 @@ impl<E, H: TryEventHandler<E>> Consume<E> for Fallible<H> {
 
 impl<E, H: BatchEventHandler<E>> Consume<E> for BatchReader<H> {
     const FALLIBLE: bool = false;
-    const WHOLE_BATCH: bool = true;
+    // Under loom the slice view is compiled out and events go one at a
+    // time: keep the halt checks between chunks there too.
+    const WHOLE_BATCH: bool = !cfg!(loom);
 
     fn on_start(&mut self) {
         self.0.on_start()
@@ -463,7 +466,8 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             let mut failure = None;
             while done < available {
                 // A halt stops the stage within a chunk, not at the end of a
-                // batch that may span the whole ring.
+                // batch that may span the whole ring (a `WHOLE_BATCH`
+                // consumer is checked between batches).
                 if bus.is_halted() {
                     break;
                 }
@@ -788,8 +792,9 @@ unsafe fn consume_each<E, C: Consume<E>>(
 }
 
 /// On a panic through the stage loop, publishes the stage's progress up to
-/// the event before the one that panicked, so the stages after it get every
-/// event this stage finished (then see it failed and stop).
+/// the event before the one that panicked (or before the batch that
+/// panicked, for a batch handler), so the stages after it get every event
+/// this stage finished (then see it failed and stop).
 struct ReleaseOnUnwind<'a> {
     cell: &'a StageCell,
     progress: &'a Cell<Sequence>,

@@ -35,7 +35,11 @@ fn recorder(seen: Arc<Mutex<Seen>>) -> impl FnMut(Batch<'_, Event>) + Send {
         for (seq, e) in batch.iter_with_sequence() {
             e.verify();
             s.sum = s.sum.wrapping_add(e.value);
-            let _ = seq;
+            // `enriched` carries the sequence where a test wrote it there.
+            assert!(
+                e.enriched == 0 || e.enriched == seq as u64 + 1,
+                "event {seq} in its place"
+            );
         }
         s.next = batch.last_sequence() + 1;
         s.batches += 1;
@@ -51,17 +55,22 @@ fn a_batch_wrapping_the_ring_comes_as_two_slices_in_order() {
         let mut producer = ringbus::single_producer(8, Event::default, Blocking)
             .handle_batches_with(recorder(Arc::clone(&seen)))
             .build();
-        producer
-            .batch_publish(6, |slots| slots.for_each(|e| e.set(1)))
-            .unwrap();
+        let write = |slots: ringbus::Slots<'_, Event>, value: u64| {
+            let mut slots = slots;
+            loop {
+                let seq = slots.next_sequence();
+                let Some(e) = slots.next() else { break };
+                e.set(value);
+                e.enriched = seq as u64 + 1;
+            }
+        };
+        producer.batch_publish(6, |slots| write(slots, 1)).unwrap();
         while seen.lock().unwrap().next < 6 {
             std::thread::sleep(Duration::from_millis(1));
         }
         // Sequences 6..=11 are slots 6, 7, 0, 1, 2, 3, published with one
         // store: one batch, two slices.
-        producer
-            .batch_publish(6, |slots| slots.for_each(|e| e.set(2)))
-            .unwrap();
+        producer.batch_publish(6, |slots| write(slots, 2)).unwrap();
         producer.shutdown().unwrap();
         let s = seen.lock().unwrap();
         assert_eq!(s.next, 12);
@@ -181,9 +190,12 @@ fn under_a_retrying_policy_a_batch_stage_gets_batches_of_one() {
 #[test]
 fn a_panicking_batch_halts_the_bus_without_a_hang() {
     bounded(30, || {
+        let failed_at = Arc::new(AtomicU64::new(u64::MAX));
+        let f = Arc::clone(&failed_at);
         let mut producer = ringbus::single_producer(16, Event::default, Blocking)
-            .handle_batches_with(|batch: Batch<'_, Event>| {
+            .handle_batches_with(move |batch: Batch<'_, Event>| {
                 if batch.last_sequence() >= 20 {
+                    f.store(batch.first_sequence() as u64, Ordering::Relaxed);
                     panic!("bad batch");
                 }
             })
@@ -199,7 +211,11 @@ fn a_panicking_batch_halts_the_bus_without_a_hang() {
             Err(ShutdownError::StageFailed(report)) => {
                 let failure = report.stages[0].failure.as_ref().unwrap();
                 assert!(failure.is_panic() && failure.to_string().contains("bad batch"));
-                assert!(report.stages[0].processed <= 21);
+                assert_eq!(
+                    report.stages[0].processed,
+                    failed_at.load(Ordering::Relaxed),
+                    "none of the failing batch is released"
+                );
             }
             other => panic!("expected the stage to fail, got {other:?}"),
         }
