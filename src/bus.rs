@@ -309,6 +309,26 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.strategy.wait(&self.signal, deadline, poll)
     }
 
+    /// The async form of `wait_for_free` for a producer that has claimed
+    /// nothing (feature `async`): ready with the gating minimum once room
+    /// for `last` is there, else `waker` is registered with the signal.
+    #[cfg(feature = "async")]
+    pub(crate) fn register_for_free(
+        &self,
+        waker: &std::task::Waker,
+        last: Sequence,
+        before: Sequence,
+    ) -> std::task::Poll<Result<Sequence, Interrupt>> {
+        let wrap_point = last - self.capacity();
+        self.signal.register(waker, || {
+            if self.is_halted() || self.refuses_producers() {
+                return Err(Interrupt::Halted);
+            }
+            let min = self.min_gating_of(before, false);
+            Ok((min >= wrap_point).then_some(min))
+        })
+    }
+
     /// A napping strategy's producer facing a full ring yields first; see
     /// "A producer facing a full ring yields first" on [`Blocking`]. `None`:
     /// no room within the phase (now shorter for the next producer); wait

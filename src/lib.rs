@@ -108,6 +108,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `serde` | off | `Serialize`/`Deserialize` for [`MetricsSnapshot`]; the `config` module (bus descriptions) |
+//! | `async` | off | `publish_async`, `batch_publish_async`, `shutdown_async` on the producers and `poll_async`, `into_stream` (a `Stream`) on pollers, for a bus whose wait strategy is [`Blocking`]; no runtime dependency (adds `futures-core`) |
 //! | `journal` | off | the `journal` module: durable segment files, a durable cursor, replay (implies `serde`; adds postcard and crc32c) |
 //!
 //! Without features the crate depends on `crossbeam-utils` and
@@ -152,12 +153,16 @@ pub use handler::{Batch, BatchEventHandler, EventHandler, EventHandlerMut, TryEv
 #[doc(hidden)]
 pub use loom::stats as __loom_stats;
 pub use metrics::{Metrics, MetricsSnapshot, StageMetrics};
+#[cfg(feature = "async")]
+pub use poller::EventStream;
 pub use poller::{EventPoller, PollError, Subscription};
 pub use processor::{ShutdownReport, StageReport};
 pub use producer::{MultiProducer, Producer, SingleProducer};
 pub use ring_buffer::Slots;
 pub use sequence::Sequence;
 pub use sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
+#[cfg(feature = "async")]
+pub use wait_strategy::AsyncWait;
 pub use wait_strategy::{
     AnyStrategy, Blocking, BusySpin, BusySpinWithHint, Fallback, PhasedBackoff, Sleeping,
     WaitStrategy, Yielding,

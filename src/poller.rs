@@ -373,3 +373,168 @@ where
         thread: Some(thread),
     })
 }
+
+#[cfg(feature = "async")]
+impl<E, S, W> EventPoller<E, S, W>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: crate::wait_strategy::AsyncWait,
+{
+    /// Like [`poll_wait`](EventPoller::poll_wait), but awaits the first
+    /// event instead of blocking the thread (feature `async`): the task is
+    /// woken by the publish that makes events available. Cancel-safe: a
+    /// future dropped before it completed handled nothing.
+    ///
+    /// # Errors
+    /// As for [`poll`](EventPoller::poll).
+    pub async fn poll_async(
+        &mut self,
+        limit: usize,
+        f: impl FnMut(&E, Sequence, bool),
+    ) -> Result<usize, PollError> {
+        let next = self.sequence() + 1;
+        let available = match self.check(next)? {
+            Some(available) => available,
+            None => {
+                let bus = Arc::clone(&self.bus);
+                std::future::poll_fn(|cx| {
+                    bus.signal
+                        .register(cx.waker(), || self.check(next).map_err(to_interrupt))
+                })
+                .await
+                .map_err(from_interrupt)?
+            }
+        };
+        Ok(self.handle(next, available, limit, f))
+    }
+
+    /// This poller as a [`Stream`](futures_core::Stream) of `map(&event)`
+    /// (feature `async`), for `select!` and `StreamExt`. It takes up to
+    /// `batch` events at a time into a buffer (committing them, so the
+    /// producers may reuse their slots) and yields them one by one; items
+    /// still buffered when the stream is dropped are lost to this
+    /// subscriber. The stream ends after the last event once the producers
+    /// are gone; on a halted bus it yields `Err(PollError::Halted)`, then
+    /// ends. Dropping it unsubscribes, as for the poller.
+    pub fn into_stream<T, F>(self, batch: usize, map: F) -> EventStream<E, S, W, T, F>
+    where
+        F: FnMut(&E) -> T,
+    {
+        EventStream {
+            poller: self,
+            map,
+            buffer: std::collections::VecDeque::with_capacity(batch.max(1)),
+            batch: batch.max(1),
+            done: false,
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+fn from_interrupt(i: Interrupt) -> PollError {
+    match i {
+        Interrupt::Closed => PollError::Closed,
+        Interrupt::Halted => PollError::Halted,
+        Interrupt::Timeout => PollError::Timeout,
+    }
+}
+
+/// An [`EventPoller`] as a [`Stream`](futures_core::Stream) of mapped,
+/// owned items; made by [`EventPoller::into_stream`] (feature `async`).
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+#[must_use = "a stream does nothing unless polled; dropping it unsubscribes"]
+pub struct EventStream<E, S, W, T, F>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    poller: EventPoller<E, S, W>,
+    map: F,
+    buffer: std::collections::VecDeque<T>,
+    batch: usize,
+    done: bool,
+}
+
+#[cfg(feature = "async")]
+impl<E, S, W, T, F> std::fmt::Debug for EventStream<E, S, W, T, F>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("sequence", &self.poller.sequence())
+            .field("buffered", &self.buffer.len())
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+// No field is pinned structurally (the stream only ever takes `&mut` of
+// them), so the stream may move whatever `T` and `F` are.
+#[cfg(feature = "async")]
+impl<E, S, W, T, F> Unpin for EventStream<E, S, W, T, F>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+}
+
+#[cfg(feature = "async")]
+impl<E, S, W, T, F> futures_core::Stream for EventStream<E, S, W, T, F>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: crate::wait_strategy::AsyncWait,
+    F: FnMut(&E) -> T,
+{
+    type Item = Result<T, PollError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Some(item) = this.buffer.pop_front() {
+            return Poll::Ready(Some(Ok(item)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let poller = &mut this.poller;
+        let next = poller.sequence() + 1;
+        let found = match poller.check(next) {
+            Ok(Some(available)) => Poll::Ready(Ok(available)),
+            Ok(None) => {
+                let bus = Arc::clone(&poller.bus);
+                bus.signal
+                    .register(cx.waker(), || poller.check(next).map_err(to_interrupt))
+            }
+            Err(e) => Poll::Ready(Err(to_interrupt(e))),
+        };
+        match found {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(available)) => {
+                let (buffer, map) = (&mut this.buffer, &mut this.map);
+                poller.handle(next, available, this.batch, |e, _, _| {
+                    buffer.push_back(map(e))
+                });
+                Poll::Ready(this.buffer.pop_front().map(Ok))
+            }
+            Poll::Ready(Err(Interrupt::Halted)) => {
+                this.done = true;
+                Poll::Ready(Some(Err(PollError::Halted)))
+            }
+            Poll::Ready(Err(_)) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+        }
+    }
+}

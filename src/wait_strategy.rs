@@ -64,7 +64,9 @@ pub type PollResult<T> = Result<Option<T>, Interrupt>;
 /// The parking place shared by every thread of one bus.
 pub struct Signal {
     sleeping: CachePadded<AtomicBool>,
-    lock: Mutex<()>,
+    /// Guards parking; holds the wakers of async tasks waiting the same way
+    /// (feature `async`): woken, and dropped, by every `notify_all`.
+    lock: Mutex<Vec<std::task::Waker>>,
     condvar: Condvar,
 }
 
@@ -86,7 +88,7 @@ impl Signal {
     pub(crate) fn new() -> Self {
         Self {
             sleeping: CachePadded::new(AtomicBool::new(false)),
-            lock: Mutex::new(()),
+            lock: Mutex::new(Vec::new()),
             condvar: Condvar::new(),
         }
     }
@@ -104,8 +106,45 @@ impl Signal {
 
     /// Wakes every parked thread, unconditionally (close and halt).
     pub(crate) fn notify_all(&self) {
-        let _guard = loom::lock(&self.lock);
+        let mut guard = loom::lock(&self.lock);
         self.condvar.notify_all();
+        if guard.is_empty() {
+            return;
+        }
+        let wakers = std::mem::take(&mut *guard);
+        drop(guard);
+        // Outside the lock: a waker may run its task on this thread.
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// The async form of [`park`](Signal::park) (feature `async`): polls
+    /// once under the same protocol, and if the poll fails registers
+    /// `waker`, to be woken by the next `notify_all`. The flag is set and
+    /// the waker stored under the lock, as a parked thread does from setting
+    /// the flag until it waits, so the same argument shows no wake-up is
+    /// lost (see the module docs).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn register<T>(
+        &self,
+        waker: &std::task::Waker,
+        mut poll: impl FnMut() -> PollResult<T>,
+    ) -> std::task::Poll<Result<T, Interrupt>> {
+        use std::task::Poll;
+        let mut guard = loom::lock(&self.lock);
+        // AcqRel: as in `park`.
+        self.sleeping.swap(true, loom::parking_order());
+        match poll() {
+            Ok(Some(value)) => Poll::Ready(Ok(value)),
+            Err(interrupt) => Poll::Ready(Err(interrupt)),
+            Ok(None) => {
+                if !guard.iter().any(|w| w.will_wake(waker)) {
+                    guard.push(waker.clone());
+                }
+                Poll::Pending
+            }
+        }
     }
 
     /// Parks until `poll` answers; see the module docs for the protocol.
@@ -493,6 +532,19 @@ impl sealed::Sealed for Blocking {
     const NAPS: bool = true;
 }
 impl WaitStrategy for Blocking {}
+
+/// A wait strategy async tasks can wait with (feature `async`): one whose
+/// producers and stages signal their progress, so that an awaiting task is
+/// woken instead of polled. [`Blocking`] is one: a task registers its waker
+/// where a thread would park, and a publisher pays for waking it only while
+/// someone waits (the same one atomic swap as otherwise). Spinning or
+/// napping strategies signal nothing, so they are not.
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub trait AsyncWait: WaitStrategy {}
+
+#[cfg(feature = "async")]
+impl AsyncWait for Blocking {}
 
 /// What [`PhasedBackoff`] does once spinning and yielding ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 mod api;
+#[cfg(feature = "async")]
+mod awaiting;
 #[cfg(feature = "serde")]
 pub(crate) use api::sealed;
 pub use api::Producer;

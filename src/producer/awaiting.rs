@@ -1,0 +1,240 @@
+//! Publishing and shutting down from async code (feature `async`): the
+//! producers' futures. A future waits where a thread would park (the bus's
+//! [`Signal`](crate::wait_strategy::Signal)), so no executor thread blocks;
+//! no runtime is needed.
+
+use std::future::{poll_fn, Future};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Poll, Waker};
+
+use super::{MultiProducer, SingleProducer};
+use crate::error::{PublishError, TryPublishError};
+use crate::processor::ShutdownReport;
+use crate::ring_buffer::Slots;
+use crate::sequence::Sequence;
+use crate::wait_strategy::{AsyncWait, Interrupt};
+use crate::ShutdownError;
+
+/// The error a blocking publish would have given for a refusal.
+fn refused(e: TryPublishError) -> PublishError {
+    match e {
+        TryPublishError::Closed => PublishError::Closed,
+        TryPublishError::BatchTooLarge {
+            requested,
+            capacity,
+        } => PublishError::BatchTooLarge {
+            requested,
+            capacity,
+        },
+        _ => PublishError::Halted,
+    }
+}
+
+fn interrupted(i: Interrupt) -> PublishError {
+    match i {
+        Interrupt::Closed => PublishError::Closed,
+        _ => PublishError::Halted,
+    }
+}
+
+/// Publishes with `try_publish` until it is not full, awaiting room in
+/// between; `try_publish` takes `f` only when it claims, so a future
+/// dropped while it waits has claimed nothing.
+macro_rules! publish_async_body {
+    ($self:ident, $n:expr, $try:expr, $f:ident) => {{
+        let mut $f = Some($f);
+        loop {
+            match $try {
+                Ok(sequence) => return Ok(sequence),
+                Err(TryPublishError::Full { .. }) => {}
+                Err(e) => return Err(refused(e)),
+            }
+            let before = $self.cursor();
+            let bus = &$self.bus;
+            poll_fn(|cx| bus.register_for_free(cx.waker(), before + $n, before))
+                .await
+                .map_err(interrupted)?;
+        }
+    }};
+}
+
+impl<E, W> SingleProducer<E, W>
+where
+    E: Send + Sync + 'static,
+    W: AsyncWait,
+{
+    /// Like [`publish`](SingleProducer::publish), but awaits room on a full
+    /// ring instead of blocking the thread (feature `async`).
+    ///
+    /// Cancel-safe: a future dropped before it completed claimed nothing
+    /// and did not call `f`.
+    ///
+    /// ```
+    /// # futures_lite_block_on(async {
+    /// use ringbus::{Blocking, Sequence};
+    /// let mut producer = ringbus::single_producer(4, || 0u64, Blocking)
+    ///     .handle_events_with(|_: &u64, _: Sequence, _: bool| {})
+    ///     .build();
+    /// for i in 0..100 {
+    ///     producer.publish_async(|e| *e = i).await.unwrap();
+    /// }
+    /// producer.shutdown_async().await.unwrap();
+    /// # });
+    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`publish`](SingleProducer::publish).
+    pub async fn publish_async(
+        &mut self,
+        f: impl FnOnce(&mut E),
+    ) -> Result<Sequence, PublishError> {
+        publish_async_body!(
+            self,
+            1,
+            self.try_publish(|e| if let Some(f) = f.take() {
+                f(e)
+            }),
+            f
+        )
+    }
+
+    /// Like [`batch_publish`](SingleProducer::batch_publish), awaiting room
+    /// (feature `async`); cancel-safe as
+    /// [`publish_async`](SingleProducer::publish_async).
+    ///
+    /// # Errors
+    /// As for [`batch_publish`](SingleProducer::batch_publish).
+    pub async fn batch_publish_async(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, PublishError> {
+        publish_async_body!(
+            self,
+            n as Sequence,
+            self.try_batch_publish(n, |slots| if let Some(f) = f.take() {
+                f(slots)
+            }),
+            f
+        )
+    }
+
+    /// Like [`shutdown`](SingleProducer::shutdown), awaited: the drain and
+    /// the join run on a helper thread, so no executor thread blocks
+    /// (feature `async`). Dropping the future does not stop the shutdown.
+    ///
+    /// # Errors
+    /// As for [`shutdown`](SingleProducer::shutdown).
+    pub fn shutdown_async(
+        self,
+    ) -> impl Future<Output = Result<ShutdownReport, ShutdownError>> + Send + 'static {
+        off_thread(move || self.shutdown())
+    }
+}
+
+impl<E, W> MultiProducer<E, W>
+where
+    E: Send + Sync + 'static,
+    W: AsyncWait,
+{
+    /// Like [`publish`](MultiProducer::publish), but awaits room on a full
+    /// ring instead of blocking the thread (feature `async`). Cancel-safe:
+    /// a future dropped before it completed claimed nothing.
+    ///
+    /// # Errors
+    /// As for [`publish`](MultiProducer::publish).
+    pub async fn publish_async(&self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
+        publish_async_body!(
+            self,
+            1,
+            self.try_publish(|e| if let Some(f) = f.take() {
+                f(e)
+            }),
+            f
+        )
+    }
+
+    /// Like [`batch_publish`](MultiProducer::batch_publish), awaiting room
+    /// (feature `async`); cancel-safe.
+    ///
+    /// # Errors
+    /// As for [`batch_publish`](MultiProducer::batch_publish).
+    pub async fn batch_publish_async(
+        &self,
+        n: usize,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, PublishError> {
+        publish_async_body!(
+            self,
+            n as Sequence,
+            self.try_batch_publish(n, |slots| if let Some(f) = f.take() {
+                f(slots)
+            }),
+            f
+        )
+    }
+
+    /// Like [`shutdown`](MultiProducer::shutdown), awaited on a helper
+    /// thread (feature `async`).
+    ///
+    /// # Errors
+    /// As for [`shutdown`](MultiProducer::shutdown).
+    pub fn shutdown_async(
+        self,
+    ) -> impl Future<Output = Result<ShutdownReport, ShutdownError>> + Send + 'static {
+        off_thread(move || self.shutdown())
+    }
+}
+
+/// Runs `work` on a helper thread and completes with its result. If the
+/// thread cannot be started, `work` runs when the future is first polled
+/// (blocking that poll: the only way left to keep the result).
+fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = T> + Send + 'static {
+    struct Slot<T> {
+        result: Option<T>,
+        waker: Option<Waker>,
+    }
+    let slot = Arc::new(Mutex::new(Slot {
+        result: None,
+        waker: None,
+    }));
+    let theirs = Arc::clone(&slot);
+    let work = Arc::new(Mutex::new(Some(work)));
+    let spare = Arc::clone(&work);
+    let spawned = std::thread::Builder::new()
+        .name("ringbus-shutdown".into())
+        .spawn(move || {
+            let work = spare.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(work) = work {
+                let result = work();
+                let mut slot = theirs.lock().unwrap_or_else(PoisonError::into_inner);
+                slot.result = Some(result);
+                if let Some(waker) = slot.waker.take() {
+                    drop(slot);
+                    waker.wake();
+                }
+            }
+        })
+        .is_ok();
+    poll_fn(move |cx| {
+        if !spawned {
+            let work = work.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(work) = work {
+                return Poll::Ready(work());
+            }
+        }
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match slot.result.take() {
+            Some(result) => Poll::Ready(result),
+            None => {
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+}

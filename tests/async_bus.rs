@@ -1,0 +1,281 @@
+//! Async publishing, polling, streams and shutdown (feature `async`), under
+//! a current-thread and a multi-threaded tokio runtime: nothing lost or
+//! doubled, per-producer order, cancellation at each await point, halted
+//! and closed buses, and no blocking call on an executor thread (on a
+//! current-thread runtime producer and consumer tasks share one thread, so
+//! one blocking wait would hang the test).
+#![cfg(feature = "async")]
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{bounded, Event};
+use ringbus::{Blocking, PollError, PublishError, Sequence};
+use tokio_stream::StreamExt;
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+const N: u64 = if cfg!(miri) { 200 } else { 20_000 };
+
+/// Three producer tasks and one poller task on a ring of 4 that laps: every
+/// event once, each producer's in order.
+fn producers_and_a_poller(runtime: tokio::runtime::Runtime) {
+    runtime.block_on(async {
+        let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
+        let mut poller = producer.subscribe().unwrap();
+        let consumer = tokio::spawn(async move {
+            let mut next = [0u64; 3];
+            let mut count = 0u64;
+            loop {
+                let polled = poller
+                    .poll_async(16, |e: &Event, _: Sequence, _: bool| {
+                        e.verify();
+                        let p = (e.value >> common::PRODUCER_SHIFT) as usize;
+                        assert_eq!(e.value & ((1 << common::PRODUCER_SHIFT) - 1), next[p]);
+                        next[p] += 1;
+                        count += 1;
+                    })
+                    .await;
+                match polled {
+                    Ok(_) => {}
+                    Err(PollError::Closed) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (count, next)
+        });
+        let tasks: Vec<_> = (0..3u64)
+            .map(|p| {
+                let producer = producer.clone();
+                tokio::spawn(async move {
+                    for i in 0..N {
+                        producer
+                            .publish_async(|e| e.set(common::value(p, i)))
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        producer.shutdown_async().await.unwrap();
+        let (count, next) = consumer.await.unwrap();
+        assert_eq!(count, 3 * N);
+        assert_eq!(next, [N; 3]);
+    });
+}
+
+#[test]
+fn producer_and_poller_tasks_on_a_current_thread_runtime() {
+    bounded(60, || producers_and_a_poller(current_thread()));
+}
+
+#[test]
+fn producer_and_poller_tasks_on_a_multi_threaded_runtime() {
+    bounded(60, || producers_and_a_poller(multi_thread()));
+}
+
+#[test]
+fn a_stage_thread_and_batch_publishing_tasks_with_an_awaited_shutdown() {
+    bounded(60, || {
+        current_thread().block_on(async {
+            let sum = Arc::new(AtomicU64::new(0));
+            let s = Arc::clone(&sum);
+            let mut producer = ringbus::single_producer(8, Event::default, Blocking)
+                .handle_events_with(move |e: &Event, _: Sequence, _: bool| {
+                    s.fetch_add(e.value, Ordering::Relaxed);
+                })
+                .build();
+            let mut expected = 0;
+            for b in 0..N / 4 {
+                producer
+                    .batch_publish_async(4, |slots| {
+                        for (i, e) in slots.enumerate() {
+                            e.set(b * 4 + i as u64);
+                        }
+                    })
+                    .await
+                    .unwrap();
+                expected += (0..4).map(|i| b * 4 + i).sum::<u64>();
+            }
+            let report = producer.shutdown_async().await.unwrap();
+            assert_eq!(report.stages[0].processed, N / 4 * 4);
+            assert_eq!(sum.load(Ordering::Relaxed), expected);
+        });
+    });
+}
+
+#[test]
+fn a_publish_cancelled_while_waiting_for_room_claims_nothing() {
+    bounded(30, || {
+        current_thread().block_on(async {
+            let mut producer = ringbus::single_producer(4, Event::default, Blocking).build();
+            let mut poller = producer.subscribe().unwrap();
+            for i in 0..4 {
+                producer.publish_async(|e| e.set(i)).await.unwrap();
+            }
+            // Full: the fifth waits for room, and is dropped while waiting.
+            let mut called = false;
+            let waited = tokio::time::timeout(
+                Duration::from_millis(20),
+                producer.publish_async(|e| {
+                    called = true;
+                    e.set(99);
+                }),
+            )
+            .await;
+            assert!(waited.is_err(), "the ring was full");
+            assert!(!called, "a cancelled publish wrote nothing");
+            assert_eq!(producer.cursor(), 3, "and claimed nothing");
+            // A poll cancelled before events arrive handles nothing either.
+            let mut seen = Vec::new();
+            poller
+                .poll_async(2, |e: &Event, _: Sequence, _: bool| seen.push(e.value))
+                .await
+                .unwrap();
+            assert_eq!(seen, [0, 1]);
+            producer.publish_async(|e| e.set(4)).await.unwrap();
+            let mut rest = Vec::new();
+            while rest.len() < 3 {
+                poller
+                    .poll_async(8, |e: &Event, _: Sequence, _: bool| rest.push(e.value))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(rest, [2, 3, 4], "nothing lost, nothing doubled");
+            let idle = tokio::time::timeout(
+                Duration::from_millis(20),
+                poller.poll_async(8, |_: &Event, _: Sequence, _: bool| {
+                    panic!("nothing published")
+                }),
+            )
+            .await;
+            assert!(idle.is_err());
+            producer.publish_async(|e| e.set(5)).await.unwrap();
+            let mut last = Vec::new();
+            poller
+                .poll_async(8, |e: &Event, _: Sequence, _: bool| last.push(e.value))
+                .await
+                .unwrap();
+            assert_eq!(last, [5]);
+        });
+    });
+}
+
+#[test]
+fn a_stream_of_owned_events_ends_when_the_producers_are_gone() {
+    bounded(30, || {
+        multi_thread().block_on(async {
+            let producer = ringbus::multi_producer(16, Event::default, Blocking).build();
+            let stream = producer
+                .subscribe()
+                .unwrap()
+                .into_stream(8, |e: &Event| e.value);
+            let reader = tokio::spawn(async move {
+                let values: Vec<u64> = stream.map(|r| r.unwrap()).collect().await;
+                values
+            });
+            for i in 0..N {
+                producer.publish_async(|e| e.set(i)).await.unwrap();
+            }
+            producer.shutdown_async().await.unwrap();
+            let values = reader.await.unwrap();
+            assert_eq!(values, (0..N).collect::<Vec<_>>());
+        });
+    });
+}
+
+#[test]
+fn a_stream_in_select_with_a_timer() {
+    bounded(30, || {
+        current_thread().block_on(async {
+            let mut producer = ringbus::single_producer(8, Event::default, Blocking).build();
+            let mut stream = producer
+                .subscribe()
+                .unwrap()
+                .into_stream(4, |e: &Event| e.value);
+            let mut got = Vec::new();
+            let mut ticks = 0;
+            let mut next = 0;
+            while got.len() < 10 {
+                tokio::select! {
+                    item = stream.next() => got.push(item.unwrap().unwrap()),
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {
+                        ticks += 1;
+                        producer.publish_async(|e| e.set(next)).await.unwrap();
+                        next += 1;
+                    }
+                }
+            }
+            assert_eq!(got, (0..10).collect::<Vec<_>>());
+            assert!(ticks >= 10);
+        });
+    });
+}
+
+#[test]
+fn a_halted_bus_answers_awaiting_producers_and_pollers() {
+    bounded(30, || {
+        multi_thread().block_on(async {
+            let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
+            let mut poller = producer.subscribe().unwrap();
+            let stream = producer
+                .subscribe()
+                .unwrap()
+                .into_stream(4, |e: &Event| e.value);
+            for i in 0..4 {
+                producer.publish_async(|e| e.set(i)).await.unwrap();
+            }
+            // A publisher waiting for room and a poller of a drained bus
+            // are both woken by the halt.
+            let waiting = {
+                let producer = producer.clone();
+                tokio::spawn(async move { producer.publish_async(|e| e.set(9)).await })
+            };
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            producer.halt();
+            assert_eq!(waiting.await.unwrap(), Err(PublishError::Halted));
+            // What was published before the halt may still be read (as
+            // with `poll`); then the poller hears of the halt.
+            let mut read = 0;
+            let end = loop {
+                match poller
+                    .poll_async(8, |_: &Event, _: Sequence, _: bool| {})
+                    .await
+                {
+                    Ok(n) => read += n,
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(end, PollError::Halted);
+            assert!(read <= 4);
+            let items: Vec<_> = stream.collect().await;
+            assert!(
+                matches!(items.last(), Some(Err(PollError::Halted))),
+                "{items:?}"
+            );
+            assert_eq!(
+                producer.publish_async(|_| {}).await,
+                Err(PublishError::Halted)
+            );
+        });
+    });
+}
