@@ -11,14 +11,15 @@ declare -A MODELS=(
     [stage]="wrap_around_never_overwrites_an_unread_slot downstream_stage_sees_the_mutating_stage_writes"
     [available]="two_producers_lose_nothing_and_keep_their_order"
     [gating_cache]="producers_sharing_the_gating_cache_never_overwrite_unread_slots"
-    [fence]="blocking_strategy_loses_no_wake_up"
+    [fence]="blocking_strategy_loses_no_wake_up awaiting_poller_is_woken_by_a_publish awaiting_publisher_is_woken_by_a_poller"
     [limit_default]="poller_joining_while_the_producer_wraps"
     [work_claim]="work_pool_hands_each_event_to_exactly_one_worker"
     [pool_scan]="work_pool_behind_two_producers_reads_only_published_slots"
     [join_point]="poller_joining_behind_a_limited_poll_misses_nothing"
+    [waker_lock]="awaiting_poller_is_woken_by_a_publish awaiting_publisher_is_woken_by_a_poller awaiting_poller_is_woken_by_shutdown"
 )
 status=0
-for knob in cursor stage available gating_cache fence limit_default work_claim pool_scan join_point; do
+for knob in cursor stage available gating_cache fence limit_default work_claim pool_scan join_point waker_lock; do
     for model in ${MODELS[$knob]}; do
         log=$(mktemp)
         if LOOM_EXTRA_RUSTFLAGS="--cfg ringbus_weaken=\"$knob\"" \

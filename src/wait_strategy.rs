@@ -139,6 +139,15 @@ impl Signal {
             Ok(Some(value)) => Poll::Ready(Ok(value)),
             Err(interrupt) => Poll::Ready(Err(interrupt)),
             Ok(None) => {
+                #[cfg(loom)]
+                loom::stats::count_park();
+                // Knob `waker_lock`: store the waker under a second lock
+                // taken after the poll, leaving a gap a wake can fall into
+                // (to show the loom models of the async waits catch it).
+                if cfg!(ringbus_weaken = "waker_lock") {
+                    drop(guard);
+                    guard = loom::lock(&self.lock);
+                }
                 if !guard.iter().any(|w| w.will_wake(waker)) {
                     guard.push(waker.clone());
                 }

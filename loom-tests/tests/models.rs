@@ -13,7 +13,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use loom_tests::{in_order, Ev, Reached};
-use ringbus::{Blocking, BusySpin, PublishError, Sequence, TryPublishError};
+use ringbus::{Blocking, BusySpin, PollError, PublishError, Sequence, TryPublishError};
 
 /// Model 1: Single producer, one stage. Forbidden: the stage reading a slot before
 /// the producer's write of it is visible (loom reports the racing cell access,
@@ -519,4 +519,84 @@ fn poller_joining_behind_a_limited_poll_misses_nothing() {
         }
     });
     JOINED_LATE.assert_reached("B joined after the producer had published");
+}
+
+/// Model 12 (feature `async`): a task awaiting events (`poll_async`) is
+/// woken by the publish that makes them available. Its waker is registered
+/// where a thread would park; a lost wake-up leaves the awaiting thread
+/// blocked forever (loom reports the deadlock).
+#[test]
+fn awaiting_poller_is_woken_by_a_publish() {
+    let parks_before = ringbus::__loom_stats::parks();
+    loom::model(|| {
+        let mut producer = ringbus::single_producer(2, Ev::default, Blocking).build();
+        let mut poller = producer.subscribe().unwrap();
+        let consumer = thread::spawn(move || {
+            let mut seen = 0;
+            while seen < 2 {
+                let polled = loom::future::block_on(
+                    poller.poll_async(2, |e: &Ev, _: Sequence, _: bool| e.verify()),
+                );
+                seen += polled.unwrap();
+            }
+        });
+        producer.publish(|e| e.set(1)).unwrap();
+        producer.publish(|e| e.set(2)).unwrap();
+        consumer.join().unwrap();
+    });
+    let parks = ringbus::__loom_stats::parks() - parks_before;
+    assert!(parks > 0, "no task ever waited: the model explored nothing");
+    println!("tasks waited {parks} times across all executions");
+}
+
+/// Model 13 (feature `async`): a task awaiting room on a full ring of 1
+/// (`publish_async`) is woken by the poller that frees it.
+#[test]
+fn awaiting_publisher_is_woken_by_a_poller() {
+    let parks_before = ringbus::__loom_stats::parks();
+    loom::model(|| {
+        let mut producer = ringbus::single_producer(1, Ev::default, Blocking).build();
+        let mut poller = producer.subscribe().unwrap();
+        producer.publish(|e| e.set(1)).unwrap();
+        let consumer = thread::spawn(move || {
+            let mut seen = 0;
+            while seen < 2 {
+                let polled = loom::future::block_on(
+                    poller.poll_async(1, |e: &Ev, _: Sequence, _: bool| e.verify()),
+                );
+                seen += polled.unwrap();
+            }
+        });
+        loom::future::block_on(producer.publish_async(|e| e.set(2))).unwrap();
+        consumer.join().unwrap();
+    });
+    let parks = ringbus::__loom_stats::parks() - parks_before;
+    assert!(parks > 0, "no task ever waited: the model explored nothing");
+}
+
+/// Model 14 (feature `async`): the producers' shutdown wakes a task
+/// awaiting events, which drains what was published and ends with `Closed`.
+#[test]
+fn awaiting_poller_is_woken_by_shutdown() {
+    loom::model(|| {
+        let producer = ringbus::multi_producer(2, Ev::default, Blocking).build();
+        let mut poller = producer.subscribe().unwrap();
+        let consumer = thread::spawn(move || {
+            let mut seen = 0;
+            loop {
+                let polled = loom::future::block_on(
+                    poller.poll_async(2, |e: &Ev, _: Sequence, _: bool| e.verify()),
+                );
+                match polled {
+                    Ok(n) => seen += n,
+                    Err(PollError::Closed) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            seen
+        });
+        producer.publish(|e| e.set(1)).unwrap();
+        drop(producer);
+        assert_eq!(consumer.join().unwrap(), 1);
+    });
 }

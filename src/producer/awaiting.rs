@@ -4,11 +4,11 @@
 //! no runtime is needed.
 
 use std::future::{poll_fn, Future};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Poll, Waker};
 
 use super::{MultiProducer, SingleProducer};
 use crate::error::{PublishError, TryPublishError};
+use crate::loom::{self, thread, Arc, Mutex};
 use crate::processor::ShutdownReport;
 use crate::ring_buffer::Slots;
 use crate::sequence::Sequence;
@@ -206,13 +206,13 @@ fn off_thread<T: Send + 'static>(
     let theirs = Arc::clone(&slot);
     let work = Arc::new(Mutex::new(Some(work)));
     let spare = Arc::clone(&work);
-    let spawned = std::thread::Builder::new()
+    let spawned = thread::Builder::new()
         .name("ringbus-shutdown".into())
         .spawn(move || {
-            let work = spare.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let work = loom::lock(&spare).take();
             if let Some(work) = work {
                 let result = work();
-                let mut slot = theirs.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut slot = loom::lock(&theirs);
                 slot.result = Some(result);
                 if let Some(waker) = slot.waker.take() {
                     drop(slot);
@@ -223,12 +223,12 @@ fn off_thread<T: Send + 'static>(
         .is_ok();
     poll_fn(move |cx| {
         if !spawned {
-            let work = work.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let work = loom::lock(&work).take();
             if let Some(work) = work {
                 return Poll::Ready(work());
             }
         }
-        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = loom::lock(&slot);
         match slot.result.take() {
             Some(result) => Poll::Ready(result),
             None => {
