@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 cargo bench --no-run
 cargo bench --features journal --bench journal -- --rounds 1 --events 20000
 cargo bench --bench batch_handler -- --rounds 1 --events 65536
+cargo bench --features async --bench async_compare -- --rounds 1 --events 20000
 cargo bench --bench compare -- --quick --out target/compare/ci-smoke
 test -s target/compare/ci-smoke/report.json
 test -s target/compare/ci-smoke/throughput.svg
