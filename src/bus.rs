@@ -324,6 +324,10 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             if self.is_halted() || self.refuses_producers() {
                 return Err(Interrupt::Halted);
             }
+            // Another handle closed the bus: nothing more is accepted.
+            if self.closed_at().is_some() {
+                return Err(Interrupt::Closed);
+            }
             let min = self.min_gating_of(before, false);
             Ok((min >= wrap_point).then_some(min))
         })

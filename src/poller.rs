@@ -521,10 +521,17 @@ where
         match found {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(available)) => {
-                let (buffer, map) = (&mut this.buffer, &mut this.map);
-                poller.handle(next, available, this.batch, |e, _, _| {
-                    buffer.push_back(map(e))
-                });
+                let (buffer, map, batch) = (&mut this.buffer, &mut this.map, this.batch);
+                // A panic in `map` leaves the batch uncommitted (it comes
+                // again): drop what was mapped of it, or it would be
+                // yielded twice.
+                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    poller.handle(next, available, batch, |e, _, _| buffer.push_back(map(e)))
+                }));
+                if let Err(panic) = handled {
+                    this.buffer.clear();
+                    std::panic::resume_unwind(panic);
+                }
                 Poll::Ready(this.buffer.pop_front().map(Ok))
             }
             Poll::Ready(Err(Interrupt::Halted)) => {

@@ -61,6 +61,10 @@ pub enum Interrupt {
 /// What one poll of a waited-for condition found.
 pub type PollResult<T> = Result<Option<T>, Interrupt>;
 
+/// Registered wakers after which a registration wakes them all (see
+/// [`Signal::register`]).
+const WAKERS_BEFORE_SWEEP: usize = 1024;
+
 /// The parking place shared by every thread of one bus.
 pub struct Signal {
     sleeping: CachePadded<AtomicBool>,
@@ -148,8 +152,21 @@ impl Signal {
                     drop(guard);
                     guard = loom::lock(&self.lock);
                 }
+                // A future dropped while it waited leaves its waker here
+                // until the next wake-all; past a bound, wake them all now
+                // (live tasks register again, dead wakers are freed), so a
+                // stream of cancelled waits cannot grow the list for ever.
+                let stale = if guard.len() >= WAKERS_BEFORE_SWEEP {
+                    std::mem::take(&mut *guard)
+                } else {
+                    Vec::new()
+                };
                 if !guard.iter().any(|w| w.will_wake(waker)) {
                     guard.push(waker.clone());
+                }
+                drop(guard);
+                for waker in stale {
+                    waker.wake();
                 }
                 Poll::Pending
             }

@@ -279,3 +279,120 @@ fn a_halted_bus_answers_awaiting_producers_and_pollers() {
         });
     });
 }
+
+#[test]
+fn shutdown_async_on_a_stage_thread_answers_at_once() {
+    bounded(30, || {
+        let answer = Arc::new(std::sync::Mutex::new(None));
+        let a = Arc::clone(&answer);
+        let clone = Arc::new(std::sync::Mutex::new(
+            None::<ringbus::MultiProducer<Event, Blocking>>,
+        ));
+        let c = Arc::clone(&clone);
+        let producer = ringbus::multi_producer(8, Event::default, Blocking)
+            .handle_events_with(move |_: &Event, seq: Sequence, _: bool| {
+                if seq == 0 {
+                    if let Some(p) = c.lock().unwrap().take() {
+                        // Awaited on its own stage thread: it cannot wait
+                        // for itself, so it must answer instead of hang.
+                        let result = current_thread().block_on(p.shutdown_async());
+                        *a.lock().unwrap() = Some(result.map(|_| ()).map_err(|e| e.to_string()));
+                    }
+                }
+            })
+            .build();
+        *clone.lock().unwrap() = Some(producer.clone());
+        producer.publish(|e| e.set(1)).unwrap();
+        drop(producer);
+        let answer = loop {
+            if let Some(answer) = answer.lock().unwrap().take() {
+                break answer;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let error = answer.expect_err("OnStageThread");
+        assert!(error.contains("stage"), "{error}");
+    });
+}
+
+#[test]
+fn a_publish_waiting_for_room_hears_of_another_handles_shutdown() {
+    bounded(30, || {
+        multi_thread().block_on(async {
+            let producer = ringbus::multi_producer(2, Event::default, Blocking).build();
+            let mut poller = producer.subscribe().unwrap();
+            for i in 0..2 {
+                producer.publish_async(|e| e.set(i)).await.unwrap();
+            }
+            let waiting = {
+                let producer = producer.clone();
+                tokio::spawn(async move { producer.publish_async(|e| e.set(9)).await })
+            };
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            // Another handle shuts down while the poller drains.
+            let draining = tokio::spawn(async move {
+                let mut n = 0;
+                while let Ok(k) = poller
+                    .poll_async(8, |_: &Event, _: Sequence, _: bool| {})
+                    .await
+                {
+                    n += k;
+                }
+                n
+            });
+            let _ = producer.shutdown_async().await;
+            let published = waiting.await.unwrap();
+            let drained = draining.await.unwrap();
+            match published {
+                Err(PublishError::Closed) => assert_eq!(drained, 2),
+                Ok(_) => assert_eq!(drained, 3, "an acknowledged event is drained"),
+                other => panic!("{other:?}"),
+            }
+        });
+    });
+}
+
+#[test]
+fn a_stream_whose_map_panics_yields_no_event_twice() {
+    bounded(30, || {
+        current_thread().block_on(async {
+            let mut producer = ringbus::single_producer(8, Event::default, Blocking).build();
+            let mut panicked = false;
+            let mut stream = producer
+                .subscribe()
+                .unwrap()
+                .into_stream(8, move |e: &Event| {
+                    if e.value == 2 && !panicked {
+                        panicked = true;
+                        panic!("map failed once");
+                    }
+                    e.value
+                });
+            for i in 0..4 {
+                producer.publish_async(|e| e.set(i)).await.unwrap();
+            }
+            let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                futures_lite_poll(&mut stream)
+            }));
+            assert!(first.is_err(), "the map panicked");
+            let mut got = Vec::new();
+            while got.len() < 4 {
+                got.push(stream.next().await.unwrap().unwrap());
+            }
+            assert_eq!(got, [0, 1, 2, 3], "each event once, in order");
+        });
+    });
+}
+
+/// Polls a stream once, outside any runtime's task.
+fn futures_lite_poll<S: tokio_stream::Stream + Unpin>(
+    s: &mut S,
+) -> std::task::Poll<Option<S::Item>> {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = std::task::Waker::from(Arc::new(Noop));
+    let mut cx = std::task::Context::from_waker(&waker);
+    std::pin::Pin::new(s).poll_next(&mut cx)
+}

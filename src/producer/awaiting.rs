@@ -131,7 +131,10 @@ where
     pub fn shutdown_async(
         self,
     ) -> impl Future<Output = Result<ShutdownReport, ShutdownError>> + Send + 'static {
-        off_thread(move || self.shutdown())
+        // On a stage thread `shutdown` answers at once (`OnStageThread`);
+        // on a helper thread it would wait for this very stage.
+        let here = self.bus.on_stage_thread();
+        off_thread(move || self.shutdown(), here)
     }
 }
 
@@ -185,18 +188,20 @@ where
     pub fn shutdown_async(
         self,
     ) -> impl Future<Output = Result<ShutdownReport, ShutdownError>> + Send + 'static {
-        off_thread(move || self.shutdown())
+        let here = self.bus.on_stage_thread();
+        off_thread(move || self.shutdown(), here)
     }
 }
 
-/// Runs `work` on a helper thread and completes with its result. If the
-/// thread cannot be started, `work` runs when the future is first polled
-/// (blocking that poll: the only way left to keep the result).
+/// Runs `work` on a helper thread and completes with its result (a panic
+/// in it resumes in the awaiting task). With `here`, or if the thread
+/// cannot be started, `work` runs when the future is first polled.
 fn off_thread<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
+    here: bool,
 ) -> impl Future<Output = T> + Send + 'static {
     struct Slot<T> {
-        result: Option<T>,
+        result: Option<std::thread::Result<T>>,
         waker: Option<Waker>,
     }
     let slot = Arc::new(Mutex::new(Slot {
@@ -206,21 +211,22 @@ fn off_thread<T: Send + 'static>(
     let theirs = Arc::clone(&slot);
     let work = Arc::new(Mutex::new(Some(work)));
     let spare = Arc::clone(&work);
-    let spawned = thread::Builder::new()
-        .name("ringbus-shutdown".into())
-        .spawn(move || {
-            let work = loom::lock(&spare).take();
-            if let Some(work) = work {
-                let result = work();
-                let mut slot = loom::lock(&theirs);
-                slot.result = Some(result);
-                if let Some(waker) = slot.waker.take() {
-                    drop(slot);
-                    waker.wake();
+    let spawned = !here
+        && thread::Builder::new()
+            .name("ringbus-shutdown".into())
+            .spawn(move || {
+                let work = loom::lock(&spare).take();
+                if let Some(work) = work {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                    let mut slot = loom::lock(&theirs);
+                    slot.result = Some(result);
+                    if let Some(waker) = slot.waker.take() {
+                        drop(slot);
+                        waker.wake();
+                    }
                 }
-            }
-        })
-        .is_ok();
+            })
+            .is_ok();
     poll_fn(move |cx| {
         if !spawned {
             let work = loom::lock(&work).take();
@@ -230,7 +236,8 @@ fn off_thread<T: Send + 'static>(
         }
         let mut slot = loom::lock(&slot);
         match slot.result.take() {
-            Some(result) => Poll::Ready(result),
+            Some(Ok(result)) => Poll::Ready(result),
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
             None => {
                 slot.waker = Some(cx.waker().clone());
                 Poll::Pending
