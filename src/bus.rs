@@ -534,6 +534,15 @@ where
         &self.0.stages
     }
 
+    fn subscribers(&self) -> Vec<Sequence> {
+        let stages = &self.0.stages;
+        loom::lock(&self.0.gating)
+            .iter()
+            .filter(|cell| !stages.iter().any(|(_, s)| Arc::ptr_eq(s, cell)))
+            .map(|cell| cell.sequence.get_relaxed())
+            .collect()
+    }
+
     fn clone_box(&self) -> Box<dyn Source> {
         Box::new(BusSource(Arc::clone(&self.0)))
     }

@@ -152,7 +152,7 @@ pub use handler::{Batch, BatchEventHandler, EventHandler, EventHandlerMut, TryEv
 #[cfg(loom)]
 #[doc(hidden)]
 pub use loom::stats as __loom_stats;
-pub use metrics::{Metrics, MetricsSnapshot, StageMetrics};
+pub use metrics::{Metrics, MetricsSnapshot, StageMetrics, SubscriberMetrics};
 #[cfg(feature = "async")]
 pub use poller::EventStream;
 pub use poller::{EventPoller, PollError, Subscription};

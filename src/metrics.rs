@@ -26,6 +26,19 @@ pub struct StageMetrics {
     pub processed: u64,
 }
 
+/// One runtime subscriber (an [`EventPoller`](crate::EventPoller) or a
+/// [`Subscription`](crate::Subscription)) in a [`MetricsSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct SubscriberMetrics {
+    /// The last sequence it finished (-1 before the first).
+    pub sequence: Sequence,
+    /// Events published but not yet finished by it: one at the capacity is
+    /// what holds the producers.
+    pub lag: u64,
+}
+
 /// Where a bus is, at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -39,6 +52,9 @@ pub struct MetricsSnapshot {
     pub remaining_capacity: usize,
     /// Every stage, in the order they were added.
     pub stages: Vec<StageMetrics>,
+    /// Every runtime subscriber gating the producers now, in the order they
+    /// joined (each gates the producers like a leaf stage).
+    pub subscribers: Vec<SubscriberMetrics>,
 }
 
 /// What a snapshot reads; implemented for the bus (`bus.rs`).
@@ -47,6 +63,8 @@ pub(crate) trait Source: Send + Sync {
     fn cursor(&self) -> Sequence;
     fn min_gating(&self, default: Sequence) -> Sequence;
     fn stages(&self) -> &[(String, Arc<StageCell>)];
+    /// The sequences of the runtime subscribers (a lock on the gating set).
+    fn subscribers(&self) -> Vec<Sequence>;
     fn clone_box(&self) -> Box<dyn Source>;
 }
 
@@ -96,7 +114,8 @@ impl Metrics {
     }
 
     /// Reads every cursor once (Relaxed: a monitoring view; each value is
-    /// one the cursor really held, not necessarily at the same instant).
+    /// one the cursor really held, not necessarily at the same instant),
+    /// and the list of runtime subscribers under the gating lock.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let source = &*self.source;
         let cursor = source.cursor();
@@ -113,6 +132,14 @@ impl Metrics {
                 }
             })
             .collect();
+        let subscribers = source
+            .subscribers()
+            .into_iter()
+            .map(|sequence| SubscriberMetrics {
+                sequence,
+                lag: (cursor - sequence).max(0) as u64,
+            })
+            .collect();
         let capacity = source.capacity();
         let min = source.min_gating(cursor);
         let used = (cursor - min).clamp(0, capacity as i64) as usize;
@@ -121,6 +148,7 @@ impl Metrics {
             cursor,
             remaining_capacity: capacity - used,
             stages,
+            subscribers,
         }
     }
 }

@@ -98,3 +98,42 @@ fn multi_producer_snapshot_counts_every_clone() {
         assert_eq!((snap.cursor, snap.stages[0].processed), (39, 40));
     });
 }
+
+#[test]
+fn runtime_subscribers_appear_with_their_lag_and_leave_with_them() {
+    let mut producer = ringbus::single_producer(8, || 0u64, ringbus::Blocking)
+        .thread_name("audit")
+        .handle_events_with(|_: &u64, _: ringbus::Sequence, _: bool| {})
+        .build();
+    let metrics = producer.metrics();
+    assert!(
+        metrics.snapshot().subscribers.is_empty(),
+        "build-time stages are not subscribers"
+    );
+    let mut poller = producer.subscribe().unwrap();
+    for i in 0..5 {
+        producer.publish(|e| *e = i).unwrap();
+    }
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.subscribers.len(), 1);
+    assert_eq!(snapshot.subscribers[0].lag, 5, "{snapshot:?}");
+    poller
+        .poll(3, |_: &u64, _: ringbus::Sequence, _: bool| {})
+        .unwrap();
+    let snapshot = metrics.snapshot();
+    assert_eq!(
+        (
+            snapshot.subscribers[0].sequence,
+            snapshot.subscribers[0].lag
+        ),
+        (2, 2)
+    );
+    let subscription = producer
+        .subscribe_with(|_: &u64, _: ringbus::Sequence, _: bool| {})
+        .unwrap();
+    assert_eq!(metrics.snapshot().subscribers.len(), 2);
+    drop(poller);
+    subscription.unsubscribe();
+    assert!(metrics.snapshot().subscribers.is_empty());
+    producer.shutdown().unwrap();
+}
