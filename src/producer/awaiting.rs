@@ -15,21 +15,6 @@ use crate::sequence::Sequence;
 use crate::wait_strategy::{AsyncWait, Interrupt};
 use crate::ShutdownError;
 
-/// The error a blocking publish would have given for a refusal.
-fn refused(e: TryPublishError) -> PublishError {
-    match e {
-        TryPublishError::Closed => PublishError::Closed,
-        TryPublishError::BatchTooLarge {
-            requested,
-            capacity,
-        } => PublishError::BatchTooLarge {
-            requested,
-            capacity,
-        },
-        _ => PublishError::Halted,
-    }
-}
-
 fn interrupted(i: Interrupt) -> PublishError {
     match i {
         Interrupt::Closed => PublishError::Closed,
@@ -47,7 +32,7 @@ macro_rules! publish_async_body {
             match $try {
                 Ok(sequence) => return Ok(sequence),
                 Err(TryPublishError::Full { .. }) => {}
-                Err(e) => return Err(refused(e)),
+                Err(e) => return Err(super::waited(e)),
             }
             let before = $self.cursor();
             let bus = &$self.bus;
