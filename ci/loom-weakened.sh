@@ -17,9 +17,10 @@ declare -A MODELS=(
     [pool_scan]="work_pool_behind_two_producers_reads_only_published_slots"
     [join_point]="poller_joining_behind_a_limited_poll_misses_nothing"
     [waker_lock]="awaiting_poller_is_woken_by_a_publish awaiting_publisher_is_woken_by_a_poller awaiting_poller_is_woken_by_shutdown"
+    [evict_order]="evicting_a_subscriber_never_overwrites_what_it_reads"
 )
 status=0
-for knob in cursor stage available gating_cache fence limit_default work_claim pool_scan join_point waker_lock; do
+for knob in cursor stage available gating_cache fence limit_default work_claim pool_scan join_point waker_lock evict_order; do
     for model in ${MODELS[$knob]}; do
         log=$(mktemp)
         if LOOM_EXTRA_RUSTFLAGS="--cfg ringbus_weaken=\"$knob\"" \

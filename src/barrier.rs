@@ -6,7 +6,7 @@
 //! Acquire, so the upstream handlers' work, including a mutating stage's
 //! writes to the events, is visible before this stage reads them.
 
-use crate::loom::{Arc, AtomicBool, AtomicU64, Ordering};
+use crate::loom::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sequence::{minimum, AtomicSequence, Sequence, INITIAL};
 use crate::sequencer::Sequencer;
 
@@ -23,6 +23,133 @@ pub(crate) struct StageCell {
     work_done: Option<AtomicU64>,
     /// The stages this one reads after (its barrier's), for `gating`.
     upstream: Box<[Arc<StageCell>]>,
+    /// For a runtime subscriber with a lag limit: its eviction state.
+    pub(crate) lag: Option<LagWatch>,
+}
+
+/// Nanoseconds since the first call in this process, plus one (0 means
+/// "not set" where these are stored).
+fn now_ns() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = EPOCH.get_or_init(std::time::Instant::now);
+    epoch.elapsed().as_nanos() as u64 + 1
+}
+
+const IDLE: usize = 0;
+const READING: usize = 1;
+const EVICTED: usize = 2;
+
+/// A runtime subscriber's lag limit and eviction state.
+///
+/// The protocol that keeps an evicted subscriber from reading a slot being
+/// overwritten: the subscriber moves `IDLE -> READING` (a CAS) before it
+/// reads and back (a Release store) after it committed; a producer evicts
+/// it only by a CAS `IDLE -> EVICTED` (Acquire), so only between two reads
+/// and after the last one (which the Release/Acquire pair orders before
+/// any write the producer then makes), and it never reads again (its CAS
+/// fails on `EVICTED`, which is final).
+#[derive(Debug)]
+pub(crate) struct LagWatch {
+    /// How long it may hold a producer on a full ring, in ns.
+    hold_ns: u64,
+    state: AtomicUsize,
+    /// When it was first seen holding a producer (`now_ns`), 0 if not.
+    holding_since: AtomicU64,
+    /// How far behind the producers it was when evicted.
+    behind: AtomicU64,
+}
+
+impl LagWatch {
+    pub(crate) fn new(hold: std::time::Duration) -> Self {
+        Self {
+            hold_ns: u64::try_from(hold.as_nanos()).unwrap_or(u64::MAX),
+            state: AtomicUsize::new(IDLE),
+            holding_since: AtomicU64::new(0),
+            behind: AtomicU64::new(0),
+        }
+    }
+
+    /// The hold limit.
+    pub(crate) fn hold(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.hold_ns)
+    }
+
+    /// Before reading: false once evicted.
+    pub(crate) fn begin_read(&self) -> bool {
+        // Acquire: nothing of the read moves before the claim of the slot
+        // range; mutual exclusion with `try_evict` is the CAS's.
+        self.state
+            .compare_exchange(IDLE, READING, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// After the read and the commit: it moved, so it holds nobody now.
+    pub(crate) fn end_read(&self) {
+        // Relaxed: a hint for the eviction clock, read under the gating lock.
+        self.holding_since.store(0, Ordering::Relaxed);
+        // Release: orders the reads before an eviction's Acquire CAS, and
+        // so before the producer's writes to the slots read (knob
+        // `evict_order` makes both Relaxed, to show loom model 15 fails).
+        let release = if cfg!(ringbus_weaken = "evict_order") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        self.state.store(IDLE, release);
+    }
+
+    /// How far behind it was, once evicted.
+    pub(crate) fn evicted(&self) -> Option<u64> {
+        // Acquire: pairs with the Relaxed store of `behind` made before the
+        // evicting producer's later Release (publish); a plain flag check.
+        (self.state.load(Ordering::Acquire) == EVICTED).then(|| self.behind.load(Ordering::Relaxed))
+    }
+
+    /// True when it has held a producer for its hold limit (starting the
+    /// clock the first time it is seen holding one).
+    fn held_too_long(&self) -> bool {
+        let now = now_ns();
+        // Relaxed: the clock is advisory; eviction itself is the CAS below.
+        let since =
+            match self
+                .holding_since
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => now,
+                Err(since) => since,
+            };
+        now.saturating_sub(since) >= self.hold_ns
+    }
+
+    /// Evicts it if it is not reading; `behind` is how far behind it is.
+    fn try_evict(&self, behind: u64) -> bool {
+        self.behind.store(behind, Ordering::Relaxed);
+        // Acquire: pairs with `end_read`'s Release, so the subscriber's
+        // last reads happen before the writes the caller makes next.
+        let acquire = if cfg!(ringbus_weaken = "evict_order") {
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
+        };
+        self.state
+            .compare_exchange(IDLE, EVICTED, acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+impl StageCell {
+    /// Evicts this subscriber if it has a lag limit, holds a producer that
+    /// wants to write past `wrap_point + capacity` (its sequence is below
+    /// `wrap_point`) for longer than the limit, and is not reading.
+    pub(crate) fn evict_if_lagging(&self, wrap_point: Sequence, last: Sequence) -> bool {
+        let Some(watch) = &self.lag else {
+            return false;
+        };
+        let sequence = self.sequence.get();
+        sequence < wrap_point
+            && watch.held_too_long()
+            && watch.try_evict((last - sequence).max(0) as u64)
+    }
 }
 
 impl StageCell {
@@ -38,6 +165,15 @@ impl StageCell {
             exited: AtomicBool::new(false),
             work_done: None,
             upstream: Box::new([]),
+            lag: None,
+        }
+    }
+
+    /// A runtime subscriber's cell with a lag limit.
+    pub(crate) fn limited(sequence: Sequence, hold: std::time::Duration) -> Self {
+        Self {
+            lag: Some(LagWatch::new(hold)),
+            ..Self::starting_at(sequence)
         }
     }
 

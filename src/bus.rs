@@ -238,7 +238,10 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// subscription came from cursor reads (and a claim) ordered before ours
     /// by the lock; cursors only grow, so it is at most our start. Every
     /// minimum computed after it includes the new cell.
-    pub(crate) fn subscribe(&self) -> Result<Arc<StageCell>, SubscribeError> {
+    pub(crate) fn subscribe(
+        &self,
+        hold: Option<Duration>,
+    ) -> Result<Arc<StageCell>, SubscribeError> {
         if self.has_mutating_stage {
             // A poller reads what producers published, so it could read an
             // event while a mutating stage writes it.
@@ -253,9 +256,40 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         }
         let slowest = minimum(gating.iter().map(|s| &s.sequence), self.sequencer.claimed());
         let start = self.sequencer.join_point(slowest);
-        let cell = Arc::new(StageCell::starting_at(start));
+        let cell = Arc::new(match hold {
+            None => StageCell::starting_at(start),
+            Some(hold) => StageCell::limited(start, hold),
+        });
         gating.push(Arc::clone(&cell));
         Ok(cell)
+    }
+
+    /// Evicts the runtime subscribers with a lag limit that hold a producer
+    /// wanting to write up to `last` (their sequence is below `last -
+    /// capacity`) for longer than their limit and are not reading: they
+    /// leave the gating set at once, and their next poll says how far
+    /// behind they were. True if any was evicted (the caller recomputes
+    /// its minimum; its publish then wakes the evicted one). Never takes
+    /// the signal's lock (it runs inside waits that hold it).
+    pub(crate) fn evict_laggards(&self, last: Sequence) -> bool {
+        let wrap_point = last - self.capacity();
+        let mut evicted = false;
+        loom::lock(&self.gating).retain(|cell| {
+            let evict = cell.evict_if_lagging(wrap_point, last);
+            evicted |= evict;
+            !evict
+        });
+        evicted
+    }
+
+    /// The shortest hold limit among the lag-limited subscribers, if any:
+    /// a producer waiting on a full ring wakes at least that often to
+    /// evict one that held it too long.
+    fn shortest_hold(&self) -> Option<Duration> {
+        loom::lock(&self.gating)
+            .iter()
+            .filter_map(|cell| cell.lag.as_ref().map(|w| w.hold()))
+            .min()
     }
 
     /// Removes a runtime consumer; producers waiting on it go on.
@@ -288,13 +322,16 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         claimed: bool,
     ) -> Result<Sequence, Interrupt> {
         let wrap_point = last - self.capacity();
-        let poll = || {
+        let mut poll = || {
             // The refusal first: a failed stage stops gating, which may
             // make room that only a claim already made may take.
             if self.is_halted() || (!claimed && self.refuses_producers()) {
                 return Err(Interrupt::Halted);
             }
-            let min = self.min_gating_of(before, claimed);
+            let mut min = self.min_gating_of(before, claimed);
+            if min < wrap_point && self.evict_laggards(last) {
+                min = self.min_gating_of(before, claimed);
+            }
             if min >= wrap_point {
                 Ok(Some(min))
             } else {
@@ -302,11 +339,27 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             }
         };
         if self.strategy.naps() && !cfg!(loom) {
-            if let Some(found) = self.yield_for_room(deadline, poll) {
+            if let Some(found) = self.yield_for_room(deadline, &mut poll) {
                 return found;
             }
         }
-        self.strategy.wait(&self.signal, deadline, poll)
+        // With a lag-limited subscriber, wake at least every quarter of its
+        // limit to evict it if it held us too long (nobody signals that).
+        let Some(hold) = self.shortest_hold() else {
+            return self.strategy.wait(&self.signal, deadline, poll);
+        };
+        let slice = (hold / 4).max(Duration::from_micros(100));
+        loop {
+            let wake = wait_strategy::deadline_after(slice);
+            let until = match (deadline, wake) {
+                (Some(d), Some(w)) => Some(d.min(w)),
+                (d, w) => d.or(w),
+            };
+            match self.strategy.wait(&self.signal, until, &mut poll) {
+                Err(Interrupt::Timeout) if deadline.map_or(true, |d| Instant::now() < d) => {}
+                found => return found,
+            }
+        }
     }
 
     /// The async form of `wait_for_free` for a producer that has claimed
@@ -328,7 +381,10 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             if self.closed_at().is_some() {
                 return Err(Interrupt::Closed);
             }
-            let min = self.min_gating_of(before, false);
+            let mut min = self.min_gating_of(before, false);
+            if min < wrap_point && self.evict_laggards(last) {
+                min = self.min_gating_of(before, false);
+            }
             Ok((min >= wrap_point).then_some(min))
         })
     }

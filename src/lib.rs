@@ -155,7 +155,7 @@ pub use loom::stats as __loom_stats;
 pub use metrics::{Metrics, MetricsSnapshot, StageMetrics, SubscriberMetrics};
 #[cfg(feature = "async")]
 pub use poller::EventStream;
-pub use poller::{EventPoller, PollError, Subscription};
+pub use poller::{EventPoller, LagLimit, PollError, Subscription};
 pub use processor::{ShutdownReport, StageReport};
 pub use producer::{MultiProducer, Producer, SingleProducer};
 pub use ring_buffer::Slots;

@@ -37,6 +37,44 @@ pub enum PollError {
     Halted,
     /// Nothing arrived within the timeout.
     Timeout,
+    /// This subscriber held the producers longer than its
+    /// [`LagLimit`] allowed and was evicted: it no longer gates them, and
+    /// reads nothing more. Subscribe again to go on from the present.
+    Lagged {
+        /// How many events behind the producers it was when evicted.
+        behind: u64,
+    },
+}
+
+/// How long a runtime subscriber may hold the producers on a full ring
+/// before it is evicted ([`PollError::Lagged`]), for
+/// `subscribe_with_lag_limit` on the producers. A subscriber without one
+/// holds them as long as it takes, as a stage does.
+///
+/// Eviction is checked by a producer that finds the ring full: one waiting
+/// with a blocking strategy wakes at least every quarter of the limit to
+/// check; an async producer (`publish_async`) checks when it is polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LagLimit {
+    /// How long it may hold a producer.
+    pub hold: Duration,
+}
+
+impl LagLimit {
+    /// Never hold a producer: evicted as soon as one finds the ring full
+    /// because of it (tokio `broadcast`'s receivers, without ever reading
+    /// an overwritten event).
+    pub const fn never_hold() -> Self {
+        Self {
+            hold: Duration::ZERO,
+        }
+    }
+
+    /// Hold a producer for at most `hold`.
+    pub const fn hold_at_most(hold: Duration) -> Self {
+        Self { hold }
+    }
 }
 
 impl fmt::Display for PollError {
@@ -45,6 +83,13 @@ impl fmt::Display for PollError {
             PollError::Closed => "the bus is closed and every event was handled",
             PollError::Halted => "the bus was halted",
             PollError::Timeout => "no event within the timeout",
+            PollError::Lagged { behind } => {
+                return write!(
+                    f,
+                    "this subscriber fell {behind} events behind and held the producers past \
+                     its lag limit, so it was evicted; subscribe again to go on"
+                )
+            }
         })
     }
 }
@@ -153,7 +198,7 @@ where
     ) -> Result<usize, PollError> {
         let next = self.sequence() + 1;
         match self.check(next) {
-            Ok(Some(available)) => Ok(self.handle(next, available, limit, f)),
+            Ok(Some(available)) => self.handle(next, available, limit, f),
             Ok(None) => Ok(0),
             Err(e) => Err(e),
         }
@@ -199,17 +244,16 @@ where
             .wait(&bus.signal, deadline, || {
                 self.check(next).map_err(to_interrupt)
             })
-            .map_err(|i| match i {
-                Interrupt::Closed => PollError::Closed,
-                Interrupt::Halted => PollError::Halted,
-                Interrupt::Timeout => PollError::Timeout,
-            })?;
-        Ok(self.handle(next, available, limit, f))
+            .map_err(from_interrupt)?;
+        self.handle(next, available, limit, f)
     }
 
     /// The highest available sequence `>= next`, `None` if none yet, or why
     /// none will come.
     fn check(&mut self, next: Sequence) -> Result<Option<Sequence>, PollError> {
+        if let Some(behind) = self.cell.lag.as_ref().and_then(|w| w.evicted()) {
+            return Err(PollError::Lagged { behind });
+        }
         if self.available < next {
             self.available = self.bus.sequencer.highest_published(next);
         }
@@ -236,9 +280,16 @@ where
         available: Sequence,
         limit: usize,
         mut f: impl FnMut(&E, Sequence, bool),
-    ) -> usize {
+    ) -> Result<usize, PollError> {
         if limit == 0 {
-            return 0;
+            return Ok(0);
+        }
+        let watch = self.cell.lag.as_ref();
+        if let Some(watch) = watch {
+            if !watch.begin_read() {
+                let behind = watch.evicted().unwrap_or(0);
+                return Err(PollError::Lagged { behind });
+            }
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let end = available.min(next.saturating_add(limit - 1));
@@ -250,8 +301,11 @@ where
             unsafe { ring.read(sequence, |e| f(e, sequence, sequence == end)) };
         }
         self.cell.sequence.set(end, Weaken::Stage);
+        if let Some(watch) = watch {
+            watch.end_read();
+        }
         self.bus.notify();
-        (end - next + 1) as usize
+        Ok((end - next + 1) as usize)
     }
 }
 
@@ -260,6 +314,16 @@ fn to_interrupt(e: PollError) -> Interrupt {
         PollError::Closed => Interrupt::Closed,
         PollError::Halted => Interrupt::Halted,
         PollError::Timeout => Interrupt::Timeout,
+        PollError::Lagged { behind } => Interrupt::Lagged(behind),
+    }
+}
+
+fn from_interrupt(i: Interrupt) -> PollError {
+    match i {
+        Interrupt::Closed => PollError::Closed,
+        Interrupt::Halted => PollError::Halted,
+        Interrupt::Timeout => PollError::Timeout,
+        Interrupt::Lagged(behind) => PollError::Lagged { behind },
     }
 }
 
@@ -277,13 +341,14 @@ where
 /// Subscribes a poller to `bus` (what the producers' `subscribe` calls).
 pub(crate) fn subscribe<E, S, W>(
     bus: &Arc<Bus<E, S, W>>,
+    limit: Option<LagLimit>,
 ) -> Result<EventPoller<E, S, W>, crate::SubscribeError>
 where
     E: Send + Sync + 'static,
     S: Sequencer,
     W: WaitStrategy,
 {
-    let cell = bus.subscribe()?;
+    let cell = bus.subscribe(limit.map(|l| l.hold))?;
     Ok(EventPoller::new(Arc::clone(bus), cell))
 }
 
@@ -342,7 +407,7 @@ where
     W: WaitStrategy,
     H: crate::EventHandler<E> + Send + 'static,
 {
-    let mut poller = subscribe(bus)?;
+    let mut poller = subscribe(bus, None)?;
     let stop = Arc::new(crate::loom::AtomicBool::new(false));
     let stopping = Arc::clone(&stop);
     let thread = crate::loom::thread::Builder::new()
@@ -359,7 +424,9 @@ where
                     );
                     match polled {
                         Ok(_) | Err(PollError::Timeout) => {}
-                        Err(PollError::Closed | PollError::Halted) => break,
+                        Err(PollError::Closed | PollError::Halted | PollError::Lagged { .. }) => {
+                            break
+                        }
                     }
                 }
                 handler.on_shutdown();
@@ -406,7 +473,7 @@ where
                 .map_err(from_interrupt)?
             }
         };
-        Ok(self.handle(next, available, limit, f))
+        self.handle(next, available, limit, f)
     }
 
     /// This poller as a [`Stream`](futures_core::Stream) of `map(&event)`
@@ -415,7 +482,8 @@ where
     /// producers may reuse their slots) and yields them one by one; items
     /// still buffered when the stream is dropped are lost to this
     /// subscriber. The stream ends after the last event once the producers
-    /// are gone; on a halted bus it yields `Err(PollError::Halted)`, then
+    /// are gone; on a halted bus it yields `Err(PollError::Halted)`, and
+    /// once evicted (a lag limit) `Err(PollError::Lagged { .. })`, then
     /// ends. Dropping it unsubscribes, as for the poller.
     pub fn into_stream<T, F>(self, batch: usize, map: F) -> EventStream<E, S, W, T, F>
     where
@@ -428,15 +496,6 @@ where
             batch: batch.max(1),
             done: false,
         }
-    }
-}
-
-#[cfg(feature = "async")]
-fn from_interrupt(i: Interrupt) -> PollError {
-    match i {
-        Interrupt::Closed => PollError::Closed,
-        Interrupt::Halted => PollError::Halted,
-        Interrupt::Timeout => PollError::Timeout,
     }
 }
 
@@ -528,15 +587,25 @@ where
                 let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     poller.handle(next, available, batch, |e, _, _| buffer.push_back(map(e)))
                 }));
-                if let Err(panic) = handled {
-                    this.buffer.clear();
-                    std::panic::resume_unwind(panic);
+                match handled {
+                    Err(panic) => {
+                        this.buffer.clear();
+                        std::panic::resume_unwind(panic);
+                    }
+                    Ok(Err(lagged)) => {
+                        this.done = true;
+                        Poll::Ready(Some(Err(lagged)))
+                    }
+                    Ok(Ok(_)) => Poll::Ready(this.buffer.pop_front().map(Ok)),
                 }
-                Poll::Ready(this.buffer.pop_front().map(Ok))
             }
             Poll::Ready(Err(Interrupt::Halted)) => {
                 this.done = true;
                 Poll::Ready(Some(Err(PollError::Halted)))
+            }
+            Poll::Ready(Err(Interrupt::Lagged(behind))) => {
+                this.done = true;
+                Poll::Ready(Some(Err(PollError::Lagged { behind })))
             }
             Poll::Ready(Err(_)) => {
                 this.done = true;

@@ -459,7 +459,8 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     bus.signal.notify_all();
                     break;
                 }
-                Err(Interrupt::Closed | Interrupt::Halted) => break,
+                // (`Lagged` is a subscriber's, never a stage's.)
+                Err(Interrupt::Closed | Interrupt::Halted | Interrupt::Lagged(_)) => break,
             };
             consumer.on_batch_start((available - next + 1) as u64);
             let mut done = next - 1;
@@ -613,7 +614,9 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                         bus.signal.notify_all();
                         break 'claims;
                     }
-                    Err(Interrupt::Closed | Interrupt::Halted) => break 'claims,
+                    Err(Interrupt::Closed | Interrupt::Halted | Interrupt::Lagged(_)) => {
+                        break 'claims
+                    }
                 }
             }
             if bus.is_halted() {

@@ -56,6 +56,8 @@ pub enum Interrupt {
     Closed,
     /// The deadline passed.
     Timeout,
+    /// A lag-limited subscriber was evicted, this many events behind.
+    Lagged(u64),
 }
 
 /// What one poll of a waited-for condition found.

@@ -396,3 +396,34 @@ fn futures_lite_poll<S: tokio_stream::Stream + Unpin>(
     let mut cx = std::task::Context::from_waker(&waker);
     std::pin::Pin::new(s).poll_next(&mut cx)
 }
+
+#[test]
+fn an_evicted_subscriber_hears_of_it_through_poll_async_and_its_stream() {
+    bounded(30, || {
+        current_thread().block_on(async {
+            let mut producer = ringbus::single_producer(4, Event::default, Blocking).build();
+            let mut poller = producer
+                .subscribe_with_lag_limit(ringbus::LagLimit::never_hold())
+                .unwrap();
+            let stream = producer
+                .subscribe_with_lag_limit(ringbus::LagLimit::never_hold())
+                .unwrap()
+                .into_stream(4, |e: &Event| e.value);
+            for i in 0..20 {
+                // Never waits: both laggards are evicted.
+                producer.publish_async(|e| e.set(i)).await.unwrap();
+            }
+            assert!(matches!(
+                poller
+                    .poll_async(4, |_: &Event, _: Sequence, _: bool| {})
+                    .await,
+                Err(PollError::Lagged { .. })
+            ));
+            let items: Vec<_> = stream.collect().await;
+            assert!(
+                matches!(items[..], [Err(PollError::Lagged { .. })]),
+                "{items:?}"
+            );
+        });
+    });
+}

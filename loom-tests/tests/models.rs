@@ -13,7 +13,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use loom_tests::{in_order, Ev, Reached};
-use ringbus::{Blocking, BusySpin, PollError, PublishError, Sequence, TryPublishError};
+use ringbus::{Blocking, BusySpin, LagLimit, PollError, PublishError, Sequence, TryPublishError};
 
 /// Model 1: Single producer, one stage. Forbidden: the stage reading a slot before
 /// the producer's write of it is visible (loom reports the racing cell access,
@@ -599,4 +599,42 @@ fn awaiting_poller_is_woken_by_shutdown() {
         drop(producer);
         assert_eq!(consumer.join().unwrap(), 1);
     });
+}
+
+/// Model 15: a subscriber that never holds the producers (`LagLimit::
+/// never_hold`) polls from another thread while the producer, on a ring of
+/// 1, evicts it to go on. Forbidden: the producer overwriting the slot the
+/// subscriber reads (loom's cell tracking reports the race), a torn or
+/// out-of-order event, or a hang.
+#[test]
+fn evicting_a_subscriber_never_overwrites_what_it_reads() {
+    static EVICTED: Reached = Reached::new();
+    loom::model(|| {
+        let mut producer = ringbus::single_producer(1, Ev::default, Blocking).build();
+        let mut poller = producer
+            .subscribe_with_lag_limit(LagLimit::never_hold())
+            .unwrap();
+        let reader = thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let polled = poller.poll(1, |e: &Ev, _: Sequence, _: bool| {
+                    e.verify();
+                    seen.push(e.value);
+                });
+                if let Err(PollError::Lagged { .. }) = polled {
+                    EVICTED.hit();
+                    break;
+                }
+            }
+            seen
+        });
+        producer.publish(|e| e.set(1)).unwrap();
+        producer.publish(|e| e.set(2)).unwrap();
+        let seen = reader.join().unwrap();
+        assert!(
+            seen == [] || seen == [1] || seen == [1, 2] || seen == [2],
+            "{seen:?}"
+        );
+    });
+    EVICTED.assert_reached("the subscriber was evicted and told so");
 }

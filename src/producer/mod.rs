@@ -57,6 +57,8 @@ impl From<Interrupt> for TryPublishError {
             Interrupt::Halted => Self::Halted,
             Interrupt::Closed => Self::Closed,
             Interrupt::Timeout => Self::Timeout,
+            // A producer's wait never ends with a subscriber's eviction.
+            Interrupt::Lagged(_) => Self::Halted,
         }
     }
 }
@@ -109,7 +111,10 @@ fn wait_for_room<E, W: WaitStrategy>(
     let wrap_point = last - bus.capacity();
     match wait {
         Wait::Never => {
-            let min = bus.min_gating(published);
+            let mut min = bus.min_gating(published);
+            if min < wrap_point && bus.evict_laggards(last) {
+                min = bus.min_gating(published);
+            }
             if min < wrap_point {
                 return Err(TryPublishError::Full {
                     missing: (wrap_point - min) as usize,
@@ -458,7 +463,33 @@ where
     /// that stopped, [`SubscribeError::MutatingStages`] for a bus with a
     /// mutating stage (a poller could read an event while it is written).
     pub fn subscribe(&self) -> Result<EventPoller<E, SingleProducerSequencer, W>, SubscribeError> {
-        crate::poller::subscribe(&self.bus)
+        crate::poller::subscribe(&self.bus, None)
+    }
+
+    /// Like [`subscribe`](SingleProducer::subscribe), for a poller that may
+    /// hold the producers on a full ring for at most `limit`: past it, it
+    /// is evicted (it stops gating at once) and its next poll returns
+    /// [`PollError::Lagged`](crate::PollError::Lagged) with how far behind
+    /// it was. It never reads an event being overwritten.
+    ///
+    /// ```
+    /// use ringbus::{Blocking, LagLimit, PollError, Sequence};
+    /// let mut producer = ringbus::single_producer(4, || 0u64, Blocking).build();
+    /// let mut slow = producer.subscribe_with_lag_limit(LagLimit::never_hold()).unwrap();
+    /// for i in 0..10 {
+    ///     producer.publish(|e| *e = i).unwrap(); // never waits for `slow`
+    /// }
+    /// let polled = slow.poll(8, |_: &u64, _: Sequence, _: bool| {});
+    /// assert!(matches!(polled, Err(PollError::Lagged { behind }) if behind >= 4));
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`subscribe`](SingleProducer::subscribe).
+    pub fn subscribe_with_lag_limit(
+        &self,
+        limit: crate::LagLimit,
+    ) -> Result<EventPoller<E, SingleProducerSequencer, W>, SubscribeError> {
+        crate::poller::subscribe(&self.bus, Some(limit))
     }
 
     /// Adds a managed handler at runtime: its own thread, fed like a stage
@@ -703,6 +734,12 @@ where
                     Ok(last) => return Ok(last),
                     Err(ClaimError::Closed) => return Err(TryPublishError::Closed),
                     Err(ClaimError::Full(missing)) => {
+                        let before = seq.claimed();
+                        if self.bus.evict_laggards(before + n) {
+                            // Room freed: the cache must say so.
+                            refresh_gating_cache(&self.bus, before);
+                            continue;
+                        }
                         let Wait::Until(deadline) = wait else {
                             return Err(TryPublishError::Full { missing });
                         };
@@ -852,7 +889,19 @@ where
     /// # Errors
     /// As for [`SingleProducer::subscribe`].
     pub fn subscribe(&self) -> Result<EventPoller<E, MultiProducerSequencer, W>, SubscribeError> {
-        crate::poller::subscribe(&self.bus)
+        crate::poller::subscribe(&self.bus, None)
+    }
+
+    /// Like [`subscribe`](MultiProducer::subscribe), with a lag limit; see
+    /// [`SingleProducer::subscribe_with_lag_limit`].
+    ///
+    /// # Errors
+    /// As for [`subscribe`](MultiProducer::subscribe).
+    pub fn subscribe_with_lag_limit(
+        &self,
+        limit: crate::LagLimit,
+    ) -> Result<EventPoller<E, MultiProducerSequencer, W>, SubscribeError> {
+        crate::poller::subscribe(&self.bus, Some(limit))
     }
 
     /// Adds a managed handler at runtime: its own thread, fed like a stage
