@@ -84,6 +84,9 @@ pub(crate) struct Bus<E, S, W> {
     joining: Mutex<JoinState>,
     /// True once a shutdown recorded its outcome (wakes the other joiners).
     settled: AtomicBool,
+    /// Lag-limited subscribers in the gating set (changed under its lock):
+    /// producers facing a full ring look for one to evict only if nonzero.
+    lag_limited: AtomicUsize,
     /// How long, in µs, the next producer facing a full ring yields before
     /// it waits the strategy's way (napping strategies only).
     full_ring_yield_us: AtomicUsize,
@@ -135,6 +138,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
                 outcome: None,
             }),
             settled: AtomicBool::new(false),
+            lag_limited: AtomicUsize::new(0),
             full_ring_yield_us: AtomicUsize::new(FULL_RING_YIELD_MAX_US),
         }
     }
@@ -258,7 +262,11 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         let start = self.sequencer.join_point(slowest);
         let cell = Arc::new(match hold {
             None => StageCell::starting_at(start),
-            Some(hold) => StageCell::limited(start, hold),
+            Some(hold) => {
+                // Relaxed: a hint for producers; changed under the lock.
+                self.lag_limited.fetch_add(1, Ordering::Relaxed);
+                StageCell::limited(start, hold)
+            }
         });
         gating.push(Arc::clone(&cell));
         Ok(cell)
@@ -272,20 +280,31 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// its minimum; its publish then wakes the evicted one). Never takes
     /// the signal's lock (it runs inside waits that hold it).
     pub(crate) fn evict_laggards(&self, last: Sequence) -> bool {
+        // Relaxed: a hint (see `lag_limited`); a stale zero only delays an
+        // eviction to the next look.
+        if self.lag_limited.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
         let wrap_point = last - self.capacity();
-        let mut evicted = false;
+        let mut evicted = 0;
         loom::lock(&self.gating).retain(|cell| {
             let evict = cell.evict_if_lagging(wrap_point, last);
-            evicted |= evict;
+            evicted += usize::from(evict);
             !evict
         });
-        evicted
+        // Relaxed: as above.
+        self.lag_limited.fetch_sub(evicted, Ordering::Relaxed);
+        evicted > 0
     }
 
     /// The shortest hold limit among the lag-limited subscribers, if any:
     /// a producer waiting on a full ring wakes at least that often to
     /// evict one that held it too long.
     fn shortest_hold(&self) -> Option<Duration> {
+        // Relaxed: as in `evict_laggards`.
+        if self.lag_limited.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         loom::lock(&self.gating)
             .iter()
             .filter_map(|cell| cell.lag.as_ref().map(|w| w.hold()))
@@ -294,7 +313,15 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
 
     /// Removes a runtime consumer; producers waiting on it go on.
     pub(crate) fn unsubscribe(&self, cell: &Arc<StageCell>) {
-        loom::lock(&self.gating).retain(|c| !Arc::ptr_eq(c, cell));
+        let mut gating = loom::lock(&self.gating);
+        let before = gating.len();
+        gating.retain(|c| !Arc::ptr_eq(c, cell));
+        if gating.len() < before && cell.lag.is_some() {
+            // Relaxed: as in `evict_laggards` (an evicted cell was counted
+            // out there).
+            self.lag_limited.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(gating);
         self.signal.notify_all();
     }
 
