@@ -12,6 +12,8 @@ for file in examples/bus.toml examples/bus.json; do
     echo "--- example from_config $file"
     cargo run --quiet --release --features serde --example from_config -- "$file"
 done
+echo "--- example async_service"
+cargo run --quiet --release --features async --example async_service
 echo "--- example order_journal"
 cargo run --quiet --release --features journal --example order_journal
 echo "--- example from_config with a bad file"

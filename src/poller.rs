@@ -53,7 +53,9 @@ pub enum PollError {
 ///
 /// Eviction is checked by a producer that finds the ring full: one waiting
 /// with a blocking strategy wakes at least every quarter of the limit to
-/// check; an async producer (`publish_async`) checks when it is polled.
+/// check; an async producer (`publish_async`) checks only when it is polled
+/// (nothing wakes it while the one subscriber holding it does not move), so
+/// an async service should use [`never_hold`](LagLimit::never_hold).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LagLimit {
