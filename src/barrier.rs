@@ -35,6 +35,17 @@ fn now_ns() -> u64 {
     epoch.elapsed().as_nanos() as u64 + 1
 }
 
+/// The ordering of the eviction protocol's two sides: `strong`, unless this
+/// build weakens it (`--cfg ringbus_weaken="evict_order"`, to show loom
+/// model 15 fails without it).
+fn evict_order(strong: Ordering) -> Ordering {
+    if cfg!(ringbus_weaken = "evict_order") {
+        Ordering::Relaxed
+    } else {
+        strong
+    }
+}
+
 const IDLE: usize = 0;
 const READING: usize = 1;
 const EVICTED: usize = 2;
@@ -88,14 +99,8 @@ impl LagWatch {
         // Relaxed: a hint for the eviction clock, read under the gating lock.
         self.holding_since.store(0, Ordering::Relaxed);
         // Release: orders the reads before an eviction's Acquire CAS, and
-        // so before the producer's writes to the slots read (knob
-        // `evict_order` makes both Relaxed, to show loom model 15 fails).
-        let release = if cfg!(ringbus_weaken = "evict_order") {
-            Ordering::Relaxed
-        } else {
-            Ordering::Release
-        };
-        self.state.store(IDLE, release);
+        // so before the producer's writes to the slots read.
+        self.state.store(IDLE, evict_order(Ordering::Release));
     }
 
     /// How far behind it was, once evicted.
@@ -126,13 +131,13 @@ impl LagWatch {
         self.behind.store(behind, Ordering::Relaxed);
         // Acquire: pairs with `end_read`'s Release, so the subscriber's
         // last reads happen before the writes the caller makes next.
-        let acquire = if cfg!(ringbus_weaken = "evict_order") {
-            Ordering::Relaxed
-        } else {
-            Ordering::Acquire
-        };
         self.state
-            .compare_exchange(IDLE, EVICTED, acquire, Ordering::Relaxed)
+            .compare_exchange(
+                IDLE,
+                EVICTED,
+                evict_order(Ordering::Acquire),
+                Ordering::Relaxed,
+            )
             .is_ok()
     }
 }

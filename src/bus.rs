@@ -348,23 +348,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         deadline: Option<Instant>,
         claimed: bool,
     ) -> Result<Sequence, Interrupt> {
-        let wrap_point = last - self.capacity();
-        let mut poll = || {
-            // The refusal first: a failed stage stops gating, which may
-            // make room that only a claim already made may take.
-            if self.is_halted() || (!claimed && self.refuses_producers()) {
-                return Err(Interrupt::Halted);
-            }
-            let mut min = self.min_gating_of(before, claimed);
-            if min < wrap_point && self.evict_laggards(last) {
-                min = self.min_gating_of(before, claimed);
-            }
-            if min >= wrap_point {
-                Ok(Some(min))
-            } else {
-                Ok(None)
-            }
-        };
+        let mut poll = || self.room_for(last, before, claimed);
         if self.strategy.naps() && !cfg!(loom) {
             if let Some(found) = self.yield_for_room(deadline, &mut poll) {
                 return found;
@@ -399,21 +383,31 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         last: Sequence,
         before: Sequence,
     ) -> std::task::Poll<Result<Sequence, Interrupt>> {
-        let wrap_point = last - self.capacity();
         self.signal.register(waker, || {
-            if self.is_halted() || self.refuses_producers() {
-                return Err(Interrupt::Halted);
-            }
             // Another handle closed the bus: nothing more is accepted.
             if self.closed_at().is_some() {
                 return Err(Interrupt::Closed);
             }
-            let mut min = self.min_gating_of(before, false);
-            if min < wrap_point && self.evict_laggards(last) {
-                min = self.min_gating_of(before, false);
-            }
-            Ok((min >= wrap_point).then_some(min))
+            self.room_for(last, before, false)
         })
+    }
+
+    /// One look for room up to `last` (see `wait_for_free`): the gating
+    /// minimum once there is room, after evicting the lag-limited
+    /// subscribers that held the producers too long; `Halted` on a
+    /// refusal.
+    fn room_for(&self, last: Sequence, before: Sequence, claimed: bool) -> PollResult<Sequence> {
+        // The refusal first: a failed stage stops gating, which may make
+        // room that only a claim already made may take.
+        if self.is_halted() || (!claimed && self.refuses_producers()) {
+            return Err(Interrupt::Halted);
+        }
+        let wrap_point = last - self.capacity();
+        let mut min = self.min_gating_of(before, claimed);
+        if min < wrap_point && self.evict_laggards(last) {
+            min = self.min_gating_of(before, claimed);
+        }
+        Ok((min >= wrap_point).then_some(min))
     }
 
     /// A napping strategy's producer facing a full ring yields first; see

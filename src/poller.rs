@@ -463,19 +463,29 @@ where
         f: impl FnMut(&E, Sequence, bool),
     ) -> Result<usize, PollError> {
         let next = self.sequence() + 1;
-        let available = match self.check(next)? {
-            Some(available) => available,
-            None => {
-                let bus = Arc::clone(&self.bus);
-                std::future::poll_fn(|cx| {
-                    bus.signal
-                        .register(cx.waker(), || self.check(next).map_err(to_interrupt))
-                })
-                .await
-                .map_err(from_interrupt)?
-            }
-        };
+        let available = std::future::poll_fn(|cx| self.poll_available(cx, next)).await?;
         self.handle(next, available, limit, f)
+    }
+
+    /// The highest available sequence `>= next`, or why none will come; if
+    /// none is available yet, `cx`'s waker is registered to be woken by the
+    /// publish (or close, halt, eviction) that changes that.
+    fn poll_available(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        next: Sequence,
+    ) -> std::task::Poll<Result<Sequence, PollError>> {
+        use std::task::Poll;
+        match self.check(next) {
+            Ok(Some(available)) => Poll::Ready(Ok(available)),
+            Err(e) => Poll::Ready(Err(e)),
+            Ok(None) => {
+                let bus = Arc::clone(&self.bus);
+                bus.signal
+                    .register(cx.waker(), || self.check(next).map_err(to_interrupt))
+                    .map(|found| found.map_err(from_interrupt))
+            }
+        }
     }
 
     /// This poller as a [`Stream`](futures_core::Stream) of `map(&event)`
@@ -570,16 +580,7 @@ where
         }
         let poller = &mut this.poller;
         let next = poller.sequence() + 1;
-        let found = match poller.check(next) {
-            Ok(Some(available)) => Poll::Ready(Ok(available)),
-            Ok(None) => {
-                let bus = Arc::clone(&poller.bus);
-                bus.signal
-                    .register(cx.waker(), || poller.check(next).map_err(to_interrupt))
-            }
-            Err(e) => Poll::Ready(Err(to_interrupt(e))),
-        };
-        match found {
+        match poller.poll_available(cx, next) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(available)) => {
                 let (buffer, map, batch) = (&mut this.buffer, &mut this.map, this.batch);
@@ -601,17 +602,15 @@ where
                     Ok(Ok(_)) => Poll::Ready(this.buffer.pop_front().map(Ok)),
                 }
             }
-            Poll::Ready(Err(Interrupt::Halted)) => {
-                this.done = true;
-                Poll::Ready(Some(Err(PollError::Halted)))
-            }
-            Poll::Ready(Err(Interrupt::Lagged(behind))) => {
-                this.done = true;
-                Poll::Ready(Some(Err(PollError::Lagged { behind })))
-            }
-            Poll::Ready(Err(_)) => {
+            // The producers are gone and everything was read: the end.
+            Poll::Ready(Err(PollError::Closed)) => {
                 this.done = true;
                 Poll::Ready(None)
+            }
+            // Halted or evicted: say so, then end.
+            Poll::Ready(Err(e)) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
             }
         }
     }

@@ -394,6 +394,17 @@ fn journal_then_count<C: Codec<Order>>(
     (producer, seen)
 }
 
+/// The first sequence of a segment, from its file name.
+fn first_sequence_of(segment: &Path) -> Sequence {
+    segment
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// Flips one byte of record `index`'s payload in `file`.
 fn damage_record(file: &Path, index: usize) -> u64 {
     let mut bytes = fs::read(file).unwrap();
@@ -458,13 +469,7 @@ fn damage_in_an_earlier_segment_shows_when_reading_reaches_it() {
     let files = segment_files(dir.path());
     let offset = damage_record(&files[1], 2);
     let journal = Journal::open(dir.path()).unwrap();
-    let first_of_second: Sequence = files[1]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let first_of_second = first_sequence_of(&files[1]);
     let read: Vec<_> = journal.records(0).unwrap().collect();
     let (ok, err): (Vec<_>, Vec<_>) = read.into_iter().partition(Result::is_ok);
     assert_eq!(ok.len() as Sequence, first_of_second + 2);
@@ -479,13 +484,7 @@ fn damage_in_an_earlier_segment_shows_when_reading_reaches_it() {
     // A missing segment in the middle is a gap, also named.
     fs::remove_file(&files[3]).unwrap();
     let journal = Journal::open_read_only(dir.path()).unwrap();
-    let first_of_third: Sequence = files[2]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let first_of_third = first_sequence_of(&files[2]);
     let after: Vec<_> = journal.records(first_of_third).unwrap().collect();
     assert!(
         matches!(after.last(), Some(Err(JournalError::Corrupt { file, .. })) if *file == files[4]),

@@ -15,13 +15,6 @@ use crate::sequence::Sequence;
 use crate::wait_strategy::{AsyncWait, Interrupt};
 use crate::ShutdownError;
 
-fn interrupted(i: Interrupt) -> PublishError {
-    match i {
-        Interrupt::Closed => PublishError::Closed,
-        _ => PublishError::Halted,
-    }
-}
-
 /// Publishes with `try_publish` until it is not full, awaiting room in
 /// between; `try_publish` takes `f` only when it claims, so a future
 /// dropped while it waits has claimed nothing.
@@ -38,7 +31,7 @@ macro_rules! publish_async_body {
             let bus = &$self.bus;
             poll_fn(|cx| bus.register_for_free(cx.waker(), before + $n, before))
                 .await
-                .map_err(interrupted)?;
+                .map_err(|i: Interrupt| super::waited(i.into()))?;
         }
     }};
 }
