@@ -23,10 +23,12 @@ use crate::barrier::{SequenceBarrier, StageCell};
 use crate::bus::Bus;
 use crate::error::BuildError;
 use crate::fault::FailurePolicy;
-use crate::handler::{BatchEventHandler, EventHandler, EventHandlerMut, TryEventHandler};
+use crate::handler::{
+    BatchEventHandler, EventHandler, EventHandlerMut, TryBatchEventHandler, TryEventHandler,
+};
 use crate::loom::{self, thread, Arc};
 use crate::processor::{
-    BatchReader, Consume, Fallible, Reader, StageContext, StageOutcome, Writer,
+    BatchReader, Consume, Fallible, Reader, StageContext, StageOutcome, TryBatchReader, Writer,
 };
 use crate::producer::{MultiProducer, SingleProducer};
 use crate::ring_buffer::RingBuffer;
@@ -338,6 +340,16 @@ where
         H: BatchEventHandler<E> + Send + 'static,
     {
         self.add_owned(false, BatchReader(handler), |BatchReader(h)| h)
+    }
+
+    /// Adds a stage whose fallible `handler` gets every available batch at
+    /// once and reports the first event it could not handle; the stage's
+    /// [`FailurePolicy`] applies to that event. See [`TryBatchEventHandler`].
+    pub fn try_handle_batches_with<H>(self, handler: H) -> Self
+    where
+        H: TryBatchEventHandler<E> + Send + 'static,
+    {
+        self.add_owned(false, TryBatchReader(handler), |TryBatchReader(h)| h)
     }
 
     /// Adds a stage whose handler `make` creates on the stage's own thread, so

@@ -296,6 +296,87 @@ where
     }
 }
 
+/// A fallible [`BatchEventHandler`]: it gets every available batch at once
+/// and reports the first event it could not handle, so a handler that
+/// works in bulk (a network publish with a window of acknowledgements in
+/// flight) still fails per event. Added with
+/// [`try_handle_batches_with`](crate::Builder::try_handle_batches_with);
+/// closures `FnMut(Batch<'_, E>) -> Result<(), (Sequence, Err)>` are
+/// fallible batch handlers.
+///
+/// `Err((at, error))` says the events before `at` were handled and `at`
+/// failed (an `at` outside the batch is taken as its nearest end). The
+/// stage's [`FailurePolicy`](crate::FailurePolicy) then decides about
+/// `at` alone: a retry calls the handler again, after the backoff, with a
+/// batch that starts at `at` (the rest of the batch, and whatever became
+/// available since is left for the next call); skip or dead-letter moves
+/// past `at` and hands the rest of the batch over in a new call; halt
+/// stops the stage with its sequence at `at - 1`. The retry count starts
+/// afresh when a call got past the event that failed before. A panic
+/// counts as a failure of the batch's first event.
+///
+/// The stage stores its sequence once the call returned, so the stages
+/// after it (and the producers) pass an event only after the handler
+/// finished with it, as for every other handler.
+///
+/// ```
+/// use ringbus::{Batch, Blocking, FailurePolicy, Sequence};
+/// use std::time::Duration;
+///
+/// let mut flaky = true;
+/// let mut producer = ringbus::single_producer(64, || 0u64, Blocking)
+///     .on_failure(FailurePolicy::halt().retry(3, Duration::from_millis(1)))
+///     .try_handle_batches_with(move |batch: Batch<'_, u64>| {
+///         for (seq, value) in batch.iter_with_sequence() {
+///             if *value == 7 && std::mem::take(&mut flaky) {
+///                 return Err((seq, "timed out"));
+///             }
+///         }
+///         Ok(())
+///     })
+///     .build();
+/// for i in 0..10 {
+///     producer.publish(|e| *e = i).unwrap();
+/// }
+/// let report = producer.shutdown().unwrap();
+/// assert_eq!((report.stages[0].handled, report.stages[0].retried), (10, 1));
+/// ```
+pub trait TryBatchEventHandler<E> {
+    /// The handler's error, kept typed in the [`Failure`](crate::Failure).
+    type Error: Into<crate::fault::BoxError>;
+
+    /// Called with each batch, in sequence order.
+    ///
+    /// # Errors
+    /// `(at, error)`: the first event not handled, and why; the events
+    /// before it were handled.
+    fn on_batch(&mut self, batch: Batch<'_, E>) -> Result<(), (Sequence, Self::Error)>;
+
+    /// See [`EventHandler::on_start`].
+    fn on_start(&mut self) {}
+
+    /// See [`EventHandler::on_shutdown`].
+    fn on_shutdown(&mut self) {}
+
+    /// See [`EventHandler::on_timeout`].
+    fn on_timeout(&mut self, sequence: Sequence) {
+        let _ = sequence;
+    }
+}
+
+impl<E, F, R> TryBatchEventHandler<E> for F
+where
+    F: FnMut(Batch<'_, E>) -> Result<(), (Sequence, R)>,
+    R: Into<crate::fault::BoxError>,
+{
+    type Error = R;
+
+    #[inline]
+    fn on_batch(&mut self, batch: Batch<'_, E>) -> Result<(), (Sequence, R)> {
+        self(batch)
+    }
+}
+
 /// Implements the lifecycle callbacks of a one-field wrapper (`Wrapper(h)`)
 /// by forwarding them to the wrapped handler: the stage adapters in
 /// `processor.rs` and the pointer wrappers in `config.rs`.

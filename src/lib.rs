@@ -148,7 +148,9 @@ pub use affinity::available_cores;
 pub use builder::{multi_producer, single_producer, Builder, StageId};
 pub use error::{BuildError, PublishError, ShutdownError, SubscribeError, TryPublishError};
 pub use fault::{BoxError, DeadLetter, Failure, FailurePolicy};
-pub use handler::{Batch, BatchEventHandler, EventHandler, EventHandlerMut, TryEventHandler};
+pub use handler::{
+    Batch, BatchEventHandler, EventHandler, EventHandlerMut, TryBatchEventHandler, TryEventHandler,
+};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use loom::stats as __loom_stats;

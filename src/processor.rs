@@ -21,7 +21,8 @@ use crate::barrier::{SequenceBarrier, StageCell};
 use crate::bus::Bus;
 use crate::fault::{Failure, FailurePolicy, Finally};
 use crate::handler::{
-    forward_lifecycle, Batch, BatchEventHandler, EventHandler, EventHandlerMut, TryEventHandler,
+    forward_lifecycle, Batch, BatchEventHandler, EventHandler, EventHandlerMut,
+    TryBatchEventHandler, TryEventHandler,
 };
 use crate::loom::{self, Arc, Weaken};
 use crate::ring_buffer::RingView;
@@ -178,6 +179,28 @@ pub(crate) trait Consume<E> {
     /// [`consume_range`](Consume::consume_range) (the loop then does not
     /// cut it into chunks between looks at the halt flag).
     const WHOLE_BATCH: bool = false;
+    /// True when the consumer handles ranges and reports the first event
+    /// that failed ([`try_consume_range`](Consume::try_consume_range)); the
+    /// loop then applies the stage's policy to that event alone.
+    const FALLIBLE_RANGE: bool = false;
+    /// Hands `from..=to` over; `Err((at, failure))`: the events before `at`
+    /// were handled and `at` failed.
+    ///
+    /// # Safety
+    /// As for [`consume_range`](Consume::consume_range).
+    #[inline]
+    unsafe fn try_consume_range(
+        &mut self,
+        ring: RingView<'_, E>,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<(), (Sequence, Failure)> {
+        for sequence in from..=to {
+            // SAFETY: the caller's permission, for each sequence of the range.
+            unsafe { self.consume(ring, sequence, sequence == to) }.map_err(|f| (sequence, f))?;
+        }
+        Ok(())
+    }
     /// Hands `from..=to` over on the loop's fast path (infallible
     /// consumers, halt policy); `end_of_batch` is true only at `last`.
     ///
@@ -238,6 +261,8 @@ pub(crate) struct Writer<H>(pub(crate) H);
 pub(crate) struct Fallible<H>(pub(crate) H);
 /// A stage whose handler takes whole batches.
 pub(crate) struct BatchReader<H>(pub(crate) H);
+/// A stage whose handler takes whole batches and may fail at an event.
+pub(crate) struct TryBatchReader<H>(pub(crate) H);
 
 impl<E, H: EventHandler<E>> Consume<E> for Reader<H> {
     const FALLIBLE: bool = false;
@@ -345,6 +370,59 @@ impl<E, H: BatchEventHandler<E>> Consume<E> for BatchReader<H> {
             })
         };
         progress.set(to);
+    }
+}
+
+impl<E, H: TryBatchEventHandler<E>> Consume<E> for TryBatchReader<H> {
+    const FALLIBLE: bool = true;
+    const FALLIBLE_RANGE: bool = true;
+    // Under loom the slice view is compiled out: batches of one there.
+    const WHOLE_BATCH: bool = !cfg!(loom);
+
+    fn on_start(&mut self) {
+        self.0.on_start()
+    }
+    fn on_shutdown(&mut self) {
+        self.0.on_shutdown()
+    }
+    fn on_timeout(&mut self, sequence: Sequence) {
+        self.0.on_timeout(sequence)
+    }
+    #[inline]
+    fn on_batch_start(&mut self, _size: u64) {}
+
+    /// One event: a batch of one.
+    unsafe fn consume(
+        &mut self,
+        ring: RingView<'_, E>,
+        sequence: Sequence,
+        _eob: bool,
+    ) -> Result<(), Failure> {
+        // SAFETY: as for `Reader`.
+        unsafe {
+            ring.read(sequence, |e| {
+                self.0
+                    .on_batch(Batch::new(sequence, std::slice::from_ref(e), &[]))
+            })
+        }
+        .map_err(|(_, error)| Failure::from_error(error))
+    }
+
+    #[cfg(not(loom))]
+    unsafe fn try_consume_range(
+        &mut self,
+        ring: RingView<'_, E>,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<(), (Sequence, Failure)> {
+        // SAFETY: the caller's permission for the whole range, which is at
+        // most the ring's capacity.
+        unsafe {
+            ring.read_range(from, to, |head, tail| {
+                self.0.on_batch(Batch::new(from, head, tail))
+            })
+        }
+        .map_err(|(at, error)| (at.clamp(from, to), Failure::from_error(error)))
     }
 }
 
@@ -472,12 +550,22 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 if bus.is_halted() {
                     break;
                 }
-                let chunk_end = if C::WHOLE_BATCH && !per_event {
+                let chunk_end = if C::WHOLE_BATCH && (!per_event || C::FALLIBLE_RANGE) {
                     available
                 } else {
                     available.min(done + HALT_CHECK_EVERY)
                 };
-                if per_event {
+                if C::FALLIBLE_RANGE {
+                    // SAFETY: as below, for the range.
+                    let handled = unsafe {
+                        self.handle_range(consumer, ring, done + 1, chunk_end, report, &progress)
+                    };
+                    done = progress.get();
+                    if let Err(f) = handled {
+                        failure = Some(f);
+                        break;
+                    }
+                } else if per_event {
                     for sequence in done + 1..=chunk_end {
                         // SAFETY: as below, for one sequence of the range.
                         let handled = unsafe {
@@ -703,6 +791,69 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 }
             };
         }
+    }
+
+    /// Hands `from..=to` to a range consumer under the stage's policy,
+    /// which applies to the one event a call reports failed; `progress`
+    /// follows the events the stage may move past. `Err` when the stage
+    /// must stop (`progress` is then just below the failed event).
+    ///
+    /// # Safety
+    /// As for [`Consume::consume_range`].
+    unsafe fn handle_range<C: Consume<E>>(
+        &self,
+        consumer: &mut C,
+        ring: RingView<'_, E>,
+        from: Sequence,
+        to: Sequence,
+        report: &mut StageReport,
+        progress: &Cell<Sequence>,
+    ) -> Result<(), Failure> {
+        let policy = &self.policy;
+        let catch = policy.needs_per_event_handling() && !cfg!(loom);
+        let (mut start, mut attempt, mut failed_at) = (from, 0, None);
+        while start <= to {
+            // SAFETY: the caller's permission for `from..=to`.
+            let mut call = || unsafe { consumer.try_consume_range(ring, start, to) };
+            let outcome = if catch {
+                catch_unwind(AssertUnwindSafe(&mut call)).unwrap_or_else(|payload| {
+                    report.panics += 1;
+                    Err((start, Failure::Panic(panic_message(&*payload))))
+                })
+            } else {
+                call()
+            };
+            let Err((at, failure)) = outcome else {
+                progress.set(to);
+                return Ok(());
+            };
+            progress.set(at - 1);
+            if failed_at != Some(at) {
+                // A new event failed: its own count of retries.
+                (failed_at, attempt) = (Some(at), 0);
+            }
+            start = at;
+            if attempt < policy.retries && !self.bus.is_halted() {
+                attempt += 1;
+                report.retried += 1;
+                loom::sleep(policy.backoff_for(attempt));
+                continue;
+            }
+            report.failed += 1;
+            match &policy.finally {
+                Finally::Halt => return Err(failure),
+                Finally::Skip => report.skipped += 1,
+                Finally::DeadLetter(sink) => {
+                    // SAFETY: the caller's permission for `at`; the
+                    // handler's access ended when its call returned.
+                    unsafe { ring.read(at, |e| sink(&self.name, e, at, &failure)) };
+                    report.dead_lettered += 1;
+                }
+            }
+            progress.set(at);
+            start = at + 1;
+        }
+        Ok(())
     }
 
     /// The highest available sequence `>= next`, or why there is none. The

@@ -222,3 +222,165 @@ fn a_panicking_batch_halts_the_bus_without_a_hang() {
         assert!(halted, "producers are refused once the stage failed");
     });
 }
+
+/// A fallible batch stage on a ring of 8 that laps: `fail(seq, attempt)`
+/// decides whether the call that reaches `seq` fails there. Returns every
+/// sequence the handler got past (in order), the first sequence of every
+/// call, the shutdown report, and what a stage after it saw.
+type TryBatchRun = (
+    Vec<Sequence>,
+    Vec<Sequence>,
+    Result<ringbus::ShutdownReport, ShutdownError>,
+    Vec<Sequence>,
+);
+
+fn try_batches(
+    policy: FailurePolicy<u64>,
+    events: u64,
+    fail: impl Fn(Sequence, u32) -> bool + Send + 'static,
+) -> TryBatchRun {
+    let passed = Arc::new(Mutex::new(Vec::new()));
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let after = Arc::new(Mutex::new(Vec::new()));
+    let (p, s, a) = (passed.clone(), starts.clone(), after.clone());
+    let mut attempts = std::collections::HashMap::<Sequence, u32>::new();
+    let mut producer = ringbus::single_producer(8, || 0u64, Blocking)
+        .on_failure(policy)
+        .try_handle_batches_with(move |batch: Batch<'_, u64>| {
+            s.lock().unwrap().push(batch.first_sequence());
+            for (seq, e) in batch.iter_with_sequence() {
+                assert_eq!(*e, seq as u64, "the event of its sequence");
+                let attempt = attempts.entry(seq).or_insert(0);
+                *attempt += 1;
+                if fail(seq, *attempt) {
+                    return Err((seq, format!("event {seq} refused")));
+                }
+                p.lock().unwrap().push(seq);
+            }
+            Ok(())
+        })
+        .and_then()
+        .handle_events_with(move |_: &u64, seq: Sequence, _: bool| a.lock().unwrap().push(seq))
+        .build();
+    for i in 0..events {
+        if producer.publish(|e| *e = i).is_err() {
+            break;
+        }
+    }
+    let report = bounded(30, move || producer.shutdown());
+    let take = |v: Arc<Mutex<Vec<Sequence>>>| std::mem::take(&mut *v.lock().unwrap());
+    (take(passed), take(starts), report, take(after))
+}
+
+#[test]
+fn try_batches_retry_the_failed_event_from_where_it_failed() {
+    let n = if cfg!(miri) { 64 } else { 2_000 };
+    // Every 97th event fails twice before it goes through.
+    let policy = FailurePolicy::halt().retry(2, Duration::from_micros(10));
+    let (passed, starts, report, after) =
+        try_batches(policy, n, |seq, attempt| seq % 97 == 5 && attempt <= 2);
+    let report = report.unwrap();
+    assert_eq!(
+        passed,
+        (0..n as Sequence).collect::<Vec<_>>(),
+        "each once, in order"
+    );
+    assert_eq!(after, passed, "the next stage saw all of them");
+    let failing = (0..n as Sequence).filter(|s| s % 97 == 5).count();
+    for seq in (0..n as Sequence).filter(|s| s % 97 == 5) {
+        // The two retries start at the failed event.
+        assert!(
+            starts.iter().filter(|&&s| s == seq).count() >= 2,
+            "retried from {seq}"
+        );
+    }
+    let stage = &report.stages[0];
+    assert_eq!(
+        (stage.handled, stage.retried, stage.failed),
+        (n, 2 * failing as u64, 0)
+    );
+}
+
+#[test]
+fn try_batches_dead_letter_or_skip_only_the_failed_event() {
+    let n = if cfg!(miri) { 64 } else { 1_000 };
+    let letters = Arc::new(Mutex::new(Vec::new()));
+    let l = letters.clone();
+    let policy = FailurePolicy::dead_letter(move |stage: &str, e: &u64, seq, f| {
+        assert_eq!(stage, "ringbus-stage-0");
+        l.lock().unwrap().push((*e, seq, f.to_string()));
+    })
+    .retry(1, Duration::ZERO);
+    let (passed, _, report, after) = try_batches(policy, n, |seq, _| seq % 10 == 3);
+    let expected: Vec<Sequence> = (0..n as Sequence).filter(|s| s % 10 != 3).collect();
+    assert_eq!(passed, expected);
+    assert_eq!(
+        after,
+        (0..n as Sequence).collect::<Vec<_>>(),
+        "the stage moved past them"
+    );
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters.len(), (n / 10) as usize);
+    assert_eq!(
+        letters[0],
+        (3, 3, "handler error: event 3 refused".to_string())
+    );
+    let stage = &report.unwrap().stages[0];
+    assert_eq!((stage.dead_lettered, stage.retried), (n / 10, n / 10));
+
+    let (passed, _, report, _) = try_batches(FailurePolicy::skip(), n, |seq, _| seq == 4);
+    assert_eq!(passed.len() as u64, n - 1);
+    assert_eq!(report.unwrap().stages[0].skipped, 1);
+}
+
+#[test]
+fn try_batches_halt_at_the_failed_event_and_release_nothing_past_it() {
+    let (passed, _, report, after) = try_batches(FailurePolicy::halt(), 1_000, |seq, _| seq == 21);
+    assert_eq!(passed, (0..21).collect::<Vec<_>>());
+    assert_eq!(
+        after, passed,
+        "the stage after saw exactly what was handled"
+    );
+    match report {
+        Err(ShutdownError::StageFailed(report)) => {
+            let stage = &report.stages[0];
+            assert_eq!(
+                stage.processed, 21,
+                "its sequence stopped before the failed event"
+            );
+            assert_eq!(
+                stage.failure.as_ref().unwrap().to_string(),
+                "handler error: event 21 refused"
+            );
+        }
+        other => panic!("expected the halt's report, got {other:?}"),
+    }
+}
+
+#[test]
+fn try_batches_route_a_panic_through_the_policy() {
+    let n = if cfg!(miri) { 64 } else { 500 };
+    let panicked = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(AtomicU64::new(0));
+    let (pk, sn) = (panicked.clone(), seen.clone());
+    let mut producer = ringbus::single_producer(8, || 0u64, Blocking)
+        .on_failure(FailurePolicy::halt().retry(1, Duration::ZERO))
+        .try_handle_batches_with(move |batch: Batch<'_, u64>| {
+            if batch.iter().any(|e| *e == 40) && pk.fetch_add(1, Ordering::Relaxed) == 0 {
+                panic!("first look at 40");
+            }
+            sn.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            Ok::<(), (Sequence, String)>(())
+        })
+        .build();
+    for i in 0..n {
+        producer.publish(|e| *e = i).unwrap();
+    }
+    let report = bounded(30, move || producer.shutdown()).unwrap();
+    assert_eq!(
+        seen.load(Ordering::Relaxed),
+        n,
+        "the batch was handed over again"
+    );
+    assert_eq!((report.stages[0].panics, report.stages[0].retried), (1, 1));
+}

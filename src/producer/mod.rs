@@ -520,6 +520,16 @@ where
         crate::poller::subscribe_with(&self.bus, handler)
     }
 
+    /// The highest sequence every gating consumer has passed: every leaf
+    /// stage and runtime subscriber has handled (or skipped, or
+    /// dead-lettered) all events up to it, and the stages before them too
+    /// (the cursor when nothing gates). Takes the gating lock; a snapshot
+    /// that only grows. LMAX's `getMinimumGatingSequence`: what a bridge
+    /// acknowledges upstream once the bus is done with it.
+    pub fn minimum_gating_sequence(&self) -> Sequence {
+        self.bus.min_gating(self.cursor())
+    }
+
     /// The last sequence published (-1 before the first).
     pub fn cursor(&self) -> Sequence {
         self.bus.sequencer.claimed()
@@ -915,6 +925,16 @@ where
         H: EventHandler<E> + Send + 'static,
     {
         crate::poller::subscribe_with(&self.bus, handler)
+    }
+
+    /// The highest sequence every gating consumer has passed: every leaf
+    /// stage and runtime subscriber has handled (or skipped, or
+    /// dead-lettered) all events up to it, and the stages before them too
+    /// (the cursor when nothing gates). Takes the gating lock; a snapshot
+    /// that only grows. LMAX's `getMinimumGatingSequence`: what a bridge
+    /// acknowledges upstream once the bus is done with it.
+    pub fn minimum_gating_sequence(&self) -> Sequence {
+        self.bus.min_gating(self.cursor())
     }
 
     /// The highest sequence claimed by any producer (-1 before the first);
