@@ -103,6 +103,9 @@ pub trait Producer<E>: sealed::Sealed {
     /// The highest sequence published or claimed (-1 before the first).
     fn cursor(&self) -> Sequence;
 
+    /// See [`SingleProducer::minimum_gating_sequence`].
+    fn minimum_gating_sequence(&self) -> Sequence;
+
     /// A [`Metrics`] handle on the bus.
     fn metrics(&self) -> Metrics;
 
@@ -201,6 +204,9 @@ macro_rules! delegate_producer {
             }
             fn cursor(&self) -> Sequence {
                 $handle::cursor(self)
+            }
+            fn minimum_gating_sequence(&self) -> Sequence {
+                $handle::minimum_gating_sequence(self)
             }
             fn metrics(&self) -> Metrics {
                 $handle::metrics(self)

@@ -1,0 +1,388 @@
+//! The egress stage: each event of a bus, encoded, to a JetStream stream,
+//! with a window of publish acks in flight; the stage passes an event only
+//! once the server acknowledged it.
+//!
+//! Every message carries `Nats-Msg-Id: <producer id>:<sequence>`, so a
+//! resend after a lost ack or a reconnect is dropped by the server's
+//! duplicate window. In ordered mode (the default) each message also
+//! carries `Nats-Expected-Last-Msg-Id` naming the message before it: if a
+//! message is lost with a dropped connection, the server refuses the ones
+//! sent after it instead of storing them ahead of it, and the resend from
+//! the lost one restores the order. Ordered mode needs this egress to be
+//! the stream's only writer.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use ringbus::{Batch, FailurePolicy, Sequence, TryBatchEventHandler};
+
+use crate::codec::Codec;
+use crate::link::Link;
+
+/// The subject of each event.
+type SubjectFn<E> = Arc<dyn Fn(&E) -> String + Send + Sync>;
+
+/// Options of an egress stage ([`Link::egress`]).
+pub struct EgressOptions<E> {
+    subject: SubjectFn<E>,
+    producer_id: String,
+    window: usize,
+    ack_timeout: Duration,
+    ordered: bool,
+    policy: FailurePolicy<E>,
+}
+
+impl<E> Clone for EgressOptions<E> {
+    fn clone(&self) -> Self {
+        Self {
+            subject: Arc::clone(&self.subject),
+            producer_id: self.producer_id.clone(),
+            window: self.window,
+            ack_timeout: self.ack_timeout,
+            ordered: self.ordered,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+impl<E> fmt::Debug for EgressOptions<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EgressOptions")
+            .field("producer_id", &self.producer_id)
+            .field("window", &self.window)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("ordered", &self.ordered)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> EgressOptions<E> {
+    /// Every event to `subject`, under the producer identity `producer_id`
+    /// (the first half of each `Nats-Msg-Id`). Give each run of a service
+    /// its own identity (a start time, a pod name and restart count)
+    /// unless it republishes the same sequences (a journal replay), or the
+    /// server will drop its first events as duplicates of the last run's.
+    pub fn new(subject: impl Into<String>, producer_id: impl Into<String>) -> Self {
+        let subject = subject.into();
+        Self {
+            subject: Arc::new(move |_| subject.clone()),
+            producer_id: producer_id.into(),
+            window: 256,
+            ack_timeout: Duration::from_secs(2),
+            ordered: true,
+            // About a minute of retries (50 ms, doubling to 1 s), then halt.
+            policy: FailurePolicy::halt().retry(64, Duration::from_millis(50)),
+        }
+    }
+
+    /// The subject of each event, chosen per event.
+    pub fn subject_per_event(
+        mut self,
+        subject: impl Fn(&E) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.subject = Arc::new(subject);
+        self
+    }
+
+    /// Publish acks in flight at most (256 by default): the egress sends up
+    /// to this many messages before it waits for the oldest ack.
+    ///
+    /// # Panics
+    /// If `window` is 0.
+    pub fn window(mut self, window: usize) -> Self {
+        assert!(
+            window > 0,
+            "an egress window of 0 sends nothing; give it at least 1"
+        );
+        self.window = window;
+        self
+    }
+
+    /// How long to wait for an ack before the send counts as failed (2 s
+    /// by default); the stage's policy then retries from that event.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// With `false`, messages carry no `Nats-Expected-Last-Msg-Id`: for a
+    /// stream other writers share, or subjects spread over several streams.
+    /// A message lost with a dropped connection may then be stored after
+    /// the ones sent behind it (nothing is lost or duplicated).
+    pub fn ordered(mut self, ordered: bool) -> Self {
+        self.ordered = ordered;
+        self
+    }
+
+    /// The stage's failure policy: by default about a minute of retries
+    /// from the first unacknowledged event (50 ms backoff doubling to 1 s,
+    /// 64 times), then halt. Dead-lettering or skipping an event gives up
+    /// that event only.
+    pub fn on_failure(mut self, policy: FailurePolicy<E>) -> Self {
+        self.policy = policy;
+        self
+    }
+}
+
+/// Why the egress could not hand an event to the stream.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EgressError {
+    /// The codec refused the event.
+    Encode(ringbus::BoxError),
+    /// The publish or its ack failed: timed out, the server is gone, or the
+    /// server refused the message (the reason says which).
+    Publish {
+        /// The subject published to.
+        subject: String,
+        /// The client's error.
+        reason: String,
+    },
+}
+
+impl fmt::Display for EgressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Encode(e) => write!(f, "cannot encode the event: {e}"),
+            Self::Publish { subject, reason } => {
+                write!(f, "publish to `{subject}` not acknowledged: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EgressError {}
+
+/// What an egress did, from any thread ([`Egress::stats`]).
+#[derive(Debug, Default)]
+pub struct EgressStats {
+    acked: AtomicU64,
+    duplicates: AtomicU64,
+    resent: AtomicU64,
+}
+
+impl EgressStats {
+    /// Messages the server acknowledged (duplicates included).
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+    /// Acks that said the server had the message already (a resend).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+    /// Messages sent again after a failure.
+    pub fn resent(&self) -> u64 {
+        self.resent.load(Ordering::Relaxed)
+    }
+}
+
+/// The egress stage: add it with [`EgressExt::egress_to`].
+pub struct Egress<E, C> {
+    link: Link,
+    context: async_nats::jetstream::Context,
+    codec: C,
+    options: EgressOptions<E>,
+    /// The id of the last message the server acknowledged: what the next
+    /// message expects before it (ordered mode).
+    last_acked: Option<String>,
+    /// The highest sequence ever sent (to count resends).
+    highest_sent: Option<Sequence>,
+    buffer: Vec<u8>,
+    stats: Arc<EgressStats>,
+}
+
+impl<E, C> fmt::Debug for Egress<E, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Egress")
+            .field("link", &self.link)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+struct InFlight {
+    sequence: Sequence,
+    id: String,
+    subject: String,
+    ack: PublishAckFuture,
+}
+
+impl<E, C: Codec<E>> Egress<E, C> {
+    pub(crate) fn new(link: Link, codec: C, options: EgressOptions<E>) -> Self {
+        // The client's own limit on acks in flight stays above ours: acks of
+        // a window given up after a failure still hold their permits until
+        // they time out.
+        // The context spawns its ack task on the link's runtime.
+        let _runtime = link.handle().enter();
+        let context = async_nats::jetstream::ContextBuilder::new()
+            .timeout(options.ack_timeout)
+            .max_ack_inflight(options.window * 4)
+            .backpressure_on_inflight(true)
+            .build(link.client().clone());
+        Self {
+            link,
+            context,
+            codec,
+            options,
+            last_acked: None,
+            highest_sent: None,
+            buffer: Vec::new(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Counters of this egress, readable from any thread.
+    pub fn stats(&self) -> Arc<EgressStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The stage's failure policy (from [`EgressOptions::on_failure`]).
+    pub fn policy(&self) -> FailurePolicy<E> {
+        self.options.policy.clone()
+    }
+
+    async fn send_batch(&mut self, batch: Batch<'_, E>) -> Result<(), (Sequence, EgressError)> {
+        let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(self.options.window);
+        let mut previous = self.last_acked.clone();
+        for (sequence, event) in batch.iter_with_sequence() {
+            if in_flight.len() >= self.options.window {
+                let oldest = in_flight.pop_front().expect("a full window");
+                self.settle(oldest).await?;
+            }
+            let sent = self.send(sequence, event, previous.as_deref()).await;
+            match sent {
+                Ok(next) => {
+                    previous = Some(next.id.clone());
+                    in_flight.push_back(next);
+                }
+                Err(error) => {
+                    // The events before this one must be acknowledged first:
+                    // the stage passes them when we report this one.
+                    for earlier in in_flight.drain(..) {
+                        self.settle(earlier).await?;
+                    }
+                    return Err((sequence, error));
+                }
+            }
+        }
+        while let Some(next) = in_flight.pop_front() {
+            // An error drops the rest of the window: their acks are not
+            // waited for, and the retry sends them again under the same ids.
+            self.settle(next).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        sequence: Sequence,
+        event: &E,
+        previous: Option<&str>,
+    ) -> Result<InFlight, EgressError> {
+        self.buffer.clear();
+        self.codec
+            .encode(event, &mut self.buffer)
+            .map_err(EgressError::Encode)?;
+        let subject = (self.options.subject)(event);
+        let id = format!("{}:{sequence}", self.options.producer_id);
+        let mut message = PublishMessage::build()
+            .payload(Bytes::copy_from_slice(&self.buffer))
+            .message_id(&id);
+        if self.options.ordered {
+            if let Some(previous) = previous {
+                message = message.expected_last_message_id(previous);
+            }
+        }
+        if self.highest_sent.is_some_and(|h| sequence <= h) {
+            self.stats.resent.fetch_add(1, Ordering::Relaxed);
+        }
+        self.highest_sent = Some(self.highest_sent.map_or(sequence, |h| h.max(sequence)));
+        let ack = self
+            .context
+            .send_publish(subject.clone(), message)
+            .await
+            .map_err(|e| EgressError::Publish {
+                subject: subject.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(InFlight {
+            sequence,
+            id,
+            subject,
+            ack,
+        })
+    }
+
+    async fn settle(&mut self, sent: InFlight) -> Result<(), (Sequence, EgressError)> {
+        match sent.ack.await {
+            Ok(ack) => {
+                self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                if ack.duplicate {
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                self.last_acked = Some(sent.id);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = match e.kind() {
+                    PublishErrorKind::WrongLastMessageId => format!(
+                        "{e} (a message before it was lost and is sent again; if another \
+                         writer shares the stream, use EgressOptions::ordered(false))"
+                    ),
+                    PublishErrorKind::StreamNotFound => {
+                        format!("{e}: no stream takes subject `{}`", sent.subject)
+                    }
+                    _ => e.to_string(),
+                };
+                Err((
+                    sent.sequence,
+                    EgressError::Publish {
+                        subject: sent.subject,
+                        reason,
+                    },
+                ))
+            }
+        }
+    }
+}
+
+impl<E, C: Codec<E>> TryBatchEventHandler<E> for Egress<E, C> {
+    type Error = EgressError;
+
+    fn on_batch(&mut self, batch: Batch<'_, E>) -> Result<(), (Sequence, EgressError)> {
+        let link = self.link.clone();
+        link.block_on(self.send_batch(batch))
+    }
+}
+
+/// Adds an egress stage to a bus under construction.
+pub trait EgressExt<E>: Sized {
+    /// Adds `egress` as a stage (named `nats-egress` unless
+    /// [`thread_name`](ringbus::Builder::thread_name) named it) with the
+    /// failure policy of its options.
+    fn egress_to<C: Codec<E>>(self, egress: Egress<E, C>) -> Self
+    where
+        E: 'static;
+}
+
+impl<E, S, W> EgressExt<E> for ringbus::Builder<E, S, W>
+where
+    E: Send + Sync + 'static,
+    S: ringbus::Sequencer,
+    W: ringbus::WaitStrategy,
+{
+    fn egress_to<C: Codec<E>>(self, egress: Egress<E, C>) -> Self
+    where
+        E: 'static,
+    {
+        self.on_failure(egress.policy())
+            .try_handle_batches_with(egress)
+    }
+}

@@ -1,0 +1,475 @@
+//! The ingress: a durable JetStream pull consumer feeding a bus, acking a
+//! message only once every gating stage of the bus has handled it.
+//!
+//! One thread (`ringbus-nats-ingress`) fetches at most as many messages as
+//! the ring has room for (a full ring stops fetching: no buffer grows),
+//! decodes each into its slot and publishes it, remembering the message.
+//! Between fetches it reads the bus's
+//! [`minimum_gating_sequence`](ringbus::Producer::minimum_gating_sequence)
+//! and acknowledges, with one cumulative ack (`AckPolicy::All`), every
+//! message the leaf stages have passed. A message redelivered while its
+//! first delivery is still in the bus (or after it was handled) is
+//! recognised by its stream sequence and not published again. A payload
+//! that does not decode goes to the dead-letter subject, with the reason in
+//! the `Ringbus-Dead-Reason` header, and counts as handled.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::Message;
+use futures_util::StreamExt;
+use ringbus::{Producer, Sequence};
+
+use crate::codec::Codec;
+use crate::link::{Link, LinkError};
+
+/// Options of an ingress ([`Link::ingress`]).
+#[derive(Debug, Clone)]
+pub struct IngressOptions {
+    stream: String,
+    durable: String,
+    filter_subject: Option<String>,
+    dead_letter_subject: String,
+    batch: usize,
+    idle_wait: Duration,
+    ack_wait: Duration,
+    drain_timeout: Duration,
+}
+
+impl IngressOptions {
+    /// Reads `stream` through the durable pull consumer `durable` (created
+    /// with `AckPolicy::All` if missing). Failed decodes go to
+    /// `<stream>.dead-letter` unless
+    /// [`dead_letter_subject`](IngressOptions::dead_letter_subject) says
+    /// otherwise; keep that subject out of the stream's own subjects.
+    pub fn new(stream: impl Into<String>, durable: impl Into<String>) -> Self {
+        let stream = stream.into();
+        Self {
+            dead_letter_subject: format!("{stream}.dead-letter"),
+            stream,
+            durable: durable.into(),
+            filter_subject: None,
+            batch: 256,
+            idle_wait: Duration::from_millis(100),
+            ack_wait: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Only the stream's messages on `subject` (wildcards allowed).
+    pub fn filter_subject(mut self, subject: impl Into<String>) -> Self {
+        self.filter_subject = Some(subject.into());
+        self
+    }
+
+    /// Where payloads that fail to decode go.
+    pub fn dead_letter_subject(mut self, subject: impl Into<String>) -> Self {
+        self.dead_letter_subject = subject.into();
+        self
+    }
+
+    /// Messages per fetch at most (256 by default; never more than the
+    /// ring has room for).
+    ///
+    /// # Panics
+    /// If `batch` is 0.
+    pub fn batch(mut self, batch: usize) -> Self {
+        assert!(
+            batch > 0,
+            "an ingress batch of 0 fetches nothing; give it at least 1"
+        );
+        self.batch = batch;
+        self
+    }
+
+    /// How long a fetch waits for messages on an idle stream (100 ms by
+    /// default); also how late an ack may come when nothing arrives.
+    pub fn idle_wait(mut self, wait: Duration) -> Self {
+        self.idle_wait = wait;
+        self
+    }
+
+    /// The consumer's ack wait when the ingress creates it (30 s by
+    /// default): a message not acked by then is delivered again.
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// How long [`Ingress::stop`] waits for the bus to handle what was
+    /// published before it acks and returns (5 s by default).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+}
+
+/// What an ingress did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IngressReport {
+    /// Messages published into the bus.
+    pub published: u64,
+    /// Deliveries recognised as redeliveries and not published again.
+    pub redelivered: u64,
+    /// Payloads that failed to decode and went to the dead-letter subject.
+    pub dead_lettered: u64,
+    /// Messages acknowledged (after the bus handled them).
+    pub acked: u64,
+    /// Fetches that failed (the server gone, a timeout); the ingress waited
+    /// and fetched again.
+    pub fetch_errors: u64,
+    /// Messages published that were not acked when it stopped (the bus had
+    /// not handled them in the drain timeout): they will be delivered again.
+    pub unacked: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    redelivered: AtomicU64,
+    dead_lettered: AtomicU64,
+    acked: AtomicU64,
+    fetch_errors: AtomicU64,
+}
+
+impl Counters {
+    fn report(&self, unacked: u64) -> IngressReport {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        IngressReport {
+            published: get(&self.published),
+            redelivered: get(&self.redelivered),
+            dead_lettered: get(&self.dead_lettered),
+            acked: get(&self.acked),
+            fetch_errors: get(&self.fetch_errors),
+            unacked,
+        }
+    }
+}
+
+/// Why an ingress stopped on its own.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum IngressError {
+    /// The bus refused the publish (halted or closed); the message was not
+    /// acked and will be delivered again.
+    Bus(ringbus::PublishError),
+    /// The ingress thread panicked.
+    Panicked(String),
+}
+
+impl fmt::Display for IngressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bus(e) => write!(f, "the bus refused the ingress's publish: {e}"),
+            Self::Panicked(m) => write!(f, "the ingress thread panicked: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for IngressError {}
+
+/// A running ingress; [`stop`](Ingress::stop) it to get the producer back.
+pub struct Ingress<P> {
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    thread: Option<JoinHandle<(P, u64, Option<IngressError>)>>,
+}
+
+impl<P> fmt::Debug for Ingress<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ingress")
+            .field("report", &self.counters.report(0))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message published into the bus and not acked yet.
+struct Pending {
+    ring: Sequence,
+    stream: u64,
+    message: Option<Message>,
+}
+
+struct Run<E, C, P> {
+    link: Link,
+    options: IngressOptions,
+    codec: C,
+    producer: P,
+    counters: Arc<Counters>,
+    pending: VecDeque<Pending>,
+    /// The highest stream sequence published into the bus.
+    highest: u64,
+    /// The highest stream sequence acked.
+    acked_through: u64,
+    _event: std::marker::PhantomData<fn() -> E>,
+}
+
+impl<P> Ingress<P> {
+    pub(crate) fn start<E, C>(
+        link: Link,
+        codec: C,
+        options: IngressOptions,
+        producer: P,
+    ) -> Result<Self, LinkError>
+    where
+        E: Send + 'static,
+        C: Codec<E>,
+        P: Producer<E> + Send + 'static,
+    {
+        let consumer = link.block_on(consumer_for(&link, &options))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let mut run = Run {
+            link,
+            options,
+            codec,
+            producer,
+            counters: Arc::clone(&counters),
+            pending: VecDeque::new(),
+            highest: 0,
+            acked_through: 0,
+            _event: std::marker::PhantomData,
+        };
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("ringbus-nats-ingress".into())
+            .spawn(move || {
+                let link = run.link.clone();
+                let error = link.block_on(run.run(consumer, &stopping)).err();
+                let unacked = link.block_on(run.drain());
+                (run.producer, unacked, error)
+            })
+            .map_err(|e| LinkError::JetStream(format!("cannot start the ingress thread: {e}")))?;
+        Ok(Self {
+            stop,
+            counters,
+            thread: Some(thread),
+        })
+    }
+
+    /// What it did so far.
+    pub fn report(&self) -> IngressReport {
+        self.counters.report(0)
+    }
+
+    /// True once the ingress stopped on its own (the bus refused it).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stops fetching, waits (up to the drain timeout) for the bus to
+    /// handle what was published, acks it, and hands the producer back
+    /// with the report (shut the bus down with it). What the bus had not
+    /// handled is delivered again to the next ingress on this consumer.
+    ///
+    /// # Errors
+    /// Why the ingress had stopped on its own, with the producer.
+    pub fn stop(mut self) -> Result<(P, IngressReport), (Option<P>, IngressError)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("stopped once");
+        match thread.join() {
+            Ok((producer, unacked, None)) => Ok((producer, self.counters.report(unacked))),
+            Ok((producer, _, Some(error))) => Err((Some(producer), error)),
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err((None, IngressError::Panicked(message)))
+            }
+        }
+    }
+}
+
+impl<P> Drop for Ingress<P> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn consumer_for(link: &Link, options: &IngressOptions) -> Result<PullConsumer, LinkError> {
+    let failed = |what: &str, e: &dyn fmt::Display| LinkError::JetStream(format!("{what}: {e}"));
+    let stream = link
+        .jetstream()
+        .get_stream(&options.stream)
+        .await
+        .map_err(|e| failed(&format!("stream `{}`", options.stream), &e))?;
+    let config = pull::Config {
+        durable_name: Some(options.durable.clone()),
+        ack_policy: AckPolicy::All,
+        ack_wait: options.ack_wait,
+        filter_subject: options.filter_subject.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let consumer = stream
+        .get_or_create_consumer(&options.durable, config)
+        .await
+        .map_err(|e| failed(&format!("consumer `{}`", options.durable), &e))?;
+    Ok(consumer)
+}
+
+impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
+    async fn run(&mut self, consumer: PullConsumer, stop: &AtomicBool) -> Result<(), IngressError> {
+        let mut backoff = Duration::from_millis(10);
+        while !stop.load(Ordering::Relaxed) {
+            self.ack_handled().await;
+            let room = self.producer.remaining_capacity().min(self.options.batch);
+            if room == 0 {
+                // A full ring: fetch nothing until the stages make room.
+                tokio::time::sleep(Duration::from_micros(200)).await;
+                continue;
+            }
+            let fetched = consumer
+                .fetch()
+                .max_messages(room)
+                .expires(self.options.idle_wait)
+                .messages()
+                .await;
+            let mut messages = match fetched {
+                Ok(messages) => messages,
+                Err(_) => {
+                    self.fetch_failed(&mut backoff).await;
+                    continue;
+                }
+            };
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(message) => self.take(message).await?,
+                    Err(_) => {
+                        self.fetch_failed(&mut backoff).await;
+                        break;
+                    }
+                }
+                backoff = Duration::from_millis(10);
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch_failed(&mut self, backoff: &mut Duration) {
+        // The client reconnects on its own; wait a little and fetch again.
+        self.counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(1));
+    }
+
+    /// One delivery: publish it into the bus, recognise a redelivery, or
+    /// dead-letter a payload that does not decode.
+    async fn take(&mut self, message: Message) -> Result<(), IngressError> {
+        let Ok(info) = message.info() else {
+            // Not a JetStream delivery (no ack subject): nothing to track.
+            return Ok(());
+        };
+        let stream_sequence = info.stream_sequence;
+        if stream_sequence <= self.highest {
+            self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+            if stream_sequence <= self.acked_through {
+                // Handled and acked before; that ack was lost.
+                let _ = message.ack().await;
+            } else if let Some(p) = self
+                .pending
+                .iter_mut()
+                .find(|p| p.stream == stream_sequence)
+            {
+                // Still in the bus: ack through the newest delivery.
+                p.message = Some(message);
+            }
+            return Ok(());
+        }
+        let decoded = self.codec.decode(&message.payload);
+        let ring = match decoded {
+            Ok(event) => {
+                let mut event = Some(event);
+                let published = self
+                    .producer
+                    .publish(|slot| *slot = event.take().expect("once"));
+                let sequence = published.map_err(IngressError::Bus)?;
+                self.counters.published.fetch_add(1, Ordering::Relaxed);
+                sequence
+            }
+            Err(reason) => {
+                self.dead_letter(&message, stream_sequence, &reason.to_string())
+                    .await;
+                // Done once the bus passed what came before it.
+                self.producer.cursor()
+            }
+        };
+        self.highest = stream_sequence;
+        self.pending.push_back(Pending {
+            ring,
+            stream: stream_sequence,
+            message: Some(message),
+        });
+        Ok(())
+    }
+
+    async fn dead_letter(&mut self, message: &Message, stream_sequence: u64, reason: &str) {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Ringbus-Dead-Reason", reason);
+        headers.insert("Ringbus-Subject", message.subject.as_str());
+        headers.insert(
+            "Ringbus-Stream-Sequence",
+            stream_sequence.to_string().as_str(),
+        );
+        let client = self.link.client();
+        let subject = self.options.dead_letter_subject.clone();
+        // A dead letter that cannot be sent is not worth stopping the stream
+        // for: the reason is counted either way.
+        let _ = client
+            .publish_with_headers(subject, headers, message.payload.clone())
+            .await;
+        let _ = client.flush().await;
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Acks (cumulatively) every message the bus's gating stages passed.
+    async fn ack_handled(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let handled = self.producer.minimum_gating_sequence();
+        let mut last = None;
+        let mut count = 0;
+        while self.pending.front().is_some_and(|p| p.ring <= handled) {
+            last = self.pending.pop_front();
+            count += 1;
+        }
+        if let Some(Pending {
+            stream,
+            message: Some(message),
+            ..
+        }) = last
+        {
+            if message.ack().await.is_ok() {
+                self.acked_through = stream;
+                self.counters.acked.fetch_add(count, Ordering::Relaxed);
+            } else {
+                // Not acked: it comes again and is recognised as handled.
+                self.acked_through = stream;
+            }
+        }
+    }
+
+    /// After the last fetch: waits for the bus to handle what was
+    /// published, acks it; returns how many stay unacked.
+    async fn drain(&mut self) -> u64 {
+        let deadline = Instant::now() + self.options.drain_timeout;
+        while !self.pending.is_empty() && Instant::now() < deadline {
+            self.ack_handled().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.ack_handled().await;
+        let _ = self.link.client().flush().await;
+        self.pending.len() as u64
+    }
+}

@@ -1,0 +1,297 @@
+//! One connection to a NATS server (or cluster), shared by the egress
+//! stages and ingresses built from it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::ConnectErrorKind;
+use tokio::runtime::{Handle, Runtime};
+
+use crate::codec::Codec;
+use crate::egress::{Egress, EgressOptions};
+use crate::ingress::{Ingress, IngressOptions};
+
+/// How a [`Link`] authenticates.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum Auth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A user and password (`authorization { user, password }`).
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// A token (`authorization { token }`).
+    Token(String),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print a secret.
+        match self {
+            Self::None => f.write_str("None"),
+            Self::UserPassword { user, .. } => write!(f, "UserPassword {{ user: {user:?} }}"),
+            Self::Token(_) => f.write_str("Token(..)"),
+        }
+    }
+}
+
+/// Options of [`Link::connect`].
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    /// Credentials; none by default.
+    pub auth: Auth,
+    /// The client name the server shows (`connz`); `ringbus` by default.
+    pub name: String,
+    /// How long the first connection may take; 5 s by default. Later
+    /// reconnections go on for as long as the link lives.
+    pub connect_timeout: Duration,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        Self {
+            auth: Auth::None,
+            name: "ringbus".into(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a link could not be made or used.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The server refused or could not be reached; names the server.
+    Connect {
+        /// The server addresses given.
+        servers: String,
+        /// What went wrong, with the fix where there is one.
+        reason: String,
+    },
+    /// A JetStream request (stream or consumer lookup, creation) failed.
+    JetStream(String),
+    /// The link's own runtime could not start.
+    Runtime(std::io::Error),
+}
+
+impl fmt::Display for LinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect { servers, reason } => {
+                write!(f, "cannot connect to NATS at {servers}: {reason}")
+            }
+            Self::JetStream(reason) => write!(f, "JetStream request failed: {reason}"),
+            Self::Runtime(e) => write!(f, "cannot start the NATS link's runtime: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LinkError {}
+
+struct Inner {
+    client: async_nats::Client,
+    servers: String,
+    handle: Handle,
+    /// Our own runtime, when the caller did not hand us one.
+    runtime: Option<Runtime>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            // The last link may be dropped inside an async context (an
+            // ingress task); a runtime cannot be dropped in one.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A connection to NATS (one server or a cluster's seed list) and the
+/// runtime its client tasks run on. Clone it freely; build egress stages
+/// ([`Link::egress`]) and ingresses ([`Link::ingress`]) from it.
+///
+/// The client reconnects on its own after a server dies or a connection
+/// drops, for as long as the link lives; the egress resends what was not
+/// acknowledged and the ingress fetches again.
+#[derive(Clone)]
+pub struct Link {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("servers", &self.inner.servers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// Connects to `servers` (`nats://host:port`, comma-separated for a
+    /// cluster) on a runtime of the link's own (one worker thread, named
+    /// `ringbus-nats`). Call it outside an async context; inside one, use
+    /// [`connect_async`](Link::connect_async).
+    ///
+    /// # Errors
+    /// [`LinkError::Connect`] naming the server when it cannot be reached
+    /// in `connect_timeout` or refuses the credentials.
+    pub fn connect(servers: &str, options: LinkOptions) -> Result<Self, LinkError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ringbus-nats")
+            .enable_all()
+            .build()
+            .map_err(LinkError::Runtime)?;
+        let client = runtime.block_on(connect_client(servers, &options))?;
+        Ok(Self::with(
+            client,
+            servers,
+            runtime.handle().clone(),
+            Some(runtime),
+        ))
+    }
+
+    /// Connects on the current tokio runtime (which must have the time and
+    /// IO drivers, and must not be a current-thread runtime if a stage or
+    /// ingress thread is to wait on it while the caller's task sleeps).
+    ///
+    /// # Errors
+    /// As [`connect`](Link::connect).
+    pub async fn connect_async(servers: &str, options: LinkOptions) -> Result<Self, LinkError> {
+        let client = connect_client(servers, &options).await?;
+        Ok(Self::with(client, servers, Handle::current(), None))
+    }
+
+    fn with(
+        client: async_nats::Client,
+        servers: &str,
+        handle: Handle,
+        runtime: Option<Runtime>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                servers: servers.to_owned(),
+                handle,
+                runtime,
+            }),
+        }
+    }
+
+    /// The NATS client, for anything the bridge does not do.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    /// The runtime the link's client runs on.
+    pub fn handle(&self) -> &Handle {
+        &self.inner.handle
+    }
+
+    /// A JetStream context on this link.
+    pub fn jetstream(&self) -> jetstream::Context {
+        // A context spawns its ack task on the link's runtime.
+        let _runtime = self.inner.handle.enter();
+        jetstream::new(self.inner.client.clone())
+    }
+
+    /// Runs `future` on the link's runtime from a thread outside any async
+    /// context (a stage thread, the ingress thread, `main`).
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.inner.handle.block_on(future)
+    }
+
+    /// Creates the stream `config` names unless it exists (the existing
+    /// one is kept as it is). A convenience for examples and tests; a
+    /// service usually leaves streams to its operators.
+    ///
+    /// # Errors
+    /// [`LinkError::JetStream`] with the server's answer.
+    pub fn ensure_stream(&self, config: stream::Config) -> Result<(), LinkError> {
+        let js = self.jetstream();
+        self.block_on(js.get_or_create_stream(config))
+            .map(drop)
+            .map_err(|e| LinkError::JetStream(e.to_string()))
+    }
+
+    /// An egress stage that publishes each event of a bus to JetStream
+    /// with `codec` and `options`; add it with
+    /// [`EgressExt::egress_to`](crate::EgressExt::egress_to).
+    pub fn egress<E, C: Codec<E>>(&self, codec: C, options: EgressOptions<E>) -> Egress<E, C> {
+        Egress::new(self.clone(), codec, options)
+    }
+
+    /// Starts an ingress that fetches from a durable pull consumer and
+    /// publishes into `producer`'s bus; see [`Ingress`].
+    ///
+    /// # Errors
+    /// [`LinkError::JetStream`] when the stream is missing or the consumer
+    /// cannot be created.
+    pub fn ingress<E, C, P>(
+        &self,
+        codec: C,
+        options: IngressOptions,
+        producer: P,
+    ) -> Result<Ingress<P>, LinkError>
+    where
+        E: Send + 'static,
+        C: Codec<E>,
+        P: ringbus::Producer<E> + Send + 'static,
+    {
+        Ingress::start(self.clone(), codec, options, producer)
+    }
+}
+
+async fn connect_client(
+    servers: &str,
+    options: &LinkOptions,
+) -> Result<async_nats::Client, LinkError> {
+    let mut connect = async_nats::ConnectOptions::new()
+        .name(&options.name)
+        .connection_timeout(options.connect_timeout)
+        // After the first connection: reconnect for as long as the link lives.
+        .max_reconnects(None);
+    match &options.auth {
+        Auth::None => {}
+        Auth::UserPassword { user, password } => {
+            connect = connect.user_and_password(user.clone(), password.clone());
+        }
+        Auth::Token(token) => connect = connect.token(token.clone()),
+    }
+    let failed = |reason: String| LinkError::Connect {
+        servers: servers.to_owned(),
+        reason,
+    };
+    let addresses = servers
+        .split(',')
+        .map(|s| s.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            failed(format!(
+                "{e}; give `nats://host:port`, comma-separated for a cluster"
+            ))
+        })?;
+    let connecting = connect.connect(addresses.as_slice());
+    let client = tokio::time::timeout(options.connect_timeout + Duration::from_secs(1), connecting)
+        .await
+        .map_err(|_| failed(format!("no answer in {:?}", options.connect_timeout)))?
+        .map_err(|e| {
+            failed(match e.kind() {
+                ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+                    format!(
+                        "{e}: the server refused the credentials; set LinkOptions::auth \
+                         to the server's user and password or token"
+                    )
+                }
+                _ => e.to_string(),
+            })
+        })?;
+    Ok(client)
+}

@@ -1,0 +1,499 @@
+//! Events from service A's bus through JetStream into service B's bus, on
+//! real servers: a single one, one killed and restarted mid-stream, a
+//! 3-node cluster losing a node, connections cut under load; servers that
+//! want credentials; payloads that do not decode; a full ring.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Ev, Proxy, Server};
+use ringbus::{Blocking, FailurePolicy, Sequence};
+use ringbus_nats::async_nats::jetstream::stream;
+use ringbus_nats::{
+    Auth, EgressExt, EgressOptions, IngressOptions, Link, LinkError, LinkOptions, Postcard,
+};
+
+const PER_PRODUCER: u64 = 3_000;
+const PRODUCERS: u32 = 3;
+
+fn link(urls: &str) -> Link {
+    Link::connect(urls, LinkOptions::default()).expect("connect")
+}
+
+fn ensure_stream(link: &Link, replicas: usize) {
+    let config = stream::Config {
+        name: "EV".into(),
+        subjects: vec!["ev.>".into()],
+        num_replicas: replicas,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    // A new cluster elects its meta leader first: try for a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match link.ensure_stream(config.clone()) {
+            Ok(()) => return,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("stream not ready yet: {e}");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("cannot create the stream: {e}"),
+        }
+    }
+}
+
+/// What B's bus saw.
+type Seen = Arc<Mutex<Vec<Ev>>>;
+
+/// Runs A -> JetStream -> B with `PRODUCERS` producers of `PER_PRODUCER`
+/// events each; calls `fault(step)` when a quarter, a half and three
+/// quarters of the events are published. Then checks that B saw every
+/// event exactly once, each producer's in order.
+fn flow(a: &Link, b: &Link, fault: impl Fn(u32)) {
+    let seen: Seen = Arc::default();
+    let record = Arc::clone(&seen);
+    let bus_b = ringbus::single_producer(64, Ev::default, Blocking)
+        .handle_events_with(move |e: &Ev, _: Sequence, _: bool| record.lock().unwrap().push(*e))
+        .build();
+    let ingress = b
+        .ingress(
+            Postcard,
+            IngressOptions::new("EV", "service-b").batch(32),
+            bus_b,
+        )
+        .expect("ingress");
+
+    let egress = a.egress(
+        Postcard,
+        EgressOptions::new("ev.orders", format!("service-a-{}", std::process::id()))
+            .window(32)
+            .ack_timeout(Duration::from_millis(500)),
+    );
+    let stats = egress.stats();
+    let acked_seen = Arc::new(AtomicU64::new(0));
+    let after = Arc::clone(&acked_seen);
+    let bus_a = ringbus::multi_producer(64, Ev::default, Blocking)
+        .egress_to(egress)
+        .and_then()
+        .handle_events_with(move |_: &Ev, _: Sequence, _: bool| {
+            after.fetch_add(1, Ordering::Relaxed);
+        })
+        .build();
+    let published = Arc::new(AtomicU64::new(0));
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let bus = bus_a.clone();
+            let published = Arc::clone(&published);
+            std::thread::spawn(move || {
+                for n in 0..PER_PRODUCER {
+                    bus.publish(|e| *e = Ev { producer: p, n })
+                        .expect("publish");
+                    published.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let total = PER_PRODUCER * PRODUCERS as u64;
+    for step in 1..=3u32 {
+        while published.load(Ordering::Relaxed) < total * step as u64 / 4 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fault(step);
+    }
+    for p in producers {
+        p.join().unwrap();
+    }
+    let report = bus_a.shutdown().expect("A drains through the egress");
+    assert_eq!(report.stages[0].processed, total);
+    assert_eq!(
+        acked_seen.load(Ordering::Relaxed),
+        total,
+        "the stage after the egress"
+    );
+    assert!(stats.acked() >= total);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (seen.lock().unwrap().len() as u64) < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Room for a late duplicate to show up.
+    std::thread::sleep(Duration::from_millis(300));
+    let (bus_b, ingress_report) = ingress.stop().map_err(|(_, e)| e).expect("ingress");
+    bus_b.shutdown().unwrap();
+    let seen = seen.lock().unwrap();
+    let mut next = vec![0u64; PRODUCERS as usize];
+    for e in seen.iter() {
+        let want = &mut next[e.producer as usize];
+        assert_eq!(
+            e.n, *want,
+            "producer {}: got {} after {} (lost, duplicated or out of order)",
+            e.producer, e.n, *want
+        );
+        *want += 1;
+    }
+    assert_eq!(seen.len() as u64, total, "every event once: {next:?}");
+    assert_eq!(ingress_report.published, total);
+    eprintln!(
+        "egress: acked {} (duplicates {}, resent {}); ingress: {ingress_report:?}",
+        stats.acked(),
+        stats.duplicates(),
+        stats.resent()
+    );
+}
+
+#[test]
+fn single_server_every_event_once_in_order() {
+    let server = common::single("");
+    let a = link(&server.url());
+    ensure_stream(&a, 1);
+    let b = link(&server.url());
+    flow(&a, &b, |_| {});
+}
+
+#[test]
+fn server_killed_and_restarted_mid_stream() {
+    let server = Mutex::new(common::single(""));
+    let url = server.lock().unwrap().url();
+    let a = link(&url);
+    ensure_stream(&a, 1);
+    let b = link(&url);
+    flow(&a, &b, |step| {
+        if step == 2 {
+            let mut s = server.lock().unwrap();
+            s.kill();
+            std::thread::sleep(Duration::from_millis(700));
+            s.restart();
+        }
+    });
+}
+
+#[test]
+fn connections_cut_under_load() {
+    let server = common::single("");
+    let proxy = Proxy::to(server.port);
+    let a = link(&proxy.url());
+    ensure_stream(&a, 1);
+    let b = link(&proxy.url());
+    flow(&a, &b, |_| {
+        let cut = proxy.cut();
+        assert!(cut >= 2, "both links were connected through the proxy");
+    });
+}
+
+#[test]
+fn cluster_of_three_loses_a_node() {
+    let servers = Mutex::new(common::cluster());
+    let urls = common::urls(&servers.lock().unwrap());
+    let a = link(&urls);
+    ensure_stream(&a, 3);
+    let b = link(&urls);
+    flow(&a, &b, |step| {
+        if step == 2 {
+            let mut s = servers.lock().unwrap();
+            // The first seed: the node both links most likely use.
+            s[0].kill();
+        }
+    });
+    let _: &Vec<Server> = &servers.lock().unwrap();
+}
+
+#[test]
+fn credentials_are_required_and_wrong_ones_named() {
+    let server = common::single("authorization { user: alice, password: s3cret }");
+    let url = server.url();
+    let connect = |auth: Auth| {
+        Link::connect(
+            &url,
+            LinkOptions {
+                auth,
+                connect_timeout: Duration::from_secs(2),
+                ..LinkOptions::default()
+            },
+        )
+    };
+    let wrong = connect(Auth::UserPassword {
+        user: "alice".into(),
+        password: "guess".into(),
+    })
+    .expect_err("a wrong password connects nothing");
+    let message = wrong.to_string();
+    assert!(matches!(wrong, LinkError::Connect { .. }));
+    assert!(message.contains(&url), "names the server: {message}");
+    assert!(
+        message.contains("credentials"),
+        "says what to fix: {message}"
+    );
+    let none = connect(Auth::None).expect_err("no credentials connect nothing");
+    assert!(none.to_string().contains(&url), "{none}");
+    let good = connect(Auth::UserPassword {
+        user: "alice".into(),
+        password: "s3cret".into(),
+    })
+    .expect("the right password connects");
+    ensure_stream(&good, 1);
+    flow_small(&good);
+
+    let server = common::single("authorization { token: t0ken }");
+    let url = server.url();
+    let bad = Link::connect(
+        &url,
+        LinkOptions {
+            auth: Auth::Token("nope".into()),
+            ..LinkOptions::default()
+        },
+    )
+    .expect_err("a wrong token connects nothing");
+    assert!(bad.to_string().contains(&url), "{bad}");
+    let good = Link::connect(
+        &url,
+        LinkOptions {
+            auth: Auth::Token("t0ken".into()),
+            ..LinkOptions::default()
+        },
+    )
+    .expect("the right token connects");
+    ensure_stream(&good, 1);
+    flow_small(&good);
+}
+
+/// A few events out and back in over one link.
+fn flow_small(link: &Link) {
+    let mut bus = ringbus::single_producer(16, Ev::default, Blocking)
+        .egress_to(link.egress(Postcard, EgressOptions::new("ev.small", "small")))
+        .build();
+    for n in 0..10 {
+        bus.publish(|e| *e = Ev { producer: 0, n }).unwrap();
+    }
+    bus.shutdown().unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let c = Arc::clone(&count);
+    let bus = ringbus::single_producer(16, Ev::default, Blocking)
+        .handle_events_with(move |_: &Ev, _: Sequence, _: bool| {
+            c.fetch_add(1, Ordering::Relaxed);
+        })
+        .build();
+    let ingress = link
+        .ingress(
+            Postcard,
+            IngressOptions::new("EV", "small").filter_subject("ev.small"),
+            bus,
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count.load(Ordering::Relaxed) < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (bus, _) = ingress.stop().map_err(|(_, e)| e).unwrap();
+    bus.shutdown().unwrap();
+    assert_eq!(count.load(Ordering::Relaxed), 10);
+}
+
+#[test]
+fn undecodable_payloads_go_to_the_dead_letter_subject() {
+    let server = common::single("");
+    let link = link(&server.url());
+    ensure_stream(&link, 1);
+    let good = link.handle().block_on(async {
+        let js = link.jetstream();
+        for n in 0..5u64 {
+            let payload = postcard::to_allocvec(&Ev { producer: 0, n }).unwrap();
+            js.publish("ev.mixed", payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            // An empty payload is not an `Ev`.
+            js.publish("ev.mixed", "".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        5
+    });
+    let seen: Seen = Arc::default();
+    let record = Arc::clone(&seen);
+    let bus = ringbus::single_producer(8, Ev::default, Blocking)
+        .handle_events_with(move |e: &Ev, _: Sequence, _: bool| record.lock().unwrap().push(*e))
+        .build();
+    let client = link.client().clone();
+    let mut sub = link
+        .handle()
+        .block_on(client.subscribe("EV.dead-letter"))
+        .unwrap();
+    let ingress = link
+        .ingress(
+            Postcard,
+            IngressOptions::new("EV", "mixed").filter_subject("ev.mixed"),
+            bus,
+        )
+        .unwrap();
+    let letters: Vec<_> = link.handle().block_on(async {
+        use futures_util::StreamExt;
+        let mut out = Vec::new();
+        while out.len() < 5 {
+            let next = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+            out.push(next.expect("a dead letter in time").unwrap());
+        }
+        out
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < good && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (bus, report) = ingress.stop().map_err(|(_, e)| e).unwrap();
+    bus.shutdown().unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.iter().map(|e| e.n).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    assert_eq!((report.dead_lettered, report.published), (5, 5));
+    assert_eq!(report.acked, 10, "dead letters count as handled");
+    let headers = letters[0].headers.as_ref().expect("headers");
+    let reason = headers
+        .get("Ringbus-Dead-Reason")
+        .expect("a reason")
+        .to_string();
+    assert!(!reason.is_empty());
+    assert_eq!(headers.get("Ringbus-Subject").unwrap().as_str(), "ev.mixed");
+    assert_eq!(
+        headers.get("Ringbus-Stream-Sequence").unwrap().as_str(),
+        "2"
+    );
+}
+
+#[test]
+fn a_full_ring_stops_fetching() {
+    let server = common::single("");
+    let link = link(&server.url());
+    ensure_stream(&link, 1);
+    let mut a = ringbus::single_producer(256, Ev::default, Blocking)
+        .egress_to(link.egress(Postcard, EgressOptions::new("ev.slow", "slow")))
+        .build();
+    for n in 0..300 {
+        a.publish(|e| *e = Ev { producer: 0, n }).unwrap();
+    }
+    a.shutdown().unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let h = Arc::clone(&handled);
+    let bus = ringbus::single_producer(8, Ev::default, Blocking)
+        .handle_events_with(move |_: &Ev, _: Sequence, _: bool| {
+            std::thread::sleep(Duration::from_millis(2));
+            h.fetch_add(1, Ordering::Relaxed);
+        })
+        .build();
+    let ingress = link
+        .ingress(
+            Postcard,
+            IngressOptions::new("EV", "slow")
+                .filter_subject("ev.slow")
+                .batch(4),
+            bus,
+        )
+        .unwrap();
+    let js = link.jetstream();
+    let mut most = 0;
+    while handled.load(Ordering::Relaxed) < 300 {
+        let info = link.handle().block_on(async {
+            let stream = js.get_stream("EV").await.ok()?;
+            let mut consumer: ringbus_nats::async_nats::jetstream::consumer::PullConsumer =
+                stream.get_consumer("slow").await.ok()?;
+            consumer.info().await.ok().map(|i| i.num_ack_pending)
+        });
+        if let Some(pending) = info {
+            most = most.max(pending);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (bus, report) = ingress.stop().map_err(|(_, e)| e).unwrap();
+    bus.shutdown().unwrap();
+    // The ring (8) and one fetch (4) at most, whatever the stream holds.
+    assert!(most <= 12, "{most} messages delivered and not acked");
+    assert!(most > 0);
+    assert_eq!(report.published, 300);
+}
+
+#[test]
+fn egress_failures_go_through_the_stage_policy() {
+    let server = common::single("");
+    let link = link(&server.url());
+    ensure_stream(&link, 1);
+    // No stream takes `nowhere.*`: halt after two retries, with the reason.
+    let mut bus = ringbus::single_producer(8, Ev::default, Blocking)
+        .egress_to(
+            link.egress(
+                Postcard,
+                EgressOptions::new("nowhere.x", "lost")
+                    .ack_timeout(Duration::from_millis(300))
+                    .on_failure(FailurePolicy::halt().retry(2, Duration::from_millis(5))),
+            ),
+        )
+        .build();
+    let _ = bus.publish(|e| *e = Ev { producer: 0, n: 0 });
+    let error = bus.shutdown().expect_err("the egress halted");
+    let text = error.to_string();
+    let ringbus::ShutdownError::StageFailed(report) = error else {
+        panic!("{text}")
+    };
+    let stage = &report.stages[0];
+    assert_eq!(
+        (stage.retried, stage.processed),
+        (2, 0),
+        "nothing passed the egress"
+    );
+    let failure = stage.failure.as_ref().unwrap().to_string();
+    assert!(failure.contains("nowhere.x"), "{failure}");
+
+    // Dead-lettered instead: the events are given up one by one, the bus goes on.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut bus = ringbus::single_producer(8, Ev::default, Blocking)
+        .egress_to(
+            link.egress(
+                Postcard,
+                EgressOptions::new("nowhere.y", "lost-2")
+                    .ack_timeout(Duration::from_millis(300))
+                    .on_failure(FailurePolicy::dead_letter_to(tx)),
+            ),
+        )
+        .build();
+    for n in 0..3 {
+        bus.publish(|e| *e = Ev { producer: 0, n }).unwrap();
+    }
+    let report = bus.shutdown().unwrap();
+    assert_eq!(report.stages[0].dead_lettered, 3);
+    let letters: Vec<u64> = rx.try_iter().map(|l| l.event.n).collect();
+    assert_eq!(letters, vec![0, 1, 2]);
+}
+
+#[test]
+fn a_resend_under_the_same_identity_is_deduplicated_by_the_server() {
+    let server = common::single("");
+    let link = link(&server.url());
+    ensure_stream(&link, 1);
+    // The same sequences twice under one producer identity (a journal
+    // replay after a crash): the server stores each once.
+    let mut duplicates = Vec::new();
+    for _ in 0..2 {
+        let egress = link.egress(Postcard, EgressOptions::new("ev.replayed", "replaying"));
+        let stats = egress.stats();
+        let mut bus = ringbus::single_producer(8, Ev::default, Blocking)
+            .egress_to(egress)
+            .build();
+        for n in 0..20 {
+            bus.publish(|e| *e = Ev { producer: 0, n }).unwrap();
+        }
+        bus.shutdown().unwrap();
+        duplicates.push(stats.duplicates());
+    }
+    assert_eq!(duplicates, vec![0, 20]);
+    let js = link.jetstream();
+    let stored = link.handle().block_on(async {
+        let mut stream = js.get_stream("EV").await.unwrap();
+        stream.info().await.unwrap().state.messages
+    });
+    assert_eq!(stored, 20);
+}
