@@ -5,3 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --all-features
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps -p ringbus-nats

@@ -16,6 +16,12 @@ echo "--- example async_service"
 cargo run --quiet --release --features async --example async_service
 echo "--- example order_journal"
 cargo run --quiet --release --features journal --example order_journal
+echo "--- example order_services (ringbus-nats; a nats-server of its own)"
+bash ci/nats-server.sh install
+nats_dir=$(mktemp -d)
+trap 'bash ci/nats-server.sh stop "$nats_dir"; rm -rf "$nats_dir"' EXIT
+NATS_URL=$(bash ci/nats-server.sh start "$nats_dir") \
+    cargo run --quiet --release -p ringbus-nats --example order_services -- demo --count 50000
 echo "--- example from_config with a bad file"
 if out=$(cargo run --quiet --release --features serde --example from_config -- examples/bad_bus.json 2>&1); then
     echo "from_config accepted examples/bad_bus.json"; exit 1

@@ -885,6 +885,9 @@ impl<E: Send + Sync + 'static> Producer<E> for AnyProducer<E> {
     fn cursor(&self) -> Sequence {
         either!(self, p => p.cursor())
     }
+    fn minimum_gating_sequence(&self) -> Sequence {
+        either!(self, p => p.minimum_gating_sequence())
+    }
     fn metrics(&self) -> Metrics {
         either!(self, p => p.metrics())
     }

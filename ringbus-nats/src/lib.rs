@@ -1,4 +1,4 @@
-//! Bridges a [ringbus](ringbus) event bus to NATS JetStream, so events can
+//! Bridges a [`ringbus`] event bus to NATS JetStream, so events can
 //! leave a process (or a machine) and come back into another bus, at least
 //! once end to end, with duplicates dropped by sequence.
 //!
