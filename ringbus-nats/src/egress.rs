@@ -194,6 +194,12 @@ pub struct Egress<E, C> {
     last_acked: Option<String>,
     /// The highest sequence ever sent (to count resends).
     highest_sent: Option<Sequence>,
+    /// The event of the last failure, and whether the stream's last message
+    /// is unknown since (the event was given up, or the stream refused the
+    /// chain after an acknowledged message): the next message then goes
+    /// without `Nats-Expected-Last-Msg-Id`.
+    failed_at: Option<Sequence>,
+    chain_broken: bool,
     buffer: Vec<u8>,
     stats: Arc<EgressStats>,
 }
@@ -210,6 +216,8 @@ impl<E, C> fmt::Debug for Egress<E, C> {
 struct InFlight {
     sequence: Sequence,
     id: String,
+    /// The `Nats-Expected-Last-Msg-Id` it carried.
+    expected: Option<String>,
     subject: String,
     ack: PublishAckFuture,
 }
@@ -223,6 +231,9 @@ impl<E, C: Codec<E>> Egress<E, C> {
         let _runtime = link.handle().enter();
         let context = async_nats::jetstream::ContextBuilder::new()
             .timeout(options.ack_timeout)
+            // The acks of a window given up after a failure give their
+            // permits back after this too, not after the client's 30 s.
+            .ack_timeout(options.ack_timeout)
             .max_ack_inflight(options.window * 4)
             .backpressure_on_inflight(true)
             .build(link.client().clone());
@@ -233,6 +244,8 @@ impl<E, C: Codec<E>> Egress<E, C> {
             options,
             last_acked: None,
             highest_sent: None,
+            failed_at: None,
+            chain_broken: false,
             buffer: Vec::new(),
             stats: Arc::default(),
         }
@@ -250,7 +263,30 @@ impl<E, C: Codec<E>> Egress<E, C> {
 
     async fn send_batch(&mut self, batch: Batch<'_, E>) -> Result<(), (Sequence, EgressError)> {
         let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(self.options.window);
-        let mut previous = self.last_acked.clone();
+        if self.failed_at.is_some_and(|at| batch.first_sequence() > at) {
+            // The policy gave the failed event up: it may or may not be in
+            // the stream.
+            self.chain_broken = true;
+        }
+        self.failed_at = None;
+        let mut previous = if self.chain_broken {
+            None
+        } else {
+            self.last_acked.clone()
+        };
+        let result = self.send_window(batch, &mut in_flight, &mut previous).await;
+        if let Err((at, _)) = &result {
+            self.failed_at = Some(*at);
+        }
+        result
+    }
+
+    async fn send_window(
+        &mut self,
+        batch: Batch<'_, E>,
+        in_flight: &mut VecDeque<InFlight>,
+        previous: &mut Option<String>,
+    ) -> Result<(), (Sequence, EgressError)> {
         for (sequence, event) in batch.iter_with_sequence() {
             if in_flight.len() >= self.options.window {
                 let oldest = in_flight.pop_front().expect("a full window");
@@ -259,7 +295,7 @@ impl<E, C: Codec<E>> Egress<E, C> {
             let sent = self.send(sequence, event, previous.as_deref()).await;
             match sent {
                 Ok(next) => {
-                    previous = Some(next.id.clone());
+                    *previous = Some(next.id.clone());
                     in_flight.push_back(next);
                 }
                 Err(error) => {
@@ -295,10 +331,9 @@ impl<E, C: Codec<E>> Egress<E, C> {
         let mut message = PublishMessage::build()
             .payload(Bytes::copy_from_slice(&self.buffer))
             .message_id(&id);
-        if self.options.ordered {
-            if let Some(previous) = previous {
-                message = message.expected_last_message_id(previous);
-            }
+        let expected = previous.filter(|_| self.options.ordered).map(str::to_owned);
+        if let Some(previous) = &expected {
+            message = message.expected_last_message_id(previous);
         }
         if self.highest_sent.is_some_and(|h| sequence <= h) {
             self.stats.resent.fetch_add(1, Ordering::Relaxed);
@@ -315,6 +350,7 @@ impl<E, C: Codec<E>> Egress<E, C> {
         Ok(InFlight {
             sequence,
             id,
+            expected,
             subject,
             ack,
         })
@@ -328,9 +364,19 @@ impl<E, C: Codec<E>> Egress<E, C> {
                     self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 }
                 self.last_acked = Some(sent.id);
+                self.chain_broken = false;
                 Ok(())
             }
             Err(e) => {
+                if e.kind() == PublishErrorKind::WrongLastMessageId
+                    && self.last_acked.as_deref() == sent.expected.as_deref()
+                {
+                    // Refused although the message it names was acked to
+                    // us: the stream's last message is another (a writer
+                    // we do not know of, or a resend beyond the duplicate
+                    // window). Send the retry unchained.
+                    self.chain_broken = true;
+                }
                 let reason = match e.kind() {
                     PublishErrorKind::WrongLastMessageId => format!(
                         "{e} (a message before it was lost and is sent again; if another \

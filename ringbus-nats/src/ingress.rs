@@ -6,12 +6,15 @@
 //! decodes each into its slot and publishes it, remembering the message.
 //! Between fetches it reads the bus's
 //! [`minimum_gating_sequence`](ringbus::Producer::minimum_gating_sequence)
-//! and acknowledges, with one cumulative ack (`AckPolicy::All`), every
-//! message the leaf stages have passed. A message redelivered while its
-//! first delivery is still in the bus (or after it was handled) is
-//! recognised by its stream sequence and not published again. A payload
-//! that does not decode goes to the dead-letter subject, with the reason in
-//! the `Ringbus-Dead-Reason` header, and counts as handled.
+//! and acknowledges each message the leaf stages have passed
+//! (`AckPolicy::Explicit`: a cumulative ack would also cover messages the
+//! server sent but a dropped connection lost). A message redelivered while
+//! its first delivery is still in the bus, or after it was handled and
+//! acked, is recognised by its stream sequence and not published again; a
+//! delivery the ingress never saw before is published, even if it comes
+//! after later ones. A payload that does not decode goes to the dead-letter
+//! subject, with the reason in the `Ringbus-Dead-Reason` header, and counts
+//! as handled once the dead letter is sent.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -23,7 +26,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::Message;
 use futures_util::StreamExt;
-use ringbus::{Producer, Sequence};
+use ringbus::{Producer, PublishError, Sequence, TryPublishError};
+
+/// How many acked stream sequences an ingress remembers.
+const RECENT: usize = 1 << 16;
 
 use crate::codec::Codec;
 use crate::link::{Link, LinkError};
@@ -43,7 +49,7 @@ pub struct IngressOptions {
 
 impl IngressOptions {
     /// Reads `stream` through the durable pull consumer `durable` (created
-    /// with `AckPolicy::All` if missing). Failed decodes go to
+    /// with `AckPolicy::Explicit` if missing). Failed decodes go to
     /// `<stream>.dead-letter` unless
     /// [`dead_letter_subject`](IngressOptions::dead_letter_subject) says
     /// otherwise; keep that subject out of the stream's own subjects.
@@ -119,7 +125,7 @@ pub struct IngressReport {
     pub redelivered: u64,
     /// Payloads that failed to decode and went to the dead-letter subject.
     pub dead_lettered: u64,
-    /// Messages acknowledged (after the bus handled them).
+    /// Messages acknowledged (after the bus handled them), each on its own.
     pub acked: u64,
     /// Fetches that failed (the server gone, a timeout); the ingress waited
     /// and fetched again.
@@ -203,10 +209,10 @@ struct Run<E, C, P> {
     producer: P,
     counters: Arc<Counters>,
     pending: VecDeque<Pending>,
-    /// The highest stream sequence published into the bus.
-    highest: u64,
-    /// The highest stream sequence acked.
-    acked_through: u64,
+    /// Stream sequences acked lately (oldest first, at most `RECENT`), to
+    /// recognise a redelivery whose ack was lost.
+    recent: VecDeque<u64>,
+    recent_set: std::collections::HashSet<u64>,
     _event: std::marker::PhantomData<fn() -> E>,
 }
 
@@ -232,8 +238,8 @@ impl<P> Ingress<P> {
             producer,
             counters: Arc::clone(&counters),
             pending: VecDeque::new(),
-            highest: 0,
-            acked_through: 0,
+            recent: VecDeque::new(),
+            recent_set: std::collections::HashSet::new(),
             _event: std::marker::PhantomData,
         };
         let stopping = Arc::clone(&stop);
@@ -265,7 +271,8 @@ impl<P> Ingress<P> {
 
     /// Stops fetching, waits (up to the drain timeout) for the bus to
     /// handle what was published, acks it, and hands the producer back
-    /// with the report (shut the bus down with it). What the bus had not
+    /// with the report (shut the bus down with it). Blocks: call it outside
+    /// an async context, or from `spawn_blocking`. What the bus had not
     /// handled is delivered again to the next ingress on this consumer.
     ///
     /// # Errors
@@ -306,7 +313,7 @@ async fn consumer_for(link: &Link, options: &IngressOptions) -> Result<PullConsu
         .map_err(|e| failed(&format!("stream `{}`", options.stream), &e))?;
     let config = pull::Config {
         durable_name: Some(options.durable.clone()),
-        ack_policy: AckPolicy::All,
+        ack_policy: AckPolicy::Explicit,
         ack_wait: options.ack_wait,
         filter_subject: options.filter_subject.clone().unwrap_or_default(),
         ..Default::default()
@@ -344,7 +351,7 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
             };
             while let Some(message) = messages.next().await {
                 match message {
-                    Ok(message) => self.take(message).await?,
+                    Ok(message) => self.take(message, stop).await?,
                     Err(_) => {
                         self.fetch_failed(&mut backoff).await;
                         break;
@@ -365,46 +372,63 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
 
     /// One delivery: publish it into the bus, recognise a redelivery, or
     /// dead-letter a payload that does not decode.
-    async fn take(&mut self, message: Message) -> Result<(), IngressError> {
+    async fn take(&mut self, message: Message, stop: &AtomicBool) -> Result<(), IngressError> {
         let Ok(info) = message.info() else {
             // Not a JetStream delivery (no ack subject): nothing to track.
             return Ok(());
         };
         let stream_sequence = info.stream_sequence;
-        if stream_sequence <= self.highest {
+        if self.recent_set.contains(&stream_sequence) {
+            // Handled and acked before; that ack was lost.
             self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
-            if stream_sequence <= self.acked_through {
-                // Handled and acked before; that ack was lost.
-                let _ = message.ack().await;
-            } else if let Some(p) = self
-                .pending
-                .iter_mut()
-                .find(|p| p.stream == stream_sequence)
-            {
-                // Still in the bus: ack through the newest delivery.
-                p.message = Some(message);
-            }
+            let _ = message.ack().await;
+            return Ok(());
+        }
+        if let Some(p) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.stream == stream_sequence)
+        {
+            // Still in the bus: ack the newest delivery once it is handled.
+            self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+            p.message = Some(message);
             return Ok(());
         }
         let decoded = self.codec.decode(&message.payload);
         let ring = match decoded {
             Ok(event) => {
                 let mut event = Some(event);
-                let published = self
-                    .producer
-                    .publish(|slot| *slot = event.take().expect("once"));
-                let sequence = published.map_err(IngressError::Bus)?;
+                let sequence = loop {
+                    let slot = |slot: &mut E| *slot = event.take().expect("once");
+                    match self
+                        .producer
+                        .try_publish_for(Duration::from_millis(100), slot)
+                    {
+                        Ok(sequence) => break sequence,
+                        // Not acked: delivered again to the next ingress.
+                        Err(_) if stop.load(Ordering::Relaxed) => return Ok(()),
+                        Err(TryPublishError::Full { .. } | TryPublishError::Timeout) => {}
+                        Err(TryPublishError::Closed) => {
+                            return Err(IngressError::Bus(PublishError::Closed))
+                        }
+                        Err(_) => return Err(IngressError::Bus(PublishError::Halted)),
+                    }
+                };
                 self.counters.published.fetch_add(1, Ordering::Relaxed);
                 sequence
             }
             Err(reason) => {
-                self.dead_letter(&message, stream_sequence, &reason.to_string())
-                    .await;
+                if !self
+                    .dead_letter(&message, stream_sequence, &reason.to_string())
+                    .await
+                {
+                    // Not sent: leave it unacked, so it comes again.
+                    return Ok(());
+                }
                 // Done once the bus passed what came before it.
                 self.producer.cursor()
             }
         };
-        self.highest = stream_sequence;
         self.pending.push_back(Pending {
             ring,
             stream: stream_sequence,
@@ -413,7 +437,9 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         Ok(())
     }
 
-    async fn dead_letter(&mut self, message: &Message, stream_sequence: u64, reason: &str) {
+    /// Sends the payload to the dead-letter subject; true once the server
+    /// has it (the client flushed it).
+    async fn dead_letter(&mut self, message: &Message, stream_sequence: u64, reason: &str) -> bool {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Ringbus-Dead-Reason", reason);
         headers.insert("Ringbus-Subject", message.subject.as_str());
@@ -423,39 +449,40 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         );
         let client = self.link.client();
         let subject = self.options.dead_letter_subject.clone();
-        // A dead letter that cannot be sent is not worth stopping the stream
-        // for: the reason is counted either way.
-        let _ = client
+        let sent = client
             .publish_with_headers(subject, headers, message.payload.clone())
-            .await;
-        let _ = client.flush().await;
-        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            .await
+            .is_ok()
+            && client.flush().await.is_ok();
+        if sent {
+            self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
     }
 
-    /// Acks (cumulatively) every message the bus's gating stages passed.
+    /// Acks every message the bus's gating stages passed.
     async fn ack_handled(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         let handled = self.producer.minimum_gating_sequence();
-        let mut last = None;
-        let mut count = 0;
         while self.pending.front().is_some_and(|p| p.ring <= handled) {
-            last = self.pending.pop_front();
-            count += 1;
-        }
-        if let Some(Pending {
-            stream,
-            message: Some(message),
-            ..
-        }) = last
-        {
+            let Some(Pending {
+                stream, message, ..
+            }) = self.pending.pop_front()
+            else {
+                break;
+            };
+            let Some(message) = message else { continue };
             if message.ack().await.is_ok() {
-                self.acked_through = stream;
-                self.counters.acked.fetch_add(count, Ordering::Relaxed);
-            } else {
-                // Not acked: it comes again and is recognised as handled.
-                self.acked_through = stream;
+                self.counters.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            // Acked or not, it was handled: a redelivery is not published.
+            self.recent.push_back(stream);
+            self.recent_set.insert(stream);
+            if self.recent.len() > RECENT {
+                let old = self.recent.pop_front().expect("not empty");
+                self.recent_set.remove(&old);
             }
         }
     }

@@ -210,7 +210,8 @@ impl Link {
 
     /// Creates the stream `config` names unless it exists (the existing
     /// one is kept as it is). A convenience for examples and tests; a
-    /// service usually leaves streams to its operators.
+    /// service usually leaves streams to its operators. Blocks: call it
+    /// outside an async context (`tokio::task::spawn_blocking` inside one).
     ///
     /// # Errors
     /// [`LinkError::JetStream`] with the server's answer.
@@ -229,7 +230,9 @@ impl Link {
     }
 
     /// Starts an ingress that fetches from a durable pull consumer and
-    /// publishes into `producer`'s bus; see [`Ingress`].
+    /// publishes into `producer`'s bus; see [`Ingress`]. Blocks while it
+    /// looks the consumer up: call it outside an async context
+    /// (`tokio::task::spawn_blocking` inside one).
     ///
     /// # Errors
     /// [`LinkError::JetStream`] when the stream is missing or the consumer
