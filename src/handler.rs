@@ -313,7 +313,10 @@ where
 /// past `at` and hands the rest of the batch over in a new call; halt
 /// stops the stage with its sequence at `at - 1`. The retry count starts
 /// afresh when a call got past the event that failed before. A panic
-/// counts as a failure of the batch's first event.
+/// under a policy other than a plain halt is located first: the events of
+/// the call that panicked are handed over again one per call, and the
+/// policy applies to the event whose call panics (the handler must cope
+/// with seeing again the events before it, as after any retry).
 ///
 /// The stage stores its sequence once the call returned, so the stages
 /// after it (and the producers) pass an event only after the handler

@@ -812,20 +812,35 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         let policy = &self.policy;
         let catch = policy.needs_per_event_handling() && !cfg!(loom);
         let (mut start, mut attempt, mut failed_at) = (from, 0, None);
+        // After a panic in a call of several events, the events up to its
+        // end go one per call, so that the panic is found at its event.
+        let mut one_by_one_until = None;
         while start <= to {
+            let end = match one_by_one_until {
+                Some(until) if start <= until => start,
+                _ => to,
+            };
             // SAFETY: the caller's permission for `from..=to`.
-            let mut call = || unsafe { consumer.try_consume_range(ring, start, to) };
+            let mut call = || unsafe { consumer.try_consume_range(ring, start, end) };
             let outcome = if catch {
-                catch_unwind(AssertUnwindSafe(&mut call)).unwrap_or_else(|payload| {
-                    report.panics += 1;
-                    Err((start, Failure::Panic(panic_message(&*payload))))
-                })
+                match catch_unwind(AssertUnwindSafe(&mut call)) {
+                    Ok(outcome) => outcome,
+                    Err(payload) => {
+                        report.panics += 1;
+                        if end > start {
+                            one_by_one_until = Some(end);
+                            continue;
+                        }
+                        Err((start, Failure::Panic(panic_message(&*payload))))
+                    }
+                }
             } else {
                 call()
             };
             let Err((at, failure)) = outcome else {
-                progress.set(to);
-                return Ok(());
+                progress.set(end);
+                start = end + 1;
+                continue;
             };
             progress.set(at - 1);
             if failed_at != Some(at) {

@@ -382,5 +382,57 @@ fn try_batches_route_a_panic_through_the_policy() {
         n,
         "the batch was handed over again"
     );
-    assert_eq!((report.stages[0].panics, report.stages[0].retried), (1, 1));
+    // Located one event at a time, 40 went through on its own call.
+    assert_eq!((report.stages[0].panics, report.stages[0].retried), (1, 0));
+}
+
+#[test]
+fn try_batches_find_the_event_that_panics() {
+    let n = if cfg!(miri) { 64 } else { 500 };
+    let letters = Arc::new(Mutex::new(Vec::new()));
+    let l = letters.clone();
+    let policy = FailurePolicy::dead_letter(move |_: &str, e: &u64, seq, f| {
+        l.lock().unwrap().push((*e, seq, f.is_panic()));
+    })
+    .retry(1, Duration::ZERO);
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let h = handled.clone();
+    let mut producer = ringbus::single_producer(64, || 0u64, Blocking)
+        .on_failure(policy)
+        .try_handle_batches_with(move |batch: Batch<'_, u64>| {
+            // Handles in bulk: nothing is kept if the batch panics.
+            let mut mine = Vec::new();
+            for (seq, e) in batch.iter_with_sequence() {
+                assert!(*e != 40, "event 40 always panics");
+                mine.push(seq);
+            }
+            h.lock().unwrap().extend(mine);
+            Ok::<(), (Sequence, String)>(())
+        })
+        .build();
+    // Published as one burst, so 40 is inside a larger batch.
+    producer
+        .batch_publish(64, |slots| {
+            for (i, e) in slots.into_iter().enumerate() {
+                *e = i as u64;
+            }
+        })
+        .unwrap();
+    for i in 64..n {
+        producer.publish(|e| *e = i).unwrap();
+    }
+    let report = bounded(30, move || producer.shutdown()).unwrap();
+    let letters = letters.lock().unwrap();
+    assert_eq!(
+        *letters,
+        vec![(40, 40, true)],
+        "the event that panics, not its batch's first"
+    );
+    let expected: Vec<Sequence> = (0..n as Sequence).filter(|&s| s != 40).collect();
+    assert_eq!(
+        *handled.lock().unwrap(),
+        expected,
+        "the others once each, in order"
+    );
+    assert_eq!(report.stages[0].dead_lettered, 1);
 }
