@@ -1,7 +1,7 @@
 //! The ingress: a durable JetStream pull consumer feeding a bus, acking a
 //! message only once every gating stage of the bus has handled it.
 //!
-//! One thread (`ringbus-nats-ingress`) fetches at most as many messages as
+//! One task on the link's runtime fetches at most as many messages as
 //! the ring has room for (a full ring stops fetching: no buffer grows),
 //! decodes each into its slot and publishes it, remembering the message.
 //! Between fetches it reads the bus's
@@ -20,7 +20,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
@@ -165,7 +164,7 @@ pub enum IngressError {
     /// The bus refused the publish (halted or closed); the message was not
     /// acked and will be delivered again.
     Bus(ringbus::PublishError),
-    /// The ingress thread panicked.
+    /// The ingress task panicked.
     Panicked(String),
 }
 
@@ -173,7 +172,7 @@ impl fmt::Display for IngressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Bus(e) => write!(f, "the bus refused the ingress's publish: {e}"),
-            Self::Panicked(m) => write!(f, "the ingress thread panicked: {m}"),
+            Self::Panicked(m) => write!(f, "the ingress task panicked: {m}"),
         }
     }
 }
@@ -184,7 +183,8 @@ impl std::error::Error for IngressError {}
 pub struct Ingress<P> {
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
-    thread: Option<JoinHandle<(P, u64, Option<IngressError>)>>,
+    link: Link,
+    task: Option<tokio::task::JoinHandle<(P, u64, Option<IngressError>)>>,
 }
 
 impl<P> fmt::Debug for Ingress<P> {
@@ -229,6 +229,7 @@ impl<P> Ingress<P> {
         P: Producer<E> + Send + 'static,
     {
         let consumer = link.block_on(consumer_for(&link, &options))?;
+        let run_link = link.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let mut run = Run {
@@ -243,19 +244,18 @@ impl<P> Ingress<P> {
             _event: std::marker::PhantomData,
         };
         let stopping = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("ringbus-nats-ingress".into())
-            .spawn(move || {
-                let link = run.link.clone();
-                let error = link.block_on(run.run(consumer, &stopping)).err();
-                let unacked = link.block_on(run.drain());
-                (run.producer, unacked, error)
-            })
-            .map_err(|e| LinkError::JetStream(format!("cannot start the ingress thread: {e}")))?;
+        // A task beside the client's own: a delivery reaches the ring
+        // without a hand-off to another thread.
+        let task = run_link.handle().spawn(async move {
+            let error = run.run(consumer, &stopping).await.err();
+            let unacked = run.drain().await;
+            (run.producer, unacked, error)
+        });
         Ok(Self {
             stop,
             counters,
-            thread: Some(thread),
+            link: run_link,
+            task: Some(task),
         })
     }
 
@@ -266,7 +266,9 @@ impl<P> Ingress<P> {
 
     /// True once the ingress stopped on its own (the bus refused it).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+        self.task
+            .as_ref()
+            .is_none_or(tokio::task::JoinHandle::is_finished)
     }
 
     /// Stops fetching, waits (up to the drain timeout) for the bus to
@@ -279,18 +281,11 @@ impl<P> Ingress<P> {
     /// Why the ingress had stopped on its own, with the producer.
     pub fn stop(mut self) -> Result<(P, IngressReport), (Option<P>, IngressError)> {
         self.stop.store(true, Ordering::Relaxed);
-        let thread = self.thread.take().expect("stopped once");
-        match thread.join() {
+        let task = self.task.take().expect("stopped once");
+        match self.link.block_on(task) {
             Ok((producer, unacked, None)) => Ok((producer, self.counters.report(unacked))),
             Ok((producer, _, Some(error))) => Err((Some(producer), error)),
-            Err(payload) => {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err((None, IngressError::Panicked(message)))
-            }
+            Err(e) => Err((None, IngressError::Panicked(e.to_string()))),
         }
     }
 }
@@ -298,8 +293,12 @@ impl<P> Ingress<P> {
 impl<P> Drop for Ingress<P> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(task) = self.task.take() {
+            // Inside an async context the task is left to end on its own
+            // (it sees the flag within one fetch); outside one, wait for it.
+            if tokio::runtime::Handle::try_current().is_err() {
+                let _ = self.link.block_on(task);
+            }
         }
     }
 }
@@ -400,14 +399,15 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                 let mut event = Some(event);
                 let sequence = loop {
                     let slot = |slot: &mut E| *slot = event.take().expect("once");
-                    match self
-                        .producer
-                        .try_publish_for(Duration::from_millis(100), slot)
-                    {
+                    match self.producer.try_publish(slot) {
                         Ok(sequence) => break sequence,
                         // Not acked: delivered again to the next ingress.
                         Err(_) if stop.load(Ordering::Relaxed) => return Ok(()),
-                        Err(TryPublishError::Full { .. } | TryPublishError::Timeout) => {}
+                        // Other producers took the room: wait for the stages
+                        // without holding the runtime's thread.
+                        Err(TryPublishError::Full { .. } | TryPublishError::Timeout) => {
+                            tokio::time::sleep(Duration::from_micros(100)).await;
+                        }
                         Err(TryPublishError::Closed) => {
                             return Err(IngressError::Bus(PublishError::Closed))
                         }
