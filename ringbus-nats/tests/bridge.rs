@@ -497,3 +497,38 @@ fn a_resend_under_the_same_identity_is_deduplicated_by_the_server() {
     });
     assert_eq!(stored, 20);
 }
+
+#[test]
+fn a_foreign_writer_breaks_the_chain_once_and_the_egress_goes_on() {
+    let server = common::single("");
+    let link = link(&server.url());
+    ensure_stream(&link, 1);
+    let egress = link.egress(
+        Postcard,
+        EgressOptions::new("ev.chained", "chained")
+            .on_failure(FailurePolicy::halt().retry(3, Duration::from_millis(1))),
+    );
+    let stats = egress.stats();
+    let mut bus = ringbus::single_producer(8, Ev::default, Blocking)
+        .egress_to(egress)
+        .build();
+    for n in 0..10 {
+        bus.publish(|e| *e = Ev { producer: 0, n }).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.acked() < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Another writer on the stream: the next message's expected last id
+    // (our event 9) is no longer the stream's last.
+    let js = link.jetstream();
+    link.handle()
+        .block_on(async { js.publish("ev.other", "x".into()).await?.await })
+        .unwrap();
+    for n in 10..20 {
+        bus.publish(|e| *e = Ev { producer: 0, n }).unwrap();
+    }
+    let report = bus.shutdown().expect("the egress went on unchained");
+    assert_eq!(report.stages[0].retried, 1, "one refusal, then unchained");
+    assert_eq!(stats.acked(), 20);
+}
