@@ -57,13 +57,20 @@ fn connect() -> Link {
         eprintln!("{e}\nstart one with: nats-server -js -sd /tmp/nats-demo");
         std::process::exit(2)
     });
-    link.ensure_stream(stream::Config {
+    let config = stream::Config {
         name: "ORDERS".into(),
         subjects: vec!["orders.>".into()],
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
-    })
-    .expect("the ORDERS stream");
+    };
+    // Both services may start at once: the one whose create loses the race
+    // finds the other's stream on its next look.
+    let mut attempts = 0;
+    while let Err(e) = link.ensure_stream(config.clone()) {
+        attempts += 1;
+        assert!(attempts < 5, "the ORDERS stream: {e}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     link
 }
 
@@ -166,6 +173,8 @@ fn analytics(expect: u64, timeout: Duration) -> ExitCode {
 }
 
 fn demo(count: u64) -> ExitCode {
+    // The stream first, so the two services do not race to create it.
+    drop(connect());
     let me = std::env::current_exe().expect("this program");
     let mut analytics = Command::new(&me)
         .args(["analytics", "--expect", &count.to_string()])
