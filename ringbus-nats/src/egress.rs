@@ -191,7 +191,7 @@ pub struct Egress<E, C> {
     options: EgressOptions<E>,
     /// The id of the last message the server acknowledged: what the next
     /// message expects before it (ordered mode).
-    last_acked: Option<String>,
+    last_acked: Option<Sequence>,
     /// The highest sequence ever sent (to count resends).
     highest_sent: Option<Sequence>,
     /// The event of the last failure, and whether the stream's last message
@@ -215,10 +215,9 @@ impl<E, C> fmt::Debug for Egress<E, C> {
 
 struct InFlight {
     sequence: Sequence,
-    id: String,
-    /// The `Nats-Expected-Last-Msg-Id` it carried.
-    expected: Option<String>,
-    subject: String,
+    /// The sequence whose message id its `Nats-Expected-Last-Msg-Id` named.
+    expected: Option<Sequence>,
+    subject: async_nats::Subject,
     ack: PublishAckFuture,
 }
 
@@ -285,17 +284,17 @@ impl<E, C: Codec<E>> Egress<E, C> {
         &mut self,
         batch: Batch<'_, E>,
         in_flight: &mut VecDeque<InFlight>,
-        previous: &mut Option<String>,
+        previous: &mut Option<Sequence>,
     ) -> Result<(), (Sequence, EgressError)> {
         for (sequence, event) in batch.iter_with_sequence() {
             if in_flight.len() >= self.options.window {
                 let oldest = in_flight.pop_front().expect("a full window");
                 self.settle(oldest).await?;
             }
-            let sent = self.send(sequence, event, previous.as_deref()).await;
+            let sent = self.send(sequence, event, *previous).await;
             match sent {
                 Ok(next) => {
-                    *previous = Some(next.id.clone());
+                    *previous = Some(sequence);
                     in_flight.push_back(next);
                 }
                 Err(error) => {
@@ -320,19 +319,20 @@ impl<E, C: Codec<E>> Egress<E, C> {
         &mut self,
         sequence: Sequence,
         event: &E,
-        previous: Option<&str>,
+        previous: Option<Sequence>,
     ) -> Result<InFlight, EgressError> {
         self.buffer.clear();
         self.codec
             .encode(event, &mut self.buffer)
             .map_err(EgressError::Encode)?;
-        let subject = (self.options.subject)(event);
+        let subject = async_nats::Subject::from((self.options.subject)(event));
         let id = format!("{}:{sequence}", self.options.producer_id);
         let mut message = PublishMessage::build()
             .payload(Bytes::copy_from_slice(&self.buffer))
-            .message_id(&id);
-        let expected = previous.filter(|_| self.options.ordered).map(str::to_owned);
-        if let Some(previous) = &expected {
+            .message_id(id);
+        let expected = previous.filter(|_| self.options.ordered);
+        if let Some(previous) = expected {
+            let previous = format!("{}:{previous}", self.options.producer_id);
             message = message.expected_last_message_id(previous);
         }
         if self.highest_sent.is_some_and(|h| sequence <= h) {
@@ -344,12 +344,11 @@ impl<E, C: Codec<E>> Egress<E, C> {
             .send_publish(subject.clone(), message)
             .await
             .map_err(|e| EgressError::Publish {
-                subject: subject.clone(),
+                subject: subject.to_string(),
                 reason: e.to_string(),
             })?;
         Ok(InFlight {
             sequence,
-            id,
             expected,
             subject,
             ack,
@@ -363,13 +362,13 @@ impl<E, C: Codec<E>> Egress<E, C> {
                 if ack.duplicate {
                     self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 }
-                self.last_acked = Some(sent.id);
+                self.last_acked = Some(sent.sequence);
                 self.chain_broken = false;
                 Ok(())
             }
             Err(e) => {
                 if e.kind() == PublishErrorKind::WrongLastMessageId
-                    && self.last_acked.as_deref() == sent.expected.as_deref()
+                    && self.last_acked == sent.expected
                 {
                     // Refused although the message it names was acked to
                     // us: the stream's last message is another (a writer
@@ -390,7 +389,7 @@ impl<E, C: Codec<E>> Egress<E, C> {
                 Err((
                     sent.sequence,
                     EgressError::Publish {
-                        subject: sent.subject,
+                        subject: sent.subject.to_string(),
                         reason,
                     },
                 ))

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::Message;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use ringbus::{Producer, PublishError, Sequence, TryPublishError};
 
 /// How many acked stream sequences an ingress remembers.
@@ -213,6 +213,9 @@ struct Run<E, C, P> {
     /// recognise a redelivery whose ack was lost.
     recent: VecDeque<u64>,
     recent_set: std::collections::HashSet<u64>,
+    /// The highest stream sequence delivered to us: only a delivery at or
+    /// below it can be a redelivery.
+    highest: u64,
     _event: std::marker::PhantomData<fn() -> E>,
 }
 
@@ -241,6 +244,7 @@ impl<P> Ingress<P> {
             pending: VecDeque::new(),
             recent: VecDeque::new(),
             recent_set: std::collections::HashSet::new(),
+            highest: 0,
             _event: std::marker::PhantomData,
         };
         let stopping = Arc::clone(&stop);
@@ -348,13 +352,23 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                     continue;
                 }
             };
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(message) => self.take(message, stop).await?,
-                    Err(_) => {
-                        self.fetch_failed(&mut backoff).await;
-                        break;
+            let mut burst = Vec::with_capacity(room);
+            while let Some(first) = messages.next().await {
+                // This delivery and whatever else has arrived with it: one
+                // publish into the ring (one wake-up of its stages) for all.
+                let mut failed = first.is_err();
+                burst.extend(first.ok());
+                while !failed && burst.len() < room {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(message))) => burst.push(message),
+                        Some(Some(Err(_))) => failed = true,
+                        _ => break,
                     }
+                }
+                self.take(&mut burst, stop).await?;
+                if failed {
+                    self.fetch_failed(&mut backoff).await;
+                    break;
                 }
                 backoff = Duration::from_millis(10);
             }
@@ -369,72 +383,106 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         *backoff = (*backoff * 2).min(Duration::from_secs(1));
     }
 
-    /// One delivery: publish it into the bus, recognise a redelivery, or
-    /// dead-letter a payload that does not decode.
-    async fn take(&mut self, message: Message, stop: &AtomicBool) -> Result<(), IngressError> {
-        let Ok(info) = message.info() else {
-            // Not a JetStream delivery (no ack subject): nothing to track.
-            return Ok(());
-        };
-        let stream_sequence = info.stream_sequence;
-        if self.recent_set.contains(&stream_sequence) {
-            // Handled and acked before; that ack was lost.
-            self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
-            let _ = message.ack().await;
-            return Ok(());
-        }
-        if let Some(p) = self
-            .pending
-            .iter_mut()
-            .find(|p| p.stream == stream_sequence)
-        {
-            // Still in the bus: ack the newest delivery once it is handled.
-            self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
-            p.message = Some(message);
-            return Ok(());
-        }
-        let decoded = self.codec.decode(&message.payload);
-        let ring = match decoded {
-            Ok(event) => {
-                let mut event = Some(event);
-                let sequence = loop {
-                    let slot = |slot: &mut E| *slot = event.take().expect("once");
-                    match self.producer.try_publish(slot) {
-                        Ok(sequence) => break sequence,
-                        // Not acked: delivered again to the next ingress.
-                        Err(_) if stop.load(Ordering::Relaxed) => return Ok(()),
-                        // Other producers took the room: wait for the stages
-                        // without holding the runtime's thread.
-                        Err(TryPublishError::Full { .. } | TryPublishError::Timeout) => {
-                            tokio::time::sleep(Duration::from_micros(100)).await;
-                        }
-                        Err(TryPublishError::Closed) => {
-                            return Err(IngressError::Bus(PublishError::Closed))
-                        }
-                        Err(_) => return Err(IngressError::Bus(PublishError::Halted)),
+    /// Deliveries in order: publish them into the bus, recognise
+    /// redeliveries, dead-letter payloads that do not decode.
+    async fn take(
+        &mut self,
+        burst: &mut Vec<Message>,
+        stop: &AtomicBool,
+    ) -> Result<(), IngressError> {
+        let mut run = Vec::with_capacity(burst.len());
+        for message in burst.drain(..) {
+            let Ok(info) = message.info() else {
+                // Not a JetStream delivery (no ack subject): nothing to track.
+                continue;
+            };
+            let stream_sequence = info.stream_sequence;
+            if stream_sequence > self.highest {
+                // The common case: a message never delivered to us before.
+                self.highest = stream_sequence;
+            } else if self.recent_set.contains(&stream_sequence) {
+                // Handled and acked before; that ack was lost.
+                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                let _ = message.ack().await;
+                continue;
+            } else if let Some(p) = self
+                .pending
+                .iter_mut()
+                .find(|p| p.stream == stream_sequence)
+            {
+                // Still in the bus: ack the newest delivery once it is handled.
+                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                p.message = Some(message);
+                continue;
+            }
+            match self.codec.decode(&message.payload) {
+                Ok(event) => run.push((Some(event), stream_sequence, message)),
+                Err(reason) => {
+                    // What came before it goes into the bus first.
+                    if !self.publish(&mut run, stop).await? {
+                        return Ok(());
                     }
-                };
-                self.counters.published.fetch_add(1, Ordering::Relaxed);
-                sequence
-            }
-            Err(reason) => {
-                if !self
-                    .dead_letter(&message, stream_sequence, &reason.to_string())
-                    .await
-                {
-                    // Not sent: leave it unacked, so it comes again.
-                    return Ok(());
+                    let reason = reason.to_string();
+                    if self.dead_letter(&message, stream_sequence, &reason).await {
+                        // Done once the bus passed what came before it.
+                        self.pending.push_back(Pending {
+                            ring: self.producer.cursor(),
+                            stream: stream_sequence,
+                            message: Some(message),
+                        });
+                    }
+                    // Not sent: left unacked, so it comes again.
                 }
-                // Done once the bus passed what came before it.
-                self.producer.cursor()
+            }
+        }
+        self.publish(&mut run, stop).await?;
+        Ok(())
+    }
+
+    /// Publishes `run` into the ring in one batch and remembers each
+    /// message; false when the ingress stopped first (the messages stay
+    /// unacked and are delivered again).
+    async fn publish(
+        &mut self,
+        run: &mut Vec<(Option<E>, u64, Message)>,
+        stop: &AtomicBool,
+    ) -> Result<bool, IngressError> {
+        if run.is_empty() {
+            return Ok(true);
+        }
+        let n = run.len();
+        let last = loop {
+            let fill = |slots: ringbus::Slots<'_, E>| {
+                for (slot, (event, ..)) in slots.zip(run.iter_mut()) {
+                    *slot = event.take().expect("each event once");
+                }
+            };
+            match self.producer.try_batch_publish(n, fill) {
+                Ok(last) => break last,
+                Err(_) if stop.load(Ordering::Relaxed) => return Ok(false),
+                // Other producers took the room: wait for the stages
+                // without holding the runtime's thread.
+                Err(TryPublishError::Full { .. } | TryPublishError::Timeout) => {
+                    tokio::time::sleep(Duration::from_micros(100)).await;
+                }
+                Err(TryPublishError::Closed) => {
+                    return Err(IngressError::Bus(PublishError::Closed))
+                }
+                Err(_) => return Err(IngressError::Bus(PublishError::Halted)),
             }
         };
-        self.pending.push_back(Pending {
-            ring,
-            stream: stream_sequence,
-            message: Some(message),
-        });
-        Ok(())
+        let first = last - n as Sequence + 1;
+        for (i, (_, stream, message)) in run.drain(..).enumerate() {
+            self.pending.push_back(Pending {
+                ring: first + i as Sequence,
+                stream,
+                message: Some(message),
+            });
+        }
+        self.counters
+            .published
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(true)
     }
 
     /// Sends the payload to the dead-letter subject; true once the server
