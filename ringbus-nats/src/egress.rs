@@ -271,7 +271,7 @@ impl<E, C: Codec<E>> Egress<E, C> {
         let mut previous = if self.chain_broken {
             None
         } else {
-            self.last_acked.clone()
+            self.last_acked
         };
         let result = self.send_window(batch, &mut in_flight, &mut previous).await;
         if let Err((at, _)) = &result {
