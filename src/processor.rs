@@ -816,6 +816,10 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         // end go one per call, so that the panic is found at its event.
         let mut one_by_one_until = None;
         while start <= to {
+            if self.bus.is_halted() {
+                // `progress` says how far it got; the loop sees the halt.
+                return Ok(());
+            }
             let end = match one_by_one_until {
                 Some(until) if start <= until => start,
                 _ => to,

@@ -77,8 +77,10 @@ impl<E> EgressOptions<E> {
             window: 256,
             ack_timeout: Duration::from_secs(2),
             ordered: true,
-            // About a minute of retries (50 ms, doubling to 1 s), then halt.
-            policy: FailurePolicy::halt().retry(64, Duration::from_millis(50)),
+            // About 30 s of backoff (50 ms, doubling to 1 s) and as many ack
+            // timeouts: at most about 90 s, inside the stream's default
+            // duplicate window (2 min), so a resend is still recognised.
+            policy: FailurePolicy::halt().retry(30, Duration::from_millis(50)),
         }
     }
 
@@ -121,9 +123,11 @@ impl<E> EgressOptions<E> {
         self
     }
 
-    /// The stage's failure policy: by default about a minute of retries
-    /// from the first unacknowledged event (50 ms backoff doubling to 1 s,
-    /// 64 times), then halt. Dead-lettering or skipping an event gives up
+    /// The stage's failure policy: by default 30 retries from the first
+    /// unacknowledged event (50 ms backoff doubling to 1 s, each with its
+    /// ack timeout: about 90 s with the default 2 s timeout), then halt.
+    /// Keep the retries inside the stream's duplicate window (2 min by
+    /// default): a resend after it is stored a second time. Dead-lettering or skipping an event gives up
     /// that event only.
     pub fn on_failure(mut self, policy: FailurePolicy<E>) -> Self {
         self.policy = policy;

@@ -23,13 +23,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
 use futures_util::{FutureExt, StreamExt};
 use ringbus::{Producer, PublishError, Sequence, TryPublishError};
 
-/// How many acked stream sequences an ingress remembers.
-const RECENT: usize = 1 << 16;
+use crate::acked::Acked;
 
+/// The longest the ingress waits on the network for a dead letter, a flush
+/// or a negative ack: with the server gone, the client would wait for its
+/// reconnection.
+const NETWORK_WAIT: Duration = Duration::from_secs(2);
 use crate::codec::Codec;
 use crate::link::{Link, LinkError};
 
@@ -180,14 +184,31 @@ impl fmt::Display for IngressError {
 impl std::error::Error for IngressError {}
 
 /// A running ingress; [`stop`](Ingress::stop) it to get the producer back.
-pub struct Ingress<P> {
+pub struct Ingress<P: Send + 'static> {
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     link: Link,
-    task: Option<tokio::task::JoinHandle<(P, u64, Option<IngressError>)>>,
+    task: Option<tokio::task::JoinHandle<Ended<P>>>,
 }
 
-impl<P> fmt::Debug for Ingress<P> {
+/// What the ingress task hands back. Dropped without being taken (an
+/// `Ingress` dropped inside an async context), it drops the producer on a
+/// thread of its own: dropping the last producer drains the bus and joins
+/// its stages, which must not happen on the runtime's thread (an egress
+/// stage of the same link would wait on that very thread).
+struct Ended<P: Send + 'static>(Option<(P, u64, Option<IngressError>)>);
+
+impl<P: Send + 'static> Drop for Ended<P> {
+    fn drop(&mut self) {
+        if let Some(ended) = self.0.take() {
+            let _ = std::thread::Builder::new()
+                .name("ringbus-nats-drop".into())
+                .spawn(move || drop(ended));
+        }
+    }
+}
+
+impl<P: Send + 'static> fmt::Debug for Ingress<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ingress")
             .field("report", &self.counters.report(0))
@@ -209,17 +230,16 @@ struct Run<E, C, P> {
     producer: P,
     counters: Arc<Counters>,
     pending: VecDeque<Pending>,
-    /// Stream sequences acked lately (oldest first, at most `RECENT`), to
-    /// recognise a redelivery whose ack was lost.
-    recent: VecDeque<u64>,
-    recent_set: std::collections::HashSet<u64>,
+    /// Stream sequences acked lately, to recognise a redelivery whose ack
+    /// was lost.
+    acked: Acked,
     /// The highest stream sequence delivered to us: only a delivery at or
     /// below it can be a redelivery.
     highest: u64,
     _event: std::marker::PhantomData<fn() -> E>,
 }
 
-impl<P> Ingress<P> {
+impl<P: Send + 'static> Ingress<P> {
     pub(crate) fn start<E, C>(
         link: Link,
         codec: C,
@@ -235,6 +255,8 @@ impl<P> Ingress<P> {
         let run_link = link.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
+        // Acked sequences are kept while the server may still redeliver them.
+        let keep = options.ack_wait * 2 + Duration::from_secs(5);
         let mut run = Run {
             link,
             options,
@@ -242,8 +264,7 @@ impl<P> Ingress<P> {
             producer,
             counters: Arc::clone(&counters),
             pending: VecDeque::new(),
-            recent: VecDeque::new(),
-            recent_set: std::collections::HashSet::new(),
+            acked: Acked::new(keep),
             highest: 0,
             _event: std::marker::PhantomData,
         };
@@ -253,7 +274,7 @@ impl<P> Ingress<P> {
         let task = run_link.handle().spawn(async move {
             let error = run.run(consumer, &stopping).await.err();
             let unacked = run.drain().await;
-            (run.producer, unacked, error)
+            Ended(Some((run.producer, unacked, error)))
         });
         Ok(Self {
             stop,
@@ -286,15 +307,16 @@ impl<P> Ingress<P> {
     pub fn stop(mut self) -> Result<(P, IngressReport), (Option<P>, IngressError)> {
         self.stop.store(true, Ordering::Relaxed);
         let task = self.task.take().expect("stopped once");
-        match self.link.block_on(task) {
-            Ok((producer, unacked, None)) => Ok((producer, self.counters.report(unacked))),
-            Ok((producer, _, Some(error))) => Err((Some(producer), error)),
+        match self.link.block_on(task).map(|mut ended| ended.0.take()) {
+            Ok(Some((producer, unacked, None))) => Ok((producer, self.counters.report(unacked))),
+            Ok(Some((producer, _, Some(error)))) => Err((Some(producer), error)),
+            Ok(None) => unreachable!("the task hands its producer back once"),
             Err(e) => Err((None, IngressError::Panicked(e.to_string()))),
         }
     }
 }
 
-impl<P> Drop for Ingress<P> {
+impl<P: Send + 'static> Drop for Ingress<P> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(task) = self.task.take() {
@@ -400,7 +422,7 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
             if stream_sequence > self.highest {
                 // The common case: a message never delivered to us before.
                 self.highest = stream_sequence;
-            } else if self.recent_set.contains(&stream_sequence) {
+            } else if self.acked.contains(stream_sequence) {
                 // Handled and acked before; that ack was lost.
                 self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
                 let _ = message.ack().await;
@@ -459,7 +481,15 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
             };
             match self.producer.try_batch_publish(n, fill) {
                 Ok(last) => break last,
-                Err(_) if stop.load(Ordering::Relaxed) => return Ok(false),
+                Err(_) if stop.load(Ordering::Relaxed) => {
+                    // Stopping: tell the server to deliver them again now,
+                    // not after the ack wait.
+                    for (_, _, message) in run.drain(..) {
+                        let nak = message.ack_with(AckKind::Nak(None));
+                        let _ = tokio::time::timeout(NETWORK_WAIT, nak).await;
+                    }
+                    return Ok(false);
+                }
                 // Other producers took the room: wait for the stages
                 // without holding the runtime's thread.
                 Err(TryPublishError::Full { .. } | TryPublishError::Timeout) => {
@@ -497,11 +527,18 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         );
         let client = self.link.client();
         let subject = self.options.dead_letter_subject.clone();
-        let sent = client
-            .publish_with_headers(subject, headers, message.payload.clone())
+        // Bounded: with the server gone the client would wait for its
+        // reconnection, and the stop flag would go unread meanwhile.
+        let send = async {
+            client
+                .publish_with_headers(subject, headers, message.payload.clone())
+                .await
+                .is_ok()
+                && client.flush().await.is_ok()
+        };
+        let sent = tokio::time::timeout(NETWORK_WAIT, send)
             .await
-            .is_ok()
-            && client.flush().await.is_ok();
+            .unwrap_or(false);
         if sent {
             self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
         }
@@ -526,25 +563,30 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                 self.counters.acked.fetch_add(1, Ordering::Relaxed);
             }
             // Acked or not, it was handled: a redelivery is not published.
-            self.recent.push_back(stream);
-            self.recent_set.insert(stream);
-            if self.recent.len() > RECENT {
-                let old = self.recent.pop_front().expect("not empty");
-                self.recent_set.remove(&old);
-            }
+            self.acked.insert(stream, Instant::now());
         }
     }
 
     /// After the last fetch: waits for the bus to handle what was
     /// published, acks it; returns how many stay unacked.
     async fn drain(&mut self) -> u64 {
-        let deadline = Instant::now() + self.options.drain_timeout;
-        while !self.pending.is_empty() && Instant::now() < deadline {
-            self.ack_handled().await;
+        let deadline = tokio::time::Instant::now() + self.options.drain_timeout;
+        while !self.pending.is_empty() && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline, self.ack_handled()).await;
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        self.ack_handled().await;
-        let _ = self.link.client().flush().await;
-        self.pending.len() as u64
+        let _ = tokio::time::timeout_at(deadline + NETWORK_WAIT, self.ack_handled()).await;
+        // What the bus did not handle in time: delivered again at once.
+        let unacked = self.pending.len() as u64;
+        for p in self.pending.drain(..) {
+            if let Some(message) = p.message {
+                let nak = message.ack_with(AckKind::Nak(None));
+                if tokio::time::timeout(NETWORK_WAIT, nak).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(NETWORK_WAIT, self.link.client().flush()).await;
+        unacked
     }
 }

@@ -48,6 +48,7 @@
 //! ```
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 
+mod acked;
 mod codec;
 mod egress;
 mod ingress;

@@ -532,3 +532,67 @@ fn a_foreign_writer_breaks_the_chain_once_and_the_egress_goes_on() {
     assert_eq!(report.stages[0].retried, 1, "one refusal, then unchained");
     assert_eq!(stats.acked(), 20);
 }
+
+#[test]
+fn an_ingress_dropped_in_async_code_does_not_hold_the_link() {
+    let server = common::single("");
+    let link = link(&server.url());
+    ensure_stream(&link, 1);
+    let mut source = ringbus::single_producer(64, Ev::default, Blocking)
+        .egress_to(link.egress(Postcard, EgressOptions::new("ev.in", "source")))
+        .build();
+    for n in 0..50 {
+        source.publish(|e| *e = Ev { producer: 0, n }).unwrap();
+    }
+    source.shutdown().unwrap();
+    // A relay whose bus's egress runs on the same link as its ingress, and
+    // is busy retrying (no stream takes its subject) when the ingress goes.
+    let relay = link.egress(
+        Postcard,
+        EgressOptions::new("nowhere.relay", "relay")
+            .ack_timeout(Duration::from_millis(200))
+            .on_failure(FailurePolicy::halt().retry(1_000, Duration::from_millis(20))),
+    );
+    let bus = ringbus::single_producer(64, Ev::default, Blocking)
+        .egress_to(relay)
+        .build();
+    let ingress = link
+        .ingress(
+            Postcard,
+            IngressOptions::new("EV", "relay")
+                .filter_subject("ev.in")
+                .drain_timeout(Duration::from_millis(100)),
+            bus,
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ingress.report().published < 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(ingress.report().published, 50);
+    // Dropped inside an async context: the ingress's task ends on its own
+    // and its bus (whose egress needs the link's runtime) is shut down
+    // off that runtime's thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async move { drop(ingress) });
+    // Past the drain timeout: the bus is being shut down by now.
+    std::thread::sleep(Duration::from_millis(600));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let still = link.clone();
+    std::thread::spawn(move || {
+        let answer = still.ensure_stream(stream::Config {
+            name: "EV".into(),
+            subjects: vec!["ev.>".into()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        });
+        let _ = tx.send(answer.is_ok());
+    });
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Ok(true),
+        "the link's runtime still answers"
+    );
+}
