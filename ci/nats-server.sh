@@ -27,8 +27,13 @@ start)
     port=$(free_port)
     nats-server -a 127.0.0.1 -p "$port" -js -sd "$dir/js" >"$dir/server.log" 2>&1 &
     echo $! >"$dir/pid"
+    # Ready when it says so and still runs (a listener alone could be
+    # another process that took the port first).
     for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+            break
+        fi
+        if grep -q "Server is ready" "$dir/server.log"; then
             echo "nats://127.0.0.1:$port"
             exit 0
         fi

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,12 +20,18 @@ pub struct Ev {
     pub n: u64,
 }
 
+/// A port nothing listens on now, below the kernel's ephemeral range (so an
+/// outgoing connection of another test cannot take it before the server
+/// binds it), and different for every call of this process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 10_000 + (std::process::id() % 400) as u16 * 50;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 20_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn binary() -> String {
@@ -60,9 +67,13 @@ impl Server {
     /// Starts it again (same port, same storage).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "{} is running", self.name);
+        let log = self.config.with_extension("log");
+        let _ = std::fs::remove_file(&log);
         let child = Command::new(binary())
             .arg("-c")
             .arg(&self.config)
+            .arg("-l")
+            .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -73,11 +84,26 @@ impl Server {
                 )
             });
         self.child = Some(child);
+        // Ready when it says so and is still running: a listener alone could
+        // be another process on the same port.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let exited = self.child.as_mut().map(|c| c.try_wait().ok().flatten());
+            if let Some(Some(status)) = exited {
+                panic!(
+                    "{} exited ({status}) while starting; its log:\n{said}",
+                    self.name
+                );
+            }
+            if said.contains("Server is ready")
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
-                "{} did not listen in 10 s",
+                "{} not ready in 10 s; its log:\n{said}",
                 self.name
             );
             std::thread::sleep(Duration::from_millis(20));
