@@ -12,9 +12,13 @@
 //! its first delivery is still in the bus, or after it was handled and
 //! acked, is recognised by its stream sequence and not published again; a
 //! delivery the ingress never saw before is published, even if it comes
-//! after later ones. A payload that does not decode goes to the dead-letter
-//! subject, with the reason in the `Ringbus-Dead-Reason` header, and counts
-//! as handled once the dead letter is sent.
+//! after later ones. Deliveries lost on the way (the consumer's delivery
+//! sequence jumps) are read from the stream directly, so the bus still gets
+//! every message in stream order; one ingress per durable consumer.
+//!
+//! A payload that does not decode goes to the dead-letter subject, with the
+//! reason in the `Ringbus-Dead-Reason` header, and counts as handled once
+//! the dead letter is sent.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -136,6 +140,10 @@ pub struct IngressReport {
     /// Messages published that were not acked when it stopped (the bus had
     /// not handled them in the drain timeout): they will be delivered again.
     pub unacked: u64,
+    /// Messages whose delivery was lost on the way (a dropped connection,
+    /// a dead node) and which were read from the stream directly, so the bus
+    /// still got them in stream order.
+    pub recovered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -145,6 +153,7 @@ struct Counters {
     dead_lettered: AtomicU64,
     acked: AtomicU64,
     fetch_errors: AtomicU64,
+    recovered: AtomicU64,
 }
 
 impl Counters {
@@ -156,6 +165,7 @@ impl Counters {
             dead_lettered: get(&self.dead_lettered),
             acked: get(&self.acked),
             fetch_errors: get(&self.fetch_errors),
+            recovered: get(&self.recovered),
             unacked,
         }
     }
@@ -216,6 +226,25 @@ impl<P: Send + 'static> fmt::Debug for Ingress<P> {
     }
 }
 
+/// Events decoded and waiting for one publish into the ring, with their
+/// stream sequence and delivery (none for one read from the stream).
+type ToPublish<E> = Vec<(Option<E>, u64, Option<Message>)>;
+
+/// True when NATS subject `subject` matches `filter` (`*` one token, `>`
+/// the rest).
+fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for want in filter.split('.') {
+        match (want, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (want, Some(got)) if want == got => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
 /// A message published into the bus and not acked yet.
 struct Pending {
     ring: Sequence,
@@ -236,6 +265,11 @@ struct Run<E, C, P> {
     /// The highest stream sequence delivered to us: only a delivery at or
     /// below it can be a redelivery.
     highest: u64,
+    /// The consumer (delivery) sequence of the last delivery: a jump says
+    /// deliveries were lost on the way (a dropped connection, a dead node).
+    last_delivery: Option<u64>,
+    /// The stream, to read lost deliveries from directly.
+    stream: async_nats::jetstream::stream::Stream,
     _event: std::marker::PhantomData<fn() -> E>,
 }
 
@@ -251,7 +285,7 @@ impl<P: Send + 'static> Ingress<P> {
         C: Codec<E>,
         P: Producer<E> + Send + 'static,
     {
-        let consumer = link.block_on(consumer_for(&link, &options))?;
+        let (stream, consumer) = link.block_on(consumer_for(&link, &options))?;
         let run_link = link.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
@@ -266,6 +300,8 @@ impl<P: Send + 'static> Ingress<P> {
             pending: VecDeque::new(),
             acked: Acked::new(keep),
             highest: 0,
+            last_delivery: None,
+            stream,
             _event: std::marker::PhantomData,
         };
         let stopping = Arc::clone(&stop);
@@ -329,7 +365,10 @@ impl<P: Send + 'static> Drop for Ingress<P> {
     }
 }
 
-async fn consumer_for(link: &Link, options: &IngressOptions) -> Result<PullConsumer, LinkError> {
+async fn consumer_for(
+    link: &Link,
+    options: &IngressOptions,
+) -> Result<(async_nats::jetstream::stream::Stream, PullConsumer), LinkError> {
     let failed = |what: &str, e: &dyn fmt::Display| LinkError::JetStream(format!("{what}: {e}"));
     let stream = link
         .jetstream()
@@ -347,7 +386,7 @@ async fn consumer_for(link: &Link, options: &IngressOptions) -> Result<PullConsu
         .get_or_create_consumer(&options.durable, config)
         .await
         .map_err(|e| failed(&format!("consumer `{}`", options.durable), &e))?;
-    Ok(consumer)
+    Ok((stream, consumer))
 }
 
 impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
@@ -419,7 +458,22 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                 continue;
             };
             let stream_sequence = info.stream_sequence;
+            let delivery = info.consumer_sequence;
+            let lost = self.last_delivery.is_some_and(|last| delivery > last + 1);
+            self.last_delivery = Some(self.last_delivery.map_or(delivery, |l| l.max(delivery)));
             if stream_sequence > self.highest {
+                if lost && self.highest > 0 {
+                    // Deliveries before this one were lost on the way; the
+                    // server sends them again only after the ack wait. Read
+                    // the new ones among them from the stream now, so the
+                    // bus gets them in stream order.
+                    if !self
+                        .recover(self.highest + 1, stream_sequence, &mut run, stop)
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                }
                 // The common case: a message never delivered to us before.
                 self.highest = stream_sequence;
             } else if self.acked.contains(stream_sequence) {
@@ -437,28 +491,92 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                 p.message = Some(message);
                 continue;
             }
-            match self.codec.decode(&message.payload) {
-                Ok(event) => run.push((Some(event), stream_sequence, message)),
-                Err(reason) => {
-                    // What came before it goes into the bus first.
-                    if !self.publish(&mut run, stop).await? {
-                        return Ok(());
-                    }
-                    let reason = reason.to_string();
-                    if self.dead_letter(&message, stream_sequence, &reason).await {
-                        // Done once the bus passed what came before it.
-                        self.pending.push_back(Pending {
-                            ring: self.producer.cursor(),
-                            stream: stream_sequence,
-                            message: Some(message),
-                        });
-                    }
-                    // Not sent: left unacked, so it comes again.
-                }
+            let (subject, payload) = (message.subject.to_string(), message.payload.clone());
+            let handed = self.hand_on(
+                &subject,
+                payload,
+                stream_sequence,
+                Some(message),
+                &mut run,
+                stop,
+            );
+            if !handed.await? {
+                return Ok(());
             }
         }
         self.publish(&mut run, stop).await?;
         Ok(())
+    }
+
+    /// Decodes a message into `run`, or dead-letters it (after publishing
+    /// what came before it); false when the ingress stopped.
+    async fn hand_on(
+        &mut self,
+        subject: &str,
+        payload: bytes::Bytes,
+        stream_sequence: u64,
+        message: Option<Message>,
+        run: &mut ToPublish<E>,
+        stop: &AtomicBool,
+    ) -> Result<bool, IngressError> {
+        match self.codec.decode(&payload) {
+            Ok(event) => run.push((Some(event), stream_sequence, message)),
+            Err(reason) => {
+                // What came before it goes into the bus first.
+                if !self.publish(run, stop).await? {
+                    return Ok(false);
+                }
+                let reason = reason.to_string();
+                if self
+                    .dead_letter(subject, payload, stream_sequence, &reason)
+                    .await
+                {
+                    // Done once the bus passed what came before it.
+                    self.pending.push_back(Pending {
+                        ring: self.producer.cursor(),
+                        stream: stream_sequence,
+                        message,
+                    });
+                }
+                // Not sent: left unacked, so it comes again.
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads the messages `from..until` on the consumer's subjects from the
+    /// stream itself, into `run`. Their deliveries were lost; when the
+    /// server sends them again they are recognised (as handled or in the
+    /// bus) and acked then. False when the ingress stopped.
+    async fn recover(
+        &mut self,
+        from: u64,
+        until: u64,
+        run: &mut ToPublish<E>,
+        stop: &AtomicBool,
+    ) -> Result<bool, IngressError> {
+        for sequence in from..until {
+            let read = tokio::time::timeout(NETWORK_WAIT, self.stream.get_raw_message(sequence));
+            let Ok(Ok(stored)) = read.await else {
+                // Deleted since, or not readable now: its redelivery (after
+                // the ack wait) still brings it, late.
+                continue;
+            };
+            let wanted = match &self.options.filter_subject {
+                Some(filter) => subject_matches(filter, stored.subject.as_str()),
+                None => true,
+            };
+            if !wanted {
+                continue;
+            }
+            self.counters.recovered.fetch_add(1, Ordering::Relaxed);
+            let subject = stored.subject.to_string();
+            let handed = self.hand_on(&subject, stored.payload, sequence, None, run, stop);
+            if !handed.await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Publishes `run` into the ring in one batch and remembers each
@@ -466,7 +584,7 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
     /// unacked and are delivered again).
     async fn publish(
         &mut self,
-        run: &mut Vec<(Option<E>, u64, Message)>,
+        run: &mut ToPublish<E>,
         stop: &AtomicBool,
     ) -> Result<bool, IngressError> {
         if run.is_empty() {
@@ -485,6 +603,7 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                     // Stopping: tell the server to deliver them again now,
                     // not after the ack wait.
                     for (_, _, message) in run.drain(..) {
+                        let Some(message) = message else { continue };
                         let nak = message.ack_with(AckKind::Nak(None));
                         let _ = tokio::time::timeout(NETWORK_WAIT, nak).await;
                     }
@@ -506,7 +625,7 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
             self.pending.push_back(Pending {
                 ring: first + i as Sequence,
                 stream,
-                message: Some(message),
+                message,
             });
         }
         self.counters
@@ -517,21 +636,27 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
 
     /// Sends the payload to the dead-letter subject; true once the server
     /// has it (the client flushed it).
-    async fn dead_letter(&mut self, message: &Message, stream_sequence: u64, reason: &str) -> bool {
+    async fn dead_letter(
+        &mut self,
+        subject: &str,
+        payload: bytes::Bytes,
+        stream_sequence: u64,
+        reason: &str,
+    ) -> bool {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Ringbus-Dead-Reason", reason);
-        headers.insert("Ringbus-Subject", message.subject.as_str());
+        headers.insert("Ringbus-Subject", subject);
         headers.insert(
             "Ringbus-Stream-Sequence",
             stream_sequence.to_string().as_str(),
         );
         let client = self.link.client();
-        let subject = self.options.dead_letter_subject.clone();
+        let dead_letters = self.options.dead_letter_subject.clone();
         // Bounded: with the server gone the client would wait for its
         // reconnection, and the stop flag would go unread meanwhile.
         let send = async {
             client
-                .publish_with_headers(subject, headers, message.payload.clone())
+                .publish_with_headers(dead_letters, headers, payload)
                 .await
                 .is_ok()
                 && client.flush().await.is_ok()
@@ -558,9 +683,12 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
             else {
                 break;
             };
-            let Some(message) = message else { continue };
-            if message.ack().await.is_ok() {
-                self.counters.acked.fetch_add(1, Ordering::Relaxed);
+            // A message read from the stream (its delivery lost) has no
+            // ack subject yet: its redelivery is acked when it comes.
+            if let Some(message) = message {
+                if message.ack().await.is_ok() {
+                    self.counters.acked.fetch_add(1, Ordering::Relaxed);
+                }
             }
             // Acked or not, it was handled: a redelivery is not published.
             self.acked.insert(stream, Instant::now());
@@ -588,5 +716,23 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         }
         let _ = tokio::time::timeout(NETWORK_WAIT, self.link.client().flush()).await;
         unacked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn subjects_match_as_nats_filters_do() {
+        assert!(subject_matches("orders.new", "orders.new"));
+        assert!(!subject_matches("orders.new", "orders.old"));
+        assert!(subject_matches("orders.*", "orders.new"));
+        assert!(!subject_matches("orders.*", "orders.new.eu"));
+        assert!(subject_matches("orders.>", "orders.new.eu"));
+        assert!(!subject_matches("orders.>", "orders"));
+        assert!(subject_matches("*.new", "orders.new"));
+        assert!(!subject_matches("orders.new", "orders.new.eu"));
+        assert!(!subject_matches("orders.new.eu", "orders.new"));
     }
 }

@@ -219,6 +219,19 @@ impl Proxy {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Waits (up to 10 s) until `n` connections are open through it, as
+    /// after the clients reconnected from an earlier cut.
+    pub fn wait_for(&self, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let open = self.open.lock().unwrap().len() / 2;
+            if open >= n || Instant::now() >= deadline {
+                return open;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Cuts every open connection (both ways); returns how many.
     pub fn cut(&self) -> usize {
         let mut open = self.open.lock().unwrap();
