@@ -11,8 +11,9 @@ cargo bench --all-features --bench batch_handler -- --rounds 1 --events 65536
 cargo bench --all-features --bench async_compare -- --rounds 1 --events 20000
 cargo bench --all-features --bench compare -- --quick --out target/compare/ci-smoke
 bash ci/nats-server.sh install
-# The release profile (not LTO) shares its build with ci/examples.sh.
-cargo bench -p ringbus-nats --profile release --bench bridge -- --rounds 1 --events 5000 --latency-events 200
+# The dev profile shares its build with ci/test.sh and ci/examples.sh (a
+# smoke run: its figures are not judged).
+cargo bench -p ringbus-nats --profile dev --bench bridge -- --rounds 1 --events 5000 --latency-events 200
 test -s target/compare/ci-smoke/report.json
 test -s target/compare/ci-smoke/throughput.svg
 test -s target/compare/ci-smoke/latency.svg
