@@ -360,7 +360,7 @@ fn try_batches_halt_at_the_failed_event_and_release_nothing_past_it() {
 
 #[test]
 fn try_batches_route_a_panic_through_the_policy() {
-    let n = if cfg!(miri) { 64 } else { 500 };
+    let n = if cfg!(miri) { 64 } else { 512 };
     let panicked = Arc::new(AtomicU64::new(0));
     let seen = Arc::new(AtomicU64::new(0));
     let (pk, sn) = (panicked.clone(), seen.clone());
@@ -374,8 +374,16 @@ fn try_batches_route_a_panic_through_the_policy() {
             Ok::<(), (Sequence, String)>(())
         })
         .build();
-    for i in 0..n {
-        producer.publish(|e| *e = i).unwrap();
+    // Whole rings at once, so the stage sees 40 inside a batch of 8 or more
+    // (a batch of 40 alone would be a plain failure and a retry).
+    for chunk in 0..n / 8 {
+        producer
+            .batch_publish(8, |slots| {
+                for (i, e) in slots.enumerate() {
+                    *e = chunk * 8 + i as u64;
+                }
+            })
+            .unwrap();
     }
     let report = bounded(30, move || producer.shutdown()).unwrap();
     assert_eq!(
