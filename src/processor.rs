@@ -751,8 +751,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         end_of_batch: bool,
         report: &mut StageReport,
     ) -> Result<(), Failure> {
-        let policy = &self.policy;
-        let catch = policy.needs_per_event_handling() && !cfg!(loom);
+        let catch = self.policy.needs_per_event_handling() && !cfg!(loom);
         let mut attempt = 0;
         loop {
             let outcome = if catch {
@@ -769,27 +768,54 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             let Err(failure) = outcome else {
                 return Ok(());
             };
-            if attempt < policy.retries && !self.bus.is_halted() {
-                attempt += 1;
-                report.retried += 1;
-                loom::sleep(policy.backoff_for(attempt));
+            if self.retry_after(&mut attempt, report) {
                 continue;
             }
-            report.failed += 1;
-            return match &policy.finally {
-                Finally::Halt => Err(failure),
-                Finally::Skip => {
-                    report.skipped += 1;
-                    Ok(())
-                }
-                Finally::DeadLetter(sink) => {
-                    // SAFETY: the caller's permission for `sequence`; the
-                    // handler's access ended when `consume` returned.
-                    unsafe { ring.read(sequence, |e| sink(&self.name, e, sequence, &failure)) };
-                    report.dead_lettered += 1;
-                    Ok(())
-                }
-            };
+            // SAFETY: the caller's permission for `sequence`; the handler's
+            // access ended when `consume` returned.
+            return unsafe { self.give_up(ring, sequence, failure, report) };
+        }
+    }
+
+    /// After a failed attempt: true (once the backoff has passed) when the
+    /// stage's policy retries the event, counting the retry.
+    fn retry_after(&self, attempt: &mut u32, report: &mut StageReport) -> bool {
+        if *attempt < self.policy.retries && !self.bus.is_halted() {
+            *attempt += 1;
+            report.retried += 1;
+            loom::sleep(self.policy.backoff_for(*attempt));
+            return true;
+        }
+        false
+    }
+
+    /// Retries used up: applies the policy's last word to `sequence`. `Ok`
+    /// when the stage moves past it (skipped or dead-lettered), `Err` when
+    /// it must stop.
+    ///
+    /// # Safety
+    /// The caller holds read permission for `sequence`, and no handler
+    /// call is accessing it.
+    unsafe fn give_up(
+        &self,
+        ring: RingView<'_, E>,
+        sequence: Sequence,
+        failure: Failure,
+        report: &mut StageReport,
+    ) -> Result<(), Failure> {
+        report.failed += 1;
+        match &self.policy.finally {
+            Finally::Halt => Err(failure),
+            Finally::Skip => {
+                report.skipped += 1;
+                Ok(())
+            }
+            Finally::DeadLetter(sink) => {
+                // SAFETY: the caller's permission for `sequence`.
+                unsafe { ring.read(sequence, |e| sink(&self.name, e, sequence, &failure)) };
+                report.dead_lettered += 1;
+                Ok(())
+            }
         }
     }
 
@@ -809,8 +835,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         report: &mut StageReport,
         progress: &Cell<Sequence>,
     ) -> Result<(), Failure> {
-        let policy = &self.policy;
-        let catch = policy.needs_per_event_handling() && !cfg!(loom);
+        let catch = self.policy.needs_per_event_handling() && !cfg!(loom);
         let (mut start, mut attempt, mut failed_at) = (from, 0, None);
         // After a panic in a call of several events, the events up to its
         // end go one per call, so that the panic is found at its event.
@@ -852,23 +877,12 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 (failed_at, attempt) = (Some(at), 0);
             }
             start = at;
-            if attempt < policy.retries && !self.bus.is_halted() {
-                attempt += 1;
-                report.retried += 1;
-                loom::sleep(policy.backoff_for(attempt));
+            if self.retry_after(&mut attempt, report) {
                 continue;
             }
-            report.failed += 1;
-            match &policy.finally {
-                Finally::Halt => return Err(failure),
-                Finally::Skip => report.skipped += 1,
-                Finally::DeadLetter(sink) => {
-                    // SAFETY: the caller's permission for `at`; the
-                    // handler's access ended when its call returned.
-                    unsafe { ring.read(at, |e| sink(&self.name, e, at, &failure)) };
-                    report.dead_lettered += 1;
-                }
-            }
+            // SAFETY: the caller's permission for `at`; the handler's access
+            // ended when its call returned.
+            unsafe { self.give_up(ring, at, failure, report) }?;
             progress.set(at);
             start = at + 1;
         }
