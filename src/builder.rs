@@ -21,16 +21,16 @@ use std::time::Duration;
 use crate::affinity;
 use crate::barrier::{SequenceBarrier, StageCell};
 use crate::bus::Bus;
+use crate::consume::{BatchReader, Consume, Fallible, Reader, TryBatchReader, Writer};
 use crate::error::BuildError;
 use crate::fault::FailurePolicy;
 use crate::handler::{
     BatchEventHandler, EventHandler, EventHandlerMut, TryBatchEventHandler, TryEventHandler,
 };
 use crate::loom::{self, thread, Arc};
-use crate::processor::{
-    BatchReader, Consume, Fallible, Reader, StageContext, StageOutcome, TryBatchReader, Writer,
-};
+use crate::processor::StageContext;
 use crate::producer::{MultiProducer, SingleProducer};
+use crate::report::StageOutcome;
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{AtomicSequence, INITIAL};
 use crate::sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};

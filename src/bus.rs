@@ -9,7 +9,7 @@ use crate::loom::{
     self, thread::JoinHandle, Arc, AtomicBool, AtomicI64, AtomicUsize, Mutex, Ordering,
 };
 use crate::metrics::{Metrics, Source};
-use crate::processor::{ShutdownReport, StageOutcome, StageReport};
+use crate::report::{ShutdownReport, StageOutcome, StageReport};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{minimum, Sequence};
 use crate::sequencer::Sequencer;

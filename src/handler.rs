@@ -382,7 +382,7 @@ where
 
 /// Implements the lifecycle callbacks of a one-field wrapper (`Wrapper(h)`)
 /// by forwarding them to the wrapped handler: the stage adapters in
-/// `processor.rs` and the pointer wrappers in `config.rs`.
+/// `consume.rs` and the pointer wrappers in `config.rs`.
 macro_rules! forward_lifecycle {
     () => {
         #[inline]

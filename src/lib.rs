@@ -128,6 +128,7 @@ mod bus;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod config;
+mod consume;
 mod error;
 mod fault;
 mod handler;
@@ -139,6 +140,7 @@ mod metrics;
 mod poller;
 mod processor;
 mod producer;
+mod report;
 mod ring_buffer;
 mod sequence;
 mod sequencer;
@@ -158,8 +160,8 @@ pub use metrics::{Metrics, MetricsSnapshot, StageMetrics, SubscriberMetrics};
 #[cfg(feature = "async")]
 pub use poller::EventStream;
 pub use poller::{EventPoller, LagLimit, PollError, Subscription};
-pub use processor::{ShutdownReport, StageReport};
 pub use producer::{MultiProducer, Producer, SingleProducer};
+pub use report::{ShutdownReport, StageReport};
 pub use ring_buffer::Slots;
 pub use sequence::Sequence;
 pub use sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};

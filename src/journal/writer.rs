@@ -14,8 +14,8 @@ use super::codec::Codec;
 use super::format::{encode_header, seal_record, segment_name, RECORD_HEADER_LEN};
 use super::syncer::Syncer;
 use super::{Inner, JournalError, JournalOptions, SyncPolicy};
+use crate::consume::{Consume, Lookahead};
 use crate::fault::Failure;
-use crate::processor::{Consume, Lookahead};
 use crate::ring_buffer::RingView;
 use crate::sequence::Sequence;
 

@@ -7,7 +7,7 @@ use crate::error::{PublishError, ShutdownError, SubscribeError, TryPublishError}
 use crate::handler::EventHandler;
 use crate::metrics::Metrics;
 use crate::poller::Subscription;
-use crate::processor::ShutdownReport;
+use crate::report::ShutdownReport;
 use crate::ring_buffer::Slots;
 use crate::sequence::Sequence;
 use crate::wait_strategy::WaitStrategy;

@@ -9,7 +9,7 @@ use std::task::{Poll, Waker};
 use super::{MultiProducer, SingleProducer};
 use crate::error::{PublishError, TryPublishError};
 use crate::loom::{self, thread, Arc, Mutex};
-use crate::processor::ShutdownReport;
+use crate::report::ShutdownReport;
 use crate::ring_buffer::Slots;
 use crate::sequence::Sequence;
 use crate::wait_strategy::{AsyncWait, Interrupt};

@@ -20,7 +20,7 @@ use crate::handler::EventHandler;
 use crate::loom::{Arc, Ordering, Weaken};
 use crate::metrics::Metrics;
 use crate::poller::{EventPoller, Subscription};
-use crate::processor::ShutdownReport;
+use crate::report::ShutdownReport;
 use crate::ring_buffer::Slots;
 use crate::sequence::{Sequence, INITIAL};
 use crate::sequencer::multi::ClaimError;

@@ -1,0 +1,138 @@
+//! The loop of a stage with a sequence of its own: wait for what is
+//! available, hand it to the handler (in chunks between looks at the halt
+//! flag), release it, store the sequence once per batch, notify.
+
+use std::cell::Cell;
+
+use super::{ReleaseOnUnwind, StageContext};
+use crate::consume::{Consume, Lookahead};
+use crate::fault::Failure;
+use crate::loom::Weaken;
+use crate::report::StageReport;
+use crate::sequence::Sequence;
+use crate::sequencer::Sequencer;
+use crate::wait_strategy::{Interrupt, WaitStrategy};
+
+/// Events a stage handles between two looks at the halt flag.
+const HALT_CHECK_EVERY: Sequence = 256;
+
+impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
+    pub(super) fn process<C: Consume<E>>(
+        &self,
+        consumer: &mut C,
+        report: &mut StageReport,
+    ) -> Result<(), Failure> {
+        let bus = &*self.bus;
+        let ring = bus.ring.view();
+        let per_event = C::FALLIBLE || self.policy.needs_per_event_handling();
+        let mut next = self.cell.sequence.get_relaxed() + 1;
+        // The last event fully handled, so that a panic (caught at the
+        // thread's top) still releases the events before it downstream.
+        let progress = Cell::new(next - 1);
+        let _release = ReleaseOnUnwind {
+            cell: &self.cell,
+            progress: &progress,
+            enabled: !C::DEFERS_RELEASE,
+        };
+        consumer.on_start();
+        loop {
+            let available = match self.wait_for(next, next) {
+                Ok(available) => available,
+                Err(Interrupt::Timeout) => {
+                    consumer.on_timeout(next - 1);
+                    continue;
+                }
+                Err(Interrupt::Halted) if self.barrier.upstream_failed() => {
+                    // Stop the stages after us too.
+                    report.upstream_failed = true;
+                    self.cell.fail();
+                    bus.signal.notify_all();
+                    break;
+                }
+                // (`Lagged` is a subscriber's, never a stage's.)
+                Err(Interrupt::Closed | Interrupt::Halted | Interrupt::Lagged(_)) => break,
+            };
+            consumer.on_batch_start((available - next + 1) as u64);
+            let mut done = next - 1;
+            let mut failure = None;
+            while done < available {
+                // A halt stops the stage within a chunk, not at the end of a
+                // batch that may span the whole ring (a `WHOLE_BATCH`
+                // consumer is checked between batches).
+                if bus.is_halted() {
+                    break;
+                }
+                let chunk_end = if C::WHOLE_BATCH && (!per_event || C::FALLIBLE_RANGE) {
+                    available
+                } else {
+                    available.min(done + HALT_CHECK_EVERY)
+                };
+                if C::FALLIBLE_RANGE {
+                    // SAFETY: as below, for the range.
+                    let handled = unsafe {
+                        self.handle_range(consumer, ring, done + 1, chunk_end, report, &progress)
+                    };
+                    done = progress.get();
+                    if let Err(f) = handled {
+                        failure = Some(f);
+                        break;
+                    }
+                } else if per_event {
+                    for sequence in done + 1..=chunk_end {
+                        // SAFETY: as below, for one sequence of the range.
+                        let handled = unsafe {
+                            self.handle_one(consumer, ring, sequence, sequence == available, report)
+                        };
+                        if let Err(f) = handled {
+                            failure = Some(f);
+                            break;
+                        }
+                        done = sequence;
+                        progress.set(done);
+                    }
+                    if failure.is_some() {
+                        break;
+                    }
+                } else {
+                    // SAFETY: `wait_for` reported `next..=available` published
+                    // (or passed by every upstream stage), and our own
+                    // sequence, which gates the producers through us or our
+                    // descendants, is still below `next`, so no producer
+                    // writes these slots meanwhile.
+                    unsafe {
+                        consumer.consume_range(ring, done + 1, chunk_end, available, &progress)
+                    };
+                    done = chunk_end;
+                }
+            }
+            // A consumer may hold back what it has not made durable; the
+            // store must follow `release` (knob `durable_release` swaps them
+            // to show tests/journal.rs catches it).
+            let mut released = done;
+            if cfg!(ringbus_weaken = "durable_release") {
+                self.cell.sequence.set(released, Weaken::Stage);
+            }
+            let available_now = || self.barrier.available(&bus.sequencer, done + 1);
+            let ahead = (C::DEFERS_RELEASE && failure.is_none() && done == available).then_some(
+                Lookahead {
+                    ring,
+                    available: &available_now,
+                },
+            );
+            if let Err((upto, release_failure)) = consumer.release(done, ahead.as_ref()) {
+                released = upto;
+                failure.get_or_insert(release_failure);
+            }
+            self.cell.sequence.set(released, Weaken::Stage);
+            bus.notify();
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
+            if done < available {
+                break;
+            }
+            next = available + 1;
+        }
+        Ok(())
+    }
+}

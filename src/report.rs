@@ -1,0 +1,112 @@
+//! What stages report when the bus shuts down.
+
+use std::any::Any;
+
+use crate::fault::Failure;
+
+/// What a stage did, as returned by `shutdown()`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StageReport {
+    /// The stage's thread name.
+    pub name: String,
+    /// Events the stage moved past: handled, skipped or dead-lettered.
+    pub processed: u64,
+    /// Events its handler handled successfully.
+    pub handled: u64,
+    /// Events whose handling failed after every retry (skipped,
+    /// dead-lettered, or the one that stopped the stage).
+    pub failed: u64,
+    /// Retry attempts.
+    pub retried: u64,
+    /// Failed events handed to the dead-letter sink.
+    pub dead_lettered: u64,
+    /// Failed events skipped.
+    pub skipped: u64,
+    /// Panics caught (every attempt counts).
+    pub panics: u64,
+    /// Why the stage stopped early, if it did.
+    pub failure: Option<Failure>,
+    /// True when the stage stopped because a stage it depends on failed.
+    pub upstream_failed: bool,
+    /// True when a timed-out shutdown left the stage still running (stuck
+    /// in its handler): the counts are unknown, and its thread finishes on
+    /// its own once the handler returns.
+    pub still_running: bool,
+}
+
+impl StageReport {
+    pub(crate) fn still_running(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            still_running: true,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn lost() -> Self {
+        Self {
+            name: String::from("<unknown>"),
+            failure: Some(Failure::Panic(String::from(
+                "the stage thread could not be joined",
+            ))),
+            ..Self::default()
+        }
+    }
+}
+
+/// A stage thread's result: its report and, for handlers added with a value
+/// (`Send`), the handler itself.
+pub(crate) type StageOutcome = (StageReport, Option<Box<dyn Any + Send>>);
+
+/// What every stage did, in the order the stages were added.
+#[derive(Default)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// One entry per stage.
+    pub stages: Vec<StageReport>,
+    /// The handlers given by value, returned after their last event.
+    states: Vec<Option<Box<dyn Any + Send>>>,
+}
+
+impl std::fmt::Debug for ShutdownReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownReport")
+            .field("stages", &self.stages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShutdownReport {
+    pub(crate) fn new(stages: Vec<StageReport>, states: Vec<Option<Box<dyn Any + Send>>>) -> Self {
+        Self { stages, states }
+    }
+
+    /// Takes back the handler of stage `index` (in the order stages were
+    /// added), with its final state: for handlers added by value with
+    /// `handle_events_with`, `mutate_events_with`, `try_handle_events_with`
+    /// or `handle_batches_with` that ended without a panic (and the journal
+    /// stage's writer). `None` for other stages, a wrong type `H`,
+    /// or a second call.
+    pub fn take_handler<H: 'static>(&mut self, index: usize) -> Option<H> {
+        let state = self.states.get_mut(index)?.take()?;
+        match state.downcast::<H>() {
+            Ok(handler) => Some(*handler),
+            Err(state) => {
+                self.states[index] = Some(state);
+                None
+            }
+        }
+    }
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        String::from("<non-string panic payload>")
+    }
+}
