@@ -28,9 +28,8 @@ use crate::handler::{
     BatchEventHandler, EventHandler, EventHandlerMut, TryBatchEventHandler, TryEventHandler,
 };
 use crate::loom::{self, thread, Arc};
-use crate::processor::StageContext;
+use crate::processor::{run_shared, StageContext, StageTask, Task};
 use crate::producer::{MultiProducer, SingleProducer};
-use crate::report::StageOutcome;
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{AtomicSequence, INITIAL};
 use crate::sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
@@ -95,7 +94,8 @@ impl StageId {
     }
 }
 
-type Launch<E, S, W> = Box<dyn FnOnce(StageContext<E, S, W>) -> StageOutcome + Send>;
+/// Makes a stage's task on its thread (where the handler is made).
+type Launch<E, S, W> = Box<dyn FnOnce(StageContext<E, S, W>) -> Box<dyn StageTask> + Send>;
 
 struct StageSpec<E, S, W> {
     name: String,
@@ -106,6 +106,8 @@ struct StageSpec<E, S, W> {
     timeout: Option<Duration>,
     policy: FailurePolicy<E>,
     launch: Launch<E, S, W>,
+    /// The first stage of the thread this one shares (`on_thread_of`).
+    thread: Option<usize>,
 }
 
 /// Options that apply to the next handler added.
@@ -114,6 +116,8 @@ struct Pending<E> {
     name: Option<String>,
     timeout: Option<Duration>,
     policy: Option<FailurePolicy<E>>,
+    /// The stage whose thread the next handler shares.
+    thread_of: Option<usize>,
 }
 
 impl<E> Pending<E> {
@@ -124,6 +128,7 @@ impl<E> Pending<E> {
             (self.name.is_some(), "thread_name"),
             (self.timeout.is_some(), "timeout"),
             (self.policy.is_some(), "on_failure"),
+            (self.thread_of.is_some(), "on_thread_of"),
         ]
         .into_iter()
         .find_map(|(set, name)| set.then_some(name))
@@ -137,6 +142,7 @@ impl<E> Default for Pending<E> {
             name: None,
             timeout: None,
             policy: None,
+            thread_of: None,
         }
     }
 }
@@ -295,6 +301,76 @@ where
         self
     }
 
+    /// Runs the next handler's stage on the thread of `stage` (added
+    /// before it), instead of a thread of its own. A thread shared by
+    /// several stages steps them in the order they were added, each taking
+    /// whatever it has available, and waits (the strategy's way) only when
+    /// none of them has anything. Each stage keeps its own sequence,
+    /// failure policy, timeout, report and metrics; a panic or a failure
+    /// ends only its own stage.
+    ///
+    /// Use it when a graph has more stages than the machine has cores to
+    /// spare: a pipeline or a diamond on one thread beside the producer
+    /// moves events through every stage in one pass, and nothing waits for
+    /// the scheduler. The thread is named after its first stage and pinned
+    /// where that stage asked (another stage of it may ask for the same
+    /// core only). A stage that blocks (a handler that sleeps, a retry's
+    /// backoff) holds up the stages sharing its thread.
+    ///
+    /// A work pool cannot share a thread ([`BuildError::PoolOnSharedThread`]),
+    /// and `stage` must belong to this builder ([`BuildError::ForeignStage`]).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use ringbus::{Blocking, Sequence};
+    ///
+    /// let total = Arc::new(AtomicU64::new(0));
+    /// let t = Arc::clone(&total);
+    /// // A three-stage pipeline on one thread.
+    /// let mut producer = ringbus::single_producer(1024, || 0u64, Blocking)
+    ///     .thread_name("pipeline")
+    ///     .mutate_events_with(|e: &mut u64, _: Sequence, _: bool| *e *= 2)
+    ///     .and_then()
+    ///     .on_same_thread()
+    ///     .mutate_events_with(|e: &mut u64, _: Sequence, _: bool| *e += 1)
+    ///     .and_then()
+    ///     .on_same_thread()
+    ///     .handle_events_with(move |e: &u64, _: Sequence, _: bool| {
+    ///         t.fetch_add(*e, Ordering::Relaxed);
+    ///     })
+    ///     .build();
+    /// for i in 1..=100 {
+    ///     producer.publish(|e| *e = i).unwrap();
+    /// }
+    /// let report = producer.shutdown().unwrap();
+    /// assert_eq!(total.load(Ordering::Relaxed), 2 * 5050 + 100);
+    /// assert_eq!(report.stages.len(), 3);
+    /// ```
+    pub fn on_thread_of(mut self, stage: StageId) -> Self {
+        if stage.bus != self.id || stage.index >= self.stages.len() {
+            self.error
+                .get_or_insert(BuildError::ForeignStage { stage: stage.index });
+            return self;
+        }
+        let leader = self.stages[stage.index].thread.unwrap_or(stage.index);
+        self.pending.thread_of = Some(leader);
+        self
+    }
+
+    /// Runs the next handler's stage on the thread of the handler added
+    /// last; see [`on_thread_of`](Builder::on_thread_of).
+    pub fn on_same_thread(self) -> Self {
+        match self.last_stage() {
+            Some(stage) => self.on_thread_of(stage),
+            None => {
+                let mut this = self;
+                this.error.get_or_insert(BuildError::NothingToShare);
+                this
+            }
+        }
+    }
+
     /// Sets what the next handler's stage does when an event fails (an `Err`
     /// from a fallible handler, or a panic): retry, dead-letter, skip or halt.
     /// Without it the stage halts; see [`FailurePolicy`].
@@ -397,6 +473,14 @@ where
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
         let pending = std::mem::take(&mut self.pending);
+        if pending.thread_of.is_some() {
+            self.error.get_or_insert(BuildError::PoolOnSharedThread {
+                stage: pending
+                    .name
+                    .unwrap_or_else(|| format!("ringbus-pool-{}", self.stages.len())),
+            });
+            return self;
+        }
         if workers == 0 {
             self.error.get_or_insert(BuildError::EmptyPool {
                 stage: self.stages.len(),
@@ -415,6 +499,7 @@ where
                 name: Some(format!("{prefix}-{i}")),
                 timeout: pending.timeout,
                 policy: pending.policy.clone(),
+                thread_of: None,
             };
             self = self.add_made(false, move || Reader(make(i)));
             if let Some(spec) = self.stages.last_mut() {
@@ -506,9 +591,11 @@ where
         self.add(
             mutating,
             Box::new(move |cx| {
-                let (report, consumer) = cx.run(move || consumer);
-                let handler = consumer.map(|c| Box::new(into_handler(c)) as Box<dyn Any + Send>);
-                (report, handler)
+                Box::new(Task::new(
+                    cx,
+                    move || consumer,
+                    move |c| Some(Box::new(into_handler(c)) as Box<dyn Any + Send>),
+                ))
             }),
         )
     }
@@ -519,7 +606,10 @@ where
         mutating: bool,
         make: impl FnOnce() -> C + Send + 'static,
     ) -> Self {
-        self.add(mutating, Box::new(move |cx| (cx.run(make).0, None)))
+        self.add(
+            mutating,
+            Box::new(move |cx| Box::new(Task::new(cx, make, |_| None))),
+        )
     }
 
     fn add(mut self, mutating: bool, launch: Launch<E, S, W>) -> Self {
@@ -536,6 +626,7 @@ where
             timeout: pending.timeout,
             policy: pending.policy.unwrap_or_default(),
             launch,
+            thread: pending.thread_of,
         });
         self.group.push(index);
         self
@@ -572,7 +663,41 @@ where
                 });
             }
         }
+        self.check_shared_threads()?;
         self.check_mutation()
+    }
+
+    /// Stages sharing a thread: no pool worker among them, one core.
+    fn check_shared_threads(&self) -> Result<(), BuildError> {
+        for spec in &self.stages {
+            let Some(leader) = spec.thread else {
+                continue;
+            };
+            let first = &self.stages[leader];
+            if let Some(worker) = [spec, first].into_iter().find(|s| s.work.is_some()) {
+                return Err(BuildError::PoolOnSharedThread {
+                    stage: worker.name.clone(),
+                });
+            }
+            // The thread is pinned at the first core one of its stages asks for.
+            let thread_core = self
+                .stages
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| *i == leader || s.thread == Some(leader))
+                .find_map(|(_, s)| s.core.map(|c| (s, c)));
+            if let (Some(core), Some((pinned, thread_core))) = (spec.core, thread_core) {
+                if core != thread_core {
+                    return Err(BuildError::SharedThreadCores {
+                        stage: spec.name.clone(),
+                        core,
+                        thread: pinned.name.clone(),
+                        thread_core,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A mutating stage must be an ancestor or a descendant of every other.
@@ -650,7 +775,11 @@ where
             named,
             has_mutating_stage,
         ));
-        for (spec, cell) in self.stages.into_iter().zip(&cells) {
+        // One thread per stage, except the stages that share the thread of
+        // an earlier one (`on_thread_of`), in the order they were added.
+        let mut threads: Vec<(String, Option<usize>, Vec<usize>, Vec<_>)> = Vec::new();
+        let mut thread_of_stage = vec![0; self.stages.len()];
+        for (index, (spec, cell)) in self.stages.into_iter().zip(&cells).enumerate() {
             let cx = StageContext {
                 bus: Arc::clone(&bus),
                 name: spec.name.clone(),
@@ -662,24 +791,51 @@ where
                 policy: spec.policy,
                 work: spec.work,
             };
-            let (core, launch) = (spec.core, spec.launch);
-            let (finished, finished_cell) = (Arc::clone(&bus), Arc::clone(cell));
-            let spawned = thread::Builder::new().name(spec.name).spawn(move || {
+            let thread = match spec.thread {
+                Some(leader) => thread_of_stage[leader],
+                None => {
+                    threads.push((spec.name, None, Vec::new(), Vec::new()));
+                    threads.len() - 1
+                }
+            };
+            thread_of_stage[index] = thread;
+            let (_, core, stages, launches) = &mut threads[thread];
+            *core = core.or(spec.core);
+            stages.push(index);
+            launches.push((spec.launch, cx));
+        }
+        for (name, core, stages, launches) in threads {
+            let finished = Arc::clone(&bus);
+            let exiting: Vec<_> = stages.iter().map(|&i| Arc::clone(&cells[i])).collect();
+            let spawned = thread::Builder::new().name(name).spawn(move || {
                 if let Some(core) = core {
                     // A refusal here is not fatal: the core exists (checked
                     // at build), the stage just runs unpinned.
                     let _ = affinity::pin_current_thread(core);
                 }
-                // The stage's context and a handler made on this thread are
-                // dropped inside `launch`; only then is the stage finished,
-                // so a joiner never waits on a slow `Drop` after a timeout.
-                let outcome = launch(cx);
-                finished_cell.exit();
+                // The stages' contexts and handlers made on this thread are
+                // dropped before the stages are finished, so a joiner never
+                // waits on a slow `Drop` after a timeout.
+                let mut tasks: Vec<Box<dyn StageTask>> = launches
+                    .into_iter()
+                    .map(|(launch, cx)| launch(cx))
+                    .collect();
+                let outcomes = match tasks.pop() {
+                    Some(task) if tasks.is_empty() => vec![task.run_alone()],
+                    Some(task) => {
+                        tasks.push(task);
+                        run_shared(&finished, tasks)
+                    }
+                    None => Vec::new(),
+                };
+                for cell in exiting {
+                    cell.exit();
+                }
                 finished.thread_finished();
-                outcome
+                outcomes
             });
             match spawned {
-                Ok(handle) => bus.add_thread(handle),
+                Ok(handle) => bus.add_thread(handle, stages),
                 Err(e) => {
                     bus.halt();
                     let _ = bus.join(None);

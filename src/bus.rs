@@ -42,11 +42,15 @@ struct Control {
 /// that are not stuck in a handler to stop (they notice within a chunk).
 const HALT_GRACE: Duration = Duration::from_millis(20);
 
+/// A stage thread: the outcomes of its stages, in the order they were added.
+pub(crate) type StageThread = JoinHandle<Vec<StageOutcome>>;
+
 /// The join's bookkeeping: the stage threads not joined yet, and the first
 /// outcome, which every later shutdown call reports again.
 struct JoinState {
-    /// One per stage thread, in the order the stages were added.
-    handles: Vec<Option<JoinHandle<StageOutcome>>>,
+    /// One per stage thread, with the indices of its stages (one, or
+    /// several sharing it), in the order the stages were added.
+    handles: Vec<(Vec<usize>, Option<StageThread>)>,
     outcome: Option<(Verdict, Vec<StageReport>)>,
 }
 
@@ -472,8 +476,11 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.signal.notify_all();
     }
 
-    pub(crate) fn add_thread(&self, handle: JoinHandle<StageOutcome>) {
-        loom::lock(&self.joining).handles.push(Some(handle));
+    /// Records the thread that runs `stages`.
+    pub(crate) fn add_thread(&self, handle: StageThread, stages: Vec<usize>) {
+        loom::lock(&self.joining)
+            .handles
+            .push((stages, Some(handle)));
         // Relaxed: read by `join` after `build` returned, which happens-after.
         self.spawned.fetch_add(1, Ordering::Relaxed);
     }
@@ -493,7 +500,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         loom::lock(&self.joining)
             .handles
             .iter()
-            .flatten()
+            .filter_map(|(_, h)| h.as_ref())
             .any(|h| h.thread().id() == me)
     }
 
@@ -534,23 +541,25 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         if let Some((verdict, reports)) = &state.outcome {
             return verdict.report(reports.clone(), Vec::new());
         }
-        let mut reports = Vec::with_capacity(state.handles.len());
-        let mut handlers = Vec::with_capacity(state.handles.len());
-        for (slot, (name, cell)) in state.handles.iter_mut().zip(&self.stages) {
-            if !cell.has_exited() {
+        // By stage, for the stages whose thread was started.
+        let mut by_stage: Vec<Option<StageOutcome>> = self.stages.iter().map(|_| None).collect();
+        for (stages, slot) in state.handles.iter_mut() {
+            if stages.iter().any(|&i| !self.stages[i].1.has_exited()) {
                 // Dropping the handle would detach the thread; keep it.
-                reports.push(StageReport::still_running(name));
-                handlers.push(None);
+                for &i in stages.iter() {
+                    by_stage[i] = Some((StageReport::still_running(&self.stages[i].0), None));
+                }
                 continue;
             }
-            let outcome = slot.take().map(|h| h.join());
-            let (report, handler) = match outcome {
-                Some(Ok(outcome)) => outcome,
-                _ => (StageReport::lost(), None),
+            let outcomes = match slot.take().map(|h| h.join()) {
+                Some(Ok(outcomes)) if outcomes.len() == stages.len() => outcomes,
+                _ => stages.iter().map(|_| (StageReport::lost(), None)).collect(),
             };
-            reports.push(report);
-            handlers.push(handler);
+            for (&i, outcome) in stages.iter().zip(outcomes) {
+                by_stage[i] = Some(outcome);
+            }
         }
+        let (reports, handlers): (Vec<_>, Vec<_>) = by_stage.into_iter().flatten().unzip();
         let verdict = if reports.iter().any(|r| r.failure.is_some()) {
             Verdict::StageFailed
         } else if timed_out || reports.iter().any(|r| r.still_running) {

@@ -63,6 +63,27 @@ pub enum BuildError {
         /// The journal stage's name.
         stage: String,
     },
+    /// A work pool was given `on_thread_of`/`on_same_thread`, or a stage
+    /// asked for a pool worker's thread: each worker waits for the event it
+    /// claimed, so it cannot share a thread.
+    PoolOnSharedThread {
+        /// The pool's name (its prefix) or the worker's.
+        stage: String,
+    },
+    /// Stages sharing a thread asked to pin it at different cores.
+    SharedThreadCores {
+        /// The stage whose `pin_at_core` conflicts.
+        stage: String,
+        /// The core it asked for.
+        core: usize,
+        /// The first stage of the thread.
+        thread: String,
+        /// The core that stage pinned the thread at.
+        thread_core: usize,
+    },
+    /// `on_same_thread()` before any handler was added: there is no thread
+    /// to share yet.
+    NothingToShare,
 }
 
 impl fmt::Display for BuildError {
@@ -124,6 +145,27 @@ impl fmt::Display for BuildError {
                 "journal stage `{stage}` may only retry, then halt: skipping or \
                  dead-lettering an event would let the stages after it act on an event \
                  the journal does not hold; use `FailurePolicy::halt().retry(..)`"
+            ),
+            Self::PoolOnSharedThread { stage } => write!(
+                f,
+                "work pool `{stage}` cannot share a thread: each worker waits for the \
+                 event it claimed; give the pool threads of its own (no `on_thread_of` \
+                 or `on_same_thread` before it, and none naming one of its workers)"
+            ),
+            Self::SharedThreadCores {
+                stage,
+                core,
+                thread,
+                thread_core,
+            } => write!(
+                f,
+                "stage `{stage}` asks for core {core} but shares the thread of `{thread}`, \
+                 pinned at core {thread_core}; pin a shared thread once, at its first stage"
+            ),
+            Self::NothingToShare => write!(
+                f,
+                "`on_same_thread()` came before any handler: there is no thread to share \
+                 yet; add the first handler without it"
             ),
         }
     }

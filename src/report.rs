@@ -36,6 +36,13 @@ pub struct StageReport {
 }
 
 impl StageReport {
+    pub(crate) fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn still_running(name: &str) -> Self {
         Self {
             name: name.to_owned(),

@@ -18,8 +18,11 @@
 //! does with a failed event in [`failure`].
 
 mod failure;
+mod group;
 mod pool;
 mod stage_loop;
+
+pub(crate) use group::{run_shared, StageTask, Task};
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -62,27 +65,44 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     /// Runs the stage to its end; the body of the stage thread. Returns the
     /// handler too, unless it panicked.
     pub(crate) fn run<C: Consume<E>>(self, make: impl FnOnce() -> C) -> (StageReport, Option<C>) {
-        let mut report = StageReport {
-            name: self.name.clone(),
-            ..StageReport::default()
-        };
+        let mut report = StageReport::named(&self.name);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut consumer = make();
             let result = match &self.work {
                 Some(work) => self.process_work(&mut consumer, work, &mut report),
                 None => self.process(&mut consumer, &mut report),
             };
-            match result {
-                // A handler whose panic stopped the stage is not called
-                // again, not even `on_shutdown`, and not handed back: its
-                // state is whatever the panic left.
-                Err(Failure::Panic(message)) => (Err(Failure::Panic(message)), None),
-                result => {
-                    consumer.on_shutdown();
-                    (result, Some(consumer))
-                }
-            }
+            Self::shut_down(consumer, result)
         }));
+        self.conclude(report, outcome)
+    }
+
+    /// The stage's loop ended with `result`: calls the handler's
+    /// `on_shutdown` and hands it back, unless a panic stopped the stage.
+    fn shut_down<C: Consume<E>>(
+        mut consumer: C,
+        result: Result<(), Failure>,
+    ) -> (Result<(), Failure>, Option<C>) {
+        match result {
+            // A handler whose panic stopped the stage is not called
+            // again, not even `on_shutdown`, and not handed back: its
+            // state is whatever the panic left.
+            Err(Failure::Panic(message)) => (Err(Failure::Panic(message)), None),
+            result => {
+                consumer.on_shutdown();
+                (result, Some(consumer))
+            }
+        }
+    }
+
+    /// Completes the report of a stage whose run ended with `outcome` (a
+    /// panic's payload, or the loop's result and the handler), and stops
+    /// the stages after it and the producers if it failed.
+    fn conclude<C>(
+        &self,
+        mut report: StageReport,
+        outcome: std::thread::Result<(Result<(), Failure>, Option<C>)>,
+    ) -> (StageReport, Option<C>) {
         let (failure, handler) = match outcome {
             Ok((result, consumer)) => (result.err(), consumer),
             Err(payload) => {

@@ -17,14 +17,14 @@ use crate::wait_strategy::{Interrupt, WaitStrategy};
 const HALT_CHECK_EVERY: Sequence = 256;
 
 impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
+    /// The stage's loop on a thread of its own: waits (the strategy's way)
+    /// for each batch and hands it over, until the bus closes or halts or
+    /// the stage fails.
     pub(super) fn process<C: Consume<E>>(
         &self,
         consumer: &mut C,
         report: &mut StageReport,
     ) -> Result<(), Failure> {
-        let bus = &*self.bus;
-        let ring = bus.ring.view();
-        let per_event = C::FALLIBLE || self.policy.needs_per_event_handling();
         let mut next = self.cell.sequence.get_relaxed() + 1;
         // The last event fully handled, so that a panic (caught at the
         // thread's top) still releases the events before it downstream.
@@ -42,97 +42,161 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     consumer.on_timeout(next - 1);
                     continue;
                 }
-                Err(Interrupt::Halted) if self.barrier.upstream_failed() => {
-                    // Stop the stages after us too.
-                    report.upstream_failed = true;
-                    self.cell.fail();
-                    bus.signal.notify_all();
+                Err(interrupt) => {
+                    self.stop_on(interrupt, report);
                     break;
                 }
-                // (`Lagged` is a subscriber's, never a stage's.)
-                Err(Interrupt::Closed | Interrupt::Halted | Interrupt::Lagged(_)) => break,
             };
-            consumer.on_batch_start((available - next + 1) as u64);
-            let mut done = next - 1;
-            let mut failure = None;
-            while done < available {
-                // A halt stops the stage within a chunk, not at the end of a
-                // batch that may span the whole ring (a `WHOLE_BATCH`
-                // consumer is checked between batches).
-                if bus.is_halted() {
-                    break;
-                }
-                let chunk_end = if C::WHOLE_BATCH && (!per_event || C::FALLIBLE_RANGE) {
-                    available
-                } else {
-                    available.min(done + HALT_CHECK_EVERY)
-                };
-                if C::FALLIBLE_RANGE {
-                    // SAFETY: as below, for the range.
-                    let handled = unsafe {
-                        self.handle_range(consumer, ring, done + 1, chunk_end, report, &progress)
-                    };
-                    done = progress.get();
-                    if let Err(f) = handled {
-                        failure = Some(f);
-                        break;
-                    }
-                } else if per_event {
-                    for sequence in done + 1..=chunk_end {
-                        // SAFETY: as below, for one sequence of the range.
-                        let handled = unsafe {
-                            self.handle_one(consumer, ring, sequence, sequence == available, report)
-                        };
-                        if let Err(f) = handled {
-                            failure = Some(f);
-                            break;
-                        }
-                        done = sequence;
-                        progress.set(done);
-                    }
-                    if failure.is_some() {
-                        break;
-                    }
-                } else {
-                    // SAFETY: `wait_for` reported `next..=available` published
-                    // (or passed by every upstream stage), and our own
-                    // sequence, which gates the producers through us or our
-                    // descendants, is still below `next`, so no producer
-                    // writes these slots meanwhile.
-                    unsafe {
-                        consumer.consume_range(ring, done + 1, chunk_end, available, &progress)
-                    };
-                    done = chunk_end;
-                }
-            }
-            // A consumer may hold back what it has not made durable; the
-            // store must follow `release` (knob `durable_release` swaps them
-            // to show tests/journal.rs catches it).
-            let mut released = done;
-            if cfg!(ringbus_weaken = "durable_release") {
-                self.cell.sequence.set(released, Weaken::Stage);
-            }
-            let available_now = || self.barrier.available(&bus.sequencer, done + 1);
-            let ahead = (C::DEFERS_RELEASE && failure.is_none() && done == available).then_some(
-                Lookahead {
-                    ring,
-                    available: &available_now,
-                },
-            );
-            if let Err((upto, release_failure)) = consumer.release(done, ahead.as_ref()) {
-                released = upto;
-                failure.get_or_insert(release_failure);
-            }
-            self.cell.sequence.set(released, Weaken::Stage);
-            bus.notify();
-            if let Some(failure) = failure {
-                return Err(failure);
-            }
-            if done < available {
+            // SAFETY: the barrier reported `next..=available`, and our
+            // sequence is `next - 1` (stored by the batch before).
+            if !unsafe { self.handle_batch(consumer, next, available, report, &progress) }? {
                 break;
             }
             next = available + 1;
         }
         Ok(())
+    }
+
+    /// One step of a stage that shares its thread (see `group`): hands over
+    /// whatever is available after `*next` without waiting. `Ok(Some(true))`
+    /// when it handled a batch, `Ok(Some(false))` when nothing was there,
+    /// `Ok(None)` when the stage has ended (closed, halted, or its upstream
+    /// failed).
+    pub(super) fn step<C: Consume<E>>(
+        &self,
+        consumer: &mut C,
+        next: &mut Sequence,
+        report: &mut StageReport,
+    ) -> Result<Option<bool>, Failure> {
+        let available = match self.poll(*next, *next) {
+            Ok(Some(available)) => available,
+            Ok(None) => return Ok(Some(false)),
+            Err(interrupt) => {
+                self.stop_on(interrupt, report);
+                return Ok(None);
+            }
+        };
+        let progress = Cell::new(*next - 1);
+        let _release = ReleaseOnUnwind {
+            cell: &self.cell,
+            progress: &progress,
+            enabled: !C::DEFERS_RELEASE,
+        };
+        // SAFETY: the barrier reported `*next..=available`, and our
+        // sequence is `*next - 1` (stored by the step before).
+        if !unsafe { self.handle_batch(consumer, *next, available, report, &progress) }? {
+            return Ok(None);
+        }
+        *next = available + 1;
+        Ok(Some(true))
+    }
+
+    /// A wait for events ended without any: after a failure upstream, stop
+    /// the stages after this one too.
+    fn stop_on(&self, interrupt: Interrupt, report: &mut StageReport) {
+        // (`Lagged` is a subscriber's, never a stage's; `Closed` and a halt
+        // end the stage as it is.)
+        if interrupt == Interrupt::Halted && self.barrier.upstream_failed() {
+            report.upstream_failed = true;
+            self.cell.fail();
+            self.bus.signal.notify_all();
+        }
+    }
+
+    /// Hands `next..=available` (reported available by the barrier) to the
+    /// consumer under the stage's policy, releases what it may, stores the
+    /// stage's sequence and notifies. `Ok(false)` when a halt cut the batch
+    /// short (the stage ends); `progress` follows the events handled.
+    ///
+    /// # Safety
+    /// This stage's barrier reported `next..=available` available, and the
+    /// stage's sequence is `next - 1`.
+    #[inline]
+    unsafe fn handle_batch<C: Consume<E>>(
+        &self,
+        consumer: &mut C,
+        next: Sequence,
+        available: Sequence,
+        report: &mut StageReport,
+        progress: &Cell<Sequence>,
+    ) -> Result<bool, Failure> {
+        let bus = &*self.bus;
+        let ring = bus.ring.view();
+        let per_event = C::FALLIBLE || self.policy.needs_per_event_handling();
+        consumer.on_batch_start((available - next + 1) as u64);
+        let mut done = next - 1;
+        let mut failure = None;
+        while done < available {
+            // A halt stops the stage within a chunk, not at the end of a
+            // batch that may span the whole ring (a `WHOLE_BATCH`
+            // consumer is checked between batches).
+            if bus.is_halted() {
+                break;
+            }
+            let chunk_end = if C::WHOLE_BATCH && (!per_event || C::FALLIBLE_RANGE) {
+                available
+            } else {
+                available.min(done + HALT_CHECK_EVERY)
+            };
+            if C::FALLIBLE_RANGE {
+                // SAFETY: as below, for the range.
+                let handled = unsafe {
+                    self.handle_range(consumer, ring, done + 1, chunk_end, report, progress)
+                };
+                done = progress.get();
+                if let Err(f) = handled {
+                    failure = Some(f);
+                    break;
+                }
+            } else if per_event {
+                for sequence in done + 1..=chunk_end {
+                    // SAFETY: as below, for one sequence of the range.
+                    let handled = unsafe {
+                        self.handle_one(consumer, ring, sequence, sequence == available, report)
+                    };
+                    if let Err(f) = handled {
+                        failure = Some(f);
+                        break;
+                    }
+                    done = sequence;
+                    progress.set(done);
+                }
+                if failure.is_some() {
+                    break;
+                }
+            } else {
+                // SAFETY: the barrier reported `next..=available` published
+                // (or passed by every upstream stage; the caller's
+                // promise), and our own sequence, which gates the producers through us or our
+                // descendants, is still below `next`, so no producer
+                // writes these slots meanwhile.
+                unsafe { consumer.consume_range(ring, done + 1, chunk_end, available, progress) };
+                done = chunk_end;
+            }
+        }
+        // A consumer may hold back what it has not made durable; the
+        // store must follow `release` (knob `durable_release` swaps them
+        // to show tests/journal.rs catches it).
+        let mut released = done;
+        if cfg!(ringbus_weaken = "durable_release") {
+            self.cell.sequence.set(released, Weaken::Stage);
+        }
+        let available_now = || self.barrier.available(&bus.sequencer, done + 1);
+        let ahead =
+            (C::DEFERS_RELEASE && failure.is_none() && done == available).then_some(Lookahead {
+                ring,
+                available: &available_now,
+            });
+        if let Err((upto, release_failure)) = consumer.release(done, ahead.as_ref()) {
+            released = upto;
+            failure.get_or_insert(release_failure);
+        }
+        self.cell.sequence.set(released, Weaken::Stage);
+        bus.notify();
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        // Short of `available` only after a halt.
+        Ok(done == available)
     }
 }

@@ -180,3 +180,30 @@ pub fn gated_stage(
         let _ = gate.recv();
     }
 }
+
+/// A stage that records the highest sequence it finished into a shared array,
+/// and asserts that each of its upstream stages had finished the event first.
+pub fn ordered_stage(
+    me: usize,
+    upstream: Vec<usize>,
+    progress: Arc<Vec<std::sync::atomic::AtomicI64>>,
+) -> impl FnMut(&Event, Sequence, bool) + Send + 'static {
+    use std::sync::atomic::Ordering;
+    let mut next = 0;
+    move |e: &Event, seq: Sequence, _eob: bool| {
+        assert_eq!(seq, next);
+        next += 1;
+        e.verify();
+        assert_eq!(e.value, seq as u64);
+        for &u in &upstream {
+            // A stage stores its sequence once per batch, so this only holds
+            // if our barrier waited for it.
+            let done = progress[u].load(Ordering::Acquire);
+            assert!(
+                done >= seq,
+                "stage {me} saw {seq} before upstream {u} finished it"
+            );
+        }
+        progress[me].store(seq, Ordering::Release);
+    }
+}

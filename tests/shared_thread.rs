@@ -1,0 +1,379 @@
+//! Stages that share a thread (`on_thread_of`, `on_same_thread`): every
+//! event reaches every stage once, in order, after its upstream stages,
+//! under every wait strategy, on tiny rings that lap, with several
+//! producers; failures end only their stage; bad configurations are
+//! refused with the fix named.
+
+mod common;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use ringbus::{
+    BuildError, BusySpin, BusySpinWithHint, FailurePolicy, PhasedBackoff, PublishError, Sequence,
+    ShutdownError, Sleeping, WaitStrategy, Yielding,
+};
+
+fn expect(stats: &Arc<Mutex<Stats>>, count: u64, sum: u64) {
+    let s = stats.lock().unwrap();
+    assert!(s.started && s.shut_down, "lifecycle not run: {s:?}");
+    assert_eq!(s.count, count, "events seen");
+    assert_eq!(s.sum, sum, "sum of values");
+}
+
+/// A verifier that also checks which thread it runs on.
+struct On(&'static str, Verifier);
+
+impl ringbus::EventHandler<Event> for On {
+    fn on_event(&mut self, e: &Event, sequence: Sequence, end_of_batch: bool) {
+        assert_eq!(std::thread::current().name(), Some(self.0), "wrong thread");
+        self.1.on_event(e, sequence, end_of_batch);
+    }
+    fn on_start(&mut self) {
+        self.1.on_start();
+    }
+    fn on_shutdown(&mut self) {
+        self.1.on_shutdown();
+    }
+}
+
+/// `producers` threads publish `per` events each into a ring of 8 (it laps
+/// thousands of times) through `enrich` (mutating) → `check` → `last`, all
+/// three on one thread, with `watch` on a thread of its own after `check`.
+fn pipeline_on_one_thread<W: WaitStrategy>(strategy: W, producers: u64, per: u64) {
+    let (check, s_check) = Verifier::new(false);
+    let (last, s_last) = Verifier::new(false);
+    let (watch, s_watch) = Verifier::new(false);
+    let builder = ringbus::multi_producer(8, Event::default, strategy)
+        .thread_name("enrich")
+        .mutate_events_with(|e: &mut Event, _: Sequence, _: bool| {
+            e.verify();
+            e.enriched = mix(e.value) ^ 1;
+        });
+    let enrich_id = builder.last_stage().unwrap();
+    let builder = builder
+        .and_then()
+        .on_same_thread()
+        .thread_name("check")
+        .handle_events_with(On("enrich", check.enriched()));
+    let check_id = builder.last_stage().unwrap();
+    let producer = builder
+        .and_then()
+        .on_thread_of(enrich_id)
+        .thread_name("last")
+        .handle_events_with(On("enrich", last.enriched()))
+        .after(&[check_id])
+        .thread_name("watch")
+        .handle_events_with(On("watch", watch.enriched()))
+        .build();
+    let threads: Vec<_> = (0..producers)
+        .map(|p| {
+            let producer = producer.clone();
+            std::thread::spawn(move || {
+                for i in 0..per {
+                    producer.publish(|e| e.set(value(p, i))).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let report = producer.shutdown().unwrap();
+    let sum = (0..producers).fold(0u64, |s, p| s.wrapping_add(producer_sum(p, per)));
+    for s in [&s_check, &s_last, &s_watch] {
+        expect(s, per * producers, sum);
+    }
+    let names: Vec<_> = report.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["enrich", "check", "last", "watch"]);
+    for stage in &report.stages {
+        assert_eq!(stage.processed, per * producers, "{}", stage.name);
+        assert_eq!(stage.handled, per * producers, "{}", stage.name);
+    }
+}
+
+const PER: u64 = if cfg!(miri) { 100 } else { 30_000 };
+
+#[test]
+fn pipeline_on_one_thread_under_yielding() {
+    bounded(60, || pipeline_on_one_thread(Yielding::default(), 3, PER));
+}
+
+#[test]
+fn pipeline_on_one_thread_under_blocking() {
+    bounded(60, || pipeline_on_one_thread(ringbus::Blocking, 3, PER));
+}
+
+#[test]
+fn pipeline_on_one_thread_under_sleeping() {
+    bounded(60, || {
+        pipeline_on_one_thread(Sleeping::new(0, 0, Duration::from_micros(1)), 2, PER)
+    });
+}
+
+#[test]
+fn pipeline_on_one_thread_under_phased_backoff() {
+    bounded(60, || {
+        pipeline_on_one_thread(PhasedBackoff::default(), 2, PER)
+    });
+}
+
+#[test]
+fn pipeline_on_one_thread_under_busy_spins() {
+    // More spinning threads than this machine's cores: few events.
+    let per = PER / 30;
+    bounded(60, move || pipeline_on_one_thread(BusySpin, 1, per));
+    bounded(60, move || pipeline_on_one_thread(BusySpinWithHint, 1, per));
+    bounded(60, move || {
+        pipeline_on_one_thread(ringbus::AnyStrategy::from(ringbus::Blocking), 2, per)
+    });
+}
+
+#[test]
+fn diamond_on_one_thread_waits_for_both_branches() {
+    bounded(60, || {
+        let n = N / 4;
+        let progress: Arc<Vec<_>> = Arc::new((0..4).map(|_| AtomicI64::new(-1)).collect());
+        let builder = ringbus::single_producer(16, Event::default, Yielding::default())
+            .handle_events_with(ordered_stage(0, vec![], progress.clone()));
+        let decode = builder.last_stage().unwrap();
+        let builder = builder
+            .after(&[decode])
+            .on_thread_of(decode)
+            .handle_events_with(ordered_stage(1, vec![0], progress.clone()));
+        let risk = builder.last_stage().unwrap();
+        let builder = builder
+            .after(&[decode])
+            .on_thread_of(decode)
+            .handle_events_with(ordered_stage(2, vec![0], progress.clone()));
+        let audit = builder.last_stage().unwrap();
+        let mut p = builder
+            .after(&[risk, audit])
+            .on_thread_of(risk)
+            .handle_events_with(ordered_stage(3, vec![1, 2], progress.clone()))
+            .build();
+        for i in 0..n {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let report = p.shutdown().unwrap();
+        assert!(report.stages.iter().all(|s| s.processed == n));
+        for stage in progress.iter() {
+            assert_eq!(stage.load(Ordering::Relaxed), n as i64 - 1);
+        }
+    });
+}
+
+#[test]
+fn a_panic_ends_only_its_stage_and_another_handle_sees_it() {
+    bounded(60, || {
+        let fail_at: u64 = if cfg!(miri) { 40 } else { 5_000 };
+        let (independent, s_ind) = Verifier::new(false);
+        let after_failed = Arc::new(AtomicI64::new(-1));
+        let a = Arc::clone(&after_failed);
+        let builder = ringbus::multi_producer(8, Event::default, ringbus::Blocking)
+            .thread_name("fails")
+            .handle_events_with(move |e: &Event, _: Sequence, _: bool| {
+                assert!(e.value & 0xFFFF != fail_at, "boom at {fail_at}");
+            });
+        let fails = builder.last_stage().unwrap();
+        let producer = builder
+            .and_then()
+            .on_same_thread()
+            .thread_name("after")
+            .handle_events_with(move |_: &Event, s: Sequence, _: bool| {
+                a.store(s, Ordering::Relaxed);
+            })
+            .after(&[])
+            .on_thread_of(fails)
+            .thread_name("independent")
+            .handle_events_with(independent)
+            .build();
+        let other = producer.clone();
+        let publisher = std::thread::spawn(move || {
+            let mut published = 0;
+            for i in 0..u64::MAX {
+                match producer.publish(|e| e.set(value(0, i))) {
+                    Ok(_) => published += 1,
+                    Err(PublishError::Halted) => break,
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+            drop(producer);
+            published
+        });
+        let published = publisher.join().unwrap();
+        assert!(published > fail_at);
+        // Shut down through the other handle, which saw no failure.
+        let Err(ShutdownError::StageFailed(report)) = other.shutdown() else {
+            panic!("the failure must be reported");
+        };
+        let [failed, after, independent] = &report.stages[..] else {
+            panic!("three stages: {report:?}");
+        };
+        assert!(failed.failure.as_ref().is_some_and(|f| f.is_panic()));
+        assert_eq!(failed.processed, fail_at, "released up to the event before");
+        assert!(after.upstream_failed);
+        assert_eq!(after_failed.load(Ordering::Relaxed), fail_at as i64 - 1);
+        // The independent stage drained everything published.
+        assert_eq!(independent.processed, published);
+        assert!(independent.failure.is_none());
+        expect(&s_ind, published, producer_sum(0, published));
+    });
+}
+
+#[test]
+fn policies_and_timeouts_are_per_stage() {
+    bounded(60, || {
+        let n: u64 = if cfg!(miri) { 50 } else { 10_000 };
+        let (last, s_last) = Verifier::new(true);
+        let timeouts = Arc::new(AtomicU64::new(0));
+        struct Idle(Arc<AtomicU64>);
+        impl ringbus::EventHandler<Event> for Idle {
+            fn on_event(&mut self, _: &Event, _: Sequence, _: bool) {}
+            fn on_timeout(&mut self, _: Sequence) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut p = ringbus::single_producer(8, Event::default, ringbus::Blocking)
+            .on_failure(FailurePolicy::skip().retry(1, Duration::ZERO))
+            .try_handle_events_with(|e: &Event, _: Sequence, _: bool| {
+                if e.value % 10 == 3 {
+                    Err("every tenth fails")
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then()
+            .on_same_thread()
+            .handle_events_with(last)
+            .on_same_thread()
+            .timeout(Duration::from_millis(5))
+            .handle_events_with(Idle(Arc::clone(&timeouts)))
+            .build();
+        for i in 0..n {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        // Idle: only the stage with a timeout hears of it.
+        while timeouts.load(Ordering::Relaxed) < 3 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut report = p.shutdown().unwrap();
+        let failing = &report.stages[0];
+        assert_eq!(failing.failed, n / 10);
+        assert_eq!(failing.skipped, n / 10);
+        assert_eq!(failing.retried, n / 10);
+        assert_eq!(failing.handled, n - n / 10);
+        expect(&s_last, n, (0..n).sum());
+        assert!(report.take_handler::<Verifier>(1).is_some());
+        let idle = report.take_handler::<Idle>(2).unwrap();
+        assert!(idle.0.load(Ordering::Relaxed) >= 3);
+    });
+}
+
+#[test]
+fn a_stuck_shared_thread_is_reported_still_running() {
+    let (gate, rx) = mpsc::channel::<()>();
+    let mut p = ringbus::single_producer(8, Event::default, ringbus::Blocking)
+        .handle_events_with(gated_stage(rx))
+        .on_same_thread()
+        .handle_events_with(|_: &Event, _: Sequence, _: bool| {})
+        .build();
+    p.publish(|e| e.set(1)).unwrap();
+    let Err(ShutdownError::TimedOut(report)) = p.shutdown_timeout(Duration::from_millis(50)) else {
+        panic!("the stuck stage must time the shutdown out");
+    };
+    // Both stages live on the stuck thread.
+    assert!(report.stages.iter().all(|s| s.still_running));
+    drop(gate);
+}
+
+#[test]
+fn bad_shared_thread_configurations_name_the_fix() {
+    let noop = |_: &Event, _: Sequence, _: bool| {};
+    let err = ringbus::single_producer(8, Event::default, Yielding::default())
+        .on_same_thread()
+        .handle_events_with(noop)
+        .try_build()
+        .unwrap_err();
+    assert!(matches!(err, BuildError::NothingToShare));
+    assert!(err.to_string().contains("add the first handler without it"));
+
+    let err = ringbus::single_producer(8, Event::default, Yielding::default())
+        .handle_events_with(noop)
+        .on_same_thread()
+        .handle_events_with_pool(2, move |_| noop)
+        .try_build()
+        .unwrap_err();
+    assert!(
+        matches!(err, BuildError::PoolOnSharedThread { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("threads of its own"));
+
+    let builder = ringbus::single_producer(8, Event::default, Yielding::default())
+        .thread_name("pool")
+        .handle_events_with_pool(2, move |_| noop);
+    let worker = builder.last_stage().unwrap();
+    let err = builder
+        .on_thread_of(worker)
+        .handle_events_with(noop)
+        .try_build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, BuildError::PoolOnSharedThread { stage } if stage == "pool-1"),
+        "{err}"
+    );
+
+    let other = ringbus::single_producer(8, Event::default, Yielding::default())
+        .handle_events_with(noop)
+        .handle_events_with(noop);
+    let foreign = other.last_stage().unwrap();
+    drop(other);
+    let err = ringbus::single_producer(8, Event::default, Yielding::default())
+        .handle_events_with(noop)
+        .on_thread_of(foreign)
+        .handle_events_with(noop)
+        .try_build()
+        .unwrap_err();
+    assert!(
+        matches!(err, BuildError::ForeignStage { stage: 1 }),
+        "{err}"
+    );
+
+    let err = ringbus::single_producer(8, Event::default, Yielding::default())
+        .handle_events_with(noop)
+        .on_same_thread()
+        .try_build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BuildError::ModifierWithoutHandler {
+                modifier: "on_thread_of"
+            }
+        ),
+        "{err}"
+    );
+
+    let cores = ringbus::available_cores();
+    if cores.len() >= 2 {
+        let err = ringbus::single_producer(8, Event::default, Yielding::default())
+            .thread_name("first")
+            .pin_at_core(cores[0])
+            .handle_events_with(noop)
+            .on_same_thread()
+            .thread_name("second")
+            .pin_at_core(cores[1])
+            .handle_events_with(noop)
+            .try_build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, BuildError::SharedThreadCores { stage, thread, .. }
+                if stage == "second" && thread == "first"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("pin a shared thread once"));
+    }
+}
