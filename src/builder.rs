@@ -28,7 +28,7 @@ use crate::handler::{
     BatchEventHandler, EventHandler, EventHandlerMut, TryBatchEventHandler, TryEventHandler,
 };
 use crate::loom::{self, thread, Arc};
-use crate::processor::{run_shared, StageContext, StageTask, Task};
+use crate::processor::{run_thread, StageContext, StageTask, Task};
 use crate::producer::{MultiProducer, SingleProducer};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{AtomicSequence, INITIAL};
@@ -288,7 +288,9 @@ where
         self
     }
 
-    /// Names the next handler's thread (and its entry in the shutdown report).
+    /// Names the next handler's stage (its entry in the shutdown report and
+    /// the metrics) and its thread; a thread shared by several stages
+    /// ([`on_thread_of`](Builder::on_thread_of)) is named after the first.
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.pending.name = Some(name.into());
         self
@@ -782,6 +784,7 @@ where
         for (index, (spec, cell)) in self.stages.into_iter().zip(&cells).enumerate() {
             let cx = StageContext {
                 bus: Arc::clone(&bus),
+                index,
                 name: spec.name.clone(),
                 cell: Arc::clone(cell),
                 barrier: SequenceBarrier::new(
@@ -813,26 +816,11 @@ where
                     // at build), the stage just runs unpinned.
                     let _ = affinity::pin_current_thread(core);
                 }
-                // The stages' contexts and handlers made on this thread are
-                // dropped before the stages are finished, so a joiner never
-                // waits on a slow `Drop` after a timeout.
-                let mut tasks: Vec<Box<dyn StageTask>> = launches
+                let tasks: Vec<Box<dyn StageTask>> = launches
                     .into_iter()
                     .map(|(launch, cx)| launch(cx))
                     .collect();
-                let outcomes = match tasks.pop() {
-                    Some(task) if tasks.is_empty() => vec![task.run_alone()],
-                    Some(task) => {
-                        tasks.push(task);
-                        run_shared(&finished, tasks)
-                    }
-                    None => Vec::new(),
-                };
-                for cell in exiting {
-                    cell.exit();
-                }
-                finished.thread_finished();
-                outcomes
+                run_thread(finished, exiting, tasks);
             });
             match spawned {
                 Ok(handle) => bus.add_thread(handle, stages),

@@ -42,8 +42,8 @@ struct Control {
 /// that are not stuck in a handler to stop (they notice within a chunk).
 const HALT_GRACE: Duration = Duration::from_millis(20);
 
-/// A stage thread: the outcomes of its stages, in the order they were added.
-pub(crate) type StageThread = JoinHandle<Vec<StageOutcome>>;
+/// A stage thread; its stages' outcomes go to `Bus::record_outcome`.
+pub(crate) type StageThread = JoinHandle<()>;
 
 /// The join's bookkeeping: the stage threads not joined yet, and the first
 /// outcome, which every later shutdown call reports again.
@@ -76,6 +76,10 @@ pub(crate) struct Bus<E, S, W> {
     gating: Mutex<Vec<Arc<StageCell>>>,
     /// Every stage with its name, for metrics.
     stages: Vec<(String, Arc<StageCell>)>,
+    /// How each stage ended (its report and handler), recorded the moment
+    /// it ended, so that a stage that ended on a thread still running other
+    /// stages is reported as it ended.
+    outcomes: Vec<Mutex<Option<StageOutcome>>>,
     /// Pollers may not join a bus with a mutating stage.
     has_mutating_stage: bool,
     control: CachePadded<Control>,
@@ -122,6 +126,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     ) -> Self {
         Self {
             id,
+            outcomes: stages.iter().map(|_| Mutex::new(None)).collect(),
             stages,
             has_mutating_stage,
             sequencer: S::new(ring.capacity()),
@@ -485,6 +490,11 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.spawned.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records how stage `index` ended, for `join`.
+    pub(crate) fn record_outcome(&self, index: usize, outcome: StageOutcome) {
+        *loom::lock(&self.outcomes[index]) = Some(outcome);
+    }
+
     /// Called by each stage thread as its last act.
     pub(crate) fn thread_finished(&self) {
         // Release: the joiner's Acquire load sees the stage's final state.
@@ -544,19 +554,24 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // By stage, for the stages whose thread was started.
         let mut by_stage: Vec<Option<StageOutcome>> = self.stages.iter().map(|_| None).collect();
         for (stages, slot) in state.handles.iter_mut() {
-            if stages.iter().any(|&i| !self.stages[i].1.has_exited()) {
-                // Dropping the handle would detach the thread; keep it.
-                for &i in stages.iter() {
-                    by_stage[i] = Some((StageReport::still_running(&self.stages[i].0), None));
+            // A thread still running keeps its handle (dropping it would
+            // detach the thread); the stages on it that ended are reported
+            // as they ended, the others as still running.
+            let exited = stages.iter().all(|&i| self.stages[i].1.has_exited());
+            if exited {
+                if let Some(handle) = slot.take() {
+                    let _ = handle.join();
                 }
-                continue;
             }
-            let outcomes = match slot.take().map(|h| h.join()) {
-                Some(Ok(outcomes)) if outcomes.len() == stages.len() => outcomes,
-                _ => stages.iter().map(|_| (StageReport::lost(), None)).collect(),
-            };
-            for (&i, outcome) in stages.iter().zip(outcomes) {
-                by_stage[i] = Some(outcome);
+            for &i in stages.iter() {
+                let name = &self.stages[i].0;
+                let recorded = loom::lock(&self.outcomes[i]).take();
+                by_stage[i] = Some(recorded.unwrap_or_else(|| match exited {
+                    // The thread ended without recording it: a panic
+                    // outside every handler call.
+                    true => (StageReport::lost(name), None),
+                    false => (StageReport::still_running(name), None),
+                }));
             }
         }
         let (reports, handlers): (Vec<_>, Vec<_>) = by_stage.into_iter().flatten().unzip();

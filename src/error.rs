@@ -76,7 +76,7 @@ pub enum BuildError {
         stage: String,
         /// The core it asked for.
         core: usize,
-        /// The first stage of the thread.
+        /// The stage of the same thread that pinned it first.
         thread: String,
         /// The core that stage pinned the thread at.
         thread_core: usize,

@@ -8,7 +8,8 @@ use crate::fault::Failure;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StageReport {
-    /// The stage's thread name.
+    /// The stage's name (`thread_name`; a thread shared by several stages
+    /// is named after the first).
     pub name: String,
     /// Events the stage moved past: handled, skipped or dead-lettered.
     pub processed: u64,
@@ -51,9 +52,9 @@ impl StageReport {
         }
     }
 
-    pub(crate) fn lost() -> Self {
+    pub(crate) fn lost(name: &str) -> Self {
         Self {
-            name: String::from("<unknown>"),
+            name: name.to_owned(),
             failure: Some(Failure::Panic(String::from(
                 "the stage thread could not be joined",
             ))),

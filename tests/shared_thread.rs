@@ -266,6 +266,11 @@ fn policies_and_timeouts_are_per_stage() {
         assert_eq!(failing.retried, n / 10);
         assert_eq!(failing.handled, n - n / 10);
         expect(&s_last, n, (0..n).sum());
+        assert_eq!(
+            s_last.lock().unwrap().timeouts,
+            0,
+            "only its own stage times out"
+        );
         assert!(report.take_handler::<Verifier>(1).is_some());
         let idle = report.take_handler::<Idle>(2).unwrap();
         assert!(idle.0.load(Ordering::Relaxed) >= 3);
@@ -284,9 +289,260 @@ fn a_stuck_shared_thread_is_reported_still_running() {
     let Err(ShutdownError::TimedOut(report)) = p.shutdown_timeout(Duration::from_millis(50)) else {
         panic!("the stuck stage must time the shutdown out");
     };
-    // Both stages live on the stuck thread.
+    // Neither stage ended: both live on the stuck thread.
     assert!(report.stages.iter().all(|s| s.still_running));
     drop(gate);
+}
+
+#[test]
+fn a_stage_that_failed_beside_a_stuck_one_is_reported_as_it_ended() {
+    let (gate, rx) = mpsc::channel::<()>();
+    let mut p = ringbus::single_producer(8, Event::default, ringbus::Blocking)
+        .thread_name("fails")
+        .handle_events_with(|_: &Event, _: Sequence, _: bool| panic!("first event"))
+        .after(&[])
+        .on_same_thread()
+        .thread_name("stuck")
+        .handle_events_with(gated_stage(rx))
+        .build();
+    p.publish(|e| e.set(1)).unwrap();
+    let Err(ShutdownError::StageFailed(report)) = p.shutdown_timeout(Duration::from_millis(200))
+    else {
+        panic!("the failure must be reported, not only the timeout");
+    };
+    let [failed, stuck] = &report.stages[..] else {
+        panic!("two stages: {report:?}");
+    };
+    assert_eq!(failed.name, "fails");
+    assert!(failed.failure.as_ref().is_some_and(|f| f.is_panic()));
+    assert!(!failed.still_running);
+    assert!(stuck.still_running);
+    drop(gate);
+}
+
+#[test]
+fn interleaved_threads_report_and_hand_back_by_stage() {
+    bounded(60, || {
+        let n: u64 = if cfg!(miri) { 200 } else { 20_000 };
+        let (a, s_a) = Verifier::new(true);
+        let (b, s_b) = Verifier::new(true);
+        let (c, s_c) = Verifier::new(true);
+        // a and b on threads of their own; c, after b, on a's thread.
+        let builder = ringbus::single_producer(16, Event::default, ringbus::Blocking)
+            .thread_name("a")
+            .handle_events_with(On("a", a));
+        let a_id = builder.last_stage().unwrap();
+        let builder = builder.thread_name("b").handle_events_with(On("b", b));
+        let b_id = builder.last_stage().unwrap();
+        let mut p = builder
+            .after(&[b_id])
+            .on_thread_of(a_id)
+            .thread_name("c")
+            .handle_events_with(On("a", c))
+            .build();
+        for i in 0..n {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let mut report = p.shutdown().unwrap();
+        let names: Vec<_> = report.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        for s in [&s_a, &s_b, &s_c] {
+            expect(s, n, (0..n).sum());
+        }
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let handler = report.take_handler::<On>(i).expect("handed back");
+            assert_eq!(handler.0, if name == "b" { "b" } else { "a" });
+            assert_eq!(handler.1.stats.count, n, "{name}");
+        }
+    });
+}
+
+#[test]
+fn an_upstream_failure_on_another_thread_stops_the_shared_stages_after_it() {
+    bounded(60, || {
+        let fail_at: u64 = if cfg!(miri) { 30 } else { 3_000 };
+        let (a, s_a) = Verifier::new(true);
+        let builder = ringbus::single_producer(8, Event::default, ringbus::Blocking)
+            .thread_name("a")
+            .handle_events_with(a);
+        let a_id = builder.last_stage().unwrap();
+        let builder = builder.thread_name("upstream").handle_events_with(
+            move |e: &Event, _: Sequence, _: bool| {
+                std::thread::sleep(Duration::from_micros(20));
+                assert!(e.value != fail_at, "boom");
+            },
+        );
+        let up = builder.last_stage().unwrap();
+        let mut p = builder
+            .after(&[up])
+            .on_thread_of(a_id)
+            .thread_name("after")
+            .handle_events_with(|_: &Event, _: Sequence, _: bool| {})
+            .build();
+        let mut published = 0;
+        for i in 0..u64::MAX {
+            match p.publish(|e| e.set(i)) {
+                Ok(_) => published += 1,
+                Err(PublishError::Halted) => break,
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        let Err(ShutdownError::StageFailed(report)) = p.shutdown() else {
+            panic!("the failure must be reported");
+        };
+        assert_eq!(report.stages[1].processed, fail_at);
+        assert!(report.stages[2].upstream_failed);
+        assert_eq!(report.stages[2].processed, fail_at);
+        assert_eq!(report.stages[0].processed, published);
+        expect(&s_a, published, (0..published).sum());
+    });
+}
+
+#[test]
+fn a_halted_shared_thread_hands_its_handlers_back() {
+    bounded(60, || {
+        let (a, _) = Verifier::new(true);
+        let (b, _) = Verifier::new(true);
+        let mut p = ringbus::single_producer(64, Event::default, ringbus::Blocking)
+            .handle_events_with(a)
+            .and_then()
+            .on_same_thread()
+            .handle_events_with(b)
+            .build();
+        for i in 0..10 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        p.halt();
+        let mut report = p.shutdown().unwrap();
+        for i in 0..2 {
+            let v = report.take_handler::<Verifier>(i).expect("handed back");
+            assert!(v.stats.started && v.stats.shut_down);
+        }
+    });
+}
+
+/// A handler that panics at event `at` (or in `on_start` when `at` is 0)
+/// and whose `Drop` panics too.
+struct Unruly {
+    at: u64,
+}
+
+impl ringbus::EventHandler<Event> for Unruly {
+    fn on_event(&mut self, e: &Event, _: Sequence, _: bool) {
+        assert!(e.value != self.at, "unruly at {}", self.at);
+    }
+    fn on_start(&mut self) {
+        assert!(self.at != 0, "unruly at start");
+    }
+}
+
+impl Drop for Unruly {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("unruly drop");
+        }
+    }
+}
+
+#[test]
+fn panics_in_on_start_a_handler_and_its_drop_end_only_their_stage() {
+    for at in [0, 5] {
+        bounded(60, move || {
+            let (ok, s_ok) = Verifier::new(true);
+            let p = ringbus::multi_producer(8, Event::default, ringbus::Blocking)
+                .thread_name("unruly")
+                .handle_events_with(Unruly { at })
+                .after(&[])
+                .on_same_thread()
+                .thread_name("fine")
+                .handle_events_with(ok)
+                .build();
+            let mut published = 0;
+            for i in 0..10_000 {
+                match p.publish(|e| e.set(i)) {
+                    Ok(_) => published += 1,
+                    Err(PublishError::Halted) => break,
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+            assert!(published < 10_000, "producers refused");
+            let Err(ShutdownError::StageFailed(report)) = p.shutdown() else {
+                panic!("the failure must be reported");
+            };
+            assert!(report.stages[0]
+                .failure
+                .as_ref()
+                .is_some_and(|f| f.is_panic()));
+            assert!(report.stages[1].failure.is_none());
+            expect(&s_ok, published, (0..published).sum());
+        });
+    }
+}
+
+#[test]
+fn a_drop_that_panics_after_a_clean_run_is_a_failure_not_a_hang() {
+    bounded(60, || {
+        let p = ringbus::single_producer(8, Event::default, ringbus::Blocking)
+            .handle_events_with_factory(|| Unruly { at: u64::MAX })
+            .on_same_thread()
+            .handle_events_with(|_: &Event, _: Sequence, _: bool| {})
+            .build();
+        let Err(ShutdownError::StageFailed(report)) = p.shutdown() else {
+            panic!("the panic in Drop must be reported");
+        };
+        assert!(report.stages[0]
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.is_panic()));
+        assert!(report.stages[1].failure.is_none());
+    });
+}
+
+#[test]
+fn a_stage_idle_beside_a_busy_one_still_times_out() {
+    bounded(60, || {
+        let (gate, rx) = mpsc::channel::<()>();
+        let timeouts = Arc::new(AtomicU64::new(0));
+        struct Idle(Arc<AtomicU64>);
+        impl ringbus::EventHandler<Event> for Idle {
+            fn on_event(&mut self, _: &Event, _: Sequence, _: bool) {}
+            fn on_timeout(&mut self, _: Sequence) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let builder = ringbus::single_producer(1024, Event::default, ringbus::Blocking)
+            .thread_name("held")
+            .handle_events_with(gated_stage(rx));
+        let held = builder.last_stage().unwrap();
+        let busy_calls = Arc::new(AtomicU64::new(0));
+        let calls = Arc::clone(&busy_calls);
+        let builder = builder.after(&[]).thread_name("busy").handle_events_with(
+            move |_: &Event, _: Sequence, _: bool| {
+                // Slower than the producer below: never idle.
+                std::thread::sleep(Duration::from_millis(1));
+                calls.fetch_add(1, Ordering::Relaxed);
+            },
+        );
+        let mut p = builder
+            .after(&[held])
+            .on_same_thread()
+            .thread_name("idle")
+            .timeout(Duration::from_millis(5))
+            .handle_events_with(Idle(Arc::clone(&timeouts)))
+            .build();
+        let mut i = 0;
+        while timeouts.load(Ordering::Relaxed) < 3 {
+            p.publish(|e| e.set(i)).unwrap();
+            i += 1;
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(
+            busy_calls.load(Ordering::Relaxed) < i,
+            "the busy stage had work throughout"
+        );
+        drop(gate);
+        p.shutdown().unwrap();
+    });
 }
 
 #[test]

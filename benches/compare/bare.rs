@@ -76,8 +76,11 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
         Scenario::Pipeline => graph(cfg, &[&[], &[0], &[1]]),
         Scenario::Multicast => graph(cfg, &[&[], &[], &[]]),
         Scenario::Diamond => graph(cfg, &[&[], &[], &[0, 1]]),
-        Scenario::Latency | Scenario::PingPong => {
-            unreachable!("the bare ring runs only the throughput rows")
+        Scenario::Latency
+        | Scenario::PingPong
+        | Scenario::PipelineOneThread
+        | Scenario::DiamondOneThread => {
+            unreachable!("the bare ring runs only the throughput rows of a thread per stage")
         }
     }
 }

@@ -148,6 +148,9 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
         }
         Scenario::Latency => latency(cfg, pins),
         Scenario::PingPong => ping_pong(cfg, pins),
+        Scenario::PipelineOneThread | Scenario::DiamondOneThread => {
+            unreachable!("channels have no shared-thread stages")
+        }
     }
 }
 

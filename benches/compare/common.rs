@@ -28,12 +28,18 @@ pub enum Scenario {
     Pipeline,
     Multicast,
     Diamond,
+    /// The pipeline with its three stages on one thread (ringbus's
+    /// `on_same_thread`); the `disruptor` crate, which cannot share a
+    /// thread, runs the same graph on three.
+    PipelineOneThread,
+    /// The diamond with its three stages on one thread, as above.
+    DiamondOneThread,
     Latency,
     PingPong,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Spsc,
         Scenario::Batch64,
         Scenario::Mp2,
@@ -41,6 +47,8 @@ impl Scenario {
         Scenario::Pipeline,
         Scenario::Multicast,
         Scenario::Diamond,
+        Scenario::PipelineOneThread,
+        Scenario::DiamondOneThread,
         Scenario::Latency,
         Scenario::PingPong,
     ];
@@ -54,6 +62,8 @@ impl Scenario {
             Scenario::Pipeline => "pipeline",
             Scenario::Multicast => "multicast",
             Scenario::Diamond => "diamond",
+            Scenario::PipelineOneThread => "pipeline-1t",
+            Scenario::DiamondOneThread => "diamond-1t",
             Scenario::Latency => "latency",
             Scenario::PingPong => "pingpong",
         }
@@ -68,6 +78,8 @@ impl Scenario {
             Scenario::Pipeline => "1P→3-stage pipeline",
             Scenario::Multicast => "1P→3C multicast",
             Scenario::Diamond => "diamond (A,B → C)",
+            Scenario::PipelineOneThread => "pipeline, stages on 1 thread",
+            Scenario::DiamondOneThread => "diamond, stages on 1 thread",
             Scenario::Latency => "idle one-way latency",
             Scenario::PingPong => "ping-pong round trip",
         }
@@ -80,12 +92,22 @@ impl Scenario {
             Scenario::Mp2 => 3,
             Scenario::Mp3 | Scenario::Pipeline | Scenario::Multicast => 4,
             Scenario::Diamond => 4,
+            // ringbus's threads: the peer runs its graph on 4 regardless.
+            Scenario::PipelineOneThread | Scenario::DiamondOneThread => 2,
         }
     }
 
     /// Latency scenarios report percentiles; the others events per second.
     pub fn is_latency(self) -> bool {
         matches!(self, Scenario::Latency | Scenario::PingPong)
+    }
+
+    /// Graphs whose ringbus stages share one thread.
+    pub fn one_thread(self) -> bool {
+        matches!(
+            self,
+            Scenario::PipelineOneThread | Scenario::DiamondOneThread
+        )
     }
 
     pub fn parse(s: &str) -> Option<Scenario> {
@@ -134,7 +156,8 @@ impl Impl {
     pub fn runs(self, sc: Scenario) -> bool {
         match self {
             Impl::StdMpsc => sc == Scenario::Spsc,
-            Impl::Bare => !sc.is_latency(),
+            Impl::Bare => !sc.is_latency() && !sc.one_thread(),
+            Impl::Crossbeam => !sc.one_thread(),
             _ => true,
         }
     }

@@ -86,12 +86,16 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
             check.expect("disruptor consumer", producers * sum_to(per));
             Sample::throughput(per * producers, elapsed, OVERSUBSCRIBED_MODE)
         }
-        Scenario::Pipeline | Scenario::Multicast | Scenario::Diamond => {
+        Scenario::Pipeline
+        | Scenario::Multicast
+        | Scenario::Diamond
+        | Scenario::PipelineOneThread
+        | Scenario::DiamondOneThread => {
             let checks: Vec<Check> = (0..3).map(|_| Check::new()).collect();
             let b = disruptor::build_single_producer(cap, Ev::default, oversubscribed());
             let h = |k: usize| summing(n, checks[k].clone());
             let elapsed = match sc {
-                Scenario::Pipeline => publish_all(
+                Scenario::Pipeline | Scenario::PipelineOneThread => publish_all(
                     n,
                     b.handle_events_with(h(0))
                         .and_then()

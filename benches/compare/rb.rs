@@ -124,6 +124,24 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
                 .and_then()
                 .handle_events_with(summing(n, c.add()))
         })),
+        // Two threads: pinned and busy-spinning like the SPSC rows.
+        Scenario::PipelineOneThread => graph_pinned(cfg, PINNED, pins, |b, c| {
+            b.handle_events_with(summing(n, c.add()))
+                .and_then()
+                .on_same_thread()
+                .handle_events_with(summing(n, c.add()))
+                .and_then()
+                .on_same_thread()
+                .handle_events_with(summing(n, c.add()))
+        }),
+        Scenario::DiamondOneThread => graph_pinned(cfg, PINNED, pins, |b, c| {
+            b.handle_events_with(summing(n, c.add()))
+                .on_same_thread()
+                .handle_events_with(summing(n, c.add()))
+                .and_then()
+                .on_same_thread()
+                .handle_events_with(summing(n, c.add()))
+        }),
         Scenario::Latency => latency(cfg, LATENCY, pins),
         Scenario::PingPong => ping_pong(cfg, LATENCY, pins),
     }
@@ -238,11 +256,31 @@ fn graph<W: WaitStrategy>(
     strategy: W,
     shape: impl FnOnce(SingleBuilder<W>, &mut Checks) -> SingleBuilder<W>,
 ) -> Sample {
+    graph_pinned(cfg, strategy, None, shape)
+}
+
+/// A graph whose producer runs on core `pins.0` and whose first stage
+/// (with the thread it shares) on `pins.1`, when given.
+fn graph_pinned<W: WaitStrategy>(
+    cfg: &Config,
+    strategy: W,
+    pins: Option<(usize, usize)>,
+    shape: impl FnOnce(SingleBuilder<W>, &mut Checks) -> SingleBuilder<W>,
+) -> Sample {
     let n = cfg.events;
     let mut checks = Checks::default();
-    let builder = ringbus::single_producer(cfg.capacity, Ev::default, strategy);
+    let mut builder = ringbus::single_producer(cfg.capacity, Ev::default, strategy);
+    if let Some((_, consumer)) = pins {
+        builder = builder.pin_at_core(consumer);
+    }
     let mut producer = shape(builder, &mut checks).build();
-    let elapsed = timed_on(None, move || {
+    // (The oversubscribed rows name their strategy over this.)
+    let mode = if pins.is_some() {
+        "busy-spin, stages on 1 pinned thread"
+    } else {
+        "stages on 1 thread"
+    };
+    let elapsed = timed_on(pins.map(|p| p.0), move || {
         for i in 0..n {
             producer.publish(|e| e.value = i).unwrap();
         }
@@ -255,7 +293,7 @@ fn graph<W: WaitStrategy>(
         events: n,
         elapsed,
         latency: None,
-        mode: "",
+        mode,
     }
 }
 

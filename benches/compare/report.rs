@@ -272,6 +272,20 @@ const TARGETS: &[(Scenario, Impl, &str, f64, bool)] = &[
     ),
     (Scenario::Diamond, Impl::Disruptor, "throughput", 1.5, true),
     (Scenario::Diamond, Impl::Crossbeam, "throughput", 5.0, true),
+    (
+        Scenario::PipelineOneThread,
+        Impl::Disruptor,
+        "throughput",
+        2.0,
+        true,
+    ),
+    (
+        Scenario::DiamondOneThread,
+        Impl::Disruptor,
+        "throughput",
+        2.0,
+        true,
+    ),
     (Scenario::Latency, Impl::Disruptor, "p50", 0.8, false),
     (Scenario::Latency, Impl::Disruptor, "p99", 0.8, false),
 ];

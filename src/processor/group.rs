@@ -17,10 +17,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use super::StageContext;
+use crate::barrier::StageCell;
 use crate::bus::Bus;
 use crate::consume::Consume;
 use crate::fault::Failure;
-use crate::report::{StageOutcome, StageReport};
+use crate::loom::Arc;
+use crate::report::StageReport;
 use crate::sequence::Sequence;
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{Interrupt, WaitStrategy};
@@ -31,10 +33,11 @@ pub(crate) type HandBack = Option<Box<dyn Any + Send>>;
 /// How a stage's run ended: its result, or a panic's payload.
 type Ended = std::thread::Result<Result<(), Failure>>;
 
-/// A stage made on its thread; see the module docs.
+/// A stage made on its thread; see the module docs. Every stage records
+/// its outcome with its bus the moment it ends.
 pub(crate) trait StageTask {
     /// Runs the stage to its end on a thread of its own.
-    fn run_alone(self: Box<Self>) -> StageOutcome;
+    fn run_alone(self: Box<Self>);
     /// Makes the handler and calls its `on_start` (shared thread).
     fn start(&mut self);
     /// Hands over what is available without waiting; true when the stage
@@ -46,8 +49,8 @@ pub(crate) trait StageTask {
     fn timeout_due(&self) -> Option<Instant>;
     /// Calls `on_timeout` if it is due by `now`.
     fn time_out(&mut self, now: Instant);
-    /// The outcome, once the stage ended.
-    fn take_outcome(&mut self) -> Option<StageOutcome>;
+    /// True once the stage ended.
+    fn ended(&self) -> bool;
 }
 
 /// The one implementation of [`StageTask`]: a stage's context, how to make
@@ -62,7 +65,7 @@ pub(crate) struct Task<E, S, W, C, F, G> {
     next: Sequence,
     /// Since when the stage had no event (only kept with a timeout).
     idle_since: Instant,
-    outcome: Option<StageOutcome>,
+    ended: bool,
 }
 
 impl<E, S, W, C, F, G> Task<E, S, W, C, F, G>
@@ -82,27 +85,38 @@ where
             consumer: None,
             next: 0,
             idle_since: Instant::now(),
-            outcome: None,
+            ended: false,
         }
     }
 
     /// The stage ended as `ended` says: shut the handler down (unless it
-    /// panicked) and conclude the report, at once, so that producers and
-    /// the stages after it learn of a failure now, not when the thread
-    /// ends.
+    /// panicked), conclude the report and record the outcome, at once, so
+    /// that producers and the stages after it learn of a failure now, not
+    /// when the thread ends. Whatever runs handler code here (`on_shutdown`,
+    /// its `Drop`, the hand-back) runs under `catch_unwind`: a panic there
+    /// ends this stage only.
     fn end(&mut self, ended: Ended) {
+        self.ended = true;
         let consumer = self.consumer.take();
-        let outcome = ended.and_then(|result| match consumer {
-            Some(consumer) => catch_unwind(AssertUnwindSafe(|| {
-                StageContext::<E, S, W>::shut_down(consumer, result)
-            })),
-            None => Ok((result, None)),
-        });
-        let report = std::mem::take(&mut self.report);
-        let (report, consumer) = self.cx.conclude(report, outcome);
         let hand_back = self.hand_back.take();
-        let handler = consumer.and_then(|c| hand_back.and_then(|g| g(c)));
-        self.outcome = Some((report, handler));
+        let outcome = match ended {
+            Err(payload) => {
+                // Its state is whatever the panic left: dropped, not
+                // handed back (a panic in its `Drop` changes nothing).
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(consumer)));
+                Err(payload)
+            }
+            Ok(result) => catch_unwind(AssertUnwindSafe(move || {
+                let (result, consumer) = match consumer {
+                    Some(consumer) => StageContext::<E, S, W>::shut_down(consumer, result),
+                    None => (result, None),
+                };
+                (result, consumer.and_then(|c| hand_back.and_then(|g| g(c))))
+            })),
+        };
+        let report = std::mem::take(&mut self.report);
+        let outcome = self.cx.conclude(report, outcome);
+        self.cx.bus.record_outcome(self.cx.index, outcome);
     }
 }
 
@@ -114,11 +128,12 @@ where
     F: FnOnce() -> C,
     G: FnOnce(C) -> HandBack,
 {
-    fn run_alone(mut self: Box<Self>) -> StageOutcome {
+    fn run_alone(mut self: Box<Self>) {
         let make = self.make.take().expect("a stage runs once");
         let (report, consumer) = self.cx.run(make);
         let hand_back = self.hand_back.take();
-        (report, consumer.and_then(|c| hand_back.and_then(|g| g(c))))
+        let handler = consumer.and_then(|c| hand_back.and_then(|g| g(c)));
+        self.cx.bus.record_outcome(self.cx.index, (report, handler));
     }
 
     fn start(&mut self) {
@@ -187,35 +202,86 @@ where
         }
     }
 
-    fn take_outcome(&mut self) -> Option<StageOutcome> {
-        self.outcome.take()
+    fn ended(&self) -> bool {
+        self.ended
     }
 }
 
-/// Runs `tasks`, stages sharing the calling thread, to their ends; their
-/// outcomes in the same order.
-pub(crate) fn run_shared<E, S: Sequencer, W: WaitStrategy>(
+/// The body of a stage thread: runs its stages (`cells`, made as `tasks`)
+/// to their ends, alone or sharing the thread, then marks them finished.
+/// The stages' contexts and handlers are dropped before that, so a joiner
+/// never waits on a slow `Drop` after a timeout.
+pub(crate) fn run_thread<E, S: Sequencer, W: WaitStrategy>(
+    bus: Arc<Bus<E, S, W>>,
+    cells: Vec<Arc<StageCell>>,
+    mut tasks: Vec<Box<dyn StageTask>>,
+) {
+    let exit = ThreadExit {
+        bus: &bus,
+        cells: &cells,
+    };
+    match tasks.pop() {
+        Some(task) if tasks.is_empty() => task.run_alone(),
+        Some(task) => {
+            tasks.push(task);
+            run_shared(&bus, tasks);
+        }
+        None => {}
+    }
+    drop(exit);
+}
+
+/// Marks a stage thread's stages finished when it ends, also when a panic
+/// escaped every handler call (a handler's hand-back, a `Drop` outside the
+/// stage loop): then its stages count as failed, so the stages after them
+/// stop and producers are refused instead of waiting for ever, and `join`
+/// reports the stages that recorded nothing as lost.
+struct ThreadExit<'a, E, S: Sequencer, W: WaitStrategy> {
+    bus: &'a Bus<E, S, W>,
+    cells: &'a [Arc<StageCell>],
+}
+
+impl<E, S: Sequencer, W: WaitStrategy> Drop for ThreadExit<'_, E, S, W> {
+    fn drop(&mut self) {
+        // (Under loom a panic is the model's verdict: leave it be.)
+        if std::thread::panicking() && !cfg!(loom) {
+            for cell in self.cells {
+                cell.fail();
+            }
+            self.bus.refuse_producers();
+        }
+        for cell in self.cells {
+            cell.exit();
+        }
+        self.bus.thread_finished();
+    }
+}
+
+/// Runs `tasks`, stages sharing the calling thread, to their ends.
+fn run_shared<E, S: Sequencer, W: WaitStrategy>(
     bus: &Bus<E, S, W>,
     mut tasks: Vec<Box<dyn StageTask>>,
-) -> Vec<StageOutcome> {
-    let mut outcomes: Vec<Option<StageOutcome>> = tasks.iter().map(|_| None).collect();
+) {
     for task in &mut tasks {
         task.start();
     }
+    let timeouts = tasks.iter().any(|t| t.timeout_due().is_some());
     loop {
         let mut moved = false;
         for task in &mut tasks {
             moved |= task.step();
         }
-        for (task, outcome) in tasks.iter_mut().zip(&mut outcomes) {
-            if outcome.is_none() {
-                *outcome = task.take_outcome();
-            }
-        }
-        if outcomes.iter().all(Option::is_some) {
+        if tasks.iter().all(|t| t.ended()) {
             break;
         }
         if moved {
+            // A stage idle beside busy ones still hears of its timeout.
+            if timeouts {
+                let now = Instant::now();
+                for task in &mut tasks {
+                    task.time_out(now);
+                }
+            }
             continue;
         }
         let deadline = tasks.iter().filter_map(|t| t.timeout_due()).min();
@@ -227,5 +293,4 @@ pub(crate) fn run_shared<E, S: Sequencer, W: WaitStrategy>(
             }
         }
     }
-    outcomes.into_iter().flatten().collect()
 }

@@ -22,7 +22,7 @@ mod group;
 mod pool;
 mod stage_loop;
 
-pub(crate) use group::{run_shared, StageTask, Task};
+pub(crate) use group::{run_thread, StageTask, Task};
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -43,6 +43,8 @@ use crate::wait_strategy::{Interrupt, PollResult, WaitStrategy};
 /// One stage's place in the graph.
 pub(crate) struct StageContext<E, S, W> {
     pub(crate) bus: Arc<Bus<E, S, W>>,
+    /// The stage's position in its builder.
+    pub(crate) index: usize,
     pub(crate) name: String,
     pub(crate) cell: Arc<StageCell>,
     pub(crate) barrier: SequenceBarrier,
@@ -64,7 +66,7 @@ const PREFETCH_AFTER_MISSES: u32 = 64;
 impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     /// Runs the stage to its end; the body of the stage thread. Returns the
     /// handler too, unless it panicked.
-    pub(crate) fn run<C: Consume<E>>(self, make: impl FnOnce() -> C) -> (StageReport, Option<C>) {
+    pub(crate) fn run<C: Consume<E>>(&self, make: impl FnOnce() -> C) -> (StageReport, Option<C>) {
         let mut report = StageReport::named(&self.name);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut consumer = make();
