@@ -633,3 +633,48 @@ fn bad_shared_thread_configurations_name_the_fix() {
         assert!(err.to_string().contains("pin a shared thread once"));
     }
 }
+
+#[test]
+fn batch_handlers_share_a_thread_in_steps_that_lap_the_ring() {
+    bounded(60, || {
+        let n: u64 = if cfg!(miri) { 300 } else { 100_000 };
+        let (last, s_last) = Verifier::new(true);
+        let seen = Arc::new(AtomicU64::new(0));
+        let sum = Arc::new(AtomicU64::new(0));
+        let (seen2, sum2) = (Arc::clone(&seen), Arc::clone(&sum));
+        let mut next = 0;
+        let mut p = ringbus::single_producer(16, Event::default, ringbus::Blocking)
+            .handle_batches_with(move |batch: ringbus::Batch<'_, Event>| {
+                assert_eq!(batch.first_sequence(), next, "batches in order");
+                next = batch.last_sequence() + 1;
+                for (s, e) in batch.iter_with_sequence() {
+                    e.verify();
+                    assert_eq!(e.value, s as u64);
+                    sum2.fetch_add(e.value, Ordering::Relaxed);
+                }
+                seen2.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            })
+            .and_then()
+            .on_same_thread()
+            .on_failure(FailurePolicy::skip())
+            .try_handle_batches_with(|batch: ringbus::Batch<'_, Event>| {
+                match batch.iter_with_sequence().find(|(_, e)| e.value % 1000 == 999) {
+                    Some((at, _)) => Err((at, "every thousandth")),
+                    None => Ok(()),
+                }
+            })
+            .and_then()
+            .on_same_thread()
+            .handle_events_with(last)
+            .build();
+        for i in 0..n {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let report = p.shutdown().unwrap();
+        assert_eq!(seen.load(Ordering::Relaxed), n);
+        assert_eq!(sum.load(Ordering::Relaxed), (0..n).sum());
+        assert_eq!(report.stages[1].skipped, n / 1000);
+        assert_eq!(report.stages[1].processed, n);
+        expect(&s_last, n, (0..n).sum());
+    });
+}

@@ -126,15 +126,20 @@ pub enum Impl {
     /// The design cut to its loads and stores, no library (`bare.rs`): a
     /// yardstick for the library's own cost.
     Bare,
+    /// ringbus's own single-stage SPSC run (pinned, in the same mode), beside the
+    /// graphs whose stages share one thread: their ratio to it is how much
+    /// of the single-stage rate a whole graph on one thread keeps.
+    RingbusOneStage,
 }
 
 impl Impl {
-    pub const ALL: [Impl; 5] = [
+    pub const ALL: [Impl; 6] = [
         Impl::Ringbus,
         Impl::Disruptor,
         Impl::Crossbeam,
         Impl::StdMpsc,
         Impl::Bare,
+        Impl::RingbusOneStage,
     ];
 
     pub fn id(self) -> &'static str {
@@ -144,6 +149,7 @@ impl Impl {
             Impl::Crossbeam => "crossbeam-channel",
             Impl::StdMpsc => "std-mpsc",
             Impl::Bare => "bare-ring",
+            Impl::RingbusOneStage => "ringbus-1-stage",
         }
     }
 
@@ -158,6 +164,7 @@ impl Impl {
             Impl::StdMpsc => sc == Scenario::Spsc,
             Impl::Bare => !sc.is_latency() && !sc.one_thread(),
             Impl::Crossbeam => !sc.one_thread(),
+            Impl::RingbusOneStage => sc.one_thread(),
             _ => true,
         }
     }

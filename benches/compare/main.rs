@@ -31,11 +31,14 @@ const HELP: &str = "\
 compare: ringbus vs disruptor vs crossbeam-channel (vs std mpsc on SPSC), beside a bare ring
 
 options:
-  --scenarios a,b,..   spsc batch64 mp2 mp3 pipeline multicast diamond latency pingpong
+  --scenarios a,b,..   spsc batch64 mp2 mp3 pipeline multicast diamond pipeline-1t
+                       diamond-1t latency pingpong
                        (default: all)
   --impls a,b,..       ringbus disruptor crossbeam-channel std-mpsc bare-ring
-                       (default: all; bare-ring is the design without a library,
-                       a yardstick, on the throughput rows)
+                       ringbus-1-stage (default: all; bare-ring is the design
+                       without a library, a yardstick, on the throughput rows;
+                       ringbus-1-stage is ringbus's pinned SPSC run, beside the
+                       rows whose stages share one thread)
   --events N           events per throughput run (default 10000000)
   --latency-events N   events or round trips per latency run (default 100000)
   --interval-us N      gap between idle-latency events, µs (default 5)
@@ -163,6 +166,7 @@ fn run_one(imp: Impl, sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) 
         Impl::Crossbeam => chan::run(sc, cfg, pins),
         Impl::StdMpsc => chan::run_std(cfg, pins),
         Impl::Bare => bare::run(sc, cfg, pins),
+        Impl::RingbusOneStage => rb::one_stage(cfg, pins),
     }
 }
 
@@ -206,7 +210,10 @@ fn main() {
             for &imp in imps {
                 bar.set_message(format!("{} / {} / round {}", sc.id(), imp.id(), round + 1));
                 let sample = run_one(imp, *sc, cfg, pins);
-                runs.push(report::Run::new(*sc, imp, round, pins.is_some(), &sample));
+                // The disruptor crate cannot share a thread: it runs the
+                // graph of a `-1t` row on a thread per stage, unpinned.
+                let pinned = pins.is_some() && !(sc.one_thread() && imp == Impl::Disruptor);
+                runs.push(report::Run::new(*sc, imp, round, pinned, &sample));
                 bar.inc(1);
             }
         }

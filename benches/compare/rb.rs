@@ -19,6 +19,25 @@ const PINNED_MODE: &str = "busy-spin, pinned";
 const LATENCY: BusySpin = BusySpin;
 const LATENCY_MODE: &str = "busy-spin, pinned";
 
+/// The graphs whose stages share one thread (2 threads, pinned): napping
+/// 1 µs measured 1.2–1.9× busy spin there. The stages' thread is slower
+/// per event than the producer, so the throughput is the producer's; a
+/// spinning stage thread pulls the cursor's line over at every publish,
+/// a napping one lets the producer run and takes whole rings at a time.
+fn one_thread() -> Sleeping {
+    sleeping(0)
+}
+const ONE_THREAD_MODE: &str = "sleeping 1 µs, stages on 1 pinned thread";
+
+/// ringbus's single-stage SPSC in the mode of the one-thread graphs, for
+/// their ratio to it (`ringbus-1-stage`).
+pub fn one_stage(cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
+    Sample {
+        mode: "sleeping 1 µs, pinned",
+        ..spsc(cfg, one_thread(), pins, 1)
+    }
+}
+
 /// The strategy for scenarios with more threads than cores (`--oversubscribed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Oversubscribed {
@@ -124,8 +143,8 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
                 .and_then()
                 .handle_events_with(summing(n, c.add()))
         })),
-        // Two threads: pinned and busy-spinning like the SPSC rows.
-        Scenario::PipelineOneThread => graph_pinned(cfg, PINNED, pins, |b, c| {
+        // Two threads, pinned.
+        Scenario::PipelineOneThread => graph_pinned(cfg, one_thread(), pins, |b, c| {
             b.handle_events_with(summing(n, c.add()))
                 .and_then()
                 .on_same_thread()
@@ -134,7 +153,7 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
                 .on_same_thread()
                 .handle_events_with(summing(n, c.add()))
         }),
-        Scenario::DiamondOneThread => graph_pinned(cfg, PINNED, pins, |b, c| {
+        Scenario::DiamondOneThread => graph_pinned(cfg, one_thread(), pins, |b, c| {
             b.handle_events_with(summing(n, c.add()))
                 .on_same_thread()
                 .handle_events_with(summing(n, c.add()))
@@ -275,11 +294,7 @@ fn graph_pinned<W: WaitStrategy>(
     }
     let mut producer = shape(builder, &mut checks).build();
     // (The oversubscribed rows name their strategy over this.)
-    let mode = if pins.is_some() {
-        "busy-spin, stages on 1 pinned thread"
-    } else {
-        "stages on 1 thread"
-    };
+    let mode = ONE_THREAD_MODE;
     let elapsed = timed_on(pins.map(|p| p.0), move || {
         for i in 0..n {
             producer.publish(|e| e.value = i).unwrap();

@@ -286,6 +286,20 @@ const TARGETS: &[(Scenario, Impl, &str, f64, bool)] = &[
         2.0,
         true,
     ),
+    (
+        Scenario::PipelineOneThread,
+        Impl::RingbusOneStage,
+        "throughput",
+        0.7,
+        true,
+    ),
+    (
+        Scenario::DiamondOneThread,
+        Impl::RingbusOneStage,
+        "throughput",
+        0.7,
+        true,
+    ),
     (Scenario::Latency, Impl::Disruptor, "p50", 0.8, false),
     (Scenario::Latency, Impl::Disruptor, "p99", 0.8, false),
 ];
@@ -724,6 +738,7 @@ fn color(imp: Impl) -> &'static str {
         Impl::Crossbeam => "#2ca02c",
         Impl::StdMpsc => "#9467bd",
         Impl::Bare => "#7f7f7f",
+        Impl::RingbusOneStage => "#ff9896",
     }
 }
 
