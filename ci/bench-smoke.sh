@@ -10,6 +10,8 @@ cargo bench --all-features --bench journal -- --rounds 1 --events 20000
 cargo bench --all-features --bench batch_handler -- --rounds 1 --events 65536
 cargo bench --all-features --bench async_compare -- --rounds 1 --events 20000
 cargo bench --all-features --bench compare -- --quick --out target/compare/ci-smoke
+# The instruction counts need valgrind; the smoke run only runs the workloads.
+cargo bench --all-features --bench instructions -- --smoke
 bash ci/nats-server.sh install
 # The dev profile shares its build with ci/test.sh and ci/examples.sh (a
 # smoke run: its figures are not judged).

@@ -152,6 +152,26 @@ impl<E, H: EventHandler<E>> Consume<E> for Reader<H> {
         unsafe { ring.read(sequence, |e| self.0.on_event(e, sequence, eob)) };
         Ok(())
     }
+    #[cfg(not(loom))]
+    #[inline(always)]
+    unsafe fn consume_range(
+        &mut self,
+        ring: RingView<'_, E>,
+        from: Sequence,
+        to: Sequence,
+        last: Sequence,
+        progress: &Cell<Sequence>,
+    ) {
+        // SAFETY: the caller's permission for the whole range, which is at
+        // most the ring's capacity.
+        unsafe {
+            ring.read_range(from, to, |head, tail| {
+                consume_slices(head, tail, from, to, last, progress, |e, s, eob| {
+                    self.0.on_event(e, s, eob)
+                })
+            })
+        }
+    }
 }
 
 impl<E, H: EventHandlerMut<E>> Consume<E> for Writer<H> {
@@ -313,17 +333,74 @@ pub(crate) unsafe fn consume_each<E, C: Consume<E>>(
     last: Sequence,
     progress: &Cell<Sequence>,
 ) {
+    let mut mark = Mark { progress, at: from };
     // The last event of the batch is handled apart, so the loop body carries
     // no end-of-batch comparison. Infallible consumers only: results are Ok.
     let plain_end = if to == last { to } else { to + 1 };
     for sequence in from..plain_end {
+        mark.at = sequence;
         // SAFETY: the caller's permission covers the range.
         let _ = unsafe { consumer.consume(ring, sequence, false) };
-        progress.set(sequence);
     }
     if to == last {
+        mark.at = last;
         // SAFETY: as above.
         let _ = unsafe { consumer.consume(ring, last, true) };
-        progress.set(last);
+    }
+    mark.at = to + 1;
+}
+
+/// Sets `progress` to the event before `at` when dropped: after the
+/// range (`at` is then `to + 1`), or during a panic in the handler at
+/// `at`. A local the compiler can keep in a register, where a store to
+/// `progress` per event (memory the ring's cells may alias, as far as
+/// it knows) cost an instruction per event.
+pub(crate) struct Mark<'a> {
+    progress: &'a Cell<Sequence>,
+    at: Sequence,
+}
+impl Drop for Mark<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.progress.set(self.at - 1);
+    }
+}
+
+/// Hands `from..=to`, the events of `head` then `tail` (as `read_range`
+/// gives them), to `on_event` with their sequences, walking the slices (no
+/// index arithmetic per event); `end_of_batch` is true only at `last`.
+/// `progress` ends at `to`, or before the event whose handler panicked.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn consume_slices<E>(
+    head: &[E],
+    tail: &[E],
+    from: Sequence,
+    to: Sequence,
+    last: Sequence,
+    progress: &Cell<Sequence>,
+    mut on_event: impl FnMut(&E, Sequence, bool),
+) {
+    let mut mark = Mark { progress, at: from };
+    let ends_batch = to == last;
+    // The last event of the batch is handled apart, so the loops carry no
+    // end-of-batch comparison.
+    let plain = head.len() + tail.len() - usize::from(ends_batch);
+    let head_plain = plain.min(head.len());
+    for e in &head[..head_plain] {
+        on_event(e, mark.at, false);
+        mark.at += 1;
+    }
+    for e in &tail[..plain - head_plain] {
+        on_event(e, mark.at, false);
+        mark.at += 1;
+    }
+    if ends_batch {
+        let e = tail
+            .last()
+            .or(head.last())
+            .expect("a range of at least one event");
+        on_event(e, mark.at, true);
+        mark.at += 1;
     }
 }

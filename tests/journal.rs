@@ -17,70 +17,12 @@ use common::bounded;
 use ringbus::journal::{Codec, Journal, JournalError, JournalOptions, Postcard, SyncPolicy};
 use ringbus::{
     Blocking, BoxError, BuildError, BusySpin, FailurePolicy, PhasedBackoff, PublishError, Sequence,
-    ShutdownError, ShutdownReport, Sleeping, WaitStrategy, Yielding,
+    ShutdownError, Sleeping, WaitStrategy, Yielding,
 };
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-struct Order {
-    producer: u32,
-    n: u64,
-    note: String,
-}
-
-impl Order {
-    fn new(producer: u32, n: u64) -> Self {
-        Self {
-            producer,
-            n,
-            note: format!("order {n} of {producer}"),
-        }
-    }
-}
-
-/// The report of a bus whose journal stage failed.
-fn failed_report(shutdown: Result<ShutdownReport, ShutdownError>) -> ShutdownReport {
-    match shutdown {
-        Err(ShutdownError::StageFailed(report)) => report,
-        other => panic!("expected a failed stage, got {other:?}"),
-    }
-}
-
-fn dir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
-fn read_all(journal: &Journal) -> Vec<(Sequence, Order)> {
-    journal
-        .events::<Order, _>(journal.first_sequence(), Postcard)
-        .expect("records")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("every record reads")
-}
-
-fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "rbj"))
-        .collect();
-    files.sort();
-    files
-}
-
-/// Writes `n` orders through a journaling single-producer bus.
-fn write_orders(dir: &Path, n: u64, options: JournalOptions) -> Journal {
-    let journal = Journal::open(dir).unwrap();
-    let mut producer = ringbus::single_producer(64, Order::default, Blocking)
-        .journal_to(journal.writer(Postcard, options).unwrap())
-        .build();
-    let start = journal.next_sequence() as u64;
-    for i in start..start + n {
-        producer.publish(|o| *o = Order::new(0, i)).unwrap();
-    }
-    producer.shutdown().unwrap();
-    journal
-}
+#[path = "common/journal.rs"]
+mod fixtures;
+use fixtures::*;
 
 #[test]
 fn three_producers_on_a_ring_that_laps_every_record_in_order_and_intact() {
@@ -713,108 +655,6 @@ fn a_full_disk_halts_the_bus_with_an_error_naming_the_file() {
             "nothing after the journal saw an event it lost"
         );
     });
-}
-
-/// A directory where files cannot be created: refused at `Journal::open`
-/// with an error naming the file (a read-only open still reads it), and a
-/// directory that turns read-only under a running bus stops it through the
-/// failure policy. Root ignores permission bits, so as root the check runs
-/// in a child process as user `nobody`, in a directory it owns.
-#[test]
-fn a_read_only_directory_halts_the_bus_with_a_clear_error() {
-    use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
-    if let Ok(dir) = std::env::var("RINGBUS_READ_ONLY_DIR") {
-        return read_only_child(Path::new(&dir));
-    }
-    let root = tempfile::Builder::new()
-        .prefix("ringbus-ro")
-        .tempdir()
-        .unwrap();
-    let dir = root.path().join("journal");
-    fs::create_dir(&dir).unwrap();
-    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    // SAFETY: geteuid has no preconditions.
-    let as_root = unsafe { libc::geteuid() } == 0;
-    if !as_root {
-        return read_only_child(&dir);
-    }
-    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
-    // `nobody` may not reach this binary (CI clones into a private
-    // directory): run a copy from the world-readable temporary directory.
-    let exe = root.path().join("journal-tests");
-    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
-    let output = std::process::Command::new(&exe)
-        .args([
-            "--exact",
-            "a_read_only_directory_halts_the_bus_with_a_clear_error",
-            "--nocapture",
-        ])
-        .env("RINGBUS_READ_ONLY_DIR", &dir)
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("run the check as nobody");
-    let out = String::from_utf8_lossy(&output.stdout);
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "child failed:\n{out}\n{err}");
-    assert!(
-        out.contains("READ-ONLY CHECK PASSED"),
-        "the child did not run the check:\n{out}\n{err}"
-    );
-}
-
-fn read_only_child(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    // A journal written earlier, then the directory made read-only.
-    write_orders(dir, 5, JournalOptions::default());
-    fs::remove_file(dir.join("LOCK")).unwrap();
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).unwrap();
-    match Journal::open(dir) {
-        Err(e @ JournalError::Io { .. }) => {
-            let message = e.to_string();
-            assert!(
-                message.contains("LOCK") && message.contains("Permission denied"),
-                "{message}"
-            );
-        }
-        other => panic!("expected a refusal naming the lock file, got {other:?}"),
-    }
-    let reader = Journal::open_read_only(dir).unwrap();
-    assert_eq!(read_all(&reader).len(), 5);
-    assert!(matches!(
-        reader.writer::<Order, _>(Postcard, JournalOptions::default()),
-        Err(JournalError::ReadOnly)
-    ));
-    // Now the directory turns read-only under a bus about to start a new
-    // segment.
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-    let journal = Journal::open(dir).unwrap();
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).unwrap();
-    let options = JournalOptions::default().segment_bytes(64);
-    let mut producer = ringbus::single_producer(16, Order::default, Blocking)
-        .journal_to(journal.writer(Postcard, options).unwrap())
-        .build();
-    let mut refused = false;
-    for n in 5..1000 {
-        if producer.publish(|o| *o = Order::new(0, n)).is_err() {
-            refused = true;
-            break;
-        }
-    }
-    let report = failed_report(producer.shutdown());
-    let failure = report.stages[0]
-        .failure
-        .as_ref()
-        .expect("the journal failed");
-    let message = failure.to_string();
-    assert!(refused);
-    assert!(
-        message.contains("create segment") && message.contains("Permission denied"),
-        "{message}"
-    );
-    println!("READ-ONLY CHECK PASSED: {message}");
 }
 
 #[test]

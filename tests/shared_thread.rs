@@ -658,7 +658,10 @@ fn batch_handlers_share_a_thread_in_steps_that_lap_the_ring() {
             .on_same_thread()
             .on_failure(FailurePolicy::skip())
             .try_handle_batches_with(|batch: ringbus::Batch<'_, Event>| {
-                match batch.iter_with_sequence().find(|(_, e)| e.value % 1000 == 999) {
+                match batch
+                    .iter_with_sequence()
+                    .find(|(_, e)| e.value % 1000 == 999)
+                {
                     Some((at, _)) => Err((at, "every thousandth")),
                     None => Ok(()),
                 }

@@ -216,9 +216,11 @@ where
     W: WaitStrategy,
 {
     pub(crate) bus: Arc<Bus<E, SingleProducerSequencer, W>>,
-    /// A gating minimum seen earlier; the true one is at least this.
-    cached_gating: Sequence,
-    /// Ring capacity, kept here so the hot path does not reload it.
+    /// How far it may write without looking at the stages again: a gating
+    /// minimum seen earlier (the true one is at least that) plus the
+    /// capacity, kept added up so the hot path's check is one comparison.
+    writable_to: Sequence,
+    /// Ring capacity, kept here so the slow path does not reload it.
     capacity: i64,
     shut_down: bool,
 }
@@ -242,10 +244,11 @@ where
     W: WaitStrategy,
 {
     pub(crate) fn new(bus: Arc<Bus<E, SingleProducerSequencer, W>>) -> Self {
+        let bus_capacity = bus.capacity();
         Self {
-            capacity: bus.capacity(),
+            capacity: bus_capacity,
             bus,
-            cached_gating: INITIAL,
+            writable_to: INITIAL + bus_capacity,
             shut_down: false,
         }
     }
@@ -266,8 +269,9 @@ where
         // run), for no latency gain measurable here.
         let published = self.cursor();
         let last = published + n as i64;
-        if last - self.capacity > self.cached_gating {
-            self.cached_gating = wait_for_room(&self.bus, last, published, wait)?;
+        if last > self.writable_to {
+            let gating = wait_for_room(&self.bus, last, published, wait)?;
+            self.writable_to = gating.saturating_add(self.capacity);
         }
         Ok(last)
     }
