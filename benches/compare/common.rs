@@ -212,6 +212,43 @@ pub struct Config {
     pub cores: Option<(usize, usize)>,
     /// ringbus's wait strategy where threads outnumber cores.
     pub oversubscribed: crate::rb::Oversubscribed,
+    /// The wait family both libraries run every row in (`--family`).
+    pub family: Family,
+}
+
+/// Which way both libraries wait, on every row of one run (`--family`):
+/// like for like, or each library's best mode per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Each library's best mode per row: busy spin where every thread has a
+    /// core, 1 µs naps where threads outnumber cores (and, for ringbus, on
+    /// the rows whose stages share a thread).
+    Best,
+    /// Plain busy spin everywhere (both crates' `BusySpin`).
+    Spin,
+    /// Busy spin with a spin-loop hint everywhere (`BusySpinWithHint`,
+    /// the disruptor crate's `BusySpinWithSpinLoopHint`).
+    Hint,
+    /// 1 µs naps everywhere (`Sleeping::new(0, 0, 1 µs)`, the disruptor
+    /// crate's `Sleep::new(1 µs)`).
+    Sleep,
+}
+
+impl Family {
+    pub const ALL: [Family; 4] = [Family::Best, Family::Spin, Family::Hint, Family::Sleep];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Family::Best => "best",
+            Family::Spin => "spin",
+            Family::Hint => "hint",
+            Family::Sleep => "sleep",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.id() == s)
+    }
 }
 
 impl Config {

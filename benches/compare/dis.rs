@@ -3,7 +3,8 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use disruptor::{BusySpin, ProcessorSettings, Producer, Sequence, Sleep};
+use disruptor::wait_strategies::WaitStrategy;
+use disruptor::{BusySpin, BusySpinWithSpinLoopHint, ProcessorSettings, Producer, Sequence, Sleep};
 
 use crate::common::*;
 
@@ -25,12 +26,47 @@ fn summing(events: u64, check: Check) -> impl FnMut(&Ev, Sequence, bool) + Send 
 }
 
 pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
+    match cfg.family {
+        Family::Best => run_in(
+            sc,
+            cfg,
+            pins,
+            (BusySpin, "busy-spin"),
+            (oversubscribed(), OVERSUBSCRIBED_MODE),
+        ),
+        Family::Spin => run_in(
+            sc,
+            cfg,
+            pins,
+            (BusySpin, "busy-spin"),
+            (BusySpin, "busy-spin"),
+        ),
+        Family::Hint => {
+            let hint = (BusySpinWithSpinLoopHint, "busy-spin with hint");
+            run_in(sc, cfg, pins, hint, hint)
+        }
+        Family::Sleep => {
+            let nap = (oversubscribed(), OVERSUBSCRIBED_MODE);
+            run_in(sc, cfg, pins, nap, nap)
+        }
+    }
+}
+
+/// The rows, with `pinned` where every thread has a core (the two-thread
+/// rows) and `over` where threads outnumber cores, each with its name.
+fn run_in<P: WaitStrategy + 'static, O: WaitStrategy + 'static>(
+    sc: Scenario,
+    cfg: &Config,
+    pins: Option<(usize, usize)>,
+    (pinned, pinned_mode): (P, &'static str),
+    (over, over_mode): (O, &'static str),
+) -> Sample {
     let n = cfg.events;
     let cap = cfg.capacity;
     match sc {
         Scenario::Spsc | Scenario::Batch64 => {
             let check = Check::new();
-            let mut builder = disruptor::build_single_producer(cap, Ev::default, BusySpin);
+            let mut builder = disruptor::build_single_producer(cap, Ev::default, pinned);
             if let Some((_, c)) = pins {
                 builder = builder.pin_at_core(c);
             }
@@ -58,13 +94,13 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
                 drop(producer);
             });
             check.expect("disruptor consumer", sum_to(n));
-            Sample::throughput(n, elapsed, "busy-spin, pinned")
+            Sample::throughput(n, elapsed, pinned_mode)
         }
         Scenario::Mp2 | Scenario::Mp3 => {
             let producers = if sc == Scenario::Mp2 { 2 } else { 3 };
             let per = n / producers;
             let check = Check::new();
-            let producer = disruptor::build_multi_producer(cap, Ev::default, oversubscribed())
+            let producer = disruptor::build_multi_producer(cap, Ev::default, over)
                 .handle_events_with(summing(per * producers, check.clone()))
                 .build();
             let elapsed = timed_on(None, move || {
@@ -84,7 +120,7 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
                 }
             });
             check.expect("disruptor consumer", producers * sum_to(per));
-            Sample::throughput(per * producers, elapsed, OVERSUBSCRIBED_MODE)
+            Sample::throughput(per * producers, elapsed, over_mode)
         }
         Scenario::Pipeline
         | Scenario::Multicast
@@ -92,7 +128,7 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
         | Scenario::PipelineOneThread
         | Scenario::DiamondOneThread => {
             let checks: Vec<Check> = (0..3).map(|_| Check::new()).collect();
-            let b = disruptor::build_single_producer(cap, Ev::default, oversubscribed());
+            let b = disruptor::build_single_producer(cap, Ev::default, over);
             let h = |k: usize| summing(n, checks[k].clone());
             let elapsed = match sc {
                 Scenario::Pipeline | Scenario::PipelineOneThread => publish_all(
@@ -123,10 +159,10 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
             for (k, c) in checks.iter().enumerate() {
                 c.expect(&format!("disruptor stage {k}"), sum_to(n));
             }
-            Sample::throughput(n, elapsed, OVERSUBSCRIBED_MODE)
+            Sample::throughput(n, elapsed, over_mode)
         }
-        Scenario::Latency => latency(cfg, pins),
-        Scenario::PingPong => ping_pong(cfg, pins),
+        Scenario::Latency => latency(cfg, pins, pinned, pinned_mode),
+        Scenario::PingPong => ping_pong(cfg, pins, pinned, pinned_mode),
     }
 }
 
@@ -140,14 +176,19 @@ fn publish_all<P: Producer<Ev> + Send + 'static>(n: u64, mut producer: P) -> Dur
     })
 }
 
-fn latency(cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
+fn latency<W: WaitStrategy + 'static>(
+    cfg: &Config,
+    pins: Option<(usize, usize)>,
+    strategy: W,
+    mode: &'static str,
+) -> Sample {
     let n = cfg.latency_events;
     let interval = cfg.interval;
     let base = Instant::now();
     let (tx, rx) = mpsc::channel();
     let mut hist = histogram();
     let last = n as Sequence - 1;
-    let mut builder = disruptor::build_single_producer(cfg.capacity, Ev::default, BusySpin);
+    let mut builder = disruptor::build_single_producer(cfg.capacity, Ev::default, strategy);
     if let Some((_, c)) = pins {
         builder = builder.pin_at_core(c);
     }
@@ -181,11 +222,16 @@ fn latency(cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
         events: n,
         elapsed,
         latency: Some(hist),
-        mode: "busy-spin, pinned",
+        mode,
     }
 }
 
-fn ping_pong(cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
+fn ping_pong<W: WaitStrategy + 'static>(
+    cfg: &Config,
+    pins: Option<(usize, usize)>,
+    strategy: W,
+    mode: &'static str,
+) -> Sample {
     let rounds = cfg.latency_events;
     let base = Instant::now();
     let (hand_over, handed) =
@@ -194,7 +240,7 @@ fn ping_pong(cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
 
     let mut ping_producer = None;
     let mut hist = histogram();
-    let mut pong_builder = disruptor::build_single_producer(cfg.capacity, Ev::default, BusySpin);
+    let mut pong_builder = disruptor::build_single_producer(cfg.capacity, Ev::default, strategy);
     if let Some((a, _)) = pins {
         pong_builder = pong_builder.pin_at_core(a);
     }
@@ -214,7 +260,7 @@ fn ping_pong(cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
             }
         })
         .build();
-    let mut ping_builder = disruptor::build_single_producer(cfg.capacity, Ev::default, BusySpin);
+    let mut ping_builder = disruptor::build_single_producer(cfg.capacity, Ev::default, strategy);
     if let Some((_, b)) = pins {
         ping_builder = ping_builder.pin_at_core(b);
     }
@@ -239,6 +285,6 @@ fn ping_pong(cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
         events: rounds,
         elapsed,
         latency: Some(hist),
-        mode: "busy-spin, pinned",
+        mode,
     }
 }

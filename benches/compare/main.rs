@@ -49,6 +49,11 @@ options:
                        sleeping, measured best for every such row), yielding,
                        blocking, phased, sleeping (1 µs, no spin, as the
                        disruptor crate's Sleep), yield-then-sleep
+  --family F           how both libraries wait on every row: best (default: each
+                       library's best mode per row: busy spin where threads <= cores,
+                       1 µs naps elsewhere), spin (plain busy spin everywhere), hint
+                       (busy spin with a spin-loop hint), sleep (1 µs naps everywhere);
+                       channels and the bare ring have no such choice
   --out DIR            report folder (default target/compare/<unix time>); the
                        link target/compare/latest is pointed at it after the run
   --markdown           print the tables as Markdown (default: aligned plain text)
@@ -87,6 +92,7 @@ fn parse_args() -> Result<Args, String> {
             capacity: 1 << 16,
             cores: None,
             oversubscribed: rb::Oversubscribed::Auto,
+            family: common::Family::Best,
         },
     };
     let mut it = std::env::args().skip(1);
@@ -141,6 +147,11 @@ fn parse_args() -> Result<Args, String> {
                 args.config.oversubscribed = rb::Oversubscribed::parse(&s).ok_or(format!(
                     "unknown strategy `{s}`: auto, yielding, blocking, phased, sleeping, yield-then-sleep"
                 ))?;
+            }
+            "--family" => {
+                let f = it.next().ok_or("--family needs a name")?;
+                args.config.family = common::Family::parse(&f)
+                    .ok_or(format!("unknown family `{f}`: best, spin, hint, sleep"))?;
             }
             "--out" => args.out = Some(it.next().ok_or("--out needs a folder")?.into()),
             "--markdown" => args.markdown = true,

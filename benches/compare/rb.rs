@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use ringbus::{
-    Blocking, Builder, BusySpin, EventHandler, PhasedBackoff, Sequence, SingleProducerSequencer,
-    Sleeping, WaitStrategy, Yielding,
+    Blocking, Builder, BusySpin, BusySpinWithHint, EventHandler, PhasedBackoff, Sequence,
+    SingleProducerSequencer, Sleeping, WaitStrategy, Yielding,
 };
 
 use crate::common::*;
@@ -14,10 +14,10 @@ use crate::common::*;
 /// Where each thread has a core: plain busy spin, like for like with the
 /// disruptor crate's `BusySpin` on the same rows.
 const PINNED: BusySpin = BusySpin;
-const PINNED_MODE: &str = "busy-spin, pinned";
+const PINNED_MODE: &str = "busy-spin";
 /// For latency: react at once, no `pause` between polls.
 const LATENCY: BusySpin = BusySpin;
-const LATENCY_MODE: &str = "busy-spin, pinned";
+const LATENCY_MODE: &str = "busy-spin";
 
 /// The graphs whose stages share one thread (2 threads, pinned): napping
 /// 1 µs measured 1.2–1.9× busy spin there. The stages' thread is slower
@@ -27,14 +27,17 @@ const LATENCY_MODE: &str = "busy-spin, pinned";
 fn one_thread() -> Sleeping {
     sleeping(0)
 }
-const ONE_THREAD_MODE: &str = "sleeping 1 µs, stages on 1 pinned thread";
+const ONE_THREAD_MODE: &str = "sleeping 1 µs, stages on 1 thread";
 
 /// ringbus's single-stage SPSC in the mode of the one-thread graphs, for
 /// their ratio to it (`ringbus-1-stage`).
 pub fn one_stage(cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
-    Sample {
-        mode: "sleeping 1 µs, pinned",
-        ..spsc(cfg, one_thread(), pins, 1)
+    match cfg.family {
+        Family::Best => Sample {
+            mode: "sleeping 1 µs",
+            ..spsc(cfg, one_thread(), pins, 1)
+        },
+        _ => run(Scenario::Spsc, cfg, pins),
     }
 }
 
@@ -115,6 +118,16 @@ fn sleeping(yields: u32) -> Sleeping {
 }
 
 pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
+    match cfg.family {
+        Family::Best => run_best(sc, cfg, pins),
+        Family::Spin => run_with(sc, cfg, pins, BusySpin, "busy-spin"),
+        Family::Hint => run_with(sc, cfg, pins, BusySpinWithHint, "busy-spin with hint"),
+        Family::Sleep => run_with(sc, cfg, pins, sleeping(0), "sleeping 1 µs, no spin"),
+    }
+}
+
+/// Each row in ringbus's best mode for it (`--family best`).
+fn run_best(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
     let n = cfg.events;
     let over = match cfg.oversubscribed {
         Oversubscribed::Auto => Oversubscribed::Sleeping,
@@ -125,44 +138,79 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
         Scenario::Batch64 => spsc(cfg, PINNED, pins, 64),
         Scenario::Mp2 => with_strategy!(over, |w| multi(cfg, w, 2)),
         Scenario::Mp3 => with_strategy!(over, |w| multi(cfg, w, 3)),
-        Scenario::Pipeline => with_strategy!(over, |w| graph(cfg, w, |b, c| {
-            b.handle_events_with(summing(n, c.add()))
-                .and_then()
-                .handle_events_with(summing(n, c.add()))
-                .and_then()
-                .handle_events_with(summing(n, c.add()))
-        })),
-        Scenario::Multicast => with_strategy!(over, |w| graph(cfg, w, |b, c| {
-            b.handle_events_with(summing(n, c.add()))
-                .handle_events_with(summing(n, c.add()))
-                .handle_events_with(summing(n, c.add()))
-        })),
-        Scenario::Diamond => with_strategy!(over, |w| graph(cfg, w, |b, c| {
-            b.handle_events_with(summing(n, c.add()))
-                .handle_events_with(summing(n, c.add()))
-                .and_then()
-                .handle_events_with(summing(n, c.add()))
-        })),
+        Scenario::Pipeline => with_strategy!(over, |w| graph(cfg, w, pipeline(n, false))),
+        Scenario::Multicast => with_strategy!(over, |w| graph(cfg, w, multicast(n))),
+        Scenario::Diamond => with_strategy!(over, |w| graph(cfg, w, diamond(n, false))),
         // Two threads, pinned.
-        Scenario::PipelineOneThread => graph_pinned(cfg, one_thread(), pins, |b, c| {
-            b.handle_events_with(summing(n, c.add()))
-                .and_then()
-                .on_same_thread()
-                .handle_events_with(summing(n, c.add()))
-                .and_then()
-                .on_same_thread()
-                .handle_events_with(summing(n, c.add()))
-        }),
-        Scenario::DiamondOneThread => graph_pinned(cfg, one_thread(), pins, |b, c| {
-            b.handle_events_with(summing(n, c.add()))
-                .on_same_thread()
-                .handle_events_with(summing(n, c.add()))
-                .and_then()
-                .on_same_thread()
-                .handle_events_with(summing(n, c.add()))
-        }),
+        Scenario::PipelineOneThread => graph_pinned(cfg, one_thread(), pins, pipeline(n, true)),
+        Scenario::DiamondOneThread => graph_pinned(cfg, one_thread(), pins, diamond(n, true)),
         Scenario::Latency => latency(cfg, LATENCY, pins),
         Scenario::PingPong => ping_pong(cfg, LATENCY, pins),
+    }
+}
+
+/// Every row with `strategy` (`--family spin|hint|sleep`), named `mode`.
+fn run_with<W: WaitStrategy + Copy>(
+    sc: Scenario,
+    cfg: &Config,
+    pins: Option<(usize, usize)>,
+    strategy: W,
+    mode: &'static str,
+) -> Sample {
+    let n = cfg.events;
+    let sample = match sc {
+        Scenario::Spsc => spsc(cfg, strategy, pins, 1),
+        Scenario::Batch64 => spsc(cfg, strategy, pins, 64),
+        Scenario::Mp2 => multi(cfg, strategy, 2),
+        Scenario::Mp3 => multi(cfg, strategy, 3),
+        Scenario::Pipeline => graph(cfg, strategy, pipeline(n, false)),
+        Scenario::Multicast => graph(cfg, strategy, multicast(n)),
+        Scenario::Diamond => graph(cfg, strategy, diamond(n, false)),
+        Scenario::PipelineOneThread => graph_pinned(cfg, strategy, pins, pipeline(n, true)),
+        Scenario::DiamondOneThread => graph_pinned(cfg, strategy, pins, diamond(n, true)),
+        Scenario::Latency => latency(cfg, strategy, pins),
+        Scenario::PingPong => ping_pong(cfg, strategy, pins),
+    };
+    Sample { mode, ..sample }
+}
+
+/// Three stages in a row, on one thread if `one_thread`.
+fn pipeline<W: WaitStrategy>(
+    n: u64,
+    one_thread: bool,
+) -> impl FnOnce(SingleBuilder<W>, &mut Checks) -> SingleBuilder<W> {
+    move |b, c| {
+        let b = b.handle_events_with(summing(n, c.add())).and_then();
+        let b = if one_thread { b.on_same_thread() } else { b };
+        let b = b.handle_events_with(summing(n, c.add())).and_then();
+        let b = if one_thread { b.on_same_thread() } else { b };
+        b.handle_events_with(summing(n, c.add()))
+    }
+}
+
+/// Three stages reading the ring side by side.
+fn multicast<W: WaitStrategy>(
+    n: u64,
+) -> impl FnOnce(SingleBuilder<W>, &mut Checks) -> SingleBuilder<W> {
+    move |b, c| {
+        b.handle_events_with(summing(n, c.add()))
+            .handle_events_with(summing(n, c.add()))
+            .handle_events_with(summing(n, c.add()))
+    }
+}
+
+/// Two stages side by side, then one after both; on one thread if
+/// `one_thread`.
+fn diamond<W: WaitStrategy>(
+    n: u64,
+    one_thread: bool,
+) -> impl FnOnce(SingleBuilder<W>, &mut Checks) -> SingleBuilder<W> {
+    move |b, c| {
+        let b = b.handle_events_with(summing(n, c.add()));
+        let b = if one_thread { b.on_same_thread() } else { b };
+        let b = b.handle_events_with(summing(n, c.add())).and_then();
+        let b = if one_thread { b.on_same_thread() } else { b };
+        b.handle_events_with(summing(n, c.add()))
     }
 }
 

@@ -494,7 +494,7 @@ fn print_legend(lines: &[String], style: Style) {
 pub fn print_table(summary: &[Summary], cfg: &Config, rounds: usize, cores: usize, style: Style) {
     println!(
         "\nringbus comparison: {rounds} interleaved round(s); {} events per throughput run, \
-         {} per latency run; capacity {}; {cores} core(s); pinning {}",
+         {} per latency run; capacity {}; {cores} core(s); pinning {}; wait family: {}",
         cfg.events,
         cfg.latency_events,
         cfg.capacity,
@@ -502,7 +502,8 @@ pub fn print_table(summary: &[Summary], cfg: &Config, rounds: usize, cores: usiz
             "where threads <= cores"
         } else {
             "off"
-        }
+        },
+        cfg.family.id()
     );
     let spread_note = if rounds == 1 {
         " (one round: no spread, shown —)"
@@ -691,6 +692,8 @@ struct Report<'a> {
     interval_us: u128,
     capacity: usize,
     pinned_cores: Option<(usize, usize)>,
+    /// `--family`: best (each library's best mode per row), spin, hint, sleep.
+    family: &'static str,
     /// What the summary's medians, spreads and ratios are.
     legend: [&'static str; 3],
     summary: &'a [Summary],
@@ -712,6 +715,7 @@ pub fn write(
         interval_us: cfg.interval.as_micros(),
         capacity: cfg.capacity,
         pinned_cores: cfg.cores,
+        family: cfg.family.id(),
         legend: [
             "median_*: median over the rounds; *_spread {min, max}: lowest and highest round",
             "ringbus_throughput_ratio: median over rounds of (ringbus events/s ÷ peer events/s) \
