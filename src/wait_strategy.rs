@@ -329,9 +329,11 @@ fn poll_loop<T>(
 /// does not prefetch, which would stall the producer's stores.
 ///
 /// Measured like for like against the `disruptor` crate's `BusySpin` (2
-/// pinned threads, 7 interleaved rounds, 2026-12-01): single publish 1.10×
-/// its throughput, batches of 64 1.08×, idle one-way p50 equal (143 ns),
-/// ping-pong round trip p50 0.80× (282 ns against 354 ns).
+/// pinned threads, 7 interleaved rounds, 2026-12-01, a fast phase of the
+/// machine): single publish 1.10× its throughput, batches of 64 1.08×, idle
+/// one-way p50 equal (143 ns), ping-pong round trip p50 0.80× (282 ns
+/// against 354 ns). In a slow phase the same day (9 rounds): 0.85×, 0.95×,
+/// 1.00× and 1.23×; see BENCHMARKS.md.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BusySpin;
 
