@@ -214,15 +214,7 @@ impl<E, H: BatchEventHandler<E>> Consume<E> for BatchReader<H> {
     // time: keep the halt checks between chunks there too.
     const WHOLE_BATCH: bool = !cfg!(loom);
 
-    fn on_start(&mut self) {
-        self.0.on_start()
-    }
-    fn on_shutdown(&mut self) {
-        self.0.on_shutdown()
-    }
-    fn on_timeout(&mut self, sequence: Sequence) {
-        self.0.on_timeout(sequence)
-    }
+    forward_lifecycle!(without_batch_start);
     #[inline]
     fn on_batch_start(&mut self, _size: u64) {}
 
@@ -272,15 +264,7 @@ impl<E, H: TryBatchEventHandler<E>> Consume<E> for TryBatchReader<H> {
     // Under loom the slice view is compiled out: batches of one there.
     const WHOLE_BATCH: bool = !cfg!(loom);
 
-    fn on_start(&mut self) {
-        self.0.on_start()
-    }
-    fn on_shutdown(&mut self) {
-        self.0.on_shutdown()
-    }
-    fn on_timeout(&mut self, sequence: Sequence) {
-        self.0.on_timeout(sequence)
-    }
+    forward_lifecycle!(without_batch_start);
     #[inline]
     fn on_batch_start(&mut self, _size: u64) {}
 

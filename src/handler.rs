@@ -382,13 +382,18 @@ where
 
 /// Implements the lifecycle callbacks of a one-field wrapper (`Wrapper(h)`)
 /// by forwarding them to the wrapped handler: the stage adapters in
-/// `consume.rs` and the pointer wrappers in `config.rs`.
+/// `consume.rs` and the pointer wrappers in `config.rs`. With
+/// `without_batch_start`, `on_batch_start` is left to the caller.
 macro_rules! forward_lifecycle {
     () => {
         #[inline]
         fn on_batch_start(&mut self, batch_size: u64) {
             self.0.on_batch_start(batch_size)
         }
+        forward_lifecycle!(without_batch_start);
+    };
+    // For handlers that take whole batches (they have no `on_batch_start`).
+    (without_batch_start) => {
         fn on_start(&mut self) {
             self.0.on_start()
         }
