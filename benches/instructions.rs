@@ -89,15 +89,26 @@ fn ringbus_run(batch: u64, n: u64) {
     producer.shutdown().unwrap();
 }
 
+/// The disruptor crate's stage state: the sum, observed when the stage
+/// ends (as ringbus's `on_shutdown` observes its own), so the compiler
+/// cannot drop the summing (and the event reads) as dead code.
+struct Sum(u64);
+
+impl Drop for Sum {
+    fn drop(&mut self) {
+        black_box(self.0);
+    }
+}
+
 fn disruptor_run(batch: u64, n: u64) {
     use disruptor::Producer;
     let (open, gate) = mpsc::channel::<()>();
     let mut producer = disruptor::build_single_producer(CAPACITY, Ev::default, disruptor::BusySpin)
         .handle_events_and_state_with(
-            |sum: &mut u64, e: &Ev, _, _| *sum = sum.wrapping_add(e.value),
+            |sum: &mut Sum, e: &Ev, _, _| sum.0 = sum.0.wrapping_add(e.value),
             move || {
                 let _ = gate.recv();
-                0u64
+                Sum(0)
             },
         )
         .build();

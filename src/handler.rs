@@ -45,7 +45,9 @@ use crate::sequence::Sequence;
 /// ```
 pub trait EventHandler<E> {
     /// Called for each event in sequence order. `end_of_batch` is true for the
-    /// last event currently available, a good moment to flush.
+    /// last event currently available, a good moment to flush. (A stage
+    /// sharing its thread with others takes at most 16 KiB of events, and at
+    /// least 64, per step: its batches end there too.)
     fn on_event(&mut self, event: &E, sequence: Sequence, end_of_batch: bool);
 
     /// Called before each batch: `batch_size` events follow.
@@ -238,7 +240,8 @@ impl<'a, E> Batch<'a, E> {
 }
 
 /// Handles the events of one stage a batch at a time: each call gets every
-/// event available to the stage at once, as slices of the ring
+/// event available to the stage at once (on a thread shared with other
+/// stages, at most 16 KiB of them, and at least 64, per call), as slices of the ring
 /// ([`Batch`]), so a handler can work in bulk (sum, encode, write) without
 /// a call per event. Added with
 /// [`handle_batches_with`](crate::Builder::handle_batches_with); closures

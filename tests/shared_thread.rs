@@ -681,3 +681,50 @@ fn batch_handlers_share_a_thread_in_steps_that_lap_the_ring() {
         expect(&s_last, n, (0..n).sum());
     });
 }
+
+#[test]
+fn a_shared_step_takes_at_most_its_cap_and_still_loses_nothing() {
+    bounded(60, || {
+        // One-byte events: the cap is 4096 events; a ring of 8192 lets more
+        // than that be available at once.
+        let n: u64 = if cfg!(miri) { 300 } else { 200_000 };
+        let longest = Arc::new(AtomicU64::new(0));
+        let sum = Arc::new(AtomicU64::new(0));
+        let (l, s2) = (Arc::clone(&longest), Arc::clone(&sum));
+        let mut run = 0u64;
+        let mut next = 0;
+        let mut p = ringbus::single_producer(8192, || 0u8, Yielding::default())
+            .handle_events_with(|_: &u8, _: Sequence, _: bool| {})
+            .and_then()
+            .on_same_thread()
+            .handle_events_with(move |e: &u8, seq: Sequence, end_of_batch: bool| {
+                assert_eq!(seq, next, "in order, nothing lost");
+                next += 1;
+                assert_eq!(*e, (seq % 251) as u8);
+                s2.fetch_add(u64::from(*e), Ordering::Relaxed);
+                run += 1;
+                if end_of_batch {
+                    l.fetch_max(run, Ordering::Relaxed);
+                    run = 0;
+                }
+            })
+            .build();
+        p.batch_publish(8192, |slots| {
+            for (i, e) in slots.enumerate() {
+                *e = (i % 251) as u8;
+            }
+        })
+        .unwrap();
+        for i in 8192..n {
+            p.publish(|e| *e = (i % 251) as u8).unwrap();
+        }
+        p.shutdown().unwrap();
+        assert_eq!(sum.load(Ordering::Relaxed), (0..n).map(|i| i % 251).sum());
+        let longest = longest.load(Ordering::Relaxed);
+        assert!(longest <= 4096, "a step took {longest} events");
+        if !cfg!(miri) {
+            // The first 8192 events were all available at once.
+            assert_eq!(longest, 4096, "the cap was reached");
+        }
+    });
+}

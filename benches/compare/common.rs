@@ -102,6 +102,20 @@ impl Scenario {
         matches!(self, Scenario::Latency | Scenario::PingPong)
     }
 
+    /// Rows whose threads are pinned when there are cores for them: the
+    /// two-thread rows, ringbus's side of the shared-thread graphs.
+    pub fn pins(self) -> bool {
+        matches!(
+            self,
+            Scenario::Spsc
+                | Scenario::Batch64
+                | Scenario::Latency
+                | Scenario::PingPong
+                | Scenario::PipelineOneThread
+                | Scenario::DiamondOneThread
+        )
+    }
+
     /// Graphs whose ringbus stages share one thread.
     pub fn one_thread(self) -> bool {
         matches!(
@@ -220,9 +234,10 @@ pub struct Config {
 /// like for like, or each library's best mode per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
-    /// Each library's best mode per row: busy spin where every thread has a
-    /// core, 1 µs naps where threads outnumber cores (and, for ringbus, on
-    /// the rows whose stages share a thread).
+    /// Each library's best mode per row, as measured on 2 cores: busy spin
+    /// on the two-thread rows (single publish, batches, latency), 1 µs naps
+    /// on the rows of 3–4 threads (and, for ringbus, on the rows whose
+    /// stages share a thread).
     Best,
     /// Plain busy spin everywhere (both crates' `BusySpin`).
     Spin,

@@ -50,8 +50,9 @@ options:
                        blocking, phased, sleeping (1 µs, no spin, as the
                        disruptor crate's Sleep), yield-then-sleep
   --family F           how both libraries wait on every row: best (default: each
-                       library's best mode per row: busy spin where threads <= cores,
-                       1 µs naps elsewhere), spin (plain busy spin everywhere), hint
+                       library's best mode per row, as measured on 2 cores: busy spin
+                       on the two-thread rows, 1 µs naps on the others), spin (plain
+                       busy spin everywhere), hint
                        (busy spin with a spin-loop hint), sleep (1 µs naps everywhere);
                        channels and the bare ring have no such choice
   --out DIR            report folder (default target/compare/<unix time>); the
@@ -164,6 +165,15 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown option `{other}`; see --help")),
         }
     }
+    if args.config.family != common::Family::Best
+        && args.config.oversubscribed != rb::Oversubscribed::Auto
+    {
+        return Err(
+            "--oversubscribed chooses ringbus's mode in --family best only; \
+                    the other families set it"
+                .into(),
+        );
+    }
     if !args.config.capacity.is_power_of_two() {
         return Err("--capacity must be a power of two".into());
     }
@@ -223,7 +233,8 @@ fn main() {
                 let sample = run_one(imp, *sc, cfg, pins);
                 // The disruptor crate cannot share a thread: it runs the
                 // graph of a `-1t` row on a thread per stage, unpinned.
-                let pinned = pins.is_some() && !(sc.one_thread() && imp == Impl::Disruptor);
+                let pinned =
+                    pins.is_some() && sc.pins() && !(sc.one_thread() && imp == Impl::Disruptor);
                 runs.push(report::Run::new(*sc, imp, round, pinned, &sample));
                 bar.inc(1);
             }

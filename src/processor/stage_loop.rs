@@ -28,7 +28,8 @@ const HALT_CHECK_EVERY: Sequence = 256;
 const SHARED_STEP_BYTES: usize = 16 * 1024;
 
 /// Events one step of a shared-thread stage takes at most (see
-/// [`SHARED_STEP_BYTES`]).
+/// [`SHARED_STEP_BYTES`]): 16 KiB of them, but at least 64 (events over
+/// 256 bytes take more) and at most 4096.
 const fn shared_step<E>() -> Sequence {
     let size = if std::mem::size_of::<E>() == 0 {
         1
