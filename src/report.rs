@@ -46,19 +46,17 @@ impl StageReport {
 
     pub(crate) fn still_running(name: &str) -> Self {
         Self {
-            name: name.to_owned(),
             still_running: true,
-            ..Self::default()
+            ..Self::named(name)
         }
     }
 
     pub(crate) fn lost(name: &str) -> Self {
         Self {
-            name: name.to_owned(),
             failure: Some(Failure::Panic(String::from(
                 "the stage thread could not be joined",
             ))),
-            ..Self::default()
+            ..Self::named(name)
         }
     }
 }

@@ -500,3 +500,42 @@ fn healthy_stage_before_a_failed_leaf_still_gates_claims_in_flight() {
         let _ = slow_stats;
     });
 }
+
+/// A handler made on its stage's thread (by a factory) whose `Drop` panics
+/// when the stage hands it back after a clean run: the stage reports that
+/// panic as its own failure, with its counts, not as a lost thread.
+#[test]
+fn a_factory_handler_whose_drop_panics_is_reported_as_its_stage_failure() {
+    struct PanicsInDrop;
+    impl ringbus::EventHandler<Event> for PanicsInDrop {
+        fn on_event(&mut self, _: &Event, _: Sequence, _: bool) {}
+    }
+    impl Drop for PanicsInDrop {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("panics in drop");
+            }
+        }
+    }
+    bounded(60, || {
+        let mut p = ringbus::single_producer(8, Event::default, Blocking)
+            .handle_events_with_factory(|| PanicsInDrop)
+            .handle_events_with(|_e: &Event, _s: Sequence, _b: bool| {})
+            .build();
+        for i in 0..100 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let Err(ShutdownError::StageFailed(report)) = p.shutdown() else {
+            panic!("the panic in Drop must be reported");
+        };
+        let stage = &report.stages[0];
+        let failure = stage.failure.as_ref().expect("the stage failed");
+        assert!(
+            failure.to_string().contains("panics in drop"),
+            "the stage's own panic, not a lost thread: {failure}"
+        );
+        assert_eq!((stage.processed, stage.handled), (100, 100));
+        assert!(report.stages[1].failure.is_none());
+        assert_eq!(report.stages[1].processed, 100);
+    });
+}

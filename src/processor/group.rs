@@ -106,12 +106,11 @@ where
                 let _ = catch_unwind(AssertUnwindSafe(move || drop(consumer)));
                 Err(payload)
             }
-            Ok(result) => catch_unwind(AssertUnwindSafe(move || {
-                let (result, consumer) = match consumer {
-                    Some(consumer) => StageContext::<E, S, W>::shut_down(consumer, result),
-                    None => (result, None),
-                };
-                (result, consumer.and_then(|c| hand_back.and_then(|g| g(c))))
+            Ok(result) => catch_unwind(AssertUnwindSafe(move || match consumer {
+                Some(consumer) => StageContext::<E, S, W>::shut_down(consumer, result, |c| {
+                    hand_back.and_then(|g| g(c))
+                }),
+                None => (result, None),
             })),
         };
         let report = std::mem::take(&mut self.report);
@@ -130,10 +129,9 @@ where
 {
     fn run_alone(mut self: Box<Self>) {
         let make = self.make.take().expect("a stage runs once");
-        let (report, consumer) = self.cx.run(make);
         let hand_back = self.hand_back.take();
-        let handler = consumer.and_then(|c| hand_back.and_then(|g| g(c)));
-        self.cx.bus.record_outcome(self.cx.index, (report, handler));
+        let outcome = self.cx.run(make, |c| hand_back.and_then(|g| g(c)));
+        self.cx.bus.record_outcome(self.cx.index, outcome);
     }
 
     fn start(&mut self) {

@@ -64,9 +64,16 @@ pub(crate) struct StageContext<E, S, W> {
 const PREFETCH_AFTER_MISSES: u32 = 64;
 
 impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
-    /// Runs the stage to its end; the body of the stage thread. Returns the
-    /// handler too, unless it panicked.
-    pub(crate) fn run<C: Consume<E>>(&self, make: impl FnOnce() -> C) -> (StageReport, Option<C>) {
+    /// Runs the stage to its end; the body of a thread the stage has to
+    /// itself. Returns what `hand_back` made of the handler too, unless it
+    /// panicked. Everything that runs handler code (the factory, the loop,
+    /// `on_shutdown`, the hand-back and so a handler's `Drop`) runs under
+    /// one `catch_unwind`: a panic anywhere in it is the stage's failure.
+    pub(crate) fn run<C: Consume<E>, H>(
+        &self,
+        make: impl FnOnce() -> C,
+        hand_back: impl FnOnce(C) -> Option<H>,
+    ) -> (StageReport, Option<H>) {
         let mut report = StageReport::named(&self.name);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut consumer = make();
@@ -74,17 +81,19 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 Some(work) => self.process_work(&mut consumer, work, &mut report),
                 None => self.process(&mut consumer, &mut report),
             };
-            Self::shut_down(consumer, result)
+            Self::shut_down(consumer, result, hand_back)
         }));
         self.conclude(report, outcome)
     }
 
     /// The stage's loop ended with `result`: calls the handler's
-    /// `on_shutdown` and hands it back, unless a panic stopped the stage.
-    fn shut_down<C: Consume<E>>(
+    /// `on_shutdown` and hands it back with `hand_back`, unless a panic
+    /// stopped the stage. The caller runs this under `catch_unwind`.
+    fn shut_down<C: Consume<E>, H>(
         mut consumer: C,
         result: Result<(), Failure>,
-    ) -> (Result<(), Failure>, Option<C>) {
+        hand_back: impl FnOnce(C) -> Option<H>,
+    ) -> (Result<(), Failure>, Option<H>) {
         match result {
             // A handler whose panic stopped the stage is not called
             // again, not even `on_shutdown`, and not handed back: its
@@ -92,7 +101,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             Err(Failure::Panic(message)) => (Err(Failure::Panic(message)), None),
             result => {
                 consumer.on_shutdown();
-                (result, Some(consumer))
+                (result, hand_back(consumer))
             }
         }
     }
