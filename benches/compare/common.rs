@@ -144,16 +144,21 @@ pub enum Impl {
     /// graphs whose stages share one thread: their ratio to it is how much
     /// of the single-stage rate a whole graph on one thread keeps.
     RingbusOneStage,
+    /// ringbus with `Blocking` on the rows with more threads than cores,
+    /// beside `ringbus` (which naps there): ringbus ÷ it is how much
+    /// throughput parking costs against napping.
+    RingbusBlocking,
 }
 
 impl Impl {
-    pub const ALL: [Impl; 6] = [
+    pub const ALL: [Impl; 7] = [
         Impl::Ringbus,
         Impl::Disruptor,
         Impl::Crossbeam,
         Impl::StdMpsc,
         Impl::Bare,
         Impl::RingbusOneStage,
+        Impl::RingbusBlocking,
     ];
 
     pub fn id(self) -> &'static str {
@@ -164,6 +169,7 @@ impl Impl {
             Impl::StdMpsc => "std-mpsc",
             Impl::Bare => "bare-ring",
             Impl::RingbusOneStage => "ringbus-1-stage",
+            Impl::RingbusBlocking => "ringbus-blocking",
         }
     }
 
@@ -179,6 +185,7 @@ impl Impl {
             Impl::Bare => !sc.is_latency() && !sc.one_thread(),
             Impl::Crossbeam => !sc.one_thread(),
             Impl::RingbusOneStage => sc.one_thread(),
+            Impl::RingbusBlocking => sc.threads() > 2 && !sc.one_thread(),
             _ => true,
         }
     }

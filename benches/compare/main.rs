@@ -35,10 +35,12 @@ options:
                        diamond-1t latency pingpong
                        (default: all)
   --impls a,b,..       ringbus disruptor crossbeam-channel std-mpsc bare-ring
-                       ringbus-1-stage (default: all; bare-ring is the design
-                       without a library, a yardstick, on the throughput rows;
-                       ringbus-1-stage is ringbus's pinned SPSC run, beside the
-                       rows whose stages share one thread)
+                       ringbus-1-stage ringbus-blocking (default: all;
+                       bare-ring is the design without a library, a yardstick,
+                       on the throughput rows; ringbus-1-stage is ringbus's
+                       pinned SPSC run, beside the rows whose stages share one
+                       thread; ringbus-blocking is ringbus with Blocking on the
+                       rows with more threads than cores)
   --events N           events per throughput run (default 10000000)
   --latency-events N   events or round trips per latency run (default 100000)
   --interval-us N      gap between idle-latency events, µs (default 5)
@@ -188,6 +190,7 @@ fn run_one(imp: Impl, sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) 
         Impl::StdMpsc => chan::run_std(cfg, pins),
         Impl::Bare => bare::run(sc, cfg, pins),
         Impl::RingbusOneStage => rb::one_stage(cfg, pins),
+        Impl::RingbusBlocking => rb::blocking(sc, cfg, pins),
     }
 }
 

@@ -149,6 +149,17 @@ fn run_best(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample 
     }
 }
 
+/// A row with more threads than cores with `Blocking` (`ringbus-blocking`),
+/// whatever the family.
+pub fn blocking(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
+    let cfg = Config {
+        oversubscribed: Oversubscribed::Blocking,
+        family: Family::Best,
+        ..cfg.clone()
+    };
+    run_best(sc, &cfg, pins)
+}
+
 /// Every row with `strategy` (`--family spin|hint|sleep`), named `mode`.
 fn run_with<W: WaitStrategy + Copy>(
     sc: Scenario,

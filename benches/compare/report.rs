@@ -743,6 +743,7 @@ fn color(imp: Impl) -> &'static str {
         Impl::StdMpsc => "#9467bd",
         Impl::Bare => "#7f7f7f",
         Impl::RingbusOneStage => "#ff9896",
+        Impl::RingbusBlocking => "#8c564b",
     }
 }
 
