@@ -2,8 +2,8 @@
 # Shows that each loom model fails without the ordering it protects: for each
 # weakening knob (src/loom.rs, `Weaken`), rebuild with that one ordering made
 # Relaxed (or the SeqCst fences removed) and expect the named models to fail.
-# Not part of CI's pass/fail gate for the library; run it after touching an
-# ordering. Prints one line per knob.
+# Not part of CI's run (.ci/run): it checks the models, not the code; run it
+# after touching an ordering or a model. Prints one line per knob.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 declare -A MODELS=(
