@@ -11,17 +11,18 @@ declare -A MODELS=(
     [stage]="wrap_around_never_overwrites_an_unread_slot downstream_stage_sees_the_mutating_stage_writes"
     [available]="two_producers_lose_nothing_and_keep_their_order"
     [gating_cache]="producers_sharing_the_gating_cache_never_overwrite_unread_slots"
-    [fence]="blocking_strategy_loses_no_wake_up awaiting_poller_is_woken_by_a_publish awaiting_publisher_is_woken_by_a_poller"
+    [fence]="blocking_strategy_loses_no_wake_up awaiting_poller_is_woken_by_a_publish awaiting_publisher_is_woken_by_a_poller a_pipeline_parks_per_edge_and_loses_no_wake_up a_shared_thread_wakes_for_any_of_its_stages"
     [limit_default]="poller_joining_while_the_producer_wraps"
     [work_claim]="work_pool_hands_each_event_to_exactly_one_worker"
     [pool_scan]="work_pool_behind_two_producers_reads_only_published_slots"
     [join_point]="poller_joining_behind_a_limited_poll_misses_nothing"
-    [waker_lock]="awaiting_poller_is_woken_by_a_publish awaiting_publisher_is_woken_by_a_poller awaiting_poller_is_woken_by_shutdown"
+    [waker_lock]="awaiting_poller_is_woken_by_a_publish awaiting_publisher_is_woken_by_a_poller awaiting_poller_is_woken_by_shutdown a_pipeline_parks_per_edge_and_loses_no_wake_up"
+    [edge_signal]="a_pipeline_parks_per_edge_and_loses_no_wake_up"
     [evict_order]="evicting_a_subscriber_never_overwrites_what_it_reads"
 )
 status=0
 wrapper="$PWD/ci/rustc-weaken.sh"
-for knob in cursor stage available gating_cache fence limit_default work_claim pool_scan join_point waker_lock evict_order; do
+for knob in cursor stage available gating_cache fence limit_default work_claim pool_scan join_point waker_lock evict_order edge_signal; do
     # The knob reaches ringbus alone (ci/rustc-weaken.sh): the dependencies
     # are built once for every knob, ringbus once per knob.
     touch src/lib.rs

@@ -9,12 +9,16 @@
 use crate::loom::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sequence::{minimum, AtomicSequence, Sequence, INITIAL};
 use crate::sequencer::Sequencer;
+use crate::wait_strategy::{Signal, Sources};
 
 /// What a stage publishes about itself: its sequence (hot, padded) and
 /// whether it stopped after a failure (read only on the waiting path).
 #[derive(Debug)]
 pub(crate) struct StageCell {
     pub(crate) sequence: AtomicSequence,
+    /// Where the stages after it and the producers wait for its progress
+    /// (parking per edge; see `wait_strategy`).
+    pub(crate) signal: Signal,
     failed: AtomicBool,
     /// True once the stage's thread has finished (its last act).
     exited: AtomicBool,
@@ -166,6 +170,7 @@ impl StageCell {
     pub(crate) fn starting_at(sequence: Sequence) -> Self {
         Self {
             sequence: AtomicSequence::new(sequence),
+            signal: Signal::new(),
             failed: AtomicBool::new(false),
             exited: AtomicBool::new(false),
             work_done: None,
@@ -204,6 +209,19 @@ impl StageCell {
                 .fold(Sequence::MAX, |min, up| min.min(up.gating(true)))
         } else {
             self.sequence.get()
+        }
+    }
+
+    /// Calls `f` with the signals of the cells whose progress moves
+    /// [`gating`](Self::gating)`(true)`: this cell's, and once it failed,
+    /// those of the stages it read after, which then hold the producers
+    /// (parking per edge: a producer waiting for room enlists with these).
+    pub(crate) fn each_gating_signal(&self, f: &mut dyn FnMut(&Signal)) {
+        f(&self.signal);
+        if self.has_failed() {
+            for up in self.upstream.iter() {
+                up.each_gating_signal(f);
+            }
         }
     }
 
@@ -263,6 +281,11 @@ impl SequenceBarrier {
         }
     }
 
+    /// The stages this one reads after (none: it reads the ring).
+    pub(crate) fn upstream(&self) -> &[Arc<StageCell>] {
+        &self.upstream
+    }
+
     /// True when a stage this one waits on stopped after a failure.
     pub(crate) fn upstream_failed(&self) -> bool {
         self.upstream.iter().any(|s| s.has_failed())
@@ -285,6 +308,23 @@ impl SequenceBarrier {
             [] => sequencer.highest_published(next),
             [one] => one.sequence.get(),
             many => minimum(many.iter().map(|s| &s.sequence), Sequence::MAX),
+        }
+    }
+}
+
+/// What a stage waits on (parking per edge, see `wait_strategy`): the
+/// bus's signal (publishes) when it reads the ring, else its upstream
+/// stages' signals.
+pub(crate) struct BarrierSources<'a> {
+    pub(crate) published: &'a Signal,
+    pub(crate) barrier: &'a SequenceBarrier,
+}
+
+impl Sources for BarrierSources<'_> {
+    fn each(&self, f: &mut dyn FnMut(&Signal)) {
+        match self.barrier.upstream() {
+            [] => f(self.published),
+            upstream => upstream.iter().for_each(|cell| f(&cell.signal)),
         }
     }
 }

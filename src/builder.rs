@@ -807,6 +807,10 @@ where
             stages.push(index);
             launches.push((spec.launch, cx));
         }
+        // The building thread usually publishes: its parker is made now,
+        // not at its first park in the steady state (as each stage
+        // thread's is when it starts).
+        crate::loom::prepare_thread_parker();
         for (name, core, stages, launches) in threads {
             let finished = Arc::clone(&bus);
             let exiting: Vec<_> = stages.iter().map(|&i| Arc::clone(&cells[i])).collect();
@@ -816,6 +820,7 @@ where
                     // at build), the stage just runs unpinned.
                     let _ = affinity::pin_current_thread(core);
                 }
+                crate::loom::prepare_thread_parker();
                 let tasks: Vec<Box<dyn StageTask>> = launches
                     .into_iter()
                     .map(|(launch, cx)| launch(cx))

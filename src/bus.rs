@@ -13,7 +13,7 @@ use crate::report::{ShutdownReport, StageOutcome, StageReport};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{minimum, Sequence};
 use crate::sequencer::Sequencer;
-use crate::wait_strategy::{self, Interrupt, PollResult, Signal, WaitStrategy};
+use crate::wait_strategy::{self, Interrupt, PollResult, Signal, Sources, WaitStrategy};
 use crate::{ShutdownError, SubscribeError};
 
 /// Sequence value of `closed_at` while producers may still publish.
@@ -68,6 +68,8 @@ pub(crate) struct Bus<E, S, W> {
     pub(crate) ring: RingBuffer<E>,
     pub(crate) sequencer: S,
     pub(crate) strategy: W,
+    /// Publishes and the bus's own events (close, halt, a thread finished);
+    /// each stage and subscriber has a signal of its own (`StageCell`).
     pub(crate) signal: Signal,
     /// The leaf stages and the live pollers: producers may not pass the
     /// slowest. Locked only on the producers' slow path (when their cached
@@ -158,7 +160,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     }
 
     /// True once the bus was halted. Relaxed: the flag carries no data; the
-    /// parking paths recheck it under the signal's lock.
+    /// waits recheck it after the wake-up that follows it (`wake_all`'s
+    /// swaps release it to the waiters' enlisting swaps).
     #[inline]
     pub(crate) fn is_halted(&self) -> bool {
         self.control.halted.load(Ordering::Relaxed)
@@ -176,7 +179,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     pub(crate) fn refuse_producers(&self) {
         // Relaxed: as in `halt`.
         self.control.refusing.store(true, Ordering::Relaxed);
-        self.signal.notify_all();
+        self.wake_all();
     }
 
     /// Nothing more will be published at or after `next`: the producers are
@@ -278,6 +281,10 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             }
         });
         gating.push(Arc::clone(&cell));
+        drop(gating);
+        // A producer waiting for room enlisted with the gating set it saw,
+        // which this cell now joins: it must enlist with this one too.
+        self.wake_all();
         Ok(cell)
     }
 
@@ -287,7 +294,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// leave the gating set at once, and their next poll says how far
     /// behind they were. True if any was evicted (the caller recomputes
     /// its minimum; its publish then wakes the evicted one). Never takes
-    /// the signal's lock (it runs inside waits that hold it).
+    /// a signal's lock.
     pub(crate) fn evict_laggards(&self, last: Sequence) -> bool {
         // Relaxed: a hint (see `lag_limited`); a stale zero only delays an
         // eviction to the next look.
@@ -331,7 +338,13 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             self.lag_limited.fetch_sub(1, Ordering::Relaxed);
         }
         drop(gating);
-        self.signal.notify_all();
+        // A producer waiting for room enlisted with its signal, not with the
+        // ones now holding it back: every waiter looks again. The departed
+        // cell's own signal first: `wake_all` no longer sees it, and it may
+        // be the only one a single producer enlisted with (a bus whose only
+        // consumer was this one).
+        cell.signal.notify_if_parked();
+        self.wake_all();
     }
 
     /// Highest sequence producers may write while the slowest gating stage is
@@ -369,7 +382,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // real clock (loom then stops: "is the model fully deterministic?"),
         // and its models evict at the first look (`LagLimit::never_hold`).
         let Some(hold) = self.shortest_hold().filter(|_| !cfg!(loom)) else {
-            return self.strategy.wait(&self.signal, deadline, poll);
+            return self.strategy.wait(&ProducerSources(self), deadline, poll);
         };
         let slice = (hold / 4).max(Duration::from_micros(100));
         loop {
@@ -378,7 +391,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
                 (Some(d), Some(w)) => Some(d.min(w)),
                 (d, w) => d.or(w),
             };
-            match self.strategy.wait(&self.signal, until, &mut poll) {
+            match self.strategy.wait(&ProducerSources(self), until, &mut poll) {
                 Err(Interrupt::Timeout) if deadline.map_or(true, |d| Instant::now() < d) => {}
                 found => return found,
             }
@@ -387,7 +400,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
 
     /// The async form of `wait_for_free` for a producer that has claimed
     /// nothing (feature `async`): ready with the gating minimum once room
-    /// for `last` is there, else `waker` is registered with the signal.
+    /// for `last` is there, else `waker` is enlisted with the signals of the
+    /// gating stages and subscribers.
     #[cfg(feature = "async")]
     pub(crate) fn register_for_free(
         &self,
@@ -395,7 +409,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         last: Sequence,
         before: Sequence,
     ) -> std::task::Poll<Result<Sequence, Interrupt>> {
-        self.signal.register(waker, || {
+        wait_strategy::register(&ProducerSources(self), waker, || {
             // Another handle closed the bus: nothing more is accepted.
             if self.closed_at().is_some() {
                 return Err(Interrupt::Closed);
@@ -467,13 +481,46 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.strategy.notify(&self.signal);
     }
 
+    /// Tells the stages after `cell` and waiting producers that `cell`
+    /// advanced.
+    #[inline]
+    pub(crate) fn notify_progress(&self, cell: &StageCell) {
+        // Knob `edge_signal`: signal the bus's signal instead of the cell's,
+        // as before parking per edge (to show the loom models of per-edge
+        // parking catch a progress signalled on the wrong edge).
+        if cfg!(ringbus_weaken = "edge_signal") {
+            self.strategy.notify(&self.signal);
+            return;
+        }
+        self.strategy.notify(&cell.signal);
+    }
+
+    /// Wakes every waiter of every signal of the bus (its own, each stage's
+    /// and each subscriber's): for the bus's own events, which every wait
+    /// must see.
+    pub(crate) fn wake_all(&self) {
+        // Each signal as a notifier does: the bus's event was stored before,
+        // so by the parking protocol's argument a waiter either sees it or
+        // set the flag this swap reads (and the list is woken).
+        self.signal.notify_if_parked();
+        for (_, cell) in &self.stages {
+            cell.signal.notify_if_parked();
+        }
+        // Subscribers (stage cells among them are looked at twice,
+        // harmlessly); collected first, so no waker runs under the lock.
+        let gating: Vec<_> = loom::lock(&self.gating).iter().map(Arc::clone).collect();
+        for cell in gating {
+            cell.signal.notify_if_parked();
+        }
+    }
+
     /// Stops every stage without draining and wakes everything parked.
     pub(crate) fn halt(&self) {
-        // Relaxed: the flag carries no data; parked threads recheck it under
-        // the signal's lock, which `notify_all` takes after this store.
+        // Relaxed: the flag carries no data; parked threads recheck it after
+        // the wake-up below, whose swaps (AcqRel) release it to them.
         self.control.halted.store(true, Ordering::Relaxed);
         self.control.refusing.store(true, Ordering::Relaxed);
-        self.signal.notify_all();
+        self.wake_all();
     }
 
     /// Records that `last` is the final published sequence; stages drain up to
@@ -481,7 +528,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     pub(crate) fn close(&self, last: Sequence) {
         // Release: pairs with the Acquire in `closed_at`.
         self.control.closed_at.store(last, Ordering::Release);
-        self.signal.notify_all();
+        self.wake_all();
     }
 
     /// Records the thread that runs `stages`.
@@ -502,7 +549,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     pub(crate) fn thread_finished(&self) {
         // Release: the joiner's Acquire load sees the stage's final state.
         self.finished.fetch_add(1, Ordering::Release);
-        self.signal.notify_all();
+        self.wake_all();
     }
 
     /// True when the calling thread is one of this bus's stage threads (a
@@ -540,14 +587,13 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             // Acquire: pairs with the Release in `record`.
             Ok((done || self.settled.load(Ordering::Acquire)).then_some(()))
         };
-        let timed_out = self.signal.park(deadline, all_done).is_err();
+        let timed_out = wait_strategy::park(&self.signal, deadline, all_done).is_err();
         if timed_out {
             self.halt();
             if !cfg!(loom) {
                 // Loom has no clock: its timed waits never time out.
-                let _ = self
-                    .signal
-                    .park(Some(Instant::now() + HALT_GRACE), all_done);
+                let grace = Some(Instant::now() + HALT_GRACE);
+                let _ = wait_strategy::park(&self.signal, grace, all_done);
             }
         }
         let mut state = loom::lock(&self.joining);
@@ -591,6 +637,29 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.settled.store(true, Ordering::Release);
         self.signal.notify_all();
         verdict.report(reports, handlers)
+    }
+}
+
+/// What a producer waiting for room enlists with (parking per edge, see
+/// `wait_strategy`): every gating stage's and subscriber's signal (for a
+/// failed one, those of the stages before it), and, for a multi producer,
+/// the bus's (another producer's publish moves the published floor, which
+/// binds when nothing gates). The bus's own events (close, halt) wake
+/// every signal.
+struct ProducerSources<'a, E, S, W>(&'a Bus<E, S, W>);
+
+impl<E, S: Sequencer, W: WaitStrategy> Sources for ProducerSources<'_, E, S, W> {
+    fn each(&self, f: &mut dyn FnMut(&Signal)) {
+        if S::MULTI {
+            f(&self.0.signal);
+        }
+        // Under the gating lock (then a signal's: never the other way round;
+        // enlisting wakes nothing under it).
+        for cell in loom::lock(&self.0.gating).iter() {
+            // A failed stage's upstream stages hold the producers instead
+            // (`StageCell::gating`); its failure woke every waiter first.
+            cell.each_gating_signal(f);
+        }
     }
 }
 

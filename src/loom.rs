@@ -9,7 +9,7 @@ pub(crate) use loom::{
     hint::spin_loop,
     sync::{
         atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
-        Arc, Condvar, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
     },
     thread,
 };
@@ -19,7 +19,7 @@ pub(crate) use std::{
     hint::spin_loop,
     sync::{
         atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
-        Arc, Condvar, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
     },
     thread,
 };
@@ -43,25 +43,145 @@ pub(crate) fn sleep(dur: std::time::Duration) {
     std::thread::sleep(dur);
 }
 
-/// Waits on `cv` for at most `dur`. Loom has no clock; its `wait_timeout`
-/// never times out, so the callers re-check their deadline themselves.
-pub(crate) fn wait_timeout<'a, T>(
-    cv: &Condvar,
-    guard: MutexGuard<'a, T>,
-    dur: std::time::Duration,
-) -> MutexGuard<'a, T> {
-    match cv.wait_timeout(guard, dur) {
-        Ok((guard, _)) => guard,
-        Err(poisoned) => poisoned.into_inner().0,
+/// Where a thread parks, and the waker that wakes it: `park` returns once
+/// woken (a wake that came first is kept, as a thread's park token is),
+/// or after its timeout.
+///
+/// A state word and the thread's own park/unpark (a futex on Linux), as
+/// std's and crossbeam's parkers do: `EMPTY`, `PARKED` (the thread is in
+/// `park`, or about to call `thread::park`) or `NOTIFIED` (a wake is
+/// pending). A wake swaps in `NOTIFIED` and unparks the thread only if it
+/// found `PARKED`; both sides are read-modify-writes of the one word, so
+/// either the parker's `EMPTY -> PARKED` comes first and the waker unparks
+/// it (a token `thread::park` keeps if it comes early), or the wake comes
+/// first and the parker's exchange fails and it returns at once. A thread
+/// is unparked only while it is in `park`, never while it waits on a lock
+/// (a stale waker, left on a signal's list, may wake a thread long after
+/// it stopped waiting for that signal: it sees `NOTIFIED`, or nothing, at
+/// its next park, and polls again). Under loom this is loom's park and
+/// unpark, which it checks in a few steps.
+///
+/// Under loom the claim "unparked only while in `park`" holds exactly, as
+/// it must (loom's unpark makes *any* blocked thread runnable, a mutex
+/// waiter too): a parker is made per wait there, so it is `EMPTY` or
+/// `NOTIFIED` outside `park`; a park has no timeout there; and loom's
+/// `thread::park` never returns spuriously. So a waker that saw `PARKED`
+/// unparks into the `thread::park` the parker is committed to. Outside
+/// loom a wake can race a timeout (the parker takes it and leaves, and the
+/// unpark lands later): a spurious return of some later `thread::park` of
+/// that thread, which std allows and std's locks ignore.
+pub(crate) struct Parker {
+    state: AtomicUsize,
+    thread: thread::Thread,
+}
+
+const EMPTY: usize = 0;
+const PARKED: usize = 1;
+const NOTIFIED: usize = 2;
+
+impl Parker {
+    fn new() -> Self {
+        Self {
+            state: AtomicUsize::new(EMPTY),
+            thread: thread::current(),
+        }
+    }
+
+    /// Takes a pending wake. Acquire: pairs with the waker's release, so
+    /// what it stored before waking is visible after the park (the
+    /// callers poll again anyway, through the signals' own acquire).
+    fn take_wake(&self) -> bool {
+        self.state
+            .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Waits until woken, or for at most `timeout` (loom has no clock:
+    /// there it waits until woken, and the callers re-check their deadline
+    /// themselves).
+    pub(crate) fn park(&self, timeout: Option<std::time::Duration>) {
+        // Relaxed: the word orders nothing but itself (the wake's swap and
+        // this exchange are read-modify-writes of it, so one sees the
+        // other); a failure means a wake came first: take it.
+        if self
+            .state
+            .compare_exchange(EMPTY, PARKED, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            let taken = self.take_wake();
+            debug_assert!(taken, "only a wake changes a parker's state");
+            return;
+        }
+        // Loom has no clock: there a timed park waits until woken.
+        let deadline = timeout
+            .filter(|_| !cfg!(loom))
+            .and_then(|t| std::time::Instant::now().checked_add(t));
+        loop {
+            match deadline {
+                None => thread::park(),
+                Some(deadline) => {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        // Leave; a wake that came meanwhile is taken (its
+                        // unpark may leave a token: a spurious return of a
+                        // later park, which polls again).
+                        // Acquire: as in `take_wake`.
+                        self.state.swap(EMPTY, Ordering::Acquire);
+                        return;
+                    }
+                    std::thread::park_timeout(deadline - now);
+                }
+            }
+            if self.take_wake() {
+                return;
+            }
+        }
     }
 }
 
-/// Waits on `cv` until notified (or spuriously woken).
-pub(crate) fn wait<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-    match cv.wait(guard) {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
+impl std::task::Wake for Parker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
     }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        // Release: pairs with the parker's acquire in `take_wake`.
+        if self.state.swap(NOTIFIED, Ordering::Release) == PARKED {
+            self.thread.unpark();
+        }
+    }
+}
+
+/// The calling thread's parker and its waker: made once per thread (no
+/// allocation per wait); under loom, per call.
+#[cfg(not(loom))]
+pub(crate) fn thread_parker() -> (std::sync::Arc<Parker>, std::task::Waker) {
+    std::thread_local! {
+        static PARKER: (std::sync::Arc<Parker>, std::task::Waker) = new_pair();
+    }
+    PARKER
+        .try_with(|(parker, waker)| (std::sync::Arc::clone(parker), waker.clone()))
+        // During the thread's teardown (a handle dropped by a thread-local
+        // destructor): a pair of its own.
+        .unwrap_or_else(|_| new_pair())
+}
+
+/// Makes the calling thread's parker now (one allocation per thread), so
+/// that its first park, in the steady state, allocates nothing.
+pub(crate) fn prepare_thread_parker() {
+    #[cfg(not(loom))]
+    drop(thread_parker());
+}
+
+fn new_pair() -> (std::sync::Arc<Parker>, std::task::Waker) {
+    let parker = std::sync::Arc::new(Parker::new());
+    let waker = std::task::Waker::from(std::sync::Arc::clone(&parker));
+    (parker, waker)
+}
+
+/// The calling thread's parker and its waker (under loom: a new pair).
+#[cfg(loom)]
+pub(crate) fn thread_parker() -> (std::sync::Arc<Parker>, std::task::Waker) {
+    new_pair()
 }
 
 /// Locks `m`, ignoring poisoning: the data behind our mutexes is `()` or a
@@ -194,7 +314,7 @@ pub mod stats {
         PARKS.fetch_add(1, Relaxed);
     }
 
-    /// Times any thread parked on a bus's condition variable, in all
+    /// Times any thread parked (a `Blocking` wait), in all
     /// executions so far.
     pub fn parks() -> usize {
         PARKS.load(Relaxed)

@@ -306,7 +306,7 @@ where
         if let Some(watch) = watch {
             watch.end_read();
         }
-        self.bus.notify();
+        self.bus.notify_progress(&self.cell);
         Ok((end - next + 1) as usize)
     }
 }
@@ -481,9 +481,10 @@ where
             Err(e) => Poll::Ready(Err(e)),
             Ok(None) => {
                 let bus = Arc::clone(&self.bus);
-                bus.signal
-                    .register(cx.waker(), || self.check(next).map_err(to_interrupt))
-                    .map(|found| found.map_err(from_interrupt))
+                crate::wait_strategy::register(&bus.signal, cx.waker(), || {
+                    self.check(next).map_err(to_interrupt)
+                })
+                .map(|found| found.map_err(from_interrupt))
             }
         }
     }

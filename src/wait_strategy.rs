@@ -3,30 +3,53 @@
 //!
 //! Every strategy runs the same loop, `poll` until it answers, and differs only
 //! in what it does between polls: spin, spin with a CPU hint, yield, sleep, or
-//! park on a condition variable. One exception: under [`Sleeping`] and
+//! park. One exception: under [`Sleeping`] and
 //! [`Blocking`] a producer that finds the ring full first yields for a while
 //! (see [`Blocking`]).
 //!
 //! # The parking protocol ([`Blocking`], and [`PhasedBackoff::with_lock`])
 //!
-//! One [`Signal`] per bus: a `sleeping` flag, a mutex and a condition variable.
+//! Parking is per edge of the graph. Every source of progress has a
+//! [`Signal`] of its own: the bus's (publishes, and the bus's own events:
+//! close, halt, a thread finished) and each stage's and subscriber's (its
+//! sequence advanced). A waiter enlists with the signals whose progress
+//! could change what it waits for, and only those: a stage with the bus's
+//! (it reads the ring) or with its upstream stages' (it reads after them);
+//! a producer waiting for room with every gating stage's and subscriber's;
+//! a thread running several stages with all of theirs. So a publish wakes
+//! only the stages reading the ring, and a stage's progress only the stages
+//! after it and the producers. The bus's own events wake every signal.
 //!
-//! * A waiter takes the lock, then in a loop: sets `sleeping` with an
-//!   AcqRel swap, polls, and waits on the condvar if the poll failed.
-//! * A notifier (a producer after publishing, a stage after advancing its
-//!   sequence) has already stored its progress; it clears `sleeping` with an
-//!   AcqRel swap, and if the flag was set it takes the lock and wakes everyone
-//!   with `notify_all`.
+//! A signal is a `sleeping` flag and a list of wakers under a mutex (a
+//! parked thread's waker wakes its parker; an async task's wakes the task).
 //!
-//! Both sides are read-modify-writes of the one flag, so they are totally
-//! ordered. If the waiter's swap comes first, the notifier's swap reads a
-//! set flag (its own, or a later waiter's) unless another notifier cleared it
-//! in between, and whoever read it set wakes every parked thread under the
-//! lock; a waiter holds the lock from setting the flag until it waits, so the
-//! wake cannot slip in between. If the notifier's swap comes first, the
-//! waiter's swap reads the value it wrote (or a later swap's, which continues
-//! its release sequence), so it acquires the notifier's progress and its poll
-//! sees it. No wake-up is lost, by acquire/release alone.
+//! * A waiter enlists with each of its signals: it takes the signal's lock,
+//!   adds its waker (once), sets `sleeping` with an AcqRel swap and lets the
+//!   lock go. Then it polls, and parks if the poll failed. Woken, it enlists
+//!   again and polls again.
+//! * A notifier has already stored its progress; it clears `sleeping` with an
+//!   AcqRel swap, and if the flag was set it takes the list under the lock
+//!   and wakes every waker on it.
+//!
+//! For each signal, both sides are read-modify-writes of its one flag, so
+//! they are totally ordered. If the waiter's swap comes first, the
+//! notifier's swap reads a set flag (the waiter's, or a later one) unless
+//! another notifier cleared it in between, and whoever read it set takes
+//! the list under the lock; the waiter's swap, made under that lock after
+//! its waker went in, happens before the notifier's swap, so the
+//! notifier's critical section comes after the waiter's and finds the
+//! waker. If the notifier's swap comes first, the waiter's swap reads the
+//! value it wrote (or a later swap's, which continues its release
+//! sequence), so it acquires the notifier's progress and its poll sees it.
+//! A wake before the park is kept by the waiter's parker (as a thread's
+//! park token is), so a wake between the poll and the park is not lost
+//! either. No wake-up is
+//! lost, by acquire/release alone, whatever the number of signals a waiter
+//! enlists with.
+//!
+//! A waker stays on the lists of the signals that did not wake it until
+//! they next notify: a later, spurious wake, after which the waiter polls
+//! and parks again.
 //!
 //! An earlier version cleared the flag only after a SeqCst fence and a plain
 //! load found it set (a load keeps the flag's cache line shared while nobody
@@ -34,18 +57,22 @@
 //! checks fences less completely than read-modify-writes, found a lost
 //! wake-up with two parked pollers and a producer waiting for room (model
 //! `poller_joining_behind_a_limited_poll_misses_nothing`), and no version we
-//! could prove with acquire/release alone kept the plain load.
+//! could prove with acquire/release alone kept the plain load. An earlier
+//! version still had one signal per bus, whose every notification woke
+//! every parked thread.
 //!
-//! Cost: one swap per publish or batch while nobody sleeps (the flag's line
-//! moves to the notifying core), and one lock and futex wake per *park
-//! episode* (not per publish) while somebody does.
+//! Cost: one swap per publish, batch or stage advance while nobody sleeps
+//! (on the notifier's own signal's line), and one lock and wake per parked
+//! waiter per *park episode* (not per publish) while somebody does.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::loom::{self, AtomicBool, Condvar, Mutex, Ordering};
+use std::task::Waker;
+
+use crate::loom::{self, AtomicBool, Mutex, Ordering};
 
 /// Why a wait ended without the condition becoming true.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,17 +90,16 @@ pub enum Interrupt {
 /// What one poll of a waited-for condition found.
 pub type PollResult<T> = Result<Option<T>, Interrupt>;
 
-/// Registered wakers after which a registration wakes them all (see
-/// [`Signal::register`]).
+/// Wakers on one signal after which an enlisting waiter wakes them all
+/// (see [`Signal::enlist`]).
 const WAKERS_BEFORE_SWEEP: usize = 1024;
 
-/// The parking place shared by every thread of one bus.
+/// One source of progress's parking place; see the module docs.
 pub struct Signal {
     sleeping: CachePadded<AtomicBool>,
-    /// Guards parking; holds the wakers of async tasks waiting the same way
-    /// (feature `async`): woken, and dropped, by every `notify_all`.
-    lock: Mutex<Vec<std::task::Waker>>,
-    condvar: Condvar,
+    /// Who waits for this signal's progress: parked threads (a waker that
+    /// unparks them) and async tasks; all woken, and dropped, by a wake.
+    waiters: Mutex<Vec<Waker>>,
 }
 
 impl fmt::Debug for Signal {
@@ -94,123 +120,174 @@ impl Signal {
     pub(crate) fn new() -> Self {
         Self {
             sleeping: CachePadded::new(AtomicBool::new(false)),
-            lock: Mutex::new(Vec::new()),
-            condvar: Condvar::new(),
+            // Room for a few waiters now, so that enlisting allocates
+            // nothing in the steady state (a drain keeps the capacity).
+            waiters: Mutex::new(Vec::with_capacity(4)),
         }
     }
 
-    /// Wakes parked threads if there are any. Call after storing progress.
+    /// Wakes this signal's waiters if there are any. Call after storing
+    /// progress.
     #[inline]
     pub(crate) fn notify_if_parked(&self) {
         // AcqRel: releases our progress to a waiter whose later swap reads
         // this value; see the module docs. The lock taken below orders the
-        // wake against the waiter's wait.
+        // wake after the waiter's enlisting.
         if self.sleeping.swap(false, loom::parking_order()) {
             self.notify_all();
         }
     }
 
-    /// Wakes every parked thread, unconditionally (close and halt).
+    /// Wakes every waiter of this signal, unconditionally.
     pub(crate) fn notify_all(&self) {
-        let mut guard = loom::lock(&self.lock);
-        self.condvar.notify_all();
-        if guard.is_empty() {
-            return;
-        }
-        let wakers = std::mem::take(&mut *guard);
-        drop(guard);
-        // Outside the lock: a waker may run its task on this thread.
-        for waker in wakers {
-            waker.wake();
+        // The wakers on the list now, a few at a time, woken outside the
+        // lock (a waker may run its task on this thread, which may enlist
+        // again). Draining keeps the list's capacity, so enlisting again
+        // allocates nothing. From the front: the wakers there came first,
+        // and a waiter enlisting meanwhile goes to the back (taking from the
+        // back would take a newcomer in an earlier waiter's place and leave
+        // that one asleep). The first count bounds the work, whoever enlists
+        // meanwhile (they polled after enlisting, or are woken next time).
+        const AT_ONCE: usize = 8;
+        let mut left = usize::MAX;
+        loop {
+            let mut batch: [Option<Waker>; AT_ONCE] = Default::default();
+            let mut taken = 0;
+            {
+                let mut waiters = loom::lock(&self.waiters);
+                left = left.min(waiters.len());
+                let k = AT_ONCE.min(left);
+                for (slot, waker) in batch.iter_mut().zip(waiters.drain(..k)) {
+                    *slot = Some(waker);
+                    taken += 1;
+                }
+            }
+            left -= taken;
+            for waker in batch.iter_mut().filter_map(Option::take) {
+                waker.wake();
+            }
+            if taken == 0 || left == 0 {
+                return;
+            }
         }
     }
 
-    /// The async form of [`park`](Signal::park) (feature `async`): polls
-    /// once under the same protocol, and if the poll fails registers
-    /// `waker`, to be woken by the next `notify_all`. The flag is set and
-    /// the waker stored under the lock, as a parked thread does from setting
-    /// the flag until it waits, so the same argument shows no wake-up is
-    /// lost (see the module docs).
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
-    pub(crate) fn register<T>(
-        &self,
-        waker: &std::task::Waker,
-        mut poll: impl FnMut() -> PollResult<T>,
-    ) -> std::task::Poll<Result<T, Interrupt>> {
-        use std::task::Poll;
-        let mut guard = loom::lock(&self.lock);
-        // AcqRel: as in `park`.
+    /// Adds `waker` to the waiters (once) and sets the flag, under the lock;
+    /// see the module docs. Returns the wakers of a sweep, for the caller to
+    /// wake once it holds no lock.
+    fn enlist(&self, waker: &Waker) -> Vec<Waker> {
+        let mut waiters = loom::lock(&self.waiters);
+        // A future dropped while it waited leaves its waker here until the
+        // next wake; past a bound, wake them all (live waiters enlist again,
+        // dead wakers are freed), so a stream of cancelled waits cannot grow
+        // the list for ever.
+        let stale = if waiters.len() >= WAKERS_BEFORE_SWEEP {
+            std::mem::take(&mut *waiters)
+        } else {
+            Vec::new()
+        };
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            // Knob `waker_lock`: add the waker in a second critical section,
+            // after the flag is set, leaving a gap a wake can fall into (to
+            // show the loom models of parking catch it).
+            if cfg!(ringbus_weaken = "waker_lock") {
+                // AcqRel: as below.
+                self.sleeping.swap(true, loom::parking_order());
+                drop(waiters);
+                loom::lock(&self.waiters).push(waker.clone());
+                return stale;
+            }
+            waiters.push(waker.clone());
+        }
+        // AcqRel: acquires the progress of a notifier whose swap came before
+        // ours, and releases our enlisting to one whose swap comes after;
+        // see the module docs.
         self.sleeping.swap(true, loom::parking_order());
-        match poll() {
-            Ok(Some(value)) => Poll::Ready(Ok(value)),
-            Err(interrupt) => Poll::Ready(Err(interrupt)),
-            Ok(None) => {
-                #[cfg(loom)]
-                loom::stats::count_park();
-                // Knob `waker_lock`: store the waker under a second lock
-                // taken after the poll, leaving a gap a wake can fall into
-                // (to show the loom models of the async waits catch it).
-                if cfg!(ringbus_weaken = "waker_lock") {
-                    drop(guard);
-                    guard = loom::lock(&self.lock);
-                }
-                // A future dropped while it waited leaves its waker here
-                // until the next wake-all; past a bound, wake them all now
-                // (live tasks register again, dead wakers are freed), so a
-                // stream of cancelled waits cannot grow the list for ever.
-                let stale = if guard.len() >= WAKERS_BEFORE_SWEEP {
-                    std::mem::take(&mut *guard)
-                } else {
-                    Vec::new()
-                };
-                if !guard.iter().any(|w| w.will_wake(waker)) {
-                    guard.push(waker.clone());
-                }
-                drop(guard);
-                for waker in stale {
-                    waker.wake();
-                }
-                Poll::Pending
-            }
-        }
+        stale
     }
+}
 
-    /// Parks until `poll` answers; see the module docs for the protocol.
-    pub(crate) fn park<T>(
-        &self,
-        deadline: Option<Instant>,
-        mut poll: impl FnMut() -> PollResult<T>,
-    ) -> Result<T, Interrupt> {
-        let mut guard = loom::lock(&self.lock);
-        let result = loop {
-            // AcqRel: acquires the progress of a notifier whose swap came
-            // before ours; see the module docs.
-            self.sleeping.swap(true, loom::parking_order());
-            match poll() {
-                Ok(Some(value)) => break Ok(value),
-                Err(interrupt) => break Err(interrupt),
-                Ok(None) => {}
-            }
+/// Enlists `waker` with every signal of `sources`, then wakes the stale
+/// wakers a sweep took (holding no lock by then).
+fn enlist_all(sources: &impl Sources, waker: &Waker) {
+    let mut stale = Vec::new();
+    sources.each(&mut |signal| stale.extend(signal.enlist(waker)));
+    for waker in stale {
+        waker.wake();
+    }
+}
+
+pub(crate) use sealed::Sources;
+
+impl Sources for Signal {
+    #[inline]
+    fn each(&self, f: &mut dyn FnMut(&Signal)) {
+        f(self)
+    }
+}
+
+/// The async form of [`park`] (feature `async`): enlists `waker` with
+/// `sources`, then polls once; if the poll fails the waker stays enlisted,
+/// to be woken by the next notification of one of them.
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+pub(crate) fn register<T>(
+    sources: &impl Sources,
+    waker: &Waker,
+    mut poll: impl FnMut() -> PollResult<T>,
+) -> std::task::Poll<Result<T, Interrupt>> {
+    use std::task::Poll;
+    enlist_all(sources, waker);
+    match poll() {
+        Ok(Some(value)) => Poll::Ready(Ok(value)),
+        Err(interrupt) => Poll::Ready(Err(interrupt)),
+        Ok(None) => {
             #[cfg(loom)]
             loom::stats::count_park();
-            guard = match deadline {
-                None => loom::wait(&self.condvar, guard),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break Err(Interrupt::Timeout);
-                    }
-                    loom::wait_timeout(&self.condvar, guard, deadline - now)
+            Poll::Pending
+        }
+    }
+}
+
+/// Parks the calling thread until `poll` answers, enlisted with `sources`;
+/// see the module docs for the protocol.
+pub(crate) fn park<T>(
+    sources: &impl Sources,
+    deadline: Option<Instant>,
+    mut poll: impl FnMut() -> PollResult<T>,
+) -> Result<T, Interrupt> {
+    let (parker, waker) = loom::thread_parker();
+    loop {
+        enlist_all(sources, &waker);
+        match poll() {
+            Ok(Some(value)) => return Ok(value),
+            Err(interrupt) => return Err(interrupt),
+            Ok(None) => {}
+        }
+        #[cfg(loom)]
+        loom::stats::count_park();
+        match deadline {
+            None => parker.park(None),
+            Some(deadline) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Interrupt::Timeout);
                 }
-            };
-        };
-        drop(guard);
-        result
+                parker.park(Some(deadline - now));
+            }
+        }
     }
 }
 
 mod sealed {
     use super::*;
+
+    /// The signals a waiter enlists with: those whose progress could change
+    /// what its poll answers (see the module docs). Sealed with the
+    /// strategies.
+    pub trait Sources {
+        /// Calls `f` with each signal.
+        fn each(&self, f: &mut dyn FnMut(&Signal));
+    }
 
     /// The strategy's machinery; sealed so the parking protocol can evolve.
     pub trait Sealed {
@@ -218,7 +295,7 @@ mod sealed {
         /// `deadline` passes.
         fn wait<T>(
             &self,
-            signal: &Signal,
+            sources: &impl Sources,
             deadline: Option<Instant>,
             poll: impl FnMut() -> PollResult<T>,
         ) -> Result<T, Interrupt>;
@@ -341,7 +418,7 @@ impl sealed::Sealed for BusySpin {
     #[inline]
     fn wait<T>(
         &self,
-        _signal: &Signal,
+        _sources: &impl Sources,
         deadline: Option<Instant>,
         poll: impl FnMut() -> PollResult<T>,
     ) -> Result<T, Interrupt> {
@@ -365,7 +442,7 @@ impl sealed::Sealed for BusySpinWithHint {
     #[inline]
     fn wait<T>(
         &self,
-        _signal: &Signal,
+        _sources: &impl Sources,
         deadline: Option<Instant>,
         poll: impl FnMut() -> PollResult<T>,
     ) -> Result<T, Interrupt> {
@@ -401,7 +478,7 @@ impl sealed::Sealed for Yielding {
     #[inline]
     fn wait<T>(
         &self,
-        _signal: &Signal,
+        _sources: &impl Sources,
         deadline: Option<Instant>,
         poll: impl FnMut() -> PollResult<T>,
     ) -> Result<T, Interrupt> {
@@ -484,7 +561,7 @@ impl sealed::Sealed for Sleeping {
     #[inline]
     fn wait<T>(
         &self,
-        _signal: &Signal,
+        _sources: &impl Sources,
         deadline: Option<Instant>,
         poll: impl FnMut() -> PollResult<T>,
     ) -> Result<T, Interrupt> {
@@ -512,12 +589,19 @@ impl sealed::Sealed for Sleeping {
 }
 impl WaitStrategy for Sleeping {}
 
-/// Parks the thread on a condition variable until progress is signalled: no
-/// CPU while idle. Publishers and stages pay for a wake-up (a lock and a
-/// futex call) only while someone is parked; otherwise one atomic swap.
+/// Parks the thread until progress is signalled: no CPU while idle.
 ///
-/// Stages waiting on a slow upstream stage park too (they are woken when it
-/// advances), and so do producers waiting for a full ring to drain.
+/// A wait first polls 8 times with a yield between polls (a few
+/// microseconds, within any deadline's slack): a thread that parks must be
+/// woken, a futex call its notifier pays, while what it waits for often
+/// needs only the core it holds. Then it parks *per edge*: on the signals
+/// of exactly what it waits for. A stage waits on the publishes or on its
+/// upstream stages, a producer facing a full ring on the last stages and
+/// subscribers. So a publish wakes only the stages reading the ring, and a
+/// stage's progress only the stages after it and the producers. A notifier
+/// pays for a wake-up (a lock and a futex call per parked waiter) only
+/// while someone is parked on its signal; otherwise one atomic swap on a
+/// line of its own.
 ///
 /// # A producer facing a full ring yields first
 ///
@@ -540,18 +624,35 @@ impl WaitStrategy for Sleeping {}
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Blocking;
 
+/// Yields of [`Blocking`] before it parks. Measured on 2 cores with 4
+/// threads (1P→3 stages, parking per edge, 3-round runs): 0 yields 58 and
+/// 121 M events/s, 4 yields 33 and 110 M, 32 yields 110 and 133 M.
+const YIELDS_BEFORE_PARKING: u32 = 8;
+
 impl sealed::Sealed for Blocking {
     #[inline]
     fn wait<T>(
         &self,
-        signal: &Signal,
+        sources: &impl Sources,
         deadline: Option<Instant>,
         mut poll: impl FnMut() -> PollResult<T>,
     ) -> Result<T, Interrupt> {
         if let Some(value) = poll()? {
             return Ok(value);
         }
-        signal.park(deadline, poll)
+        // A few yields before parking: a thread that parks must be woken
+        // (a futex call the notifier pays), while the thread it waits for
+        // often needs only the core this one holds. Not under loom, whose
+        // models check the parking protocol (a yield there is no time).
+        let mut yields = if cfg!(loom) { 0 } else { YIELDS_BEFORE_PARKING };
+        while yields > 0 {
+            yields -= 1;
+            loom::yield_now();
+            if let Some(value) = poll()? {
+                return Ok(value);
+            }
+        }
+        park(sources, deadline, poll)
     }
 
     #[inline]
@@ -630,7 +731,7 @@ impl PhasedBackoff {
 impl sealed::Sealed for PhasedBackoff {
     fn wait<T>(
         &self,
-        signal: &Signal,
+        sources: &impl Sources,
         deadline: Option<Instant>,
         mut poll: impl FnMut() -> PollResult<T>,
     ) -> Result<T, Interrupt> {
@@ -660,8 +761,8 @@ impl sealed::Sealed for PhasedBackoff {
             tries = tries.wrapping_add(1);
         }
         match self.fallback {
-            Fallback::Block => signal.park(deadline, poll),
-            Fallback::Sleep(sleep) => Sleeping::new(0, 0, sleep).wait(signal, deadline, poll),
+            Fallback::Block => park(sources, deadline, poll),
+            Fallback::Sleep(sleep) => Sleeping::new(0, 0, sleep).wait(sources, deadline, poll),
         }
     }
 
@@ -756,11 +857,11 @@ impl sealed::Sealed for AnyStrategy {
     #[inline]
     fn wait<T>(
         &self,
-        signal: &Signal,
+        sources: &impl Sources,
         deadline: Option<Instant>,
         poll: impl FnMut() -> PollResult<T>,
     ) -> Result<T, Interrupt> {
-        dispatch!(self, s => s.wait(signal, deadline, poll))
+        dispatch!(self, s => s.wait(sources, deadline, poll))
     }
 
     #[inline]

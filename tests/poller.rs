@@ -66,6 +66,31 @@ fn dropped_poller_never_holds_the_producer_back() {
     });
 }
 
+/// A producer parked on a full ring whose only consumer is a poller, which
+/// another thread drops: the producer goes on (under parking per edge it
+/// waits on the poller's signal alone, the one that leaves).
+#[test]
+fn a_poller_dropped_on_another_thread_releases_a_parked_producer() {
+    bounded(60, || {
+        for round in 0..if cfg!(miri) { 2 } else { 50 } {
+            let mut p = ringbus::single_producer(4, Event::default, Blocking).build();
+            let poller = p.subscribe().unwrap();
+            for i in 0..4 {
+                p.publish(|e| e.set(i)).unwrap();
+            }
+            let dropper = std::thread::spawn(move || {
+                // Let the producer park first, most rounds.
+                std::thread::sleep(Duration::from_micros(200 * (round % 3)));
+                drop(poller);
+            });
+            // Blocks on the full ring until the poller is gone.
+            p.publish(|e| e.set(4)).unwrap();
+            dropper.join().unwrap();
+            p.shutdown().unwrap();
+        }
+    });
+}
+
 #[test]
 fn nothing_available_returns_zero_and_timeouts_report() {
     let mut p = ringbus::single_producer(8, Event::default, Blocking).build();

@@ -638,3 +638,91 @@ fn evicting_a_subscriber_never_overwrites_what_it_reads() {
     });
     EVICTED.assert_reached("the subscriber was evicted and told so");
 }
+
+/// Model 16: parking per edge, a pipeline under `Blocking` on a ring of 1:
+/// the first stage parks on the publishes, the second on the first stage's
+/// progress, the producer (2 events) on the second's. Forbidden: a wake-up
+/// lost on any edge (a loom deadlock), an event lost.
+#[test]
+fn a_pipeline_parks_per_edge_and_loses_no_wake_up() {
+    static PARKED_ON_AN_EDGE: Reached = Reached::new();
+    let parks_before = ringbus::__loom_stats::parks();
+    loom::model(|| {
+        let first = Arc::new(AtomicUsize::new(0));
+        let second = Arc::new(AtomicUsize::new(0));
+        let (c1, c2) = (first.clone(), second.clone());
+        let mut producer = ringbus::single_producer(1, Ev::default, Blocking)
+            .handle_events_with(move |e: &Ev, _: Sequence, _: bool| {
+                e.verify();
+                c1.fetch_add(1, Relaxed);
+            })
+            .and_then()
+            .handle_events_with(move |e: &Ev, seq: Sequence, _: bool| {
+                e.verify();
+                assert_eq!(e.value, seq as u64 + 1);
+                c2.fetch_add(1, Relaxed);
+            })
+            .build();
+        producer.publish(|e| e.set(1)).unwrap();
+        if first.load(Relaxed) == 1 && second.load(Relaxed) == 0 {
+            PARKED_ON_AN_EDGE.hit();
+        }
+        producer.publish(|e| e.set(2)).unwrap();
+        drop(producer);
+        assert_eq!(first.load(Relaxed), 2);
+        assert_eq!(second.load(Relaxed), 2);
+    });
+    assert!(
+        ringbus::__loom_stats::parks() > parks_before,
+        "nothing parked"
+    );
+    PARKED_ON_AN_EDGE.assert_reached("the second stage trailed the first while the bus ran");
+}
+
+/// Model 17: a thread shared by two stages under `Blocking` waits on both
+/// edges at once: `x` reads the ring, `y` reads after `a`, which runs on a
+/// thread of its own. Forbidden: the shared thread sleeping through `a`'s
+/// progress or a publish (a loom deadlock), an event lost.
+#[test]
+fn a_shared_thread_wakes_for_any_of_its_stages() {
+    static Y_WAITED_ON_A: Reached = Reached::new();
+    loom::model(|| {
+        let a_done = Arc::new(AtomicUsize::new(0));
+        let (xs, ys) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (a1, a2, x1, y1) = (a_done.clone(), a_done.clone(), xs.clone(), ys.clone());
+        let builder = ringbus::single_producer(2, Ev::default, Blocking).handle_events_with(
+            move |e: &Ev, _: Sequence, _: bool| {
+                e.verify();
+                a1.fetch_add(1, Relaxed);
+            },
+        );
+        let a = builder.last_stage().unwrap();
+        let builder = builder
+            .after(&[])
+            .handle_events_with(move |e: &Ev, _: Sequence, _: bool| {
+                e.verify();
+                x1.fetch_add(1, Relaxed);
+            });
+        let x = builder.last_stage().unwrap();
+        let mut producer = builder
+            .after(&[a])
+            .on_thread_of(x)
+            .handle_events_with(move |e: &Ev, seq: Sequence, _: bool| {
+                e.verify();
+                assert!(
+                    a2.load(Relaxed) > seq as usize,
+                    "y ran before a finished the event"
+                );
+                y1.fetch_add(1, Relaxed);
+            })
+            .build();
+        producer.publish(|e| e.set(1)).unwrap();
+        if a_done.load(Relaxed) == 0 {
+            Y_WAITED_ON_A.hit();
+        }
+        drop(producer);
+        assert_eq!(xs.load(Relaxed), 1);
+        assert_eq!(ys.load(Relaxed), 1);
+    });
+    Y_WAITED_ON_A.assert_reached("a had not finished the first event when the producer went on");
+}

@@ -25,7 +25,7 @@ use crate::loom::Arc;
 use crate::report::StageReport;
 use crate::sequence::Sequence;
 use crate::sequencer::Sequencer;
-use crate::wait_strategy::{Interrupt, WaitStrategy};
+use crate::wait_strategy::{Interrupt, Signal, Sources, WaitStrategy};
 
 /// A handler given back by the shutdown report, if its stage hands it back.
 pub(crate) type HandBack = Option<Box<dyn Any + Send>>;
@@ -51,6 +51,8 @@ pub(crate) trait StageTask {
     fn time_out(&mut self, now: Instant);
     /// True once the stage ended.
     fn ended(&self) -> bool;
+    /// Calls `f` with each signal the stage waits on (none once ended).
+    fn sources(&self, f: &mut dyn FnMut(&Signal));
 }
 
 /// The one implementation of [`StageTask`]: a stage's context, how to make
@@ -203,6 +205,24 @@ where
     fn ended(&self) -> bool {
         self.ended
     }
+
+    fn sources(&self, f: &mut dyn FnMut(&Signal)) {
+        if !self.ended {
+            self.cx.sources().each(f);
+        }
+    }
+}
+
+/// What a shared thread waits on: every signal one of its live stages
+/// waits on, so that any of them moving wakes it.
+struct GroupSources<'a>(&'a [Box<dyn StageTask>]);
+
+impl Sources for GroupSources<'_> {
+    fn each(&self, f: &mut dyn FnMut(&Signal)) {
+        for task in self.0 {
+            task.sources(f);
+        }
+    }
 }
 
 /// The body of a stage thread: runs its stages (`cells`, made as `tasks`)
@@ -284,7 +304,8 @@ fn run_shared<E, S: Sequencer, W: WaitStrategy>(
         }
         let deadline = tasks.iter().filter_map(|t| t.timeout_due()).min();
         let ready = || Ok(tasks.iter().any(|t| t.ready()).then_some(()));
-        if let Err(Interrupt::Timeout) = bus.strategy.wait(&bus.signal, deadline, ready) {
+        let sources = GroupSources(&tasks);
+        if let Err(Interrupt::Timeout) = bus.strategy.wait(&sources, deadline, ready) {
             let now = Instant::now();
             for task in &mut tasks {
                 task.time_out(now);

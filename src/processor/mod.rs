@@ -28,7 +28,7 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use crate::barrier::{SequenceBarrier, StageCell};
+use crate::barrier::{BarrierSources, SequenceBarrier, StageCell};
 use crate::bus::Bus;
 use crate::consume::Consume;
 use crate::fault::{Failure, FailurePolicy};
@@ -169,7 +169,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         if !W::LATENCY_FIRST {
             return bus
                 .strategy
-                .wait(&bus.signal, deadline, || self.poll(from, next));
+                .wait(&self.sources(), deadline, || self.poll(from, next));
         }
         // Latency first: once the bus looks idle, prefetch the slot we wait
         // for after every failed poll, so its line travels while we wait for
@@ -180,7 +180,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         // a few polls in a row, so it does not prefetch.
         let ring = bus.ring.view();
         let mut misses = 0u32;
-        bus.strategy.wait(&bus.signal, deadline, || {
+        bus.strategy.wait(&self.sources(), deadline, || {
             let found = self.poll(from, next);
             if let Ok(None) = found {
                 misses = misses.saturating_add(1);
@@ -190,6 +190,16 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             }
             found
         })
+    }
+
+    /// What the stage waits on: the signals of its upstream stages, or the
+    /// bus's when it reads the ring.
+    #[inline]
+    pub(crate) fn sources(&self) -> BarrierSources<'_> {
+        BarrierSources {
+            published: &self.bus.signal,
+            barrier: &self.barrier,
+        }
     }
 
     /// One look for `next`: see [`wait_for`](Self::wait_for).

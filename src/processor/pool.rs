@@ -44,7 +44,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         let raise = |to: Sequence| {
             if to > self.cell.sequence.get_relaxed() {
                 self.cell.sequence.set(to, Weaken::Stage);
-                bus.notify();
+                bus.notify_progress(&self.cell);
             }
         };
         consumer.on_start();
@@ -85,7 +85,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     Err(Interrupt::Halted) if self.barrier.upstream_failed() => {
                         report.upstream_failed = true;
                         self.cell.fail();
-                        bus.signal.notify_all();
+                        bus.wake_all();
                         break 'claims;
                     }
                     Err(Interrupt::Closed | Interrupt::Halted | Interrupt::Lagged(_)) => {

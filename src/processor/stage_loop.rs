@@ -133,7 +133,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         if interrupt == Interrupt::Halted && self.barrier.upstream_failed() {
             report.upstream_failed = true;
             self.cell.fail();
-            self.bus.signal.notify_all();
+            self.bus.wake_all();
         }
     }
 
@@ -226,7 +226,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             failure.get_or_insert(release_failure);
         }
         self.cell.sequence.set(released, Weaken::Stage);
-        bus.notify();
+        bus.notify_progress(&self.cell);
         if let Some(failure) = failure {
             return Err(failure);
         }

@@ -45,6 +45,10 @@ pub(crate) mod sealed {
             Sequence::MAX
         }
 
+        /// Several producers share it: another producer's publish can make
+        /// room (it moves the published floor, `gating_floor`).
+        const MULTI: bool = false;
+
         /// A gating minimum taken from the consumers is about to be handed
         /// to producers: keep what `gating_floor` scans from at or above it.
         /// Called only under the bus's gating lock, after the consumers'

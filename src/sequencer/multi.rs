@@ -238,6 +238,8 @@ impl Sealed for MultiProducerSequencer {
         self.published_floor()
     }
 
+    const MULTI: bool = true;
+
     fn floor_for_consumers(&self) {
         // Every reader raises `reached` in its scan before it stores a
         // sequence at or below the scan's end (Release), and every consumer
