@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Shows that each loom model fails without the ordering it protects: for each
 # weakening knob (src/loom.rs, `Weaken`), rebuild with that one ordering made
-# Relaxed (or the SeqCst fences removed) and expect the named models to fail.
+# Relaxed (`fence`: the parking flag's AcqRel swaps) and expect the named
+# models to fail.
 # Not part of CI's run (.ci/run): it checks the models, not the code; run it
 # after touching an ordering or a model. Prints one line per knob.
 set -uo pipefail

@@ -401,7 +401,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// The async form of `wait_for_free` for a producer that has claimed
     /// nothing (feature `async`): ready with the gating minimum once room
     /// for `last` is there, else `waker` is enlisted with the signals of the
-    /// gating stages and subscribers.
+    /// gating stages and subscribers (and the bus's, for a multi producer).
     #[cfg(feature = "async")]
     pub(crate) fn register_for_free(
         &self,

@@ -184,8 +184,8 @@ pub(crate) fn thread_parker() -> (std::sync::Arc<Parker>, std::task::Waker) {
     new_pair()
 }
 
-/// Locks `m`, ignoring poisoning: the data behind our mutexes is `()` or a
-/// list whose invariants a panic cannot break.
+/// Locks `m`, ignoring poisoning: the data behind our mutexes (waker lists,
+/// stage outcomes, the join state) has no invariant a panic can break.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(guard) => guard,

@@ -1,5 +1,6 @@
 //! Publishing and shutting down from async code (feature `async`): the
-//! producers' futures. A future waits where a thread would park (the bus's
+//! producers' futures. A future waits where a thread would park (the
+//! signals of what it waits for, parking per edge: see
 //! [`Signal`](crate::wait_strategy::Signal)), so no executor thread blocks;
 //! no runtime is needed.
 
