@@ -54,11 +54,21 @@ declare -A TESTS=(
     [join_point]="poller poller_joining_inside_a_batch_whose_mark_was_reused_gets_events"
     [reached]="poller a_claim_in_flight_is_never_lapped_after_the_last_poller_left"
     [durable_release]="journal stages_after_the_journal_see_only_durable_events_under_every_strategy journal"
+    [step_scan]="shared_thread a_multi_producer_batch_straddling_a_shared_step_under_yielding"
+    [lag_rejoin]="lag_limit a_subscriber_joining_while_producers_are_parked_is_still_evicted"
+    [read_guard]="lag_limit a_panic_in_a_lag_limited_poll_gives_the_same_events_again_and_it_can_be_evicted"
+    [torn_scan]="journal_damage every_flipped_byte_is_corrupt_or_a_torn_tail_and_loses_nothing journal"
 )
+# (Issue #24: `step_scan`, a shared-thread step rescanning from its own
+# cut inside a batch (finding 1); `lag_rejoin`, a producer parked before a
+# lag-limited subscriber joined never waking to evict it (finding 2);
+# `read_guard`, a panic in a lag-limited poll leaving it "reading" (finding
+# 3); `torn_scan`, the journal reader trusting a damaged length to find
+# what follows (finding 5).)
 # (`durable_release`, issue #14: the journal stage's sequence stored before
 # its batch is written and synced, so the stages after it act on events a
 # crash could lose.)
-for knob in pool_scan join_point reached durable_release; do
+for knob in pool_scan join_point reached durable_release step_scan lag_rejoin read_guard torn_scan; do
     read -r file test features <<<"${TESTS[$knob]}"
     log=$(mktemp)
     touch src/lib.rs

@@ -8,7 +8,7 @@
 
 use crate::loom::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sequence::{minimum, AtomicSequence, Sequence, INITIAL};
-use crate::sequencer::Sequencer;
+use crate::sequencer::{Scan, Sequencer};
 use crate::wait_strategy::{Signal, Sources};
 
 /// What a stage publishes about itself: its sequence (hot, padded) and
@@ -107,10 +107,18 @@ impl LagWatch {
         self.state.store(IDLE, evict_order(Ordering::Release));
     }
 
+    /// A read that a panic unwound: nothing was committed, the subscriber
+    /// did not move (its hold clock keeps running), and it may be evicted
+    /// again, or read the same events again.
+    pub(crate) fn abandon_read(&self) {
+        // Release: as in `end_read`, the reads happen before an eviction.
+        self.state.store(IDLE, evict_order(Ordering::Release));
+    }
+
     /// How far behind it was, once evicted.
     pub(crate) fn evicted(&self) -> Option<u64> {
-        // Acquire: pairs with the Relaxed store of `behind` made before the
-        // evicting producer's later Release (publish); a plain flag check.
+        // Acquire: pairs with the Release half of the evicting CAS in
+        // `try_evict`, which follows its store of `behind`.
         (self.state.load(Ordering::Acquire) == EVICTED).then(|| self.behind.load(Ordering::Relaxed))
     }
 
@@ -132,14 +140,16 @@ impl LagWatch {
 
     /// Evicts it if it is not reading; `behind` is how far behind it is.
     fn try_evict(&self, behind: u64) -> bool {
+        // Relaxed: published by the CAS's Release half below.
         self.behind.store(behind, Ordering::Relaxed);
-        // Acquire: pairs with `end_read`'s Release, so the subscriber's
-        // last reads happen before the writes the caller makes next.
+        // AcqRel: the Acquire half pairs with `end_read`'s Release, so the
+        // subscriber's last reads happen before the writes the caller makes
+        // next; the Release half publishes `behind` to `evicted`'s Acquire.
         self.state
             .compare_exchange(
                 IDLE,
                 EVICTED,
-                evict_order(Ordering::Acquire),
+                evict_order(Ordering::AcqRel),
                 Ordering::Relaxed,
             )
             .is_ok()
@@ -301,11 +311,17 @@ impl SequenceBarrier {
             .any(|s| s.has_failed() && s.sequence.get() < next)
     }
 
-    /// The highest sequence `>= next - 1` this stage may read up to.
+    /// The highest sequence `>= next - 1` this stage may read up to; a
+    /// stage that reads the ring scans it through its `scan`.
     #[inline]
-    pub(crate) fn available<S: Sequencer>(&self, sequencer: &S, next: Sequence) -> Sequence {
+    pub(crate) fn available<S: Sequencer>(
+        &self,
+        sequencer: &S,
+        scan: &mut Scan,
+        next: Sequence,
+    ) -> Sequence {
         match &*self.upstream {
-            [] => sequencer.highest_published(next),
+            [] => scan.published(sequencer, next),
             [one] => one.sequence.get(),
             many => minimum(many.iter().map(|s| &s.sequence), Sequence::MAX),
         }

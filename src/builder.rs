@@ -32,7 +32,7 @@ use crate::processor::{run_thread, StageContext, StageTask, Task};
 use crate::producer::{MultiProducer, SingleProducer};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{AtomicSequence, INITIAL};
-use crate::sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
+use crate::sequencer::{MultiProducerSequencer, Scan, Sequencer, SingleProducerSequencer};
 use crate::wait_strategy::WaitStrategy;
 
 /// Starts building a bus with one producer: `capacity` slots (a power of two),
@@ -793,6 +793,8 @@ where
                 timeout: spec.timeout,
                 policy: spec.policy,
                 work: spec.work,
+                // Build-time stages start at the ring's start.
+                scan: std::cell::Cell::new(Scan::after(cell.sequence.get_relaxed())),
             };
             let thread = match spec.thread {
                 Some(leader) => thread_of_stage[leader],

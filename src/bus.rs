@@ -97,6 +97,10 @@ pub(crate) struct Bus<E, S, W> {
     /// Lag-limited subscribers in the gating set (changed under its lock):
     /// producers facing a full ring look for one to evict only if nonzero.
     lag_limited: AtomicUsize,
+    /// Lag-limited subscribers that ever joined (changed under the gating
+    /// lock): a producer waiting on a full ring that sees it change
+    /// recomputes how often it wakes to evict (issue #24, finding 2).
+    lag_joins: AtomicUsize,
     /// How long, in µs, the next producer facing a full ring yields before
     /// it waits the strategy's way (napping strategies only).
     full_ring_yield_us: AtomicUsize,
@@ -150,6 +154,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             }),
             settled: AtomicBool::new(false),
             lag_limited: AtomicUsize::new(0),
+            lag_joins: AtomicUsize::new(0),
             full_ring_yield_us: AtomicUsize::new(FULL_RING_YIELD_MAX_US),
         }
     }
@@ -275,8 +280,10 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         let cell = Arc::new(match hold {
             None => StageCell::starting_at(start),
             Some(hold) => {
-                // Relaxed: a hint for producers; changed under the lock.
+                // Relaxed: hints for producers, changed under the lock; a
+                // waiting producer reads them after the wake below.
                 self.lag_limited.fetch_add(1, Ordering::Relaxed);
+                self.lag_joins.fetch_add(1, Ordering::Relaxed);
                 StageCell::limited(start, hold)
             }
         });
@@ -381,17 +388,31 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // Not under loom: a timed wake makes the model's path depend on the
         // real clock (loom then stops: "is the model fully deterministic?"),
         // and its models evict at the first look (`LagLimit::never_hold`).
-        let Some(hold) = self.shortest_hold().filter(|_| !cfg!(loom)) else {
-            return self.strategy.wait(&ProducerSources(self), deadline, poll);
-        };
-        let slice = (hold / 4).max(Duration::from_micros(100));
+        // A subscriber that joins while we wait wakes us (`subscribe`), and
+        // we then start over with its limit: else a producer parked before
+        // it joined would park with no deadline and never evict it.
         loop {
-            let wake = wait_strategy::deadline_after(slice);
+            // Relaxed: read again after `subscribe`'s wake, which orders the
+            // join's increment before that read.
+            let joins = self.lag_joins.load(Ordering::Relaxed);
+            let hold = self.shortest_hold().filter(|_| !cfg!(loom));
+            let wake = hold.and_then(|hold| {
+                wait_strategy::deadline_after((hold / 4).max(Duration::from_micros(100)))
+            });
             let until = match (deadline, wake) {
                 (Some(d), Some(w)) => Some(d.min(w)),
                 (d, w) => d.or(w),
             };
-            match self.strategy.wait(&ProducerSources(self), until, &mut poll) {
+            let found = self.strategy.wait(&ProducerSources(self), until, || {
+                if self.lag_joins.load(Ordering::Relaxed) != joins
+                    && !cfg!(ringbus_weaken = "lag_rejoin")
+                {
+                    // A new limit to wake for: start over.
+                    return Err(Interrupt::Timeout);
+                }
+                poll()
+            });
+            match found {
                 Err(Interrupt::Timeout) if deadline.map_or(true, |d| Instant::now() < d) => {}
                 found => return found,
             }

@@ -20,11 +20,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::barrier::StageCell;
+use crate::barrier::{LagWatch, StageCell};
 use crate::bus::Bus;
 use crate::loom::{Arc, Weaken};
 use crate::sequence::Sequence;
-use crate::sequencer::Sequencer;
+use crate::sequencer::{Scan, Sequencer};
 use crate::wait_strategy::{Interrupt, WaitStrategy};
 
 /// Why a poll returned no events.
@@ -143,8 +143,9 @@ where
 {
     bus: Arc<Bus<E, S, W>>,
     cell: Arc<StageCell>,
-    /// Highest sequence known published; scans restart after it.
-    available: Sequence,
+    /// Where the next scan of the ring starts: after the highest sequence
+    /// known published.
+    scan: Scan,
 }
 
 impl<E, S, W> fmt::Debug for EventPoller<E, S, W>
@@ -168,12 +169,8 @@ where
 {
     pub(crate) fn new(bus: Arc<Bus<E, S, W>>, cell: Arc<StageCell>) -> Self {
         // The join point is a batch boundary (see `Sealed::join_point`).
-        let available = cell.sequence.get_relaxed();
-        Self {
-            bus,
-            cell,
-            available,
-        }
+        let scan = Scan::after(cell.sequence.get_relaxed());
+        Self { bus, cell, scan }
     }
 
     /// The last sequence this poller committed; it starts right after the
@@ -256,23 +253,34 @@ where
         if let Some(behind) = self.cell.lag.as_ref().and_then(|w| w.evicted()) {
             return Err(PollError::Lagged { behind });
         }
-        if self.available < next {
-            self.available = self.bus.sequencer.highest_published(next);
-        }
-        if self.available >= next {
-            Ok(Some(self.available))
+        let available = self.scan_for(next);
+        if available >= next {
+            Ok(Some(available))
         } else if self.bus.is_halted() {
             Err(PollError::Halted)
         } else if self.bus.nothing_more_at(next) {
             // Seen after the producers' last publish: look once more.
-            self.available = self.bus.sequencer.highest_published(self.available + 1);
-            if self.available >= next {
-                Ok(Some(self.available))
+            let available = self.scan_for(next);
+            if available >= next {
+                Ok(Some(available))
             } else {
                 Err(PollError::Closed)
             }
         } else {
             Ok(None)
+        }
+    }
+
+    /// The highest sequence known published `>= next - 1`. A lag-limited
+    /// subscriber can be evicted between the check above and its scan, and
+    /// then producers may lap it: its scan records nothing until `handle`
+    /// knows it still gates (issue #24, finding 4).
+    fn scan_for(&mut self, next: Sequence) -> Sequence {
+        let sequencer = &self.bus.sequencer;
+        if self.cell.lag.is_some() {
+            self.scan.published_unconfirmed(sequencer, next)
+        } else {
+            self.scan.published(sequencer, next)
         }
     }
 
@@ -287,19 +295,30 @@ where
             return Ok(0);
         }
         let watch = self.cell.lag.as_ref();
-        if let Some(watch) = watch {
-            if !watch.begin_read() {
-                let behind = watch.evicted().unwrap_or(0);
-                return Err(PollError::Lagged { behind });
+        // Puts a lag-limited subscriber back to "not reading" however the
+        // read ends: committed, or unwound by a panic in `f` (then nothing
+        // is committed and the same events come again; issue #24, finding 3).
+        let _reading = match watch {
+            Some(watch) => {
+                if !watch.begin_read() {
+                    let behind = watch.evicted().unwrap_or(0);
+                    return Err(PollError::Lagged { behind });
+                }
+                // Not evicted before this point (eviction is final), so not
+                // during the scan either: what it found may bound producers.
+                self.scan.confirm(&self.bus.sequencer);
+                Some(Reading(watch))
             }
-        }
+            None => None,
+        };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let end = available.min(next.saturating_add(limit - 1));
         let ring = self.bus.ring.view();
         for sequence in next..=end {
             // SAFETY: `check` saw `next..=available` published (Acquire), and
-            // our sequence, which gates the producers since `subscribe`, is
-            // still below `next`, so no producer writes these slots.
+            // our sequence, which gates the producers since `subscribe`
+            // (a lag-limited one: while it holds the read state), is still
+            // below `next`, so no producer writes these slots.
             unsafe { ring.read(sequence, |e| f(e, sequence, sequence == end)) };
         }
         self.cell.sequence.set(end, Weaken::Stage);
@@ -308,6 +327,17 @@ where
         }
         self.bus.notify_progress(&self.cell);
         Ok((end - next + 1) as usize)
+    }
+}
+
+/// A lag-limited subscriber's read in progress; see `handle`.
+struct Reading<'a>(&'a LagWatch);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !cfg!(ringbus_weaken = "read_guard") {
+            self.0.abandon_read();
+        }
     }
 }
 

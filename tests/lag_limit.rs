@@ -233,3 +233,148 @@ fn a_subscription_and_a_plain_poller_beside_an_evicted_one_see_everything() {
         ));
     });
 }
+
+/// Issue #24, finding 2: a lag-limited subscriber that joins while the
+/// producers are parked on a full ring. They read the shortest hold once,
+/// when their wait began (none then), so after the join's wake they parked
+/// with no deadline, and nothing ever woke them to evict it: the publishes
+/// hung for ever once the stage drained.
+#[test]
+fn a_subscriber_joining_while_producers_are_parked_is_still_evicted() {
+    bounded(30, || {
+        let (gate, gated) = std::sync::mpsc::channel::<()>();
+        let producer = ringbus::multi_producer(8, Event::default, Blocking)
+            .handle_events_with(common::gated_stage(gated))
+            .build();
+        // The stage holds event 0; the ring fills; two producers park.
+        let mut p = producer.clone();
+        for i in 0..8 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        // Batches of 8: the second one's wait, begun before the join, is
+        // held by the late subscriber once the stage drains.
+        let parked: Vec<_> = (0..2)
+            .map(|k| {
+                let mut p = producer.clone();
+                std::thread::spawn(move || {
+                    p.batch_publish(8, |slots| {
+                        for (i, e) in slots.enumerate() {
+                            e.set(100 * (k + 1) + i as u64);
+                        }
+                    })
+                    .unwrap();
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut late = producer
+            .subscribe_with_lag_limit(LagLimit::hold_at_most(Duration::from_millis(200)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        // The stage drains: now only the new subscriber holds the producers.
+        drop(gate);
+        for t in parked {
+            t.join().unwrap();
+        }
+        assert!(matches!(
+            late.poll(64, |_: &Event, _: Sequence, _: bool| {}),
+            Err(PollError::Lagged { .. })
+        ));
+        drop(p);
+        producer.shutdown().unwrap();
+    });
+}
+
+/// Issue #24, finding 2, for `try_publish_for`: the same late join, with a
+/// deadline longer than the hold.
+#[test]
+fn a_subscriber_joining_during_try_publish_for_is_evicted_before_its_deadline() {
+    bounded(30, || {
+        let mut producer = ringbus::multi_producer(4, Event::default, Blocking).build();
+        let mut first = producer.subscribe().unwrap();
+        for i in 0..4 {
+            producer.publish(|e| e.set(i)).unwrap();
+        }
+        // A blocking producer claims 4..=7 and parks; then `try_publish_for`
+        // waits for room for 8, which the late subscriber will hold.
+        let mut b = producer.clone();
+        let blocking = std::thread::spawn(move || {
+            b.batch_publish(4, |slots| {
+                for (i, e) in slots.enumerate() {
+                    e.set(4 + i as u64);
+                }
+            })
+            .unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        let mut p = producer.clone();
+        let waiting = std::thread::spawn(move || {
+            p.try_publish_for(Duration::from_secs(20), |e| e.set(8))
+                .map(|_| ())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let mut late = producer
+            .subscribe_with_lag_limit(LagLimit::hold_at_most(Duration::from_millis(100)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        // The first subscriber catches up and leaves; the late one holds.
+        first
+            .poll(64, |_: &Event, _: Sequence, _: bool| {})
+            .unwrap();
+        drop(first);
+        let started = Instant::now();
+        blocking.join().unwrap();
+        waiting.join().unwrap().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "evicted, not timed out"
+        );
+        assert!(matches!(
+            late.poll(64, |_: &Event, _: Sequence, _: bool| {}),
+            Err(PollError::Lagged { .. })
+        ));
+    });
+}
+
+/// Issue #24, finding 3: a panic inside a lag-limited poller's closure left
+/// it "reading": the next poll said `Lagged { behind: 0 }` although it was
+/// never evicted, and it could no longer be evicted, so it held the
+/// producers until dropped. Now the same events come again, and eviction
+/// still works afterwards.
+#[test]
+fn a_panic_in_a_lag_limited_poll_gives_the_same_events_again_and_it_can_be_evicted() {
+    bounded(30, || {
+        let mut producer = ringbus::multi_producer(4, Event::default, Blocking).build();
+        let mut sub = producer
+            .subscribe_with_lag_limit(LagLimit::never_hold())
+            .unwrap();
+        for i in 0..3 {
+            producer.publish(|e| e.set(i)).unwrap();
+        }
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sub.poll(8, |_: &Event, seq: Sequence, _: bool| {
+                assert!(seq != 1, "planned panic");
+            })
+        }));
+        assert!(panicked.is_err());
+        let mut again = Vec::new();
+        let polled = sub.poll(8, |e: &Event, seq: Sequence, _: bool| {
+            e.verify();
+            again.push(seq);
+        });
+        assert_eq!(polled, Ok(3), "not evicted: the same events again");
+        assert_eq!(again, vec![0, 1, 2]);
+        // Another panic, then the ring fills: it must still be evictable.
+        producer.publish(|e| e.set(3)).unwrap();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sub.poll(8, |_: &Event, _: Sequence, _: bool| panic!("planned panic"))
+        }));
+        for i in 4..12 {
+            producer.publish(|e| e.set(i)).unwrap();
+        }
+        assert!(matches!(
+            sub.poll(8, |_: &Event, _: Sequence, _: bool| {}),
+            Err(PollError::Lagged { .. })
+        ));
+    });
+}

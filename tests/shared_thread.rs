@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::*;
 use ringbus::{
-    BuildError, BusySpin, BusySpinWithHint, FailurePolicy, PhasedBackoff, PublishError, Sequence,
-    ShutdownError, Sleeping, WaitStrategy, Yielding,
+    Blocking, BuildError, BusySpin, BusySpinWithHint, FailurePolicy, PhasedBackoff, PublishError,
+    Sequence, ShutdownError, Sleeping, WaitStrategy, Yielding,
 };
 
 fn expect(stats: &Arc<Mutex<Stats>>, count: u64, sum: u64) {
@@ -755,4 +755,72 @@ fn a_shared_step_takes_at_most_its_cap_and_still_loses_nothing() {
             assert_eq!(longest, 4096, "the cap was reached");
         }
     });
+}
+
+/// Issue #24, finding 1: a multi-producer batch that straddles a shared
+/// step's cut. 256-byte events make a step take 64; a batch of 100 on a
+/// ring of 128 is marked only at its first slot, so a stage that rescanned
+/// from its cut found an older lap's mark and waited for ever ("stage A saw
+/// 64 of 100 events"), gating the producers and hanging the shutdown.
+fn a_batch_straddling_a_shared_step<W: WaitStrategy>(strategy: W) {
+    #[derive(Clone)]
+    struct Big {
+        value: u64,
+        _pad: [u8; 248],
+    }
+    bounded(60, move || {
+        let rounds = if cfg!(miri) { 2 } else { 50 };
+        let seen = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let (a, b) = (Arc::clone(&seen), Arc::clone(&seen));
+        let mut next_a = 0;
+        let mut next_b = 0;
+        let mut p = ringbus::multi_producer(
+            128,
+            || Big {
+                value: 0,
+                _pad: [0; 248],
+            },
+            strategy,
+        )
+        .handle_events_with(move |e: &Big, seq: Sequence, _: bool| {
+            assert_eq!(seq, next_a, "stage A: in order, nothing lost");
+            assert_eq!(e.value, seq as u64);
+            next_a += 1;
+            a[0].fetch_add(1, Ordering::Relaxed);
+        })
+        .and_then()
+        .on_same_thread()
+        .handle_events_with(move |e: &Big, seq: Sequence, _: bool| {
+            assert_eq!(seq, next_b, "stage B: in order, nothing lost");
+            assert_eq!(e.value, seq as u64);
+            next_b += 1;
+            b[1].fetch_add(1, Ordering::Relaxed);
+        })
+        .build();
+        let mut first = 0u64;
+        for round in 0..rounds {
+            // Batches of 100, then of 27 or 128, so the cuts fall everywhere.
+            let n = [100, 27, 128, 65][round % 4];
+            p.batch_publish(n, |slots| {
+                for (i, e) in slots.enumerate() {
+                    e.value = first + i as u64;
+                }
+            })
+            .unwrap();
+            first += n as u64;
+        }
+        p.shutdown().unwrap();
+        assert_eq!(seen[0].load(Ordering::Relaxed), first, "stage A saw all");
+        assert_eq!(seen[1].load(Ordering::Relaxed), first, "stage B saw all");
+    });
+}
+
+#[test]
+fn a_multi_producer_batch_straddling_a_shared_step_under_blocking() {
+    a_batch_straddling_a_shared_step(Blocking);
+}
+
+#[test]
+fn a_multi_producer_batch_straddling_a_shared_step_under_yielding() {
+    a_batch_straddling_a_shared_step(Yielding::default());
 }

@@ -200,7 +200,7 @@ impl SegmentReader {
             return Ok(Step::End);
         }
         if remaining < RECORD_HEADER_LEN as u64 {
-            return self.damaged(at, None, "a record header cut short".into());
+            return self.damaged(at, "a record header cut short".into());
         }
         let mut head = [0u8; RECORD_HEADER_LEN];
         self.read_exact(&mut head)?;
@@ -208,18 +208,14 @@ impl SegmentReader {
         let len = u64::from(u32_at(&head, 4));
         let sequence = u64_at(&head, 8) as Sequence;
         if len > MAX_PAYLOAD || len > remaining - RECORD_HEADER_LEN as u64 {
-            return self.damaged(
-                at,
-                None,
-                format!("a record of {len} bytes runs past the end"),
-            );
+            return self.damaged(at, format!("a record of {len} bytes runs past the end"));
         }
         payload.clear();
         payload.resize(len as usize, 0);
         self.read_exact(payload)?;
         let end = at + RECORD_HEADER_LEN as u64 + len;
         if record_crc(sequence, len as u32, payload) != crc {
-            return self.damaged(at, Some(end), "record CRC mismatch".into());
+            return self.damaged(at, "record CRC mismatch".into());
         }
         if sequence != self.next {
             return Err(self.corrupt(
@@ -239,42 +235,63 @@ impl SegmentReader {
     }
 
     /// A record at `at` is incomplete or fails its CRC. In the last segment,
-    /// with no valid record after it, that is a torn write; otherwise it is
-    /// damage in the middle of the journal.
-    fn damaged(&mut self, at: u64, end: Option<u64>, reason: String) -> Result<Step, JournalError> {
+    /// with no valid record anywhere after it, that is a torn write;
+    /// otherwise it is damage in the middle of the journal. The damaged
+    /// record's own length is not trusted to find what follows (a flipped
+    /// length field would hide the records after it, and cutting there
+    /// would delete them: issue #24, finding 5): every offset after `at` is
+    /// looked at.
+    fn damaged(&mut self, at: u64, reason: String) -> Result<Step, JournalError> {
         if !self.last {
             return Err(self.corrupt(at, reason));
         }
-        if let Some(end) = end {
-            if self.valid_record_at(end)? {
-                return Err(self.corrupt(
-                    at,
-                    format!("{reason}, followed by valid records (damage, not a torn write)"),
-                ));
-            }
+        if let Some(found) = self.valid_record_after(at)? {
+            return Err(self.corrupt(
+                at,
+                format!(
+                    "{reason}, followed by a valid record at byte {found} (damage, not a torn \
+                     write)"
+                ),
+            ));
         }
         Ok(Step::Torn(at))
     }
 
-    /// True when a complete record with the sequence after the damaged one
-    /// and a matching CRC starts at `at`.
-    fn valid_record_at(&mut self, at: u64) -> Result<bool, JournalError> {
-        if self.len < at + RECORD_HEADER_LEN as u64 {
-            return Ok(false);
+    /// The offset of the first complete record after `at` whose CRC matches
+    /// and whose sequence could follow the damaged one, if any.
+    fn valid_record_after(&mut self, at: u64) -> Result<Option<u64>, JournalError> {
+        if cfg!(ringbus_weaken = "torn_scan") {
+            return Ok(None);
+        }
+        let from = at + 1;
+        if self.len < from + RECORD_HEADER_LEN as u64 {
+            return Ok(None);
         }
         self.file
-            .seek(SeekFrom::Start(at))
+            .seek(SeekFrom::Start(from))
             .map_err(|e| JournalError::io(&self.path, "seek", e))?;
-        let mut head = [0u8; RECORD_HEADER_LEN];
-        self.read_exact(&mut head)?;
-        let len = u64::from(u32_at(&head, 4));
-        if len > MAX_PAYLOAD || at + RECORD_HEADER_LEN as u64 + len > self.len {
-            return Ok(false);
+        let mut rest = Vec::new();
+        self.file
+            .by_ref()
+            .take(self.len - from)
+            .read_to_end(&mut rest)
+            .map_err(|e| JournalError::io(&self.path, "read", e))?;
+        // A record after the damaged one (sequence `next`) carries a later
+        // sequence, and at most one per record header's worth of bytes.
+        let highest = self.next + (rest.len() / RECORD_HEADER_LEN) as Sequence;
+        for i in 0..=rest.len().saturating_sub(RECORD_HEADER_LEN) {
+            let sequence = u64_at(&rest, i + 8) as Sequence;
+            if sequence < self.next || sequence > highest {
+                continue;
+            }
+            let len = u32_at(&rest, i + 4) as usize;
+            let Some(payload) = rest.get(i + RECORD_HEADER_LEN..i + RECORD_HEADER_LEN + len) else {
+                continue;
+            };
+            if record_crc(sequence, len as u32, payload) == u32_at(&rest, i) {
+                return Ok(Some(from + i as u64));
+            }
         }
-        let mut payload = vec![0u8; len as usize];
-        self.read_exact(&mut payload)?;
-        let sequence = u64_at(&head, 8) as Sequence;
-        Ok(sequence == self.next + 1
-            && record_crc(sequence, len as u32, &payload) == u32_at(&head, 0))
+        Ok(None)
     }
 }

@@ -180,7 +180,7 @@ where
     }
 
     fn ready(&self) -> bool {
-        self.consumer.is_some() && !matches!(self.cx.poll(self.next, self.next), Ok(None))
+        self.consumer.is_some() && !matches!(self.cx.poll(self.next), Ok(None))
     }
 
     fn timeout_due(&self) -> Option<Instant> {

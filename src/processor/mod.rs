@@ -37,7 +37,7 @@ use crate::loom::{Arc, Weaken};
 use crate::report::panic_message;
 use crate::report::StageReport;
 use crate::sequence::{AtomicSequence, Sequence};
-use crate::sequencer::Sequencer;
+use crate::sequencer::{Scan, Sequencer};
 use crate::wait_strategy::{Interrupt, PollResult, WaitStrategy};
 
 /// One stage's place in the graph.
@@ -52,6 +52,8 @@ pub(crate) struct StageContext<E, S, W> {
     pub(crate) policy: FailurePolicy<E>,
     /// For a work-pool worker: the pool's shared claim cursor.
     pub(crate) work: Option<Arc<AtomicSequence>>,
+    /// Where the stage's next scan of the ring starts (see `Scan`).
+    pub(crate) scan: Cell<Scan>,
 }
 
 /// Failed polls in a row after which a latency-first stage starts to
@@ -156,12 +158,22 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         self.bus.refuse_producers();
     }
 
-    /// The highest available sequence `>= next`, or why there is none. The
-    /// ring is scanned from `from` (`<= next`).
+    /// The highest sequence `>= next - 1` the stage may read up to; the ring
+    /// is scanned from one past what the stage's scans found before (see
+    /// `Scan`), whatever part of that it handed over.
+    #[inline(always)]
+    fn available(&self, next: Sequence) -> Sequence {
+        let mut scan = self.scan.get();
+        let available = self.barrier.available(&self.bus.sequencer, &mut scan, next);
+        self.scan.set(scan);
+        available
+    }
+
+    /// The highest available sequence `>= next`, or why there is none.
     #[inline]
-    fn wait_for(&self, from: Sequence, next: Sequence) -> Result<Sequence, Interrupt> {
+    fn wait_for(&self, next: Sequence) -> Result<Sequence, Interrupt> {
         let bus = &*self.bus;
-        let available = self.barrier.available(&bus.sequencer, from);
+        let available = self.available(next);
         if available >= next {
             return Ok(available);
         }
@@ -169,7 +181,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         if !W::LATENCY_FIRST {
             return bus
                 .strategy
-                .wait(&self.sources(), deadline, || self.poll(from, next));
+                .wait(&self.sources(), deadline, || self.poll(next));
         }
         // Latency first: once the bus looks idle, prefetch the slot we wait
         // for after every failed poll, so its line travels while we wait for
@@ -181,7 +193,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         let ring = bus.ring.view();
         let mut misses = 0u32;
         bus.strategy.wait(&self.sources(), deadline, || {
-            let found = self.poll(from, next);
+            let found = self.poll(next);
             if let Ok(None) = found {
                 misses = misses.saturating_add(1);
                 if misses >= PREFETCH_AFTER_MISSES {
@@ -204,9 +216,9 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
 
     /// One look for `next`: see [`wait_for`](Self::wait_for).
     #[inline(always)]
-    fn poll(&self, from: Sequence, next: Sequence) -> PollResult<Sequence> {
+    fn poll(&self, next: Sequence) -> PollResult<Sequence> {
         let bus = &*self.bus;
-        let available = self.barrier.available(&bus.sequencer, from);
+        let available = self.available(next);
         if available >= next {
             Ok(Some(available))
         } else if bus.is_halted() || self.barrier.blocked_by_failure(next) {
@@ -214,7 +226,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         } else if bus.nothing_more_at(next) {
             // Seen after the producers' last publish (Acquire): look once
             // more before stopping.
-            let available = self.barrier.available(&bus.sequencer, from);
+            let available = self.available(next);
             if available >= next {
                 Ok(Some(available))
             } else {

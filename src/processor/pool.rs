@@ -73,7 +73,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 } else {
                     available + 1
                 };
-                match self.wait_for(available + 1, wanted) {
+                match self.wait_for(wanted) {
                     Ok(a) => {
                         available = a;
                         raise(a.min(next - 1));

@@ -27,11 +27,20 @@ pub(crate) mod sealed {
 
         /// The highest `h >= next - 1` such that every event in `next..=h`
         /// is published; all of them are visible to the caller (Acquire).
+        /// With `raise`, a multi producer's scan also records what it found
+        /// (see `MultiProducerSequencer::floor_for_consumers`).
         ///
         /// `next` must be the first sequence after a range this sequencer
         /// reported before (or 0): the multi-producer marks whole batches at
-        /// their first slot.
-        fn highest_published(&self, next: Sequence) -> Sequence;
+        /// their first slot. Readers call it only through [`Scan`], which
+        /// keeps that so.
+        fn highest_published(&self, next: Sequence, raise: bool) -> Sequence;
+
+        /// Records that a reader that still gates found everything up to
+        /// `end` published, in a scan it made with `raise` false (a
+        /// lag-limited subscriber, which may have been evicted during the
+        /// scan, confirms first that it was not).
+        fn reached(&self, _end: Sequence) {}
 
         /// The highest sequence claimed so far (published or not).
         fn claimed(&self) -> Sequence;
@@ -67,6 +76,75 @@ pub(crate) mod sealed {
         fn join_point(&self, slowest: Sequence) -> Sequence {
             slowest
         }
+    }
+}
+
+/// A reader's place in what the producers published: the highest sequence
+/// its scans found published, from which the next scan starts.
+///
+/// The multi producer marks a batch only at its first slot, so a scan must
+/// start at a batch boundary that no producer can lap (see
+/// `sequencer/multi.rs`). A `Scan` can only be made at such a boundary (the
+/// start of the ring, or a reader's join point) and only moved by a scan, so
+/// every reader starts each scan one past what an earlier scan found, never
+/// at a position of its own: a reader that hands over part of what it
+/// found (a step capped in size, a poll with a limit, a pool worker) asks
+/// again for a position inside the range, and gets the range's end without a
+/// scan. Issue #24: a shared-thread stage that rescanned from its own cut
+/// lost the rest of a batch that straddled the cut.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scan {
+    known: Sequence,
+}
+
+impl Scan {
+    /// A scan starting after `boundary`: `INITIAL`, or the position a reader
+    /// joined at (`Sealed::join_point`), a batch boundary. The reader gates
+    /// the producers at or below `boundary` from then on.
+    pub(crate) fn after(boundary: Sequence) -> Self {
+        Self { known: boundary }
+    }
+
+    /// The highest sequence `>= next - 1` whose events are all published
+    /// and visible (Acquire), scanning from one past what this scan found
+    /// before when that is below `next`. The caller's own gating sequence
+    /// must be below `next`.
+    #[inline]
+    pub(crate) fn published<S: Sequencer>(&mut self, sequencer: &S, next: Sequence) -> Sequence {
+        if self.known < next {
+            self.known = sequencer.highest_published(self.known + 1, true);
+        }
+        self.known
+    }
+
+    /// As [`published`](Self::published), for a reader that may stop gating
+    /// at any moment (a lag-limited subscriber, evicted by a producer): the
+    /// scan records nothing in the sequencer; once the reader knows it still
+    /// gates, it calls [`confirm`](Self::confirm). An evicted reader's scan
+    /// may follow a later lap's marks past a claim still being written, so
+    /// what it found must never reach the producers' frontier.
+    #[inline]
+    pub(crate) fn published_unconfirmed<S: Sequencer>(
+        &mut self,
+        sequencer: &S,
+        next: Sequence,
+    ) -> Sequence {
+        if self.known < next {
+            let found = sequencer.highest_published(self.known + 1, false);
+            if cfg!(ringbus_weaken = "unconfirmed_scan") {
+                // Only to show the loom model fails when an evicted
+                // reader's scan raises the frontier.
+                sequencer.reached(found);
+            }
+            self.known = found;
+        }
+        self.known
+    }
+
+    /// The reader still gates (it holds the read state an eviction needs
+    /// to take): what its scans found may now bound the producers.
+    pub(crate) fn confirm<S: Sequencer>(self, sequencer: &S) {
+        sequencer.reached(self.known);
     }
 }
 

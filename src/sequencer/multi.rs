@@ -166,7 +166,8 @@ impl MultiProducerSequencer {
     /// stop inside a batch, where no scan could start.
     pub(crate) fn published_floor(&self) -> Sequence {
         let from = self.frontier.get_relaxed() + 1;
-        let floor = self.highest_published(from);
+        // No raise: the frontier is this scan's own record.
+        let floor = self.highest_published(from, false);
         if floor >= from {
             // Relaxed: read and written only under the gating lock. The
             // marks it summarises were acquired by the scan above, so a
@@ -212,7 +213,7 @@ impl Sealed for MultiProducerSequencer {
     }
 
     #[inline]
-    fn highest_published(&self, next: Sequence) -> Sequence {
+    fn highest_published(&self, next: Sequence, raise: bool) -> Sequence {
         let mut i = next;
         loop {
             let flag = &self.available[(i & self.mask) as usize];
@@ -220,7 +221,7 @@ impl Sealed for MultiProducerSequencer {
             // are visible once its mark is.
             let last = flag.load(Ordering::Acquire);
             if last < i {
-                if i > next && !cfg!(ringbus_weaken = "reached") {
+                if raise && i > next && !cfg!(ringbus_weaken = "reached") {
                     // A batch end every event up to which is published.
                     self.reached.raise_relaxed(i - 1);
                 }
@@ -232,6 +233,10 @@ impl Sealed for MultiProducerSequencer {
 
     fn join_point(&self, slowest: Sequence) -> Sequence {
         MultiProducerSequencer::join_point(self, slowest)
+    }
+
+    fn reached(&self, end: Sequence) {
+        self.reached.raise_relaxed(end);
     }
 
     fn gating_floor(&self) -> Sequence {
