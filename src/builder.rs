@@ -795,6 +795,7 @@ where
                 work: spec.work,
                 // Build-time stages start at the ring's start.
                 scan: std::cell::Cell::new(Scan::after(cell.sequence.get_relaxed())),
+                chunk: std::cell::Cell::new(crate::processor::FIRST_CHUNK),
             };
             let thread = match spec.thread {
                 Some(leader) => thread_of_stage[leader],

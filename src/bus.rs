@@ -640,7 +640,12 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
                     // The thread ended without recording it: a panic
                     // outside every handler call.
                     true => (StageReport::lost(name), None),
-                    false => (StageReport::still_running(name), None),
+                    // What it released by now (a long batch releases
+                    // chunk by chunk, so a slow handler shows its progress).
+                    false => (
+                        StageReport::still_running(name, self.stages[i].1.processed()),
+                        None,
+                    ),
                 }));
             }
         }

@@ -31,8 +31,10 @@ pub struct StageReport {
     /// True when the stage stopped because a stage it depends on failed.
     pub upstream_failed: bool,
     /// True when a timed-out shutdown left the stage still running (stuck
-    /// in its handler): the counts are unknown, and its thread finishes on
-    /// its own once the handler returns.
+    /// in its handler): `processed` is what it had released by then (a
+    /// long batch is released in chunks of about a millisecond), the other
+    /// counts are unknown, and its thread finishes on its own once the
+    /// handler returns.
     pub still_running: bool,
 }
 
@@ -44,9 +46,10 @@ impl StageReport {
         }
     }
 
-    pub(crate) fn still_running(name: &str) -> Self {
+    pub(crate) fn still_running(name: &str, processed: u64) -> Self {
         Self {
             still_running: true,
+            processed,
             ..Self::named(name)
         }
     }

@@ -634,3 +634,48 @@ fn shutdown_timeout_returns_while_a_handler_is_stuck() {
         done.recv().unwrap();
     });
 }
+
+/// Issue #24, item 7: a stage taking 1 ms per event with 2,000 queued. A
+/// `shutdown_timeout(100 ms)` reported `processed: 0` while about a hundred
+/// were handled (the stage stored its sequence once per batch), and the
+/// halt was looked at only every 256 events, so the handler ran up to 256
+/// more after it. Now a long batch is released in chunks sized to take
+/// about a millisecond: the report says what was handled, and the halt
+/// stops the handler within a chunk.
+#[test]
+fn a_timed_out_shutdown_reports_a_slow_stages_progress_and_halts_it_soon() {
+    bounded(60, || {
+        let handled = Arc::new(AtomicU64::new(0));
+        let h = Arc::clone(&handled);
+        let mut p = ringbus::single_producer(2048, Event::default, Blocking)
+            .handle_events_with(move |e: &Event, _: Sequence, _: bool| {
+                e.verify();
+                std::thread::sleep(Duration::from_millis(1));
+                h.fetch_add(1, Ordering::Relaxed);
+            })
+            .build();
+        for i in 0..2000 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let report = match p.shutdown_timeout(Duration::from_millis(100)) {
+            Err(ShutdownError::TimedOut(report)) => report,
+            other => panic!("expected TimedOut, got {other:?}"),
+        };
+        let at_report = handled.load(Ordering::Relaxed);
+        let stage = &report.stages[0];
+        assert!(stage.processed > 0, "progress reported: {stage:?}");
+        assert!(
+            stage.processed <= at_report,
+            "no more than was handled: {stage:?}, {at_report} handled"
+        );
+        // The halt took effect within a chunk: the handler stops.
+        std::thread::sleep(Duration::from_millis(300));
+        let later = handled.load(Ordering::Relaxed);
+        assert!(
+            later - stage.processed <= 16,
+            "the handler went on after the halt: {later} handled, {} reported",
+            stage.processed
+        );
+        assert!(later < 2000);
+    });
+}

@@ -24,6 +24,11 @@ mod stage_loop;
 
 pub(crate) use group::{run_thread, StageTask, Task};
 
+/// Events in a stage's first chunk of a long batch: a slow handler is
+/// timed early; a fast one doubles its chunks to `HALT_CHECK_EVERY` within
+/// a few chunks.
+pub(crate) const FIRST_CHUNK: Sequence = 16;
+
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -54,6 +59,8 @@ pub(crate) struct StageContext<E, S, W> {
     pub(crate) work: Option<Arc<AtomicSequence>>,
     /// Where the stage's next scan of the ring starts (see `Scan`).
     pub(crate) scan: Cell<Scan>,
+    /// Events per chunk of a long batch (see `stage_loop::TIMED_CHUNK`).
+    pub(crate) chunk: Cell<Sequence>,
 }
 
 /// Failed polls in a row after which a latency-first stage starts to

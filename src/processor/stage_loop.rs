@@ -13,8 +13,18 @@ use crate::sequence::Sequence;
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{Interrupt, WaitStrategy};
 
-/// Events a stage handles between two looks at the halt flag.
-const HALT_CHECK_EVERY: Sequence = 256;
+/// Most events a stage handles between two looks at the halt flag.
+pub(super) const HALT_CHECK_EVERY: Sequence = 256;
+
+/// Fewest events in a chunk that is timed: the chunk size adapts so that a
+/// chunk takes about [`HALT_CHUNK_TIME`] (a slow handler then sees a halt,
+/// and reports its progress, within about that time, or within this many
+/// events when they take longer). Smaller batches are not timed (a clock
+/// read per batch of one or two events would cost the latency paths).
+const TIMED_CHUNK: Sequence = 16;
+
+/// How long one chunk of a long batch should take at most.
+const HALT_CHUNK_TIME: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// How much of the ring, in bytes, one step of a stage that shares its
 /// thread takes at most: the next stage on the thread then finds those
@@ -130,6 +140,22 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         Ok(Some(true))
     }
 
+    /// Sizes the next chunk from how long the last one took: halved (or
+    /// less) when it took longer than [`HALT_CHUNK_TIME`], doubled up to
+    /// [`HALT_CHECK_EVERY`] when it took under a quarter of it.
+    fn adapt_chunk(&self, took: std::time::Duration) {
+        let chunk = self.chunk.get();
+        let next = if took > HALT_CHUNK_TIME {
+            let ratio = (took.as_nanos() / HALT_CHUNK_TIME.as_nanos()).max(2) as Sequence;
+            (chunk / ratio).max(1)
+        } else if took < HALT_CHUNK_TIME / 4 {
+            (chunk * 2).min(HALT_CHECK_EVERY)
+        } else {
+            chunk
+        };
+        self.chunk.set(next);
+    }
+
     /// A wait for events ended without any: after a failure upstream, stop
     /// the stages after this one too.
     fn stop_on(&self, interrupt: Interrupt, report: &mut StageReport) {
@@ -165,6 +191,9 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         consumer.on_batch_start((available - next + 1) as u64);
         let mut done = next - 1;
         let mut failure = None;
+        let whole = C::WHOLE_BATCH && (!per_event || C::FALLIBLE_RANGE);
+        // Long batches are timed chunk by chunk (see `TIMED_CHUNK`).
+        let timed = !whole && available - next + 1 >= TIMED_CHUNK;
         while done < available {
             // A halt stops the stage within a chunk, not at the end of a
             // batch that may span the whole ring (a `WHOLE_BATCH`
@@ -172,11 +201,19 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             if bus.is_halted() {
                 break;
             }
-            let chunk_end = if C::WHOLE_BATCH && (!per_event || C::FALLIBLE_RANGE) {
+            if done >= next && !C::DEFERS_RELEASE {
+                // Within a long batch: what is handled is released now, so
+                // a shutdown that times out reports it and producers and
+                // the stages after this one may go on (issue #24, 7).
+                self.cell.sequence.set(done, Weaken::Stage);
+                bus.notify_progress(&self.cell);
+            }
+            let chunk_end = if whole {
                 available
             } else {
-                available.min(done + HALT_CHECK_EVERY)
+                available.min(done + self.chunk.get())
             };
+            let started = timed.then(std::time::Instant::now);
             if C::FALLIBLE_RANGE {
                 // SAFETY: as below, for the range.
                 let handled = unsafe {
@@ -211,6 +248,9 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 // writes these slots meanwhile.
                 unsafe { consumer.consume_range(ring, done + 1, chunk_end, available, progress) };
                 done = chunk_end;
+            }
+            if let Some(started) = started {
+                self.adapt_chunk(started.elapsed());
             }
         }
         // A consumer may hold back what it has not made durable; the
