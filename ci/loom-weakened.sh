@@ -58,17 +58,19 @@ declare -A TESTS=(
     [lag_rejoin]="lag_limit a_subscriber_joining_while_producers_are_parked_is_still_evicted"
     [read_guard]="lag_limit a_panic_in_a_lag_limited_poll_gives_the_same_events_again_and_it_can_be_evicted"
     [torn_scan]="journal_damage every_flipped_byte_is_corrupt_or_a_torn_tail_and_loses_nothing journal"
+    [lag_clock]="async_bus an_async_producer_evicts_a_lag_limited_subscriber_that_holds_it async"
 )
 # (Issue #24: `step_scan`, a shared-thread step rescanning from its own
 # cut inside a batch (finding 1); `lag_rejoin`, a producer parked before a
 # lag-limited subscriber joined never waking to evict it (finding 2);
 # `read_guard`, a panic in a lag-limited poll leaving it "reading" (finding
 # 3); `torn_scan`, the journal reader trusting a damaged length to find
-# what follows (finding 5).)
+# what follows (finding 5); `lag_clock`, an async producer held by a
+# lag-limited subscriber never woken to evict it.)
 # (`durable_release`, issue #14: the journal stage's sequence stored before
 # its batch is written and synced, so the stages after it act on events a
 # crash could lose.)
-for knob in pool_scan join_point reached durable_release step_scan lag_rejoin read_guard torn_scan; do
+for knob in pool_scan join_point reached durable_release step_scan lag_rejoin read_guard torn_scan lag_clock; do
     read -r file test features <<<"${TESTS[$knob]}"
     log=$(mktemp)
     touch src/lib.rs

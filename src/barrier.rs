@@ -59,7 +59,7 @@ const EVICTED: usize = 2;
 /// The protocol that keeps an evicted subscriber from reading a slot being
 /// overwritten: the subscriber moves `IDLE -> READING` (a CAS) before it
 /// reads and back (a Release store) after it committed; a producer evicts
-/// it only by a CAS `IDLE -> EVICTED` (Acquire), so only between two reads
+/// it only by a CAS `IDLE -> EVICTED` (AcqRel), so only between two reads
 /// and after the last one (which the Release/Acquire pair orders before
 /// any write the producer then makes), and it never reads again (its CAS
 /// fails on `EVICTED`, which is final).
@@ -112,7 +112,13 @@ impl LagWatch {
     /// again, or read the same events again.
     pub(crate) fn abandon_read(&self) {
         // Release: as in `end_read`, the reads happen before an eviction.
-        self.state.store(IDLE, evict_order(Ordering::Release));
+        // A CAS from READING only: it never undoes an eviction.
+        let _ = self.state.compare_exchange(
+            READING,
+            IDLE,
+            evict_order(Ordering::Release),
+            Ordering::Relaxed,
+        );
     }
 
     /// How far behind it was, once evicted.

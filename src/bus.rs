@@ -280,10 +280,12 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         let cell = Arc::new(match hold {
             None => StageCell::starting_at(start),
             Some(hold) => {
-                // Relaxed: hints for producers, changed under the lock; a
-                // waiting producer reads them after the wake below.
+                // Relaxed: a hint for producers, changed under the lock.
                 self.lag_limited.fetch_add(1, Ordering::Relaxed);
-                self.lag_joins.fetch_add(1, Ordering::Relaxed);
+                // Release: a producer that sees the new count (Acquire)
+                // sees the `lag_limited` above, so its restart finds the
+                // new limit (`wait_for_free`).
+                self.lag_joins.fetch_add(1, Ordering::Release);
                 StageCell::limited(start, hold)
             }
         });
@@ -392,9 +394,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // we then start over with its limit: else a producer parked before
         // it joined would park with no deadline and never evict it.
         loop {
-            // Relaxed: read again after `subscribe`'s wake, which orders the
-            // join's increment before that read.
-            let joins = self.lag_joins.load(Ordering::Relaxed);
+            // Acquire: pairs with `subscribe`'s Release increment, so
+            // `shortest_hold` below sees the subscriber counted.
+            let joins = self.lag_joins.load(Ordering::Acquire);
             let hold = self.shortest_hold().filter(|_| !cfg!(loom));
             let wake = hold.and_then(|hold| {
                 wait_strategy::deadline_after((hold / 4).max(Duration::from_micros(100)))
@@ -404,6 +406,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
                 (d, w) => d.or(w),
             };
             let found = self.strategy.wait(&ProducerSources(self), until, || {
+                // Relaxed: a change only restarts the wait, whose first
+                // load (Acquire) synchronises.
                 if self.lag_joins.load(Ordering::Relaxed) != joins
                     && !cfg!(ringbus_weaken = "lag_rejoin")
                 {
@@ -430,13 +434,23 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         last: Sequence,
         before: Sequence,
     ) -> std::task::Poll<Result<Sequence, Interrupt>> {
-        wait_strategy::register(&ProducerSources(self), waker, || {
+        let found = wait_strategy::register(&ProducerSources(self), waker, || {
             // Another handle closed the bus: nothing more is accepted.
             if self.closed_at().is_some() {
                 return Err(Interrupt::Closed);
             }
             self.room_for(last, before, false)
-        })
+        });
+        // Held by a lag-limited subscriber, maybe: look again within a
+        // quarter of its limit, as a waiting thread does (see `lag_clock`).
+        #[cfg(not(loom))]
+        if found.is_pending() && !cfg!(ringbus_weaken = "lag_clock") {
+            if let Some(hold) = self.shortest_hold() {
+                let slice = (hold / 4).max(Duration::from_micros(100));
+                crate::lag_clock::wake_at(Instant::now() + slice, waker.clone());
+            }
+        }
+        found
     }
 
     /// One look for room up to `last` (see `wait_for_free`): the gating

@@ -135,6 +135,8 @@ mod handler;
 #[cfg(all(feature = "journal", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "journal", unix))))]
 pub mod journal;
+#[cfg(all(feature = "async", not(loom)))]
+mod lag_clock;
 mod loom;
 mod metrics;
 mod poller;

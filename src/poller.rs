@@ -53,9 +53,9 @@ pub enum PollError {
 ///
 /// Eviction is checked by a producer that finds the ring full: one waiting
 /// with a blocking strategy wakes at least every quarter of the limit to
-/// check; an async producer (`publish_async`) checks only when it is polled
-/// (nothing wakes it while the one subscriber holding it does not move), so
-/// an async service should use [`never_hold`](LagLimit::never_hold).
+/// check, and so does an async producer (`publish_async`; a clock thread,
+/// started the first time one is held by a lag-limited subscriber, wakes
+/// it), also when the subscriber joined while it was already waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LagLimit {
@@ -298,7 +298,7 @@ where
         // Puts a lag-limited subscriber back to "not reading" however the
         // read ends: committed, or unwound by a panic in `f` (then nothing
         // is committed and the same events come again; issue #24, finding 3).
-        let _reading = match watch {
+        let reading = match watch {
             Some(watch) => {
                 if !watch.begin_read() {
                     let behind = watch.evicted().unwrap_or(0);
@@ -322,8 +322,11 @@ where
             unsafe { ring.read(sequence, |e| f(e, sequence, sequence == end)) };
         }
         self.cell.sequence.set(end, Weaken::Stage);
-        if let Some(watch) = watch {
-            watch.end_read();
+        if let Some(reading) = reading {
+            // Committed: the guard must not run after `end_read` (a later
+            // eviction's EVICTED is final).
+            std::mem::forget(reading);
+            watch.expect("a guard means a lag limit").end_read();
         }
         self.bus.notify_progress(&self.cell);
         Ok((end - next + 1) as usize)

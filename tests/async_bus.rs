@@ -427,3 +427,39 @@ fn an_evicted_subscriber_hears_of_it_through_poll_async_and_its_stream() {
         });
     });
 }
+
+/// Issue #24: an async producer held by a lag-limited subscriber with a
+/// hold above zero waited for ever (it has no thread to time a wake, and
+/// nothing signalled it); now a clock wakes it within a quarter of the
+/// limit, also for a subscriber that joined while it waited.
+#[test]
+fn an_async_producer_evicts_a_lag_limited_subscriber_that_holds_it() {
+    bounded(30, || {
+        let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
+        let early = producer
+            .subscribe_with_lag_limit(ringbus::LagLimit::hold_at_most(Duration::from_millis(30)))
+            .unwrap();
+        let p = producer.clone();
+        let published = std::thread::spawn(move || {
+            current_thread().block_on(async move {
+                for i in 0..12 {
+                    p.publish_async(|e| e.set(i)).await.unwrap();
+                }
+            })
+        });
+        // A second one joins while the producer is (probably) waiting.
+        std::thread::sleep(Duration::from_millis(5));
+        let late = producer
+            .subscribe_with_lag_limit(ringbus::LagLimit::hold_at_most(Duration::from_millis(30)))
+            .unwrap();
+        published.join().unwrap();
+        for mut idle in [early, late] {
+            let polled = idle.poll(64, |_: &Event, _: Sequence, _: bool| {});
+            assert!(
+                matches!(polled, Err(PollError::Lagged { .. })),
+                "{polled:?}"
+            );
+        }
+        producer.shutdown().unwrap();
+    });
+}

@@ -247,7 +247,7 @@ fn a_subscriber_joining_while_producers_are_parked_is_still_evicted() {
             .handle_events_with(common::gated_stage(gated))
             .build();
         // The stage holds event 0; the ring fills; two producers park.
-        let mut p = producer.clone();
+        let p = producer.clone();
         for i in 0..8 {
             p.publish(|e| e.set(i)).unwrap();
         }
@@ -255,7 +255,7 @@ fn a_subscriber_joining_while_producers_are_parked_is_still_evicted() {
         // held by the late subscriber once the stage drains.
         let parked: Vec<_> = (0..2)
             .map(|k| {
-                let mut p = producer.clone();
+                let p = producer.clone();
                 std::thread::spawn(move || {
                     p.batch_publish(8, |slots| {
                         for (i, e) in slots.enumerate() {
@@ -290,14 +290,14 @@ fn a_subscriber_joining_while_producers_are_parked_is_still_evicted() {
 #[test]
 fn a_subscriber_joining_during_try_publish_for_is_evicted_before_its_deadline() {
     bounded(30, || {
-        let mut producer = ringbus::multi_producer(4, Event::default, Blocking).build();
+        let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
         let mut first = producer.subscribe().unwrap();
         for i in 0..4 {
             producer.publish(|e| e.set(i)).unwrap();
         }
         // A blocking producer claims 4..=7 and parks; then `try_publish_for`
         // waits for room for 8, which the late subscriber will hold.
-        let mut b = producer.clone();
+        let b = producer.clone();
         let blocking = std::thread::spawn(move || {
             b.batch_publish(4, |slots| {
                 for (i, e) in slots.enumerate() {
@@ -307,7 +307,7 @@ fn a_subscriber_joining_during_try_publish_for_is_evicted_before_its_deadline() 
             .unwrap();
         });
         std::thread::sleep(Duration::from_millis(30));
-        let mut p = producer.clone();
+        let p = producer.clone();
         let waiting = std::thread::spawn(move || {
             p.try_publish_for(Duration::from_secs(20), |e| e.set(8))
                 .map(|_| ())
@@ -344,7 +344,7 @@ fn a_subscriber_joining_during_try_publish_for_is_evicted_before_its_deadline() 
 #[test]
 fn a_panic_in_a_lag_limited_poll_gives_the_same_events_again_and_it_can_be_evicted() {
     bounded(30, || {
-        let mut producer = ringbus::multi_producer(4, Event::default, Blocking).build();
+        let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
         let mut sub = producer
             .subscribe_with_lag_limit(LagLimit::never_hold())
             .unwrap();

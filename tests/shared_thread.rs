@@ -774,7 +774,7 @@ fn a_batch_straddling_a_shared_step<W: WaitStrategy>(strategy: W) {
         let (a, b) = (Arc::clone(&seen), Arc::clone(&seen));
         let mut next_a = 0;
         let mut next_b = 0;
-        let mut p = ringbus::multi_producer(
+        let p = ringbus::multi_producer(
             128,
             || Big {
                 value: 0,

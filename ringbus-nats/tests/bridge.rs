@@ -661,3 +661,253 @@ fn an_ingress_dropped_in_async_code_does_not_hold_the_link() {
         "the link's runtime still answers"
     );
 }
+
+/// Publishes the events `from..to` straight to JetStream, alternating
+/// `ev.rc.a` (even `n`) and `ev.rc.b` (odd `n`), in order; waits for every
+/// ack.
+fn publish_alternating(link: &Link, from: u64, to: u64) {
+    let js = link.jetstream();
+    link.handle().block_on(async {
+        let mut acks = Vec::new();
+        for n in from..to {
+            let subject = if n % 2 == 0 { "ev.rc.a" } else { "ev.rc.b" };
+            let payload = postcard::to_allocvec(&Ev {
+                producer: (n % 2) as u32,
+                n,
+            })
+            .unwrap();
+            acks.push(js.publish(subject, payload.into()).await.unwrap());
+            if acks.len() == 256 {
+                for ack in acks.drain(..) {
+                    ack.await.unwrap();
+                }
+            }
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    });
+}
+
+/// `seen` is exactly the even numbers below `total`, each once, in order.
+fn check_every_even_once_in_order(seen: &[Ev], total: u64, what: &str) {
+    let mut want = 0;
+    for (i, e) in seen.iter().enumerate() {
+        assert!(
+            e.n == want,
+            "{what}: event {i} is {} where {want} was due ({}; the previous was {:?})",
+            e.n,
+            if e.n < want {
+                "a duplicate or out of stream order"
+            } else {
+                "some were lost"
+            },
+            i.checked_sub(1).map(|p| seen[p].n),
+        );
+        want += 2;
+    }
+    assert_eq!(
+        want,
+        total,
+        "{what}: {} events of {}",
+        seen.len(),
+        total / 2
+    );
+}
+
+/// A bus of `capacity` slots recording what it handles.
+fn recording_bus(capacity: usize, seen: &Seen) -> ringbus::SingleProducer<Ev, Blocking> {
+    let record = Arc::clone(seen);
+    ringbus::single_producer(capacity, Ev::default, Blocking)
+        .handle_events_with(move |e: &Ev, _: Sequence, _: bool| record.lock().unwrap().push(*e))
+        .build()
+}
+
+/// Issue #24 finding 6: a filtered consumer (`ev.rc.a` out of alternating
+/// `ev.rc.a`/`ev.rc.b`) whose connection is cut every 40 ms while the
+/// stream fills. Deliveries are lost in the cuts (and read back from the
+/// stream), acks are lost (and the messages delivered again after the short
+/// ack wait): the bus still gets each message once, in stream order.
+#[test]
+fn filtered_consumer_with_connections_cut_gets_each_message_once_in_order() {
+    const TOTAL: u64 = 12_000;
+    let server = common::single("");
+    let proxy = Proxy::to(server.port);
+    let direct = link(&server.url());
+    ensure_stream(&direct, 1);
+    let through_proxy = link(&proxy.url());
+    let seen: Seen = Arc::default();
+    let ingress = through_proxy
+        .ingress(
+            Postcard,
+            IngressOptions::new("EV", "rc")
+                .filter_subject("ev.rc.a")
+                .batch(64)
+                .ack_wait(Duration::from_secs(1)),
+            recording_bus(64, &seen),
+        )
+        .expect("ingress");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cutter = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut cuts = 0;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(40));
+                if proxy.cut() > 0 {
+                    cuts += 1;
+                }
+            }
+            cuts
+        })
+    };
+    // The stream fills while the connection is cut, in slices so the
+    // ingress reads along.
+    for slice in 0..6 {
+        publish_alternating(&direct, slice * TOTAL / 6, (slice + 1) * TOTAL / 6);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (seen.lock().unwrap().len() as u64) < TOTAL / 2
+        && Instant::now() < deadline
+        && !ingress.is_finished()
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done.store(true, Ordering::Relaxed);
+    let cuts = cutter.join().unwrap();
+    // Past the ack wait: what the server delivers again (acks lost in the
+    // cuts, deliveries read from the stream) shows up now if it is to.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (bus, report) = ingress
+        .stop()
+        .map_err(|(_, e)| e)
+        .expect("the ingress ran to the end");
+    bus.shutdown().unwrap();
+    eprintln!("{cuts} cuts; ingress: {report:?}");
+    let seen = seen.lock().unwrap();
+    check_every_even_once_in_order(&seen, TOTAL, "the bus");
+    assert_eq!(report.published, TOTAL / 2);
+}
+
+/// Issue #24 finding 6: more deliveries lost at once than the ring holds.
+/// Another client takes 100 deliveries of the ingress's durable consumer
+/// (and never acks them) while the ingress's ring is full; the ingress then
+/// reads them from the stream in slices of the ring (8) and publishes them
+/// in stream order, before what the server delivers next, and takes their
+/// redeliveries (after the ack wait) for what they are.
+#[test]
+fn a_recovery_larger_than_the_ring_is_published_in_slices() {
+    let server = common::single("");
+    let link = link(&server.url());
+    ensure_stream(&link, 1);
+    // 8 for the ring, then 200 more on `ev.rc.a`.
+    publish_alternating(&link, 0, 16);
+    let seen: Seen = Arc::default();
+    let record = Arc::clone(&seen);
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = Arc::clone(&open);
+    let bus = ringbus::single_producer(8, Ev::default, Blocking)
+        .handle_events_with(move |e: &Ev, _: Sequence, _: bool| {
+            while !gate.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            record.lock().unwrap().push(*e);
+        })
+        .build();
+    let ingress = link
+        .ingress(
+            Postcard,
+            IngressOptions::new("EV", "big")
+                .filter_subject("ev.rc.a")
+                .ack_wait(Duration::from_secs(2)),
+            bus,
+        )
+        .expect("ingress");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ingress.report().published < 8 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(ingress.report().published, 8, "the ring is full");
+    // The ring is full: the ingress fetches nothing now. Another client
+    // takes the next 100 deliveries of its consumer and loses them.
+    publish_alternating(&link, 16, 416);
+    let js = link.jetstream();
+    let stolen = link.handle().block_on(async {
+        use futures_util::StreamExt;
+        let stream = js.get_stream("EV").await.unwrap();
+        let consumer: ringbus_nats::async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer("big").await.unwrap();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(100)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .unwrap();
+        let mut new = 0;
+        while let Some(message) = batch.next().await {
+            // Not a redelivery of the ring's 8 (were the ack wait past).
+            if message.unwrap().info().unwrap().stream_sequence > 16 {
+                new += 1;
+            }
+        }
+        new
+    });
+    assert!(stolen > 8, "{stolen} deliveries lost: more than the ring");
+    open.store(true, Ordering::Relaxed);
+    // Everything, and the lost deliveries' redeliveries after the ack wait.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while (seen.lock().unwrap().len() < 208 || ingress.report().redelivered < stolen)
+        && Instant::now() < deadline
+        && !ingress.is_finished()
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (bus, report) = ingress
+        .stop()
+        .map_err(|(_, e)| e)
+        .expect("the ingress ran to the end (no batch larger than the ring)");
+    bus.shutdown().unwrap();
+    eprintln!("ingress: {report:?}");
+    check_every_even_once_in_order(&seen.lock().unwrap(), 416, "the bus");
+    assert_eq!(report.recovered, stolen, "read from the stream");
+    assert_eq!(report.published, 208);
+    assert!(
+        report.redelivered >= stolen,
+        "the lost deliveries came again and were not published: {report:?}"
+    );
+}
+
+/// Issue #24 finding 7: a server without JetStream is named as such, not
+/// taken for a missing stream.
+#[test]
+fn a_server_without_jetstream_is_named() {
+    let server = common::without_jetstream();
+    let url = server.url();
+    let link = link(&url);
+    let bus = ringbus::single_producer(8, Ev::default, Blocking)
+        .handle_events_with(|_: &Ev, _: Sequence, _: bool| {})
+        .build();
+    let error = link
+        .ingress(Postcard, IngressOptions::new("ORDERS", "b"), bus)
+        .expect_err("no JetStream, no ingress");
+    let message = error.to_string();
+    assert!(
+        message.contains("JetStream is not enabled") && message.contains(&url),
+        "{message}"
+    );
+    assert!(message.contains("-js"), "says how to fix it: {message}");
+    assert!(!message.contains("does not exist"), "{message}");
+    let error = link
+        .ensure_stream(stream::Config {
+            name: "ORDERS".into(),
+            subjects: vec!["orders.>".into()],
+            ..Default::default()
+        })
+        .expect_err("no JetStream, no stream");
+    let message = error.to_string();
+    assert!(
+        message.contains("JetStream is not enabled") && message.contains(&url),
+        "{message}"
+    );
+}

@@ -260,7 +260,9 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         if cfg!(ringbus_weaken = "durable_release") {
             self.cell.sequence.set(released, Weaken::Stage);
         }
-        let available_now = || self.available(done + 1);
+        // Always a fresh scan (from one past what was found): a look-ahead
+        // during a sync must see what was published meanwhile.
+        let available_now = || self.available(Sequence::MAX);
         let ahead =
             (C::DEFERS_RELEASE && failure.is_none() && done == available).then_some(Lookahead {
                 ring,

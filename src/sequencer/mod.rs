@@ -31,9 +31,10 @@ pub(crate) mod sealed {
         /// (see `MultiProducerSequencer::floor_for_consumers`).
         ///
         /// `next` must be the first sequence after a range this sequencer
-        /// reported before (or 0): the multi-producer marks whole batches at
-        /// their first slot. Readers call it only through [`Scan`], which
-        /// keeps that so.
+        /// reported before, or 0, or one past a join point: the
+        /// multi-producer marks whole batches at their first slot. Readers
+        /// call it only through [`Scan`], which keeps that so (and the
+        /// published floor's own scan, from its record).
         fn highest_published(&self, next: Sequence, raise: bool) -> Sequence;
 
         /// Records that a reader that still gates found everything up to
@@ -108,7 +109,8 @@ impl Scan {
     /// The highest sequence `>= next - 1` whose events are all published
     /// and visible (Acquire), scanning from one past what this scan found
     /// before when that is below `next`. The caller's own gating sequence
-    /// must be below `next`.
+    /// must be at most what this scan found (so no producer can lap where
+    /// the next scan starts).
     #[inline]
     pub(crate) fn published<S: Sequencer>(&mut self, sequencer: &S, next: Sequence) -> Sequence {
         if self.known < next {

@@ -246,8 +246,9 @@ impl Sealed for MultiProducerSequencer {
     const MULTI: bool = true;
 
     fn floor_for_consumers(&self) {
-        // Every reader raises `reached` in its scan before it stores a
-        // sequence at or below the scan's end (Release), and every consumer
+        // Every reader raises `reached` in its scan (a lag-limited poller:
+        // in `Scan::confirm`, once it knows it was not evicted) before it
+        // stores a sequence at or below the scan's end (Release), and every consumer
         // sequence is at or below that of a reader of the ring before it.
         // The caller acquired the consumers' sequences before this load, so
         // it sees `reached` at or above each of them (Relaxed suffices:

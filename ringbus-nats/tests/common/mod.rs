@@ -145,6 +145,15 @@ pub fn single(extra: &str) -> Server {
     Server::start("single", port, config, dir)
 }
 
+/// A single server without JetStream (no `jetstream` block, no `-js`).
+pub fn without_jetstream() -> Server {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let port = free_port();
+    let body = format!("server_name: plain\nlisten: 127.0.0.1:{port}\n");
+    let config = write_config(&dir, "plain", &body);
+    Server::start("plain", port, config, dir)
+}
+
 /// Three JetStream servers routed into one cluster.
 pub fn cluster() -> Vec<Server> {
     let dir = Arc::new(tempfile::tempdir().unwrap());
