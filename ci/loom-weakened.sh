@@ -20,10 +20,11 @@ declare -A MODELS=(
     [waker_lock]="awaiting_poller_is_woken_by_a_publish awaiting_publisher_is_woken_by_a_poller awaiting_poller_is_woken_by_shutdown a_pipeline_parks_per_edge_and_loses_no_wake_up"
     [edge_signal]="a_pipeline_parks_per_edge_and_loses_no_wake_up"
     [evict_order]="evicting_a_subscriber_never_overwrites_what_it_reads"
+    [step_scan]="a_shared_step_that_cuts_a_batch_loses_nothing"
 )
 status=0
 wrapper="$PWD/ci/rustc-weaken.sh"
-for knob in cursor stage available gating_cache fence limit_default work_claim pool_scan join_point waker_lock evict_order edge_signal; do
+for knob in cursor stage available gating_cache fence limit_default work_claim pool_scan join_point waker_lock evict_order edge_signal step_scan; do
     # The knob reaches ringbus alone (ci/rustc-weaken.sh): the dependencies
     # are built once for every knob, ringbus once per knob.
     touch src/lib.rs

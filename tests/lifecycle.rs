@@ -877,7 +877,7 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
             },
             || {
                 for t in threads {
-                    t.join().unwrap();
+                    join(t);
                 }
             },
         );
@@ -1083,7 +1083,7 @@ fn control<E: Ev, P: Prod<E>>(
         if !pollers.is_empty() && rng.chance(30) {
             let (leaving, _) = pollers.swap_remove(rng.below(pollers.len() as u64) as usize);
             leaving.leave.store(true, Ordering::Relaxed);
-            leaving.thread.join().unwrap();
+            join(leaving.thread);
         }
         if !subscriptions.is_empty() && rng.chance(30) {
             drop(subscriptions.swap_remove(0));
@@ -1107,10 +1107,17 @@ fn control<E: Ev, P: Prod<E>>(
         if kind.lazy_after.is_some() {
             poller.leave.store(true, Ordering::Relaxed);
         }
-        poller.thread.join().unwrap();
+        join(poller.thread);
     }
     drop(subscriptions);
     outcome
+}
+
+/// Joins a thread of the case, passing its panic (with its message) on.
+fn join(thread: thread::JoinHandle<()>) {
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 fn run_sized<W: Strategy>(seed: u64, strategy: W) {

@@ -726,3 +726,44 @@ fn a_shared_thread_wakes_for_any_of_its_stages() {
     });
     Y_WAITED_ON_A.assert_reached("a had not finished the first event when the producer went on");
 }
+
+/// Model 18 (issue #24, finding 1): two stages share a thread on a
+/// multi-producer bus (a step takes one event under loom), and a batch of
+/// 2 straddles the first step's cut. The batch is marked only at its first
+/// slot. Forbidden: the stage rescanning from its cut, finding the second
+/// slot's older mark and waiting for ever (a loom deadlock at the drop), an
+/// event lost or seen twice.
+#[test]
+fn a_shared_step_that_cuts_a_batch_loses_nothing() {
+    static CUT: Reached = Reached::new();
+    loom::model(|| {
+        let (xs, ys) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (x1, y1) = (xs.clone(), ys.clone());
+        let producer = ringbus::multi_producer(2, Ev::default, Blocking)
+            .handle_events_with(move |e: &Ev, seq: Sequence, eob: bool| {
+                e.verify();
+                assert_eq!(x1.fetch_add(1, Relaxed), seq as usize, "x: in order, once");
+                if seq == 0 && eob {
+                    CUT.hit();
+                }
+            })
+            .and_then()
+            .on_same_thread()
+            .handle_events_with(move |e: &Ev, seq: Sequence, _: bool| {
+                e.verify();
+                assert_eq!(y1.fetch_add(1, Relaxed), seq as usize, "y: in order, once");
+            })
+            .build();
+        producer
+            .batch_publish(2, |slots| {
+                for (i, e) in slots.enumerate() {
+                    e.set(i as u64 + 1);
+                }
+            })
+            .unwrap();
+        drop(producer);
+        assert_eq!(xs.load(Relaxed), 2);
+        assert_eq!(ys.load(Relaxed), 2);
+    });
+    CUT.assert_reached("a step cut the batch after its first event");
+}

@@ -8,35 +8,25 @@
 //! [`minimum_gating_sequence`](ringbus::Producer::minimum_gating_sequence)
 //! and acknowledges each message the leaf stages have passed
 //! (`AckPolicy::Explicit`: a cumulative ack would also cover messages the
-//! server sent but a dropped connection lost).
-//!
-//! Each stream sequence goes into the bus at most once, in increasing
-//! stream order. Deliveries lost on the way (the consumer's delivery
-//! sequence jumps: a dropped connection, a dead node) are read from the
-//! stream directly (`next_by_subj` on the consumer's filter) before the
-//! next new message, in slices of at most the ring's size; a message not
-//! readable now is read again, never skipped. A redelivery (the server
-//! sends the lost deliveries again after the ack wait, in any order) is
-//! recognised by its stream sequence, whether it is waiting to be
-//! published, in the bus, or handled and acked, and is not published
-//! again. The one exception: a message an earlier ingress on the same
-//! consumer was given and did not ack (its stream sequence at or below
-//! what the consumer had delivered when this ingress started) is published
-//! when it comes again, possibly after later ones (at least once). One
-//! ingress per durable consumer.
+//! server sent but a dropped connection lost). A message redelivered while
+//! its first delivery is still in the bus, or after it was handled and
+//! acked, is recognised by its stream sequence and not published again; a
+//! delivery the ingress never saw before is published, even if it comes
+//! after later ones. Deliveries lost on the way (the consumer's delivery
+//! sequence jumps) are read from the stream directly, so the bus still gets
+//! every message in stream order; one ingress per durable consumer.
 //!
 //! A payload that does not decode goes to the dead-letter subject, with the
 //! reason in the `Ringbus-Dead-Reason` header, and counts as handled once
 //! the dead letter is sent.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
 use futures_util::{FutureExt, StreamExt};
@@ -48,16 +38,8 @@ use crate::acked::Acked;
 /// or a negative ack: with the server gone, the client would wait for its
 /// reconnection.
 const NETWORK_WAIT: Duration = Duration::from_secs(2);
-/// How often the ingress looks up from a fetch that brings nothing, to see
-/// whether the client reconnected meanwhile.
-const FETCH_TICK: Duration = Duration::from_millis(25);
-/// After a reconnection, how much longer than the idle wait a fetch that
-/// brings nothing is waited for: its request (or its end) may have been
-/// lost with the connection, and the client would wait 5 s more.
-const RECONNECT_GRACE: Duration = Duration::from_millis(250);
-
 use crate::codec::Codec;
-use crate::link::{jetstream_failure, Link, LinkError};
+use crate::link::{Link, LinkError};
 
 /// Options of an ingress ([`Link::ingress`]).
 #[derive(Debug, Clone)]
@@ -152,8 +134,8 @@ pub struct IngressReport {
     pub dead_lettered: u64,
     /// Messages acknowledged (after the bus handled them), each on its own.
     pub acked: u64,
-    /// Fetches that failed (the server gone, a timeout, a request lost
-    /// with a dropped connection); the ingress waited and fetched again.
+    /// Fetches that failed (the server gone, a timeout); the ingress waited
+    /// and fetched again.
     pub fetch_errors: u64,
     /// Messages published that were not acked when it stopped (the bus had
     /// not handled them in the drain timeout): they will be delivered again.
@@ -193,13 +175,9 @@ impl Counters {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum IngressError {
-    /// The bus refused the publish (halted, closed, or a batch larger than
-    /// the ring, which the ingress never asks for); the messages were not
+    /// The bus refused the publish (halted or closed); the message was not
     /// acked and will be delivered again.
     Bus(ringbus::PublishError),
-    /// The bus refused the publish for a reason this version of the
-    /// ingress does not know; the messages were not acked.
-    Refused(ringbus::TryPublishError),
     /// The ingress task panicked.
     Panicked(String),
 }
@@ -208,7 +186,6 @@ impl fmt::Display for IngressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Bus(e) => write!(f, "the bus refused the ingress's publish: {e}"),
-            Self::Refused(e) => write!(f, "the bus refused the ingress's publish: {e}"),
             Self::Panicked(m) => write!(f, "the ingress task panicked: {m}"),
         }
     }
@@ -249,9 +226,8 @@ impl<P: Send + 'static> fmt::Debug for Ingress<P> {
     }
 }
 
-/// Events decoded and waiting to be published into the ring, in stream
-/// order, with their stream sequence and delivery (none for one read from
-/// the stream); never more than the ring holds.
+/// Events decoded and waiting for one publish into the ring, with their
+/// stream sequence and delivery (none for one read from the stream).
 type ToPublish<E> = Vec<(Option<E>, u64, Option<Message>)>;
 
 /// True when NATS subject `subject` matches `filter` (`*` one token, `>`
@@ -286,23 +262,12 @@ struct Run<E, C, P> {
     /// Stream sequences acked lately, to recognise a redelivery whose ack
     /// was lost.
     acked: Acked,
-    /// The highest stream sequence taken (delivered or read from the
-    /// stream). Every message of the consumer between `floor` and it was
-    /// taken, so a delivery at or below it is a redelivery.
+    /// The highest stream sequence delivered to us: only a delivery at or
+    /// below it can be a redelivery.
     highest: u64,
-    /// The last stream sequence the consumer had delivered when the
-    /// ingress started: a delivery at or below it may be one an earlier
-    /// ingress was given and did not ack.
-    floor: u64,
     /// The consumer (delivery) sequence of the last delivery: a jump says
     /// deliveries were lost on the way (a dropped connection, a dead node).
-    last_delivery: u64,
-    /// Deliveries were lost and not all read from the stream yet: the lost
-    /// ones may lie anywhere below the next first delivery.
-    lost: bool,
-    /// Stream sequences whose dead letter could not be sent: when they
-    /// come again, they are dead-lettered again.
-    unsent_dead_letters: BTreeSet<u64>,
+    last_delivery: Option<u64>,
     /// The stream, to read lost deliveries from directly.
     stream: async_nats::jetstream::stream::Stream,
     _event: std::marker::PhantomData<fn() -> E>,
@@ -321,10 +286,6 @@ impl<P: Send + 'static> Ingress<P> {
         P: Producer<E> + Send + 'static,
     {
         let (stream, consumer) = link.block_on(consumer_for(&link, &options))?;
-        // Where the consumer stands: what it delivered before us (to an
-        // earlier ingress) is below the floor.
-        let delivered = &consumer.cached_info().delivered;
-        let (floor, last_delivery) = (delivered.stream_sequence, delivered.consumer_sequence);
         let run_link = link.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
@@ -338,11 +299,8 @@ impl<P: Send + 'static> Ingress<P> {
             counters: Arc::clone(&counters),
             pending: VecDeque::new(),
             acked: Acked::new(keep),
-            highest: floor,
-            floor,
-            last_delivery,
-            lost: false,
-            unsent_dead_letters: BTreeSet::new(),
+            highest: 0,
+            last_delivery: None,
             stream,
             _event: std::marker::PhantomData,
         };
@@ -411,13 +369,12 @@ async fn consumer_for(
     link: &Link,
     options: &IngressOptions,
 ) -> Result<(async_nats::jetstream::stream::Stream, PullConsumer), LinkError> {
-    let stream = match link.jetstream().get_stream(&options.stream).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            let what = format!("stream `{}`", options.stream);
-            return Err(jetstream_failure(link, &what, &e).await);
-        }
-    };
+    let failed = |what: &str, e: &dyn fmt::Display| LinkError::JetStream(format!("{what}: {e}"));
+    let stream = link
+        .jetstream()
+        .get_stream(&options.stream)
+        .await
+        .map_err(|e| failed(&format!("stream `{}`", options.stream), &e))?;
     let config = pull::Config {
         durable_name: Some(options.durable.clone()),
         ack_policy: AckPolicy::Explicit,
@@ -425,16 +382,10 @@ async fn consumer_for(
         filter_subject: options.filter_subject.clone().unwrap_or_default(),
         ..Default::default()
     };
-    let consumer = match stream
+    let consumer = stream
         .get_or_create_consumer(&options.durable, config)
         .await
-    {
-        Ok(consumer) => consumer,
-        Err(e) => {
-            let what = format!("consumer `{}`", options.durable);
-            return Err(jetstream_failure(link, &what, &e).await);
-        }
-    };
+        .map_err(|e| failed(&format!("consumer `{}`", options.durable), &e))?;
     Ok((stream, consumer))
 }
 

@@ -77,6 +77,14 @@ pub enum LinkError {
     },
     /// A JetStream request (stream or consumer lookup, creation) failed.
     JetStream(String),
+    /// The server does not run JetStream (started without `-js` and
+    /// without a `jetstream` block), or not for this account.
+    JetStreamNotEnabled {
+        /// The server addresses given.
+        servers: String,
+        /// True when the server runs JetStream but not for this account.
+        account: bool,
+    },
     /// The link's own runtime could not start.
     Runtime(std::io::Error),
 }
@@ -88,6 +96,22 @@ impl fmt::Display for LinkError {
                 write!(f, "cannot connect to NATS at {servers}: {reason}")
             }
             Self::JetStream(reason) => write!(f, "JetStream request failed: {reason}"),
+            Self::JetStreamNotEnabled {
+                servers,
+                account: false,
+            } => write!(
+                f,
+                "JetStream is not enabled on the server at {servers}; start nats-server \
+                 with -js (or give its config a `jetstream {{}}` block)"
+            ),
+            Self::JetStreamNotEnabled {
+                servers,
+                account: true,
+            } => write!(
+                f,
+                "JetStream is not enabled for this account on the server at {servers}; \
+                 enable it in the account's config (`jetstream: enabled`)"
+            ),
             Self::Runtime(e) => write!(f, "cannot start the NATS link's runtime: {e}"),
         }
     }
@@ -214,12 +238,17 @@ impl Link {
     /// outside an async context (`tokio::task::spawn_blocking` inside one).
     ///
     /// # Errors
-    /// [`LinkError::JetStream`] with the server's answer.
+    /// [`LinkError::JetStream`] with the server's answer;
+    /// [`LinkError::JetStreamNotEnabled`] when the server does not run
+    /// JetStream.
     pub fn ensure_stream(&self, config: stream::Config) -> Result<(), LinkError> {
         let js = self.jetstream();
-        self.block_on(js.get_or_create_stream(config))
-            .map(drop)
-            .map_err(|e| LinkError::JetStream(e.to_string()))
+        self.block_on(async {
+            match js.get_or_create_stream(config).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(jetstream_failure(self, e.to_string()).await),
+            }
+        })
     }
 
     /// An egress stage that publishes each event of a bus to JetStream
@@ -236,7 +265,8 @@ impl Link {
     ///
     /// # Errors
     /// [`LinkError::JetStream`] when the stream is missing or the consumer
-    /// cannot be created.
+    /// cannot be created; [`LinkError::JetStreamNotEnabled`] when the
+    /// server does not run JetStream.
     pub fn ingress<E, C, P>(
         &self,
         codec: C,
@@ -249,6 +279,42 @@ impl Link {
         P: ringbus::Producer<E> + Send + 'static,
     {
         Ingress::start(self.clone(), codec, options, producer)
+    }
+}
+
+/// The error of a failed JetStream request on `link` (`reason` says what
+/// failed). A server without JetStream answers a stream lookup with "no
+/// responders", which the client reports as a missing resource: ask the
+/// server about the account, and name the real cause.
+pub(crate) async fn jetstream_failure(link: &Link, reason: String) -> LinkError {
+    use async_nats::jetstream::context::AccountErrorKind;
+    use async_nats::jetstream::ErrorCode;
+    let js = link.jetstream();
+    let asked = tokio::time::timeout(Duration::from_secs(2), js.query_account());
+    let account = match asked.await {
+        Ok(Err(e)) => match e.kind() {
+            // No JetStream API on the server at all.
+            AccountErrorKind::JetStreamUnavailable => Some(false),
+            AccountErrorKind::JetStream(e)
+                if e.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED =>
+            {
+                Some(false)
+            }
+            AccountErrorKind::JetStream(e)
+                if e.error_code() == ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT =>
+            {
+                Some(true)
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    match account {
+        Some(account) => LinkError::JetStreamNotEnabled {
+            servers: link.inner.servers.clone(),
+            account,
+        },
+        None => LinkError::JetStream(reason),
     }
 }
 

@@ -205,6 +205,12 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
+                // As the client and the server do: without it, a small write
+                // waits for the ack of the one before (Nagle and delayed
+                // acks), up to 40 ms, and connections cut more often than
+                // that carry little.
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
                 let mut t = tracked.lock().unwrap();
                 t.push(client.try_clone().unwrap());
                 t.push(server.try_clone().unwrap());
