@@ -21,6 +21,10 @@
 //!   takes them as one batch: its count is the loop and the handler per
 //!   event, no waiting.
 //!
+//! * **multi producer**: the same three on each crate's multi-producer
+//!   bus, with one producer handle (the claim's `fetch_add` and the
+//!   availability marks, uncontended).
+//!
 //! Both crates run plain busy spin, the same summing handler and the same
 //! 16-byte event.
 
@@ -59,6 +63,61 @@ impl ringbus::EventHandler<Ev> for Summing {
     fn on_shutdown(&mut self) {
         black_box(self.sum);
     }
+}
+
+/// Publishes `0..n` one at a time (`batch` 1) or in batches, through any
+/// producer with ringbus's or the disruptor crate's calls.
+macro_rules! publish_all {
+    ($producer:expr, $batch:expr, $n:expr, $($ok:tt)*) => {{
+        let (batch, n) = ($batch, $n);
+        let mut i = 0;
+        if batch == 1 {
+            while i < n {
+                $producer.publish(|e| e.value = i)$($ok)*;
+                i += 1;
+            }
+        } else {
+            while i < n {
+                let k = batch.min(n - i) as usize;
+                $producer
+                    .batch_publish(k, |slots| {
+                        for e in slots {
+                            e.value = i;
+                            i += 1;
+                        }
+                    })$($ok)*;
+            }
+        }
+    }};
+}
+
+/// ringbus's multi producer (one handle), as `ringbus_run`.
+fn ringbus_multi_run(batch: u64, n: u64) {
+    let (open, gate) = mpsc::channel();
+    let producer = ringbus::multi_producer(CAPACITY, Ev::default, ringbus::BusySpin)
+        .handle_events_with(Summing { gate, sum: 0 })
+        .build();
+    publish_all!(producer, batch, n, .unwrap());
+    open.send(()).unwrap();
+    producer.shutdown().unwrap();
+}
+
+/// The disruptor crate's multi producer (one handle), as `disruptor_run`.
+fn disruptor_multi_run(batch: u64, n: u64) {
+    use disruptor::Producer;
+    let (open, gate) = mpsc::channel::<()>();
+    let mut producer = disruptor::build_multi_producer(CAPACITY, Ev::default, disruptor::BusySpin)
+        .handle_events_and_state_with(
+            |sum: &mut Sum, e: &Ev, _, _| sum.0 = sum.0.wrapping_add(e.value),
+            move || {
+                let _ = gate.recv();
+                Sum(0)
+            },
+        )
+        .build();
+    publish_all!(producer, batch, n,);
+    open.send(()).unwrap();
+    drop(producer);
 }
 
 fn ringbus_run(batch: u64, n: u64) {
@@ -140,6 +199,8 @@ fn child(args: &[String]) {
     match args[0].as_str() {
         "ringbus" => ringbus_run(batch, n),
         "disruptor" => disruptor_run(batch, n),
+        "ringbus-multi" => ringbus_multi_run(batch, n),
+        "disruptor-multi" => disruptor_multi_run(batch, n),
         other => panic!("unknown implementation {other}"),
     }
 }
@@ -187,7 +248,7 @@ fn main() {
         return child(&args[at + 1..]);
     }
     if args.iter().any(|a| a == "--smoke") {
-        for imp in ["ringbus", "disruptor"] {
+        for imp in ["ringbus", "disruptor", "ringbus-multi", "disruptor-multi"] {
             for batch in [1, 64] {
                 child(&[imp.into(), batch.to_string(), "10000".into()]);
             }
@@ -215,10 +276,21 @@ fn main() {
     let (dis_pub, dis_stage) = per_event("disruptor", 1);
     let (rb_batch, _) = per_event("ringbus", 64);
     let (dis_batch, _) = per_event("disruptor", 64);
+    let (rbm_pub, rbm_stage) = per_event("ringbus-multi", 1);
+    let (dism_pub, dism_stage) = per_event("disruptor-multi", 1);
+    let (rbm_batch, _) = per_event("ringbus-multi", 64);
+    let (dism_batch, _) = per_event("disruptor-multi", 64);
     for (path, rb, dis) in [
         ("publish (one event per call)", rb_pub, dis_pub),
         ("batch publish (64 per call)", rb_batch, dis_batch),
         ("stage loop + handler, per event", rb_stage, dis_stage),
+        ("multi producer: publish", rbm_pub, dism_pub),
+        ("multi producer: batch publish (64)", rbm_batch, dism_batch),
+        (
+            "multi producer: stage loop + handler",
+            rbm_stage,
+            dism_stage,
+        ),
     ] {
         println!("| {path} | {rb:.2} | {dis:.2} | {:.2}× |", rb / dis);
     }

@@ -8,25 +8,35 @@
 //! [`minimum_gating_sequence`](ringbus::Producer::minimum_gating_sequence)
 //! and acknowledges each message the leaf stages have passed
 //! (`AckPolicy::Explicit`: a cumulative ack would also cover messages the
-//! server sent but a dropped connection lost). A message redelivered while
-//! its first delivery is still in the bus, or after it was handled and
-//! acked, is recognised by its stream sequence and not published again; a
-//! delivery the ingress never saw before is published, even if it comes
-//! after later ones. Deliveries lost on the way (the consumer's delivery
-//! sequence jumps) are read from the stream directly, so the bus still gets
-//! every message in stream order; one ingress per durable consumer.
+//! server sent but a dropped connection lost).
+//!
+//! Each stream sequence goes into the bus at most once, in increasing
+//! stream order. Deliveries lost on the way (the consumer's delivery
+//! sequence jumps: a dropped connection, a dead node) are read from the
+//! stream directly (`next_by_subj` on the consumer's filter) before the
+//! next new message, in slices of at most the ring's size; a message not
+//! readable now is read again, never skipped. A redelivery (the server
+//! sends the lost deliveries again after the ack wait, in any order) is
+//! recognised by its stream sequence, whether it is waiting to be
+//! published, in the bus, or handled and acked, and is not published
+//! again. The one exception: a message an earlier ingress on the same
+//! consumer was given and did not ack (its stream sequence at or below
+//! what the consumer had delivered when this ingress started) is published
+//! when it comes again, possibly after later ones (at least once). One
+//! ingress per durable consumer.
 //!
 //! A payload that does not decode goes to the dead-letter subject, with the
 //! reason in the `Ringbus-Dead-Reason` header, and counts as handled once
 //! the dead letter is sent.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
 use futures_util::{FutureExt, StreamExt};
@@ -38,8 +48,16 @@ use crate::acked::Acked;
 /// or a negative ack: with the server gone, the client would wait for its
 /// reconnection.
 const NETWORK_WAIT: Duration = Duration::from_secs(2);
+/// How often the ingress looks up from a fetch that brings nothing, to see
+/// whether the client reconnected meanwhile.
+const FETCH_TICK: Duration = Duration::from_millis(25);
+/// After a reconnection, how much longer than the idle wait a fetch that
+/// brings nothing is waited for: its request (or its end) may have been
+/// lost with the connection, and the client would wait 5 s more.
+const RECONNECT_GRACE: Duration = Duration::from_millis(250);
+
 use crate::codec::Codec;
-use crate::link::{Link, LinkError};
+use crate::link::{jetstream_failure, Link, LinkError};
 
 /// Options of an ingress ([`Link::ingress`]).
 #[derive(Debug, Clone)]
@@ -134,8 +152,8 @@ pub struct IngressReport {
     pub dead_lettered: u64,
     /// Messages acknowledged (after the bus handled them), each on its own.
     pub acked: u64,
-    /// Fetches that failed (the server gone, a timeout); the ingress waited
-    /// and fetched again.
+    /// Fetches that failed (the server gone, a timeout, a request lost
+    /// with a dropped connection); the ingress waited and fetched again.
     pub fetch_errors: u64,
     /// Messages published that were not acked when it stopped (the bus had
     /// not handled them in the drain timeout): they will be delivered again.
@@ -175,9 +193,13 @@ impl Counters {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum IngressError {
-    /// The bus refused the publish (halted or closed); the message was not
+    /// The bus refused the publish (halted, closed, or a batch larger than
+    /// the ring, which the ingress never asks for); the messages were not
     /// acked and will be delivered again.
     Bus(ringbus::PublishError),
+    /// The bus refused the publish for a reason this version of the
+    /// ingress does not know; the messages were not acked.
+    Refused(ringbus::TryPublishError),
     /// The ingress task panicked.
     Panicked(String),
 }
@@ -186,6 +208,7 @@ impl fmt::Display for IngressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Bus(e) => write!(f, "the bus refused the ingress's publish: {e}"),
+            Self::Refused(e) => write!(f, "the bus refused the ingress's publish: {e}"),
             Self::Panicked(m) => write!(f, "the ingress task panicked: {m}"),
         }
     }
@@ -226,8 +249,9 @@ impl<P: Send + 'static> fmt::Debug for Ingress<P> {
     }
 }
 
-/// Events decoded and waiting for one publish into the ring, with their
-/// stream sequence and delivery (none for one read from the stream).
+/// Events decoded and waiting to be published into the ring, in stream
+/// order, with their stream sequence and delivery (none for one read from
+/// the stream); never more than the ring holds.
 type ToPublish<E> = Vec<(Option<E>, u64, Option<Message>)>;
 
 /// True when NATS subject `subject` matches `filter` (`*` one token, `>`
@@ -262,12 +286,23 @@ struct Run<E, C, P> {
     /// Stream sequences acked lately, to recognise a redelivery whose ack
     /// was lost.
     acked: Acked,
-    /// The highest stream sequence delivered to us: only a delivery at or
-    /// below it can be a redelivery.
+    /// The highest stream sequence taken (delivered or read from the
+    /// stream). Every message of the consumer between `floor` and it was
+    /// taken, so a delivery at or below it is a redelivery.
     highest: u64,
+    /// The last stream sequence the consumer had delivered when the
+    /// ingress started: a delivery at or below it may be one an earlier
+    /// ingress was given and did not ack.
+    floor: u64,
     /// The consumer (delivery) sequence of the last delivery: a jump says
     /// deliveries were lost on the way (a dropped connection, a dead node).
-    last_delivery: Option<u64>,
+    last_delivery: u64,
+    /// Deliveries were lost and not all read from the stream yet: the lost
+    /// ones may lie anywhere below the next first delivery.
+    lost: bool,
+    /// Stream sequences whose dead letter could not be sent: when they
+    /// come again, they are dead-lettered again.
+    unsent_dead_letters: BTreeSet<u64>,
     /// The stream, to read lost deliveries from directly.
     stream: async_nats::jetstream::stream::Stream,
     _event: std::marker::PhantomData<fn() -> E>,
@@ -286,6 +321,10 @@ impl<P: Send + 'static> Ingress<P> {
         P: Producer<E> + Send + 'static,
     {
         let (stream, consumer) = link.block_on(consumer_for(&link, &options))?;
+        // Where the consumer stands: what it delivered before us (to an
+        // earlier ingress) is below the floor.
+        let delivered = &consumer.cached_info().delivered;
+        let (floor, last_delivery) = (delivered.stream_sequence, delivered.consumer_sequence);
         let run_link = link.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
@@ -299,8 +338,11 @@ impl<P: Send + 'static> Ingress<P> {
             counters: Arc::clone(&counters),
             pending: VecDeque::new(),
             acked: Acked::new(keep),
-            highest: 0,
-            last_delivery: None,
+            highest: floor,
+            floor,
+            last_delivery,
+            lost: false,
+            unsent_dead_letters: BTreeSet::new(),
             stream,
             _event: std::marker::PhantomData,
         };
@@ -369,12 +411,13 @@ async fn consumer_for(
     link: &Link,
     options: &IngressOptions,
 ) -> Result<(async_nats::jetstream::stream::Stream, PullConsumer), LinkError> {
-    let failed = |what: &str, e: &dyn fmt::Display| LinkError::JetStream(format!("{what}: {e}"));
-    let stream = link
-        .jetstream()
-        .get_stream(&options.stream)
-        .await
-        .map_err(|e| failed(&format!("stream `{}`", options.stream), &e))?;
+    let stream = match link.jetstream().get_stream(&options.stream).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            let reason = format!("stream `{}`: {e}", options.stream);
+            return Err(jetstream_failure(link, reason).await);
+        }
+    };
     let config = pull::Config {
         durable_name: Some(options.durable.clone()),
         ack_policy: AckPolicy::Explicit,
@@ -382,10 +425,16 @@ async fn consumer_for(
         filter_subject: options.filter_subject.clone().unwrap_or_default(),
         ..Default::default()
     };
-    let consumer = stream
+    let consumer = match stream
         .get_or_create_consumer(&options.durable, config)
         .await
-        .map_err(|e| failed(&format!("consumer `{}`", options.durable), &e))?;
+    {
+        Ok(consumer) => consumer,
+        Err(e) => {
+            let reason = format!("consumer `{}`: {e}", options.durable);
+            return Err(jetstream_failure(link, reason).await);
+        }
+    };
     Ok((stream, consumer))
 }
 
@@ -400,6 +449,8 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                 tokio::time::sleep(Duration::from_micros(200)).await;
                 continue;
             }
+            let connects = self.connects();
+            let requested = tokio::time::Instant::now();
             let fetched = consumer
                 .fetch()
                 .max_messages(room)
@@ -414,7 +465,33 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                 }
             };
             let mut burst = Vec::with_capacity(room);
-            while let Some(first) = messages.next().await {
+            let mut reconnected = None;
+            loop {
+                let first = match tokio::time::timeout(FETCH_TICK, messages.next()).await {
+                    Ok(Some(first)) => first,
+                    Ok(None) => break,
+                    Err(_) => {
+                        // Nothing yet. The server ends the fetch after the
+                        // idle wait; when its request or that end was lost
+                        // with a dropped connection, the client would wait
+                        // 5 s more. Fetch again instead (what the server
+                        // still sends to this fetch is lost, and read from
+                        // the stream once the next fetch shows the gap).
+                        let now = tokio::time::Instant::now();
+                        if reconnected.is_none() && self.connects() != connects {
+                            reconnected = Some(now);
+                        }
+                        let given_up = match reconnected {
+                            Some(at) => now >= at + self.options.idle_wait + RECONNECT_GRACE,
+                            None => now >= requested + self.options.idle_wait + NETWORK_WAIT,
+                        };
+                        if given_up {
+                            self.fetch_failed(&mut backoff).await;
+                            break;
+                        }
+                        continue;
+                    }
+                };
                 // This delivery and whatever else has arrived with it: one
                 // publish into the ring (one wake-up of its stages) for all.
                 let mut failed = first.is_err();
@@ -426,7 +503,9 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                         _ => break,
                     }
                 }
-                self.take(&mut burst, stop).await?;
+                if !self.take(&mut burst, stop).await? {
+                    return Ok(());
+                }
                 if failed {
                     self.fetch_failed(&mut backoff).await;
                     break;
@@ -437,6 +516,15 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         Ok(())
     }
 
+    /// How many times the client connected (the first time included).
+    fn connects(&self) -> u64 {
+        self.link
+            .client()
+            .statistics()
+            .connects
+            .load(Ordering::Relaxed)
+    }
+
     async fn fetch_failed(&mut self, backoff: &mut Duration) {
         // The client reconnects on its own; wait a little and fetch again.
         self.counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
@@ -444,13 +532,14 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         *backoff = (*backoff * 2).min(Duration::from_secs(1));
     }
 
-    /// Deliveries in order: publish them into the bus, recognise
-    /// redeliveries, dead-letter payloads that do not decode.
+    /// Deliveries in order: publish them into the bus, read lost deliveries
+    /// from the stream, recognise redeliveries, dead-letter payloads that
+    /// do not decode. False when the ingress stopped.
     async fn take(
         &mut self,
         burst: &mut Vec<Message>,
         stop: &AtomicBool,
-    ) -> Result<(), IngressError> {
+    ) -> Result<bool, IngressError> {
         let mut run = Vec::with_capacity(burst.len());
         for message in burst.drain(..) {
             let Ok(info) = message.info() else {
@@ -459,57 +548,107 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
             };
             let stream_sequence = info.stream_sequence;
             let delivery = info.consumer_sequence;
-            let lost = self.last_delivery.is_some_and(|last| delivery > last + 1);
-            self.last_delivery = Some(self.last_delivery.map_or(delivery, |l| l.max(delivery)));
-            if stream_sequence > self.highest {
-                if lost && self.highest > 0 {
-                    // Deliveries before this one were lost on the way; the
-                    // server sends them again only after the ack wait. Read
-                    // the new ones among them from the stream now, so the
-                    // bus gets them in stream order.
-                    if !self
-                        .recover(self.highest + 1, stream_sequence, &mut run, stop)
-                        .await?
-                    {
-                        return Ok(());
-                    }
-                }
-                // The common case: a message never delivered to us before.
-                self.highest = stream_sequence;
-            } else if self.acked.contains(stream_sequence) {
-                // Handled and acked before; that ack was lost.
-                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
-                let _ = message.ack().await;
-                continue;
-            } else if let Some(p) = self
-                .pending
-                .iter_mut()
-                .find(|p| p.stream == stream_sequence)
-            {
-                // Still in the bus: ack the newest delivery once it is handled.
-                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
-                p.message = Some(message);
-                continue;
+            let first_delivery = info.delivered == 1;
+            if delivery > self.last_delivery + 1 {
+                // Deliveries before this one were lost on the way; the
+                // server sends them again only after the ack wait, in any
+                // order.
+                self.lost = true;
             }
-            let (subject, payload) = (message.subject.to_string(), message.payload.clone());
-            let handed = self.hand_on(
-                &subject,
-                payload,
-                stream_sequence,
-                Some(message),
-                &mut run,
-                stop,
-            );
-            if !handed.await? {
-                return Ok(());
+            self.last_delivery = self.last_delivery.max(delivery);
+            let going_on = if stream_sequence > self.highest {
+                self.take_new(message, stream_sequence, first_delivery, &mut run, stop)
+                    .await?
+            } else {
+                self.take_again(message, stream_sequence, &mut run, stop)
+                    .await?
+            };
+            if !going_on {
+                return Ok(false);
             }
         }
-        self.publish(&mut run, stop).await?;
-        Ok(())
+        self.publish(&mut run, stop).await
     }
 
-    /// Decodes a message into `run`, or dead-letters it (after publishing
-    /// what came before it); false when the ingress stopped.
+    /// A message above every one taken: the lost ones below it first (read
+    /// from the stream), then it. False when the ingress stopped.
+    async fn take_new(
+        &mut self,
+        message: Message,
+        stream_sequence: u64,
+        first_delivery: bool,
+        run: &mut ToPublish<E>,
+        stop: &AtomicBool,
+    ) -> Result<bool, IngressError> {
+        if self.lost {
+            if !self
+                .recover(self.highest + 1, stream_sequence, run, stop)
+                .await?
+            {
+                return Ok(false);
+            }
+            // The server sends first deliveries in stream order: every lost
+            // one is below a first delivery. A redelivery (its own first
+            // delivery lost) may come before lost ones above it: look again
+            // at the next new message.
+            if first_delivery {
+                self.lost = false;
+            }
+        }
+        self.highest = stream_sequence;
+        let (subject, payload) = (message.subject.to_string(), message.payload.clone());
+        self.hand_on(&subject, payload, stream_sequence, Some(message), run, stop)
+            .await
+    }
+
+    /// A delivery at or below the highest message taken: a redelivery.
+    /// False when the ingress stopped.
+    async fn take_again(
+        &mut self,
+        message: Message,
+        stream_sequence: u64,
+        run: &mut ToPublish<E>,
+        stop: &AtomicBool,
+    ) -> Result<bool, IngressError> {
+        if let Some(waiting) = run.iter_mut().find(|(_, s, _)| *s == stream_sequence) {
+            // Waiting to be published (read from the stream, or delivered
+            // twice in one burst): ack the newest delivery once handled.
+            self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+            waiting.2 = Some(message);
+        } else if let Some(p) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.stream == stream_sequence)
+        {
+            // In the bus: ack the newest delivery once handled.
+            self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+            p.message = Some(message);
+        } else if self.unsent_dead_letters.remove(&stream_sequence) {
+            // Its dead letter could not be sent: try again.
+            let (subject, payload) = (message.subject.to_string(), message.payload.clone());
+            return self
+                .hand_on(&subject, payload, stream_sequence, Some(message), run, stop)
+                .await;
+        } else if stream_sequence > self.floor || self.acked.contains(stream_sequence) {
+            // Handled: every message above the floor and up to the highest
+            // was taken by this ingress (its ack was lost, or it was acked
+            // so long ago that it is forgotten).
+            self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+            let _ = tokio::time::timeout(NETWORK_WAIT, message.ack()).await;
+        } else {
+            // Given to an earlier ingress on this consumer, which did not
+            // ack it: new to this one (at least once, after later ones).
+            let (subject, payload) = (message.subject.to_string(), message.payload.clone());
+            return self
+                .hand_on(&subject, payload, stream_sequence, Some(message), run, stop)
+                .await;
+        }
+        Ok(true)
+    }
+
+    /// Decodes a message into `run` (publishing `run` once it holds as much
+    /// as the ring), or dead-letters it (after publishing what came before
+    /// it); false when the ingress stopped.
     async fn hand_on(
         &mut self,
         subject: &str,
@@ -520,7 +659,14 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         stop: &AtomicBool,
     ) -> Result<bool, IngressError> {
         match self.codec.decode(&payload) {
-            Ok(event) => run.push((Some(event), stream_sequence, message)),
+            Ok(event) => {
+                run.push((Some(event), stream_sequence, message));
+                if run.len() >= self.producer.capacity() {
+                    // Never more waiting than the ring holds (a long run of
+                    // lost deliveries read from the stream).
+                    return self.publish(run, stop).await;
+                }
+            }
             Err(reason) => {
                 // What came before it goes into the bus first.
                 if !self.publish(run, stop).await? {
@@ -537,17 +683,23 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                         stream: stream_sequence,
                         message,
                     });
+                } else {
+                    // Not sent: left unacked, so it comes again (one read
+                    // from the stream too: its delivery was lost), and is
+                    // dead-lettered then.
+                    self.unsent_dead_letters.insert(stream_sequence);
                 }
-                // Not sent: left unacked, so it comes again.
             }
         }
         Ok(true)
     }
 
-    /// Reads the messages `from..until` on the consumer's subjects from the
-    /// stream itself, into `run`. Their deliveries were lost; when the
-    /// server sends them again they are recognised (as handled or in the
-    /// bus) and acked then. False when the ingress stopped.
+    /// Reads the consumer's messages `from..until` from the stream itself,
+    /// in stream order, into `run`. Their deliveries were lost; when the
+    /// server sends them again they are recognised (waiting, in the bus or
+    /// handled) and acked then. A message not readable now (the connection
+    /// is down) is read again, never skipped: skipped, it would come again
+    /// after the ones above it. False when the ingress stopped.
     async fn recover(
         &mut self,
         from: u64,
@@ -555,23 +707,46 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         run: &mut ToPublish<E>,
         stop: &AtomicBool,
     ) -> Result<bool, IngressError> {
-        for sequence in from..until {
-            let read = tokio::time::timeout(NETWORK_WAIT, self.stream.get_raw_message(sequence));
-            let Ok(Ok(stored)) = read.await else {
-                // Deleted since, or not readable now: its redelivery (after
-                // the ack wait) still brings it, late.
-                continue;
+        let subject = self
+            .options
+            .filter_subject
+            .clone()
+            .unwrap_or_else(|| ">".to_owned());
+        let mut next = from;
+        let mut backoff = Duration::from_millis(10);
+        while next < until {
+            // The first message at or after `next` on the consumer's
+            // subjects (`next_by_subj`: the messages of other subjects and
+            // deleted ones are skipped by the server).
+            let read = self.stream.get_first_raw_message_by_subject(&subject, next);
+            let stored = match tokio::time::timeout(NETWORK_WAIT, read).await {
+                Ok(Ok(stored)) => stored,
+                Ok(Err(e)) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+                    // None left (deleted since): none comes again either.
+                    break;
+                }
+                _ => {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(false);
+                    }
+                    self.ack_handled().await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
             };
-            let wanted = match &self.options.filter_subject {
-                Some(filter) => subject_matches(filter, stored.subject.as_str()),
-                None => true,
-            };
-            if !wanted {
+            if stored.sequence >= until {
+                break;
+            }
+            next = stored.sequence.max(next) + 1;
+            if !subject_matches(&subject, stored.subject.as_str()) {
+                // A server that does not know `next_by_subj` answers with
+                // the message at `next`, whatever its subject.
                 continue;
             }
             self.counters.recovered.fetch_add(1, Ordering::Relaxed);
             let subject = stored.subject.to_string();
-            let handed = self.hand_on(&subject, stored.payload, sequence, None, run, stop);
+            let handed = self.hand_on(&subject, stored.payload, stored.sequence, None, run, stop);
             if !handed.await? {
                 return Ok(false);
             }
@@ -579,58 +754,65 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         Ok(true)
     }
 
-    /// Publishes `run` into the ring in one batch and remembers each
-    /// message; false when the ingress stopped first (the messages stay
-    /// unacked and are delivered again).
+    /// Publishes `run` into the ring, in batches of at most the ring's
+    /// size, and remembers each message; false when the ingress stopped
+    /// first. What was not published is not acked (nak'ed when it has a
+    /// delivery): it is delivered again.
     async fn publish(
         &mut self,
         run: &mut ToPublish<E>,
         stop: &AtomicBool,
     ) -> Result<bool, IngressError> {
-        if run.is_empty() {
-            return Ok(true);
-        }
-        let n = run.len();
-        let last = loop {
-            let fill = |slots: ringbus::Slots<'_, E>| {
-                for (slot, (event, ..)) in slots.zip(run.iter_mut()) {
-                    *slot = event.take().expect("each event once");
-                }
-            };
-            match self.producer.try_batch_publish(n, fill) {
-                Ok(last) => break last,
-                Err(_) if stop.load(Ordering::Relaxed) => {
-                    // Stopping: tell the server to deliver them again now,
-                    // not after the ack wait.
-                    for (_, _, message) in run.drain(..) {
-                        let Some(message) = message else { continue };
-                        let nak = message.ack_with(AckKind::Nak(None));
-                        let _ = tokio::time::timeout(NETWORK_WAIT, nak).await;
+        while !run.is_empty() {
+            let n = run.len().min(self.producer.capacity());
+            let last = loop {
+                let fill = |slots: ringbus::Slots<'_, E>| {
+                    for (slot, (event, ..)) in slots.zip(run.iter_mut()) {
+                        *slot = event.take().expect("each event once");
                     }
-                    return Ok(false);
-                }
-                // Other producers took the room: wait for the stages
-                // without holding the runtime's thread.
-                Err(TryPublishError::Full { .. } | TryPublishError::Timeout) => {
-                    tokio::time::sleep(Duration::from_micros(100)).await;
-                }
-                Err(TryPublishError::Closed) => {
-                    return Err(IngressError::Bus(PublishError::Closed))
-                }
-                Err(_) => return Err(IngressError::Bus(PublishError::Halted)),
+                };
+                let refused = match self.producer.try_batch_publish(n, fill) {
+                    Ok(last) => break last,
+                    // Other producers took the room, or the stages lag:
+                    // wait for them without holding the runtime's thread,
+                    // acking what they pass meanwhile.
+                    Err(TryPublishError::Full { .. } | TryPublishError::Timeout)
+                        if !stop.load(Ordering::Relaxed) =>
+                    {
+                        self.ack_handled().await;
+                        tokio::time::sleep(Duration::from_micros(100)).await;
+                        continue;
+                    }
+                    // Stopping.
+                    Err(TryPublishError::Full { .. } | TryPublishError::Timeout) => None,
+                    Err(TryPublishError::Halted) => Some(IngressError::Bus(PublishError::Halted)),
+                    Err(TryPublishError::Closed) => Some(IngressError::Bus(PublishError::Closed)),
+                    Err(TryPublishError::BatchTooLarge {
+                        requested,
+                        capacity,
+                    }) => Some(IngressError::Bus(PublishError::BatchTooLarge {
+                        requested,
+                        capacity,
+                    })),
+                    Err(other) => Some(IngressError::Refused(other)),
+                };
+                // Tell the server to deliver them again now, not after the
+                // ack wait.
+                nak_all(run).await;
+                return refused.map_or(Ok(false), Err);
+            };
+            let first = last - n as Sequence + 1;
+            for (i, (_, stream, message)) in run.drain(..n).enumerate() {
+                self.pending.push_back(Pending {
+                    ring: first + i as Sequence,
+                    stream,
+                    message,
+                });
             }
-        };
-        let first = last - n as Sequence + 1;
-        for (i, (_, stream, message)) in run.drain(..).enumerate() {
-            self.pending.push_back(Pending {
-                ring: first + i as Sequence,
-                stream,
-                message,
-            });
+            self.counters
+                .published
+                .fetch_add(n as u64, Ordering::Relaxed);
         }
-        self.counters
-            .published
-            .fetch_add(n as u64, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -716,6 +898,16 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         }
         let _ = tokio::time::timeout(NETWORK_WAIT, self.link.client().flush()).await;
         unacked
+    }
+}
+
+/// Naks every delivery in `run` (the server delivers them again at once)
+/// and empties it.
+async fn nak_all<E>(run: &mut ToPublish<E>) {
+    for (_, _, message) in run.drain(..) {
+        let Some(message) = message else { continue };
+        let nak = message.ack_with(AckKind::Nak(None));
+        let _ = tokio::time::timeout(NETWORK_WAIT, nak).await;
     }
 }
 

@@ -16,11 +16,13 @@ use crate::wait_strategy::{Interrupt, WaitStrategy};
 /// Most events a stage handles between two looks at the halt flag.
 pub(super) const HALT_CHECK_EVERY: Sequence = 256;
 
-/// Fewest events in a chunk that is timed: the chunk size adapts so that a
-/// chunk takes about [`HALT_CHUNK_TIME`] (a slow handler then sees a halt,
-/// and reports its progress, within about that time, or within this many
-/// events when they take longer). Smaller batches are not timed (a clock
-/// read per batch of one or two events would cost the latency paths).
+/// Fewest events in a batch whose chunks are timed: the chunk size adapts
+/// so that a chunk takes about [`HALT_CHUNK_TIME`] (a slow handler then
+/// sees a halt, and reports its progress, within about that time, or within
+/// this many events when they take longer). Smaller batches are not timed
+/// (a clock read per batch of one or two events would cost the latency
+/// paths), and of a long batch only the first chunk once chunks are at
+/// their largest (one clock read per batch for a fast stage).
 const TIMED_CHUNK: Sequence = 16;
 
 /// How long one chunk of a long batch should take at most.
@@ -199,6 +201,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         let whole = C::WHOLE_BATCH && (!per_event || C::FALLIBLE_RANGE);
         // Long batches are timed chunk by chunk (see `TIMED_CHUNK`).
         let timed = !whole && available - next + 1 >= TIMED_CHUNK;
+        let mut chunks = 0u32;
         while done < available {
             // A halt stops the stage within a chunk, not at the end of a
             // batch that may span the whole ring (a `WHOLE_BATCH`
@@ -206,10 +209,16 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             if bus.is_halted() {
                 break;
             }
-            if done >= next && !C::DEFERS_RELEASE {
-                // Within a long batch: what is handled is released now, so
-                // a shutdown that times out reports it and producers and
-                // the stages after this one may go on (issue #24, 7).
+            chunks += 1;
+            if done >= next
+                && !C::DEFERS_RELEASE
+                && (self.chunk.get() < HALT_CHECK_EVERY || chunks % 16 == 0)
+            {
+                // Within a long batch: what is handled is released now (at
+                // every chunk of a slow handler, every 4,096 events of a
+                // fast one), so a shutdown that times out reports it and
+                // producers and the stages after this one may go on
+                // (issue #24, item 7).
                 self.cell.sequence.set(done, Weaken::Stage);
                 bus.notify_progress(&self.cell);
             }
@@ -218,7 +227,11 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             } else {
                 available.min(done + self.chunk.get())
             };
-            let started = timed.then(std::time::Instant::now);
+            // The first chunk of a long batch is timed, and every chunk
+            // while they are short (a slow handler): a fast stage reads the
+            // clock once per batch.
+            let started = (timed && (done < next || self.chunk.get() < HALT_CHECK_EVERY))
+                .then(std::time::Instant::now);
             if C::FALLIBLE_RANGE {
                 // SAFETY: as below, for the range.
                 let handled = unsafe {
