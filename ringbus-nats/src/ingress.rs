@@ -249,9 +249,9 @@ impl<P: Send + 'static> fmt::Debug for Ingress<P> {
     }
 }
 
-/// Events decoded and waiting to be published into the ring, in stream
-/// order, with their stream sequence and delivery (none for one read from
-/// the stream); never more than the ring holds.
+/// Events decoded and waiting to be published into the ring, in the order
+/// they were taken, with their stream sequence and delivery (none for one
+/// read from the stream); never more than the ring holds.
 type ToPublish<E> = Vec<(Option<E>, u64, Option<Message>)>;
 
 /// True when NATS subject `subject` matches `filter` (`*` one token, `>`
@@ -283,8 +283,9 @@ struct Run<E, C, P> {
     producer: P,
     counters: Arc<Counters>,
     pending: VecDeque<Pending>,
-    /// Stream sequences acked lately, to recognise a redelivery whose ack
-    /// was lost.
+    /// Stream sequences at or below the floor handled lately, to recognise
+    /// a redelivery whose ack was lost (above the floor, every one below
+    /// `highest` that is not waiting or in the bus was handled).
     acked: Acked,
     /// The highest stream sequence taken (delivered or read from the
     /// stream). Every message of the consumer between `floor` and it was
@@ -296,6 +297,8 @@ struct Run<E, C, P> {
     floor: u64,
     /// The consumer (delivery) sequence of the last delivery: a jump says
     /// deliveries were lost on the way (a dropped connection, a dead node).
+    /// It may go back (a new consumer leader whose state lagged sends again
+    /// from there): the next jump counts from where it went.
     last_delivery: u64,
     /// Deliveries were lost and not all read from the stream yet: the lost
     /// ones may lie anywhere below the next first delivery.
@@ -516,6 +519,18 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
         Ok(())
     }
 
+    /// True when the server reads the next message on a subject
+    /// (`next_by_subj`, nats-server 2.9 on); an older one is read message
+    /// by message.
+    fn reads_by_subject(&self) -> bool {
+        let info = self.link.client().server_info();
+        let mut parts = info
+            .version
+            .split('.')
+            .map(|p| p.parse::<u64>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 9)
+    }
+
     /// How many times the client connected (the first time included).
     fn connects(&self) -> u64 {
         self.link
@@ -555,7 +570,7 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                 // order.
                 self.lost = true;
             }
-            self.last_delivery = self.last_delivery.max(delivery);
+            self.last_delivery = delivery;
             let going_on = if stream_sequence > self.highest {
                 self.take_new(message, stream_sequence, first_delivery, &mut run, stop)
                     .await?
@@ -630,9 +645,9 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                 .hand_on(&subject, payload, stream_sequence, Some(message), run, stop)
                 .await;
         } else if stream_sequence > self.floor || self.acked.contains(stream_sequence) {
-            // Handled: every message above the floor and up to the highest
-            // was taken by this ingress (its ack was lost, or it was acked
-            // so long ago that it is forgotten).
+            // Handled (its ack was lost): every message above the floor and
+            // up to the highest was taken by this ingress, and it is no
+            // longer waiting or in the bus.
             self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
             let _ = tokio::time::timeout(NETWORK_WAIT, message.ack()).await;
         } else {
@@ -712,18 +727,33 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
             .filter_subject
             .clone()
             .unwrap_or_else(|| ">".to_owned());
+        let by_subject = self.reads_by_subject();
         let mut next = from;
         let mut backoff = Duration::from_millis(10);
         while next < until {
             // The first message at or after `next` on the consumer's
-            // subjects (`next_by_subj`: the messages of other subjects and
-            // deleted ones are skipped by the server).
-            let read = self.stream.get_first_raw_message_by_subject(&subject, next);
+            // subjects (`next_by_subj`: the server skips the messages of
+            // other subjects and deleted ones), or the one at `next`.
+            let read = async {
+                if by_subject {
+                    self.stream
+                        .get_first_raw_message_by_subject(&subject, next)
+                        .await
+                } else {
+                    self.stream.get_raw_message(next).await
+                }
+            };
             let stored = match tokio::time::timeout(NETWORK_WAIT, read).await {
                 Ok(Ok(stored)) => stored,
                 Ok(Err(e)) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
-                    // None left (deleted since): none comes again either.
-                    break;
+                    if by_subject {
+                        // None left (deleted since): none comes again
+                        // either.
+                        break;
+                    }
+                    // Deleted since.
+                    next += 1;
+                    continue;
                 }
                 _ => {
                     if stop.load(Ordering::Relaxed) {
@@ -740,8 +770,7 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
             }
             next = stored.sequence.max(next) + 1;
             if !subject_matches(&subject, stored.subject.as_str()) {
-                // A server that does not know `next_by_subj` answers with
-                // the message at `next`, whatever its subject.
+                // Read by sequence: a message of another subject.
                 continue;
             }
             self.counters.recovered.fetch_add(1, Ordering::Relaxed);
@@ -873,7 +902,9 @@ impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
                 }
             }
             // Acked or not, it was handled: a redelivery is not published.
-            self.acked.insert(stream, Instant::now());
+            if stream <= self.floor {
+                self.acked.insert(stream, Instant::now());
+            }
         }
     }
 
