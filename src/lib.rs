@@ -131,6 +131,7 @@ pub mod config;
 mod consume;
 mod error;
 mod fault;
+pub mod guide;
 mod handler;
 #[cfg(all(feature = "journal", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "journal", unix))))]
@@ -173,3 +174,8 @@ pub use wait_strategy::{
     AnyStrategy, Blocking, BusySpin, BusySpinWithHint, Fallback, PhasedBackoff, Sleeping,
     WaitStrategy, Yielding,
 };
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -49,6 +49,8 @@
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 
 mod acked;
+#[doc = include_str!("../../docs/guide/bridge.md")]
+pub mod guide {}
 mod codec;
 mod egress;
 mod ingress;
