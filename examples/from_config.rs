@@ -1,7 +1,7 @@
 //! Builds a bus from a description file (TOML or JSON, by extension) with
 //! `ringbus::config`: capacity, producer kind, wait strategy, stages with
 //! their dependencies, pools, failure policies and pinning. The publishing
-//! code is written once for single and multi producers (`Producer`). A bad
+//! code is written once for single and multi producers (`Publisher`). A bad
 //! file gets an error that names the field and the fix.
 //!
 //! ```sh
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ringbus::config::{BusConfig, Handlers};
-use ringbus::{Producer, Sequence};
+use ringbus::{Publisher, Sequence};
 use serde::Deserialize;
 
 /// The file: the bus, and how this program drives it.
@@ -63,7 +63,7 @@ fn read(path: &str) -> Result<File, String> {
 }
 
 /// Publishes `0..n` through any producer.
-fn publish_all(producer: &mut impl Producer<u64>, n: u64) -> Result<(), String> {
+fn publish_all(producer: &mut impl Publisher<u64>, n: u64) -> Result<(), String> {
     for i in 0..n {
         producer.publish(|v| *v = i).map_err(|e| e.to_string())?;
     }

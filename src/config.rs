@@ -8,7 +8,7 @@
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use std::sync::Arc;
 //! use ringbus::config::{BusConfig, Handlers};
-//! use ringbus::{Producer, Sequence};
+//! use ringbus::{Publisher, Sequence};
 //!
 //! let description = r#"{
 //!     "capacity": 1024,
@@ -91,7 +91,7 @@ use crate::fault::{BoxError, Failure, FailurePolicy};
 use crate::handler::{forward_lifecycle, EventHandler, EventHandlerMut, TryEventHandler};
 use crate::metrics::Metrics;
 use crate::poller::Subscription;
-use crate::producer::{MultiProducer, Producer, SingleProducer};
+use crate::producer::{MultiProducer, Publisher, SingleProducer};
 use crate::report::ShutdownReport;
 use crate::ring_buffer::Slots;
 use crate::sequence::Sequence;
@@ -808,7 +808,7 @@ impl<E, H: TryEventHandler<E>> TryEventHandler<E> for Erased<H> {
 }
 
 /// The producer of a bus built from a [`BusConfig`]: single or multi, as the
-/// description says. It implements [`Producer`], so publishing code is the
+/// description says. It implements [`Publisher`], so publishing code is the
 /// same for both; [`try_clone`](AnyProducer::try_clone) gives more handles
 /// of a multi-producer bus.
 #[must_use = "dropping the producer shuts the bus down: it drains and joins every stage"]
@@ -848,62 +848,125 @@ impl<E: Send + Sync + 'static> crate::producer::sealed::Sealed for AnyProducer<E
     }
 }
 
-impl<E: Send + Sync + 'static> Producer<E> for AnyProducer<E> {
-    fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
+/// The producer calls, on whichever producer it holds (no trait import
+/// needed); see [`Producer`](crate::Producer) for what each does.
+#[allow(missing_docs)]
+impl<E: Send + Sync + 'static> AnyProducer<E> {
+    pub fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
         either!(self, p => p.publish(f))
     }
-    fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
+    pub fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
         either!(self, p => p.try_publish(f))
     }
-    fn try_publish_for(
+    pub fn try_publish_for(
         &mut self,
         timeout: Duration,
         f: impl FnOnce(&mut E),
     ) -> Result<Sequence, TryPublishError> {
         either!(self, p => p.try_publish_for(timeout, f))
     }
-    fn batch_publish(
+    pub fn batch_publish(
         &mut self,
         n: usize,
         f: impl FnOnce(Slots<'_, E>),
     ) -> Result<Sequence, PublishError> {
         either!(self, p => p.batch_publish(n, f))
     }
-    fn try_batch_publish(
+    pub fn try_batch_publish(
         &mut self,
         n: usize,
         f: impl FnOnce(Slots<'_, E>),
     ) -> Result<Sequence, TryPublishError> {
         either!(self, p => p.try_batch_publish(n, f))
     }
-    fn remaining_capacity(&self) -> usize {
+    pub fn remaining_capacity(&self) -> usize {
         either!(self, p => p.remaining_capacity())
     }
-    fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         either!(self, p => p.capacity())
     }
-    fn cursor(&self) -> Sequence {
+    pub fn cursor(&self) -> Sequence {
         either!(self, p => p.cursor())
     }
-    fn minimum_gating_sequence(&self) -> Sequence {
+    pub fn minimum_gating_sequence(&self) -> Sequence {
         either!(self, p => p.minimum_gating_sequence())
     }
-    fn metrics(&self) -> Metrics {
+    pub fn metrics(&self) -> Metrics {
         either!(self, p => p.metrics())
     }
-    fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, SubscribeError>
+    pub fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, SubscribeError>
     where
         H: EventHandler<E> + Send + 'static,
     {
         either!(self, p => p.subscribe_with(handler))
     }
-    fn halt(&self) {
+    pub fn halt(&self) {
         either!(self, p => p.halt())
     }
-    fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
+    pub fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
         either!(self, p => p.shutdown())
     }
-    fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+    pub fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
         either!(self, p => p.shutdown_timeout(timeout))
+    }
+}
+
+impl<E: Send + Sync + 'static> Publisher<E> for AnyProducer<E> {
+    fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
+        AnyProducer::publish(self, f)
+    }
+    fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
+        AnyProducer::try_publish(self, f)
+    }
+    fn try_publish_for(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut E),
+    ) -> Result<Sequence, TryPublishError> {
+        AnyProducer::try_publish_for(self, timeout, f)
+    }
+    fn batch_publish(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, PublishError> {
+        AnyProducer::batch_publish(self, n, f)
+    }
+    fn try_batch_publish(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(Slots<'_, E>),
+    ) -> Result<Sequence, TryPublishError> {
+        AnyProducer::try_batch_publish(self, n, f)
+    }
+    fn remaining_capacity(&self) -> usize {
+        AnyProducer::remaining_capacity(self)
+    }
+    fn capacity(&self) -> usize {
+        AnyProducer::capacity(self)
+    }
+    fn cursor(&self) -> Sequence {
+        AnyProducer::cursor(self)
+    }
+    fn minimum_gating_sequence(&self) -> Sequence {
+        AnyProducer::minimum_gating_sequence(self)
+    }
+    fn metrics(&self) -> Metrics {
+        AnyProducer::metrics(self)
+    }
+    fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, SubscribeError>
+    where
+        H: EventHandler<E> + Send + 'static,
+    {
+        AnyProducer::subscribe_with(self, handler)
+    }
+    fn halt(&self) {
+        AnyProducer::halt(self)
+    }
+    fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
+        AnyProducer::shutdown(self)
+    }
+    fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
+        AnyProducer::shutdown_timeout(self, timeout)
     }
 }

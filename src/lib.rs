@@ -163,7 +163,7 @@ pub use metrics::{Metrics, MetricsSnapshot, StageMetrics, SubscriberMetrics};
 #[cfg(feature = "async")]
 pub use poller::EventStream;
 pub use poller::{EventPoller, LagLimit, PollError, Subscription};
-pub use producer::{MultiProducer, Producer, SingleProducer};
+pub use producer::{MultiProducer, Producer, Publisher, SingleProducer};
 pub use report::{ShutdownReport, StageReport};
 pub use ring_buffer::Slots;
 pub use sequence::Sequence;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use ringbus::config::{AnyProducer, BusConfig, ConfigError, Handlers, ProducerKind, WaitConfig};
-use ringbus::{AnyStrategy, Failure, Producer, Sequence, Sleeping};
+use ringbus::{AnyStrategy, Failure, Sequence, Sleeping};
 
 fn from_toml(text: &str) -> Result<BusConfig, ConfigError> {
     BusConfig::from_deserializer(toml::Deserializer::new(text))

@@ -40,7 +40,7 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
 use futures_util::{FutureExt, StreamExt};
-use ringbus::{Producer, PublishError, Sequence, TryPublishError};
+use ringbus::{PublishError, Publisher, Sequence, TryPublishError};
 
 use crate::acked::Acked;
 
@@ -321,7 +321,7 @@ impl<P: Send + 'static> Ingress<P> {
     where
         E: Send + 'static,
         C: Codec<E>,
-        P: Producer<E> + Send + 'static,
+        P: Publisher<E> + Send + 'static,
     {
         let (stream, consumer) = link.block_on(consumer_for(&link, &options))?;
         // Where the consumer stands: what it delivered before us (to an
@@ -441,7 +441,7 @@ async fn consumer_for(
     Ok((stream, consumer))
 }
 
-impl<E, C: Codec<E>, P: Producer<E>> Run<E, C, P> {
+impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
     async fn run(&mut self, consumer: PullConsumer, stop: &AtomicBool) -> Result<(), IngressError> {
         let mut backoff = Duration::from_millis(10);
         while !stop.load(Ordering::Relaxed) {

@@ -276,7 +276,7 @@ impl Link {
     where
         E: Send + 'static,
         C: Codec<E>,
-        P: ringbus::Producer<E> + Send + 'static,
+        P: ringbus::Publisher<E> + Send + 'static,
     {
         Ingress::start(self.clone(), codec, options, producer)
     }

@@ -84,7 +84,7 @@ pub use writer::JournalWriter;
 
 use crate::error::{PublishError, TryPublishError};
 use crate::fault::BoxError;
-use crate::producer::Producer;
+use crate::producer::Publisher;
 use crate::sequence::Sequence;
 use format::{parse_segment_name, SegmentReader, Step};
 
@@ -725,7 +725,7 @@ impl Journal {
         from: Sequence,
     ) -> Result<Replayed, JournalError>
     where
-        P: Producer<E>,
+        P: Publisher<E>,
         C: Codec<E>,
     {
         let mut records = self.records(from)?;
@@ -831,7 +831,7 @@ impl Journal {
     /// last, to learn whether it is a replayed one; so a full ring with a
     /// claim past `done` events (not ours) is the interleaving, reported,
     /// and otherwise the replay retries.
-    fn publish_replayed<E, P: Producer<E>>(
+    fn publish_replayed<E, P: Publisher<E>>(
         &self,
         producer: &mut P,
         batch: &mut Vec<E>,

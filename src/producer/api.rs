@@ -20,16 +20,16 @@ use crate::{MultiProducer, SingleProducer};
 ///
 /// Methods take `&mut self` because a single producer must be the only one
 /// publishing; a [`MultiProducer`] is cloned for more publishers. The trait
-/// is for generic code (`fn f(p: &mut impl Producer<E>)`); it is not object
+/// is for generic code (`fn f(p: &mut impl Publisher<E>)`); it is not object
 /// safe (its publishing methods are generic over the closure), and it is
 /// sealed: only this crate's producers implement it, so methods can be
 /// added without breaking anyone.
 ///
 /// ```
-/// use ringbus::{Producer, Sequence};
+/// use ringbus::{Publisher, Sequence};
 ///
 /// /// Publishes `0..n`, whichever kind of producer it gets.
-/// fn count_to<P: Producer<u64>>(producer: &mut P, n: u64) {
+/// fn count_to<P: Publisher<u64>>(producer: &mut P, n: u64) {
 ///     for i in 0..n {
 ///         producer.publish(|e| *e = i).expect("bus halted");
 ///     }
@@ -46,7 +46,7 @@ use crate::{MultiProducer, SingleProducer};
 /// assert_eq!(single.shutdown().unwrap().stages[0].processed, 100);
 /// assert_eq!(multi.shutdown().unwrap().stages[0].processed, 100);
 /// ```
-pub trait Producer<E>: sealed::Sealed {
+pub trait Publisher<E>: sealed::Sealed {
     /// See [`SingleProducer::publish`].
     ///
     /// # Errors
@@ -58,14 +58,14 @@ pub trait Producer<E>: sealed::Sealed {
     ///
     /// # Errors
     /// [`TryPublishError::Full`] when the ring has no free slot, or as
-    /// [`publish`](Producer::publish).
+    /// [`publish`](Publisher::publish).
     fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError>;
 
     /// See [`SingleProducer::try_publish_for`].
     ///
     /// # Errors
     /// [`TryPublishError::Timeout`] when no slot came free in time, or as
-    /// [`publish`](Producer::publish).
+    /// [`publish`](Publisher::publish).
     fn try_publish_for(
         &mut self,
         timeout: Duration,
@@ -76,7 +76,7 @@ pub trait Producer<E>: sealed::Sealed {
     ///
     /// # Errors
     /// [`PublishError::BatchTooLarge`] when `n` exceeds the capacity, or as
-    /// [`publish`](Producer::publish).
+    /// [`publish`](Publisher::publish).
     fn batch_publish(
         &mut self,
         n: usize,
@@ -87,7 +87,7 @@ pub trait Producer<E>: sealed::Sealed {
     ///
     /// # Errors
     /// [`TryPublishError::Full`] with the number of missing slots, or as
-    /// [`batch_publish`](Producer::batch_publish).
+    /// [`batch_publish`](Publisher::batch_publish).
     fn try_batch_publish(
         &mut self,
         n: usize,
@@ -130,7 +130,7 @@ pub trait Producer<E>: sealed::Sealed {
     where
         Self: Sized;
 
-    /// Like [`shutdown`](Producer::shutdown), halting after `timeout`.
+    /// Like [`shutdown`](Publisher::shutdown), halting after `timeout`.
     ///
     /// # Errors
     /// See [`SingleProducer::shutdown_timeout`].
@@ -140,7 +140,7 @@ pub trait Producer<E>: sealed::Sealed {
 }
 
 pub(crate) mod sealed {
-    /// Only the crate's producer handles implement [`Producer`](super::Producer).
+    /// Only the crate's producer handles implement [`Publisher`](super::Publisher).
     pub trait Sealed {
         /// The id of the bus the handle publishes into.
         fn bus_id(&self) -> u64;
@@ -158,10 +158,10 @@ impl<E: Send + Sync + 'static, W: WaitStrategy> sealed::Sealed for MultiProducer
     }
 }
 
-/// Implements [`Producer`] for a handle by calling its inherent methods.
+/// Implements [`Publisher`] for a handle by calling its inherent methods.
 macro_rules! delegate_producer {
     ($handle:ident) => {
-        impl<E, W> Producer<E> for $handle<E, W>
+        impl<E, W> Publisher<E> for $handle<E, W>
         where
             E: Send + Sync + 'static,
             W: WaitStrategy,

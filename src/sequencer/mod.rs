@@ -46,6 +46,19 @@ pub(crate) mod sealed {
         /// The highest sequence claimed so far (published or not).
         fn claimed(&self) -> Sequence;
 
+        /// True once the producers closed the bus (a multi producer's
+        /// claim counter says so; a single producer's handle knows itself).
+        fn is_closed(&self) -> bool {
+            false
+        }
+
+        /// Closes the bus to producers: the last sequence ever claimed, for
+        /// the call that closed it; `None` for later calls of a multi
+        /// producer (a single producer has one handle and answers always).
+        fn close_claims(&self) -> Option<Sequence> {
+            Some(self.claimed())
+        }
+
         /// The highest sequence up to which producers may count every slot
         /// as consumed whatever the gating stages say (`Sequence::MAX`: no
         /// such bound). Called only under the bus's gating lock, for a

@@ -235,6 +235,14 @@ impl Sealed for MultiProducerSequencer {
         MultiProducerSequencer::join_point(self, slowest)
     }
 
+    fn is_closed(&self) -> bool {
+        MultiProducerSequencer::is_closed(self)
+    }
+
+    fn close_claims(&self) -> Option<Sequence> {
+        self.close()
+    }
+
     fn reached(&self, end: Sequence) {
         self.reached.raise_relaxed(end);
     }
