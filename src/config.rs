@@ -849,15 +849,27 @@ impl<E: Send + Sync + 'static> crate::producer::sealed::Sealed for AnyProducer<E
 }
 
 /// The producer calls, on whichever producer it holds (no trait import
-/// needed); see [`Producer`](crate::Producer) for what each does.
-#[allow(missing_docs)]
+/// needed); each is [`Producer`](crate::Producer)'s call of the same name.
 impl<E: Send + Sync + 'static> AnyProducer<E> {
+    /// Writes the next event with `f` and publishes it, waiting while the
+    /// ring is full.
+    ///
+    /// # Errors
+    /// `Halted` or `Closed`; `f` is then not called.
     pub fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
         either!(self, p => p.publish(f))
     }
+    /// Like [`publish`](Self::publish), failing at once on a full ring.
+    ///
+    /// # Errors
+    /// `Full`, `Halted` or `Closed`; `f` is then not called.
     pub fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
         either!(self, p => p.try_publish(f))
     }
+    /// Like [`publish`](Self::publish), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// `Timeout`, `Halted` or `Closed`; `f` is then not called.
     pub fn try_publish_for(
         &mut self,
         timeout: Duration,
@@ -865,6 +877,10 @@ impl<E: Send + Sync + 'static> AnyProducer<E> {
     ) -> Result<Sequence, TryPublishError> {
         either!(self, p => p.try_publish_for(timeout, f))
     }
+    /// Claims `n` slots, lets `f` write them, publishes them with one store.
+    ///
+    /// # Errors
+    /// `BatchTooLarge`, `Halted` or `Closed`; `f` is then not called.
     pub fn batch_publish(
         &mut self,
         n: usize,
@@ -872,6 +888,12 @@ impl<E: Send + Sync + 'static> AnyProducer<E> {
     ) -> Result<Sequence, PublishError> {
         either!(self, p => p.batch_publish(n, f))
     }
+    /// Like [`batch_publish`](Self::batch_publish), failing at once when
+    /// fewer than `n` slots are free.
+    ///
+    /// # Errors
+    /// `Full` (with the missing slots), `BatchTooLarge`, `Halted` or
+    /// `Closed`; `f` is then not called.
     pub fn try_batch_publish(
         &mut self,
         n: usize,
@@ -879,33 +901,53 @@ impl<E: Send + Sync + 'static> AnyProducer<E> {
     ) -> Result<Sequence, TryPublishError> {
         either!(self, p => p.try_batch_publish(n, f))
     }
+    /// Slots free right now (a racy snapshot).
     pub fn remaining_capacity(&self) -> usize {
         either!(self, p => p.remaining_capacity())
     }
+    /// Ring capacity.
     pub fn capacity(&self) -> usize {
         either!(self, p => p.capacity())
     }
+    /// The highest sequence claimed (-1 before the first).
     pub fn cursor(&self) -> Sequence {
         either!(self, p => p.cursor())
     }
+    /// The highest sequence every gating consumer has passed.
     pub fn minimum_gating_sequence(&self) -> Sequence {
         either!(self, p => p.minimum_gating_sequence())
     }
+    /// A [`Metrics`] handle on the bus.
     pub fn metrics(&self) -> Metrics {
         either!(self, p => p.metrics())
     }
+    /// Adds a managed handler at runtime, on its own thread.
+    ///
+    /// # Errors
+    /// A halted or closed bus, a bus with a mutating stage, or a thread the
+    /// OS refused to start.
     pub fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, SubscribeError>
     where
         H: EventHandler<E> + Send + 'static,
     {
         either!(self, p => p.subscribe_with(handler))
     }
+    /// Stops every stage without draining.
     pub fn halt(&self) {
         either!(self, p => p.halt())
     }
+    /// Drains every published event through every stage and joins the
+    /// stage threads.
+    ///
+    /// # Errors
+    /// A stage that failed, or a call from a handler of this bus.
     pub fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
         either!(self, p => p.shutdown())
     }
+    /// Like [`shutdown`](Self::shutdown), halting after `timeout`.
+    ///
+    /// # Errors
+    /// `TimedOut`, or as for [`shutdown`](Self::shutdown).
     pub fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
         either!(self, p => p.shutdown_timeout(timeout))
     }
