@@ -89,6 +89,22 @@ for knob in pool_scan join_point reached durable_release step_scan lag_rejoin re
     fi
     rm -f "$log"
 done
+# The randomized lifecycle tester (its default 3,000 cases, every feature)
+# must find each of these reverted fixes on its own (a hang takes its 60 s
+# watchdog).
+for knob in read_guard torn_scan step_scan lag_rejoin; do
+    log=$(mktemp)
+    touch src/lib.rs
+    if RUSTC_WRAPPER="$wrapper" RINGBUS_WEAKEN="$knob" CARGO_TARGET_DIR="target/weak" \
+        cargo test --all-features --test lifecycle >"$log" 2>&1; then
+        echo "NOT CAUGHT: reverting '$knob' left tests/lifecycle.rs passing"
+        status=1
+    else
+        why=$(grep -m1 -E "lifecycle case" "$log" | cut -c1-160)
+        echo "caught: reverting '$knob' fails tests/lifecycle.rs: $why"
+    fi
+    rm -f "$log"
+done
 # Leave no weakened build behind for a later job (it would look fresh).
 touch src/lib.rs
 exit $status

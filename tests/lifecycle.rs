@@ -42,6 +42,11 @@ use ringbus::{
     Sleeping, TryBatchEventHandler, TryEventHandler, TryPublishError, WaitStrategy, Yielding,
 };
 
+/// Panics in the current case that were not planned (a check failing in
+/// a stage, a pool worker or a subscription thread, whose panic the bus
+/// catches): the case fails on any.
+static UNPLANNED_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Most events a case publishes (all producers together).
 const MAX_EVENTS: usize = 1_200;
 
@@ -433,15 +438,17 @@ fn kind(rng: &mut Rng) -> Kind {
 }
 
 impl Topology {
-    fn random(rng: &mut Rng) -> Self {
+    fn random(rng: &mut Rng, big_events: bool) -> Self {
         let mutating = rng.chance(15);
         let first = (0..rng.below(3)).map(|_| kind(rng)).collect();
         let second = (0..rng.below(2)).map(|_| kind(rng)).collect();
         Self {
             // Tiny rings that lap, or rings of 64-256 where a shared step
             // (64 events of 256 bytes and more) cuts a batch.
-            capacity: if rng.chance(25) {
-                1 << (6 + rng.below(3))
+            // (Events of 256 bytes and more: rings of 128-512 half the
+            // time, where a step of 64 cuts batches.)
+            capacity: if rng.chance(if big_events { 50 } else { 15 }) {
+                1 << (7 + rng.below(3))
             } else {
                 1 << rng.below(5)
             },
@@ -458,7 +465,7 @@ impl Topology {
                 .then(|| rng.below(MAX_EVENTS as u64) as Sequence),
             fails_with_err: rng.chance(50),
             pollers: !mutating,
-            shared: rng.chance(40),
+            shared: rng.chance(50),
             #[cfg(feature = "journal")]
             journal: (!mutating && rng.chance(15)).then(|| {
                 use ringbus::journal::SyncPolicy;
@@ -492,24 +499,24 @@ impl Topology {
         #[cfg(feature = "journal")] journal: Option<&ringbus::journal::Journal>,
     ) -> Builder<E, S, W> {
         let mut b = builder;
+        // The thread the stages share, once there is a first stage.
+        let mut host = None;
         #[cfg(feature = "journal")]
         if let (Some(journal), Some(sync)) = (journal, self.journal) {
             let options = ringbus::journal::JournalOptions::default().sync(sync);
-            b = b
-                .journal_to(journal.writer(EvCodec, options).unwrap())
-                .and_then();
+            b = b.journal_to(journal.writer(EvCodec, options).unwrap());
+            host = b.last_stage();
+            b = b.and_then();
         }
         if self.mutating {
-            b = b
-                .mutate_events_with(|e: &mut E, _s: Sequence, _eob: bool| {
-                    let e = e.core_mut();
-                    e.verify();
-                    e.enriched = mix(e.value) ^ 1;
-                })
-                .and_then();
+            b = b.mutate_events_with(|e: &mut E, _s: Sequence, _eob: bool| {
+                let e = e.core_mut();
+                e.verify();
+                e.enriched = mix(e.value) ^ 1;
+            });
+            host = b.last_stage();
+            b = b.and_then();
         }
-        // The thread the stages share, once there is a first stage.
-        let mut host = None;
         let share = |b: Builder<E, S, W>, host: Option<ringbus::StageId>| match host {
             Some(stage) if self.shared => b.on_thread_of(stage),
             _ => b,
@@ -626,6 +633,7 @@ struct PollerThread {
 
 fn spawn_poller<E: Ev, S: Sequencer, W: Strategy>(
     mut poller: EventPoller<E, S, W>,
+    capacity: u64,
     kind: PollerKind,
     seed: u64,
     observed: &Arc<Observed>,
@@ -639,8 +647,25 @@ fn spawn_poller<E: Ev, S: Sequencer, W: Strategy>(
         let mut check = PollCheck::new();
         let mut polls = 0u32;
         loop {
-            if leaving.load(Ordering::Relaxed) {
+            let leave = leaving.load(Ordering::Relaxed);
+            if leave && kind.lazy_after.is_none() {
                 return; // dropping the poller unsubscribes it
+            }
+            if leave {
+                // A lazy one, at the end: it was evicted (or the bus closed
+                // or halted); what it reads until then is intact and
+                // contiguous.
+                loop {
+                    match poller.poll(64, |e, s, _| check.see(e.core(), s)) {
+                        Ok(0) => return,
+                        Ok(_) => {}
+                        Err(PollError::Lagged { behind }) => {
+                            assert!(behind > capacity, "Lagged {{ behind: {behind} }}");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
             }
             if kind.lazy_after.is_some_and(|after| polls >= after) {
                 // Holds the producers until evicted (or told to leave).
@@ -702,8 +727,9 @@ fn spawn_poller<E: Ev, S: Sequencer, W: Strategy>(
                 Err(PollError::Halted) => return,
                 Err(PollError::Lagged { behind }) => {
                     assert!(kind.lag.is_some(), "Lagged without a lag limit");
-                    // An evicted subscriber was at least a ring behind.
-                    assert!(behind > 0, "Lagged {{ behind: 0 }}: it was never evicted");
+                    // Evicted only once more than a ring behind (a
+                    // `behind` of 0 said one never evicted).
+                    assert!(behind > capacity, "Lagged {{ behind: {behind} }}: not evicted");
                     return;
                 }
                 Err(e) => panic!("{e}"),
@@ -786,7 +812,7 @@ fn produce<E: Ev, P: Prod<E>>(
 /// adds the seed) when a check fails.
 fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
     let mut rng = Rng(seed);
-    let topology = Topology::random(&mut rng);
+    let topology = Topology::random(&mut rng, std::mem::size_of::<E>() >= 256);
     let observed = Arc::new(Observed {
         pool_hits: (0..MAX_EVENTS).map(|_| AtomicU8::new(0)).collect(),
         ..Observed::default()
@@ -846,7 +872,11 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
                     }
                     if shut_down {
                         // The others may still publish: they get `Closed`.
-                        let _ = p.shutdown_timeout(Duration::from_millis(1 + rng.below(100)));
+                        // A timeout halts the bus: the case is not clean.
+                        let timeout = Duration::from_millis(1 + rng.below(100));
+                        if p.shutdown_timeout(timeout).is_err() {
+                            refused.store(true, Ordering::Relaxed);
+                        }
                     }
                 })
             })
@@ -1072,7 +1102,9 @@ fn control<E: Ev, P: Prod<E>>(
         if topology.pollers && rng.chance(50) {
             let kind = PollerKind::random(rng);
             if let Some(poller) = p.subscribe(kind.lag) {
-                pollers.push((spawn_poller(poller, kind, rng.next(), observed), kind));
+                let capacity = topology.capacity as u64;
+                let poller = spawn_poller(poller, capacity, kind, rng.next(), observed);
+                pollers.push((poller, kind));
             }
         }
         if topology.pollers && rng.chance(15) {
@@ -1086,7 +1118,8 @@ fn control<E: Ev, P: Prod<E>>(
             join(leaving.thread);
         }
         if !subscriptions.is_empty() && rng.chance(30) {
-            drop(subscriptions.swap_remove(0));
+            let leaving: ringbus::Subscription<SubscriptionCheck> = subscriptions.swap_remove(0);
+            assert!(leaving.unsubscribe().is_some(), "a subscription's check failed");
         }
         if halts && rng.chance(25) {
             p.halt();
@@ -1109,7 +1142,9 @@ fn control<E: Ev, P: Prod<E>>(
         }
         join(poller.thread);
     }
-    drop(subscriptions);
+    for s in subscriptions {
+        assert!(s.unsubscribe().is_some(), "a subscription's check failed");
+    }
     outcome
 }
 
@@ -1131,6 +1166,7 @@ fn run_sized<W: Strategy>(seed: u64, strategy: W) {
 }
 
 fn run_seed(seed: u64) {
+    UNPLANNED_PANICS.store(0, Ordering::Relaxed);
     let (done, finished) = mpsc::channel();
     let case = thread::spawn(move || {
         match seed % 4 {
@@ -1143,7 +1179,15 @@ fn run_seed(seed: u64) {
     });
     let limit = Duration::from_secs(if cfg!(miri) { 3_000 } else { 60 });
     match finished.recv_timeout(limit) {
-        Ok(()) => case.join().unwrap(),
+        Ok(()) => {
+            case.join().unwrap();
+            let unplanned = UNPLANNED_PANICS.load(Ordering::Relaxed);
+            assert_eq!(
+                unplanned, 0,
+                "lifecycle case failed, seed {seed} (RINGBUS_LIFECYCLE_SEED={seed}): {unplanned} \
+                 unplanned panics in its threads (see above)"
+            );
+        }
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             if let Err(panic) = case.join() {
                 let message = panic
@@ -1179,6 +1223,7 @@ fn random_lifecycles_lose_nothing_and_never_hang() {
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .is_some_and(|m| m.starts_with("planned "));
         if !planned {
+            UNPLANNED_PANICS.fetch_add(1, Ordering::Relaxed);
             hook(info);
         }
     }));
