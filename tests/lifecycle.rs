@@ -51,6 +51,7 @@ static UNPLANNED_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::Ato
 const MAX_EVENTS: usize = 1_200;
 
 /// The async producer's number (the others are 0..4).
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
 const ASYNC_PRODUCER: u64 = 5;
 
 /// A seeded SplitMix64 stream.
@@ -110,6 +111,19 @@ trait Strategy: WaitStrategy + Copy {
     ) -> Option<Result<usize, PollError>> {
         None
     }
+    /// Reads `poller` as a `Stream` on a current-thread runtime until the
+    /// bus closes or halts, it is evicted, or `leave` is set, checking
+    /// each item; hands the poller back where the strategy cannot.
+    #[allow(clippy::result_large_err)]
+    fn stream<E: Ev, S: Sequencer>(
+        poller: EventPoller<E, S, Self>,
+        _capacity: u64,
+        _limited: bool,
+        _leave: &AtomicBool,
+    ) -> Result<(), EventPoller<E, S, Self>> {
+        Err(poller)
+    }
+
     /// Publishes events `0..n` as the async producer, where it can.
     fn publish_async<E: Ev>(
         _producer: ringbus::MultiProducer<E, Self>,
@@ -124,6 +138,7 @@ impl Strategy for Yielding {}
 impl Strategy for Sleeping {}
 impl Strategy for PhasedBackoff {}
 
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -132,6 +147,48 @@ fn current_thread() -> tokio::runtime::Runtime {
 }
 
 impl Strategy for Blocking {
+    #[cfg(feature = "async")]
+    fn stream<E: Ev, S: Sequencer>(
+        poller: EventPoller<E, S, Self>,
+        capacity: u64,
+        limited: bool,
+        leave: &AtomicBool,
+    ) -> Result<(), EventPoller<E, S, Self>> {
+        use tokio_stream::StreamExt;
+        let runtime = current_thread();
+        let mut stream = poller.into_stream(8, |e: &E| e.core().clone());
+        let mut last_per_producer = [None::<u64>; 8];
+        runtime.block_on(async {
+            loop {
+                if leave.load(Ordering::Relaxed) {
+                    return;
+                }
+                match tokio::time::timeout(Duration::from_millis(2), stream.next()).await {
+                    Err(_) => {}
+                    Ok(None) => return, // closed: every event read
+                    Ok(Some(Ok(e))) => {
+                        e.verify();
+                        let p = (e.value >> PRODUCER_SHIFT) as usize;
+                        let i = e.value & ((1 << PRODUCER_SHIFT) - 1);
+                        if let Some(last) = last_per_producer[p] {
+                            assert_eq!(i, last + 1, "stream: producer {p}'s events out of order");
+                        }
+                        last_per_producer[p] = Some(i);
+                    }
+                    Ok(Some(Err(PollError::Lagged { behind }))) => {
+                        assert!(
+                            limited && behind > capacity,
+                            "stream: Lagged {{ {behind} }}"
+                        );
+                        return;
+                    }
+                    Ok(Some(Err(_))) => return,
+                }
+            }
+        });
+        Ok(())
+    }
+
     #[cfg(feature = "async")]
     fn poll_async<E: Ev, S: Sequencer>(
         poller: &mut EventPoller<E, S, Self>,
@@ -198,6 +255,8 @@ struct Observed {
     /// Pollers that stayed to the end: (first sequence after the join, one
     /// past the last sequence they saw).
     pollers_to_the_end: Mutex<Vec<(Sequence, Sequence)>>,
+    /// Events the failing stage handed to its dead-letter sink.
+    dead_letters: AtomicU64,
 }
 
 /// How a reader stage takes its events.
@@ -330,6 +389,16 @@ trait Prod<E: Ev>: Send {
     type W: Strategy;
     fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError>;
     fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError>;
+    fn try_publish_for(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut E),
+    ) -> Result<Sequence, TryPublishError>;
+    fn try_batch(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(ringbus::Slots<'_, E>),
+    ) -> Result<Sequence, TryPublishError>;
     fn batch(
         &mut self,
         n: usize,
@@ -355,6 +424,20 @@ macro_rules! prod {
             }
             fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
                 ringbus::$ty::try_publish(self, f)
+            }
+            fn try_publish_for(
+                &mut self,
+                timeout: Duration,
+                f: impl FnOnce(&mut E),
+            ) -> Result<Sequence, TryPublishError> {
+                ringbus::$ty::try_publish_for(self, timeout, f)
+            }
+            fn try_batch(
+                &mut self,
+                n: usize,
+                f: impl FnOnce(ringbus::Slots<'_, E>),
+            ) -> Result<Sequence, TryPublishError> {
+                self.try_batch_publish(n, f)
             }
             fn batch(
                 &mut self,
@@ -418,6 +501,9 @@ struct Topology {
     /// group: a panic, or an `Err` when `fails_with_err`.
     fails_at: Option<Sequence>,
     fails_with_err: bool,
+    /// The failing stage's policy: 0 halt, 1 skip, 2 dead-letter, 3 two
+    /// retries then skip, 4 a retry then halt.
+    fails_policy: u8,
     /// Runtime subscribers are allowed.
     pollers: bool,
     /// The stages share threads: each group's stages run on the thread of
@@ -438,6 +524,11 @@ fn kind(rng: &mut Rng) -> Kind {
 }
 
 impl Topology {
+    /// True when the planned failure stops the bus (a halt policy).
+    fn failure_halts(&self) -> bool {
+        matches!(self.fails_policy, 0 | 4)
+    }
+
     fn random(rng: &mut Rng, big_events: bool) -> Self {
         let mutating = rng.chance(15);
         let first = (0..rng.below(3)).map(|_| kind(rng)).collect();
@@ -464,6 +555,7 @@ impl Topology {
                 .chance(10)
                 .then(|| rng.below(MAX_EVENTS as u64) as Sequence),
             fails_with_err: rng.chance(50),
+            fails_policy: rng.below(5) as u8,
             pollers: !mutating,
             shared: rng.chance(50),
             #[cfg(feature = "journal")]
@@ -538,7 +630,19 @@ impl Topology {
             });
         }
         if let Some(at) = self.fails_at {
-            b = share(b, host).thread_name("fails");
+            let letters = Arc::clone(observed);
+            let policy = match self.fails_policy {
+                0 => ringbus::FailurePolicy::halt(),
+                1 => ringbus::FailurePolicy::skip(),
+                2 => ringbus::FailurePolicy::dead_letter(move |stage, e: &E, seq, _failure| {
+                    assert_eq!((stage, seq), ("fails", at), "a dead letter");
+                    e.core().verify();
+                    letters.dead_letters.fetch_add(1, Ordering::Relaxed);
+                }),
+                3 => ringbus::FailurePolicy::skip().retry(2, Duration::ZERO),
+                _ => ringbus::FailurePolicy::halt().retry(1, Duration::ZERO),
+            };
+            b = share(b, host).thread_name("fails").on_failure(policy);
             b = if self.fails_with_err {
                 b.try_handle_events_with(move |_e: &E, seq: Sequence, _eob: bool| {
                     if seq == at {
@@ -604,6 +708,9 @@ struct PollerKind {
     panics: bool,
     /// Polls with `poll_async` now and then (where the strategy allows).
     awaits: bool,
+    /// Reads as an async `Stream` (`into_stream`), where the strategy
+    /// allows (not lazy).
+    streams: bool,
 }
 
 impl PollerKind {
@@ -620,6 +727,7 @@ impl PollerKind {
             lazy_after: (lag.is_some() && rng.chance(50)).then(|| rng.below(4) as u32),
             panics: rng.chance(30),
             awaits: rng.chance(40),
+            streams: rng.chance(25),
         }
     }
 }
@@ -642,6 +750,13 @@ fn spawn_poller<E: Ev, S: Sequencer, W: Strategy>(
     let leaving = Arc::clone(&leave);
     let observed = Arc::clone(observed);
     let thread = thread::spawn(move || {
+        if kind.streams && kind.lazy_after.is_none() {
+            let limited = kind.lag.is_some();
+            match W::stream(poller, capacity, limited, &leaving) {
+                Ok(()) => return,
+                Err(back) => poller = back,
+            }
+        }
         let mut rng = Rng(seed);
         let joined = poller.sequence() + 1;
         let mut check = PollCheck::new();
@@ -729,7 +844,10 @@ fn spawn_poller<E: Ev, S: Sequencer, W: Strategy>(
                     assert!(kind.lag.is_some(), "Lagged without a lag limit");
                     // Evicted only once more than a ring behind (a
                     // `behind` of 0 said one never evicted).
-                    assert!(behind > capacity, "Lagged {{ behind: {behind} }}: not evicted");
+                    assert!(
+                        behind > capacity,
+                        "Lagged {{ behind: {behind} }}: not evicted"
+                    );
                     return;
                 }
                 Err(e) => panic!("{e}"),
@@ -745,6 +863,8 @@ enum End {
     Shutdown,
     ShutdownTimeout,
     Drop,
+    /// The last handle dropped on a thread of its own.
+    DropElsewhere,
 }
 
 /// What the producing side reports: events acknowledged, and whether the
@@ -774,7 +894,31 @@ fn produce<E: Ev, P: Prod<E>>(
         _ => refused.set(true),
     };
     while i < budget && !refused.get() && !closed.get() {
-        match rng.below(5) {
+        match rng.below(7) {
+            5 => {
+                let timeout = Duration::from_micros(rng.below(2_000));
+                match p.try_publish_for(timeout, |e| e.core_mut().set(value(k, i))) {
+                    Ok(_) => i += 1,
+                    Err(TryPublishError::Full { .. } | TryPublishError::Timeout) => {}
+                    Err(TryPublishError::Closed) => failed(PublishError::Closed),
+                    Err(_) => failed(PublishError::Halted),
+                }
+            }
+            6 => {
+                let n = (1 + rng.below(capacity)).min(budget - i) as usize;
+                let first = i;
+                let tried = p.try_batch(n, |slots| {
+                    for (j, e) in slots.enumerate() {
+                        e.core_mut().set(value(k, first + j as u64));
+                    }
+                });
+                match tried {
+                    Ok(_) => i += n as u64,
+                    Err(TryPublishError::Full { .. }) => thread::yield_now(),
+                    Err(TryPublishError::Closed) => failed(PublishError::Closed),
+                    Err(_) => failed(PublishError::Halted),
+                }
+            }
             0 | 1 => match p.publish(|e| e.core_mut().set(value(k, i))) {
                 Ok(_) => i += 1,
                 Err(e) => failed(e),
@@ -818,7 +962,12 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
         ..Observed::default()
     });
     let multi = rng.chance(70);
-    let end = [End::Shutdown, End::ShutdownTimeout, End::Drop][rng.below(3) as usize];
+    let end = [
+        End::Shutdown,
+        End::ShutdownTimeout,
+        End::Drop,
+        End::DropElsewhere,
+    ][rng.below(4) as usize];
     let halts = rng.chance(10);
     // Multi: another handle halts, or shuts the bus down while others
     // still publish.
@@ -943,9 +1092,9 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
         Ok(_) => {
             !halts
                 && !refused
-                && topology
-                    .fails_at
-                    .map_or(true, |at| at >= acknowledged as Sequence)
+                && topology.fails_at.map_or(true, |at| {
+                    !topology.failure_halts() || at >= acknowledged as Sequence
+                })
         }
         Err(ShutdownError::StageFailed(report)) => {
             for stage in &report.stages {
@@ -974,6 +1123,11 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
         }
         for &(_joined, end) in observed.pollers_to_the_end.lock().unwrap().iter() {
             assert_eq!(end, acknowledged as Sequence, "a poller missed events");
+        }
+        if let (Some(at), 2) = (topology.fails_at, topology.fails_policy) {
+            let letters = observed.dead_letters.load(Ordering::Relaxed);
+            let expected = u64::from(at < acknowledged as Sequence);
+            assert_eq!(letters, expected, "dead letters of the failing stage");
         }
     }
     // (The report hands back the journal's writer, which holds its lock.)
@@ -1085,7 +1239,7 @@ fn check_journal<E: Ev>(dir: &std::path::Path, expected: Option<u64>, rng: &mut 
 /// random subscribe / unsubscribe / halt actions between them, then ends
 /// the case the chosen way. `others` joins the other producers first.
 #[allow(clippy::too_many_arguments)]
-fn control<E: Ev, P: Prod<E>>(
+fn control<E: Ev, P: Prod<E> + 'static>(
     mut p: P,
     topology: &Topology,
     halts: bool,
@@ -1119,7 +1273,10 @@ fn control<E: Ev, P: Prod<E>>(
         }
         if !subscriptions.is_empty() && rng.chance(30) {
             let leaving: ringbus::Subscription<SubscriptionCheck> = subscriptions.swap_remove(0);
-            assert!(leaving.unsubscribe().is_some(), "a subscription's check failed");
+            assert!(
+                leaving.unsubscribe().is_some(),
+                "a subscription's check failed"
+            );
         }
         if halts && rng.chance(25) {
             p.halt();
@@ -1131,6 +1288,10 @@ fn control<E: Ev, P: Prod<E>>(
         End::ShutdownTimeout => p.shutdown(Some(Duration::from_millis(1 + rng.below(200)))),
         End::Drop => {
             drop(p);
+            Ok(ShutdownReport::default())
+        }
+        End::DropElsewhere => {
+            join(thread::spawn(move || drop(p)));
             Ok(ShutdownReport::default())
         }
     };
