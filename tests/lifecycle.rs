@@ -412,10 +412,14 @@ trait Prod<E: Ev>: Send {
     fn halt(&self);
     fn shutdown(self, timeout: Option<Duration>) -> Result<ShutdownReport, ShutdownError>;
     fn capacity(&self) -> usize;
+    /// Another handle on the bus, for a producer that has them (multi).
+    fn another(&self) -> Option<Self>
+    where
+        Self: Sized;
 }
 
 macro_rules! prod {
-    ($ty:ident, $seq:ty) => {
+    ($ty:ident, $seq:ty, $another:expr) => {
         impl<E: Ev, W: Strategy> Prod<E> for ringbus::$ty<E, W> {
             type Seq = $seq;
             type W = W;
@@ -470,11 +474,19 @@ macro_rules! prod {
             fn capacity(&self) -> usize {
                 self.metrics().snapshot().capacity
             }
+            fn another(&self) -> Option<Self> {
+                let another: fn(&Self) -> Option<Self> = $another;
+                another(self)
+            }
         }
     };
 }
-prod!(SingleProducer, ringbus::SingleProducerSequencer);
-prod!(MultiProducer, ringbus::MultiProducerSequencer);
+prod!(SingleProducer, ringbus::SingleProducerSequencer, |_p| None);
+prod!(
+    MultiProducer,
+    ringbus::MultiProducerSequencer,
+    |p: &Self| Some(p.clone())
+);
 
 /// A runtime subscription's handler (`subscribe_with`): checks what it sees.
 struct SubscriptionCheck(PollCheck);
@@ -1252,7 +1264,40 @@ fn control<E: Ev, P: Prod<E> + 'static>(
     let mut pollers: Vec<(PollerThread, PollerKind)> = Vec::new();
     let mut subscriptions = Vec::new();
     for _ in 0..4 {
+        // A lag-limited subscriber that joins from another thread while
+        // this one publishes (and others may be parked on a full ring),
+        // then never polls: the producers must evict it, also those whose
+        // wait began before it joined.
+        let late = (topology.pollers && rng.chance(30))
+            .then(|| p.another())
+            .flatten()
+            .map(|handle| {
+                let (pause, hold) = (rng.below(1_000), 1 + rng.below(20));
+                let kind = PollerKind {
+                    lag: Some(LagLimit::hold_at_most(Duration::from_millis(hold))),
+                    lazy_after: Some(0),
+                    panics: false,
+                    awaits: false,
+                    streams: false,
+                };
+                let (capacity, seed, observed) =
+                    (topology.capacity as u64, rng.next(), Arc::clone(observed));
+                let joined = thread::spawn(move || {
+                    thread::sleep(Duration::from_micros(pause));
+                    let poller = handle.subscribe(kind.lag);
+                    drop(handle);
+                    poller.map(|poller| spawn_poller(poller, capacity, kind, seed, &observed))
+                });
+                (joined, kind)
+            });
         produce_slice(&mut p, rng);
+        if let Some((joined, kind)) = late {
+            match joined.join() {
+                Ok(Some(poller)) => pollers.push((poller, kind)),
+                Ok(None) => {}
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
         if topology.pollers && rng.chance(50) {
             let kind = PollerKind::random(rng);
             if let Some(poller) = p.subscribe(kind.lag) {
