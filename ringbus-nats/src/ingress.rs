@@ -14,16 +14,50 @@
 //! stream order. Deliveries lost on the way (the consumer's delivery
 //! sequence jumps: a dropped connection, a dead node) are read from the
 //! stream directly (`next_by_subj` on the consumer's filter) before the
-//! next new message, in slices of at most the ring's size; a message not
-//! readable now is read again, never skipped. A redelivery (the server
-//! sends the lost deliveries again after the ack wait, in any order) is
-//! recognised by its stream sequence, whether it is waiting to be
-//! published, in the bus, or handled and acked, and is not published
-//! again. The one exception: a message an earlier ingress on the same
-//! consumer was given and did not ack (its stream sequence at or below
-//! what the consumer had delivered when this ingress started) is published
-//! when it comes again, possibly after later ones (at least once). One
-//! ingress per durable consumer.
+//! next new message, in slices of at most the ring's size; a read that
+//! fails is tried again, never taken for "no message" (a "no message"
+//! answer is checked against the message just delivered, which must be
+//! readable). A redelivery (the server sends the lost deliveries again
+//! after the ack wait, in any order) is recognised by its stream sequence,
+//! whether it is waiting to be published, in the bus, or handled and
+//! acked, and is not published again. A message is never acked unless it
+//! was published (or dead-lettered).
+//!
+//! The filter, the ack wait and the backoff are the consumer's own (an
+//! existing durable keeps its configuration); an existing durable whose
+//! ack policy is not `Explicit`, or whose filter is not the options', is
+//! refused ([`LinkError::ConsumerMismatch`]).
+//!
+//! **One ingress per durable consumer.** Two ingresses on one durable do
+//! not share its messages: each sees the other's deliveries as lost ones,
+//! reads them from the stream, and publishes every message into its own
+//! bus. To spread a stream over several buses, give each its own filter
+//! (and durable).
+//!
+//! Where the guarantee is at least once (a message published again, or
+//! after later ones; [`IngressReport::late`] counts the late ones):
+//! * a message an earlier ingress on the same consumer was given and did
+//!   not ack (its stream sequence at or below what the consumer had
+//!   delivered when this ingress started) is published when it comes
+//!   again, possibly after later ones, possibly a second time (the earlier
+//!   bus may have handled it);
+//! * a lost delivery the stream would not give back (the server answered
+//!   "no message" for it and for the message delivered after it: deleted
+//!   since, or a store failing every read) is published when the server
+//!   delivers it again, after later ones;
+//! * past 4,096 such ranges, the closest two are merged, and a redelivery
+//!   (its ack lost) between them is published a second time;
+//! * what the bus handled but was not acked when the ingress stopped (the
+//!   server unreachable) is delivered to, and published by, the next
+//!   ingress;
+//! * a consumer with `max_deliver` drops a message it delivered that many
+//!   times without an ack.
+//!
+//! Lost deliveries that cannot be read from the stream for longer than
+//! [`IngressOptions::recovery_timeout`] while the client is connected (no
+//! permission for `$JS.API.STREAM.MSG.GET.<stream>`, the stream deleted)
+//! stop the ingress with [`IngressError::Recovery`]; nothing is acked
+//! that was not published.
 //!
 //! A payload that does not decode goes to the dead-letter subject, with the
 //! reason in the `Ringbus-Dead-Reason` header, and counts as handled once
@@ -35,14 +69,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::connection::State;
+use async_nats::jetstream::consumer::{self, pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, RawMessageError};
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
 use futures_util::{FutureExt, StreamExt};
 use ringbus::{PublishError, Publisher, Sequence, TryPublishError};
 
 use crate::acked::Acked;
+use crate::unrecovered::Unrecovered;
 
 /// The longest the ingress waits on the network for a dead letter, a flush
 /// or a negative ack: with the server gone, the client would wait for its
@@ -55,6 +91,9 @@ const FETCH_TICK: Duration = Duration::from_millis(25);
 /// brings nothing is waited for: its request (or its end) may have been
 /// lost with the connection, and the client would wait 5 s more.
 const RECONNECT_GRACE: Duration = Duration::from_millis(250);
+/// Failed reads of lost deliveries (while connected) before the ingress
+/// may give up, however short the recovery timeout.
+const RECOVERY_ATTEMPTS: u32 = 3;
 
 use crate::codec::Codec;
 use crate::link::{jetstream_failure, Link, LinkError};
@@ -70,6 +109,7 @@ pub struct IngressOptions {
     idle_wait: Duration,
     ack_wait: Duration,
     drain_timeout: Duration,
+    recovery_timeout: Duration,
 }
 
 impl IngressOptions {
@@ -89,6 +129,7 @@ impl IngressOptions {
             idle_wait: Duration::from_millis(100),
             ack_wait: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
+            recovery_timeout: Duration::from_secs(30),
         }
     }
 
@@ -126,7 +167,9 @@ impl IngressOptions {
     }
 
     /// The consumer's ack wait when the ingress creates it (30 s by
-    /// default): a message not acked by then is delivered again.
+    /// default): a message not acked by then is delivered again. An
+    /// existing durable keeps its own ack wait (and backoff), which the
+    /// ingress reads and goes by.
     pub fn ack_wait(mut self, wait: Duration) -> Self {
         self.ack_wait = wait;
         self
@@ -136,6 +179,17 @@ impl IngressOptions {
     /// published before it acks and returns (5 s by default).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// How long reads of lost deliveries from the stream may keep failing
+    /// while the client is connected (and at least 3 times) before the
+    /// ingress stops with [`IngressError::Recovery`] (30 s by default:
+    /// long enough for a clustered stream to elect a new leader). Failures
+    /// while the client is disconnected do not count: it waits for the
+    /// server, as its fetches do.
+    pub fn recovery_timeout(mut self, timeout: Duration) -> Self {
+        self.recovery_timeout = timeout;
         self
     }
 }
@@ -162,6 +216,15 @@ pub struct IngressReport {
     /// a dead node) and which were read from the stream directly, so the bus
     /// still got them in stream order.
     pub recovered: u64,
+    /// Failed reads of lost deliveries from the stream (an error, no
+    /// answer in time, or a "no message" answer that the message delivered
+    /// after them showed wrong); each was tried again.
+    pub recovery_errors: u64,
+    /// Redeliveries published as new messages, possibly after later ones
+    /// (out of stream order): of a message an earlier ingress on the
+    /// consumer was given and did not ack, or of a lost delivery the
+    /// stream would not give back.
+    pub late: u64,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +235,8 @@ struct Counters {
     acked: AtomicU64,
     fetch_errors: AtomicU64,
     recovered: AtomicU64,
+    recovery_errors: AtomicU64,
+    late: AtomicU64,
 }
 
 impl Counters {
@@ -184,6 +249,8 @@ impl Counters {
             acked: get(&self.acked),
             fetch_errors: get(&self.fetch_errors),
             recovered: get(&self.recovered),
+            recovery_errors: get(&self.recovery_errors),
+            late: get(&self.late),
             unacked,
         }
     }
@@ -202,6 +269,26 @@ pub enum IngressError {
     Refused(ringbus::TryPublishError),
     /// The ingress task panicked.
     Panicked(String),
+    /// Deliveries were lost on the way and reading them from the stream
+    /// kept failing (for the recovery timeout, while connected): no
+    /// permission for `$JS.API.STREAM.MSG.GET.<stream>`, the stream
+    /// deleted, a store that fails. Nothing from `first` on was published
+    /// or acked; the server delivers it again to the next ingress.
+    Recovery {
+        /// The stream.
+        stream: String,
+        /// The durable consumer.
+        durable: String,
+        /// The first stream sequence not read back.
+        first: u64,
+        /// The last stream sequence not read back (the one delivered after
+        /// the lost ones is `last + 1`).
+        last: u64,
+        /// Failed reads (while connected) before the ingress gave up.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
 }
 
 impl fmt::Display for IngressError {
@@ -210,6 +297,20 @@ impl fmt::Display for IngressError {
             Self::Bus(e) => write!(f, "the bus refused the ingress's publish: {e}"),
             Self::Refused(e) => write!(f, "the bus refused the ingress's publish: {e}"),
             Self::Panicked(m) => write!(f, "the ingress task panicked: {m}"),
+            Self::Recovery {
+                stream,
+                durable,
+                first,
+                last,
+                attempts,
+                reason,
+            } => write!(
+                f,
+                "the ingress of consumer `{durable}` lost deliveries and cannot read them \
+                 (stream sequences {first} to {last}) from stream `{stream}`: {reason} \
+                 ({attempts} failed reads); it stopped without publishing or acking them, \
+                 and the server delivers them again"
+            ),
         }
     }
 }
@@ -269,6 +370,26 @@ fn subject_matches(filter: &str, subject: &str) -> bool {
     tokens.next().is_none()
 }
 
+/// Reads of lost deliveries failing in a row.
+struct Failing {
+    /// Failures while the client was connected.
+    attempts: u32,
+    /// When the first of them happened.
+    since: Option<Instant>,
+    /// The wait before the next read.
+    backoff: Duration,
+}
+
+impl Default for Failing {
+    fn default() -> Self {
+        Self {
+            attempts: 0,
+            since: None,
+            backoff: Duration::from_millis(10),
+        }
+    }
+}
+
 /// A message published into the bus and not acked yet.
 struct Pending {
     ring: Sequence,
@@ -306,6 +427,12 @@ struct Run<E, C, P> {
     /// Stream sequences whose dead letter could not be sent: when they
     /// come again, they are dead-lettered again.
     unsent_dead_letters: BTreeSet<u64>,
+    /// Stream sequences above the floor, up to `highest`, whose delivery
+    /// was lost and which the stream did not give back: when they come
+    /// again they are published (late), not taken for handled.
+    unrecovered: Unrecovered,
+    /// The consumer's filter (`>` for none), as the server has it.
+    filter: String,
     /// The stream, to read lost deliveries from directly.
     stream: async_nats::jetstream::stream::Stream,
     _event: std::marker::PhantomData<fn() -> E>,
@@ -324,15 +451,34 @@ impl<P: Send + 'static> Ingress<P> {
         P: Publisher<E> + Send + 'static,
     {
         let (stream, consumer) = link.block_on(consumer_for(&link, &options))?;
+        let info = consumer.cached_info();
         // Where the consumer stands: what it delivered before us (to an
         // earlier ingress) is below the floor.
-        let delivered = &consumer.cached_info().delivered;
-        let (floor, last_delivery) = (delivered.stream_sequence, delivered.consumer_sequence);
+        let (floor, last_delivery) = (
+            info.delivered.stream_sequence,
+            info.delivered.consumer_sequence,
+        );
+        // Acked sequences are kept while the server may still redeliver
+        // them: the consumer's own ack wait, or its longest backoff.
+        let config = &info.config;
+        let redelivery = config
+            .backoff
+            .iter()
+            .copied()
+            .chain([config.ack_wait])
+            .max()
+            .filter(|wait| !wait.is_zero())
+            .unwrap_or(options.ack_wait);
+        let keep = redelivery * 2 + Duration::from_secs(5);
+        // One filter at most (checked): the lost deliveries are read on it.
+        let filter = match (config.filter_subject.as_str(), &config.filter_subjects[..]) {
+            ("", [one]) => one.clone(),
+            ("", _) => ">".to_owned(),
+            (one, _) => one.to_owned(),
+        };
         let run_link = link.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
-        // Acked sequences are kept while the server may still redeliver them.
-        let keep = options.ack_wait * 2 + Duration::from_secs(5);
         let mut run = Run {
             link,
             options,
@@ -346,6 +492,8 @@ impl<P: Send + 'static> Ingress<P> {
             last_delivery,
             lost: false,
             unsent_dead_letters: BTreeSet::new(),
+            unrecovered: Unrecovered::default(),
+            filter,
             stream,
             _event: std::marker::PhantomData,
         };
@@ -438,7 +586,43 @@ async fn consumer_for(
             return Err(jetstream_failure(link, reason).await);
         }
     };
+    check_consumer(options, &consumer.cached_info().config)?;
     Ok((stream, consumer))
+}
+
+/// An existing durable keeps its own configuration: refuses one the
+/// ingress cannot work with (its acks would cover messages a dropped
+/// connection lost, or not exist) or whose filter is not the options'
+/// (the lost deliveries would be read from the wrong subjects).
+fn check_consumer(options: &IngressOptions, config: &consumer::Config) -> Result<(), LinkError> {
+    let mismatch = |existing: String, wanted: String| LinkError::ConsumerMismatch {
+        stream: options.stream.clone(),
+        durable: options.durable.clone(),
+        existing,
+        wanted,
+    };
+    if config.ack_policy != AckPolicy::Explicit {
+        return Err(mismatch(
+            format!("ack policy {:?}", config.ack_policy),
+            "ack policy Explicit".into(),
+        ));
+    }
+    let mut existing: Vec<&str> = config.filter_subjects.iter().map(String::as_str).collect();
+    if !config.filter_subject.is_empty() {
+        existing.push(&config.filter_subject);
+    }
+    existing.sort_unstable();
+    existing.dedup();
+    let wanted: Vec<&str> = options.filter_subject.iter().map(String::as_str).collect();
+    if existing != wanted {
+        let describe = |filters: &[&str]| match filters {
+            [] => "no filter subject".to_owned(),
+            [one] => format!("filter subject `{one}`"),
+            many => format!("filter subjects `{}`", many.join("`, `")),
+        };
+        return Err(mismatch(describe(&existing), describe(&wanted)));
+    }
+    Ok(())
 }
 
 impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
@@ -454,15 +638,17 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
             }
             let connects = self.connects();
             let requested = tokio::time::Instant::now();
+            // Bounded: with the server gone the client's command channel
+            // fills (it is not read while reconnecting), and the request
+            // would wait for the server, the stop flag unread.
             let fetched = consumer
                 .fetch()
                 .max_messages(room)
                 .expires(self.options.idle_wait)
-                .messages()
-                .await;
-            let mut messages = match fetched {
-                Ok(messages) => messages,
-                Err(_) => {
+                .messages();
+            let mut messages = match tokio::time::timeout(NETWORK_WAIT, fetched).await {
+                Ok(Ok(messages)) => messages,
+                _ => {
                     self.fetch_failed(&mut backoff).await;
                     continue;
                 }
@@ -556,6 +742,22 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
         stop: &AtomicBool,
     ) -> Result<bool, IngressError> {
         let mut run = Vec::with_capacity(burst.len());
+        let taken = self.take_each(burst, &mut run, stop).await;
+        if !matches!(taken, Ok(true)) {
+            // Stopping: what was not published is delivered again now.
+            nak_all(&mut run).await;
+            return taken;
+        }
+        self.publish(&mut run, stop).await
+    }
+
+    /// [`take`](Run::take)'s loop over the burst, into `run`.
+    async fn take_each(
+        &mut self,
+        burst: &mut Vec<Message>,
+        run: &mut ToPublish<E>,
+        stop: &AtomicBool,
+    ) -> Result<bool, IngressError> {
         for message in burst.drain(..) {
             let Ok(info) = message.info() else {
                 // Not a JetStream delivery (no ack subject): nothing to track.
@@ -572,17 +774,16 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
             }
             self.last_delivery = delivery;
             let going_on = if stream_sequence > self.highest {
-                self.take_new(message, stream_sequence, first_delivery, &mut run, stop)
+                self.take_new(message, stream_sequence, first_delivery, run, stop)
                     .await?
             } else {
-                self.take_again(message, stream_sequence, &mut run, stop)
-                    .await?
+                self.take_again(message, stream_sequence, run, stop).await?
             };
             if !going_on {
                 return Ok(false);
             }
         }
-        self.publish(&mut run, stop).await
+        Ok(true)
     }
 
     /// A message above every one taken: the lost ones below it first (read
@@ -596,11 +797,18 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
         stop: &AtomicBool,
     ) -> Result<bool, IngressError> {
         if self.lost {
-            if !self
+            match self
                 .recover(self.highest + 1, stream_sequence, run, stop)
-                .await?
+                .await
             {
-                return Ok(false);
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    // Not published: delivered again at once.
+                    let nak = message.ack_with(AckKind::Nak(None));
+                    let _ = tokio::time::timeout(NETWORK_WAIT, nak).await;
+                    return Err(e);
+                }
             }
             // The server sends first deliveries in stream order: every lost
             // one is below a first delivery. A redelivery (its own first
@@ -644,15 +852,26 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
             return self
                 .hand_on(&subject, payload, stream_sequence, Some(message), run, stop)
                 .await;
+        } else if self.unrecovered.remove(stream_sequence) {
+            // Its delivery was lost and the stream did not give it back
+            // (deleted, or a failing store): new to the bus, after later
+            // ones.
+            self.counters.late.fetch_add(1, Ordering::Relaxed);
+            let (subject, payload) = (message.subject.to_string(), message.payload.clone());
+            return self
+                .hand_on(&subject, payload, stream_sequence, Some(message), run, stop)
+                .await;
         } else if stream_sequence > self.floor || self.acked.contains(stream_sequence) {
             // Handled (its ack was lost): every message above the floor and
-            // up to the highest was taken by this ingress, and it is no
-            // longer waiting or in the bus.
+            // up to the highest was taken by this ingress (published, or
+            // dead-lettered; one the stream did not give back is in
+            // `unrecovered`), and it is no longer waiting or in the bus.
             self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
             let _ = tokio::time::timeout(NETWORK_WAIT, message.ack()).await;
         } else {
             // Given to an earlier ingress on this consumer, which did not
             // ack it: new to this one (at least once, after later ones).
+            self.counters.late.fetch_add(1, Ordering::Relaxed);
             let (subject, payload) = (message.subject.to_string(), message.payload.clone());
             return self
                 .hand_on(&subject, payload, stream_sequence, Some(message), run, stop)
@@ -712,9 +931,14 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
     /// Reads the consumer's messages `from..until` from the stream itself,
     /// in stream order, into `run`. Their deliveries were lost; when the
     /// server sends them again they are recognised (waiting, in the bus or
-    /// handled) and acked then. A message not readable now (the connection
-    /// is down) is read again, never skipped: skipped, it would come again
-    /// after the ones above it. False when the ingress stopped.
+    /// handled) and acked then. A read that fails is tried again, never
+    /// skipped: skipped, the message would come again after the ones above
+    /// it. A "no message" answer is checked against `until`, which was just
+    /// delivered: readable, the answer was wrong (a store error, which the
+    /// server reports so); not readable either, what is left is marked
+    /// unrecovered (published when it comes again, if it still exists).
+    /// False when the ingress stopped; an error once reads failed for the
+    /// recovery timeout while connected.
     async fn recover(
         &mut self,
         from: u64,
@@ -722,49 +946,61 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
         run: &mut ToPublish<E>,
         stop: &AtomicBool,
     ) -> Result<bool, IngressError> {
-        let subject = self
-            .options
-            .filter_subject
-            .clone()
-            .unwrap_or_else(|| ">".to_owned());
+        let subject = self.filter.clone();
         let by_subject = self.reads_by_subject();
         let mut next = from;
-        let mut backoff = Duration::from_millis(10);
+        let mut failing = Failing::default();
         while next < until {
             // The first message at or after `next` on the consumer's
             // subjects (`next_by_subj`: the server skips the messages of
             // other subjects and deleted ones), or the one at `next`.
-            let read = async {
-                if by_subject {
-                    self.stream
-                        .get_first_raw_message_by_subject(&subject, next)
-                        .await
-                } else {
-                    self.stream.get_raw_message(next).await
-                }
-            };
-            let stored = match tokio::time::timeout(NETWORK_WAIT, read).await {
-                Ok(Ok(stored)) => stored,
-                Ok(Err(e)) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
-                    if by_subject {
-                        // None left (deleted since): none comes again
-                        // either.
-                        break;
+            let stored = match read(&self.stream, by_subject, &subject, next).await {
+                Ok(stored) => stored,
+                Err(Some(e)) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+                    if !by_subject {
+                        // Deleted since, or not readable (the server says
+                        // the same of both): if it exists, it comes again.
+                        self.unrecovered.insert(next, next);
+                        next += 1;
+                        failing = Failing::default();
+                        continue;
                     }
-                    // Deleted since.
-                    next += 1;
-                    continue;
-                }
-                _ => {
-                    if stop.load(Ordering::Relaxed) {
+                    // "None left": `until` itself must be readable.
+                    let reason = match read(&self.stream, false, &subject, until).await {
+                        Ok(_) => format!(
+                            "the stream answered `no message` from sequence {next} on `{subject}`, \
+                             but has message {until} there"
+                        ),
+                        Err(Some(e))
+                            if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) =>
+                        {
+                            // Gone too (a purge, a limit) or nothing is
+                            // readable: those that still exist come again.
+                            self.unrecovered.insert(next, until - 1);
+                            break;
+                        }
+                        Err(e) => self.read_failure(e.as_ref(), until),
+                    };
+                    if !self
+                        .recovery_failed(&mut failing, reason, next, until, stop)
+                        .await?
+                    {
                         return Ok(false);
                     }
-                    self.ack_handled().await;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+                Err(e) => {
+                    let reason = self.read_failure(e.as_ref(), next);
+                    if !self
+                        .recovery_failed(&mut failing, reason, next, until, stop)
+                        .await?
+                    {
+                        return Ok(false);
+                    }
                     continue;
                 }
             };
+            failing = Failing::default();
             if stored.sequence >= until {
                 break;
             }
@@ -783,25 +1019,86 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
         Ok(true)
     }
 
-    /// Publishes `run` into the ring, in batches of at most the ring's
-    /// size, and remembers each message; false when the ingress stopped
-    /// first. What was not published is not acked (nak'ed when it has a
-    /// delivery): it is delivered again.
+    /// What a failed read at `sequence` says.
+    fn read_failure(&self, error: Option<&RawMessageError>, sequence: u64) -> String {
+        match error {
+            Some(e) => format!("reading sequence {sequence}: {e}"),
+            None => format!(
+                "no answer in {NETWORK_WAIT:?} to $JS.API.STREAM.MSG.GET.{} \
+                 (the server drops a request its user may not publish: check the permissions)",
+                self.options.stream
+            ),
+        }
+    }
+
+    /// A failed read of lost deliveries `first..until`: counts it, acks
+    /// what the bus passed meanwhile, waits a little. False when the
+    /// ingress stopped; an error once reads failed for the recovery timeout
+    /// (and at least [`RECOVERY_ATTEMPTS`] times) while the client was
+    /// connected.
+    async fn recovery_failed(
+        &mut self,
+        failing: &mut Failing,
+        reason: String,
+        first: u64,
+        until: u64,
+        stop: &AtomicBool,
+    ) -> Result<bool, IngressError> {
+        self.counters
+            .recovery_errors
+            .fetch_add(1, Ordering::Relaxed);
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        // While disconnected the ingress waits for the server, as its
+        // fetches do.
+        if self.link.client().connection_state() == State::Connected {
+            failing.attempts += 1;
+            let since = *failing.since.get_or_insert_with(Instant::now);
+            if failing.attempts >= RECOVERY_ATTEMPTS
+                && since.elapsed() >= self.options.recovery_timeout
+            {
+                return Err(IngressError::Recovery {
+                    stream: self.options.stream.clone(),
+                    durable: self.options.durable.clone(),
+                    first,
+                    last: until - 1,
+                    attempts: failing.attempts,
+                    reason,
+                });
+            }
+        }
+        self.ack_handled().await;
+        tokio::time::sleep(failing.backoff).await;
+        failing.backoff = (failing.backoff * 2).min(Duration::from_secs(1));
+        Ok(true)
+    }
+
+    /// Publishes `run` into the ring, in batches of at most the room the
+    /// ring has (one slot when it has none: the stages free it), and
+    /// remembers each message; false when the ingress stopped first. What
+    /// was not published is not acked (nak'ed when it has a delivery): it
+    /// is delivered again. Order holds in batches of any size; waiting for
+    /// room for all of `run` at once could wait forever on a bus whose
+    /// other producers never let the ring empty.
     async fn publish(
         &mut self,
         run: &mut ToPublish<E>,
         stop: &AtomicBool,
     ) -> Result<bool, IngressError> {
         while !run.is_empty() {
-            let n = run.len().min(self.producer.capacity());
-            let last = loop {
+            let (last, n) = loop {
+                let n = run
+                    .len()
+                    .min(self.producer.remaining_capacity().max(1))
+                    .min(self.producer.capacity());
                 let fill = |slots: ringbus::Slots<'_, E>| {
                     for (slot, (event, ..)) in slots.zip(run.iter_mut()) {
                         *slot = event.take().expect("each event once");
                     }
                 };
                 let refused = match self.producer.try_batch_publish(n, fill) {
-                    Ok(last) => break last,
+                    Ok(last) => break (last, n),
                     // Other producers took the room, or the stages lag:
                     // wait for them without holding the runtime's thread,
                     // acking what they pass meanwhile.
@@ -881,27 +1178,35 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
         sent
     }
 
-    /// Acks every message the bus's gating stages passed.
+    /// Acks every message the bus's gating stages passed, in order; stops
+    /// at one whose ack fails or takes too long (the server gone: the
+    /// client's command channel fills while it reconnects), which stays
+    /// pending: tried again later, counted unacked and nak'ed if the
+    /// ingress stops first. Cancelled, it leaves the message it was acking
+    /// pending too.
     async fn ack_handled(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         let handled = self.producer.minimum_gating_sequence();
-        while self.pending.front().is_some_and(|p| p.ring <= handled) {
-            let Some(Pending {
-                stream, message, ..
-            }) = self.pending.pop_front()
-            else {
+        while let Some(front) = self.pending.front() {
+            if front.ring > handled {
                 break;
-            };
+            }
             // A message read from the stream (its delivery lost) has no
             // ack subject yet: its redelivery is acked when it comes.
-            if let Some(message) = message {
-                if message.ack().await.is_ok() {
-                    self.counters.acked.fetch_add(1, Ordering::Relaxed);
+            if let Some(message) = &front.message {
+                match tokio::time::timeout(NETWORK_WAIT, message.ack()).await {
+                    Ok(Ok(())) => {
+                        self.counters.acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => return,
                 }
             }
-            // Acked or not, it was handled: a redelivery is not published.
+            let Some(Pending { stream, .. }) = self.pending.pop_front() else {
+                break;
+            };
+            // Handled: a redelivery (its ack lost) is not published.
             if stream <= self.floor {
                 self.acked.insert(stream, Instant::now());
             }
@@ -917,7 +1222,8 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let _ = tokio::time::timeout_at(deadline + NETWORK_WAIT, self.ack_handled()).await;
-        // What the bus did not handle in time: delivered again at once.
+        // What the bus did not handle in time, or whose ack did not go
+        // out: delivered again at once.
         let unacked = self.pending.len() as u64;
         for p in self.pending.drain(..) {
             if let Some(message) = p.message {
@@ -929,6 +1235,31 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
         }
         let _ = tokio::time::timeout(NETWORK_WAIT, self.link.client().flush()).await;
         unacked
+    }
+}
+
+/// Reads the first message on `subject` at or after `sequence` from
+/// `stream`, or (not `by_subject`) the one at `sequence`; bounded in time
+/// (`None`: no answer in time).
+async fn read(
+    stream: &async_nats::jetstream::stream::Stream,
+    by_subject: bool,
+    subject: &str,
+    sequence: u64,
+) -> Result<async_nats::jetstream::message::StreamMessage, Option<RawMessageError>> {
+    let read = async {
+        if by_subject {
+            stream
+                .get_first_raw_message_by_subject(subject, sequence)
+                .await
+        } else {
+            stream.get_raw_message(sequence).await
+        }
+    };
+    match tokio::time::timeout(NETWORK_WAIT, read).await {
+        Ok(Ok(stored)) => Ok(stored),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => Err(None),
     }
 }
 

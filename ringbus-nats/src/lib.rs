@@ -55,6 +55,7 @@ mod codec;
 mod egress;
 mod ingress;
 mod link;
+mod unrecovered;
 
 pub use async_nats;
 pub use codec::{Codec, FnCodec, Postcard};

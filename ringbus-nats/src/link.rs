@@ -87,6 +87,20 @@ pub enum LinkError {
     },
     /// The link's own runtime could not start.
     Runtime(std::io::Error),
+    /// The ingress's durable consumer exists with a configuration the
+    /// ingress cannot go by: an ack policy other than `Explicit`, or a
+    /// filter other than the options'. An existing durable keeps its
+    /// configuration; delete it or change the options.
+    ConsumerMismatch {
+        /// The stream.
+        stream: String,
+        /// The durable consumer.
+        durable: String,
+        /// What the existing consumer has.
+        existing: String,
+        /// What the ingress options ask for.
+        wanted: String,
+    },
 }
 
 impl fmt::Display for LinkError {
@@ -113,6 +127,17 @@ impl fmt::Display for LinkError {
                  enable it in the account's config (`jetstream: enabled`)"
             ),
             Self::Runtime(e) => write!(f, "cannot start the NATS link's runtime: {e}"),
+            Self::ConsumerMismatch {
+                stream,
+                durable,
+                existing,
+                wanted,
+            } => write!(
+                f,
+                "the durable consumer `{durable}` of stream `{stream}` exists with {existing}, \
+                 but the ingress options ask for {wanted}; delete the consumer (it keeps its \
+                 configuration) or change the options"
+            ),
         }
     }
 }
@@ -266,7 +291,9 @@ impl Link {
     /// # Errors
     /// [`LinkError::JetStream`] when the stream is missing or the consumer
     /// cannot be created; [`LinkError::JetStreamNotEnabled`] when the
-    /// server does not run JetStream.
+    /// server does not run JetStream; [`LinkError::ConsumerMismatch`] when
+    /// the durable exists with an ack policy other than `Explicit` or
+    /// another filter.
     pub fn ingress<E, C, P>(
         &self,
         codec: C,

@@ -258,3 +258,237 @@ impl Proxy {
         n
     }
 }
+
+/// What a [`JsProxy`] does to the requests `$JS.API.STREAM.MSG.GET.*`
+/// (reads of a stream's messages) and their answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetFault {
+    /// Answers "no message found" (code 10037), as nats-server does for
+    /// any error of its store.
+    NoMessage,
+    /// Answers "stream not found" (code 10059), as for a deleted stream.
+    StreamNotFound,
+    /// Drops the request: no answer ever, as for one the user may not
+    /// publish.
+    Drop,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// The fault and how many more reads get it (`None`: every one).
+    fault: Option<(GetFault, Option<u64>)>,
+    /// Reads seen, and reads given a fault.
+    reads: u64,
+    faulted: u64,
+}
+
+/// A proxy in front of a server that speaks enough of the NATS protocol
+/// to fail stream reads (`$JS.API.STREAM.MSG.GET.*`) on demand, as a
+/// failing store, a deleted stream or a permission would; everything else
+/// passes through unchanged. It can also claim an older server version in
+/// the server's INFO (a client then reads by sequence, not by subject).
+pub struct JsProxy {
+    pub port: u16,
+    faults: Arc<Mutex<Faults>>,
+}
+
+/// The answer of a failed `STREAM.MSG.GET`.
+fn get_error(code: u32, err_code: u32, description: &str) -> Vec<u8> {
+    format!(
+        "{{\"type\":\"io.nats.jetstream.api.v1.stream_msg_get_response\",\
+         \"error\":{{\"code\":{code},\"err_code\":{err_code},\"description\":\"{description}\"}}}}"
+    )
+    .into_bytes()
+}
+
+impl JsProxy {
+    /// `version`: what the server's INFO says it is (its own if `None`).
+    pub fn to(target: u16, version: Option<&str>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let shared = Arc::clone(&faults);
+        let version = version.map(str::to_owned);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                // Reply subjects of the reads given a fault, and the fault.
+                let marked = Arc::new(Mutex::new(std::collections::HashMap::new()));
+                let (up_from, up_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (faults, up_marked) = (Arc::clone(&shared), Arc::clone(&marked));
+                std::thread::spawn(move || {
+                    let _ = client_to_server(up_from, up_to, &faults, &up_marked);
+                });
+                let version = version.clone();
+                std::thread::spawn(move || {
+                    let _ = server_to_client(server, client, &marked, version.as_deref());
+                });
+            }
+        });
+        Self { port, faults }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The next `n` reads get `fault`.
+    pub fn fail_next(&self, fault: GetFault, n: u64) {
+        self.faults.lock().unwrap().fault = Some((fault, Some(n)));
+    }
+
+    /// Every read gets `fault` from now on.
+    pub fn fail_all(&self, fault: GetFault) {
+        self.faults.lock().unwrap().fault = Some((fault, None));
+    }
+
+    /// Reads pass from now on.
+    pub fn heal(&self) {
+        self.faults.lock().unwrap().fault = None;
+    }
+
+    /// (reads seen, reads given a fault).
+    pub fn reads(&self) -> (u64, u64) {
+        let f = self.faults.lock().unwrap();
+        (f.reads, f.faulted)
+    }
+}
+
+/// Reads one protocol line (with its CRLF) into `line`; false at the end.
+fn read_line(from: &mut impl std::io::BufRead, line: &mut Vec<u8>) -> std::io::Result<bool> {
+    line.clear();
+    Ok(from.read_until(b'\n', line)? > 0)
+}
+
+/// The payload size a `PUB`/`HPUB`/`MSG`/`HMSG` line announces (the last
+/// field: the total size), if it is one of those.
+fn payload_size(fields: &[&str]) -> Option<usize> {
+    match fields.first().map(|op| op.to_ascii_uppercase()).as_deref() {
+        Some("PUB" | "HPUB" | "MSG" | "HMSG") => fields.last()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn client_to_server(
+    from: TcpStream,
+    to: TcpStream,
+    faults: &Mutex<Faults>,
+    marked: &Mutex<std::collections::HashMap<String, GetFault>>,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut from = std::io::BufReader::new(from);
+    let mut out = std::io::BufWriter::new(to.try_clone()?);
+    let mut line = Vec::new();
+    let result = (|| {
+        while read_line(&mut from, &mut line)? {
+            let text = String::from_utf8_lossy(&line).into_owned();
+            let fields: Vec<&str> = text.split_whitespace().collect();
+            let mut payload = Vec::new();
+            if let Some(size) = payload_size(&fields) {
+                payload.resize(size + 2, 0);
+                from.read_exact(&mut payload)?;
+            }
+            // PUB <subject> <reply> <size> (HPUB: and a header size).
+            let read = fields.len() >= 4
+                && matches!(fields[0], "PUB" | "HPUB")
+                && fields[1].starts_with("$JS.API.STREAM.MSG.GET.");
+            let mut drop_it = false;
+            if read {
+                let mut f = faults.lock().unwrap();
+                f.reads += 1;
+                if let Some((fault, left)) = f.fault {
+                    f.faulted += 1;
+                    f.fault = match left {
+                        Some(1) => None,
+                        Some(n) => Some((fault, Some(n - 1))),
+                        None => Some((fault, None)),
+                    };
+                    if fault == GetFault::Drop {
+                        drop_it = true;
+                    } else {
+                        marked.lock().unwrap().insert(fields[2].to_owned(), fault);
+                    }
+                }
+            }
+            if !drop_it {
+                out.write_all(&line)?;
+                out.write_all(&payload)?;
+            }
+            if from.buffer().is_empty() {
+                out.flush()?;
+            }
+        }
+        Ok(())
+    })();
+    let _ = out.flush();
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.get_ref().shutdown(Shutdown::Both);
+    result
+}
+
+fn server_to_client(
+    from: TcpStream,
+    to: TcpStream,
+    marked: &Mutex<std::collections::HashMap<String, GetFault>>,
+    version: Option<&str>,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut from = std::io::BufReader::new(from);
+    let mut out = std::io::BufWriter::new(to.try_clone()?);
+    let mut line = Vec::new();
+    let result = (|| {
+        while read_line(&mut from, &mut line)? {
+            let text = String::from_utf8_lossy(&line).into_owned();
+            let fields: Vec<&str> = text.split_whitespace().collect();
+            let mut payload = Vec::new();
+            if let Some(size) = payload_size(&fields) {
+                payload.resize(size + 2, 0);
+                from.read_exact(&mut payload)?;
+            }
+            let fault = match fields.first() {
+                Some(&"MSG") if fields.len() >= 4 => marked.lock().unwrap().remove(fields[1]),
+                _ => None,
+            };
+            match fault {
+                Some(fault) => {
+                    let body = match fault {
+                        GetFault::NoMessage => get_error(404, 10037, "no message found"),
+                        _ => get_error(404, 10059, "stream not found"),
+                    };
+                    // MSG <subject> <sid> <size>: the answer, replaced.
+                    write!(out, "MSG {} {} {}\r\n", fields[1], fields[2], body.len())?;
+                    out.write_all(&body)?;
+                    out.write_all(b"\r\n")?;
+                }
+                None => match (fields.first(), version) {
+                    (Some(&"INFO"), Some(version)) => {
+                        // `"version":"2.9.10"` -> `"version":"<version>"`.
+                        let key = "\"version\":\"";
+                        let at = text.find(key).expect("a version in INFO") + key.len();
+                        let end = at + text[at..].find('"').unwrap();
+                        out.write_all(
+                            format!("{}{version}{}", &text[..at], &text[end..]).as_bytes(),
+                        )?;
+                    }
+                    _ => {
+                        out.write_all(&line)?;
+                        out.write_all(&payload)?;
+                    }
+                },
+            }
+            if from.buffer().is_empty() {
+                out.flush()?;
+            }
+        }
+        Ok(())
+    })();
+    let _ = out.flush();
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.get_ref().shutdown(Shutdown::Both);
+    result
+}
