@@ -312,12 +312,26 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// A timeout comes with the last sequence handled.
+    fn timed_out(&mut self, sequence: Sequence) {
+        assert_eq!(
+            sequence,
+            self.verifier.next_sequence - 1,
+            "on_timeout's sequence"
+        );
+    }
+}
+
 impl<E: Ev> EventHandler<E> for Reader {
     fn on_event(&mut self, e: &E, s: Sequence, b: bool) {
         self.see(e.core(), s, b);
     }
     fn on_shutdown(&mut self) {
         self.record();
+    }
+    fn on_timeout(&mut self, sequence: Sequence) {
+        self.timed_out(sequence);
     }
 }
 
@@ -338,6 +352,9 @@ impl<E: Ev> BatchEventHandler<E> for Reader {
     }
     fn on_shutdown(&mut self) {
         self.record();
+    }
+    fn on_timeout(&mut self, sequence: Sequence) {
+        self.timed_out(sequence);
     }
 }
 
@@ -509,10 +526,11 @@ struct Topology {
     pool: usize,
     /// A mutating stage before everything (pollers may not join then).
     mutating: bool,
-    /// A stage that fails at this sequence (halt policy), in the first
-    /// group: a panic, or an `Err` when `fails_with_err`.
+    /// A stage that fails at this sequence, in the first group.
     fails_at: Option<Sequence>,
-    fails_with_err: bool,
+    /// How it fails: 0 a panic, 1 an `Err`, 2 a batch handler's `Err`, 3 a
+    /// batch handler's panic.
+    fails_how: u8,
     /// The failing stage's policy: 0 halt, 1 skip, 2 dead-letter, 3 two
     /// retries then skip, 4 a retry then halt.
     fails_policy: u8,
@@ -566,7 +584,7 @@ impl Topology {
             fails_at: rng
                 .chance(10)
                 .then(|| rng.below(MAX_EVENTS as u64) as Sequence),
-            fails_with_err: rng.chance(50),
+            fails_how: rng.below(4) as u8,
             fails_policy: rng.below(5) as u8,
             pollers: !mutating,
             shared: rng.chance(50),
@@ -582,12 +600,18 @@ impl Topology {
         }
     }
 
-    /// Adds a reader stage of `kind`.
+    /// Adds a reader stage of `kind` (every third with a timeout of 1 ms,
+    /// whose `on_timeout` checks its sequence).
     fn reader<E: Ev, S: Sequencer, W: Strategy>(
         b: Builder<E, S, W>,
         kind: Kind,
         reader: Reader,
     ) -> Builder<E, S, W> {
+        let b = if reader.stage % 3 == 1 {
+            b.timeout(Duration::from_millis(1))
+        } else {
+            b
+        };
         match kind {
             Kind::PerEvent => b.handle_events_with(reader),
             Kind::Fallible => b.try_handle_events_with(reader),
@@ -655,18 +679,29 @@ impl Topology {
                 _ => ringbus::FailurePolicy::halt().retry(1, Duration::ZERO),
             };
             b = share(b, host).thread_name("fails").on_failure(policy);
-            b = if self.fails_with_err {
-                b.try_handle_events_with(move |_e: &E, seq: Sequence, _eob: bool| {
+            b = match self.fails_how {
+                0 => b.handle_events_with(move |_e: &E, seq: Sequence, _eob: bool| {
+                    assert!(seq != at, "planned failure at {at}");
+                }),
+                1 => b.try_handle_events_with(move |_e: &E, seq: Sequence, _eob: bool| {
                     if seq == at {
                         Err(format!("planned failure at {at}"))
                     } else {
                         Ok(())
                     }
-                })
-            } else {
-                b.handle_events_with(move |_e: &E, seq: Sequence, _eob: bool| {
-                    assert!(seq != at, "planned failure at {at}");
-                })
+                }),
+                2 => b.try_handle_batches_with(move |batch: Batch<'_, E>| {
+                    let range = batch.first_sequence()..=batch.last_sequence();
+                    if range.contains(&at) {
+                        Err((at, format!("planned failure at {at}")))
+                    } else {
+                        Ok(())
+                    }
+                }),
+                _ => b.handle_batches_with(move |batch: Batch<'_, E>| {
+                    let range = batch.first_sequence()..=batch.last_sequence();
+                    assert!(!range.contains(&at), "planned failure at {at}");
+                }),
             };
             host = host.or(b.last_stage());
         }

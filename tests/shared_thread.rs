@@ -321,6 +321,17 @@ fn a_stage_that_failed_beside_a_stuck_one_is_reported_as_it_ended() {
         .handle_events_with(gated_stage(rx))
         .build();
     p.publish(|e| e.set(1)).unwrap();
+    // The failure refuses the producers at once: wait for that, so the
+    // shutdown below starts after the stage ended (under Miri the stage
+    // thread may not have run within a 200 ms deadline).
+    let waited = std::time::Instant::now();
+    while !matches!(
+        p.try_publish(|e| e.set(2)),
+        Err(ringbus::TryPublishError::Halted)
+    ) {
+        assert!(waited.elapsed() < Duration::from_secs(600), "never refused");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let Err(ShutdownError::StageFailed(report)) = p.shutdown_timeout(Duration::from_millis(200))
     else {
         panic!("the failure must be reported, not only the timeout");
