@@ -125,25 +125,7 @@ fn ringbus_run(batch: u64, n: u64) {
     let mut producer = ringbus::single_producer(CAPACITY, Ev::default, ringbus::BusySpin)
         .handle_events_with(Summing { gate, sum: 0 })
         .build();
-    let mut i = 0;
-    if batch == 1 {
-        while i < n {
-            producer.publish(|e| e.value = i).unwrap();
-            i += 1;
-        }
-    } else {
-        while i < n {
-            let k = batch.min(n - i) as usize;
-            producer
-                .batch_publish(k, |slots| {
-                    for e in slots {
-                        e.value = i;
-                        i += 1;
-                    }
-                })
-                .unwrap();
-        }
-    }
+    publish_all!(producer, batch, n, .unwrap());
     open.send(()).unwrap();
     producer.shutdown().unwrap();
 }
@@ -171,23 +153,7 @@ fn disruptor_run(batch: u64, n: u64) {
             },
         )
         .build();
-    let mut i = 0;
-    if batch == 1 {
-        while i < n {
-            producer.publish(|e| e.value = i);
-            i += 1;
-        }
-    } else {
-        while i < n {
-            let k = batch.min(n - i) as usize;
-            producer.batch_publish(k, |slots| {
-                for e in slots {
-                    e.value = i;
-                    i += 1;
-                }
-            });
-        }
-    }
+    publish_all!(producer, batch, n,);
     open.send(()).unwrap();
     drop(producer);
 }

@@ -336,6 +336,14 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             .min()
     }
 
+    /// How often a producer waiting on a full ring wakes to evict a
+    /// lag-limited subscriber that held it too long: a quarter of the
+    /// shortest limit (at least 100 µs); `None` without such subscribers.
+    fn lag_wake_slice(&self) -> Option<Duration> {
+        self.shortest_hold()
+            .map(|hold| (hold / 4).max(Duration::from_micros(100)))
+    }
+
     /// Removes a runtime consumer; producers waiting on it go on.
     pub(crate) fn unsubscribe(&self, cell: &Arc<StageCell>) {
         let mut gating = loom::lock(&self.gating);
@@ -397,10 +405,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             // Acquire: pairs with `subscribe`'s Release increment, so
             // `shortest_hold` below sees the subscriber counted.
             let joins = self.lag_joins.load(Ordering::Acquire);
-            let hold = self.shortest_hold().filter(|_| !cfg!(loom));
-            let wake = hold.and_then(|hold| {
-                wait_strategy::deadline_after((hold / 4).max(Duration::from_micros(100)))
-            });
+            let slice = self.lag_wake_slice().filter(|_| !cfg!(loom));
+            let wake = slice.and_then(wait_strategy::deadline_after);
             let until = match (deadline, wake) {
                 (Some(d), Some(w)) => Some(d.min(w)),
                 (d, w) => d.or(w),
@@ -445,8 +451,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // quarter of its limit, as a waiting thread does (see `lag_clock`).
         #[cfg(not(loom))]
         if found.is_pending() && !cfg!(ringbus_weaken = "lag_clock") {
-            if let Some(hold) = self.shortest_hold() {
-                let slice = (hold / 4).max(Duration::from_micros(100));
+            if let Some(slice) = self.lag_wake_slice() {
                 crate::lag_clock::wake_at(Instant::now() + slice, waker.clone());
             }
         }

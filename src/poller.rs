@@ -323,10 +323,7 @@ where
         }
         self.cell.sequence.set(end, Weaken::Stage);
         if let Some(reading) = reading {
-            // Committed: the guard must not run after `end_read` (a later
-            // eviction's EVICTED is final).
-            std::mem::forget(reading);
-            watch.expect("a guard means a lag limit").end_read();
+            reading.commit();
         }
         self.bus.notify_progress(&self.cell);
         Ok((end - next + 1) as usize)
@@ -335,6 +332,16 @@ where
 
 /// A lag-limited subscriber's read in progress; see `handle`.
 struct Reading<'a>(&'a LagWatch);
+
+impl Reading<'_> {
+    /// The read committed: back to "not reading". The guard is gone first,
+    /// so it cannot run after `end_read` (a later eviction is final).
+    fn commit(self) {
+        let watch = self.0;
+        std::mem::forget(self);
+        watch.end_read();
+    }
+}
 
 impl Drop for Reading<'_> {
     fn drop(&mut self) {

@@ -23,11 +23,7 @@ mod pool;
 mod stage_loop;
 
 pub(crate) use group::{run_thread, StageTask, Task};
-
-/// Events in a stage's first chunk of a long batch: a slow handler is
-/// timed early; a fast one doubles its chunks to `HALT_CHECK_EVERY` within
-/// a few chunks.
-pub(crate) const FIRST_CHUNK: Sequence = 16;
+pub(crate) use stage_loop::FIRST_CHUNK;
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -25,6 +25,11 @@ pub(super) const HALT_CHECK_EVERY: Sequence = 256;
 /// their largest (one clock read per batch for a fast stage).
 const TIMED_CHUNK: Sequence = 16;
 
+/// Events in a stage's first chunk of a long batch: a slow handler is
+/// timed early; a fast one doubles its chunks to [`HALT_CHECK_EVERY`]
+/// within a few chunks.
+pub(crate) const FIRST_CHUNK: Sequence = 16;
+
 /// How long one chunk of a long batch should take at most.
 const HALT_CHUNK_TIME: std::time::Duration = std::time::Duration::from_millis(1);
 

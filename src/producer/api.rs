@@ -158,28 +158,28 @@ impl<E: Send + Sync + 'static, W: WaitStrategy> sealed::Sealed for MultiProducer
     }
 }
 
-/// Implements [`Publisher`] for a handle by calling its inherent methods.
+/// Implements [`Publisher`] for a handle by calling its inherent methods
+/// (the producers here, `config::AnyProducer` there).
 macro_rules! delegate_producer {
-    ($handle:ident) => {
-        impl<E, W> Publisher<E> for $handle<E, W>
+    (impl<$($g:ident),*> for $handle:ty where $($bounds:tt)*) => {
+        impl<$($g),*> $crate::producer::Publisher<E> for $handle
         where
-            E: Send + Sync + 'static,
-            W: WaitStrategy,
+            $($bounds)*
         {
             #[inline]
             fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
-                $handle::publish(self, f)
+                <$handle>::publish(self, f)
             }
             #[inline]
             fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
-                $handle::try_publish(self, f)
+                <$handle>::try_publish(self, f)
             }
             fn try_publish_for(
                 &mut self,
                 timeout: Duration,
                 f: impl FnOnce(&mut E),
             ) -> Result<Sequence, TryPublishError> {
-                $handle::try_publish_for(self, timeout, f)
+                <$handle>::try_publish_for(self, timeout, f)
             }
             #[inline]
             fn batch_publish(
@@ -187,48 +187,51 @@ macro_rules! delegate_producer {
                 n: usize,
                 f: impl FnOnce(Slots<'_, E>),
             ) -> Result<Sequence, PublishError> {
-                $handle::batch_publish(self, n, f)
+                <$handle>::batch_publish(self, n, f)
             }
             fn try_batch_publish(
                 &mut self,
                 n: usize,
                 f: impl FnOnce(Slots<'_, E>),
             ) -> Result<Sequence, TryPublishError> {
-                $handle::try_batch_publish(self, n, f)
+                <$handle>::try_batch_publish(self, n, f)
             }
             fn remaining_capacity(&self) -> usize {
-                $handle::remaining_capacity(self)
+                <$handle>::remaining_capacity(self)
             }
             fn capacity(&self) -> usize {
-                $handle::capacity(self)
+                <$handle>::capacity(self)
             }
             fn cursor(&self) -> Sequence {
-                $handle::cursor(self)
+                <$handle>::cursor(self)
             }
             fn minimum_gating_sequence(&self) -> Sequence {
-                $handle::minimum_gating_sequence(self)
+                <$handle>::minimum_gating_sequence(self)
             }
             fn metrics(&self) -> Metrics {
-                $handle::metrics(self)
+                <$handle>::metrics(self)
             }
             fn subscribe_with<H>(&self, handler: H) -> Result<Subscription<H>, SubscribeError>
             where
                 H: EventHandler<E> + Send + 'static,
             {
-                $handle::subscribe_with(self, handler)
+                <$handle>::subscribe_with(self, handler)
             }
             fn halt(&self) {
-                $handle::halt(self)
+                <$handle>::halt(self)
             }
             fn shutdown(self) -> Result<ShutdownReport, ShutdownError> {
-                $handle::shutdown(self)
+                <$handle>::shutdown(self)
             }
             fn shutdown_timeout(self, timeout: Duration) -> Result<ShutdownReport, ShutdownError> {
-                $handle::shutdown_timeout(self, timeout)
+                <$handle>::shutdown_timeout(self, timeout)
             }
         }
     };
 }
 
-delegate_producer!(SingleProducer);
-delegate_producer!(MultiProducer);
+#[cfg(feature = "serde")]
+pub(crate) use delegate_producer;
+
+delegate_producer!(impl<E, W> for SingleProducer<E, W> where E: Send + Sync + 'static, W: WaitStrategy);
+delegate_producer!(impl<E, W> for MultiProducer<E, W> where E: Send + Sync + 'static, W: WaitStrategy);

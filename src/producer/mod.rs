@@ -16,9 +16,9 @@ mod awaiting;
 mod multi;
 mod single;
 
-#[cfg(feature = "serde")]
-pub(crate) use api::sealed;
 pub use api::Publisher;
+#[cfg(feature = "serde")]
+pub(crate) use api::{delegate_producer, sealed};
 
 use crate::bus::Bus;
 use crate::error::{PublishError, SubscribeError, TryPublishError};

@@ -27,19 +27,17 @@ pub(crate) mod sealed {
 
         /// The highest `h >= next - 1` such that every event in `next..=h`
         /// is published; all of them are visible to the caller (Acquire).
-        /// With `raise`, a multi producer's scan also records what it found
-        /// (see `MultiProducerSequencer::floor_for_consumers`).
         ///
         /// `next` must be the first sequence after a range this sequencer
         /// reported before, or 0, or one past a join point: the
         /// multi-producer marks whole batches at their first slot. Readers
         /// call it only through [`Scan`], which keeps that so (and the
         /// published floor's own scan, from its record).
-        fn highest_published(&self, next: Sequence, raise: bool) -> Sequence;
+        fn highest_published(&self, next: Sequence) -> Sequence;
 
         /// Records that a reader that still gates found everything up to
-        /// `end` published, in a scan it made with `raise` false (a
-        /// lag-limited subscriber, which may have been evicted during the
+        /// `end` published (see `MultiProducerSequencer::floor_for_consumers`;
+        /// a lag-limited subscriber, which may have been evicted during its
         /// scan, confirms first that it was not).
         fn reached(&self, _end: Sequence) {}
 
@@ -127,7 +125,11 @@ impl Scan {
     #[inline]
     pub(crate) fn published<S: Sequencer>(&mut self, sequencer: &S, next: Sequence) -> Sequence {
         if self.known < next {
-            self.known = sequencer.highest_published(self.known + 1, true);
+            let found = sequencer.highest_published(self.known + 1);
+            if found > self.known {
+                sequencer.reached(found);
+            }
+            self.known = found;
         }
         self.known
     }
@@ -145,7 +147,7 @@ impl Scan {
         next: Sequence,
     ) -> Sequence {
         if self.known < next {
-            let found = sequencer.highest_published(self.known + 1, false);
+            let found = sequencer.highest_published(self.known + 1);
             if cfg!(ringbus_weaken = "unconfirmed_scan") {
                 // Only to show the loom model fails when an evicted
                 // reader's scan raises the frontier.

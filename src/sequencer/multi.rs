@@ -166,8 +166,7 @@ impl MultiProducerSequencer {
     /// stop inside a batch, where no scan could start.
     pub(crate) fn published_floor(&self) -> Sequence {
         let from = self.frontier.get_relaxed() + 1;
-        // No raise: the frontier is this scan's own record.
-        let floor = self.highest_published(from, false);
+        let floor = self.highest_published(from);
         if floor >= from {
             // Relaxed: read and written only under the gating lock. The
             // marks it summarises were acquired by the scan above, so a
@@ -213,7 +212,7 @@ impl Sealed for MultiProducerSequencer {
     }
 
     #[inline]
-    fn highest_published(&self, next: Sequence, raise: bool) -> Sequence {
+    fn highest_published(&self, next: Sequence) -> Sequence {
         let mut i = next;
         loop {
             let flag = &self.available[(i & self.mask) as usize];
@@ -221,10 +220,6 @@ impl Sealed for MultiProducerSequencer {
             // are visible once its mark is.
             let last = flag.load(Ordering::Acquire);
             if last < i {
-                if raise && i > next && !cfg!(ringbus_weaken = "reached") {
-                    // A batch end every event up to which is published.
-                    self.reached.raise_relaxed(i - 1);
-                }
                 return i - 1;
             }
             i = last + 1;
@@ -244,7 +239,11 @@ impl Sealed for MultiProducerSequencer {
     }
 
     fn reached(&self, end: Sequence) {
-        self.reached.raise_relaxed(end);
+        // Knob `reached`: readers leave it stale (the published floor's
+        // scan then starts from an old place).
+        if !cfg!(ringbus_weaken = "reached") {
+            self.reached.raise_relaxed(end);
+        }
     }
 
     fn gating_floor(&self) -> Sequence {

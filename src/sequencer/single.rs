@@ -31,7 +31,7 @@ impl Sealed for SingleProducerSequencer {
     }
 
     #[inline]
-    fn highest_published(&self, _next: Sequence, _raise: bool) -> Sequence {
+    fn highest_published(&self, _next: Sequence) -> Sequence {
         self.cursor.get()
     }
 
