@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use ringbus::{Blocking, PollError, Sequence};
 
+#[path = "common/stats.rs"]
+mod stats;
+use stats::{median, ratio_cell};
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Tick {
     value: u64,
@@ -195,28 +199,17 @@ async fn mpsc_latency(events: u64) -> Histogram<u64> {
     consumer.await.unwrap()
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn spread(v: &[f64]) -> (f64, f64) {
-    (
-        v.iter().copied().fold(f64::MAX, f64::min),
-        v.iter().copied().fold(0.0, f64::max),
-    )
-}
-
-fn main() {
+fn main() -> Result<(), lexopt::Error> {
+    use lexopt::prelude::*;
     let mut rounds = 7usize;
     let mut events = 2_000_000u64;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--rounds" => rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
-            "--events" => events = it.next().and_then(|v| v.parse().ok()).expect("--events N"),
-            "--bench" => {}
-            other => panic!("unknown argument {other}; use --rounds N --events N"),
+    let mut args = lexopt::Parser::from_env();
+    while let Some(arg) = args.next()? {
+        match arg {
+            Long("rounds") => rounds = args.value()?.parse()?,
+            Long("events") => events = args.value()?.parse()?,
+            Long("bench") => {} // passed by `cargo bench`
+            _ => return Err(arg.unexpected()),
         }
     }
     let rt = runtime();
@@ -241,15 +234,13 @@ fn main() {
     println!();
     println!("| scenario | ringbus (median) | tokio (median) | ringbus / tokio, per round: median (min-max) |");
     println!("|---|---:|---:|---:|");
-    for (name, rb, tk) in &mut rows {
-        let ratios: Vec<f64> = rb.iter().zip(tk.iter()).map(|(a, b)| a / b).collect();
-        let (lo, hi) = spread(&ratios);
-        let mut ratios = ratios;
+    for (name, rb, tk) in &rows {
+        let ratios: Vec<f64> = rb.iter().zip(tk).map(|(a, b)| a / b).collect();
         println!(
-            "| {name} | {:.2} M/s | {:.2} M/s | {:.2}x ({lo:.2}-{hi:.2}) |",
+            "| {name} | {:.2} M/s | {:.2} M/s | {} |",
             median(rb) / 1e6,
             median(tk) / 1e6,
-            median(&mut ratios)
+            ratio_cell(&ratios)
         );
     }
     let n = (events / 40).clamp(2_000, 50_000);
@@ -270,4 +261,5 @@ fn main() {
             h.value_at_quantile(0.999) as f64 / 1e3
         );
     }
+    Ok(())
 }

@@ -15,6 +15,10 @@ use std::time::Instant;
 
 use ringbus::{Batch, BusySpin, Sequence, WaitStrategy, Yielding};
 
+#[path = "common/stats.rs"]
+mod stats;
+use stats::{median, ratio_cell};
+
 /// A 32-byte event; the handlers sum `quantity` (the other fields are
 /// there for the event's size and never read).
 #[derive(Clone, Copy)]
@@ -87,24 +91,20 @@ fn run<W: WaitStrategy>(strategy: W, events: u64, batch: bool) -> f64 {
     events as f64 / secs
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn main() {
+fn main() -> Result<(), lexopt::Error> {
+    use lexopt::prelude::*;
     let mut rounds = 9usize;
     let mut events = 200u64 * CAPACITY as u64;
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--rounds" => rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
-            "--events" => {
-                let n: u64 = it.next().and_then(|v| v.parse().ok()).expect("--events N");
+    let mut args = lexopt::Parser::from_env();
+    while let Some(arg) = args.next()? {
+        match arg {
+            Long("rounds") => rounds = args.value()?.parse()?,
+            Long("events") => {
+                let n: u64 = args.value()?.parse()?;
                 events = n.div_ceil(CAPACITY as u64).max(1) * CAPACITY as u64;
             }
-            "--bench" => {}
-            other => panic!("unknown argument {other}; use --rounds N --events N"),
+            Long("bench") => {} // passed by `cargo bench`
+            _ => return Err(arg.unexpected()),
         }
     }
     let spin = ringbus::available_cores().len() >= 2;
@@ -130,21 +130,17 @@ fn main() {
         batched.push(b);
         ratios.push(b / a);
     }
-    let lo = ratios.iter().copied().fold(f64::MAX, f64::min);
-    let hi = ratios.iter().copied().fold(0.0, f64::max);
     println!();
     println!("| handler | events/s (median) |");
     println!("|---|---:|");
     println!(
         "| per event (`handle_events_with`) | {:.0} M/s |",
-        median(&mut per_event) / 1e6
+        median(&per_event) / 1e6
     );
     println!(
         "| batch (`handle_batches_with`) | {:.0} M/s |",
-        median(&mut batched) / 1e6
+        median(&batched) / 1e6
     );
-    println!(
-        "\nbatch / per event, per round: {:.2}x ({lo:.2}-{hi:.2})",
-        median(&mut ratios)
-    );
+    println!("\nbatch / per event, per round: {}", ratio_cell(&ratios));
+    Ok(())
 }

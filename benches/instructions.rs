@@ -158,11 +158,9 @@ fn disruptor_run(batch: u64, n: u64) {
     drop(producer);
 }
 
-/// One workload in this process: `<impl> <batch> <events>`.
-fn child(args: &[String]) {
-    let batch: u64 = args[1].parse().expect("batch");
-    let n: u64 = args[2].parse().expect("events");
-    match args[0].as_str() {
+/// One workload in this process.
+fn child(imp: &str, batch: u64, n: u64) {
+    match imp {
         "ringbus" => ringbus_run(batch, n),
         "disruptor" => disruptor_run(batch, n),
         "ringbus-multi" => ringbus_multi_run(batch, n),
@@ -205,22 +203,31 @@ fn counted(exe: &Path, imp: &str, batch: u64, n: u64) -> (u64, u64) {
     counts
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if let Some(at) = args.iter().position(|a| a == "--child") {
-        return child(&args[at + 1..]);
+fn main() -> Result<(), lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut smoke = false;
+    let mut args = lexopt::Parser::from_env();
+    while let Some(arg) = args.next()? {
+        match arg {
+            // `--child <impl> <batch> <events>`: one workload, under callgrind.
+            Long("child") => {
+                let imp = args.value()?.string()?;
+                child(&imp, args.value()?.parse()?, args.value()?.parse()?);
+                return Ok(());
+            }
+            Long("smoke") => smoke = true,
+            Long("bench") => {} // passed by `cargo bench`
+            _ => return Err(arg.unexpected()),
+        }
     }
-    if args.iter().any(|a| a == "--smoke") {
+    if smoke {
         for imp in ["ringbus", "disruptor", "ringbus-multi", "disruptor-multi"] {
             for batch in [1, 64] {
-                child(&[imp.into(), batch.to_string(), "10000".into()]);
+                child(imp, batch, 10_000);
             }
         }
         println!("instructions: smoke run done (no counts without valgrind)");
-        return;
+        return Ok(());
     }
     let exe = std::env::current_exe().expect("own path");
     println!(
@@ -260,4 +267,5 @@ fn main() {
     ] {
         println!("| {path} | {rb:.2} | {dis:.2} | {:.2}× |", rb / dis);
     }
+    Ok(())
 }

@@ -28,6 +28,10 @@ use ringbus::journal::{Journal, JournalOptions, Postcard, SyncPolicy};
 use ringbus::{Blocking, BusySpin, Sequence, WaitStrategy, Yielding};
 use serde::{Deserialize, Serialize};
 
+#[path = "common/stats.rs"]
+mod stats;
+use stats::{median, ratio_cell};
+
 /// A trade: 74 bytes encoded, 90 with the record header.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Trade {
@@ -62,27 +66,26 @@ struct Args {
     dir: PathBuf,
 }
 
-fn args() -> Args {
+fn args() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut a = Args {
         latency: true,
         rounds: 5,
         events: 1_000_000,
         dir: std::env::var_os("RINGBUS_JOURNAL_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
-            "--events" => a.events = it.next().and_then(|v| v.parse().ok()).expect("--events N"),
-            "--dir" => a.dir = it.next().map(PathBuf::from).expect("--dir PATH"),
-            "--no-latency" => a.latency = false,
-            "--bench" => {}
-            other => panic!(
-                "unknown argument {other}; use --rounds N --events N --dir PATH --no-latency"
-            ),
+    let mut args = lexopt::Parser::from_env();
+    while let Some(arg) = args.next()? {
+        match arg {
+            Long("rounds") => a.rounds = args.value()?.parse()?,
+            Long("events") => a.events = args.value()?.parse()?,
+            Long("dir") => a.dir = args.value()?.into(),
+            Long("no-latency") => a.latency = false,
+            Long("bench") => {} // passed by `cargo bench`
+            _ => return Err(arg.unexpected()),
         }
     }
-    a
+    Ok(a)
 }
 
 struct JournalRun {
@@ -188,33 +191,26 @@ fn plain_run(dir: &Path, bytes: u64, chunk: usize, sync_every: u64) -> (f64, f64
     (written, on_disk)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// One row: `measure` gives (journal seconds, plain seconds) per round.
 fn row(rounds: Vec<(f64, f64, u64, f64)>, name: &str, events: u64) {
-    let mut ratios: Vec<f64> = rounds.iter().map(|(j, p, _, _)| p / j).collect();
-    let mut journal_mbs: Vec<f64> = rounds
+    let ratios: Vec<f64> = rounds.iter().map(|(j, p, _, _)| p / j).collect();
+    let journal_mbs: Vec<f64> = rounds
         .iter()
         .map(|(j, _, b, _)| *b as f64 / j / 1e6)
         .collect();
-    let mut plain_mbs: Vec<f64> = rounds
+    let plain_mbs: Vec<f64> = rounds
         .iter()
         .map(|(_, p, b, _)| *b as f64 / p / 1e6)
         .collect();
-    let mut events_per_s: Vec<f64> = rounds.iter().map(|(j, ..)| events as f64 / j).collect();
-    let mut chunk: Vec<f64> = rounds.iter().map(|(.., c)| *c).collect();
-    let lo = ratios.iter().copied().fold(f64::MAX, f64::min);
-    let hi = ratios.iter().copied().fold(0.0, f64::max);
+    let events_per_s: Vec<f64> = rounds.iter().map(|(j, ..)| events as f64 / j).collect();
+    let chunk: Vec<f64> = rounds.iter().map(|(.., c)| *c).collect();
     println!(
-        "| {name} | {:.2} M/s | {:.0} MB/s | {:.0} MB/s | {:.2}x ({lo:.2}-{hi:.2}) | {:.0} KiB |",
-        median(&mut events_per_s) / 1e6,
-        median(&mut journal_mbs),
-        median(&mut plain_mbs),
-        median(&mut ratios),
-        median(&mut chunk) / 1024.0,
+        "| {name} | {:.2} M/s | {:.0} MB/s | {:.0} MB/s | {} | {:.0} KiB |",
+        median(&events_per_s) / 1e6,
+        median(&journal_mbs),
+        median(&plain_mbs),
+        ratio_cell(&ratios),
+        median(&chunk) / 1024.0,
     );
 }
 
@@ -309,8 +305,8 @@ fn dd_check(dir: &Path) {
     let _ = fs::remove_dir_all(&path);
 }
 
-fn main() {
-    let args = args();
+fn main() -> Result<(), lexopt::Error> {
+    let args = args()?;
     println!(
         "journal bench: {} events (90-byte records) per round, {} rounds, in {} ({} cores)",
         args.events,
@@ -324,7 +320,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|");
     throughput(&args);
     if !args.latency {
-        return;
+        return Ok(());
     }
     println!();
     println!("| latency, publish -> stage after (one event every 20 us) | p50 | p99 | p99.9 |");
@@ -364,4 +360,5 @@ fn main() {
         added50 / 1e3,
         added99 / 1e3
     );
+    Ok(())
 }

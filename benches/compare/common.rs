@@ -123,10 +123,6 @@ impl Scenario {
             Scenario::PipelineOneThread | Scenario::DiamondOneThread
         )
     }
-
-    pub fn parse(s: &str) -> Option<Scenario> {
-        Scenario::ALL.into_iter().find(|sc| sc.id() == s)
-    }
 }
 
 /// The implementations compared. As for scenarios, [`Impl::id`] is the one
@@ -173,10 +169,6 @@ impl Impl {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Impl> {
-        Impl::ALL.into_iter().find(|i| i.id() == s)
-    }
-
     /// `std::sync::mpsc` is only compared on SPSC, the bare ring on the
     /// throughput rows.
     pub fn runs(self, sc: Scenario) -> bool {
@@ -213,11 +205,6 @@ impl serde::Serialize for Impl {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.id())
     }
-}
-
-/// The names `parse` accepts, for an error message.
-pub fn names<T: Copy>(all: &[T], id: fn(T) -> &'static str) -> String {
-    all.iter().map(|&x| id(x)).collect::<Vec<_>>().join(", ")
 }
 
 #[derive(Debug, Clone)]
@@ -266,10 +253,6 @@ impl Family {
             Family::Hint => "hint",
             Family::Sleep => "sleep",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Family> {
-        Family::ALL.into_iter().find(|f| f.id() == s)
     }
 }
 

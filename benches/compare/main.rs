@@ -18,6 +18,8 @@ mod common;
 mod dis;
 mod rb;
 mod report;
+#[path = "../common/stats.rs"]
+mod stats;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -79,7 +81,8 @@ struct Args {
     config: Config,
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args() -> Result<Args, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut args = Args {
         scenarios: Scenario::ALL.to_vec(),
         impls: Impl::ALL.to_vec(),
@@ -98,73 +101,60 @@ fn parse_args() -> Result<Args, String> {
             family: common::Family::Best,
         },
     };
-    let mut it = std::env::args().skip(1);
-    let number = |v: Option<String>, flag: &str| -> Result<u64, String> {
-        v.as_deref()
-            .and_then(|s| s.replace('_', "").parse().ok())
-            .ok_or_else(|| format!("{flag} needs a number"))
+    let mut p = lexopt::Parser::from_env();
+    // A count, `_` allowed as a digit separator (`10_000_000`).
+    let number = |p: &mut lexopt::Parser| -> Result<u64, lexopt::Error> {
+        p.value()?.parse_with(|s| s.replace('_', "").parse::<u64>())
     };
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "--bench" => {} // passed by `cargo bench`
-            "--help" | "-h" => {
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("bench") => {} // passed by `cargo bench`
+            Long("help") | Short('h') => {
                 print!("{HELP}");
                 std::process::exit(0);
             }
-            "--scenarios" => {
-                let list = it.next().ok_or("--scenarios needs a list")?;
-                args.scenarios = list
-                    .split(',')
-                    .map(|s| {
-                        Scenario::parse(s).ok_or(format!(
-                            "unknown scenario `{s}`; one of: {}",
-                            common::names(&Scenario::ALL, Scenario::id)
-                        ))
-                    })
-                    .collect::<Result<_, _>>()?;
+            Long("scenarios") => {
+                args.scenarios = p.value()?.parse_with(|list| {
+                    list.split(',')
+                        .map(|s| pick(s, "scenario", &Scenario::ALL, Scenario::id))
+                        .collect::<Result<_, _>>()
+                })?
             }
-            "--impls" => {
-                let list = it.next().ok_or("--impls needs a list")?;
-                args.impls = list
-                    .split(',')
-                    .map(|s| {
-                        Impl::parse(s).ok_or(format!(
-                            "unknown implementation `{s}`; one of: {}",
-                            common::names(&Impl::ALL, Impl::id)
-                        ))
-                    })
-                    .collect::<Result<_, _>>()?;
+            Long("impls") => {
+                args.impls = p.value()?.parse_with(|list| {
+                    list.split(',')
+                        .map(|s| pick(s, "implementation", &Impl::ALL, Impl::id))
+                        .collect::<Result<_, _>>()
+                })?
             }
-            "--events" => args.config.events = number(it.next(), "--events")?,
-            "--latency-events" => {
-                args.config.latency_events = number(it.next(), "--latency-events")?
+            Long("events") => args.config.events = number(&mut p)?,
+            Long("latency-events") => args.config.latency_events = number(&mut p)?,
+            Long("interval-us") => args.config.interval = Duration::from_micros(number(&mut p)?),
+            Long("rounds") => args.rounds = number(&mut p)?.max(1) as usize,
+            Long("capacity") => args.config.capacity = number(&mut p)? as usize,
+            Long("no-pin") => args.pin = false,
+            Long("oversubscribed") => {
+                args.config.oversubscribed = p.value()?.parse_with(|s| {
+                    rb::Oversubscribed::parse(s).ok_or(format!(
+                        "unknown strategy `{s}`: auto, yielding, blocking, phased, sleeping, \
+                         yield-then-sleep"
+                    ))
+                })?
             }
-            "--interval-us" => {
-                args.config.interval = Duration::from_micros(number(it.next(), "--interval-us")?)
+            Long("family") => {
+                args.config.family = p
+                    .value()?
+                    .parse_with(|s| pick(s, "family", &common::Family::ALL, common::Family::id))?
             }
-            "--rounds" => args.rounds = number(it.next(), "--rounds")?.max(1) as usize,
-            "--capacity" => args.config.capacity = number(it.next(), "--capacity")? as usize,
-            "--no-pin" => args.pin = false,
-            "--oversubscribed" => {
-                let s = it.next().ok_or("--oversubscribed needs a strategy")?;
-                args.config.oversubscribed = rb::Oversubscribed::parse(&s).ok_or(format!(
-                    "unknown strategy `{s}`: auto, yielding, blocking, phased, sleeping, yield-then-sleep"
-                ))?;
-            }
-            "--family" => {
-                let f = it.next().ok_or("--family needs a name")?;
-                args.config.family = common::Family::parse(&f)
-                    .ok_or(format!("unknown family `{f}`: best, spin, hint, sleep"))?;
-            }
-            "--out" => args.out = Some(it.next().ok_or("--out needs a folder")?.into()),
-            "--markdown" => args.markdown = true,
-            "--targets" => args.targets = true,
-            "--quick" => {
+            Long("out") => args.out = Some(p.value()?.into()),
+            Long("markdown") => args.markdown = true,
+            Long("targets") => args.targets = true,
+            Long("quick") => {
                 args.config.events = 200_000;
                 args.config.latency_events = 2_000;
                 args.rounds = 1;
             }
-            other => return Err(format!("unknown option `{other}`; see --help")),
+            _ => return Err(arg.unexpected()),
         }
     }
     if args.config.family != common::Family::Best
@@ -180,6 +170,19 @@ fn parse_args() -> Result<Args, String> {
         return Err("--capacity must be a power of two".into());
     }
     Ok(args)
+}
+
+/// The one of `all` whose `id` is `name`.
+fn pick<T: Copy>(
+    name: &str,
+    what: &str,
+    all: &[T],
+    id: fn(T) -> &'static str,
+) -> Result<T, String> {
+    all.iter().copied().find(|&x| id(x) == name).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|&x| id(x)).collect();
+        format!("unknown {what} `{name}`; one of: {}", names.join(", "))
+    })
 }
 
 fn run_one(imp: Impl, sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
@@ -198,7 +201,7 @@ fn main() {
     let mut args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("compare: {e}");
+            eprintln!("compare: {e}; see --help");
             std::process::exit(2);
         }
     };

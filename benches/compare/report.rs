@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::common::{Config, Impl, Sample, Scenario};
+use crate::stats::{self, median};
 
 /// Latency percentiles in nanoseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -80,11 +81,7 @@ pub struct Spread {
 
 impl Spread {
     fn of(v: &[f64]) -> Option<Self> {
-        let v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
-        (!v.is_empty()).then(|| Spread {
-            min: v.iter().copied().fold(f64::INFINITY, f64::min),
-            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        })
+        stats::spread(v).map(|(min, max)| Spread { min, max })
     }
 }
 
@@ -134,19 +131,6 @@ pub struct Summary {
     pub merged: Option<Histogram<u64>>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
 /// `f(ringbus run, peer run)` in every round both ran: its median over those
 /// rounds and its spread.
 fn paired(runs: &[&Run], rb: &[&Run], f: impl Fn(&Run, &Run) -> f64) -> Option<Ratio> {
@@ -156,7 +140,7 @@ fn paired(runs: &[&Run], rb: &[&Run], f: impl Fn(&Run, &Run) -> f64) -> Option<R
         .collect();
     let spread = Spread::of(&ratios)?;
     Some(Ratio {
-        median: median(ratios.clone()),
+        median: median(&ratios),
         min: spread.min,
         max: spread.max,
         rounds: ratios.len(),
@@ -177,12 +161,12 @@ pub fn summarize(runs: &[Run], plan: &[(Scenario, Vec<Impl>)]) -> Vec<Summary> {
                 .collect();
             let Some(first) = mine.first() else { continue };
             let lat = |f: fn(&Percentiles) -> u64| {
-                median(
-                    mine.iter()
-                        .filter_map(|r| r.latency_ns.as_ref())
-                        .map(|p| f(p) as f64)
-                        .collect(),
-                ) as u64
+                let v: Vec<f64> = mine
+                    .iter()
+                    .filter_map(|r| r.latency_ns.as_ref())
+                    .map(|p| f(p) as f64)
+                    .collect();
+                median(&v) as u64
             };
             let median_latency_ns = first.latency_ns.map(|_| Percentiles {
                 p50: lat(|p| p.p50),
@@ -231,7 +215,7 @@ pub fn summarize(runs: &[Run], plan: &[(Scenario, Vec<Impl>)]) -> Vec<Summary> {
                 mode: first.mode,
                 pinned: first.pinned,
                 rounds: mine.len(),
-                median_events_per_sec: median(rates.clone()),
+                median_events_per_sec: median(&rates),
                 events_per_sec_spread: Spread::of(&rates),
                 median_latency_ns,
                 p50_ns_spread: Spread::of(&p50s),
