@@ -85,7 +85,7 @@ fn main() {
     // 4 stage threads + 2 desks on a small machine: spin briefly, then block.
     let producer = ringbus::multi_producer(4096, Order::default, PhasedBackoff::default())
         .thread_name("validate")
-        .mutate_events_with(|o: &mut Order, _seq: Sequence, _eob: bool| {
+        .handle_events_with(|o: &mut Order, _seq: Sequence, _eob: bool| {
             o.valid = o.quantity > 0 && o.quantity <= 100;
             o.total_cents = u64::from(o.quantity) * o.unit_price_cents;
         })

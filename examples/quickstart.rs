@@ -31,7 +31,7 @@ fn main() {
     // no CPU while idle, fine with more threads than cores.
     let mut producer = ringbus::single_producer(1 << 14, Trade::default, PhasedBackoff::default())
         .thread_name("decode")
-        .mutate_events_with(|t: &mut Trade, _seq: Sequence, _eob: bool| t.price = t.raw * 2)
+        .handle_events_with(|t: &mut Trade, _seq: Sequence, _eob: bool| t.price = t.raw * 2)
         .and_then() // the next stages see decode's writes
         .thread_name("sum")
         .handle_events_with(move |t: &Trade, _seq: Sequence, end_of_batch: bool| {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::affinity;
 use crate::barrier::{SequenceBarrier, StageCell};
 use crate::bus::Bus;
-use crate::consume::{BatchReader, Consume, Fallible, Reader, TryBatchReader, Writer};
+use crate::consume::{Consume, Reader};
 use crate::error::BuildError;
 use crate::fault::FailurePolicy;
 use crate::handler::{
@@ -33,6 +33,7 @@ use crate::producer::{MultiProducer, SingleProducer};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{AtomicSequence, INITIAL};
 use crate::sequencer::{MultiProducerSequencer, Scan, Sequencer, SingleProducerSequencer};
+use crate::stage::{factory, IntoStage, IntoTryStage};
 use crate::wait_strategy::WaitStrategy;
 
 /// Starts building a bus with one producer: `capacity` slots (a power of two),
@@ -381,83 +382,153 @@ where
         self
     }
 
-    /// Adds a stage running a fallible `handler`: an `Err` it returns is routed
-    /// by the stage's [`FailurePolicy`] (set with
-    /// [`on_failure`](Builder::on_failure); halt by default).
-    pub fn try_handle_events_with<H>(self, handler: H) -> Self
+    /// Adds a stage running `handler` on its own thread, in parallel with the
+    /// other handlers of the current group. Two methods add every form of
+    /// stage; the handler's signature picks the form (see [`IntoStage`]):
+    ///
+    /// | the stage gets | reads `&E` | mutates `&mut E` |
+    /// |---|---|---|
+    /// | one event per call: `handle_events_with` | `\|e: &E, seq: Sequence, end_of_batch: bool\|` | `\|e: &mut E, seq: Sequence, end_of_batch: bool\|` |
+    /// | … that may fail: [`try_handle_events_with`](Builder::try_handle_events_with) | the same `-> Result<(), Err>` | the same `-> Result<(), Err>` |
+    /// | every available event: `handle_events_with` | `\|batch: Batch<'_, E>\|` | `\|batch: BatchMut<'_, E>\|` |
+    /// | … that may fail at one: [`try_handle_events_with`](Builder::try_handle_events_with) | the same `-> Result<(), (Sequence, Err)>` | the same `-> Result<(), (Sequence, Err)>` |
+    ///
+    /// Each cell is also a trait to implement on a type, for the lifecycle
+    /// callbacks ([`EventHandler`], [`EventHandlerMut`], [`TryEventHandler`],
+    /// [`TryEventHandlerMut`](crate::TryEventHandlerMut), [`BatchEventHandler`],
+    /// [`BatchEventHandlerMut`](crate::BatchEventHandlerMut),
+    /// [`TryBatchEventHandler`], [`TryBatchEventHandlerMut`](crate::TryBatchEventHandlerMut)).
+    ///
+    /// - **Mutating**: stages after it see its writes; `build` fails with
+    ///   [`BuildError::ConcurrentMutation`] unless every other stage runs
+    ///   strictly before or after it.
+    /// - **Batch**: one call gets every event available to the stage, as
+    ///   slices of the ring (a [`BatchMut`](crate::BatchMut) yields them as
+    ///   `&mut E`).
+    /// - **Made on the stage thread**: any form wrapped in
+    ///   [`ringbus::factory`](crate::factory)`(|| handler)` need not be `Send`.
+    /// - A panic in any handler goes to the stage's [`FailurePolicy`], as
+    ///   an `Err` does.
+    ///
+    /// ```
+    /// use ringbus::{Batch, BatchMut, Blocking, Sequence};
+    ///
+    /// let mut producer = ringbus::single_producer(64, || 0u64, Blocking)
+    ///     .handle_events_with(|e: &mut u64, _: Sequence, _: bool| *e *= 2)
+    ///     .and_then()
+    ///     .handle_events_with(|batch: BatchMut<'_, u64>| batch.for_each(|e| *e += 1))
+    ///     .and_then()
+    ///     .handle_events_with(|e: &u64, _: Sequence, _: bool| assert_eq!(*e, 41))
+    ///     .handle_events_with(|batch: Batch<'_, u64>| assert!(batch.iter().all(|e| *e == 41)))
+    ///     .build();
+    /// producer.publish(|e| *e = 20).unwrap();
+    /// producer.shutdown().unwrap();
+    /// ```
+    pub fn handle_events_with<H, K>(self, handler: H) -> Self
     where
-        H: TryEventHandler<E> + Send + 'static,
+        H: IntoStage<E, K> + Send + 'static,
     {
-        self.add_owned(false, Fallible(handler), |Fallible(h)| h)
+        handler.add_to(self)
     }
 
-    /// A fallible stage whose handler `make` creates on the stage's own
-    /// thread; see [`try_handle_events_with`](Builder::try_handle_events_with).
+    /// Adds a stage running a fallible `handler`, in any of the forms of
+    /// the grid in [`handle_events_with`](Builder::handle_events_with)'s
+    /// docs (see [`IntoTryStage`]): an `Err` it returns is routed by the
+    /// stage's [`FailurePolicy`] (set with [`on_failure`](Builder::on_failure);
+    /// halt by default). A batch handler returns the first event it could
+    /// not handle with its error, and the policy applies to that event alone.
+    ///
+    /// ```
+    /// use ringbus::{Batch, Blocking, FailurePolicy, Sequence};
+    ///
+    /// let mut producer = ringbus::single_producer(64, || 0u64, Blocking)
+    ///     .on_failure(FailurePolicy::skip())
+    ///     .try_handle_events_with(|e: &u64, _: Sequence, _: bool| {
+    ///         if *e % 2 == 1 { Ok(()) } else { Err("even") }
+    ///     })
+    ///     .on_failure(FailurePolicy::skip())
+    ///     .try_handle_events_with(|batch: Batch<'_, u64>| match batch.iter_with_sequence().find(|(_, e)| **e == 4) {
+    ///         Some((seq, _)) => Err((seq, "four")),
+    ///         None => Ok(()),
+    ///     })
+    ///     .build();
+    /// for i in 0..10 {
+    ///     producer.publish(|e| *e = i).unwrap();
+    /// }
+    /// let report = producer.shutdown().unwrap();
+    /// assert_eq!((report.stages[0].failed, report.stages[1].failed), (5, 1));
+    /// ```
+    pub fn try_handle_events_with<H, K>(self, handler: H) -> Self
+    where
+        H: IntoTryStage<E, K> + Send + 'static,
+    {
+        handler.add_to(self)
+    }
+
+    /// Now `try_handle_events_with(ringbus::factory(make))`.
+    #[deprecated(note = "use `try_handle_events_with(ringbus::factory(make))`")]
+    #[doc(hidden)]
     pub fn try_handle_events_with_factory<H, F>(self, make: F) -> Self
     where
         H: TryEventHandler<E> + 'static,
         F: FnOnce() -> H + Send + 'static,
     {
-        self.add_made(false, move || Fallible(make()))
+        self.try_handle_events_with(factory(make))
     }
 
-    /// Adds a stage running `handler` on its own thread, in parallel with the
-    /// other handlers of the current group.
-    pub fn handle_events_with<H>(self, handler: H) -> Self
-    where
-        H: EventHandler<E> + Send + 'static,
-    {
-        self.add_owned(false, Reader(handler), |Reader(h)| h)
-    }
-
-    /// Adds a stage whose `handler` gets every available batch at once, as
-    /// slices of the ring ([`Batch`](crate::Batch)), instead of one call
-    /// per event: for handlers that work in bulk. See [`BatchEventHandler`].
+    /// Now [`handle_events_with`](Builder::handle_events_with), which takes
+    /// every handler form.
+    #[deprecated(note = "use `handle_events_with`, which takes every handler form")]
+    #[doc(hidden)]
     pub fn handle_batches_with<H>(self, handler: H) -> Self
     where
         H: BatchEventHandler<E> + Send + 'static,
     {
-        self.add_owned(false, BatchReader(handler), |BatchReader(h)| h)
+        self.handle_events_with(handler)
     }
 
-    /// Adds a stage whose fallible `handler` gets every available batch at
-    /// once and reports the first event it could not handle; the stage's
-    /// [`FailurePolicy`] applies to that event. See [`TryBatchEventHandler`].
+    /// Now [`try_handle_events_with`](Builder::try_handle_events_with),
+    /// which takes every fallible handler form.
+    #[deprecated(note = "use `try_handle_events_with`, which takes every fallible handler form")]
+    #[doc(hidden)]
     pub fn try_handle_batches_with<H>(self, handler: H) -> Self
     where
         H: TryBatchEventHandler<E> + Send + 'static,
     {
-        self.add_owned(false, TryBatchReader(handler), |TryBatchReader(h)| h)
+        self.try_handle_events_with(handler)
     }
 
-    /// Adds a stage whose handler `make` creates on the stage's own thread, so
-    /// the handler (and any state it owns) need not be `Send`.
+    /// Now `handle_events_with(ringbus::factory(make))`.
+    #[deprecated(note = "use `handle_events_with(ringbus::factory(make))`")]
+    #[doc(hidden)]
     pub fn handle_events_with_factory<H, F>(self, make: F) -> Self
     where
         H: EventHandler<E> + 'static,
         F: FnOnce() -> H + Send + 'static,
     {
-        self.add_made(false, move || Reader(make()))
+        self.handle_events_with(factory(make))
     }
 
-    /// Adds a mutating stage: `handler` gets `&mut E`, and stages after it see
-    /// its writes. `build` fails with [`BuildError::ConcurrentMutation`] unless
-    /// every other stage runs strictly before or after it.
+    /// Now [`handle_events_with`](Builder::handle_events_with), which takes
+    /// every handler form.
+    #[deprecated(note = "use `handle_events_with`, which takes every handler form")]
+    #[doc(hidden)]
     pub fn mutate_events_with<H>(self, handler: H) -> Self
     where
         H: EventHandlerMut<E> + Send + 'static,
     {
-        self.add_owned(true, Writer(handler), |Writer(h)| h)
+        self.handle_events_with(handler)
     }
 
-    /// A mutating stage whose handler is made on its own thread; see
-    /// [`mutate_events_with`](Builder::mutate_events_with).
+    /// Now `handle_events_with(ringbus::factory(make))`.
+    #[deprecated(note = "use `handle_events_with(ringbus::factory(make))`")]
+    #[doc(hidden)]
     pub fn mutate_events_with_factory<H, F>(self, make: F) -> Self
     where
         H: EventHandlerMut<E> + 'static,
         F: FnOnce() -> H + Send + 'static,
     {
-        self.add_made(true, move || Writer(make()))
+        self.handle_events_with(factory(make))
     }
 
     /// Adds a work pool: `workers` threads, each made by `make(i)` on its own
@@ -585,7 +656,12 @@ where
 
     /// Adds a stage whose handler was given by value: the shutdown report
     /// hands it back (`take_handler`) after its last event.
-    fn add_owned<C, H>(self, mutating: bool, consumer: C, into_handler: fn(C) -> H) -> Self
+    pub(crate) fn add_owned<C, H>(
+        self,
+        mutating: bool,
+        consumer: C,
+        into_handler: fn(C) -> H,
+    ) -> Self
     where
         C: Consume<E> + Send + 'static,
         H: Send + 'static,
@@ -603,7 +679,7 @@ where
     }
 
     /// Adds a stage whose handler `make` creates on the stage thread.
-    fn add_made<C: Consume<E> + 'static>(
+    pub(crate) fn add_made<C: Consume<E> + 'static>(
         self,
         mutating: bool,
         make: impl FnOnce() -> C + Send + 'static,

@@ -93,7 +93,7 @@ use crate::metrics::Metrics;
 use crate::poller::Subscription;
 use crate::producer::{MultiProducer, Publisher, SingleProducer};
 use crate::report::ShutdownReport;
-use crate::ring_buffer::Slots;
+use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{AnyStrategy, Fallback, PhasedBackoff, Sleeping, Yielding};
@@ -552,7 +552,7 @@ impl BusConfig {
                     ))
                 }
                 (Entry::Read(h), None) => builder.handle_events_with(Dyn(h)),
-                (Entry::Mutate(h), None) => builder.mutate_events_with(DynMut(h)),
+                (Entry::Mutate(h), None) => builder.handle_events_with(DynMut(h)),
                 (Entry::Try(h), None) => builder.try_handle_events_with(DynTry(h)),
             };
             let last = builder.last_stage().map_or(0, |id| id.index() + 1);
@@ -699,7 +699,7 @@ impl<E: 'static> Handlers<E> {
         self.insert(name.into(), Entry::Read(Box::new(handler)))
     }
 
-    /// A mutating stage's handler (see [`Builder::mutate_events_with`]).
+    /// A mutating stage's handler (see [`EventHandlerMut`]).
     pub fn mutating(
         self,
         name: impl Into<String>,
@@ -708,7 +708,7 @@ impl<E: 'static> Handlers<E> {
         self.insert(name.into(), Entry::Mutate(Box::new(handler)))
     }
 
-    /// A fallible stage's handler (see [`Builder::try_handle_events_with`]).
+    /// A fallible stage's handler (see [`TryEventHandler`](crate::TryEventHandler)).
     pub fn fallible<H>(self, name: impl Into<String>, handler: H) -> Self
     where
         H: TryEventHandler<E> + Send + 'static,
@@ -884,7 +884,7 @@ impl<E: Send + Sync + 'static> AnyProducer<E> {
     pub fn batch_publish(
         &mut self,
         n: usize,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, PublishError> {
         either!(self, p => p.batch_publish(n, f))
     }
@@ -897,7 +897,7 @@ impl<E: Send + Sync + 'static> AnyProducer<E> {
     pub fn try_batch_publish(
         &mut self,
         n: usize,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, TryPublishError> {
         either!(self, p => p.try_batch_publish(n, f))
     }

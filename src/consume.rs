@@ -5,8 +5,9 @@ use std::cell::Cell;
 
 use crate::fault::Failure;
 use crate::handler::{
-    forward_lifecycle, Batch, BatchEventHandler, EventHandler, EventHandlerMut,
-    TryBatchEventHandler, TryEventHandler,
+    forward_lifecycle, Batch, BatchEventHandler, BatchEventHandlerMut, EventHandler,
+    EventHandlerMut, TryBatchEventHandler, TryBatchEventHandlerMut, TryEventHandler,
+    TryEventHandlerMut,
 };
 use crate::ring_buffer::RingView;
 use crate::sequence::Sequence;
@@ -136,6 +137,13 @@ pub(crate) struct Fallible<H>(pub(crate) H);
 pub(crate) struct BatchReader<H>(pub(crate) H);
 /// A stage whose handler takes whole batches and may fail at an event.
 pub(crate) struct TryBatchReader<H>(pub(crate) H);
+/// A mutating stage whose handler may return an error.
+pub(crate) struct FallibleWriter<H>(pub(crate) H);
+/// A mutating stage whose handler takes whole batches.
+pub(crate) struct BatchWriter<H>(pub(crate) H);
+/// A mutating stage whose handler takes whole batches and may fail at an
+/// event.
+pub(crate) struct TryBatchWriter<H>(pub(crate) H);
 
 impl<E, H: EventHandler<E>> Consume<E> for Reader<H> {
     const FALLIBLE: bool = false;
@@ -300,6 +308,100 @@ impl<E, H: TryBatchEventHandler<E>> Consume<E> for TryBatchReader<H> {
             })
         }
         .map_err(|(at, error)| (at.clamp(from, to), Failure::from_error(error)))
+    }
+}
+
+impl<E, H: TryEventHandlerMut<E>> Consume<E> for FallibleWriter<H> {
+    const FALLIBLE: bool = true;
+    forward_lifecycle!();
+    #[inline]
+    unsafe fn consume(
+        &mut self,
+        ring: RingView<'_, E>,
+        sequence: Sequence,
+        eob: bool,
+    ) -> Result<(), Failure> {
+        // SAFETY: as for `Writer`.
+        unsafe { ring.write(sequence, |e| self.0.on_event(e, sequence, eob)) }
+            .map_err(Failure::from_error)
+    }
+}
+
+impl<E, H: BatchEventHandlerMut<E>> Consume<E> for BatchWriter<H> {
+    const FALLIBLE: bool = false;
+    // As for `BatchReader`: batches of one under loom.
+    const WHOLE_BATCH: bool = !cfg!(loom);
+
+    forward_lifecycle!(without_batch_start);
+    #[inline]
+    fn on_batch_start(&mut self, _size: u64) {}
+
+    /// One event: a batch of one.
+    #[inline]
+    unsafe fn consume(
+        &mut self,
+        ring: RingView<'_, E>,
+        sequence: Sequence,
+        _eob: bool,
+    ) -> Result<(), Failure> {
+        // SAFETY: as for `Writer`, for the one sequence.
+        self.0
+            .on_batch(unsafe { ring.slots_mut(sequence, sequence) });
+        Ok(())
+    }
+
+    #[cfg(not(loom))]
+    #[inline(always)]
+    unsafe fn consume_range(
+        &mut self,
+        ring: RingView<'_, E>,
+        from: Sequence,
+        to: Sequence,
+        _last: Sequence,
+        progress: &Cell<Sequence>,
+    ) {
+        // SAFETY: the caller's write permission for the whole range (as for
+        // `Writer`), which is at most the ring's capacity.
+        self.0.on_batch(unsafe { ring.slots_mut(from, to) });
+        progress.set(to);
+    }
+}
+
+impl<E, H: TryBatchEventHandlerMut<E>> Consume<E> for TryBatchWriter<H> {
+    const FALLIBLE: bool = true;
+    const FALLIBLE_RANGE: bool = true;
+    // As for `BatchReader`: batches of one under loom.
+    const WHOLE_BATCH: bool = !cfg!(loom);
+
+    forward_lifecycle!(without_batch_start);
+    #[inline]
+    fn on_batch_start(&mut self, _size: u64) {}
+
+    /// One event: a batch of one.
+    unsafe fn consume(
+        &mut self,
+        ring: RingView<'_, E>,
+        sequence: Sequence,
+        _eob: bool,
+    ) -> Result<(), Failure> {
+        // SAFETY: as for `Writer`, for the one sequence.
+        self.0
+            .on_batch(unsafe { ring.slots_mut(sequence, sequence) })
+            .map_err(|(_, error)| Failure::from_error(error))
+    }
+
+    #[cfg(not(loom))]
+    unsafe fn try_consume_range(
+        &mut self,
+        ring: RingView<'_, E>,
+        from: Sequence,
+        to: Sequence,
+    ) -> Result<(), (Sequence, Failure)> {
+        // SAFETY: the caller's write permission for the whole range (as for
+        // `Writer`), which is at most the ring's capacity.
+        self.0
+            .on_batch(unsafe { ring.slots_mut(from, to) })
+            .map_err(|(at, error)| (at.clamp(from, to), Failure::from_error(error)))
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`EventHandler`] on a type for the lifecycle callbacks. A mutating stage
 //! implements [`EventHandlerMut`] (or is a `FnMut(&mut E, Sequence, bool)`).
 
+use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
 
 /// Handles the events of one stage, on the stage's own thread.
@@ -15,8 +16,11 @@ use crate::sequence::Sequence;
 /// one implements [`TryEventHandler`].
 ///
 /// A handler added by value must be `Send` (it moves to the stage thread);
-/// one added with a factory (`handle_events_with_factory`) is made on the
-/// stage thread and need not be.
+/// one added through a [`factory`](crate::factory) is made on the stage
+/// thread and need not be. Every handler form is added with
+/// [`handle_events_with`](crate::Builder::handle_events_with) (or
+/// `try_handle_events_with` for the fallible ones), whose docs show the
+/// grid of forms.
 ///
 /// ```
 /// use ringbus::{Blocking, EventHandler, Sequence};
@@ -176,6 +180,57 @@ where
     }
 }
 
+/// A fallible [`EventHandlerMut`]: it gets `&mut E` and may return `Err`,
+/// which the stage's [`FailurePolicy`](crate::FailurePolicy) routes. A
+/// retried event is offered again with whatever the failed call wrote to it.
+/// Closures `FnMut(&mut E, Sequence, bool) -> Result<(), Err>` are fallible
+/// mutating handlers.
+pub trait TryEventHandlerMut<E> {
+    /// See [`TryEventHandler::Error`].
+    type Error: Into<crate::fault::BoxError>;
+
+    /// See [`TryEventHandler::on_event`].
+    ///
+    /// # Errors
+    /// Whatever the handler could not do; the stage's policy routes it.
+    fn on_event(
+        &mut self,
+        event: &mut E,
+        sequence: Sequence,
+        end_of_batch: bool,
+    ) -> Result<(), Self::Error>;
+
+    /// See [`EventHandler::on_batch_start`].
+    #[inline]
+    fn on_batch_start(&mut self, batch_size: u64) {
+        let _ = batch_size;
+    }
+
+    /// See [`EventHandler::on_start`].
+    fn on_start(&mut self) {}
+
+    /// See [`EventHandler::on_shutdown`].
+    fn on_shutdown(&mut self) {}
+
+    /// See [`EventHandler::on_timeout`].
+    fn on_timeout(&mut self, sequence: Sequence) {
+        let _ = sequence;
+    }
+}
+
+impl<E, F, R> TryEventHandlerMut<E> for F
+where
+    F: FnMut(&mut E, Sequence, bool) -> Result<(), R>,
+    R: Into<crate::fault::BoxError>,
+{
+    type Error = R;
+
+    #[inline]
+    fn on_event(&mut self, event: &mut E, sequence: Sequence, end_of_batch: bool) -> Result<(), R> {
+        self(event, sequence, end_of_batch)
+    }
+}
+
 /// A run of events for a [`BatchEventHandler`]: the events from
 /// [`first_sequence`](Batch::first_sequence) on, in sequence order, as at
 /// most two slices (two when the run wraps past the end of the ring).
@@ -244,7 +299,7 @@ impl<'a, E> Batch<'a, E> {
 /// stages, at most 16 KiB of them, and at least 64, per call), as slices of the ring
 /// ([`Batch`]), so a handler can work in bulk (sum, encode, write) without
 /// a call per event. Added with
-/// [`handle_batches_with`](crate::Builder::handle_batches_with); closures
+/// [`handle_events_with`](crate::Builder::handle_events_with); closures
 /// `FnMut(Batch<'_, E>)` are batch handlers.
 ///
 /// A stage with any failure policy but a plain halt without retries hands
@@ -261,7 +316,7 @@ impl<'a, E> Batch<'a, E> {
 /// let total = Arc::new(AtomicU64::new(0));
 /// let sum = Arc::clone(&total);
 /// let mut producer = ringbus::single_producer(64, || 0u64, Blocking)
-///     .handle_batches_with(move |batch: Batch<'_, u64>| {
+///     .handle_events_with(move |batch: Batch<'_, u64>| {
 ///         let (head, tail) = batch.as_slices();
 ///         let s: u64 = head.iter().sum::<u64>() + tail.iter().sum::<u64>();
 ///         sum.fetch_add(s, Ordering::Relaxed);
@@ -303,7 +358,7 @@ where
 /// and reports the first event it could not handle, so a handler that
 /// works in bulk (a network publish with a window of acknowledgements in
 /// flight) still fails per event. Added with
-/// [`try_handle_batches_with`](crate::Builder::try_handle_batches_with);
+/// [`try_handle_events_with`](crate::Builder::try_handle_events_with);
 /// closures `FnMut(Batch<'_, E>) -> Result<(), (Sequence, Err)>` are
 /// fallible batch handlers.
 ///
@@ -332,7 +387,7 @@ where
 /// let mut flaky = true;
 /// let mut producer = ringbus::single_producer(64, || 0u64, Blocking)
 ///     .on_failure(FailurePolicy::halt().retry(3, Duration::from_millis(1)))
-///     .try_handle_batches_with(move |batch: Batch<'_, u64>| {
+///     .try_handle_events_with(move |batch: Batch<'_, u64>| {
 ///         for (seq, value) in batch.iter_with_sequence() {
 ///             if *value == 7 && std::mem::take(&mut flaky) {
 ///                 return Err((seq, "timed out"));
@@ -379,6 +434,79 @@ where
 
     #[inline]
     fn on_batch(&mut self, batch: Batch<'_, E>) -> Result<(), (Sequence, R)> {
+        self(batch)
+    }
+}
+
+/// A mutating [`BatchEventHandler`]: each call gets every available event
+/// at once as a [`BatchMut`] (the type a producer's `batch_publish` hands
+/// out), yielding `&mut E` in sequence order. Closures
+/// `FnMut(BatchMut<'_, E>)` are mutating batch handlers. The builder's rule
+/// for mutating stages applies (see [`EventHandlerMut`]).
+pub trait BatchEventHandlerMut<E> {
+    /// Called with each batch, in sequence order.
+    fn on_batch(&mut self, batch: BatchMut<'_, E>);
+
+    /// See [`EventHandler::on_start`].
+    fn on_start(&mut self) {}
+
+    /// See [`EventHandler::on_shutdown`].
+    fn on_shutdown(&mut self) {}
+
+    /// See [`EventHandler::on_timeout`].
+    fn on_timeout(&mut self, sequence: Sequence) {
+        let _ = sequence;
+    }
+}
+
+impl<E, F> BatchEventHandlerMut<E> for F
+where
+    F: FnMut(BatchMut<'_, E>),
+{
+    #[inline]
+    fn on_batch(&mut self, batch: BatchMut<'_, E>) {
+        self(batch)
+    }
+}
+
+/// A fallible [`BatchEventHandlerMut`]: `Err((at, error))` says the events
+/// before `at` were handled and `at` failed, with the semantics of
+/// [`TryBatchEventHandler`] (a retried batch starts at `at`, and `at` keeps
+/// whatever the failed call wrote to it). [`BatchMut::next_sequence`] gives
+/// the sequence of the event the iterator yields next. Closures
+/// `FnMut(BatchMut<'_, E>) -> Result<(), (Sequence, Err)>` are fallible
+/// mutating batch handlers.
+pub trait TryBatchEventHandlerMut<E> {
+    /// See [`TryBatchEventHandler::Error`].
+    type Error: Into<crate::fault::BoxError>;
+
+    /// Called with each batch, in sequence order.
+    ///
+    /// # Errors
+    /// `(at, error)`: the first event not handled, and why.
+    fn on_batch(&mut self, batch: BatchMut<'_, E>) -> Result<(), (Sequence, Self::Error)>;
+
+    /// See [`EventHandler::on_start`].
+    fn on_start(&mut self) {}
+
+    /// See [`EventHandler::on_shutdown`].
+    fn on_shutdown(&mut self) {}
+
+    /// See [`EventHandler::on_timeout`].
+    fn on_timeout(&mut self, sequence: Sequence) {
+        let _ = sequence;
+    }
+}
+
+impl<E, F, R> TryBatchEventHandlerMut<E> for F
+where
+    F: FnMut(BatchMut<'_, E>) -> Result<(), (Sequence, R)>,
+    R: Into<crate::fault::BoxError>,
+{
+    type Error = R;
+
+    #[inline]
+    fn on_batch(&mut self, batch: BatchMut<'_, E>) -> Result<(), (Sequence, R)> {
         self(batch)
     }
 }

@@ -147,6 +147,7 @@ mod report;
 mod ring_buffer;
 mod sequence;
 mod sequencer;
+mod stage;
 mod wait_strategy;
 
 pub use affinity::available_cores;
@@ -154,7 +155,8 @@ pub use builder::{multi_producer, single_producer, Builder, StageId};
 pub use error::{BuildError, PublishError, ShutdownError, SubscribeError, TryPublishError};
 pub use fault::{BoxError, DeadLetter, Failure, FailurePolicy};
 pub use handler::{
-    Batch, BatchEventHandler, EventHandler, EventHandlerMut, TryBatchEventHandler, TryEventHandler,
+    Batch, BatchEventHandler, BatchEventHandlerMut, EventHandler, EventHandlerMut,
+    TryBatchEventHandler, TryBatchEventHandlerMut, TryEventHandler, TryEventHandlerMut,
 };
 #[cfg(loom)]
 #[doc(hidden)]
@@ -165,9 +167,12 @@ pub use poller::EventStream;
 pub use poller::{EventPoller, LagLimit, PollError, Subscription};
 pub use producer::{MultiProducer, Producer, Publisher, SingleProducer};
 pub use report::{ShutdownReport, StageReport};
+pub use ring_buffer::BatchMut;
+#[allow(deprecated)]
 pub use ring_buffer::Slots;
 pub use sequence::Sequence;
 pub use sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
+pub use stage::{factory, Factory, IntoStage, IntoTryStage};
 #[cfg(feature = "async")]
 pub use wait_strategy::AsyncWait;
 pub use wait_strategy::{

@@ -176,9 +176,9 @@ impl<'a, E> RingView<'a, E> {
     /// As for [`RingView::write`], for every sequence of the range, and the
     /// range is at most `capacity` long.
     #[inline]
-    pub(crate) unsafe fn slots_mut(self, first: Sequence, last: Sequence) -> Slots<'a, E> {
+    pub(crate) unsafe fn slots_mut(self, first: Sequence, last: Sequence) -> BatchMut<'a, E> {
         debug_assert!(last - first <= self.mask);
-        Slots {
+        BatchMut {
             ring: self,
             next: first,
             last,
@@ -188,11 +188,12 @@ impl<'a, E> RingView<'a, E> {
     }
 }
 
-/// The claimed slots of a batch publish, yielded as `&mut E` in sequence order.
-///
-/// Handed to the closure of `batch_publish`; the slots become visible to the
-/// stages only after the closure returns.
-pub struct Slots<'a, E> {
+/// A run of events yielded as `&mut E` in sequence order: the claimed slots
+/// of a producer's `batch_publish` (they become visible to the stages only
+/// after the closure returns), and the batch a mutating batch handler
+/// ([`BatchEventHandlerMut`](crate::BatchEventHandlerMut)) gets. The read-only
+/// batch of a stage is [`Batch`](crate::Batch).
+pub struct BatchMut<'a, E> {
     ring: RingView<'a, E>,
     next: Sequence,
     last: Sequence,
@@ -202,23 +203,23 @@ pub struct Slots<'a, E> {
     guards: Vec<crate::loom::MutPtr<E>>,
 }
 
-impl<E> fmt::Debug for Slots<'_, E> {
+impl<E> fmt::Debug for BatchMut<'_, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Slots")
+        f.debug_struct("BatchMut")
             .field("next", &self.next)
             .field("last", &self.last)
             .finish()
     }
 }
 
-impl<E> Slots<'_, E> {
+impl<E> BatchMut<'_, E> {
     /// The sequence of the next slot this iterator yields.
     pub fn next_sequence(&self) -> Sequence {
         self.next
     }
 }
 
-impl<'a, E> Iterator for Slots<'a, E> {
+impl<'a, E> Iterator for BatchMut<'a, E> {
     type Item = &'a mut E;
 
     #[inline]
@@ -243,4 +244,8 @@ impl<'a, E> Iterator for Slots<'a, E> {
     }
 }
 
-impl<E> ExactSizeIterator for Slots<'_, E> {}
+impl<E> ExactSizeIterator for BatchMut<'_, E> {}
+
+/// The old name of [`BatchMut`].
+#[deprecated(note = "renamed `BatchMut`, the producer's and the mutating stage's batch")]
+pub type Slots<'a, E> = BatchMut<'a, E>;

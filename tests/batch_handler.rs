@@ -53,9 +53,9 @@ fn a_batch_wrapping_the_ring_comes_as_two_slices_in_order() {
     bounded(30, || {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let mut producer = ringbus::single_producer(8, Event::default, Blocking)
-            .handle_batches_with(recorder(Arc::clone(&seen)))
+            .handle_events_with(recorder(Arc::clone(&seen)))
             .build();
-        let write = |slots: ringbus::Slots<'_, Event>, value: u64| {
+        let write = |slots: ringbus::BatchMut<'_, Event>, value: u64| {
             let mut slots = slots;
             loop {
                 let seq = slots.next_sequence();
@@ -87,8 +87,8 @@ fn three_producers_every_event_once_in_order_on_a_ring_that_laps() {
         let order = Arc::new(Mutex::new([0u64; 3]));
         let o = Arc::clone(&order);
         let producer = ringbus::multi_producer(16, Event::default, Yielding::default())
-            .handle_batches_with(recorder(Arc::clone(&seen)))
-            .handle_batches_with(move |batch: Batch<'_, Event>| {
+            .handle_events_with(recorder(Arc::clone(&seen)))
+            .handle_events_with(move |batch: Batch<'_, Event>| {
                 let mut next = o.lock().unwrap();
                 for e in batch.iter() {
                     let p = (e.value >> common::PRODUCER_SHIFT) as usize;
@@ -132,9 +132,9 @@ fn a_batch_stage_sees_a_mutating_stage_writes_and_gates_the_stage_after_it() {
         let batch_done = Arc::new(AtomicU64::new(0));
         let (b1, b2) = (Arc::clone(&batch_done), Arc::clone(&batch_done));
         let mut producer = ringbus::single_producer(32, Event::default, Blocking)
-            .mutate_events_with(|e: &mut Event, _: Sequence, _: bool| e.enriched = mix(e.value))
+            .handle_events_with(|e: &mut Event, _: Sequence, _: bool| e.enriched = mix(e.value))
             .and_then()
-            .handle_batches_with(move |batch: Batch<'_, Event>| {
+            .handle_events_with(move |batch: Batch<'_, Event>| {
                 for e in batch.iter() {
                     assert_eq!(e.enriched, mix(e.value), "the mutating stage's write");
                 }
@@ -165,7 +165,7 @@ fn under_a_retrying_policy_a_batch_stage_gets_batches_of_one() {
         let mut failed_once = false;
         let mut producer = ringbus::single_producer(16, Event::default, Blocking)
             .on_failure(FailurePolicy::skip().retry(2, Duration::ZERO))
-            .handle_batches_with(move |batch: Batch<'_, Event>| {
+            .handle_events_with(move |batch: Batch<'_, Event>| {
                 assert_eq!(batch.len(), 1, "per event under a retrying policy");
                 a.lock().unwrap().push(batch.first_sequence());
                 if batch.first_sequence() == 5 && !failed_once {
@@ -193,7 +193,7 @@ fn a_panicking_batch_halts_the_bus_without_a_hang() {
         let failed_at = Arc::new(AtomicU64::new(u64::MAX));
         let f = Arc::clone(&failed_at);
         let mut producer = ringbus::single_producer(16, Event::default, Blocking)
-            .handle_batches_with(move |batch: Batch<'_, Event>| {
+            .handle_events_with(move |batch: Batch<'_, Event>| {
                 if batch.last_sequence() >= 20 {
                     f.store(batch.first_sequence() as u64, Ordering::Relaxed);
                     panic!("bad batch");
@@ -246,7 +246,7 @@ fn try_batches(
     let mut attempts = std::collections::HashMap::<Sequence, u32>::new();
     let mut producer = ringbus::single_producer(8, || 0u64, Blocking)
         .on_failure(policy)
-        .try_handle_batches_with(move |batch: Batch<'_, u64>| {
+        .try_handle_events_with(move |batch: Batch<'_, u64>| {
             s.lock().unwrap().push(batch.first_sequence());
             for (seq, e) in batch.iter_with_sequence() {
                 assert_eq!(*e, seq as u64, "the event of its sequence");
@@ -366,7 +366,7 @@ fn try_batches_route_a_panic_through_the_policy() {
     let (pk, sn) = (panicked.clone(), seen.clone());
     let mut producer = ringbus::single_producer(8, || 0u64, Blocking)
         .on_failure(FailurePolicy::halt().retry(1, Duration::ZERO))
-        .try_handle_batches_with(move |batch: Batch<'_, u64>| {
+        .try_handle_events_with(move |batch: Batch<'_, u64>| {
             if batch.iter().any(|e| *e == 40) && pk.fetch_add(1, Ordering::Relaxed) == 0 {
                 panic!("first look at 40");
             }
@@ -408,7 +408,7 @@ fn try_batches_find_the_event_that_panics() {
     let h = handled.clone();
     let mut producer = ringbus::single_producer(64, || 0u64, Blocking)
         .on_failure(policy)
-        .try_handle_batches_with(move |batch: Batch<'_, u64>| {
+        .try_handle_events_with(move |batch: Batch<'_, u64>| {
             // Handles in bulk: nothing is kept if the batch panics.
             let mut mine = Vec::new();
             for (seq, e) in batch.iter_with_sequence() {

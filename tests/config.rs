@@ -93,7 +93,7 @@ fn stage_of_another_bus_is_refused() {
 fn mutating_stage_in_parallel_with_a_reader_is_refused() {
     let err = ringbus::single_producer(8, Event::default, BusySpin)
         .thread_name("enrich")
-        .mutate_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
+        .handle_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
         .thread_name("audit")
         .handle_events_with(noop)
         .try_build()
@@ -115,7 +115,7 @@ fn mutating_stage_in_parallel_with_a_reader_is_refused() {
     let a = builder.last_stage().unwrap();
     let err = builder
         .and_then()
-        .mutate_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
+        .handle_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
         .after(&[a])
         .handle_events_with(noop)
         .try_build()
@@ -126,7 +126,7 @@ fn mutating_stage_in_parallel_with_a_reader_is_refused() {
     let p = ringbus::single_producer(8, Event::default, BusySpin)
         .handle_events_with(noop)
         .and_then()
-        .mutate_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
+        .handle_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
         .and_then()
         .handle_events_with(noop)
         .handle_events_with(noop)

@@ -294,7 +294,7 @@ fn shutdown_report_returns_the_handler_with_its_final_state() {
                 seen: 0,
                 failures_returned: 0,
             })
-            .handle_events_with_factory(|| |_e: &Event, _s: Sequence, _b: bool| {})
+            .handle_events_with(ringbus::factory(|| |_e: &Event, _s: Sequence, _b: bool| {}))
             .build();
         for i in 0..EVENTS {
             p.publish(|e| e.set(i)).unwrap();
@@ -519,7 +519,7 @@ fn a_factory_handler_whose_drop_panics_is_reported_as_its_stage_failure() {
     }
     bounded(60, || {
         let mut p = ringbus::single_producer(8, Event::default, Blocking)
-            .handle_events_with_factory(|| PanicsInDrop)
+            .handle_events_with(ringbus::factory(|| PanicsInDrop))
             .handle_events_with(|_e: &Event, _s: Sequence, _b: bool| {})
             .build();
         for i in 0..100 {

@@ -37,9 +37,10 @@ use std::time::Duration;
 
 use common::{mix, value, Event, Verifier, PRODUCER_SHIFT};
 use ringbus::{
-    Batch, BatchEventHandler, Blocking, Builder, EventHandler, EventPoller, LagLimit,
-    PhasedBackoff, PollError, PublishError, Sequence, Sequencer, ShutdownError, ShutdownReport,
-    Sleeping, TryBatchEventHandler, TryEventHandler, TryPublishError, WaitStrategy, Yielding,
+    Batch, BatchEventHandler, BatchMut, Blocking, Builder, EventHandler, EventPoller,
+    FailurePolicy, LagLimit, PhasedBackoff, PollError, PublishError, Sequence, Sequencer,
+    ShutdownError, ShutdownReport, Sleeping, TryBatchEventHandler, TryEventHandler,
+    TryPublishError, WaitStrategy, Yielding,
 };
 
 /// Panics in the current case that were not planned (a check failing in
@@ -346,26 +347,30 @@ impl<E: Ev> TryEventHandler<E> for Reader {
     }
 }
 
-impl<E: Ev> BatchEventHandler<E> for Reader {
+/// A [`Reader`] that takes whole batches (a type implementing both the
+/// per-event and the batch traits would be ambiguous to the builder).
+struct Batches(Reader);
+
+impl<E: Ev> BatchEventHandler<E> for Batches {
     fn on_batch(&mut self, batch: Batch<'_, E>) {
-        self.see_batch(batch);
+        self.0.see_batch(batch);
     }
     fn on_shutdown(&mut self) {
-        self.record();
+        self.0.record();
     }
     fn on_timeout(&mut self, sequence: Sequence) {
-        self.timed_out(sequence);
+        self.0.timed_out(sequence);
     }
 }
 
-impl<E: Ev> TryBatchEventHandler<E> for Reader {
+impl<E: Ev> TryBatchEventHandler<E> for Batches {
     type Error = String;
     fn on_batch(&mut self, batch: Batch<'_, E>) -> Result<(), (Sequence, String)> {
-        self.see_batch(batch);
+        self.0.see_batch(batch);
         Ok(())
     }
     fn on_shutdown(&mut self) {
-        self.record();
+        self.0.record();
     }
 }
 
@@ -414,12 +419,12 @@ trait Prod<E: Ev>: Send {
     fn try_batch(
         &mut self,
         n: usize,
-        f: impl FnOnce(ringbus::Slots<'_, E>),
+        f: impl FnOnce(ringbus::BatchMut<'_, E>),
     ) -> Result<Sequence, TryPublishError>;
     fn batch(
         &mut self,
         n: usize,
-        f: impl FnOnce(ringbus::Slots<'_, E>),
+        f: impl FnOnce(ringbus::BatchMut<'_, E>),
     ) -> Result<Sequence, PublishError>;
     fn subscribe(&self, limit: Option<LagLimit>) -> Option<EventPoller<E, Self::Seq, Self::W>>;
     fn subscribe_with(
@@ -456,14 +461,14 @@ macro_rules! prod {
             fn try_batch(
                 &mut self,
                 n: usize,
-                f: impl FnOnce(ringbus::Slots<'_, E>),
+                f: impl FnOnce(ringbus::BatchMut<'_, E>),
             ) -> Result<Sequence, TryPublishError> {
                 self.try_batch_publish(n, f)
             }
             fn batch(
                 &mut self,
                 n: usize,
-                f: impl FnOnce(ringbus::Slots<'_, E>),
+                f: impl FnOnce(ringbus::BatchMut<'_, E>),
             ) -> Result<Sequence, PublishError> {
                 self.batch_publish(n, f)
             }
@@ -524,8 +529,10 @@ struct Topology {
     second: Vec<Kind>,
     /// A work pool of this many workers in the first group (0: none).
     pool: usize,
-    /// A mutating stage before everything (pollers may not join then).
-    mutating: bool,
+    /// A mutating stage before everything (pollers may not join then), in
+    /// one of eight forms: bit 0 fallible (an `Err` once at some events,
+    /// retried), bit 1 whole batches (`BatchMut`), bit 2 made by a factory.
+    mutating: Option<u8>,
     /// A stage that fails at this sequence, in the first group.
     fails_at: Option<Sequence>,
     /// How it fails: 0 a panic, 1 an `Err`, 2 a batch handler's `Err`, 3 a
@@ -560,7 +567,7 @@ impl Topology {
     }
 
     fn random(rng: &mut Rng, big_events: bool) -> Self {
-        let mutating = rng.chance(15);
+        let mutating = rng.chance(15).then(|| rng.below(8) as u8);
         let first = (0..rng.below(3)).map(|_| kind(rng)).collect();
         let second = (0..rng.below(2)).map(|_| kind(rng)).collect();
         Self {
@@ -586,10 +593,10 @@ impl Topology {
                 .then(|| rng.below(MAX_EVENTS as u64) as Sequence),
             fails_how: rng.below(4) as u8,
             fails_policy: rng.below(5) as u8,
-            pollers: !mutating,
+            pollers: mutating.is_none(),
             shared: rng.chance(50),
             #[cfg(feature = "journal")]
-            journal: (!mutating && rng.chance(15)).then(|| {
+            journal: (mutating.is_none() && rng.chance(15)).then(|| {
                 use ringbus::journal::SyncPolicy;
                 [
                     SyncPolicy::EveryBatch,
@@ -615,8 +622,93 @@ impl Topology {
         match kind {
             Kind::PerEvent => b.handle_events_with(reader),
             Kind::Fallible => b.try_handle_events_with(reader),
-            Kind::Batches => b.handle_batches_with(reader),
-            Kind::FallibleBatches => b.try_handle_batches_with(reader),
+            Kind::Batches => b.handle_events_with(Batches(reader)),
+            Kind::FallibleBatches => b.try_handle_events_with(Batches(reader)),
+        }
+    }
+
+    /// Adds the mutating stage in `form` (see `Topology::mutating`). A
+    /// fallible form fails once at every event whose sequence is 13 mod 97
+    /// and is retried, so a retried event (and a retried batch starting at
+    /// it) is handed over again after a partial write.
+    fn mutator<E: Ev, S: Sequencer, W: Strategy>(
+        b: Builder<E, S, W>,
+        form: u8,
+    ) -> Builder<E, S, W> {
+        fn enrich<E: Ev>(e: &mut E) {
+            let e = e.core_mut();
+            e.verify();
+            e.enriched = mix(e.value) ^ 1;
+        }
+        let fails = |seq: Sequence, last: &mut Sequence| {
+            let fail = seq % 97 == 13 && *last != seq;
+            if fail {
+                *last = seq;
+            }
+            fail
+        };
+        let fallible = form & 1 == 1;
+        let batches = form & 2 == 2;
+        let made = form & 4 == 4;
+        let b = if fallible {
+            b.on_failure(FailurePolicy::halt().retry(2, Duration::ZERO))
+        } else {
+            b
+        };
+        match (fallible, batches, made) {
+            (false, false, false) => {
+                b.handle_events_with(|e: &mut E, _: Sequence, _: bool| enrich(e))
+            }
+            (false, false, true) => b.handle_events_with(ringbus::factory(|| {
+                |e: &mut E, _: Sequence, _: bool| enrich(e)
+            })),
+            (false, true, false) => {
+                b.handle_events_with(|batch: BatchMut<'_, E>| batch.for_each(enrich))
+            }
+            (false, true, true) => b.handle_events_with(ringbus::factory(|| {
+                |batch: BatchMut<'_, E>| batch.for_each(enrich)
+            })),
+            (true, false, made) => {
+                let make = move || {
+                    let mut last = -1;
+                    move |e: &mut E, seq: Sequence, _: bool| {
+                        if fails(seq, &mut last) {
+                            // A wrong write the retry must redo: an event
+                            // skipped instead of retried shows it.
+                            e.core_mut().enriched = 0;
+                            return Err("transient");
+                        }
+                        enrich(e);
+                        Ok(())
+                    }
+                };
+                if made {
+                    b.try_handle_events_with(ringbus::factory(make))
+                } else {
+                    b.try_handle_events_with(make())
+                }
+            }
+            (true, true, made) => {
+                let make = move || {
+                    let mut last = -1;
+                    move |mut batch: BatchMut<'_, E>| loop {
+                        let seq = batch.next_sequence();
+                        let Some(e) = batch.next() else {
+                            return Ok(());
+                        };
+                        if fails(seq, &mut last) {
+                            e.core_mut().enriched = 0;
+                            return Err((seq, "transient"));
+                        }
+                        enrich(e);
+                    }
+                };
+                if made {
+                    b.try_handle_events_with(ringbus::factory(make))
+                } else {
+                    b.try_handle_events_with(make())
+                }
+            }
         }
     }
 
@@ -636,12 +728,8 @@ impl Topology {
             host = b.last_stage();
             b = b.and_then();
         }
-        if self.mutating {
-            b = b.mutate_events_with(|e: &mut E, _s: Sequence, _eob: bool| {
-                let e = e.core_mut();
-                e.verify();
-                e.enriched = mix(e.value) ^ 1;
-            });
+        if let Some(form) = self.mutating {
+            b = Self::mutator(b, form);
             host = b.last_stage();
             b = b.and_then();
         }
@@ -651,7 +739,11 @@ impl Topology {
         };
         for (stage, &kind) in self.first.iter().enumerate() {
             b = share(b, host);
-            b = Self::reader(b, kind, Reader::new(stage, observed, self.mutating));
+            b = Self::reader(
+                b,
+                kind,
+                Reader::new(stage, observed, self.mutating.is_some()),
+            );
             host = host.or(b.last_stage());
         }
         if self.pool > 0 {
@@ -690,7 +782,7 @@ impl Topology {
                         Ok(())
                     }
                 }),
-                2 => b.try_handle_batches_with(move |batch: Batch<'_, E>| {
+                2 => b.try_handle_events_with(move |batch: Batch<'_, E>| {
                     let range = batch.first_sequence()..=batch.last_sequence();
                     if range.contains(&at) {
                         Err((at, format!("planned failure at {at}")))
@@ -698,7 +790,7 @@ impl Topology {
                         Ok(())
                     }
                 }),
-                _ => b.handle_batches_with(move |batch: Batch<'_, E>| {
+                _ => b.handle_events_with(move |batch: Batch<'_, E>| {
                     let range = batch.first_sequence()..=batch.last_sequence();
                     assert!(!range.contains(&at), "planned failure at {at}");
                 }),
@@ -709,7 +801,11 @@ impl Topology {
             b = b.and_then();
             for (stage, &kind) in self.second.iter().enumerate() {
                 b = share(b, host);
-                b = Self::reader(b, kind, Reader::new(100 + stage, observed, self.mutating));
+                b = Self::reader(
+                    b,
+                    kind,
+                    Reader::new(100 + stage, observed, self.mutating.is_some()),
+                );
                 host = host.or(b.last_stage());
             }
         }

@@ -287,7 +287,7 @@ fn an_unbounded_limit_is_fine() {
 #[test]
 fn pollers_cannot_join_a_bus_with_a_mutating_stage() {
     let p = ringbus::single_producer(8, Event::default, Blocking)
-        .mutate_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
+        .handle_events_with(|_e: &mut Event, _s: Sequence, _b: bool| {})
         .build();
     let err = p.subscribe().unwrap_err();
     assert!(matches!(err, SubscribeError::MutatingStages), "{err:?}");

@@ -48,7 +48,7 @@ fn pipeline_on_one_thread<W: WaitStrategy>(strategy: W, producers: u64, per: u64
     let (watch, s_watch) = Verifier::new(false);
     let builder = ringbus::multi_producer(8, Event::default, strategy)
         .thread_name("enrich")
-        .mutate_events_with(|e: &mut Event, _: Sequence, _: bool| {
+        .handle_events_with(|e: &mut Event, _: Sequence, _: bool| {
             e.verify();
             e.enriched = mix(e.value) ^ 1;
         });
@@ -518,7 +518,7 @@ fn panics_in_on_start_a_handler_and_its_drop_end_only_their_stage() {
 fn a_drop_that_panics_after_a_clean_run_is_a_failure_not_a_hang() {
     bounded(60, || {
         let p = ringbus::single_producer(8, Event::default, ringbus::Blocking)
-            .handle_events_with_factory(|| Unruly { at: u64::MAX })
+            .handle_events_with(ringbus::factory(|| Unruly { at: u64::MAX }))
             .on_same_thread()
             .handle_events_with(|_: &Event, _: Sequence, _: bool| {})
             .build();
@@ -690,7 +690,7 @@ fn batch_handlers_share_a_thread_in_steps_that_lap_the_ring() {
         let (seen2, sum2) = (Arc::clone(&seen), Arc::clone(&sum));
         let mut next = 0;
         let mut p = ringbus::single_producer(16, Event::default, ringbus::Blocking)
-            .handle_batches_with(move |batch: ringbus::Batch<'_, Event>| {
+            .handle_events_with(move |batch: ringbus::Batch<'_, Event>| {
                 assert_eq!(batch.first_sequence(), next, "batches in order");
                 next = batch.last_sequence() + 1;
                 for (s, e) in batch.iter_with_sequence() {
@@ -703,7 +703,7 @@ fn batch_handlers_share_a_thread_in_steps_that_lap_the_ring() {
             .and_then()
             .on_same_thread()
             .on_failure(FailurePolicy::skip())
-            .try_handle_batches_with(|batch: ringbus::Batch<'_, Event>| {
+            .try_handle_events_with(|batch: ringbus::Batch<'_, Event>| {
                 match batch
                     .iter_with_sequence()
                     .find(|(_, e)| e.value % 1000 == 999)

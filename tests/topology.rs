@@ -224,7 +224,7 @@ fn mutating_stage_writes_are_seen_downstream() {
         let (v1, s1) = Verifier::new(true);
         let (v2, s2) = Verifier::new(true);
         let mut p = ringbus::single_producer(64, Event::default, Yielding::default())
-            .mutate_events_with(|e: &mut Event, seq: Sequence, _eob: bool| {
+            .handle_events_with(|e: &mut Event, seq: Sequence, _eob: bool| {
                 e.verify();
                 assert_eq!(e.enriched, 0, "event {seq} was not reset by its producer");
                 e.enriched = mix(e.value) ^ 1;
@@ -248,7 +248,7 @@ fn handler_made_on_its_own_thread_may_be_not_send() {
     bounded(60, || {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut p = ringbus::single_producer(8, Event::default, Yielding::default())
-            .handle_events_with_factory(move || {
+            .handle_events_with(ringbus::factory(move || {
                 // Rc is !Send: it can only exist because the handler is made
                 // on the stage's thread.
                 let count = Rc::new(std::cell::Cell::new(0u64));
@@ -259,7 +259,7 @@ fn handler_made_on_its_own_thread_may_be_not_send() {
                         let _ = tx.send(count.get());
                     }
                 }
-            })
+            }))
             .build();
         for i in 0..1000 {
             p.publish(|e| e.set(i)).unwrap();

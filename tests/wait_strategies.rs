@@ -177,7 +177,7 @@ fn blocking_stage_parks_while_upstream_is_slow() {
                 std::thread::sleep(Duration::from_millis(2));
             })
             .and_then()
-            .handle_events_with_factory(move || {
+            .handle_events_with(ringbus::factory(move || {
                 struct Downstream(std::sync::mpsc::Sender<Duration>);
                 impl ringbus::EventHandler<Event> for Downstream {
                     fn on_event(&mut self, _e: &Event, _s: Sequence, _eob: bool) {}
@@ -186,7 +186,7 @@ fn blocking_stage_parks_while_upstream_is_slow() {
                     }
                 }
                 Downstream(tx)
-            })
+            }))
             .build();
         for i in 0..200 {
             p.publish(|e| e.set(i)).unwrap();

@@ -137,7 +137,7 @@ fn busy_spin_producer_keeps_its_place_across_every_publish_kind() {
                 }
                 3 => {
                     let mut v = next;
-                    let fill = |slots: ringbus::Slots<'_, Event>| {
+                    let fill = |slots: ringbus::BatchMut<'_, Event>| {
                         for e in slots {
                             e.set(v);
                             v += 1;

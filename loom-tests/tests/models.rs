@@ -145,7 +145,7 @@ fn downstream_stage_sees_the_mutating_stage_writes() {
         // Blocking: the downstream stage parks while it waits on the
         // mutating one (and keeps loom's paths short).
         let mut producer = ringbus::single_producer(2, Ev::default, Blocking)
-            .mutate_events_with(move |e: &mut Ev, _seq: Sequence, _eob: bool| {
+            .handle_events_with(move |e: &mut Ev, _seq: Sequence, _eob: bool| {
                 e.verify();
                 e.stamp = e.value * 10;
                 done_w.fetch_add(1, Relaxed);

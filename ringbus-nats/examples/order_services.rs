@@ -84,7 +84,7 @@ fn orders(count: u64) -> ExitCode {
     let counted = Arc::clone(&in_stream);
     let mut bus = ringbus::single_producer(4096, Order::default, Blocking)
         .thread_name("pricing")
-        .mutate_events_with(|o: &mut Order, _: Sequence, _: bool| {
+        .handle_events_with(|o: &mut Order, _: Sequence, _: bool| {
             o.price_cents = u64::from(o.quantity) * (990 + o.id % 20);
         })
         .and_then()

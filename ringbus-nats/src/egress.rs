@@ -432,6 +432,6 @@ where
         E: 'static,
     {
         self.on_failure(egress.policy())
-            .try_handle_batches_with(egress)
+            .try_handle_events_with(egress)
     }
 }

@@ -1092,7 +1092,7 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
                     .len()
                     .min(self.producer.remaining_capacity().max(1))
                     .min(self.producer.capacity());
-                let fill = |slots: ringbus::Slots<'_, E>| {
+                let fill = |slots: ringbus::BatchMut<'_, E>| {
                     for (slot, (event, ..)) in slots.zip(run.iter_mut()) {
                         *slot = event.take().expect("each event once");
                     }

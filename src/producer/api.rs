@@ -8,7 +8,7 @@ use crate::handler::EventHandler;
 use crate::metrics::Metrics;
 use crate::poller::Subscription;
 use crate::report::ShutdownReport;
-use crate::ring_buffer::Slots;
+use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
 use crate::wait_strategy::WaitStrategy;
 use crate::{MultiProducer, SingleProducer};
@@ -80,7 +80,7 @@ pub trait Publisher<E>: sealed::Sealed {
     fn batch_publish(
         &mut self,
         n: usize,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, PublishError>;
 
     /// See [`SingleProducer::try_batch_publish`].
@@ -91,7 +91,7 @@ pub trait Publisher<E>: sealed::Sealed {
     fn try_batch_publish(
         &mut self,
         n: usize,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, TryPublishError>;
 
     /// Slots free right now (a racy snapshot: stages only free more).
@@ -185,14 +185,14 @@ macro_rules! delegate_producer {
             fn batch_publish(
                 &mut self,
                 n: usize,
-                f: impl FnOnce(Slots<'_, E>),
+                f: impl FnOnce(BatchMut<'_, E>),
             ) -> Result<Sequence, PublishError> {
                 <$handle>::batch_publish(self, n, f)
             }
             fn try_batch_publish(
                 &mut self,
                 n: usize,
-                f: impl FnOnce(Slots<'_, E>),
+                f: impl FnOnce(BatchMut<'_, E>),
             ) -> Result<Sequence, TryPublishError> {
                 <$handle>::try_batch_publish(self, n, f)
             }

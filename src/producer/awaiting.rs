@@ -11,7 +11,7 @@ use super::{MultiProducer, SingleProducer};
 use crate::error::{PublishError, TryPublishError};
 use crate::loom::{self, thread, Arc, Mutex};
 use crate::report::ShutdownReport;
-use crate::ring_buffer::Slots;
+use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
 use crate::wait_strategy::{AsyncWait, Interrupt};
 use crate::ShutdownError;
@@ -89,7 +89,7 @@ where
     pub async fn batch_publish_async(
         &mut self,
         n: usize,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, PublishError> {
         publish_async_body!(
             self,
@@ -147,7 +147,7 @@ where
     pub async fn batch_publish_async(
         &self,
         n: usize,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, PublishError> {
         publish_async_body!(
             self,

@@ -7,7 +7,7 @@ use super::{check_batch, waited, Producer, Wait};
 use crate::bus::Bus;
 use crate::error::{PublishError, TryPublishError};
 use crate::loom::{Arc, Ordering, Weaken};
-use crate::ring_buffer::Slots;
+use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
 use crate::sequencer::multi::ClaimError;
 use crate::sequencer::sealed::Sealed as _;
@@ -189,7 +189,7 @@ where
         &self,
         n: usize,
         wait: Wait,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, TryPublishError> {
         if n == 0 {
             check_batch(&self.bus, n)?;
@@ -258,7 +258,7 @@ where
     pub fn batch_publish(
         &self,
         n: usize,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, PublishError> {
         self.write_batch(n, Wait::Forever, f).map_err(waited)
     }
@@ -272,7 +272,7 @@ where
     pub fn try_batch_publish(
         &self,
         n: usize,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, TryPublishError> {
         self.write_batch(n, Wait::Never, f)
     }

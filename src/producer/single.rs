@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{check_batch, waited, Producer, Wait};
 use crate::bus::Bus;
 use crate::error::{PublishError, TryPublishError};
-use crate::ring_buffer::Slots;
+use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
 use crate::sequencer::SingleProducerSequencer;
 use crate::wait_strategy::WaitStrategy;
@@ -101,7 +101,7 @@ where
         &mut self,
         n: usize,
         wait: Wait,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, TryPublishError> {
         let last = self.claim(n, wait)?;
         if n == 0 {
@@ -206,7 +206,7 @@ where
     pub fn batch_publish(
         &mut self,
         n: usize,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, PublishError> {
         self.write_batch(n, Wait::Forever, f).map_err(waited)
     }
@@ -221,7 +221,7 @@ where
     pub fn try_batch_publish(
         &mut self,
         n: usize,
-        f: impl FnOnce(Slots<'_, E>),
+        f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, TryPublishError> {
         self.write_batch(n, Wait::Never, f)
     }
