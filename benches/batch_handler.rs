@@ -59,7 +59,7 @@ fn run<W: WaitStrategy>(strategy: W, events: u64, batch: bool) -> f64 {
     let mut producer = if batch {
         let mut sum = 0u64;
         builder
-            .handle_batches_with(move |b: Batch<'_, Fill>| {
+            .handle_events_with(move |b: Batch<'_, Fill>| {
                 let (head, tail) = b.as_slices();
                 sum += head.iter().map(|f| f.quantity).sum::<u64>()
                     + tail.iter().map(|f| f.quantity).sum::<u64>();
