@@ -7,9 +7,9 @@
 //! writes to the events, is visible before this stage reads them.
 
 use crate::loom::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::parking::{Signal, Sources};
 use crate::sequence::{minimum, AtomicSequence, Sequence, INITIAL};
 use crate::sequencer::{Scan, Sequencer};
-use crate::wait_strategy::{Signal, Sources};
 
 /// What a stage publishes about itself: its sequence (hot, padded) and
 /// whether it stopped after a failure (read only on the waiting path).

@@ -582,37 +582,6 @@ where
         self
     }
 
-    /// Adds the journal stage: every event is appended to the journal's
-    /// segment files, and the stages added after it (with `and_then()` or
-    /// `after`) see an event only once it is durable under the writer's
-    /// [`SyncPolicy`](crate::journal::SyncPolicy). See [`journal`](crate::journal).
-    ///
-    /// The stage is named `journal` unless `thread_name` says otherwise. A
-    /// pending `on_failure` may retry but must end in halt (a journal cannot
-    /// skip an event); anything else makes `build` fail with
-    /// [`BuildError::JournalPolicy`]. With an interval policy the stage's
-    /// `timeout` defaults to the interval, so an idle bus still syncs.
-    #[cfg(all(feature = "journal", unix))]
-    #[cfg_attr(docsrs, doc(cfg(all(feature = "journal", unix))))]
-    pub fn journal_to<C>(mut self, writer: crate::journal::JournalWriter<E, C>) -> Self
-    where
-        C: crate::journal::Codec<E>,
-    {
-        let name = self.pending.name.get_or_insert_with(|| "journal".into());
-        if let Some(policy) = &self.pending.policy {
-            if !matches!(policy.finally, crate::fault::Finally::Halt) {
-                self.error.get_or_insert(BuildError::JournalPolicy {
-                    stage: name.clone(),
-                });
-            }
-        }
-        if self.pending.timeout.is_none() {
-            self.pending.timeout = writer.sync_interval();
-        }
-        writer.bind(self.id);
-        self.add_owned(false, writer, |w| w)
-    }
-
     /// Starts a new group that depends on every handler of the current group
     /// (a pipeline step).
     pub fn and_then(mut self) -> Self {
@@ -889,7 +858,7 @@ where
         // The building thread usually publishes: its parker is made now,
         // not at its first park in the steady state (as each stage
         // thread's is when it starts).
-        crate::loom::prepare_thread_parker();
+        crate::parking::prepare_thread_parker();
         for (name, core, stages, launches) in threads {
             let finished = Arc::clone(&bus);
             let exiting: Vec<_> = stages.iter().map(|&i| Arc::clone(&cells[i])).collect();
@@ -899,7 +868,7 @@ where
                     // at build), the stage just runs unpinned.
                     let _ = affinity::pin_current_thread(core);
                 }
-                crate::loom::prepare_thread_parker();
+                crate::parking::prepare_thread_parker();
                 let tasks: Vec<Box<dyn StageTask>> = launches
                     .into_iter()
                     .map(|(launch, cx)| launch(cx))
@@ -974,5 +943,44 @@ where
     /// On a configuration error, with its message (which names the fix).
     pub fn build(self) -> MultiProducer<E, W> {
         self.try_build().unwrap_or_else(|e| panic!("ringbus: {e}"))
+    }
+}
+
+/// Hooks for stage kinds that live with their feature (the journal's
+/// `journal_to`): the builder itself knows nothing of them.
+#[cfg_attr(not(all(feature = "journal", unix)), allow(dead_code))]
+impl<E, S, W> Builder<E, S, W> {
+    /// The pending stage name, or `default` made the pending name (for a
+    /// stage kind with a name of its own, such as the journal's).
+    pub(crate) fn pending_name_or(&mut self, default: &str) -> String {
+        self.pending
+            .name
+            .get_or_insert_with(|| default.into())
+            .clone()
+    }
+
+    /// True unless the pending failure policy ends in anything but a halt
+    /// (it may retry first).
+    pub(crate) fn pending_policy_halts(&self) -> bool {
+        self.pending.policy.as_ref().map_or(true, |policy| {
+            matches!(policy.finally, crate::fault::Finally::Halt)
+        })
+    }
+
+    /// The pending timeout, unless one was given.
+    pub(crate) fn default_timeout(&mut self, timeout: Option<Duration>) {
+        if self.pending.timeout.is_none() {
+            self.pending.timeout = timeout;
+        }
+    }
+
+    /// Makes `build` fail with `error` (the first error wins).
+    pub(crate) fn refuse(&mut self, error: BuildError) {
+        self.error.get_or_insert(error);
+    }
+
+    /// This builder's bus, for a stage that must belong to it alone.
+    pub(crate) fn bus_id(&self) -> u64 {
+        self.id
     }
 }

@@ -9,11 +9,12 @@ use crate::loom::{
     self, thread::JoinHandle, Arc, AtomicBool, AtomicI64, AtomicUsize, Mutex, Ordering,
 };
 use crate::metrics::{Metrics, Source};
+use crate::parking::{self, Interrupt, PollResult, Signal, Sources};
 use crate::report::{ShutdownReport, StageOutcome, StageReport};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{minimum, Sequence};
 use crate::sequencer::Sequencer;
-use crate::wait_strategy::{self, Interrupt, PollResult, Signal, Sources, WaitStrategy};
+use crate::wait_strategy::{self, WaitStrategy};
 use crate::{ShutdownError, SubscribeError};
 
 /// Sequence value of `closed_at` while producers may still publish.
@@ -440,7 +441,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         last: Sequence,
         before: Sequence,
     ) -> std::task::Poll<Result<Sequence, Interrupt>> {
-        let found = wait_strategy::register(&ProducerSources(self), waker, || {
+        let found = parking::register(&ProducerSources(self), waker, || {
             // Another handle closed the bus: nothing more is accepted.
             if self.closed_at().is_some() {
                 return Err(Interrupt::Closed);
@@ -627,13 +628,13 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             // Acquire: pairs with the Release in `record`.
             Ok((done || self.settled.load(Ordering::Acquire)).then_some(()))
         };
-        let timed_out = wait_strategy::park(&self.signal, deadline, all_done).is_err();
+        let timed_out = parking::park(&self.signal, deadline, all_done).is_err();
         if timed_out {
             self.halt();
             if !cfg!(loom) {
                 // Loom has no clock: its timed waits never time out.
                 let grace = Some(Instant::now() + HALT_GRACE);
-                let _ = wait_strategy::park(&self.signal, grace, all_done);
+                let _ = parking::park(&self.signal, grace, all_done);
             }
         }
         let mut state = loom::lock(&self.joining);
@@ -782,7 +783,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::{Ordering, FULL_RING_YIELD_MAX_US, FULL_RING_YIELD_MIN_US};
-    use crate::wait_strategy::Interrupt;
+    use crate::parking::Interrupt;
     use crate::{Sequence, Sleeping};
 
     /// The yield phase's bookkeeping, driven with scripted polls (no stage,

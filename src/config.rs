@@ -708,7 +708,7 @@ impl<E: 'static> Handlers<E> {
         self.insert(name.into(), Entry::Mutate(Box::new(handler)))
     }
 
-    /// A fallible stage's handler (see [`TryEventHandler`](crate::TryEventHandler)).
+    /// A fallible stage's handler (see [`TryEventHandler`]).
     pub fn fallible<H>(self, name: impl Into<String>, handler: H) -> Self
     where
         H: TryEventHandler<E> + Send + 'static,

@@ -59,6 +59,8 @@ pub enum BuildError {
     /// A journal stage was given a failure policy that skips or
     /// dead-letters: the stages after it would act on an event the journal
     /// does not hold.
+    #[cfg(all(feature = "journal", unix))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "journal", unix))))]
     JournalPolicy {
         /// The journal stage's name.
         stage: String,
@@ -140,6 +142,7 @@ impl fmt::Display for BuildError {
                 "the work pool at stage #{stage} has 0 workers; give \
                  `handle_events_with_pool` at least 1"
             ),
+            #[cfg(all(feature = "journal", unix))]
             Self::JournalPolicy { stage } => write!(
                 f,
                 "journal stage `{stage}` may only retry, then halt: skipping or \

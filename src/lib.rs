@@ -125,6 +125,9 @@ mod affinity;
 mod barrier;
 mod builder;
 mod bus;
+#[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
+pub mod codec;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod config;
@@ -140,6 +143,7 @@ pub mod journal;
 mod lag_clock;
 mod loom;
 mod metrics;
+mod parking;
 mod poller;
 mod processor;
 mod producer;

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use crate::barrier::{LagWatch, StageCell};
 use crate::bus::Bus;
 use crate::loom::{Arc, Weaken};
+use crate::parking::Interrupt;
 use crate::sequence::Sequence;
 use crate::sequencer::{Scan, Sequencer};
-use crate::wait_strategy::{Interrupt, WaitStrategy};
+use crate::wait_strategy::WaitStrategy;
 
 /// Why a poll returned no events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -521,7 +522,7 @@ where
             Err(e) => Poll::Ready(Err(e)),
             Ok(None) => {
                 let bus = Arc::clone(&self.bus);
-                crate::wait_strategy::register(&bus.signal, cx.waker(), || {
+                crate::parking::register(&bus.signal, cx.waker(), || {
                     self.check(next).map_err(to_interrupt)
                 })
                 .map(|found| found.map_err(from_interrupt))

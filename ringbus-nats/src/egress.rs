@@ -22,8 +22,8 @@ use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use ringbus::{Batch, FailurePolicy, Sequence, TryBatchEventHandler};
 
-use crate::codec::Codec;
 use crate::link::Link;
+use ringbus::codec::Codec;
 
 /// The subject of each event.
 type SubjectFn<E> = Arc<dyn Fn(&E) -> String + Send + Sync>;

@@ -95,8 +95,8 @@ const RECONNECT_GRACE: Duration = Duration::from_millis(250);
 /// may give up, however short the recovery timeout.
 const RECOVERY_ATTEMPTS: u32 = 3;
 
-use crate::codec::Codec;
 use crate::link::{jetstream_failure, Link, LinkError};
+use ringbus::codec::Codec;
 
 /// Options of an ingress ([`Link::ingress`]).
 #[derive(Debug, Clone)]

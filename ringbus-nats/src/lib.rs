@@ -51,14 +51,14 @@
 mod acked;
 #[doc = include_str!("../../docs/guide/bridge.md")]
 pub mod guide {}
-mod codec;
 mod egress;
 mod ingress;
 mod link;
 mod unrecovered;
 
 pub use async_nats;
-pub use codec::{Codec, FnCodec, Postcard};
 pub use egress::{Egress, EgressError, EgressExt, EgressOptions, EgressStats};
 pub use ingress::{Ingress, IngressError, IngressOptions, IngressReport};
 pub use link::{Auth, Link, LinkError, LinkOptions};
+/// The codec, shared with ringbus's journal ([`ringbus::codec`]).
+pub use ringbus::codec::{Codec, FnCodec, Postcard};

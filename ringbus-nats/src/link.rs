@@ -9,9 +9,9 @@ use async_nats::jetstream::{self, stream};
 use async_nats::ConnectErrorKind;
 use tokio::runtime::{Handle, Runtime};
 
-use crate::codec::Codec;
 use crate::egress::{Egress, EgressOptions};
 use crate::ingress::{Ingress, IngressOptions};
+use ringbus::codec::Codec;
 
 /// How a [`Link`] authenticates.
 #[derive(Clone, Default)]

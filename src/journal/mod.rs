@@ -66,7 +66,6 @@
 //! # }
 //! ```
 
-mod codec;
 mod format;
 mod syncer;
 mod writer;
@@ -79,7 +78,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use codec::{Codec, Postcard};
+/// The codec, shared with the NATS bridge: [`crate::codec`].
+pub use crate::codec::{Codec, FnCodec, Postcard};
 pub use writer::JournalWriter;
 
 use crate::error::{PublishError, TryPublishError};

@@ -10,14 +10,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::codec::Codec;
 use super::format::{encode_header, seal_record, segment_name, RECORD_HEADER_LEN};
 use super::syncer::Syncer;
 use super::{Inner, JournalError, JournalOptions, SyncPolicy};
+use crate::builder::Builder;
+use crate::codec::Codec;
 use crate::consume::{Consume, Lookahead};
+use crate::error::BuildError;
 use crate::fault::Failure;
 use crate::ring_buffer::RingView;
 use crate::sequence::Sequence;
+use crate::sequencer::Sequencer;
+use crate::wait_strategy::WaitStrategy;
 
 /// Encoded records are written out once the buffer holds this much, even
 /// within a batch, so a batch as large as the ring does not pile up in
@@ -567,5 +571,33 @@ impl<E, C: Codec<E>> Consume<E> for JournalWriter<E, C> {
             }
             Err(e) => Err((self.durable, Failure::from_error(e))),
         }
+    }
+}
+
+impl<E, S, W> Builder<E, S, W>
+where
+    E: Send + Sync + 'static,
+    S: Sequencer,
+    W: WaitStrategy,
+{
+    /// Adds the journal stage: every event is appended to the journal's
+    /// segment files, and the stages added after it (with `and_then()` or
+    /// `after`) see an event only once it is durable under the writer's
+    /// [`SyncPolicy`](crate::journal::SyncPolicy). See [`journal`](crate::journal).
+    ///
+    /// The stage is named `journal` unless `thread_name` says otherwise. A
+    /// pending `on_failure` may retry but must end in halt (a journal cannot
+    /// skip an event); anything else makes `build` fail with
+    /// [`BuildError::JournalPolicy`]. With an interval policy the stage's
+    /// `timeout` defaults to the interval, so an idle bus still syncs.
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "journal", unix))))]
+    pub fn journal_to<C: Codec<E>>(mut self, writer: JournalWriter<E, C>) -> Self {
+        let stage = self.pending_name_or("journal");
+        if !self.pending_policy_halts() {
+            self.refuse(BuildError::JournalPolicy { stage });
+        }
+        self.default_timeout(writer.sync_interval());
+        writer.bind(self.bus_id());
+        self.add_owned(false, writer, |w| w)
     }
 }

@@ -22,10 +22,11 @@ use crate::bus::Bus;
 use crate::consume::Consume;
 use crate::fault::Failure;
 use crate::loom::Arc;
+use crate::parking::{Interrupt, Signal, Sources};
 use crate::report::StageReport;
 use crate::sequence::Sequence;
 use crate::sequencer::Sequencer;
-use crate::wait_strategy::{Interrupt, Signal, Sources, WaitStrategy};
+use crate::wait_strategy::WaitStrategy;
 
 /// A handler given back by the shutdown report, if its stage hands it back.
 pub(crate) type HandBack = Option<Box<dyn Any + Send>>;

@@ -34,12 +34,13 @@ use crate::bus::Bus;
 use crate::consume::Consume;
 use crate::fault::{Failure, FailurePolicy};
 use crate::loom::{Arc, Weaken};
+use crate::parking::{Interrupt, PollResult};
 #[cfg(not(loom))]
 use crate::report::panic_message;
 use crate::report::StageReport;
 use crate::sequence::{AtomicSequence, Sequence};
 use crate::sequencer::{Scan, Sequencer};
-use crate::wait_strategy::{Interrupt, PollResult, WaitStrategy};
+use crate::wait_strategy::WaitStrategy;
 
 /// One stage's place in the graph.
 pub(crate) struct StageContext<E, S, W> {

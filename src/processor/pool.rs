@@ -4,10 +4,11 @@ use super::StageContext;
 use crate::consume::Consume;
 use crate::fault::Failure;
 use crate::loom::Weaken;
+use crate::parking::Interrupt;
 use crate::report::StageReport;
 use crate::sequence::{AtomicSequence, Sequence};
 use crate::sequencer::Sequencer;
-use crate::wait_strategy::{Interrupt, WaitStrategy};
+use crate::wait_strategy::WaitStrategy;
 
 impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     /// A work-pool worker (after LMAX's `WorkProcessor`): each event goes to

@@ -8,10 +8,11 @@ use super::{ReleaseOnUnwind, StageContext};
 use crate::consume::{Consume, Lookahead};
 use crate::fault::Failure;
 use crate::loom::Weaken;
+use crate::parking::Interrupt;
 use crate::report::StageReport;
 use crate::sequence::Sequence;
 use crate::sequencer::Sequencer;
-use crate::wait_strategy::{Interrupt, WaitStrategy};
+use crate::wait_strategy::WaitStrategy;
 
 /// Most events a stage handles between two looks at the halt flag.
 pub(super) const HALT_CHECK_EVERY: Sequence = 256;

@@ -1,7 +1,7 @@
 //! Publishing and shutting down from async code (feature `async`): the
 //! producers' futures. A future waits where a thread would park (the
 //! signals of what it waits for, parking per edge: see
-//! [`Signal`](crate::wait_strategy::Signal)), so no executor thread blocks;
+//! [`Signal`](crate::parking::Signal)), so no executor thread blocks;
 //! no runtime is needed.
 
 use std::future::{poll_fn, Future};
@@ -10,10 +10,11 @@ use std::task::{Poll, Waker};
 use super::{MultiProducer, SingleProducer};
 use crate::error::{PublishError, TryPublishError};
 use crate::loom::{self, thread, Arc, Mutex};
+use crate::parking::Interrupt;
 use crate::report::ShutdownReport;
 use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
-use crate::wait_strategy::{AsyncWait, Interrupt};
+use crate::wait_strategy::AsyncWait;
 use crate::ShutdownError;
 
 /// Publishes with `try_publish` until it is not full, awaiting room in

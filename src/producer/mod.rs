@@ -25,11 +25,12 @@ use crate::error::{PublishError, SubscribeError, TryPublishError};
 use crate::handler::EventHandler;
 use crate::loom::{Arc, Ordering};
 use crate::metrics::Metrics;
+use crate::parking::Interrupt;
 use crate::poller::{EventPoller, Subscription};
 use crate::report::ShutdownReport;
 use crate::sequence::{Sequence, INITIAL};
 use crate::sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
-use crate::wait_strategy::{deadline_after, Interrupt, WaitStrategy};
+use crate::wait_strategy::{deadline_after, WaitStrategy};
 use crate::ShutdownError;
 
 /// How long a claim may wait for free slots.

@@ -1,0 +1,428 @@
+//! Where threads wait for each other: every source of progress has a
+//! [`Signal`], every thread a [`Parker`], and [`park`] (threads) and
+//! [`register`] (async tasks) enlist a waiter with the signals whose
+//! progress it waits for.
+//!
+//! # The parking protocol ([`Blocking`](crate::Blocking), and [`PhasedBackoff::with_lock`](crate::PhasedBackoff::with_lock))
+//!
+//! Parking is per edge of the graph. Every source of progress has a
+//! [`Signal`] of its own: the bus's (publishes, and the bus's own events:
+//! close, halt, a thread finished) and each stage's and subscriber's (its
+//! sequence advanced). A waiter enlists with the signals whose progress
+//! could change what it waits for, and only those: a stage with the bus's
+//! (it reads the ring) or with its upstream stages' (it reads after them);
+//! a producer waiting for room with every gating stage's and subscriber's
+//! (and, a multi producer, with the bus's: another producer's publish
+//! moves the published floor);
+//! a thread running several stages with all of theirs. So a publish wakes
+//! only the stages reading the ring, and a stage's progress only the stages
+//! after it and the producers. The bus's own events wake every signal.
+//!
+//! A signal is a `sleeping` flag and a list of wakers under a mutex (a
+//! parked thread's waker wakes its parker; an async task's wakes the task).
+//!
+//! * A waiter enlists with each of its signals: it takes the signal's lock,
+//!   adds its waker (once), sets `sleeping` with an AcqRel swap and lets the
+//!   lock go. Then it polls, and parks if the poll failed. Woken, it enlists
+//!   again and polls again.
+//! * A notifier has already stored its progress; it clears `sleeping` with an
+//!   AcqRel swap, and if the flag was set it takes the list under the lock
+//!   and wakes every waker on it.
+//!
+//! For each signal, both sides are read-modify-writes of its one flag, so
+//! they are totally ordered. If the waiter's swap comes first, the
+//! notifier's swap reads a set flag (the waiter's, or a later one) unless
+//! another notifier cleared it in between, and whoever read it set takes
+//! the list under the lock; the waiter's swap, made under that lock after
+//! its waker went in, happens before the notifier's swap, so the
+//! notifier's critical section comes after the waiter's and finds the
+//! waker. If the notifier's swap comes first, the waiter's swap reads the
+//! value it wrote (or a later swap's, which continues its release
+//! sequence), so it acquires the notifier's progress and its poll sees it.
+//! A wake before the park is kept by the waiter's parker (as a thread's
+//! park token is), so a wake between the poll and the park is not lost
+//! either. No wake-up is
+//! lost, by acquire/release alone, whatever the number of signals a waiter
+//! enlists with.
+//!
+//! A waker stays on the lists of the signals that did not wake it until
+//! they next notify: a later, spurious wake, after which the waiter polls
+//! and parks again.
+//!
+//! An earlier version cleared the flag only after a SeqCst fence and a plain
+//! load found it set (a load keeps the flag's cache line shared while nobody
+//! sleeps). That argument rests on the fences' total order; loom, which
+//! checks fences less completely than read-modify-writes, found a lost
+//! wake-up with two parked pollers and a producer waiting for room (model
+//! `poller_joining_behind_a_limited_poll_misses_nothing`), and no version we
+//! could prove with acquire/release alone kept the plain load. An earlier
+//! version still had one signal per bus, whose every notification woke
+//! every parked thread.
+//!
+//! Cost: one swap per publish, batch or stage advance while nobody sleeps
+//! (on the notifier's own signal's line), and one lock and wake per parked
+//! waiter per *park episode* (not per publish) while somebody does.
+
+use std::fmt;
+use std::task::Waker;
+use std::time::Instant;
+
+use crossbeam_utils::CachePadded;
+
+use crate::loom::{self, thread, AtomicBool, AtomicUsize, Mutex, Ordering};
+
+/// Why a wait ended without the condition becoming true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// The bus was halted.
+    Halted,
+    /// Everything was published and processed; nothing more will come.
+    Closed,
+    /// The deadline passed.
+    Timeout,
+    /// A lag-limited subscriber was evicted, this many events behind.
+    Lagged(u64),
+}
+
+/// What one poll of a waited-for condition found.
+pub type PollResult<T> = Result<Option<T>, Interrupt>;
+
+/// Wakers on one signal after which an enlisting waiter wakes them all
+/// (see [`Signal::enlist`]).
+const WAKERS_BEFORE_SWEEP: usize = 1024;
+
+/// One source of progress's parking place; see the module docs.
+pub struct Signal {
+    sleeping: CachePadded<AtomicBool>,
+    /// Who waits for this signal's progress: parked threads (a waker that
+    /// unparks them) and async tasks; all woken, and dropped, by a wake.
+    waiters: Mutex<Vec<Waker>>,
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signal")
+            .field("sleeping", &self.sleeping.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Signal {
+    pub(crate) fn new() -> Self {
+        Self {
+            sleeping: CachePadded::new(AtomicBool::new(false)),
+            // Room for a few waiters now, so that enlisting allocates
+            // nothing in the steady state (a drain keeps the capacity).
+            waiters: Mutex::new(Vec::with_capacity(4)),
+        }
+    }
+
+    /// Wakes this signal's waiters if there are any. Call after storing
+    /// progress.
+    #[inline]
+    pub(crate) fn notify_if_parked(&self) {
+        // AcqRel: releases our progress to a waiter whose later swap reads
+        // this value; see the module docs. The lock taken below orders the
+        // wake after the waiter's enlisting.
+        if self.sleeping.swap(false, loom::parking_order()) {
+            self.notify_all();
+        }
+    }
+
+    /// Wakes every waiter of this signal, unconditionally.
+    pub(crate) fn notify_all(&self) {
+        // The wakers on the list now, a few at a time, woken outside the
+        // lock (a waker may run its task on this thread, which may enlist
+        // again). Draining keeps the list's capacity, so enlisting again
+        // allocates nothing. From the front: the wakers there came first,
+        // and a waiter enlisting meanwhile goes to the back (taking from the
+        // back would take a newcomer in an earlier waiter's place and leave
+        // that one asleep). The first count bounds the work, whoever enlists
+        // meanwhile (they polled after enlisting, or are woken next time).
+        const AT_ONCE: usize = 8;
+        let mut left = usize::MAX;
+        loop {
+            let mut batch: [Option<Waker>; AT_ONCE] = Default::default();
+            let mut taken = 0;
+            {
+                let mut waiters = loom::lock(&self.waiters);
+                left = left.min(waiters.len());
+                let k = AT_ONCE.min(left);
+                for (slot, waker) in batch.iter_mut().zip(waiters.drain(..k)) {
+                    *slot = Some(waker);
+                    taken += 1;
+                }
+            }
+            left -= taken;
+            for waker in batch.iter_mut().filter_map(Option::take) {
+                waker.wake();
+            }
+            if taken == 0 || left == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Adds `waker` to the waiters (once) and sets the flag, under the lock;
+    /// see the module docs. Returns the wakers of a sweep, for the caller to
+    /// wake once it holds no lock.
+    fn enlist(&self, waker: &Waker) -> Vec<Waker> {
+        let mut waiters = loom::lock(&self.waiters);
+        // A future dropped while it waited leaves its waker here until the
+        // next wake; past a bound, wake them all (live waiters enlist again,
+        // dead wakers are freed), so a stream of cancelled waits cannot grow
+        // the list for ever.
+        let stale = if waiters.len() >= WAKERS_BEFORE_SWEEP {
+            std::mem::take(&mut *waiters)
+        } else {
+            Vec::new()
+        };
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            // Knob `waker_lock`: add the waker in a second critical section,
+            // after the flag is set, leaving a gap a wake can fall into (to
+            // show the loom models of parking catch it).
+            if cfg!(ringbus_weaken = "waker_lock") {
+                // AcqRel: as below.
+                self.sleeping.swap(true, loom::parking_order());
+                drop(waiters);
+                loom::lock(&self.waiters).push(waker.clone());
+                return stale;
+            }
+            waiters.push(waker.clone());
+        }
+        // AcqRel: acquires the progress of a notifier whose swap came before
+        // ours, and releases our enlisting to one whose swap comes after;
+        // see the module docs.
+        self.sleeping.swap(true, loom::parking_order());
+        stale
+    }
+}
+
+/// Enlists `waker` with every signal of `sources`, then wakes the stale
+/// wakers a sweep took (holding no lock by then).
+fn enlist_all(sources: &impl Sources, waker: &Waker) {
+    let mut stale = Vec::new();
+    sources.each(&mut |signal| stale.extend(signal.enlist(waker)));
+    for waker in stale {
+        waker.wake();
+    }
+}
+
+impl Sources for Signal {
+    #[inline]
+    fn each(&self, f: &mut dyn FnMut(&Signal)) {
+        f(self)
+    }
+}
+
+/// The async form of [`park`] (feature `async`): enlists `waker` with
+/// `sources`, then polls once; if the poll fails the waker stays enlisted,
+/// to be woken by the next notification of one of them.
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+pub(crate) fn register<T>(
+    sources: &impl Sources,
+    waker: &Waker,
+    mut poll: impl FnMut() -> PollResult<T>,
+) -> std::task::Poll<Result<T, Interrupt>> {
+    use std::task::Poll;
+    enlist_all(sources, waker);
+    match poll() {
+        Ok(Some(value)) => Poll::Ready(Ok(value)),
+        Err(interrupt) => Poll::Ready(Err(interrupt)),
+        Ok(None) => {
+            #[cfg(loom)]
+            loom::stats::count_park();
+            Poll::Pending
+        }
+    }
+}
+
+/// Parks the calling thread until `poll` answers, enlisted with `sources`;
+/// see the module docs for the protocol.
+pub(crate) fn park<T>(
+    sources: &impl Sources,
+    deadline: Option<Instant>,
+    mut poll: impl FnMut() -> PollResult<T>,
+) -> Result<T, Interrupt> {
+    let (parker, waker) = thread_parker();
+    loop {
+        enlist_all(sources, &waker);
+        match poll() {
+            Ok(Some(value)) => return Ok(value),
+            Err(interrupt) => return Err(interrupt),
+            Ok(None) => {}
+        }
+        #[cfg(loom)]
+        loom::stats::count_park();
+        match deadline {
+            None => parker.park(None),
+            Some(deadline) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Interrupt::Timeout);
+                }
+                parker.park(Some(deadline - now));
+            }
+        }
+    }
+}
+
+mod sealed {
+    use super::Signal;
+
+    /// The signals a waiter enlists with: those whose progress could change
+    /// what its poll answers (see the module docs). Sealed with the
+    /// strategies.
+    pub trait Sources {
+        /// Calls `f` with each signal.
+        fn each(&self, f: &mut dyn FnMut(&Signal));
+    }
+}
+pub(crate) use sealed::Sources;
+
+/// Where a thread parks, and the waker that wakes it: `park` returns once
+/// woken (a wake that came first is kept, as a thread's park token is),
+/// or after its timeout.
+///
+/// A state word and the thread's own park/unpark (a futex on Linux), as
+/// std's and crossbeam's parkers do: `EMPTY`, `PARKED` (the thread is in
+/// `park`, or about to call `thread::park`) or `NOTIFIED` (a wake is
+/// pending). A wake swaps in `NOTIFIED` and unparks the thread only if it
+/// found `PARKED`; both sides are read-modify-writes of the one word, so
+/// either the parker's `EMPTY -> PARKED` comes first and the waker unparks
+/// it (a token `thread::park` keeps if it comes early), or the wake comes
+/// first and the parker's exchange fails and it returns at once. A thread
+/// is unparked only while it is in `park`, never while it waits on a lock
+/// (a stale waker, left on a signal's list, may wake a thread long after
+/// it stopped waiting for that signal: it sees `NOTIFIED`, or nothing, at
+/// its next park, and polls again). Under loom this is loom's park and
+/// unpark, which it checks in a few steps.
+///
+/// Under loom the claim "unparked only while in `park`" holds exactly, as
+/// it must (loom's unpark makes *any* blocked thread runnable, a mutex
+/// waiter too): a parker is made per wait there, so it is `EMPTY` or
+/// `NOTIFIED` outside `park`; a park has no timeout there; and loom's
+/// `thread::park` never returns spuriously. So a waker that saw `PARKED`
+/// unparks into the `thread::park` the parker is committed to. Outside
+/// loom a wake can race a timeout (the parker takes it and leaves, and the
+/// unpark lands later): a spurious return of some later `thread::park` of
+/// that thread, which std allows and std's locks ignore.
+pub(crate) struct Parker {
+    state: AtomicUsize,
+    thread: thread::Thread,
+}
+
+const EMPTY: usize = 0;
+const PARKED: usize = 1;
+const NOTIFIED: usize = 2;
+
+impl Parker {
+    fn new() -> Self {
+        Self {
+            state: AtomicUsize::new(EMPTY),
+            thread: thread::current(),
+        }
+    }
+
+    /// Takes a pending wake. Acquire: pairs with the waker's release, so
+    /// what it stored before waking is visible after the park (the
+    /// callers poll again anyway, through the signals' own acquire).
+    fn take_wake(&self) -> bool {
+        self.state
+            .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Waits until woken, or for at most `timeout` (loom has no clock:
+    /// there it waits until woken, and the callers re-check their deadline
+    /// themselves).
+    pub(crate) fn park(&self, timeout: Option<std::time::Duration>) {
+        // Relaxed: the word orders nothing but itself (the wake's swap and
+        // this exchange are read-modify-writes of it, so one sees the
+        // other); a failure means a wake came first: take it.
+        if self
+            .state
+            .compare_exchange(EMPTY, PARKED, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            let taken = self.take_wake();
+            debug_assert!(taken, "only a wake changes a parker's state");
+            return;
+        }
+        // Loom has no clock: there a timed park waits until woken.
+        let deadline = timeout
+            .filter(|_| !cfg!(loom))
+            .and_then(|t| std::time::Instant::now().checked_add(t));
+        loop {
+            match deadline {
+                None => thread::park(),
+                Some(deadline) => {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        // Leave; a wake that came meanwhile is taken (its
+                        // unpark may leave a token: a spurious return of a
+                        // later park, which polls again).
+                        // Acquire: as in `take_wake`.
+                        self.state.swap(EMPTY, Ordering::Acquire);
+                        return;
+                    }
+                    std::thread::park_timeout(deadline - now);
+                }
+            }
+            if self.take_wake() {
+                return;
+            }
+        }
+    }
+}
+
+impl std::task::Wake for Parker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        // Release: pairs with the parker's acquire in `take_wake`.
+        if self.state.swap(NOTIFIED, Ordering::Release) == PARKED {
+            self.thread.unpark();
+        }
+    }
+}
+
+/// The calling thread's parker and its waker: made once per thread (no
+/// allocation per wait); under loom, per call.
+#[cfg(not(loom))]
+pub(crate) fn thread_parker() -> (std::sync::Arc<Parker>, std::task::Waker) {
+    std::thread_local! {
+        static PARKER: (std::sync::Arc<Parker>, std::task::Waker) = new_pair();
+    }
+    PARKER
+        .try_with(|(parker, waker)| (std::sync::Arc::clone(parker), waker.clone()))
+        // During the thread's teardown (a handle dropped by a thread-local
+        // destructor): a pair of its own.
+        .unwrap_or_else(|_| new_pair())
+}
+
+/// Makes the calling thread's parker now (one allocation per thread), so
+/// that its first park, in the steady state, allocates nothing.
+pub(crate) fn prepare_thread_parker() {
+    #[cfg(not(loom))]
+    drop(thread_parker());
+}
+
+fn new_pair() -> (std::sync::Arc<Parker>, std::task::Waker) {
+    let parker = std::sync::Arc::new(Parker::new());
+    let waker = std::task::Waker::from(std::sync::Arc::clone(&parker));
+    (parker, waker)
+}
+
+/// The calling thread's parker and its waker (under loom: a new pair).
+#[cfg(loom)]
+pub(crate) fn thread_parker() -> (std::sync::Arc<Parker>, std::task::Waker) {
+    new_pair()
+}
