@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Analytics: slow (5 ms a batch), and never allowed to hold the
     // service: evicted the first time a handler finds the ring full
     // because of it.
-    let mut analytics = producer.subscribe_with_lag_limit(LagLimit::never_hold())?;
+    let mut analytics = producer.subscribe_lag_limited(LagLimit::never_hold())?;
     let analytics = tokio::spawn(async move {
         let mut seen = 0u64;
         loop {

@@ -247,7 +247,7 @@ impl WaitConfig {
                 Duration::from_micros(yield_us),
                 match sleep_us {
                     Some(us) => Fallback::Sleep(Duration::from_micros(us)),
-                    None => Fallback::Block,
+                    None => Fallback::Blocking,
                 },
             )
             .into(),
@@ -870,12 +870,26 @@ impl<E: Send + Sync + 'static> AnyProducer<E> {
     ///
     /// # Errors
     /// `Timeout`, `Halted` or `Closed`; `f` is then not called.
+    pub fn publish_timeout(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut E),
+    ) -> Result<Sequence, TryPublishError> {
+        either!(self, p => p.publish_timeout(timeout, f))
+    }
+
+    /// The old name of [`publish_timeout`](Self::publish_timeout).
+    ///
+    /// # Errors
+    /// As for `publish_timeout`.
+    #[deprecated(note = "renamed `publish_timeout`")]
+    #[doc(hidden)]
     pub fn try_publish_for(
         &mut self,
         timeout: Duration,
         f: impl FnOnce(&mut E),
     ) -> Result<Sequence, TryPublishError> {
-        either!(self, p => p.try_publish_for(timeout, f))
+        self.publish_timeout(timeout, f)
     }
     /// Claims `n` slots, lets `f` write them, publishes them with one store.
     ///

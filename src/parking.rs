@@ -3,7 +3,7 @@
 //! [`register`] (async tasks) enlist a waiter with the signals whose
 //! progress it waits for.
 //!
-//! # The parking protocol ([`Blocking`](crate::Blocking), and [`PhasedBackoff::with_lock`](crate::PhasedBackoff::with_lock))
+//! # The parking protocol ([`Blocking`](crate::Blocking), and [`PhasedBackoff::with_blocking`](crate::PhasedBackoff::with_blocking))
 //!
 //! Parking is per edge of the graph. Every source of progress has a
 //! [`Signal`] of its own: the bus's (publishes, and the bus's own events:

@@ -49,7 +49,7 @@ pub enum PollError {
 
 /// How long a runtime subscriber may hold the producers on a full ring
 /// before it is evicted ([`PollError::Lagged`]), for
-/// `subscribe_with_lag_limit` on the producers. A subscriber without one
+/// `subscribe_lag_limited` on the producers. A subscriber without one
 /// holds them as long as it takes, as a stage does.
 ///
 /// Eviction is checked by a producer that finds the ring full: one waiting

@@ -8,7 +8,7 @@
 //! (see [`Blocking`]).
 //!
 //! The parking protocol behind [`Blocking`] and
-//! [`PhasedBackoff::with_lock`] is in `parking.rs`.
+//! [`PhasedBackoff::with_blocking`] is in `parking.rs`.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -413,9 +413,17 @@ impl AsyncWait for Blocking {}
 #[non_exhaustive]
 pub enum Fallback {
     /// Park as [`Blocking`] does.
-    Block,
+    Blocking,
     /// Sleep this long between polls, as [`Sleeping`] does.
     Sleep(Duration),
+}
+
+impl Fallback {
+    /// The old name of [`Fallback::Blocking`].
+    #[deprecated(note = "renamed `Fallback::Blocking`")]
+    #[doc(hidden)]
+    #[allow(non_upper_case_globals)]
+    pub const Block: Fallback = Fallback::Blocking;
 }
 
 /// Spins for `spin`, yields until `spin + yield_for`, then falls back to
@@ -434,7 +442,7 @@ pub struct PhasedBackoff {
 impl Default for PhasedBackoff {
     /// Spin 10 µs, yield 100 µs, then block.
     fn default() -> Self {
-        Self::with_lock(Duration::from_micros(10), Duration::from_micros(100))
+        Self::with_blocking(Duration::from_micros(10), Duration::from_micros(100))
     }
 }
 
@@ -449,8 +457,15 @@ impl PhasedBackoff {
     }
 
     /// Spin, yield, then park as [`Blocking`] does.
+    pub const fn with_blocking(spin: Duration, yield_for: Duration) -> Self {
+        Self::new(spin, yield_for, Fallback::Blocking)
+    }
+
+    /// The old name of [`with_blocking`](Self::with_blocking).
+    #[deprecated(note = "renamed `with_blocking` (blocking is spelled `Blocking` everywhere)")]
+    #[doc(hidden)]
     pub const fn with_lock(spin: Duration, yield_for: Duration) -> Self {
-        Self::new(spin, yield_for, Fallback::Block)
+        Self::with_blocking(spin, yield_for)
     }
 
     /// Spin, yield, then sleep 50 µs between polls as [`Sleeping`] does.
@@ -492,14 +507,14 @@ impl sealed::Sealed for PhasedBackoff {
             tries = tries.wrapping_add(1);
         }
         match self.fallback {
-            Fallback::Block => park(sources, deadline, poll),
+            Fallback::Blocking => park(sources, deadline, poll),
             Fallback::Sleep(sleep) => Sleeping::new(0, 0, sleep).wait(sources, deadline, poll),
         }
     }
 
     #[inline]
     fn notify(&self, signal: &Signal) {
-        if self.fallback == Fallback::Block {
+        if self.fallback == Fallback::Blocking {
             signal.notify_if_parked();
         }
     }

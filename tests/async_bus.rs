@@ -403,10 +403,10 @@ fn an_evicted_subscriber_hears_of_it_through_poll_async_and_its_stream() {
         current_thread().block_on(async {
             let mut producer = ringbus::single_producer(4, Event::default, Blocking).build();
             let mut poller = producer
-                .subscribe_with_lag_limit(ringbus::LagLimit::never_hold())
+                .subscribe_lag_limited(ringbus::LagLimit::never_hold())
                 .unwrap();
             let stream = producer
-                .subscribe_with_lag_limit(ringbus::LagLimit::never_hold())
+                .subscribe_lag_limited(ringbus::LagLimit::never_hold())
                 .unwrap()
                 .into_stream(4, |e: &Event| e.value);
             for i in 0..20 {
@@ -437,7 +437,7 @@ fn an_async_producer_evicts_a_lag_limited_subscriber_that_holds_it() {
     bounded(30, || {
         let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
         let early = producer
-            .subscribe_with_lag_limit(ringbus::LagLimit::hold_at_most(Duration::from_millis(30)))
+            .subscribe_lag_limited(ringbus::LagLimit::hold_at_most(Duration::from_millis(30)))
             .unwrap();
         let p = producer.clone();
         let published = std::thread::spawn(move || {
@@ -450,7 +450,7 @@ fn an_async_producer_evicts_a_lag_limited_subscriber_that_holds_it() {
         // A second one joins while the producer is (probably) waiting.
         std::thread::sleep(Duration::from_millis(5));
         let late = producer
-            .subscribe_with_lag_limit(ringbus::LagLimit::hold_at_most(Duration::from_millis(30)))
+            .subscribe_lag_limited(ringbus::LagLimit::hold_at_most(Duration::from_millis(30)))
             .unwrap();
         published.join().unwrap();
         for mut idle in [early, late] {

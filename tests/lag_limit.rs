@@ -26,7 +26,7 @@ fn a_subscriber_that_never_holds_is_evicted_instead_of_stalling_the_producers() 
             .build();
         let metrics = producer.metrics();
         let mut idle = producer
-            .subscribe_with_lag_limit(LagLimit::never_hold())
+            .subscribe_lag_limited(LagLimit::never_hold())
             .unwrap();
         assert_eq!(metrics.snapshot().subscribers.len(), 1);
         for i in 0..N {
@@ -54,7 +54,7 @@ fn a_subscriber_holds_the_producer_for_its_limit_then_is_evicted() {
     bounded(30, || {
         let mut producer = ringbus::single_producer(4, Event::default, Blocking).build();
         let mut slow = producer
-            .subscribe_with_lag_limit(LagLimit::hold_at_most(Duration::from_millis(40)))
+            .subscribe_lag_limited(LagLimit::hold_at_most(Duration::from_millis(40)))
             .unwrap();
         for i in 0..4 {
             producer.publish(|e| e.set(i)).unwrap();
@@ -81,7 +81,7 @@ fn a_subscriber_that_keeps_up_is_never_evicted_and_misses_nothing() {
     bounded(60, || {
         let producer = ringbus::multi_producer(8, Event::default, Yielding::default()).build();
         let mut poller = producer
-            .subscribe_with_lag_limit(LagLimit::hold_at_most(Duration::from_secs(30)))
+            .subscribe_lag_limited(LagLimit::hold_at_most(Duration::from_secs(30)))
             .unwrap();
         let reader = std::thread::spawn(move || {
             let mut next = [0u64; 2];
@@ -131,7 +131,7 @@ fn a_subscriber_reading_slowly_is_never_read_over_and_is_evicted_only_between_re
     bounded(60, || {
         let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
         let mut slow = producer
-            .subscribe_with_lag_limit(LagLimit::never_hold())
+            .subscribe_lag_limited(LagLimit::never_hold())
             .unwrap();
         let reader = std::thread::spawn(move || {
             let mut last = [None::<u64>; 2];
@@ -182,7 +182,7 @@ fn a_subscriber_reading_slowly_is_never_read_over_and_is_evicted_only_between_re
 fn try_publish_on_a_multi_producer_evicts_rather_than_reports_full() {
     let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
     let mut idle = producer
-        .subscribe_with_lag_limit(LagLimit::never_hold())
+        .subscribe_lag_limited(LagLimit::never_hold())
         .unwrap();
     for i in 0..4 {
         producer.try_publish(|e| e.set(i)).unwrap();
@@ -213,7 +213,7 @@ fn a_subscription_and_a_plain_poller_beside_an_evicted_one_see_everything() {
             .subscribe_with(move |e: &Event, _: Sequence, _: bool| g.lock().unwrap().push(e.value))
             .unwrap();
         let mut evicted = producer
-            .subscribe_with_lag_limit(LagLimit::never_hold())
+            .subscribe_lag_limited(LagLimit::never_hold())
             .unwrap();
         let mut plain = producer.subscribe().unwrap();
         let mut plain_got = Vec::new();
@@ -268,7 +268,7 @@ fn a_subscriber_joining_while_producers_are_parked_is_still_evicted() {
             .collect();
         std::thread::sleep(Duration::from_millis(50));
         let mut late = producer
-            .subscribe_with_lag_limit(LagLimit::hold_at_most(Duration::from_millis(200)))
+            .subscribe_lag_limited(LagLimit::hold_at_most(Duration::from_millis(200)))
             .unwrap();
         std::thread::sleep(Duration::from_millis(20));
         // The stage drains: now only the new subscriber holds the producers.
@@ -285,17 +285,17 @@ fn a_subscriber_joining_while_producers_are_parked_is_still_evicted() {
     });
 }
 
-/// Issue #24, finding 2, for `try_publish_for`: the same late join, with a
+/// Issue #24, finding 2, for `publish_timeout`: the same late join, with a
 /// deadline longer than the hold.
 #[test]
-fn a_subscriber_joining_during_try_publish_for_is_evicted_before_its_deadline() {
+fn a_subscriber_joining_during_publish_timeout_is_evicted_before_its_deadline() {
     bounded(30, || {
         let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
         let mut first = producer.subscribe().unwrap();
         for i in 0..4 {
             producer.publish(|e| e.set(i)).unwrap();
         }
-        // A blocking producer claims 4..=7 and parks; then `try_publish_for`
+        // A blocking producer claims 4..=7 and parks; then `publish_timeout`
         // waits for room for 8, which the late subscriber will hold.
         let b = producer.clone();
         let blocking = std::thread::spawn(move || {
@@ -309,12 +309,12 @@ fn a_subscriber_joining_during_try_publish_for_is_evicted_before_its_deadline() 
         std::thread::sleep(Duration::from_millis(30));
         let p = producer.clone();
         let waiting = std::thread::spawn(move || {
-            p.try_publish_for(Duration::from_secs(20), |e| e.set(8))
+            p.publish_timeout(Duration::from_secs(20), |e| e.set(8))
                 .map(|_| ())
         });
         std::thread::sleep(Duration::from_millis(50));
         let mut late = producer
-            .subscribe_with_lag_limit(LagLimit::hold_at_most(Duration::from_millis(100)))
+            .subscribe_lag_limited(LagLimit::hold_at_most(Duration::from_millis(100)))
             .unwrap();
         std::thread::sleep(Duration::from_millis(20));
         // The first subscriber catches up and leaves; the late one holds.
@@ -346,7 +346,7 @@ fn a_panic_in_a_lag_limited_poll_gives_the_same_events_again_and_it_can_be_evict
     bounded(30, || {
         let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
         let mut sub = producer
-            .subscribe_with_lag_limit(LagLimit::never_hold())
+            .subscribe_lag_limited(LagLimit::never_hold())
             .unwrap();
         for i in 0..3 {
             producer.publish(|e| e.set(i)).unwrap();

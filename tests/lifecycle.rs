@@ -411,7 +411,7 @@ trait Prod<E: Ev>: Send {
     type W: Strategy;
     fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError>;
     fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError>;
-    fn try_publish_for(
+    fn publish_timeout(
         &mut self,
         timeout: Duration,
         f: impl FnOnce(&mut E),
@@ -451,12 +451,12 @@ macro_rules! prod {
             fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
                 ringbus::$ty::try_publish(self, f)
             }
-            fn try_publish_for(
+            fn publish_timeout(
                 &mut self,
                 timeout: Duration,
                 f: impl FnOnce(&mut E),
             ) -> Result<Sequence, TryPublishError> {
-                ringbus::$ty::try_publish_for(self, timeout, f)
+                ringbus::$ty::publish_timeout(self, timeout, f)
             }
             fn try_batch(
                 &mut self,
@@ -475,7 +475,7 @@ macro_rules! prod {
             fn subscribe(&self, limit: Option<LagLimit>) -> Option<EventPoller<E, $seq, W>> {
                 match limit {
                     None => ringbus::$ty::subscribe(self).ok(),
-                    Some(limit) => self.subscribe_with_lag_limit(limit).ok(),
+                    Some(limit) => self.subscribe_lag_limited(limit).ok(),
                 }
             }
             fn subscribe_with(
@@ -1040,7 +1040,7 @@ fn produce<E: Ev, P: Prod<E>>(
         match rng.below(7) {
             5 => {
                 let timeout = Duration::from_micros(rng.below(2_000));
-                match p.try_publish_for(timeout, |e| e.core_mut().set(value(k, i))) {
+                match p.publish_timeout(timeout, |e| e.core_mut().set(value(k, i))) {
                     Ok(_) => i += 1,
                     Err(TryPublishError::Full { .. } | TryPublishError::Timeout) => {}
                     Err(TryPublishError::Closed) => failed(PublishError::Closed),

@@ -407,10 +407,10 @@ fn a_claim_in_flight_is_never_lapped_after_the_last_poller_left() {
         drop(poller);
         // No consumer: only the published floor (9) gates. 13 fits; 14
         // would reuse slot 2, where 10 is still being written.
-        a.try_publish_for(Duration::from_millis(50), |e| e.set(13))
+        a.publish_timeout(Duration::from_millis(50), |e| e.set(13))
             .unwrap();
         assert_eq!(
-            a.try_publish_for(Duration::from_millis(50), |e| e.set(14)),
+            a.publish_timeout(Duration::from_millis(50), |e| e.set(14)),
             Err(ringbus::TryPublishError::Timeout),
             "a producer lapped a claim still being written"
         );

@@ -31,7 +31,7 @@ fn try_publish_reports_full_without_waiting() {
         );
         assert_eq!(p.remaining_capacity(), 0);
         assert_eq!(
-            p.try_publish_for(Duration::from_millis(10), |_| unreachable!()),
+            p.publish_timeout(Duration::from_millis(10), |_| unreachable!()),
             Err(TryPublishError::Timeout)
         );
         for _ in 0..4 {
@@ -64,7 +64,7 @@ fn multi_producer_try_publish_reports_full_and_claims_nothing() {
             Err(TryPublishError::Full { missing: 2 })
         );
         assert_eq!(
-            p.try_publish_for(Duration::from_millis(5), |_| unreachable!()),
+            p.publish_timeout(Duration::from_millis(5), |_| unreachable!()),
             Err(TryPublishError::Timeout)
         );
         // Failed tries reserved nothing: the next sequence is 2.

@@ -575,7 +575,7 @@ fn duration_max_timeouts_saturate() {
             .handle_events_with(v)
             .build();
         let mut poller = p.subscribe().unwrap();
-        p.try_publish_for(Duration::MAX, |e| e.set(0)).unwrap();
+        p.publish_timeout(Duration::MAX, |e| e.set(0)).unwrap();
         assert_eq!(
             poller.poll_timeout(Duration::MAX, 8, |_e, _s, _b| {}),
             Ok(1)
@@ -589,7 +589,7 @@ fn duration_max_timeouts_saturate() {
         let q = ringbus::multi_producer(8, Event::default, Blocking)
             .handle_events_with(|_e: &Event, _s: Sequence, _b: bool| {})
             .build();
-        q.try_publish_for(Duration::MAX, |e| e.set(0)).unwrap();
+        q.publish_timeout(Duration::MAX, |e| e.set(0)).unwrap();
         q.shutdown_timeout(Duration::MAX).unwrap();
     });
 }

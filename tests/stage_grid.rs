@@ -303,3 +303,24 @@ fn the_old_names_still_add_their_stages() {
     producer.shutdown().unwrap();
     assert_eq!(seen.load(Ordering::Relaxed), 50);
 }
+
+#[test]
+#[allow(deprecated)]
+fn the_old_names_of_the_naming_pass_still_work() {
+    use ringbus::{Fallback, LagLimit, PhasedBackoff};
+    let strategy = PhasedBackoff::with_lock(Duration::from_micros(1), Duration::from_micros(1));
+    assert_eq!(strategy.fallback, Fallback::Block);
+    assert!(matches!(strategy.fallback, Fallback::Block));
+    let mut producer = ringbus::single_producer(8, || 0u64, strategy).build();
+    let mut poller = producer
+        .subscribe_with_lag_limit(LagLimit::never_hold())
+        .unwrap();
+    producer
+        .try_publish_for(Duration::from_millis(10), |e| *e = 5)
+        .unwrap();
+    let mut got = 0;
+    poller
+        .poll(8, |e: &u64, _: Sequence, _: bool| got = *e)
+        .unwrap();
+    assert_eq!(got, 5);
+}

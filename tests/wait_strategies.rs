@@ -144,7 +144,7 @@ fn blocking_producer_and_consumer_park_repeatedly() {
 #[test]
 fn phased_backoff_parks_repeatedly() {
     bounded(60, || {
-        repeated_parking(PhasedBackoff::with_lock(
+        repeated_parking(PhasedBackoff::with_blocking(
             Duration::from_nanos(100),
             Duration::from_nanos(100),
         ))
@@ -219,14 +219,14 @@ fn stage_timeout_calls_on_timeout() {
     });
 }
 
-/// Calls `try_publish_for` with a deadline inside the yield phase (30 µs) and
+/// Calls `publish_timeout` with a deadline inside the yield phase (30 µs) and
 /// one beyond it (3 ms): each times out, and not before its deadline.
 fn times_out_at_each(
-    mut try_publish_for: impl FnMut(Duration) -> Result<Sequence, ringbus::TryPublishError>,
+    mut publish_timeout: impl FnMut(Duration) -> Result<Sequence, ringbus::TryPublishError>,
 ) {
     for d in [Duration::from_micros(30), Duration::from_millis(3)] {
         let start = std::time::Instant::now();
-        assert_eq!(try_publish_for(d), Err(ringbus::TryPublishError::Timeout));
+        assert_eq!(publish_timeout(d), Err(ringbus::TryPublishError::Timeout));
         assert!(start.elapsed() >= d, "gave up before its deadline {d:?}");
     }
 }
@@ -248,7 +248,7 @@ fn full_ring_deadlines<W: WaitStrategy>(strategy: W) {
     let open = open;
     p.publish(|e| e.set(0)).unwrap();
     p.publish(|e| e.set(1)).unwrap();
-    times_out_at_each(|d| p.try_publish_for(d, |_| unreachable!()));
+    times_out_at_each(|d| p.publish_timeout(d, |_| unreachable!()));
     let releaser = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_micros(100));
         for _ in 0..3 {
@@ -270,7 +270,7 @@ fn full_ring_deadlines<W: WaitStrategy>(strategy: W) {
     let open = open; // as above
     p.publish(|e| e.set(value(0, 0))).unwrap();
     p.publish(|e| e.set(value(0, 1))).unwrap();
-    times_out_at_each(|d| p.try_publish_for(d, |_| unreachable!()));
+    times_out_at_each(|d| p.publish_timeout(d, |_| unreachable!()));
     drop(open);
     p.publish(|e| e.set(value(0, 2))).unwrap();
     p.shutdown().unwrap();

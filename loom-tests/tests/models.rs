@@ -612,7 +612,7 @@ fn evicting_a_subscriber_never_overwrites_what_it_reads() {
     loom::model(|| {
         let mut producer = ringbus::single_producer(1, Ev::default, Blocking).build();
         let mut poller = producer
-            .subscribe_with_lag_limit(LagLimit::never_hold())
+            .subscribe_lag_limited(LagLimit::never_hold())
             .unwrap();
         let reader = thread::spawn(move || {
             let mut seen = Vec::new();

@@ -61,16 +61,30 @@ pub trait Publisher<E>: sealed::Sealed {
     /// [`publish`](Publisher::publish).
     fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError>;
 
-    /// See [`SingleProducer::try_publish_for`].
+    /// See [`SingleProducer::publish_timeout`].
     ///
     /// # Errors
     /// [`TryPublishError::Timeout`] when no slot came free in time, or as
     /// [`publish`](Publisher::publish).
-    fn try_publish_for(
+    fn publish_timeout(
         &mut self,
         timeout: Duration,
         f: impl FnOnce(&mut E),
     ) -> Result<Sequence, TryPublishError>;
+
+    /// The old name of [`publish_timeout`](Publisher::publish_timeout).
+    ///
+    /// # Errors
+    /// As for `publish_timeout`.
+    #[deprecated(note = "renamed `publish_timeout`")]
+    #[doc(hidden)]
+    fn try_publish_for(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut E),
+    ) -> Result<Sequence, TryPublishError> {
+        self.publish_timeout(timeout, f)
+    }
 
     /// See [`SingleProducer::batch_publish`].
     ///
@@ -174,12 +188,12 @@ macro_rules! delegate_producer {
             fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError> {
                 <$handle>::try_publish(self, f)
             }
-            fn try_publish_for(
+            fn publish_timeout(
                 &mut self,
                 timeout: Duration,
                 f: impl FnOnce(&mut E),
             ) -> Result<Sequence, TryPublishError> {
-                <$handle>::try_publish_for(self, timeout, f)
+                <$handle>::publish_timeout(self, timeout, f)
             }
             #[inline]
             fn batch_publish(

@@ -253,7 +253,7 @@ where
     /// ```
     /// use ringbus::{Blocking, LagLimit, PollError, Sequence};
     /// let mut producer = ringbus::single_producer(4, || 0u64, Blocking).build();
-    /// let mut slow = producer.subscribe_with_lag_limit(LagLimit::never_hold()).unwrap();
+    /// let mut slow = producer.subscribe_lag_limited(LagLimit::never_hold()).unwrap();
     /// for i in 0..10 {
     ///     producer.publish(|e| *e = i).unwrap(); // never waits for `slow`
     /// }
@@ -263,11 +263,24 @@ where
     ///
     /// # Errors
     /// As for [`subscribe`](Producer::subscribe).
-    pub fn subscribe_with_lag_limit(
+    pub fn subscribe_lag_limited(
         &self,
         limit: crate::LagLimit,
     ) -> Result<EventPoller<E, S, W>, SubscribeError> {
         crate::poller::subscribe(&self.bus, Some(limit))
+    }
+
+    /// The old name of [`subscribe_lag_limited`](Self::subscribe_lag_limited).
+    ///
+    /// # Errors
+    /// As for `subscribe_lag_limited`.
+    #[deprecated(note = "renamed `subscribe_lag_limited` (`subscribe_with` takes a handler)")]
+    #[doc(hidden)]
+    pub fn subscribe_with_lag_limit(
+        &self,
+        limit: crate::LagLimit,
+    ) -> Result<EventPoller<E, S, W>, SubscribeError> {
+        self.subscribe_lag_limited(limit)
     }
 
     /// Adds a managed handler at runtime: its own thread, fed like a stage

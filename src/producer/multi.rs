@@ -242,12 +242,25 @@ where
     /// # Errors
     /// [`TryPublishError::Timeout`], `Halted` or `Closed`; `f` is then not
     /// called.
-    pub fn try_publish_for(
+    pub fn publish_timeout(
         &self,
         timeout: Duration,
         f: impl FnOnce(&mut E),
     ) -> Result<Sequence, TryPublishError> {
         self.write_one(Wait::after(timeout), f)
+    }
+
+    /// The old name of [`publish_timeout`](Self::publish_timeout).
+    #[deprecated(
+        note = "renamed `publish_timeout` (one timeout suffix: `poll_timeout`, `shutdown_timeout`)"
+    )]
+    #[doc(hidden)]
+    pub fn try_publish_for(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut E),
+    ) -> Result<Sequence, TryPublishError> {
+        self.publish_timeout(timeout, f)
     }
 
     /// Claims `n` consecutive slots, lets `f` write them in order, then

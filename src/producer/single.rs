@@ -174,12 +174,25 @@ where
     /// # Errors
     /// [`TryPublishError::Timeout`] when no slot came free in time, or
     /// [`TryPublishError::Halted`]; `f` is then not called.
-    pub fn try_publish_for(
+    pub fn publish_timeout(
         &mut self,
         timeout: Duration,
         f: impl FnOnce(&mut E),
     ) -> Result<Sequence, TryPublishError> {
         self.write_one(Wait::after(timeout), f)
+    }
+
+    /// The old name of [`publish_timeout`](Self::publish_timeout).
+    #[deprecated(
+        note = "renamed `publish_timeout` (one timeout suffix: `poll_timeout`, `shutdown_timeout`)"
+    )]
+    #[doc(hidden)]
+    pub fn try_publish_for(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut E),
+    ) -> Result<Sequence, TryPublishError> {
+        self.publish_timeout(timeout, f)
     }
 
     /// Claims `n` slots, lets `f` write them in order, then publishes them all
