@@ -10,6 +10,7 @@ use crate::loom::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::parking::{Signal, Sources};
 use crate::sequence::{minimum, AtomicSequence, Sequence, INITIAL};
 use crate::sequencer::{Scan, Sequencer};
+use crate::weaken;
 
 /// What a stage publishes about itself: its sequence (hot, padded) and
 /// whether it stopped after a failure (read only on the waiting path).
@@ -43,7 +44,7 @@ fn now_ns() -> u64 {
 /// build weakens it (`--cfg ringbus_weaken="evict_order"`, to show loom
 /// model 15 fails without it).
 fn evict_order(strong: Ordering) -> Ordering {
-    if cfg!(ringbus_weaken = "evict_order") {
+    if weaken::EVICT_ORDER {
         Ordering::Relaxed
     } else {
         strong

@@ -15,6 +15,7 @@ use crate::ring_buffer::RingBuffer;
 use crate::sequence::{minimum, Sequence};
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{self, WaitStrategy};
+use crate::weaken;
 use crate::{ShutdownError, SubscribeError};
 
 /// Sequence value of `closed_at` while producers may still publish.
@@ -231,7 +232,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             .iter()
             .fold(Sequence::MAX, |min, cell| min.min(cell.gating(skip_failed)));
         // Only to show the loom model of a joining poller fails without it.
-        if cfg!(ringbus_weaken = "limit_default") {
+        if weaken::LIMIT_DEFAULT {
             return consumers;
         }
         // The published floor (a multi producer's; `MAX` for a single one)
@@ -415,9 +416,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             let found = self.strategy.wait(&ProducerSources(self), until, || {
                 // Relaxed: a change only restarts the wait, whose first
                 // load (Acquire) synchronises.
-                if self.lag_joins.load(Ordering::Relaxed) != joins
-                    && !cfg!(ringbus_weaken = "lag_rejoin")
-                {
+                if self.lag_joins.load(Ordering::Relaxed) != joins && !weaken::LAG_REJOIN {
                     // A new limit to wake for: start over.
                     return Err(Interrupt::Timeout);
                 }
@@ -451,7 +450,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // Held by a lag-limited subscriber, maybe: look again within a
         // quarter of its limit, as a waiting thread does (see `lag_clock`).
         #[cfg(not(loom))]
-        if found.is_pending() && !cfg!(ringbus_weaken = "lag_clock") {
+        if found.is_pending() && !weaken::LAG_CLOCK {
             if let Some(slice) = self.lag_wake_slice() {
                 crate::lag_clock::wake_at(Instant::now() + slice, waker.clone());
             }
@@ -529,7 +528,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // Knob `edge_signal`: signal the bus's signal instead of the cell's,
         // as before parking per edge (to show the loom models of per-edge
         // parking catch a progress signalled on the wrong edge).
-        if cfg!(ringbus_weaken = "edge_signal") {
+        if weaken::EDGE_SIGNAL {
             self.strategy.notify(&self.signal);
             return;
         }

@@ -153,6 +153,7 @@ mod sequence;
 mod sequencer;
 mod stage;
 mod wait_strategy;
+mod weaken;
 
 pub use affinity::available_cores;
 pub use builder::{multi_producer, single_producer, Builder, StageId};

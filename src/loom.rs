@@ -120,47 +120,6 @@ pub(crate) fn next_bus_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The orderings `--cfg ringbus_weaken="<name>"` can turn off, one at a time,
-/// to show that a loom model fails without them. Never set in real builds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Weaken {
-    /// The single producer's cursor store.
-    Cursor,
-    /// A stage's sequence store.
-    Stage,
-    /// The multi-producer's availability mark.
-    Available,
-    /// The multi-producers' shared gating cache.
-    GatingCache,
-}
-
-/// `Release`, unless this build weakens `what` (loom demonstration only).
-#[inline(always)]
-pub(crate) fn release(what: Weaken) -> Ordering {
-    let weakened = match what {
-        Weaken::Cursor => cfg!(ringbus_weaken = "cursor"),
-        Weaken::Stage => cfg!(ringbus_weaken = "stage"),
-        Weaken::Available => cfg!(ringbus_weaken = "available"),
-        Weaken::GatingCache => cfg!(ringbus_weaken = "gating_cache"),
-    };
-    if weakened {
-        Ordering::Relaxed
-    } else {
-        Ordering::Release
-    }
-}
-
-/// The ordering of the parking flag's swaps: `AcqRel`, unless this build
-/// weakens it (`--cfg ringbus_weaken="fence"`, loom demonstration only).
-#[inline(always)]
-pub(crate) fn parking_order() -> Ordering {
-    if cfg!(ringbus_weaken = "fence") {
-        Ordering::Relaxed
-    } else {
-        Ordering::AcqRel
-    }
-}
-
 /// What the loom models read to prove they reached their interesting paths.
 /// Plain std atomics: they count across loom executions, outside the model.
 #[cfg(loom)]

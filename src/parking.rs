@@ -70,6 +70,7 @@ use std::time::Instant;
 use crossbeam_utils::CachePadded;
 
 use crate::loom::{self, thread, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::weaken;
 
 /// Why a wait ended without the condition becoming true.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +131,7 @@ impl Signal {
         // AcqRel: releases our progress to a waiter whose later swap reads
         // this value; see the module docs. The lock taken below orders the
         // wake after the waiter's enlisting.
-        if self.sleeping.swap(false, loom::parking_order()) {
+        if self.sleeping.swap(false, weaken::parking_order()) {
             self.notify_all();
         }
     }
@@ -187,9 +188,9 @@ impl Signal {
             // Knob `waker_lock`: add the waker in a second critical section,
             // after the flag is set, leaving a gap a wake can fall into (to
             // show the loom models of parking catch it).
-            if cfg!(ringbus_weaken = "waker_lock") {
+            if weaken::WAKER_LOCK {
                 // AcqRel: as below.
-                self.sleeping.swap(true, loom::parking_order());
+                self.sleeping.swap(true, weaken::parking_order());
                 drop(waiters);
                 loom::lock(&self.waiters).push(waker.clone());
                 return stale;
@@ -199,7 +200,7 @@ impl Signal {
         // AcqRel: acquires the progress of a notifier whose swap came before
         // ours, and releases our enlisting to one whose swap comes after;
         // see the module docs.
-        self.sleeping.swap(true, loom::parking_order());
+        self.sleeping.swap(true, weaken::parking_order());
         stale
     }
 }

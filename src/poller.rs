@@ -22,11 +22,13 @@ use std::time::{Duration, Instant};
 
 use crate::barrier::{LagWatch, StageCell};
 use crate::bus::Bus;
-use crate::loom::{Arc, Weaken};
+use crate::loom::Arc;
 use crate::parking::Interrupt;
 use crate::sequence::Sequence;
 use crate::sequencer::{Scan, Sequencer};
 use crate::wait_strategy::WaitStrategy;
+use crate::weaken;
+use crate::weaken::Weaken;
 
 /// Why a poll returned no events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,7 +348,7 @@ impl Reading<'_> {
 
 impl Drop for Reading<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() && !cfg!(ringbus_weaken = "read_guard") {
+        if std::thread::panicking() && !weaken::READ_GUARD {
             self.0.abandon_read();
         }
     }

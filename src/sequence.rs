@@ -6,7 +6,8 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::loom::{AtomicI64, Ordering, Weaken};
+use crate::loom::{AtomicI64, Ordering};
+use crate::weaken::Weaken;
 
 /// Position of an event in the stream: 0 for the first event published.
 pub type Sequence = i64;
@@ -50,7 +51,7 @@ impl AtomicSequence {
     pub(crate) fn set(&self, value: Sequence, weaken: Weaken) {
         // Release: the slot writes (producer) or the finished handling
         // (stage) before this store are visible to whoever acquires it.
-        self.0.store(value, crate::loom::release(weaken));
+        self.0.store(value, crate::weaken::release(weaken));
     }
 
     /// A store that orders nothing; for values guarded by a lock.

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::JournalError;
 use crate::sequence::Sequence;
+use crate::weaken;
 
 pub(crate) const MAGIC: [u8; 8] = *b"RBJOURNL";
 pub(crate) const VERSION: u32 = 1;
@@ -277,7 +278,7 @@ impl SegmentReader {
         // sequence, and at most one per record header's worth of bytes.
         let highest = self.next + (rest.len() / RECORD_HEADER_LEN) as Sequence;
         let mut candidates = 0..=rest.len().saturating_sub(RECORD_HEADER_LEN);
-        if cfg!(ringbus_weaken = "torn_scan") {
+        if weaken::TORN_SCAN {
             // Only to show the test fails: look only where the damaged
             // record's own length says the next one starts (the old reader).
             let declared = rest.get(3..7).map_or(usize::MAX, |b| {

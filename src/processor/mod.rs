@@ -33,7 +33,7 @@ use crate::barrier::{BarrierSources, SequenceBarrier, StageCell};
 use crate::bus::Bus;
 use crate::consume::Consume;
 use crate::fault::{Failure, FailurePolicy};
-use crate::loom::{Arc, Weaken};
+use crate::loom::Arc;
 use crate::parking::{Interrupt, PollResult};
 #[cfg(not(loom))]
 use crate::report::panic_message;
@@ -41,6 +41,7 @@ use crate::report::StageReport;
 use crate::sequence::{AtomicSequence, Sequence};
 use crate::sequencer::{Scan, Sequencer};
 use crate::wait_strategy::WaitStrategy;
+use crate::weaken::Weaken;
 
 /// One stage's place in the graph.
 pub(crate) struct StageContext<E, S, W> {

@@ -3,12 +3,13 @@
 use super::StageContext;
 use crate::consume::Consume;
 use crate::fault::Failure;
-use crate::loom::Weaken;
 use crate::parking::Interrupt;
 use crate::report::StageReport;
 use crate::sequence::{AtomicSequence, Sequence};
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::WaitStrategy;
+use crate::weaken;
+use crate::weaken::Weaken;
 
 impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     /// A work-pool worker (after LMAX's `WorkProcessor`): each event goes to
@@ -52,13 +53,13 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         'claims: loop {
             let next = loop {
                 let current = work.get_relaxed();
-                if cfg!(ringbus_weaken = "pool_scan") {
+                if weaken::POOL_SCAN {
                     // Only to show the loom model fails without the bound.
                     self.cell.sequence.set(current, Weaken::Stage);
                 } else {
                     raise(current.min(available));
                 }
-                if cfg!(ringbus_weaken = "work_claim") {
+                if weaken::WORK_CLAIM {
                     // Only to show the loom model fails without the CAS.
                     work.set(current + 1, Weaken::Stage);
                     break current + 1;
@@ -69,7 +70,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             };
             while next > available {
                 // Anything new, not only `next`: see above.
-                let wanted = if cfg!(ringbus_weaken = "pool_scan") {
+                let wanted = if weaken::POOL_SCAN {
                     next
                 } else {
                     available + 1

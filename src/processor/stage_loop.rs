@@ -7,12 +7,13 @@ use std::cell::Cell;
 use super::{ReleaseOnUnwind, StageContext};
 use crate::consume::{Consume, Lookahead};
 use crate::fault::Failure;
-use crate::loom::Weaken;
 use crate::parking::Interrupt;
 use crate::report::StageReport;
 use crate::sequence::Sequence;
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::WaitStrategy;
+use crate::weaken;
+use crate::weaken::Weaken;
 
 /// Most events a stage handles between two looks at the halt flag.
 pub(super) const HALT_CHECK_EVERY: Sequence = 256;
@@ -145,7 +146,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             return Ok(None);
         }
         *next = available + 1;
-        if cfg!(ringbus_weaken = "step_scan") {
+        if weaken::STEP_SCAN {
             // Only to show the tests fail: the next scan starts at the cut
             // (issue #24, finding 1), inside a batch.
             self.scan.set(crate::sequencer::Scan::after(available));
@@ -281,7 +282,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         // store must follow `release` (knob `durable_release` swaps them
         // to show tests/journal.rs catches it).
         let mut released = done;
-        if cfg!(ringbus_weaken = "durable_release") {
+        if weaken::DURABLE_RELEASE {
             self.cell.sequence.set(released, Weaken::Stage);
         }
         // Always a fresh scan (from one past what was found): a look-ahead

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{check_batch, waited, Producer, Wait};
 use crate::bus::Bus;
 use crate::error::{PublishError, TryPublishError};
-use crate::loom::{Arc, Ordering, Weaken};
+use crate::loom::{Arc, Ordering};
 use crate::parking::Interrupt;
 use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
@@ -14,6 +14,7 @@ use crate::sequencer::multi::ClaimError;
 use crate::sequencer::sealed::Sealed as _;
 use crate::sequencer::MultiProducerSequencer;
 use crate::wait_strategy::WaitStrategy;
+use crate::weaken::Weaken;
 
 /// A multi producer's slow path after a blocking claim of `last - n + 1
 /// ..= last`: the shared gating cache says the slots may not be free yet.

@@ -14,6 +14,7 @@ pub use single::SingleProducerSequencer;
 use std::fmt;
 
 use crate::sequence::Sequence;
+use crate::weaken;
 
 pub(crate) mod sealed {
     use super::*;
@@ -148,7 +149,7 @@ impl Scan {
     ) -> Sequence {
         if self.known < next {
             let found = sequencer.highest_published(self.known + 1);
-            if cfg!(ringbus_weaken = "unconfirmed_scan") {
+            if weaken::UNCONFIRMED_SCAN {
                 // Only to show the loom model fails when an evicted
                 // reader's scan raises the frontier.
                 sequencer.reached(found);

@@ -28,8 +28,10 @@
 
 use std::fmt;
 
-use crate::loom::{self, AtomicI64, Ordering, Weaken};
+use crate::loom::{AtomicI64, Ordering};
 use crate::sequence::{AtomicSequence, Sequence, INITIAL};
+use crate::weaken;
+use crate::weaken::Weaken;
 
 use super::sealed::Sealed;
 
@@ -115,7 +117,7 @@ impl MultiProducerSequencer {
         let flag = &self.available[(first & self.mask) as usize];
         // Release: the event writes of the whole batch happen before the mark;
         // pairs with the Acquire load in `highest_published`.
-        flag.store(last, loom::release(Weaken::Available));
+        flag.store(last, weaken::release(Weaken::Available));
     }
 
     /// Closes the bus to producers. The call that sets the closed bit gets
@@ -139,7 +141,7 @@ impl MultiProducerSequencer {
     /// where to start. `--cfg ringbus_weaken="join_point"` restores that
     /// search, only to show the loom model catches it.
     pub(crate) fn join_point(&self, slowest: Sequence) -> Sequence {
-        if cfg!(ringbus_weaken = "join_point") {
+        if weaken::JOIN_POINT {
             return self.batch_end_around(slowest);
         }
         self.published_floor()
@@ -241,7 +243,7 @@ impl Sealed for MultiProducerSequencer {
     fn reached(&self, end: Sequence) {
         // Knob `reached`: readers leave it stale (the published floor's
         // scan then starts from an old place).
-        if !cfg!(ringbus_weaken = "reached") {
+        if !weaken::REACHED {
             self.reached.raise_relaxed(end);
         }
     }

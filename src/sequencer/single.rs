@@ -4,8 +4,8 @@
 //! load it with Acquire, so every slot up to it is visible to them. No CAS and
 //! no per-slot flags: the cursor alone says what is published.
 
-use crate::loom::Weaken;
 use crate::sequence::{AtomicSequence, Sequence, INITIAL};
+use crate::weaken::Weaken;
 
 use super::sealed::Sealed;
 

@@ -1,0 +1,96 @@
+//! Weakening knobs: each puts back one old behaviour or drops one ordering,
+//! in a build with `--cfg ringbus_weaken="<name>"` (never in a real build),
+//! to show that the loom model or test that guards it fails without it.
+//! `ci/loom-weakened.sh` checks every knob. Each knob is a `const` here, so
+//! a site reads `if weaken::STEP_SCAN { old } else { new }` and the old path
+//! compiles away.
+
+use crate::loom::Ordering;
+
+/// `durable_release`: The journal stage's sequence stored before the consumer's `release` (issue #14): stages after the journal see events not yet durable. Caught by tests/journal.rs.
+pub(crate) const DURABLE_RELEASE: bool = cfg!(ringbus_weaken = "durable_release");
+
+/// `edge_signal`: A stage's progress signalled on the bus's signal instead of its own (before parking per edge). Caught by loom model `a_pipeline_parks_per_edge_and_loses_no_wake_up`.
+pub(crate) const EDGE_SIGNAL: bool = cfg!(ringbus_weaken = "edge_signal");
+
+/// `evict_order`: The eviction protocol's two sides Relaxed instead of SeqCst. Caught by loom model `evicting_a_subscriber_never_overwrites_what_it_reads`.
+pub(crate) const EVICT_ORDER: bool = cfg!(ringbus_weaken = "evict_order");
+
+/// `join_point`: A joining poller searches for its start instead of taking the sequencer's join point. Caught by loom model `poller_joining_behind_a_limited_poll_misses_nothing`; tests/poller.rs.
+pub(crate) const JOIN_POINT: bool = cfg!(ringbus_weaken = "join_point");
+
+/// `lag_clock`: No clock wakes an async publish held by a lag-limited subscriber (issue #24, finding 2). Caught by tests/async_bus.rs.
+#[cfg_attr(any(not(feature = "async"), loom), allow(dead_code))]
+pub(crate) const LAG_CLOCK: bool = cfg!(ringbus_weaken = "lag_clock");
+
+/// `lag_rejoin`: A parked producer does not restart its wait when a lag-limited subscriber joins (issue #24, finding 2). Caught by tests/lag_limit.rs; the lifecycle tester.
+pub(crate) const LAG_REJOIN: bool = cfg!(ringbus_weaken = "lag_rejoin");
+
+/// `limit_default`: A poller joins without the default limit on how far it may scan. Caught by loom model `poller_joining_while_the_producer_wraps`.
+pub(crate) const LIMIT_DEFAULT: bool = cfg!(ringbus_weaken = "limit_default");
+
+/// `pool_scan`: A work pool worker scans only its own next slot. Caught by loom model `work_pool_behind_two_producers_reads_only_published_slots`; tests/work_pool.rs.
+pub(crate) const POOL_SCAN: bool = cfg!(ringbus_weaken = "pool_scan");
+
+/// `reached`: Readers leave the published floor's scan start stale (issue #16). Caught by tests/poller.rs.
+pub(crate) const REACHED: bool = cfg!(ringbus_weaken = "reached");
+
+/// `read_guard`: No unwind guard around a lag-limited poll's read (issue #24, finding 3). Caught by tests/lag_limit.rs; the lifecycle tester.
+pub(crate) const READ_GUARD: bool = cfg!(ringbus_weaken = "read_guard");
+
+/// `step_scan`: A shared-thread step rescans from its own cut inside a batch (issue #24, finding 1). Caught by loom model `a_shared_step_that_cuts_a_batch_loses_nothing`; tests/shared_thread.rs; the lifecycle tester.
+pub(crate) const STEP_SCAN: bool = cfg!(ringbus_weaken = "step_scan");
+
+/// `torn_scan`: The journal reader trusts a damaged length field to find what follows (issue #24, finding 5). Caught by tests/journal_damage.rs; the lifecycle tester.
+#[cfg_attr(not(all(feature = "journal", unix)), allow(dead_code))]
+pub(crate) const TORN_SCAN: bool = cfg!(ringbus_weaken = "torn_scan");
+
+/// `unconfirmed_scan`: An evicted lag-limited poller's scan records what it found (issue #24, finding 4). Caught by nothing yet: the interleaving is beyond loom's budget.
+pub(crate) const UNCONFIRMED_SCAN: bool = cfg!(ringbus_weaken = "unconfirmed_scan");
+
+/// `waker_lock`: A waiter adds its waker in a second critical section, after setting the flag. Caught by loom models `awaiting_poller_is_woken_by_a_publish`, `a_pipeline_parks_per_edge_and_loses_no_wake_up`.
+pub(crate) const WAKER_LOCK: bool = cfg!(ringbus_weaken = "waker_lock");
+
+/// `work_claim`: Two pool workers may claim the same event. Caught by loom model `work_pool_hands_each_event_to_exactly_one_worker`.
+pub(crate) const WORK_CLAIM: bool = cfg!(ringbus_weaken = "work_claim");
+
+/// The orderings `--cfg ringbus_weaken="<name>"` can turn off, one at a time,
+/// to show that a loom model fails without them. Never set in real builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Weaken {
+    /// The single producer's cursor store.
+    Cursor,
+    /// A stage's sequence store.
+    Stage,
+    /// The multi-producer's availability mark.
+    Available,
+    /// The multi-producers' shared gating cache.
+    GatingCache,
+}
+
+/// `Release`, unless this build weakens `what` (loom demonstration only).
+#[inline(always)]
+pub(crate) fn release(what: Weaken) -> Ordering {
+    let weakened = match what {
+        Weaken::Cursor => cfg!(ringbus_weaken = "cursor"),
+        Weaken::Stage => cfg!(ringbus_weaken = "stage"),
+        Weaken::Available => cfg!(ringbus_weaken = "available"),
+        Weaken::GatingCache => cfg!(ringbus_weaken = "gating_cache"),
+    };
+    if weakened {
+        Ordering::Relaxed
+    } else {
+        Ordering::Release
+    }
+}
+
+/// The ordering of the parking flag's swaps: `AcqRel`, unless this build
+/// weakens it (`--cfg ringbus_weaken="fence"`, loom demonstration only).
+#[inline(always)]
+pub(crate) fn parking_order() -> Ordering {
+    if cfg!(ringbus_weaken = "fence") {
+        Ordering::Relaxed
+    } else {
+        Ordering::AcqRel
+    }
+}
