@@ -5,18 +5,19 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::barrier::StageCell;
+use crate::error::SubscribeError;
 use crate::loom::{
     self, thread::JoinHandle, Arc, AtomicBool, AtomicI64, AtomicUsize, Mutex, Ordering,
 };
 use crate::metrics::{Metrics, Source};
 use crate::parking::{self, Interrupt, PollResult, Signal, Sources};
+use crate::report::ShutdownError;
 use crate::report::{ShutdownReport, StageOutcome, StageReport};
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::{minimum, Sequence};
 use crate::sequencer::Sequencer;
 use crate::wait_strategy::{self, WaitStrategy};
 use crate::weaken;
-use crate::{ShutdownError, SubscribeError};
 
 /// Sequence value of `closed_at` while producers may still publish.
 const OPEN: Sequence = Sequence::MAX;

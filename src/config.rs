@@ -86,12 +86,13 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::builder::{Builder, StageId};
-use crate::error::{BuildError, PublishError, ShutdownError, SubscribeError, TryPublishError};
+use crate::error::{BuildError, PublishError, SubscribeError, TryPublishError};
 use crate::fault::{BoxError, Failure, FailurePolicy};
 use crate::handler::{forward_lifecycle, EventHandler, EventHandlerMut, TryEventHandler};
 use crate::metrics::Metrics;
 use crate::poller::Subscription;
 use crate::producer::{MultiProducer, Publisher, SingleProducer};
+use crate::report::ShutdownError;
 use crate::report::ShutdownReport;
 use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;

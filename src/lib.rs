@@ -157,7 +157,7 @@ mod weaken;
 
 pub use affinity::available_cores;
 pub use builder::{multi_producer, single_producer, Builder, StageId};
-pub use error::{BuildError, PublishError, ShutdownError, SubscribeError, TryPublishError};
+pub use error::{BuildError, PublishError, SubscribeError, TryPublishError};
 pub use fault::{BoxError, DeadLetter, Failure, FailurePolicy};
 pub use handler::{
     Batch, BatchEventHandler, BatchEventHandlerMut, EventHandler, EventHandlerMut,
@@ -171,7 +171,7 @@ pub use metrics::{Metrics, MetricsSnapshot, StageMetrics, SubscriberMetrics};
 pub use poller::EventStream;
 pub use poller::{EventPoller, LagLimit, PollError, Subscription};
 pub use producer::{MultiProducer, Producer, Publisher, SingleProducer};
-pub use report::{ShutdownReport, StageReport};
+pub use report::{ShutdownError, ShutdownReport, StageReport};
 pub use ring_buffer::BatchMut;
 #[allow(deprecated)]
 pub use ring_buffer::Slots;

@@ -387,7 +387,7 @@ where
 pub(crate) fn subscribe<E, S, W>(
     bus: &Arc<Bus<E, S, W>>,
     limit: Option<LagLimit>,
-) -> Result<EventPoller<E, S, W>, crate::SubscribeError>
+) -> Result<EventPoller<E, S, W>, crate::error::SubscribeError>
 where
     E: Send + Sync + 'static,
     S: Sequencer,
@@ -445,12 +445,12 @@ impl<H> Drop for Subscription<H> {
 pub(crate) fn subscribe_with<E, S, W, H>(
     bus: &Arc<Bus<E, S, W>>,
     mut handler: H,
-) -> Result<Subscription<H>, crate::SubscribeError>
+) -> Result<Subscription<H>, crate::error::SubscribeError>
 where
     E: Send + Sync + 'static,
     S: Sequencer,
     W: WaitStrategy,
-    H: crate::EventHandler<E> + Send + 'static,
+    H: crate::handler::EventHandler<E> + Send + 'static,
 {
     let mut poller = subscribe(bus, None)?;
     let stop = Arc::new(crate::loom::AtomicBool::new(false));

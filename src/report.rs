@@ -1,6 +1,7 @@
 //! What stages report when the bus shuts down.
 
 use std::any::Any;
+use std::fmt;
 
 use crate::fault::Failure;
 
@@ -118,3 +119,56 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         String::from("<non-string panic payload>")
     }
 }
+
+/// A shutdown did not complete cleanly.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// The stages did not drain within the timeout; the bus was halted. The
+    /// threads that stopped were joined and the report counts what they
+    /// processed; a stage stuck in its handler is reported `still_running`
+    /// and its thread finishes on its own once the handler returns.
+    TimedOut(ShutdownReport),
+    /// A stage stopped after a failure (an error or a panic its policy did
+    /// not absorb); the report says which stage and why.
+    StageFailed(ShutdownReport),
+    /// `shutdown` was called on one of the bus's own stage threads (from a
+    /// handler), which cannot wait for itself. The bus is closed: the stage
+    /// threads drain and finish on their own after the handler returns, but
+    /// nobody joins them. Shut a bus down from outside its handlers to get
+    /// the report.
+    OnStageThread,
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TimedOut(report) => {
+                f.write_str(
+                    "the stages did not drain before the timeout; the bus was halted \
+                     (give shutdown_timeout more time or find the slow stage in the report)",
+                )?;
+                for s in report.stages.iter().filter(|s| s.still_running) {
+                    write!(f, "; stage `{}` is still inside its handler", s.name)?;
+                }
+                Ok(())
+            }
+            Self::OnStageThread => f.write_str(
+                "shutdown was called from a handler of the same bus, which cannot wait \
+                 for its own thread; the bus is closed and its stages finish on their \
+                 own (shut down from outside the handlers to get the report)",
+            ),
+            Self::StageFailed(report) => {
+                write!(f, "a stage failed and stopped")?;
+                for s in &report.stages {
+                    if let Some(failure) = &s.failure {
+                        write!(f, "; stage `{}`: {failure}", s.name)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ShutdownError {}

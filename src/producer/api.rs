@@ -3,15 +3,16 @@
 
 use std::time::Duration;
 
-use crate::error::{PublishError, ShutdownError, SubscribeError, TryPublishError};
+use crate::error::{PublishError, SubscribeError, TryPublishError};
 use crate::handler::EventHandler;
 use crate::metrics::Metrics;
 use crate::poller::Subscription;
+use crate::producer::{MultiProducer, SingleProducer};
+use crate::report::ShutdownError;
 use crate::report::ShutdownReport;
 use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
 use crate::wait_strategy::WaitStrategy;
-use crate::{MultiProducer, SingleProducer};
 
 /// A handle that publishes events into a bus: [`SingleProducer`],
 /// [`MultiProducer`], or `config::AnyProducer` (feature `serde`: a bus

@@ -11,11 +11,11 @@ use super::{MultiProducer, SingleProducer};
 use crate::error::{PublishError, TryPublishError};
 use crate::loom::{self, thread, Arc, Mutex};
 use crate::parking::Interrupt;
+use crate::report::ShutdownError;
 use crate::report::ShutdownReport;
 use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
 use crate::wait_strategy::AsyncWait;
-use crate::ShutdownError;
 
 /// Publishes with `try_publish` until it is not full, awaiting room in
 /// between; `try_publish` takes `f` only when it claims, so a future

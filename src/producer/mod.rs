@@ -27,11 +27,11 @@ use crate::loom::{Arc, Ordering};
 use crate::metrics::Metrics;
 use crate::parking::Interrupt;
 use crate::poller::{EventPoller, Subscription};
+use crate::report::ShutdownError;
 use crate::report::ShutdownReport;
 use crate::sequence::{Sequence, INITIAL};
 use crate::sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
 use crate::wait_strategy::{deadline_after, WaitStrategy};
-use crate::ShutdownError;
 
 /// How long a claim may wait for free slots.
 #[derive(Clone, Copy)]
@@ -265,7 +265,7 @@ where
     /// As for [`subscribe`](Producer::subscribe).
     pub fn subscribe_lag_limited(
         &self,
-        limit: crate::LagLimit,
+        limit: crate::poller::LagLimit,
     ) -> Result<EventPoller<E, S, W>, SubscribeError> {
         crate::poller::subscribe(&self.bus, Some(limit))
     }
@@ -278,7 +278,7 @@ where
     #[doc(hidden)]
     pub fn subscribe_with_lag_limit(
         &self,
-        limit: crate::LagLimit,
+        limit: crate::poller::LagLimit,
     ) -> Result<EventPoller<E, S, W>, SubscribeError> {
         self.subscribe_lag_limited(limit)
     }
