@@ -57,6 +57,15 @@ pub(crate) trait Consume<E> {
     /// that failed ([`try_consume_range`](Consume::try_consume_range)); the
     /// loop then applies the stage's policy to that event alone.
     const FALLIBLE_RANGE: bool = false;
+    /// After a panic out of [`try_consume_range`](Consume::try_consume_range):
+    /// the event the call was at, when the consumer knows it. A mutating
+    /// consumer must say (handing the range over again one event per call,
+    /// to find the panic, would write the events before it twice); `None`
+    /// lets the loop do that.
+    #[inline]
+    fn panicked_at(&self) -> Option<Sequence> {
+        None
+    }
     /// Hands `from..=to` over; `Err((at, failure))`: the events before `at`
     /// were handled and `at` failed.
     ///
@@ -142,8 +151,49 @@ pub(crate) struct FallibleWriter<H>(pub(crate) H);
 /// A mutating stage whose handler takes whole batches.
 pub(crate) struct BatchWriter<H>(pub(crate) H);
 /// A mutating stage whose handler takes whole batches and may fail at an
-/// event.
-pub(crate) struct TryBatchWriter<H>(pub(crate) H);
+/// event; the cell learns how far a call that panicked got (see
+/// [`Consume::panicked_at`]).
+pub(crate) struct TryBatchWriter<H>(pub(crate) H, Cell<Sequence>);
+
+/// How the builder wraps a handler in its adapter and takes it back.
+pub(crate) trait Adapter<H> {
+    fn wrap(handler: H) -> Self;
+    fn into_inner(self) -> H;
+}
+
+macro_rules! one_field_adapter {
+    ($($adapter:ident),*) => {$(
+        impl<H> Adapter<H> for $adapter<H> {
+            fn wrap(handler: H) -> Self {
+                Self(handler)
+            }
+            fn into_inner(self) -> H {
+                self.0
+            }
+        }
+    )*};
+}
+one_field_adapter!(
+    Reader,
+    Writer,
+    Fallible,
+    BatchReader,
+    TryBatchReader,
+    FallibleWriter,
+    BatchWriter
+);
+
+impl<H> Adapter<H> for TryBatchWriter<H> {
+    fn wrap(handler: H) -> Self {
+        Self(handler, Cell::new(NOT_DROPPED))
+    }
+    fn into_inner(self) -> H {
+        self.0
+    }
+}
+
+/// `TryBatchWriter`'s cell before a call: its `BatchMut` was not dropped.
+const NOT_DROPPED: Sequence = Sequence::MIN;
 
 impl<E, H: EventHandler<E>> Consume<E> for Reader<H> {
     const FALLIBLE: bool = false;
@@ -344,7 +394,8 @@ impl<E, H: BatchEventHandlerMut<E>> Consume<E> for BatchWriter<H> {
         sequence: Sequence,
         _eob: bool,
     ) -> Result<(), Failure> {
-        // SAFETY: as for `Writer`, for the one sequence.
+        // SAFETY: as for `Writer`, for the one sequence; what the iterator
+        // yields stays within the call, as in `consume_range`.
         self.0
             .on_batch(unsafe { ring.slots_mut(sequence, sequence) });
         Ok(())
@@ -361,7 +412,9 @@ impl<E, H: BatchEventHandlerMut<E>> Consume<E> for BatchWriter<H> {
         progress: &Cell<Sequence>,
     ) {
         // SAFETY: the caller's write permission for the whole range (as for
-        // `Writer`), which is at most the ring's capacity.
+        // `Writer`), which is at most the ring's capacity; the handler's
+        // `on_batch` is generic over the iterator's lifetime, so what it
+        // yields stays within the call.
         self.0.on_batch(unsafe { ring.slots_mut(from, to) });
         progress.set(to);
     }
@@ -384,10 +437,20 @@ impl<E, H: TryBatchEventHandlerMut<E>> Consume<E> for TryBatchWriter<H> {
         sequence: Sequence,
         _eob: bool,
     ) -> Result<(), Failure> {
-        // SAFETY: as for `Writer`, for the one sequence.
+        // SAFETY: as for `Writer`, for the one sequence; the handler's
+        // `on_batch` is generic over the iterator's lifetime, so what it
+        // yields stays within the call.
         self.0
             .on_batch(unsafe { ring.slots_mut(sequence, sequence) })
             .map_err(|(_, error)| Failure::from_error(error))
+    }
+
+    #[inline]
+    fn panicked_at(&self) -> Option<Sequence> {
+        // The last event its iterator yielded (the one the handler was
+        // at), or the first of the range when it yielded none.
+        let yielded = self.1.get();
+        (yielded != NOT_DROPPED).then_some(yielded)
     }
 
     #[cfg(not(loom))]
@@ -397,10 +460,14 @@ impl<E, H: TryBatchEventHandlerMut<E>> Consume<E> for TryBatchWriter<H> {
         from: Sequence,
         to: Sequence,
     ) -> Result<(), (Sequence, Failure)> {
+        self.1.set(NOT_DROPPED);
         // SAFETY: the caller's write permission for the whole range (as for
-        // `Writer`), which is at most the ring's capacity.
+        // `Writer`), which is at most the ring's capacity; the handler's
+        // `on_batch` is generic over the iterator's lifetime, so what it
+        // yields stays within the call.
+        let slots = unsafe { ring.slots_mut_reporting(from, to, &self.1) };
         self.0
-            .on_batch(unsafe { ring.slots_mut(from, to) })
+            .on_batch(slots)
             .map_err(|(at, error)| (at.clamp(from, to), Failure::from_error(error)))
     }
 }

@@ -443,6 +443,11 @@ where
 /// out), yielding `&mut E` in sequence order. Closures
 /// `FnMut(BatchMut<'_, E>)` are mutating batch handlers. The builder's rule
 /// for mutating stages applies (see [`EventHandlerMut`]).
+///
+/// As for [`BatchEventHandler`]: under a plain halt a batch that panics
+/// releases none of its events to the stages after it (the stage stops);
+/// under any other policy the stage hands its events over one per call, so
+/// that a retry, skip or dead letter is per event.
 pub trait BatchEventHandlerMut<E> {
     /// Called with each batch, in sequence order.
     fn on_batch(&mut self, batch: BatchMut<'_, E>);
@@ -473,7 +478,10 @@ where
 /// before `at` were handled and `at` failed, with the semantics of
 /// [`TryBatchEventHandler`] (a retried batch starts at `at`, and `at` keeps
 /// whatever the failed call wrote to it). [`BatchMut::next_sequence`] gives
-/// the sequence of the event the iterator yields next. Closures
+/// the sequence of the event the iterator yields next. A panic is taken as
+/// a failure of the event the iterator yielded last (the first of the
+/// batch if none): the events before it are handled and never handed over
+/// again, so none is written twice. Closures
 /// `FnMut(BatchMut<'_, E>) -> Result<(), (Sequence, Err)>` are fallible
 /// mutating batch handlers.
 pub trait TryBatchEventHandlerMut<E> {

@@ -94,8 +94,9 @@ impl ShutdownReport {
 
     /// Takes back the handler of stage `index` (in the order stages were
     /// added), with its final state: for handlers added by value (not
-    /// through a [`factory`](crate::factory)) with `handle_events_with`
-    /// that ended without a panic (and the journal stage's writer). `None` for other stages, a wrong type `H`,
+    /// through a [`factory`](crate::factory)) with `handle_events_with` or
+    /// `try_handle_events_with` that ended without a panic (and the journal
+    /// stage's writer). `None` for other stages, a wrong type `H`,
     /// or a second call.
     pub fn take_handler<H: 'static>(&mut self, index: usize) -> Option<H> {
         let state = self.states.get_mut(index)?.take()?;

@@ -5,6 +5,7 @@
 //! slot is decided by the sequencer and the barriers, so the accessors here are
 //! `unsafe` and state the permission they require.
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -174,7 +175,12 @@ impl<'a, E> RingView<'a, E> {
     ///
     /// # Safety
     /// As for [`RingView::write`], for every sequence of the range, and the
-    /// range is at most `capacity` long.
+    /// range is at most `capacity` long. The caller keeps that permission
+    /// for as long as the references the iterator yields may be used: the
+    /// `'a` it returns is the ring's borrow, longer than that, so the
+    /// caller hands the iterator over where its lifetime is generic (a
+    /// handler's `on_batch(BatchMut<'_, E>)`, a producer's closure), which
+    /// keeps the references within the call.
     #[inline]
     pub(crate) unsafe fn slots_mut(self, first: Sequence, last: Sequence) -> BatchMut<'a, E> {
         debug_assert!(last - first <= self.mask);
@@ -182,9 +188,32 @@ impl<'a, E> RingView<'a, E> {
             ring: self,
             next: first,
             last,
+            yielded: None,
             #[cfg(loom)]
             guards: Vec::new(),
         }
+    }
+
+    /// As [`slots_mut`](Self::slots_mut), and when the iterator is dropped
+    /// (also while a panic unwinds the handler that held it), `yielded` is
+    /// set to the last sequence it yielded (`first - 1` for none).
+    ///
+    /// # Safety
+    /// As for [`slots_mut`](Self::slots_mut).
+    #[inline]
+    pub(crate) unsafe fn slots_mut_reporting<'b>(
+        self,
+        first: Sequence,
+        last: Sequence,
+        yielded: &'b Cell<Sequence>,
+    ) -> BatchMut<'b, E>
+    where
+        'a: 'b,
+    {
+        // SAFETY: the caller's permission, as for `slots_mut`.
+        let mut slots: BatchMut<'b, E> = unsafe { self.slots_mut(first, last) };
+        slots.yielded = Some(yielded);
+        slots
     }
 }
 
@@ -197,6 +226,9 @@ pub struct BatchMut<'a, E> {
     ring: RingView<'a, E>,
     next: Sequence,
     last: Sequence,
+    /// Where a stage learns how far its handler got (see
+    /// `RingView::slots_mut_reporting`); `None` for a producer's batch.
+    yielded: Option<&'a Cell<Sequence>>,
     // Loom tracks an access while its pointer guard lives; keep them alive as
     // long as the references we hand out may be used.
     #[cfg(loom)]
@@ -230,8 +262,9 @@ impl<'a, E> Iterator for BatchMut<'a, E> {
         let ptr = self.ring.slot(self.next).get_mut();
         self.next += 1;
         // SAFETY: `slots_mut`'s caller holds write permission for the whole
-        // range for the lifetime 'a, and each sequence is yielded once, so
-        // the `&mut` references never alias.
+        // range while the references may be used (they stay within the call
+        // the iterator was handed to; see `slots_mut`), and each sequence is
+        // yielded once, so the `&mut` references never alias.
         let event: &'a mut E = unsafe { &mut *(ptr.deref() as *mut E) };
         #[cfg(loom)]
         self.guards.push(ptr);
@@ -245,6 +278,15 @@ impl<'a, E> Iterator for BatchMut<'a, E> {
 }
 
 impl<E> ExactSizeIterator for BatchMut<'_, E> {}
+
+impl<E> Drop for BatchMut<'_, E> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(yielded) = self.yielded {
+            yielded.set(self.next - 1);
+        }
+    }
+}
 
 /// The old name of [`BatchMut`].
 #[deprecated(note = "renamed `BatchMut`, the producer's and the mutating stage's batch")]

@@ -18,8 +18,8 @@
 
 use crate::builder::Builder;
 use crate::consume::{
-    BatchReader, BatchWriter, Fallible, FallibleWriter, Reader, TryBatchReader, TryBatchWriter,
-    Writer,
+    Adapter, BatchReader, BatchWriter, Fallible, FallibleWriter, Reader, TryBatchReader,
+    TryBatchWriter, Writer,
 };
 use crate::handler::{
     BatchEventHandler, BatchEventHandlerMut, EventHandler, EventHandlerMut, TryBatchEventHandler,
@@ -133,7 +133,11 @@ macro_rules! into_stage {
                 Self: Send + 'static,
                 E: Send + Sync + 'static,
             {
-                builder.add_owned($mutating, $adapter(self), |$adapter(h)| h)
+                builder.add_owned(
+                    $mutating,
+                    <$adapter<H>>::wrap(self),
+                    <$adapter<H>>::into_inner,
+                )
             }
 
             fn add_made_to<S: Sequencer, W: WaitStrategy>(
@@ -144,7 +148,7 @@ macro_rules! into_stage {
                 Self: 'static,
                 E: Send + Sync + 'static,
             {
-                builder.add_made($mutating, move || $adapter(make()))
+                builder.add_made($mutating, move || <$adapter<H>>::wrap(make()))
             }
         }
     };

@@ -21,7 +21,20 @@ struct Ev {
     doubled: u64,
 }
 
-/// The mutating forms: each sets `doubled`; the fallible ones first fail
+/// What a failed call of a fallible mutating form leaves in `doubled`.
+const FAILED_WRITE: u64 = u64::MAX;
+
+/// The mutating stage's write: an XOR, so that writing an event twice
+/// undoes the first write (the check then sees it); a failed call's write
+/// is cleared first, as a retried handler must.
+fn mark(e: &mut Ev) {
+    if e.doubled == FAILED_WRITE {
+        e.doubled = 0;
+    }
+    e.doubled ^= 2 * e.value + 1;
+}
+
+/// The mutating forms: each marks the event; the fallible ones first fail
 /// once (after a wrong write) at every sequence that is 5 mod 31, and are
 /// retried.
 fn with_mutator(form: u8) -> ringbus::Builder<Ev, ringbus::MultiProducerSequencer, Yielding> {
@@ -40,28 +53,27 @@ fn with_mutator(form: u8) -> ringbus::Builder<Ev, ringbus::MultiProducerSequence
         b
     };
     match (form & 3, made) {
-        (0, false) => {
-            b.handle_events_with(|e: &mut Ev, _: Sequence, _: bool| e.doubled = 2 * e.value)
-        }
+        (0, false) => b.handle_events_with(|e: &mut Ev, _: Sequence, _: bool| mark(e)),
         (0, true) => b.handle_events_with(ringbus::factory(|| {
-            let local = Rc::new(2); // not `Send`: made on the stage thread
-            move |e: &mut Ev, _: Sequence, _: bool| e.doubled = *local * e.value
+            let local = Rc::new(()); // not `Send`: made on the stage thread
+            move |e: &mut Ev, _: Sequence, _: bool| {
+                let _ = &local;
+                mark(e)
+            }
         })),
-        (2, false) => b.handle_events_with(|batch: BatchMut<'_, Ev>| {
-            batch.for_each(|e| e.doubled = 2 * e.value)
-        }),
+        (2, false) => b.handle_events_with(|batch: BatchMut<'_, Ev>| batch.for_each(mark)),
         (2, true) => b.handle_events_with(ringbus::factory(|| {
-            |batch: BatchMut<'_, Ev>| batch.for_each(|e| e.doubled = 2 * e.value)
+            |batch: BatchMut<'_, Ev>| batch.for_each(mark)
         })),
         (1, made) => {
             let make = move || {
                 let mut last = -1;
                 move |e: &mut Ev, seq: Sequence, _: bool| {
                     if fails(seq, &mut last) {
-                        e.doubled = 7;
+                        e.doubled = FAILED_WRITE;
                         return Err("transient");
                     }
-                    e.doubled = 2 * e.value;
+                    mark(e);
                     Ok(())
                 }
             };
@@ -80,10 +92,10 @@ fn with_mutator(form: u8) -> ringbus::Builder<Ev, ringbus::MultiProducerSequence
                         return Ok(());
                     };
                     if fails(seq, &mut last) {
-                        e.doubled = 7;
+                        e.doubled = FAILED_WRITE;
                         return Err((seq, "transient"));
                     }
-                    e.doubled = 2 * e.value;
+                    mark(e);
                 }
             };
             if made {
@@ -105,7 +117,11 @@ fn checker() -> (Arc<AtomicU64>, impl FnMut(&Ev, Sequence) + Send + 'static) {
         let p = (e.value / PER_PRODUCER) as usize;
         assert_eq!(e.value % PER_PRODUCER, next[p], "producer {p}: order");
         next[p] += 1;
-        assert_eq!(e.doubled, 2 * e.value, "the mutating stage's write");
+        assert_eq!(
+            e.doubled,
+            2 * e.value + 1,
+            "the mutating stage wrote it once"
+        );
         count.fetch_add(1, Ordering::Relaxed);
     };
     (seen, check)
@@ -162,14 +178,24 @@ fn every_form_sees_every_event_once_in_order_after_every_mutating_form() {
                         while i < PER_PRODUCER {
                             let first = p * PER_PRODUCER + i;
                             if i % 3 == 0 || i + 1 == PER_PRODUCER {
-                                producer.publish(|e| e.value = first).unwrap();
+                                producer
+                                    .publish(|e| {
+                                        *e = Ev {
+                                            value: first,
+                                            doubled: 0,
+                                        }
+                                    })
+                                    .unwrap();
                                 i += 1;
                             } else {
                                 // Batches of two, some straddling the ring's end.
                                 producer
                                     .batch_publish(2, |slots| {
                                         for (k, e) in slots.enumerate() {
-                                            e.value = first + k as u64;
+                                            *e = Ev {
+                                                value: first + k as u64,
+                                                doubled: 0,
+                                            };
                                         }
                                     })
                                     .unwrap();
@@ -323,4 +349,77 @@ fn the_old_names_of_the_naming_pass_still_work() {
         .poll(8, |e: &u64, _: Sequence, _: bool| got = *e)
         .unwrap();
     assert_eq!(got, 5);
+}
+
+/// A mutating batch stage that panics mid-batch, under each policy, after a
+/// stage that holds the bus back until the batch is whole: under skip,
+/// dead-letter and retry the events before the panic are written once (not
+/// handed over again), the one that panicked is routed by the policy, the
+/// rest are written once; under a plain halt none of the batch reaches the
+/// stage after it.
+#[test]
+fn a_mutating_batch_that_panics_writes_no_event_twice() {
+    use std::sync::Mutex;
+    for policy in ["skip", "dead-letter", "retry", "halt"] {
+        for fallible in [false, true] {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&seen);
+            let gate = Arc::new(std::sync::Barrier::new(2));
+            let open = Arc::clone(&gate);
+            let mut panicked = false;
+            let mut add = move |mut batch: BatchMut<'_, u64>| {
+                for e in &mut batch {
+                    if *e == 5 && !std::mem::replace(&mut panicked, true) {
+                        panic!("at five");
+                    }
+                    *e += 100;
+                }
+            };
+            let b = ringbus::single_producer(16, || 0u64, Blocking)
+                // Holds event 0 until the producer published all 8, so the
+                // mutating stage gets them as one batch.
+                .handle_events_with(move |_: &u64, s: Sequence, _: bool| {
+                    if s == 0 {
+                        open.wait();
+                    }
+                })
+                .and_then()
+                .on_failure(match policy {
+                    "skip" => FailurePolicy::skip(),
+                    "dead-letter" => FailurePolicy::dead_letter(|_, _, _, _| {}),
+                    "retry" => FailurePolicy::halt().retry(1, Duration::ZERO),
+                    _ => FailurePolicy::halt(),
+                });
+            let b = if fallible {
+                b.try_handle_events_with(move |batch: BatchMut<'_, u64>| {
+                    add(batch);
+                    Ok::<_, (Sequence, &str)>(())
+                })
+            } else {
+                b.handle_events_with(add)
+            };
+            let mut producer = b
+                .and_then()
+                .handle_events_with(move |e: &u64, _: Sequence, _: bool| {
+                    sink.lock().unwrap().push(*e)
+                })
+                .build();
+            for i in 0..8u64 {
+                producer.publish(|e| *e = i).unwrap();
+            }
+            gate.wait();
+            let _ = producer.shutdown();
+            let seen = seen.lock().unwrap().clone();
+            let expected: Vec<u64> = match policy {
+                // The panicking event is left as it was.
+                "skip" | "dead-letter" => vec![100, 101, 102, 103, 104, 5, 106, 107],
+                // Offered again, it is written once.
+                "retry" => (100..108).collect(),
+                // Under a plain halt a batch that panics releases none of
+                // its events (the stage stops).
+                _ => vec![],
+            };
+            assert_eq!(seen, expected, "policy {policy}, fallible {fallible}");
+        }
+    }
 }

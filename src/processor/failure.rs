@@ -133,11 +133,18 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     Ok(outcome) => outcome,
                     Err(payload) => {
                         report.panics += 1;
-                        if end > start {
-                            one_by_one_until = Some(end);
-                            continue;
+                        let failure = Failure::Panic(panic_message(&*payload));
+                        match consumer.panicked_at() {
+                            // A mutating consumer says where it was: the
+                            // events before that are handled (handing them
+                            // over again would write them twice).
+                            Some(at) => Err((at.clamp(start, end), failure)),
+                            None if end > start => {
+                                one_by_one_until = Some(end);
+                                continue;
+                            }
+                            None => Err((start, failure)),
                         }
-                        Err((start, Failure::Panic(panic_message(&*payload))))
                     }
                 }
             } else {
