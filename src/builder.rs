@@ -696,8 +696,10 @@ where
                 name: dup.name.clone(),
             });
         }
+        // Read once per process before any stage thread of ours pins itself
+        // (pinning and the spinning strategies' count of cores use it).
+        let available = affinity::available_cores();
         if self.stages.iter().any(|s| s.core.is_some()) {
-            let available = affinity::available_cores();
             if let Some(requested) = self
                 .stages
                 .iter()

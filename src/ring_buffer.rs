@@ -201,6 +201,7 @@ impl<'a, E> RingView<'a, E> {
     /// # Safety
     /// As for [`slots_mut`](Self::slots_mut).
     #[inline]
+    #[cfg(not(loom))]
     pub(crate) unsafe fn slots_mut_reporting<'b>(
         self,
         first: Sequence,
