@@ -1,0 +1,192 @@
+//! Ending a bus: halting and closing it, its stage threads' bookkeeping,
+//! and joining them into a shutdown report.
+
+use std::time::{Duration, Instant};
+
+use super::Bus;
+use crate::loom::{self, thread::JoinHandle, Ordering};
+use crate::parking;
+use crate::report::{ShutdownError, ShutdownReport, StageOutcome, StageReport};
+use crate::sequence::Sequence;
+use crate::sequencer::Sequencer;
+use crate::wait_strategy::WaitStrategy;
+
+/// How long a timed-out shutdown waits, after halting the bus, for stages
+/// that are not stuck in a handler to stop (they notice within a chunk).
+const HALT_GRACE: Duration = Duration::from_millis(20);
+
+/// A stage thread; its stages' outcomes go to `Bus::record_outcome`.
+pub(crate) type StageThread = JoinHandle<()>;
+
+/// The join's bookkeeping: the stage threads not joined yet, and the first
+/// outcome, which every later shutdown call reports again.
+pub(super) struct JoinState {
+    /// One per stage thread, with the indices of its stages (one, or
+    /// several sharing it), in the order the stages were added.
+    handles: Vec<(Vec<usize>, Option<StageThread>)>,
+    outcome: Option<(Verdict, Vec<StageReport>)>,
+}
+
+#[derive(Clone, Copy)]
+enum Verdict {
+    Clean,
+    TimedOut,
+    StageFailed,
+}
+
+impl JoinState {
+    /// No thread recorded, no outcome yet.
+    pub(super) fn new() -> Self {
+        JoinState {
+            handles: Vec::new(),
+            outcome: None,
+        }
+    }
+}
+
+impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
+    /// Stops every stage without draining and wakes everything parked.
+    pub(crate) fn halt(&self) {
+        // Relaxed: the flag carries no data; parked threads recheck it after
+        // the wake-up below, whose swaps (AcqRel) release it to them.
+        self.control.halted.store(true, Ordering::Relaxed);
+        self.control.refusing.store(true, Ordering::Relaxed);
+        self.wake_all();
+    }
+
+    /// Records that `last` is the final published sequence; stages drain up to
+    /// it and exit.
+    pub(crate) fn close(&self, last: Sequence) {
+        // Release: pairs with the Acquire in `closed_at`.
+        self.control.closed_at.store(last, Ordering::Release);
+        self.wake_all();
+    }
+
+    /// Records the thread that runs `stages`.
+    pub(crate) fn add_thread(&self, handle: StageThread, stages: Vec<usize>) {
+        loom::lock(&self.joining)
+            .handles
+            .push((stages, Some(handle)));
+        // Relaxed: read by `join` after `build` returned, which happens-after.
+        self.spawned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how stage `index` ended, for `join`.
+    pub(crate) fn record_outcome(&self, index: usize, outcome: StageOutcome) {
+        *loom::lock(&self.outcomes[index]) = Some(outcome);
+    }
+
+    /// Called by each stage thread as its last act.
+    pub(crate) fn thread_finished(&self) {
+        // Release: the joiner's Acquire load sees the stage's final state.
+        self.finished.fetch_add(1, Ordering::Release);
+        self.wake_all();
+    }
+
+    /// True when the calling thread is one of this bus's stage threads (a
+    /// handler dropping or shutting down the last producer): it must not
+    /// wait for itself.
+    pub(crate) fn on_stage_thread(&self) -> bool {
+        let me = loom::thread::current().id();
+        loom::lock(&self.joining)
+            .handles
+            .iter()
+            .filter_map(|(_, h)| h.as_ref())
+            .any(|h| h.thread().id() == me)
+    }
+
+    /// Waits (parked, never spinning) for every stage thread to finish,
+    /// halting the bus if `deadline` passes first, then joins them.
+    ///
+    /// After a timeout it returns without waiting for a stage stuck in its
+    /// handler: that stage is reported `still_running` and its thread is
+    /// left to finish on its own (it holds the bus's memory alive).
+    ///
+    /// Several callers may join at once or one after another (clones
+    /// shutting down, a drop after a shutdown): the first outcome recorded
+    /// is every caller's outcome; only the first caller gets the handlers.
+    /// Called on one of the bus's own stage threads it joins nothing and
+    /// says so; the threads finish once their handlers return.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
+        if self.on_stage_thread() {
+            return Err(ShutdownError::OnStageThread);
+        }
+        let started = self.spawned.load(Ordering::Relaxed);
+        let all_done = || {
+            // Acquire: pairs with the Release in `thread_finished`.
+            let done = self.finished.load(Ordering::Acquire) >= started;
+            // Acquire: pairs with the Release in `record`.
+            Ok((done || self.settled.load(Ordering::Acquire)).then_some(()))
+        };
+        let timed_out = parking::park(&self.signal, deadline, all_done).is_err();
+        if timed_out {
+            self.halt();
+            if !cfg!(loom) {
+                // Loom has no clock: its timed waits never time out.
+                let grace = Some(Instant::now() + HALT_GRACE);
+                let _ = parking::park(&self.signal, grace, all_done);
+            }
+        }
+        let mut state = loom::lock(&self.joining);
+        if let Some((verdict, reports)) = &state.outcome {
+            return verdict.report(reports.clone(), Vec::new());
+        }
+        // By stage, for the stages whose thread was started.
+        let mut by_stage: Vec<Option<StageOutcome>> = self.stages.iter().map(|_| None).collect();
+        for (stages, slot) in state.handles.iter_mut() {
+            // A thread still running keeps its handle (dropping it would
+            // detach the thread); the stages on it that ended are reported
+            // as they ended, the others as still running.
+            let exited = stages.iter().all(|&i| self.stages[i].1.has_exited());
+            if exited {
+                if let Some(handle) = slot.take() {
+                    let _ = handle.join();
+                }
+            }
+            for &i in stages.iter() {
+                let name = &self.stages[i].0;
+                let recorded = loom::lock(&self.outcomes[i]).take();
+                by_stage[i] = Some(recorded.unwrap_or_else(|| match exited {
+                    // The thread ended without recording it: a panic
+                    // outside every handler call.
+                    true => (StageReport::lost(name), None),
+                    // What it released by now (a long batch releases
+                    // chunk by chunk, so a slow handler shows its progress).
+                    false => (
+                        StageReport::still_running(name, self.stages[i].1.processed()),
+                        None,
+                    ),
+                }));
+            }
+        }
+        let (reports, handlers): (Vec<_>, Vec<_>) = by_stage.into_iter().flatten().unzip();
+        let verdict = if reports.iter().any(|r| r.failure.is_some()) {
+            Verdict::StageFailed
+        } else if timed_out || reports.iter().any(|r| r.still_running) {
+            Verdict::TimedOut
+        } else {
+            Verdict::Clean
+        };
+        state.outcome = Some((verdict, reports.clone()));
+        drop(state);
+        // Release: pairs with the Acquire in `join`'s wait.
+        self.settled.store(true, Ordering::Release);
+        self.signal.notify_all();
+        verdict.report(reports, handlers)
+    }
+}
+
+impl Verdict {
+    fn report(
+        self,
+        stages: Vec<StageReport>,
+        handlers: Vec<Option<Box<dyn std::any::Any + Send>>>,
+    ) -> Result<ShutdownReport, ShutdownError> {
+        let report = ShutdownReport::new(stages, handlers);
+        match self {
+            Verdict::Clean => Ok(report),
+            Verdict::TimedOut => Err(ShutdownError::TimedOut(report)),
+            Verdict::StageFailed => Err(ShutdownError::StageFailed(report)),
+        }
+    }
+}
