@@ -79,7 +79,8 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
         Scenario::Latency
         | Scenario::PingPong
         | Scenario::PipelineOneThread
-        | Scenario::DiamondOneThread => {
+        | Scenario::DiamondOneThread
+        | Scenario::FanOut => {
             unreachable!("the bare ring runs only the throughput rows of a thread per stage")
         }
     }

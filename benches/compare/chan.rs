@@ -151,6 +151,7 @@ pub fn run(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample {
         Scenario::PipelineOneThread | Scenario::DiamondOneThread => {
             unreachable!("channels have no shared-thread stages")
         }
+        Scenario::FanOut => unreachable!("a channel hands each value to one receiver"),
     }
 }
 

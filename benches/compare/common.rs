@@ -34,12 +34,15 @@ pub enum Scenario {
     PipelineOneThread,
     /// The diamond with its three stages on one thread, as above.
     DiamondOneThread,
+    /// Two publishers, three independent subscribers each seeing every
+    /// event (an event bus's usual shape).
+    FanOut,
     Latency,
     PingPong,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Spsc,
         Scenario::Batch64,
         Scenario::Mp2,
@@ -49,6 +52,7 @@ impl Scenario {
         Scenario::Diamond,
         Scenario::PipelineOneThread,
         Scenario::DiamondOneThread,
+        Scenario::FanOut,
         Scenario::Latency,
         Scenario::PingPong,
     ];
@@ -64,6 +68,7 @@ impl Scenario {
             Scenario::Diamond => "diamond",
             Scenario::PipelineOneThread => "pipeline-1t",
             Scenario::DiamondOneThread => "diamond-1t",
+            Scenario::FanOut => "fanout",
             Scenario::Latency => "latency",
             Scenario::PingPong => "pingpong",
         }
@@ -80,6 +85,7 @@ impl Scenario {
             Scenario::Diamond => "diamond (A,B → C)",
             Scenario::PipelineOneThread => "pipeline, stages on 1 thread",
             Scenario::DiamondOneThread => "diamond, stages on 1 thread",
+            Scenario::FanOut => "2P→3C fan-out",
             Scenario::Latency => "idle one-way latency",
             Scenario::PingPong => "ping-pong round trip",
         }
@@ -92,6 +98,7 @@ impl Scenario {
             Scenario::Mp2 => 3,
             Scenario::Mp3 | Scenario::Pipeline | Scenario::Multicast => 4,
             Scenario::Diamond => 4,
+            Scenario::FanOut => 5,
             // ringbus's threads: the peer runs its graph on 4 regardless.
             Scenario::PipelineOneThread | Scenario::DiamondOneThread => 2,
         }
@@ -144,10 +151,16 @@ pub enum Impl {
     /// beside `ringbus` (which naps there): ringbus ÷ it is how much
     /// throughput parking costs against napping.
     RingbusBlocking,
+    /// `tokio::sync::broadcast`, on the fan-out row only (the broadcast
+    /// peer a tokio user would pick): receivers on threads of their own
+    /// (`blocking_recv`), producers holding back while the slowest
+    /// receiver is a ring behind (a broadcast channel drops the oldest
+    /// values instead of waiting).
+    TokioBroadcast,
 }
 
 impl Impl {
-    pub const ALL: [Impl; 7] = [
+    pub const ALL: [Impl; 8] = [
         Impl::Ringbus,
         Impl::Disruptor,
         Impl::Crossbeam,
@@ -155,6 +168,7 @@ impl Impl {
         Impl::Bare,
         Impl::RingbusOneStage,
         Impl::RingbusBlocking,
+        Impl::TokioBroadcast,
     ];
 
     pub fn id(self) -> &'static str {
@@ -166,6 +180,7 @@ impl Impl {
             Impl::Bare => "bare-ring",
             Impl::RingbusOneStage => "ringbus-1-stage",
             Impl::RingbusBlocking => "ringbus-blocking",
+            Impl::TokioBroadcast => "tokio-broadcast",
         }
     }
 
@@ -174,8 +189,10 @@ impl Impl {
     pub fn runs(self, sc: Scenario) -> bool {
         match self {
             Impl::StdMpsc => sc == Scenario::Spsc,
-            Impl::Bare => !sc.is_latency() && !sc.one_thread(),
-            Impl::Crossbeam => !sc.one_thread(),
+            Impl::Bare => !sc.is_latency() && !sc.one_thread() && sc != Scenario::FanOut,
+            // A channel hands each value to one receiver: no fan-out.
+            Impl::Crossbeam => !sc.one_thread() && sc != Scenario::FanOut,
+            Impl::TokioBroadcast => sc == Scenario::FanOut,
             Impl::RingbusOneStage => sc.one_thread(),
             Impl::RingbusBlocking => sc.threads() > 2 && !sc.one_thread(),
             _ => true,

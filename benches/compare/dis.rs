@@ -122,6 +122,35 @@ fn run_in<P: WaitStrategy + 'static, O: WaitStrategy + 'static>(
             check.expect("disruptor consumer", producers * sum_to(per));
             Sample::throughput(per * producers, elapsed, over_mode)
         }
+        Scenario::FanOut => {
+            let per = n / 2;
+            let checks: Vec<Check> = (0..3).map(|_| Check::new()).collect();
+            let producer = disruptor::build_multi_producer(cap, Ev::default, over)
+                .handle_events_with(summing(per * 2, checks[0].clone()))
+                .handle_events_with(summing(per * 2, checks[1].clone()))
+                .handle_events_with(summing(per * 2, checks[2].clone()))
+                .build();
+            let elapsed = timed_on(None, move || {
+                let threads: Vec<_> = (0..2)
+                    .map(|_| {
+                        let mut p = producer.clone();
+                        std::thread::spawn(move || {
+                            for i in 0..per {
+                                p.publish(|e| e.value = i);
+                            }
+                        })
+                    })
+                    .collect();
+                drop(producer);
+                for t in threads {
+                    t.join().unwrap();
+                }
+            });
+            for (k, c) in checks.iter().enumerate() {
+                c.expect(&format!("disruptor subscriber {k}"), 2 * sum_to(per));
+            }
+            Sample::throughput(per * 2, elapsed, over_mode)
+        }
         Scenario::Pipeline
         | Scenario::Multicast
         | Scenario::Diamond

@@ -20,6 +20,7 @@ mod rb;
 mod report;
 #[path = "../common/stats.rs"]
 mod stats;
+mod tokb;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,10 +35,10 @@ compare: ringbus vs disruptor vs crossbeam-channel (vs std mpsc on SPSC), beside
 
 options:
   --scenarios a,b,..   spsc batch64 mp2 mp3 pipeline multicast diamond pipeline-1t
-                       diamond-1t latency pingpong
+                       diamond-1t fanout latency pingpong
                        (default: all)
   --impls a,b,..       ringbus disruptor crossbeam-channel std-mpsc bare-ring
-                       ringbus-1-stage ringbus-blocking (default: all;
+                       ringbus-1-stage ringbus-blocking tokio-broadcast (default: all;
                        bare-ring is the design without a library, a yardstick,
                        on the throughput rows; ringbus-1-stage is ringbus's
                        pinned SPSC run, beside the rows whose stages share one
@@ -194,6 +195,7 @@ fn run_one(imp: Impl, sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) 
         Impl::Bare => bare::run(sc, cfg, pins),
         Impl::RingbusOneStage => rb::one_stage(cfg, pins),
         Impl::RingbusBlocking => rb::blocking(sc, cfg, pins),
+        Impl::TokioBroadcast => tokb::run(sc, cfg),
     }
 }
 

@@ -141,6 +141,7 @@ fn run_best(sc: Scenario, cfg: &Config, pins: Option<(usize, usize)>) -> Sample 
         Scenario::Pipeline => with_strategy!(over, |w| graph(cfg, w, pipeline(n, false))),
         Scenario::Multicast => with_strategy!(over, |w| graph(cfg, w, multicast(n))),
         Scenario::Diamond => with_strategy!(over, |w| graph(cfg, w, diamond(n, false))),
+        Scenario::FanOut => with_strategy!(over, |w| fan_out(cfg, w)),
         // Two threads, pinned.
         Scenario::PipelineOneThread => graph_pinned(cfg, one_thread(), pins, pipeline(n, true)),
         Scenario::DiamondOneThread => graph_pinned(cfg, one_thread(), pins, diamond(n, true)),
@@ -177,6 +178,7 @@ fn run_with<W: WaitStrategy + Copy>(
         Scenario::Pipeline => graph(cfg, strategy, pipeline(n, false)),
         Scenario::Multicast => graph(cfg, strategy, multicast(n)),
         Scenario::Diamond => graph(cfg, strategy, diamond(n, false)),
+        Scenario::FanOut => fan_out(cfg, strategy),
         Scenario::PipelineOneThread => graph_pinned(cfg, strategy, pins, pipeline(n, true)),
         Scenario::DiamondOneThread => graph_pinned(cfg, strategy, pins, diamond(n, true)),
         Scenario::Latency => latency(cfg, strategy, pins),
@@ -321,6 +323,42 @@ fn multi<W: WaitStrategy>(cfg: &Config, strategy: W, producers: u64) -> Sample {
     check.expect("ringbus consumer", producers * sum_to(per));
     Sample {
         events: per * producers,
+        elapsed,
+        latency: None,
+        mode: "",
+    }
+}
+
+/// Two producer threads, three stages side by side, each seeing every event.
+fn fan_out<W: WaitStrategy>(cfg: &Config, strategy: W) -> Sample {
+    let per = cfg.events / 2;
+    let checks: Vec<Check> = (0..3).map(|_| Check::new()).collect();
+    let producer = ringbus::multi_producer(cfg.capacity, Ev::default, strategy)
+        .handle_events_with(summing(per * 2, checks[0].clone()))
+        .handle_events_with(summing(per * 2, checks[1].clone()))
+        .handle_events_with(summing(per * 2, checks[2].clone()))
+        .build();
+    let elapsed = timed_on(None, move || {
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let p = producer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        p.publish(|e| e.value = i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        producer.shutdown().unwrap();
+    });
+    for (k, c) in checks.iter().enumerate() {
+        c.expect(&format!("ringbus subscriber {k}"), 2 * sum_to(per));
+    }
+    Sample {
+        events: per * 2,
         elapsed,
         latency: None,
         mode: "",

@@ -728,6 +728,7 @@ fn color(imp: Impl) -> &'static str {
         Impl::Bare => "#7f7f7f",
         Impl::RingbusOneStage => "#ff9896",
         Impl::RingbusBlocking => "#8c564b",
+        Impl::TokioBroadcast => "#e377c2",
     }
 }
 
