@@ -3,7 +3,14 @@
 //! constantly. Every event carries its producer, its index and a checksum.
 //!
 //! What a case may compose: reader stages (per event or per batch, plain
-//! or fallible), a mutating stage, a work pool, a failing stage (a panic or
+//! or fallible), a mutating stage in any of the eight forms of
+//! `handle_events_with`/`try_handle_events_with` (read or mutate, per event
+//! or per batch, fallible or not, by value or `ringbus::factory`; the
+//! fallible ones fail once with a wrong write and are retried, and every
+//! write is an XOR so a double write shows), a second group that branches
+//! off single first-group stages (`after`), publish closures that panic
+//! after writing (the single producer publishes nothing, the multi producer
+//! the event), a work pool, a failing stage (a panic or
 //! an `Err`), stages sharing a thread (`on_same_thread`, `on_thread_of`)
 //! with events of 24, 256 or 1,024 bytes (so a shared step of 64 cuts
 //! multi-producer batches), a journal stage under each sync policy (with
@@ -409,6 +416,9 @@ impl PollCheck {
 trait Prod<E: Ev>: Send {
     type Seq: Sequencer;
     type W: Strategy;
+    /// A publish whose closure panicked still published the event (as the
+    /// closure wrote it): the multi producer, whose claim others wait on.
+    const PUBLISHES_ON_PANIC: bool;
     fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError>;
     fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, TryPublishError>;
     fn publish_timeout(
@@ -441,10 +451,11 @@ trait Prod<E: Ev>: Send {
 }
 
 macro_rules! prod {
-    ($ty:ident, $seq:ty, $another:expr) => {
+    ($ty:ident, $seq:ty, $another:expr, $publishes_on_panic:literal) => {
         impl<E: Ev, W: Strategy> Prod<E> for ringbus::$ty<E, W> {
             type Seq = $seq;
             type W = W;
+            const PUBLISHES_ON_PANIC: bool = $publishes_on_panic;
             fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<Sequence, PublishError> {
                 ringbus::$ty::publish(self, f)
             }
@@ -503,11 +514,17 @@ macro_rules! prod {
         }
     };
 }
-prod!(SingleProducer, ringbus::SingleProducerSequencer, |_p| None);
+prod!(
+    SingleProducer,
+    ringbus::SingleProducerSequencer,
+    |_p| None,
+    false
+);
 prod!(
     MultiProducer,
     ringbus::MultiProducerSequencer,
-    |p: &Self| Some(p.clone())
+    |p: &Self| Some(p.clone()),
+    true
 );
 
 /// A runtime subscription's handler (`subscribe_with`): checks what it sees.
@@ -549,6 +566,12 @@ struct Topology {
     /// A journal stage before everything, with this sync policy.
     #[cfg(feature = "journal")]
     journal: Option<ringbus::journal::SyncPolicy>,
+    /// The second group branches (`after`): each of its stages after one
+    /// stage of the first group, not after the whole group.
+    branches: bool,
+    /// Some publish closures panic after writing their event (the single
+    /// producer then publishes nothing, the multi producer the event).
+    panicky: bool,
 }
 
 fn kind(rng: &mut Rng) -> Kind {
@@ -604,6 +627,10 @@ impl Topology {
                     SyncPolicy::Never,
                 ][rng.below(3) as usize]
             }),
+            // Drawn by the caller from a stream of their own, so the draws
+            // above (and the seeds that found earlier bugs) stay as they were.
+            branches: false,
+            panicky: false,
         }
     }
 
@@ -744,6 +771,7 @@ impl Topology {
             Some(stage) if self.shared => b.on_thread_of(stage),
             _ => b,
         };
+        let mut first_ids = Vec::new();
         for (stage, &kind) in self.first.iter().enumerate() {
             b = share(b, host);
             b = Self::reader(
@@ -751,6 +779,7 @@ impl Topology {
                 kind,
                 Reader::new(stage, observed, self.mutating.is_some()),
             );
+            first_ids.extend(b.last_stage());
             host = host.or(b.last_stage());
         }
         if self.pool > 0 {
@@ -805,8 +834,16 @@ impl Topology {
             host = host.or(b.last_stage());
         }
         if !self.second.is_empty() {
-            b = b.and_then();
+            let branches = self.branches && !first_ids.is_empty();
+            if !branches {
+                b = b.and_then();
+            }
             for (stage, &kind) in self.second.iter().enumerate() {
+                if branches {
+                    // A branch off one reader of the first group (the
+                    // others, the pool and the failing stage stay leaves).
+                    b = b.after(&[first_ids[stage % first_ids.len()]]);
+                }
                 b = share(b, host);
                 b = Self::reader(
                     b,
@@ -1033,6 +1070,7 @@ fn produce<E: Ev, P: Prod<E>>(
     from: u64,
     budget: u64,
     rng: &mut Rng,
+    panicky: bool,
 ) -> Produced {
     let budget = from + budget;
     let capacity = p.capacity() as u64;
@@ -1067,6 +1105,22 @@ fn produce<E: Ev, P: Prod<E>>(
                     Err(TryPublishError::Full { .. }) => thread::yield_now(),
                     Err(TryPublishError::Closed) => failed(PublishError::Closed),
                     Err(_) => failed(PublishError::Halted),
+                }
+            }
+            0 | 1 if panicky && rng.below(50) == 0 => {
+                let v = value(k, i);
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    p.publish(|e| {
+                        e.core_mut().set(v);
+                        panic!("planned panic in a publish closure");
+                    })
+                }));
+                match outcome {
+                    // The closure ran and panicked after writing the event.
+                    Err(_) if P::PUBLISHES_ON_PANIC => i += 1,
+                    Err(_) => {}
+                    Ok(Err(e)) => failed(e),
+                    Ok(Ok(_)) => unreachable!("the closure panics"),
                 }
             }
             0 | 1 => match p.publish(|e| e.core_mut().set(value(k, i))) {
@@ -1106,7 +1160,12 @@ fn produce<E: Ev, P: Prod<E>>(
 /// adds the seed) when a check fails.
 fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
     let mut rng = Rng(seed);
-    let topology = Topology::random(&mut rng, std::mem::size_of::<E>() >= 256);
+    let mut topology = Topology::random(&mut rng, std::mem::size_of::<E>() >= 256);
+    {
+        let mut extra = Rng(mix(seed ^ 0x5DEE_CE66_D1CE_4E5B));
+        topology.branches = extra.chance(30);
+        topology.panicky = extra.chance(20);
+    }
     let observed = Arc::new(Observed {
         pool_hits: (0..MAX_EVENTS).map(|_| AtomicU8::new(0)).collect(),
         ..Observed::default()
@@ -1161,8 +1220,9 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
                 let (acknowledged, refused) = (Arc::clone(&acknowledged), Arc::clone(&refused));
                 let mut rng = Rng(seed ^ (k << 32));
                 let (halt, shut_down) = (other_halts && k == 1, other_shuts_down && k == 1);
+                let panicky = topology.panicky;
                 thread::spawn(move || {
-                    let produced = produce(&mut p, k, 0, budget, &mut rng);
+                    let produced = produce(&mut p, k, 0, budget, &mut rng, panicky);
                     acknowledged.fetch_add(produced.acknowledged, Ordering::Relaxed);
                     refused.fetch_or(produced.refused, Ordering::Relaxed);
                     if halt {
@@ -1199,7 +1259,7 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
             &observed,
             |p, rng| {
                 let from = own.get();
-                let produced = produce(p, 0, from, budget / 4, rng);
+                let produced = produce(p, 0, from, budget / 4, rng, topology.panicky);
                 own.set(from + produced.acknowledged);
                 acknowledged.fetch_add(produced.acknowledged, Ordering::Relaxed);
                 refused.fetch_or(produced.refused, Ordering::Relaxed);
@@ -1228,7 +1288,14 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
             &mut rng,
             &observed,
             |p, rng| {
-                let produced = produce(p, 0, acknowledged, MAX_EVENTS as u64 / 4, rng);
+                let produced = produce(
+                    p,
+                    0,
+                    acknowledged,
+                    MAX_EVENTS as u64 / 4,
+                    rng,
+                    topology.panicky,
+                );
                 acknowledged += produced.acknowledged;
                 refused |= produced.refused;
             },
