@@ -7,7 +7,7 @@
 //! writes to the events, is visible before this stage reads them.
 
 use crate::loom::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::parking::{Signal, Sources};
+use crate::parking::{PublishSignals, Signal, Sources};
 use crate::sequence::{minimum, AtomicSequence, Sequence, INITIAL};
 use crate::sequencer::{Scan, Sequencer};
 use crate::weaken;
@@ -339,14 +339,14 @@ impl SequenceBarrier {
 /// bus's signal (publishes) when it reads the ring, else its upstream
 /// stages' signals.
 pub(crate) struct BarrierSources<'a> {
-    pub(crate) published: &'a Signal,
+    pub(crate) published: &'a PublishSignals,
     pub(crate) barrier: &'a SequenceBarrier,
 }
 
 impl Sources for BarrierSources<'_> {
     fn each(&self, f: &mut dyn FnMut(&Signal)) {
         match self.barrier.upstream() {
-            [] => f(self.published),
+            [] => self.published.each(f),
             upstream => upstream.iter().for_each(|cell| f(&cell.signal)),
         }
     }

@@ -6,14 +6,17 @@
 //! # The parking protocol ([`Blocking`](crate::Blocking), and [`PhasedBackoff::with_blocking`](crate::PhasedBackoff::with_blocking))
 //!
 //! Parking is per edge of the graph. Every source of progress has a
-//! [`Signal`] of its own: the bus's (publishes, and the bus's own events:
-//! close, halt, a thread finished) and each stage's and subscriber's (its
-//! sequence advanced). A waiter enlists with the signals whose progress
-//! could change what it waits for, and only those: a stage with the bus's
-//! (it reads the ring) or with its upstream stages' (it reads after them);
-//! a producer waiting for room with every gating stage's and subscriber's
-//! (and, a multi producer, with the bus's: another producer's publish
-//! moves the published floor);
+//! [`Signal`] of its own: the bus's publish signals ([`PublishSignals`]: a
+//! few stripes, each producer handle notifying its own, so that producers
+//! on different threads do not swap one shared flag at every publish; the
+//! bus's own events, close, halt, a thread finished, go to stripe 0) and
+//! each stage's and subscriber's (its sequence advanced). A waiter enlists
+//! with the signals whose progress could change what it waits for, and
+//! only those: a stage with every publish stripe (it reads the ring) or
+//! with its upstream stages' (it reads after them); a producer waiting for
+//! room with every gating stage's and subscriber's (and, a multi producer,
+//! with every publish stripe: another producer's publish moves the
+//! published floor);
 //! a thread running several stages with all of theirs. So a publish wakes
 //! only the stages reading the ring, and a stage's progress only the stages
 //! after it and the producers. The bus's own events wake every signal.
@@ -60,8 +63,10 @@
 //! every parked thread.
 //!
 //! Cost: one swap per publish, batch or stage advance while nobody sleeps
-//! (on the notifier's own signal's line), and one lock and wake per parked
-//! waiter per *park episode* (not per publish) while somebody does.
+//! (on the notifier's own signal's line: a producer handle's own stripe),
+//! and one lock and wake per parked waiter per *park episode* (not per
+//! publish) while somebody does; a waiter for publishes enlists with every
+//! stripe (one lock each) per park episode.
 
 use std::fmt;
 use std::task::Waker;
@@ -270,6 +275,62 @@ pub(crate) fn park<T>(
                 }
                 parker.park(Some(deadline - now));
             }
+        }
+    }
+}
+
+/// How many signals publishes are spread over: each producer handle
+/// notifies one of them (its stripe), so producers on different threads
+/// swap different flags and do not pass one cache line back and forth at
+/// every publish. Waiters for publishes enlist with all of them. (Two
+/// under loom: enough for two producers to notify different ones.)
+pub(crate) const STRIPES: usize = if cfg!(loom) { 2 } else { 4 };
+
+/// The bus's publish signals (see [`STRIPES`]). Stripe 0 is also the
+/// bus's own: its events (close, halt, a thread finished) notify it, and
+/// every waiter for publishes or for the bus is enlisted with it.
+pub(crate) struct PublishSignals {
+    stripes: [Signal; STRIPES],
+}
+
+impl PublishSignals {
+    pub(crate) fn new() -> Self {
+        Self {
+            stripes: std::array::from_fn(|_| Signal::new()),
+        }
+    }
+
+    /// The signal of `stripe` (any number: it is masked).
+    #[inline(always)]
+    pub(crate) fn stripe(&self, stripe: usize) -> &Signal {
+        &self.stripes[stripe % STRIPES]
+    }
+
+    /// The bus's own signal (stripe 0).
+    #[inline(always)]
+    pub(crate) fn bus(&self) -> &Signal {
+        &self.stripes[0]
+    }
+
+    /// Wakes the waiters of every stripe, as a notifier does.
+    pub(crate) fn notify_if_parked(&self) {
+        for signal in &self.stripes {
+            signal.notify_if_parked();
+        }
+    }
+}
+
+impl fmt::Debug for PublishSignals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.stripes).finish()
+    }
+}
+
+impl Sources for PublishSignals {
+    #[inline]
+    fn each(&self, f: &mut dyn FnMut(&Signal)) {
+        for signal in &self.stripes {
+            f(signal);
         }
     }
 }

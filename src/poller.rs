@@ -243,7 +243,7 @@ where
         let bus = Arc::clone(&self.bus);
         let available = bus
             .strategy
-            .wait(&bus.signal, deadline, || {
+            .wait(&bus.signals, deadline, || {
                 self.check(next).map_err(to_interrupt)
             })
             .map_err(from_interrupt)?;
@@ -524,7 +524,7 @@ where
             Err(e) => Poll::Ready(Err(e)),
             Ok(None) => {
                 let bus = Arc::clone(&self.bus);
-                crate::parking::register(&bus.signal, cx.waker(), || {
+                crate::parking::register(&bus.signals, cx.waker(), || {
                     self.check(next).map_err(to_interrupt)
                 })
                 .map(|found| found.map_err(from_interrupt))

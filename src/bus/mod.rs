@@ -11,7 +11,7 @@ pub(crate) use source::metrics;
 
 use crate::barrier::StageCell;
 use crate::loom::{self, Arc, AtomicBool, AtomicI64, AtomicUsize, Mutex, Ordering};
-use crate::parking::Signal;
+use crate::parking::{PublishSignals, STRIPES};
 use crate::report::StageOutcome;
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::Sequence;
@@ -43,9 +43,13 @@ pub(crate) struct Bus<E, S, W> {
     pub(crate) ring: RingBuffer<E>,
     pub(crate) sequencer: S,
     pub(crate) strategy: W,
-    /// Publishes and the bus's own events (close, halt, a thread finished);
+    /// Publishes, spread over a few stripes (one per producer handle), and
+    /// the bus's own events (close, halt, a thread finished) on stripe 0;
     /// each stage and subscriber has a signal of its own (`StageCell`).
-    pub(crate) signal: Signal,
+    pub(crate) signals: PublishSignals,
+    /// The stripe the next producer handle notifies. A plain std atomic:
+    /// it only spreads handles over the stripes, ordering nothing.
+    next_stripe: std::sync::atomic::AtomicUsize,
     /// The leaf stages and the live pollers: producers may not pass the
     /// slowest. Locked only on the producers' slow path (when their cached
     /// minimum says the ring may be full) and by (un)subscribing pollers; see
@@ -113,7 +117,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             sequencer: S::new(ring.capacity()),
             ring,
             strategy,
-            signal: Signal::new(),
+            signals: PublishSignals::new(),
+            next_stripe: std::sync::atomic::AtomicUsize::new(0),
             gating: Mutex::new(gating),
             control: CachePadded::new(Control {
                 halted: AtomicBool::new(false),
@@ -176,10 +181,18 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         (at != OPEN).then_some(at)
     }
 
-    /// Tells parked stages that something was published.
+    /// Tells parked stages that something was published by the producer
+    /// handle of `stripe`.
     #[inline]
-    pub(crate) fn notify(&self) {
-        self.strategy.notify(&self.signal);
+    pub(crate) fn notify(&self, stripe: usize) {
+        self.strategy.notify(self.signals.stripe(stripe));
+    }
+
+    /// The stripe of a new producer handle: handles take them in turn.
+    pub(crate) fn take_stripe(&self) -> usize {
+        self.next_stripe
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % STRIPES
     }
 
     /// Tells the stages after `cell` and waiting producers that `cell`
@@ -190,7 +203,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // as before parking per edge (to show the loom models of per-edge
         // parking catch a progress signalled on the wrong edge).
         if weaken::EDGE_SIGNAL {
-            self.strategy.notify(&self.signal);
+            self.strategy.notify(self.signals.bus());
             return;
         }
         self.strategy.notify(&cell.signal);
@@ -203,7 +216,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // Each signal as a notifier does: the bus's event was stored before,
         // so by the parking protocol's argument a waiter either sees it or
         // set the flag this swap reads (and the list is woken).
-        self.signal.notify_if_parked();
+        self.signals.notify_if_parked();
         for (_, cell) in &self.stages {
             cell.signal.notify_if_parked();
         }

@@ -227,7 +227,7 @@ struct ProducerSources<'a, E, S, W>(&'a Bus<E, S, W>);
 impl<E, S: Sequencer, W: WaitStrategy> Sources for ProducerSources<'_, E, S, W> {
     fn each(&self, f: &mut dyn FnMut(&Signal)) {
         if S::MULTI {
-            f(&self.0.signal);
+            self.0.signals.each(f);
         }
         // Under the gating lock (then a signal's: never the other way round;
         // enlisting wakes nothing under it).

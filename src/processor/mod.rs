@@ -214,7 +214,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     #[inline]
     pub(crate) fn sources(&self) -> BarrierSources<'_> {
         BarrierSources {
-            published: &self.bus.signal,
+            published: &self.bus.signals,
             barrier: &self.barrier,
         }
     }

@@ -173,6 +173,10 @@ where
     capacity: i64,
     /// `shutdown` ran on this handle: its drop has nothing left to do.
     shut_down: bool,
+    /// The publish signal this handle notifies (`PublishSignals`): clones
+    /// of a multi producer take different ones, so their publishes do not
+    /// swap one shared flag.
+    stripe: usize,
 }
 
 /// The producer of a bus with one producer: see [`Producer`].
@@ -192,6 +196,7 @@ where
         let capacity = bus.capacity();
         Self {
             capacity,
+            stripe: bus.take_stripe(),
             bus,
             writable_to: INITIAL + capacity,
             shut_down: false,

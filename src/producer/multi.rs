@@ -90,6 +90,7 @@ where
     bus: &'a Bus<E, MultiProducerSequencer, W>,
     first: Sequence,
     last: Sequence,
+    stripe: usize,
 }
 
 impl<E, W> Drop for PublishOnDrop<'_, E, W>
@@ -100,7 +101,7 @@ where
     #[inline]
     fn drop(&mut self) {
         self.bus.sequencer.publish(self.first, self.last);
-        self.bus.notify();
+        self.bus.notify(self.stripe);
     }
 }
 
@@ -180,6 +181,7 @@ where
             bus: &self.bus,
             first: sequence,
             last: sequence,
+            stripe: self.stripe,
         };
         // SAFETY: this producer alone claimed `sequence`; it is unpublished
         // (no stage reads it) and every gating stage has passed its slot.
@@ -203,6 +205,7 @@ where
             bus: &self.bus,
             first,
             last,
+            stripe: self.stripe,
         };
         // SAFETY: as in `write_one`, for each of `first..=last` (n <= capacity).
         f(unsafe { self.bus.ring.view().slots_mut(first, last) });
