@@ -335,9 +335,9 @@ impl SequenceBarrier {
     }
 }
 
-/// What a stage waits on (parking per edge, see `wait_strategy`): the
-/// bus's signal (publishes) when it reads the ring, else its upstream
-/// stages' signals.
+/// What a stage waits on (parking per edge, see `parking`): every publish
+/// stripe of the bus when it reads the ring, else its upstream stages'
+/// signals.
 pub(crate) struct BarrierSources<'a> {
     pub(crate) published: &'a PublishSignals,
     pub(crate) barrier: &'a SequenceBarrier,

@@ -6,11 +6,11 @@
 //! # The parking protocol ([`Blocking`](crate::Blocking), and [`PhasedBackoff::with_blocking`](crate::PhasedBackoff::with_blocking))
 //!
 //! Parking is per edge of the graph. Every source of progress has a
-//! [`Signal`] of its own: the bus's publish signals ([`PublishSignals`]: a
-//! few stripes, each producer handle notifying its own, so that producers
-//! on different threads do not swap one shared flag at every publish; the
-//! bus's own events, close, halt, a thread finished, go to stripe 0) and
-//! each stage's and subscriber's (its sequence advanced). A waiter enlists
+//! [`Signal`] of its own: the bus's publish signals ([`PublishSignals`]: on
+//! a multi-producer bus a few stripes, each producer handle notifying its
+//! own, so that producers on different threads do not swap one shared flag
+//! at every publish; one on a single-producer bus) and each stage's and
+//! subscriber's (its sequence advanced). A waiter enlists
 //! with the signals whose progress could change what it waits for, and
 //! only those: a stage with every publish stripe (it reads the ring) or
 //! with its upstream stages' (it reads after them); a producer waiting for
@@ -286,35 +286,49 @@ pub(crate) fn park<T>(
 /// under loom: enough for two producers to notify different ones.)
 pub(crate) const STRIPES: usize = if cfg!(loom) { 2 } else { 4 };
 
-/// The bus's publish signals (see [`STRIPES`]). Stripe 0 is also the
-/// bus's own: its events (close, halt, a thread finished) notify it, and
-/// every waiter for publishes or for the bus is enlisted with it.
+/// The bus's publish signals (see [`STRIPES`]): as many in use as the bus
+/// can have producer handles, 1 for a single producer (a stripe nobody
+/// notifies would keep its waiters' wakers until a bus event). Stripe 0 is
+/// also where the last thread to finish tells a joining `shutdown`; the
+/// bus's other events (close, halt, a thread finished, a failure) wake
+/// every signal of the bus (`Bus::wake_all`).
 pub(crate) struct PublishSignals {
     stripes: [Signal; STRIPES],
+    /// Stripes in use: `1..=STRIPES`.
+    used: usize,
 }
 
 impl PublishSignals {
-    pub(crate) fn new() -> Self {
+    /// `multi`: the bus has a multi producer, whose handles take stripes
+    /// in turn.
+    pub(crate) fn new(multi: bool) -> Self {
         Self {
             stripes: std::array::from_fn(|_| Signal::new()),
+            used: if multi { STRIPES } else { 1 },
         }
     }
 
-    /// The signal of `stripe` (any number: it is masked).
+    /// Stripes in use.
+    #[inline(always)]
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The signal of `stripe` (any number below `used`).
     #[inline(always)]
     pub(crate) fn stripe(&self, stripe: usize) -> &Signal {
         &self.stripes[stripe % STRIPES]
     }
 
-    /// The bus's own signal (stripe 0).
+    /// Stripe 0.
     #[inline(always)]
     pub(crate) fn bus(&self) -> &Signal {
         &self.stripes[0]
     }
 
-    /// Wakes the waiters of every stripe, as a notifier does.
+    /// Wakes the waiters of every stripe in use, as a notifier does.
     pub(crate) fn notify_if_parked(&self) {
-        for signal in &self.stripes {
+        for signal in &self.stripes[..self.used] {
             signal.notify_if_parked();
         }
     }
@@ -329,7 +343,7 @@ impl fmt::Debug for PublishSignals {
 impl Sources for PublishSignals {
     #[inline]
     fn each(&self, f: &mut dyn FnMut(&Signal)) {
-        for signal in &self.stripes {
+        for signal in &self.stripes[..self.used] {
             f(signal);
         }
     }

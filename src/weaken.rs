@@ -10,7 +10,7 @@ use crate::loom::Ordering;
 /// `durable_release`: The journal stage's sequence stored before the consumer's `release` (issue #14): stages after the journal see events not yet durable. Caught by tests/journal.rs.
 pub(crate) const DURABLE_RELEASE: bool = cfg!(ringbus_weaken = "durable_release");
 
-/// `edge_signal`: A stage's progress signalled on the bus's signal instead of its own (before parking per edge). Caught by loom model `a_pipeline_parks_per_edge_and_loses_no_wake_up`.
+/// `edge_signal`: A stage's progress signalled on publish stripe 0 instead of its own signal (before parking per edge). Caught by loom model `a_pipeline_parks_per_edge_and_loses_no_wake_up`.
 pub(crate) const EDGE_SIGNAL: bool = cfg!(ringbus_weaken = "edge_signal");
 
 /// `evict_order`: The eviction protocol's two sides Relaxed instead of SeqCst. Caught by loom model `evicting_a_subscriber_never_overwrites_what_it_reads`.

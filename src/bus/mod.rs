@@ -11,7 +11,7 @@ pub(crate) use source::metrics;
 
 use crate::barrier::StageCell;
 use crate::loom::{self, Arc, AtomicBool, AtomicI64, AtomicUsize, Mutex, Ordering};
-use crate::parking::{PublishSignals, STRIPES};
+use crate::parking::PublishSignals;
 use crate::report::StageOutcome;
 use crate::ring_buffer::RingBuffer;
 use crate::sequence::Sequence;
@@ -43,9 +43,9 @@ pub(crate) struct Bus<E, S, W> {
     pub(crate) ring: RingBuffer<E>,
     pub(crate) sequencer: S,
     pub(crate) strategy: W,
-    /// Publishes, spread over a few stripes (one per producer handle), and
-    /// the bus's own events (close, halt, a thread finished) on stripe 0;
-    /// each stage and subscriber has a signal of its own (`StageCell`).
+    /// Publishes, spread over a few stripes on a multi-producer bus (one per
+    /// producer handle); each stage and subscriber has a signal of its own
+    /// (`StageCell`).
     pub(crate) signals: PublishSignals,
     /// The stripe the next producer handle notifies. A plain std atomic:
     /// it only spreads handles over the stripes, ordering nothing.
@@ -117,7 +117,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             sequencer: S::new(ring.capacity()),
             ring,
             strategy,
-            signals: PublishSignals::new(),
+            signals: PublishSignals::new(S::MULTI),
             next_stripe: std::sync::atomic::AtomicUsize::new(0),
             gating: Mutex::new(gating),
             control: CachePadded::new(Control {
@@ -188,18 +188,19 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.strategy.notify(self.signals.stripe(stripe));
     }
 
-    /// The stripe of a new producer handle: handles take them in turn.
+    /// The stripe of a new producer handle: handles take the stripes in
+    /// use in turn (the one producer of a single-producer bus: 0).
     pub(crate) fn take_stripe(&self) -> usize {
         self.next_stripe
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % STRIPES
+            % self.signals.used()
     }
 
     /// Tells the stages after `cell` and waiting producers that `cell`
     /// advanced.
     #[inline]
     pub(crate) fn notify_progress(&self, cell: &StageCell) {
-        // Knob `edge_signal`: signal the bus's signal instead of the cell's,
+        // Knob `edge_signal`: signal publish stripe 0 instead of the cell's,
         // as before parking per edge (to show the loom models of per-edge
         // parking catch a progress signalled on the wrong edge).
         if weaken::EDGE_SIGNAL {
@@ -209,9 +210,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.strategy.notify(&cell.signal);
     }
 
-    /// Wakes every waiter of every signal of the bus (its own, each stage's
-    /// and each subscriber's): for the bus's own events, which every wait
-    /// must see.
+    /// Wakes every waiter of every signal of the bus (its publish stripes,
+    /// each stage's and each subscriber's): for the bus's own events, which
+    /// every wait must see.
     pub(crate) fn wake_all(&self) {
         // Each signal as a notifier does: the bus's event was stored before,
         // so by the parking protocol's argument a waiter either sees it or

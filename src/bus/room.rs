@@ -132,7 +132,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// The async form of `wait_for_free` for a producer that has claimed
     /// nothing (feature `async`): ready with the gating minimum once room
     /// for `last` is there, else `waker` is enlisted with the signals of the
-    /// gating stages and subscribers (and the bus's, for a multi producer).
+    /// gating stages and subscribers (and every publish stripe, for a multi
+    /// producer).
     #[cfg(feature = "async")]
     pub(crate) fn register_for_free(
         &self,
@@ -219,9 +220,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
 /// What a producer waiting for room enlists with (parking per edge, see
 /// `wait_strategy`): every gating stage's and subscriber's signal (for a
 /// failed one, those of the stages before it), and, for a multi producer,
-/// the bus's (another producer's publish moves the published floor, which
-/// binds when nothing gates). The bus's own events (close, halt) wake
-/// every signal.
+/// every publish stripe (another producer's publish moves the published
+/// floor, which binds when nothing gates). The bus's own events (close,
+/// halt) wake every signal.
 struct ProducerSources<'a, E, S, W>(&'a Bus<E, S, W>);
 
 impl<E, S: Sequencer, W: WaitStrategy> Sources for ProducerSources<'_, E, S, W> {

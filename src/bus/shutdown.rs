@@ -118,13 +118,13 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             // Acquire: pairs with the Release in `record`.
             Ok((done || self.settled.load(Ordering::Acquire)).then_some(()))
         };
-        let timed_out = parking::park(&self.signals, deadline, all_done).is_err();
+        let timed_out = parking::park(self.signals.bus(), deadline, all_done).is_err();
         if timed_out {
             self.halt();
             if !cfg!(loom) {
                 // Loom has no clock: its timed waits never time out.
                 let grace = Some(Instant::now() + HALT_GRACE);
-                let _ = parking::park(&self.signals, grace, all_done);
+                let _ = parking::park(self.signals.bus(), grace, all_done);
             }
         }
         let mut state = loom::lock(&self.joining);

@@ -210,7 +210,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     }
 
     /// What the stage waits on: the signals of its upstream stages, or the
-    /// bus's when it reads the ring.
+    /// bus's publish stripes when it reads the ring.
     #[inline]
     pub(crate) fn sources(&self) -> BarrierSources<'_> {
         BarrierSources {

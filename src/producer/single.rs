@@ -80,7 +80,8 @@ where
     #[inline]
     fn commit(&mut self, last: Sequence) -> Sequence {
         self.bus.sequencer.publish(last);
-        // The one producer's stripe: 0.
+        // The one producer's stripe: 0 (a single-producer bus uses one).
+        debug_assert_eq!(self.stripe, 0);
         self.bus.notify(0);
         last
     }
