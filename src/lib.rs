@@ -136,6 +136,9 @@ mod error;
 mod fault;
 pub mod guide;
 mod handler;
+#[cfg(all(feature = "ipc", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "ipc", unix))))]
+pub mod ipc;
 #[cfg(all(feature = "journal", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "journal", unix))))]
 pub mod journal;

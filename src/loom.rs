@@ -5,20 +5,22 @@
 //! other module imports from here instead of `std`.
 
 #[cfg(loom)]
+#[allow(unused_imports)] // fence and AtomicU32: the `ipc` feature's
 pub(crate) use loom::{
     hint::spin_loop,
     sync::{
-        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
+        atomic::{fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
     thread,
 };
 
 #[cfg(not(loom))]
+#[allow(unused_imports)] // fence and AtomicU32: the `ipc` feature's
 pub(crate) use std::{
     hint::spin_loop,
     sync::{
-        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
+        atomic::{fence, AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
     thread,

@@ -1,0 +1,729 @@
+//! Creating and opening a bus, and what every handle shares.
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use super::consumer::IpcConsumer;
+use super::error::IpcError;
+use super::layout::{self, Layout, MAGIC, MULTI, READY, SINGLE, VERSION};
+use super::os::{self, Identity};
+use super::producer::IpcProducer;
+use super::region::Region;
+use super::table::{self, Lease, ACTIVE};
+use crate::loom::{Arc, Ordering};
+
+/// How a consumer waits for events on a shared-memory bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Wait {
+    /// Poll without pause: the lowest latency, one core burnt per waiter.
+    /// After 1,024 empty polls in a row it yields every 64 polls, so
+    /// spinners on a machine with more of them than cores leave the
+    /// producer a core.
+    BusySpin,
+    /// Poll, yielding the core between polls.
+    Yielding,
+    /// Poll, sleeping this long between polls.
+    Sleeping(Duration),
+    /// Sleep on a futex in the file until a producer wakes it (Linux; a
+    /// 50 µs nap elsewhere). Producers make a syscall only while someone
+    /// sleeps.
+    #[default]
+    Blocking,
+}
+
+impl From<crate::BusySpin> for Wait {
+    fn from(_: crate::BusySpin) -> Self {
+        Wait::BusySpin
+    }
+}
+impl From<crate::Yielding> for Wait {
+    fn from(_: crate::Yielding) -> Self {
+        Wait::Yielding
+    }
+}
+impl From<crate::Sleeping> for Wait {
+    fn from(s: crate::Sleeping) -> Self {
+        Wait::Sleeping(s.sleep)
+    }
+}
+impl From<crate::Blocking> for Wait {
+    fn from(_: crate::Blocking) -> Self {
+        Wait::Blocking
+    }
+}
+
+/// What a shared-memory bus is: the parameters its creator chooses and
+/// every opener must match.
+#[derive(Debug, Clone)]
+pub struct Options {
+    capacity: usize,
+    multi: bool,
+    schema: u64,
+    mode: u32,
+    consumers: usize,
+    producers: usize,
+    reclaim_after: Duration,
+    hole_timeout: Duration,
+    dir: Option<PathBuf>,
+}
+
+impl Options {
+    /// A bus of `capacity` events (a power of two): single producer, schema
+    /// 0, mode 0600, 16 consumer entries, 8 producer entries, a dead
+    /// consumer reclaimed after 1 s, a hole given up after 1 s.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            multi: false,
+            schema: 0,
+            mode: 0o600,
+            consumers: 16,
+            producers: 8,
+            reclaim_after: Duration::from_secs(1),
+            hole_timeout: Duration::from_secs(1),
+            dir: None,
+        }
+    }
+
+    /// Several producers at once (processes or threads).
+    pub fn multi_producer(mut self) -> Self {
+        self.multi = true;
+        self
+    }
+
+    /// The event type's schema id: two programs with the same event size
+    /// but different meanings should use different ids.
+    pub fn schema(mut self, id: u64) -> Self {
+        self.schema = id;
+        self
+    }
+
+    /// The file's mode when created (default 0600: this user only).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The consumer table's size (1–64): live consumers at once.
+    pub fn consumers(mut self, n: usize) -> Self {
+        self.consumers = n;
+        self
+    }
+
+    /// The producer table's size (1–1024) of a multi producer bus.
+    pub fn producers(mut self, n: usize) -> Self {
+        self.producers = n;
+        self
+    }
+
+    /// How long a dead consumer keeps gating (and can be resumed by a
+    /// process that joins under its name) before its entry is reclaimed.
+    pub fn reclaim_after(mut self, d: Duration) -> Self {
+        self.reclaim_after = d;
+        self
+    }
+
+    /// How long consumers wait at a claimed but unpublished slot before
+    /// they give it up (multi producer).
+    pub fn hole_timeout(mut self, d: Duration) -> Self {
+        self.hole_timeout = d;
+        self
+    }
+
+    /// The directory of the bus's file (default `/dev/shm` on Linux, the
+    /// temporary directory elsewhere).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    fn path(&self, name: &str) -> Result<PathBuf, IpcError> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && !name.starts_with('.');
+        if !ok {
+            return Err(IpcError::Config {
+                reason: format!(
+                    "bus name {name:?}: use 1–200 ASCII letters, digits, '.', '_' or '-', not starting with '.'"
+                ),
+            });
+        }
+        let dir = self.dir.clone().unwrap_or_else(os::default_dir);
+        Ok(dir.join(format!("ringbus.{name}")))
+    }
+
+    fn layout<E: Pod>(&self) -> Result<Layout, IpcError> {
+        let config = |reason: String| Err(IpcError::Config { reason });
+        if self.capacity < 2 || !self.capacity.is_power_of_two() {
+            return config(format!(
+                "capacity {} is not a power of two of at least 2",
+                self.capacity
+            ));
+        }
+        if self.capacity > 1 << 32 {
+            return config(format!("capacity {} is above 2^32", self.capacity));
+        }
+        if self.consumers == 0 || self.consumers > layout::MAX_CONSUMERS {
+            return config(format!(
+                "{} consumer entries: use 1 to {}",
+                self.consumers,
+                layout::MAX_CONSUMERS
+            ));
+        }
+        if self.producers == 0 || self.producers > layout::MAX_PRODUCERS {
+            return config(format!(
+                "{} producer entries: use 1 to {}",
+                self.producers,
+                layout::MAX_PRODUCERS
+            ));
+        }
+        if self.reclaim_after < Duration::from_millis(1)
+            || self.hole_timeout < Duration::from_millis(1)
+        {
+            return config(format!(
+                "reclaim_after {:?} and hole_timeout {:?}: use at least 1 ms",
+                self.reclaim_after, self.hole_timeout
+            ));
+        }
+        let (size, align) = (core::mem::size_of::<E>(), core::mem::align_of::<E>());
+        if size == 0 {
+            return config("a zero-sized event carries nothing between processes".into());
+        }
+        if align > layout::MAX_ALIGN {
+            return config(format!(
+                "event alignment {align} is above {}",
+                layout::MAX_ALIGN
+            ));
+        }
+        Layout::new(
+            self.capacity,
+            size,
+            align,
+            self.consumers,
+            self.producers,
+            self.multi,
+        )
+        .ok_or_else(|| IpcError::Config {
+            reason: "the bus does not fit the address space".into(),
+        })
+    }
+
+    /// Creates the bus `name` (its file must not exist) and opens it.
+    ///
+    /// # Errors
+    /// [`IpcError::Config`] for bad options, [`IpcError::AlreadyExists`],
+    /// [`IpcError::Io`] when the OS refuses.
+    #[cfg(not(loom))]
+    pub fn create<E: Pod>(&self, name: &str) -> Result<IpcBus<E>, IpcError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let layout = self.layout::<E>()?;
+        let path = self.path(name)?;
+        let io = |op, source| IpcError::Io {
+            path: path.clone(),
+            op,
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(self.mode)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => IpcError::AlreadyExists { path: path.clone() },
+                _ => io("create", e),
+            })?;
+        let made = (|| {
+            // The umask may have removed bits of the mode asked for.
+            file.set_permissions(std::fs::Permissions::from_mode(self.mode))
+                .map_err(|e| io("chmod", e))?;
+            file.set_len(layout.len as u64).map_err(|e| io("size", e))?;
+            let map = memmap2::MmapOptions::new()
+                .map_raw(&file)
+                .map_err(|e| io("map", e))?;
+            Ok::<_, IpcError>(Region::mapped(map, layout, path.clone()))
+        })();
+        let region = match made {
+            Ok(region) => region,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        let me = Identity::current();
+        self.write_header(&region, &layout, me);
+        Ok(IpcBus::new(region, me))
+    }
+
+    fn write_header(&self, region: &Region, layout: &Layout, me: Identity) {
+        let h = region.header();
+        h.creator_pid.store(me.pid, Ordering::Relaxed);
+        h.creator_start.store(me.start, Ordering::Relaxed);
+        h.kind
+            .store(if self.multi { MULTI } else { SINGLE }, Ordering::Relaxed);
+        h.capacity.store(layout.capacity as u64, Ordering::Relaxed);
+        h.event_size
+            .store(layout.event_size as u64, Ordering::Relaxed);
+        h.event_align
+            .store(layout.event_align as u64, Ordering::Relaxed);
+        h.schema.store(self.schema, Ordering::Relaxed);
+        h.consumers
+            .store(layout.consumers as u64, Ordering::Relaxed);
+        h.producers
+            .store(layout.producers as u64, Ordering::Relaxed);
+        h.reclaim_after_ns
+            .store(self.reclaim_after.as_nanos() as u64, Ordering::Relaxed);
+        h.hole_timeout_ns
+            .store(self.hole_timeout.as_nanos() as u64, Ordering::Relaxed);
+        h.file_len.store(layout.len as u64, Ordering::Relaxed);
+        h.version.store(VERSION, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Relaxed);
+        // Release: every field above before the state openers Acquire.
+        h.state.store(READY, Ordering::Release);
+    }
+
+    /// Opens the bus `name`, checking that it was made for the same event
+    /// type (size and alignment), capacity, schema and producer kind. The
+    /// table sizes and timeouts are the creator's.
+    ///
+    /// # Errors
+    /// [`IpcError::NotFound`], [`IpcError::NotABus`], [`IpcError::Version`],
+    /// [`IpcError::Mismatch`] (naming the field and both values),
+    /// [`IpcError::Stale`], [`IpcError::Io`] (permission denied, ...).
+    #[cfg(not(loom))]
+    pub fn open<E: Pod>(&self, name: &str) -> Result<IpcBus<E>, IpcError> {
+        let path = self.path(name)?;
+        let io = |op, source| IpcError::Io {
+            path: path.clone(),
+            op,
+            source,
+        };
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => IpcError::NotFound { path: path.clone() },
+                _ => io("open", e),
+            })?;
+        let not_a_bus = |reason: String| IpcError::NotABus {
+            path: path.clone(),
+            reason,
+        };
+        // The creator sizes the file right after making it: give it a second.
+        let started = std::time::Instant::now();
+        let header_len = core::mem::size_of::<layout::Header>() as u64;
+        loop {
+            let len = file.metadata().map_err(|e| io("stat", e))?.len();
+            if len >= header_len {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(1) {
+                return Err(not_a_bus(format!("{len} bytes, shorter than a header")));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let map = memmap2::MmapOptions::new()
+            .map_raw(&file)
+            .map_err(|e| io("map", e))?;
+        let len = map.len();
+        if (len as u64) < header_len {
+            return Err(not_a_bus(format!("{len} bytes, shorter than a header")));
+        }
+        // A first view of the header alone, to read the parameters.
+        let probe = Layout {
+            len: header_len as usize,
+            ..self.layout::<E>()?
+        };
+        let region = Region::mapped(map, probe, path.clone());
+        let layout = self.check_header::<E>(&region, len, started)?;
+        let map = region.into_map();
+        Ok(IpcBus::new(
+            Region::mapped(map, layout, path),
+            Identity::current(),
+        ))
+    }
+
+    #[cfg(not(loom))]
+    fn check_header<E: Pod>(
+        &self,
+        region: &Region,
+        len: usize,
+        started: std::time::Instant,
+    ) -> Result<Layout, IpcError> {
+        let path = &region.path;
+        let h = region.header();
+        loop {
+            // Acquire: the creator's fields, stored before READY (Release).
+            if h.state.load(Ordering::Acquire) == READY {
+                break;
+            }
+            let creator = Identity {
+                pid: h.creator_pid.load(Ordering::Relaxed),
+                start: h.creator_start.load(Ordering::Relaxed),
+            };
+            let magic = h.magic.load(Ordering::Relaxed);
+            if magic != 0 && magic != MAGIC {
+                return Err(IpcError::NotABus {
+                    path: path.clone(),
+                    reason: "wrong magic number".into(),
+                });
+            }
+            if started.elapsed() > Duration::from_secs(1) {
+                return Err(if creator.pid != 0 && !os::alive(creator) {
+                    IpcError::Stale {
+                        path: path.clone(),
+                        creator: creator.pid,
+                    }
+                } else {
+                    IpcError::NotABus {
+                        path: path.clone(),
+                        reason: "not ready after 1 s".into(),
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if h.magic.load(Ordering::Relaxed) != MAGIC {
+            return Err(IpcError::NotABus {
+                path: path.clone(),
+                reason: "wrong magic number".into(),
+            });
+        }
+        let version = h.version.load(Ordering::Relaxed);
+        if version != VERSION {
+            return Err(IpcError::Version {
+                path: path.clone(),
+                file: version,
+                ours: VERSION,
+            });
+        }
+        let mismatch = |field, file: u64, ours: u64| {
+            if file == ours {
+                Ok(())
+            } else {
+                Err(IpcError::Mismatch {
+                    path: path.clone(),
+                    field,
+                    file,
+                    ours,
+                })
+            }
+        };
+        let kind = h.kind.load(Ordering::Relaxed);
+        mismatch(
+            "producer kind (1 single, 2 multi)",
+            kind as u64,
+            if self.multi { MULTI } else { SINGLE } as u64,
+        )?;
+        mismatch(
+            "capacity",
+            h.capacity.load(Ordering::Relaxed),
+            self.capacity as u64,
+        )?;
+        mismatch("schema", h.schema.load(Ordering::Relaxed), self.schema)?;
+        let consumers = h.consumers.load(Ordering::Relaxed);
+        let producers = h.producers.load(Ordering::Relaxed);
+        if consumers == 0
+            || consumers > layout::MAX_CONSUMERS as u64
+            || producers == 0
+            || producers > layout::MAX_PRODUCERS as u64
+        {
+            return Err(IpcError::NotABus {
+                path: path.clone(),
+                reason: format!("table sizes {consumers} and {producers} are out of bounds"),
+            });
+        }
+        mismatch(
+            "event size",
+            h.event_size.load(Ordering::Relaxed),
+            core::mem::size_of::<E>() as u64,
+        )?;
+        mismatch(
+            "event alignment",
+            h.event_align.load(Ordering::Relaxed),
+            core::mem::align_of::<E>() as u64,
+        )?;
+        let mine = Options {
+            consumers: consumers as usize,
+            producers: producers as usize,
+            ..self.clone()
+        };
+        let layout = mine.layout::<E>()?;
+        mismatch(
+            "file length in the header",
+            h.file_len.load(Ordering::Relaxed),
+            layout.len as u64,
+        )?;
+        mismatch("file length", len as u64, layout.len as u64)?;
+        Ok(layout)
+    }
+
+    /// Under loom: the bus's structures on the heap, for model process `pid`.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn model<E: Pod>(&self, pid: u32) -> IpcBus<E> {
+        let layout = self.layout::<E>().expect("a model's options are valid");
+        let region = Region::model(layout);
+        let me = Identity { pid, start: 0 };
+        self.write_header(&region, &layout, me);
+        IpcBus::new(region, me)
+    }
+}
+
+/// Removes the file of bus `name` from the default directory. Processes
+/// that have it open keep their mapping; new `open`s fail.
+///
+/// # Errors
+/// The OS error (e.g. `NotFound`).
+pub fn remove(name: &str) -> Result<(), IpcError> {
+    Options::new(2).remove(name)
+}
+
+impl Options {
+    /// Removes the file of bus `name` from this options' directory.
+    ///
+    /// # Errors
+    /// The OS error (e.g. `NotFound`).
+    pub fn remove(&self, name: &str) -> Result<(), IpcError> {
+        let path = self.path(name)?;
+        std::fs::remove_file(&path).map_err(|source| IpcError::Io {
+            path,
+            op: "remove",
+            source,
+        })
+    }
+}
+
+/// A process's handle on a shared-memory bus: makes producers and
+/// consumers. Clones share the mapping.
+pub struct IpcBus<E> {
+    pub(crate) region: Arc<Region>,
+    pub(crate) me: Identity,
+    pub(crate) wait: Wait,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for IpcBus<E> {
+    fn clone(&self) -> Self {
+        Self {
+            region: self.region.clone(),
+            me: self.me,
+            wait: self.wait,
+            _event: PhantomData,
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for IpcBus<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcBus")
+            .field("layout", &self.region.layout)
+            .field("wait", &self.wait)
+            .finish()
+    }
+}
+
+/// One consumer entry, as [`IpcBus::metrics`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerInfo {
+    /// Its name.
+    pub name: String,
+    /// Its owner's pid.
+    pub pid: u32,
+    /// The next sequence it will read.
+    pub next: u64,
+    /// Whether its process runs.
+    pub alive: bool,
+    /// Tombstones it skipped.
+    pub tombstones: u64,
+}
+
+/// A view of the bus's shared state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IpcMetrics {
+    /// Single producer: sequences published; multi: sequences claimed.
+    pub cursor: u64,
+    /// The consumer entries in use.
+    pub consumers: Vec<ConsumerInfo>,
+    /// Consumer entries reclaimed from dead processes.
+    pub reclaimed: u64,
+    /// Claims given up (tombstones made).
+    pub given_up: u64,
+    /// Producer places taken over from dead processes.
+    pub producers_replaced: u64,
+    /// Whether [`close`](IpcBus::close) was called.
+    pub closed: bool,
+}
+
+impl<E: Pod> IpcBus<E> {
+    fn new(region: Region, me: Identity) -> Self {
+        Self {
+            region: Arc::new(region),
+            me,
+            wait: Wait::default(),
+            _event: PhantomData,
+        }
+    }
+
+    /// The wait strategy of the consumers made from this handle from now on.
+    pub fn with_wait(mut self, wait: impl Into<Wait>) -> Self {
+        self.wait = wait.into();
+        self
+    }
+
+    /// The bus's capacity.
+    pub fn capacity(&self) -> usize {
+        self.region.layout.capacity
+    }
+
+    /// The bus's file.
+    #[cfg(not(loom))]
+    pub fn path(&self) -> &Path {
+        &self.region.path
+    }
+
+    /// Takes a producer: the single producer's place (also when its last
+    /// owner died: this process goes on from the cursor), or one of a
+    /// multi producer's entries.
+    ///
+    /// # Errors
+    /// [`IpcError::ProducerBusy`] when a live process is the single
+    /// producer; [`IpcError::TableFull`].
+    pub fn producer(&self) -> Result<IpcProducer<E>, IpcError> {
+        match table::join_producer(&self.region, self.me) {
+            Ok((index, lease, _)) => Ok(IpcProducer::new(self.clone(), index, lease)),
+            Err(table::ProducerFailure::Busy { pid }) => Err(IpcError::ProducerBusy { pid }),
+            Err(table::ProducerFailure::Full) => Err(IpcError::TableFull {
+                table: "producer",
+                size: self.region.layout.producers,
+            }),
+        }
+    }
+
+    /// Joins as consumer `name` (1–32 bytes): at the present, or, if a
+    /// dead consumer had this name and was not reclaimed yet, where it
+    /// stopped.
+    ///
+    /// # Errors
+    /// [`IpcError::NameInUse`], [`IpcError::TableFull`],
+    /// [`IpcError::Config`] for a bad name.
+    pub fn consumer(&self, name: &str) -> Result<IpcConsumer<E>, IpcError> {
+        self.consumer_after(name, &[])
+    }
+
+    /// Joins as consumer `name`, reading each event only after every
+    /// consumer named in `after` has handled it. While one of them is gone,
+    /// this one waits where that one last was; one that resumes goes on
+    /// from there. If it was reclaimed and a new consumer joins under its
+    /// name, that one starts at the present, and this one handles the
+    /// events between without it.
+    ///
+    /// # Errors
+    /// As for [`consumer`](IpcBus::consumer).
+    pub fn consumer_after(&self, name: &str, after: &[&str]) -> Result<IpcConsumer<E>, IpcError> {
+        for n in std::iter::once(&name).chain(after) {
+            if n.is_empty() || n.len() > 32 || n.contains('\0') {
+                return Err(IpcError::Config {
+                    reason: format!("consumer name {n:?}: use 1–32 bytes, no NUL"),
+                });
+            }
+        }
+        if after.contains(&name) {
+            return Err(IpcError::Config {
+                reason: format!("consumer {name:?} cannot come after itself"),
+            });
+        }
+        match table::join_consumer(&self.region, self.me, name) {
+            Ok(joined) => Ok(IpcConsumer::new(self.clone(), name, joined, after)),
+            Err(table::JoinFailure::InUse { pid }) => Err(IpcError::NameInUse {
+                name: name.into(),
+                pid,
+            }),
+            Err(table::JoinFailure::Full) => Err(IpcError::TableFull {
+                table: "consumer",
+                size: self.region.layout.consumers,
+            }),
+        }
+    }
+
+    /// Closes the bus for every process: publishes fail with `Closed`, and
+    /// consumers end with `Closed` after the last event.
+    pub fn close(&self) {
+        // SeqCst: a producer checks it after its claim, a consumer after
+        // finding nothing; either sees it or its own step is seen.
+        self.region
+            .control()
+            .stats
+            .closed
+            .store(1, Ordering::SeqCst);
+        self.region
+            .control()
+            .wake
+            .word
+            .fetch_add(1, Ordering::SeqCst);
+        self.region.futex_wake();
+    }
+
+    /// Whether the bus was closed.
+    pub fn is_closed(&self) -> bool {
+        self.region.control().stats.closed.load(Ordering::SeqCst) != 0
+    }
+
+    /// The bus's shared state now: cursor, consumers (with liveness),
+    /// counters.
+    pub fn metrics(&self) -> IpcMetrics {
+        let r = &self.region;
+        let stats = &r.control().stats;
+        let consumers = (0..r.layout.consumers)
+            .filter_map(|i| {
+                let entry = r.consumer(i)?;
+                let l = Lease::load(&entry.meta.lease);
+                (l.state() == ACTIVE).then(|| ConsumerInfo {
+                    name: table::read_name(entry),
+                    pid: l.pid(),
+                    next: entry.next.load(Ordering::Acquire),
+                    alive: r.alive(table::consumer_owner(entry, l)),
+                    tombstones: entry.meta.tombstones.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        IpcMetrics {
+            cursor: r.control().cursor.load(Ordering::Acquire),
+            consumers,
+            reclaimed: stats.reclaimed.load(Ordering::Relaxed),
+            given_up: stats.given_up.load(Ordering::Relaxed),
+            producers_replaced: stats.producers_replaced.load(Ordering::Relaxed),
+            closed: stats.closed.load(Ordering::Relaxed) != 0,
+        }
+    }
+
+    /// Under loom: the same bus as seen from model process `pid`.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn as_process(&self, pid: u32) -> Self {
+        Self {
+            me: Identity { pid, start: 0 },
+            ..self.clone()
+        }
+    }
+
+    /// Under loom: model process `pid` dies.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn kill(&self, pid: u32) {
+        self.region.kill(pid);
+    }
+}

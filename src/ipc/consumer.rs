@@ -1,0 +1,388 @@
+//! Reading from a shared-memory bus: a named consumer with its own sequence.
+//!
+//! What a consumer may read: below the cursor (single producer) or up to the
+//! first slot whose mark is not published or a tombstone (multi producer),
+//! and below the sequences of the consumers it comes after. It commits its
+//! sequence once per batch (Release), which frees the slots for producers.
+//!
+//! A multi producer's hole: a consumer that stays at a claimed slot for the
+//! bus's hole timeout gives it up (`marks::give_up`), then skips it. A
+//! sleeping (`Blocking`) consumer sleeps at most half the hole timeout at a
+//! time so it can.
+
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use super::bus::{IpcBus, Wait};
+use super::error::IpcPollError;
+use super::marks::{self, Slot};
+use super::os::now_ms;
+use super::table::{self, Joined, Lease, ACTIVE};
+use crate::loom::Ordering;
+use crate::Sequence;
+
+/// A consumer this one comes after, found by name.
+#[derive(Debug)]
+struct Upstream {
+    name: String,
+    /// Its entry and lease when last found.
+    entry: Option<(usize, Lease)>,
+    /// Its sequence when last read: the bound while it is gone.
+    last: u64,
+}
+
+/// A consumer of a shared-memory bus (see [`IpcBus::consumer`]). Dropping
+/// it leaves the table: it stops gating the producers.
+pub struct IpcConsumer<E: Pod> {
+    bus: IpcBus<E>,
+    name: String,
+    index: usize,
+    lease: Lease,
+    next: u64,
+    upstream: Vec<Upstream>,
+    wait: Wait,
+    tombstones: u64,
+    resumed_from: Option<u32>,
+    /// The pending slot waited at, its mark then, and since when (ms).
+    hole: Option<(u64, u64, u64)>,
+    hole_timeout_ms: u64,
+}
+
+impl<E: Pod> std::fmt::Debug for IpcConsumer<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcConsumer")
+            .field("name", &self.name)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl<E: Pod> IpcConsumer<E> {
+    pub(crate) fn new(bus: IpcBus<E>, name: &str, joined: Joined, after: &[&str]) -> Self {
+        let (index, lease, resumed_from) = match joined {
+            Joined::Fresh { index, lease } => (index, lease, None),
+            Joined::Resumed {
+                index,
+                lease,
+                previous_pid,
+            } => (index, lease, Some(previous_pid)),
+        };
+        let entry = bus.region.consumer(index).expect("joined entry");
+        // Acquire: the sequence its predecessor (or the join) stored.
+        let next = entry.next.load(Ordering::Acquire);
+        let upstream = after
+            .iter()
+            .map(|n| Upstream {
+                name: (*n).into(),
+                entry: None,
+                last: next,
+            })
+            .collect();
+        let hole_timeout_ms =
+            bus.region.header().hole_timeout_ns.load(Ordering::Relaxed) / 1_000_000;
+        let wait = bus.wait;
+        Self {
+            bus,
+            name: name.into(),
+            index,
+            lease,
+            next,
+            upstream,
+            wait,
+            tombstones: 0,
+            resumed_from,
+            hole: None,
+            hole_timeout_ms,
+        }
+    }
+
+    /// The consumer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The next sequence it will read.
+    pub fn next_sequence(&self) -> u64 {
+        self.next
+    }
+
+    /// The pid of the dead consumer whose place (and sequence) this one
+    /// took, if it resumed one.
+    pub fn resumed_from(&self) -> Option<u32> {
+        self.resumed_from
+    }
+
+    /// Given-up claims this consumer skipped.
+    pub fn tombstones(&self) -> u64 {
+        self.tombstones
+    }
+
+    /// How this consumer waits from now on.
+    pub fn set_wait(&mut self, wait: impl Into<Wait>) {
+        self.wait = wait.into();
+    }
+
+    /// Handles up to `limit` available events with `f(event, sequence,
+    /// end_of_batch)` and commits them; never waits (but may give up a hole
+    /// it has waited at long enough). `Ok(0)` when nothing is available.
+    ///
+    /// Memory effect: an Acquire load of the cursor or marks before reading;
+    /// a Release store of the consumer's sequence after `f` returned.
+    ///
+    /// # Errors
+    /// [`IpcPollError::Closed`] once the bus is closed and everything was
+    /// handled; [`IpcPollError::Lapped`] when this consumer was overtaken.
+    pub fn poll(
+        &mut self,
+        limit: usize,
+        f: impl FnMut(&E, Sequence, bool),
+    ) -> Result<usize, IpcPollError> {
+        let end = self.available()?;
+        if end == self.next {
+            return if self.finished() {
+                Err(IpcPollError::Closed)
+            } else {
+                Ok(0)
+            };
+        }
+        Ok(self.handle(end, limit, f))
+    }
+
+    /// Like [`poll`](IpcConsumer::poll), waiting with this consumer's
+    /// [`Wait`] until at least one event or tombstone was passed (`Ok(0)`:
+    /// only tombstones).
+    ///
+    /// # Errors
+    /// As for [`poll`](IpcConsumer::poll).
+    pub fn poll_wait(
+        &mut self,
+        limit: usize,
+        f: impl FnMut(&E, Sequence, bool),
+    ) -> Result<usize, IpcPollError> {
+        self.wait_then_handle(None, limit, f)
+    }
+
+    /// Like [`poll_wait`](IpcConsumer::poll_wait), waiting at most
+    /// `timeout`.
+    ///
+    /// # Errors
+    /// [`IpcPollError::Timeout`], or as for [`poll`](IpcConsumer::poll).
+    pub fn poll_timeout(
+        &mut self,
+        timeout: Duration,
+        limit: usize,
+        f: impl FnMut(&E, Sequence, bool),
+    ) -> Result<usize, IpcPollError> {
+        self.wait_then_handle(Instant::now().checked_add(timeout), limit, f)
+    }
+
+    fn wait_then_handle(
+        &mut self,
+        deadline: Option<Instant>,
+        limit: usize,
+        f: impl FnMut(&E, Sequence, bool),
+    ) -> Result<usize, IpcPollError> {
+        let mut tries = 0u32;
+        loop {
+            let end = self.available()?;
+            if end != self.next {
+                return Ok(self.handle(end, limit, f));
+            }
+            if self.finished() {
+                return Err(IpcPollError::Closed);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(IpcPollError::Timeout);
+            }
+            tries = tries.saturating_add(1);
+            self.idle(tries, deadline);
+        }
+    }
+
+    fn idle(&mut self, tries: u32, deadline: Option<Instant>) {
+        match self.wait {
+            // Spinners of several processes cannot count each other as the
+            // in-process ones do: a spin that found nothing 1,024 times in
+            // a row yields every 64 polls, so on a full machine the
+            // producer it waits for gets a core.
+            Wait::BusySpin if tries >= 1024 && tries % 64 == 0 => crate::loom::yield_now(),
+            Wait::BusySpin => crate::loom::spin_loop(),
+            Wait::Yielding => crate::loom::yield_now(),
+            Wait::Sleeping(d) => crate::loom::sleep(d),
+            Wait::Blocking if tries < 64 && !cfg!(loom) => crate::loom::yield_now(),
+            Wait::Blocking => self.sleep(deadline),
+        }
+    }
+
+    /// Sleeps on the futex until a producer wakes it, the deadline or half
+    /// the hole timeout (to give a hole up), at most 100 ms.
+    fn sleep(&mut self, deadline: Option<Instant>) {
+        let region = self.bus.region.clone();
+        let wake = &region.control().wake;
+        let bit = 1u64 << (self.index % 64);
+        // SeqCst: the bit before the last look at the cursor and marks; a
+        // producer's publish, fence, then load of the bits (producer.rs).
+        wake.sleepers.fetch_or(bit, Ordering::SeqCst);
+        // SeqCst: the looks at the cursor and marks below are Acquire loads,
+        // outside the SeqCst order; the fence puts them after the bit.
+        crate::loom::fence(Ordering::SeqCst);
+        let seen = wake.word.load(Ordering::SeqCst);
+        let ready = match self.available() {
+            Ok(end) => end != self.next,
+            Err(_) => true,
+        } || self.finished();
+        if !ready {
+            let mut slice = Duration::from_millis((self.hole_timeout_ms / 2).clamp(1, 100));
+            if let Some(d) = deadline {
+                slice = slice.min(d.saturating_duration_since(Instant::now()));
+            }
+            region.futex_wait(seen, slice);
+        }
+        wake.sleepers.fetch_and(!bit, Ordering::Relaxed);
+    }
+
+    /// Closed, and nothing more to read.
+    fn finished(&self) -> bool {
+        let control = self.bus.region.control();
+        // SeqCst: see `IpcBus::close`.
+        control.stats.closed.load(Ordering::SeqCst) != 0
+            && self.next >= control.cursor.load(Ordering::SeqCst)
+    }
+
+    /// The end of what can be passed now: events and tombstones in
+    /// `self.next..end`.
+    fn available(&mut self) -> Result<u64, IpcPollError> {
+        let arc = self.bus.region.clone();
+        let region = &*arc;
+        if !table::still_owned(region, self.index, self.lease) {
+            return Err(IpcPollError::Lapped {
+                sequence: self.next,
+            });
+        }
+        let bound = self.upstream_bound();
+        let cap = region.layout.capacity as u64;
+        if !region.layout.multi {
+            // Acquire: the events' bytes, written before the cursor's
+            // Release store.
+            let cursor = region.control().cursor.load(Ordering::Acquire);
+            if cursor > self.next.saturating_add(cap) {
+                return Err(IpcPollError::Lapped {
+                    sequence: self.next,
+                });
+            }
+            return Ok(cursor.min(bound).max(self.next));
+        }
+        let limit = bound.min(self.next.saturating_add(cap));
+        let mut end = self.next;
+        while end < limit {
+            match marks::slot(region, end) {
+                Slot::Published | Slot::Tombstone => end += 1,
+                Slot::Lapped => return Err(IpcPollError::Lapped { sequence: end }),
+                Slot::Pending if end == self.next => {
+                    // SeqCst: as `give_up` reads the claim counter.
+                    if region.control().cursor.load(Ordering::SeqCst) <= end {
+                        self.hole = None; // not claimed: no hole to time
+                        break;
+                    }
+                    if self.hole_expired(end, marks::raw(region, end))
+                        && marks::give_up(region, end)
+                    {
+                        self.hole = None;
+                        continue;
+                    }
+                    break;
+                }
+                Slot::Pending => break,
+            }
+        }
+        Ok(end)
+    }
+
+    /// Whether this consumer has waited at claimed `seq`, its mark
+    /// unchanged, for the hole timeout. The timer starts again whenever the
+    /// mark changes (claimed, then marked WRITING: a live writer at work).
+    fn hole_expired(&mut self, seq: u64, mark: u64) -> bool {
+        let now = now_ms();
+        match self.hole {
+            Some((s, m, since)) if s == seq && m == mark => {
+                now.saturating_sub(since) >= self.hole_timeout_ms || cfg!(loom)
+            }
+            _ => {
+                self.hole = Some((seq, mark, now));
+                cfg!(loom)
+            }
+        }
+    }
+
+    /// The lowest sequence of the consumers this one comes after (u64::MAX
+    /// without any). A gone upstream bounds at its last sequence seen.
+    fn upstream_bound(&mut self) -> u64 {
+        let region = &*self.bus.region;
+        let mut bound = u64::MAX;
+        for up in &mut self.upstream {
+            let current = up.entry.filter(|&(i, l)| table::still_owned(region, i, l));
+            let found = current.or_else(|| {
+                (0..region.layout.consumers).find_map(|i| {
+                    let entry = region.consumer(i)?;
+                    let l = Lease::load(&entry.meta.lease);
+                    (l.state() == ACTIVE && table::read_name(entry) == up.name).then_some((i, l))
+                })
+            });
+            up.entry = found;
+            if let Some((i, _)) = found {
+                // Acquire: the upstream read these events before its
+                // Release store of `next`.
+                up.last = region
+                    .consumer(i)
+                    .expect("found entry")
+                    .next
+                    .load(Ordering::Acquire);
+            }
+            bound = bound.min(up.last);
+        }
+        bound
+    }
+
+    fn handle(&mut self, end: u64, limit: usize, mut f: impl FnMut(&E, Sequence, bool)) -> usize {
+        let region = &*self.bus.region;
+        let stop = end.min(self.next.saturating_add(limit.max(1) as u64));
+        let mut handled = 0;
+        for seq in self.next..stop {
+            if region.layout.multi && marks::slot(region, seq) != Slot::Published {
+                self.tombstones += 1;
+                region
+                    .consumer(self.index)
+                    .expect("own entry")
+                    .meta
+                    .tombstones
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            // SAFETY: `seq` is published (cursor or mark, Acquire) and below
+            // what this consumer gates, so no producer writes it until this
+            // consumer's sequence passes it; Pod events may hold any bytes.
+            unsafe {
+                region.with_slot(seq, false, |p| {
+                    f(&*(p as *const E), seq as Sequence, seq + 1 == stop)
+                })
+            };
+            handled += 1;
+        }
+        self.next = stop;
+        self.hole = None;
+        // Release: the reads above before the producers reuse the slots.
+        region
+            .consumer(self.index)
+            .expect("own entry")
+            .next
+            .store(stop, Ordering::Release);
+        handled
+    }
+}
+
+impl<E: Pod> Drop for IpcConsumer<E> {
+    fn drop(&mut self) {
+        table::leave_consumer(&self.bus.region, self.index, self.lease);
+    }
+}

@@ -1,0 +1,266 @@
+//! The multi producer's availability marks, and how a claim that was never
+//! published is given up.
+//!
+//! Each slot has one 64-bit mark: the round it speaks of (sequence ÷
+//! capacity, plus one, so an all-zero file means "round −1, done"), the
+//! writer (producer entry + 1, 0 for nobody) and a state:
+//!
+//! ```text
+//! round r-1 PUBLISHED/RELEASED --producer CAS--> round r WRITING(p)
+//! WRITING(p) --producer CAS, Release--> PUBLISHED(p)         consumers read it
+//! WRITING(p) --consumer CAS, hole timeout--> GIVEN_UP(p)     consumers skip it;
+//!            p's publish CAS fails, p stores RELEASED(p) and reports the loss
+//! WRITING(p), p dead --consumer CAS--> RELEASED(p)           consumers skip it
+//! round r-1 done, claimed but unmarked, claimant not gated, hole timeout
+//!            --consumer CAS--> round r RELEASED(nobody)       the claimant's
+//!            CAS to WRITING then fails, and it reports the loss
+//! ```
+//!
+//! A slot is reused (next round) only from PUBLISHED or RELEASED: never
+//! while a slow writer may still be writing a given-up slot, so a slow
+//! producer's event is never half overwritten, and a given-up event is
+//! never delivered (consumers skip GIVEN_UP and RELEASED alike).
+//!
+//! Orderings: the publish CAS is Release and a consumer's load of the mark
+//! Acquire (the event's bytes before the mark); the claim CAS is Acquire
+//! (the previous round's readers are done, through the gating sequences,
+//! and a previous slow writer's last write is before its RELEASED store,
+//! which is Release). Give-up CASes are Relaxed for the data (nobody reads
+//! a skipped slot) but AcqRel so the loser of a race sees the winner's state.
+
+use super::region::Region;
+use super::table::writer_gone;
+use crate::loom::Ordering;
+use crate::weaken;
+
+pub(crate) const WRITING: u64 = 1;
+pub(crate) const PUBLISHED: u64 = 2;
+pub(crate) const GIVEN_UP: u64 = 3;
+pub(crate) const RELEASED: u64 = 4;
+
+/// A mark's parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark(pub(crate) u64);
+
+impl Mark {
+    pub(crate) fn new(round_plus_one: u64, owner: usize, state: u64) -> Self {
+        Self(round_plus_one << 16 | (owner as u64 & 0xFFF) << 4 | state)
+    }
+    pub(crate) fn round(self) -> u64 {
+        self.0 >> 16
+    }
+    pub(crate) fn owner(self) -> usize {
+        ((self.0 >> 4) & 0xFFF) as usize
+    }
+    pub(crate) fn state(self) -> u64 {
+        self.0 & 0xF
+    }
+    /// The previous round is over: its event was read or skipped, and its
+    /// writer no longer touches the slot (or never existed).
+    fn done(self) -> bool {
+        self.0 == 0 || matches!(self.state(), PUBLISHED | RELEASED)
+    }
+}
+
+fn round_of(region: &Region, seq: u64) -> u64 {
+    (seq >> region.shift()) + 1
+}
+
+/// Why a claimed slot cannot be written.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum MarkFailure {
+    /// A consumer gave the claim up before the producer reached it.
+    GivenUp,
+    /// The previous round's writer is still writing (it was given up and is
+    /// slow): try again.
+    Busy,
+}
+
+/// Marks `seq` as being written by producer entry `me` (its index + 1).
+pub(crate) fn begin_write(region: &Region, seq: u64, me: usize) -> Result<(), MarkFailure> {
+    let mark = region.mark(seq);
+    let round = round_of(region, seq);
+    loop {
+        let m = Mark(mark.load(Ordering::Acquire));
+        if m.round() >= round {
+            // Given up before this producer reached it (or, a later round:
+            // overtaken by producers a lap ahead while nobody gated).
+            return Err(MarkFailure::GivenUp);
+        }
+        if m.round() + 1 != round && m.0 != 0 {
+            // A round before the previous one: a producer a lap behind has
+            // not marked it yet (only without consumers to gate).
+            return Err(MarkFailure::Busy);
+        }
+        if !m.done() {
+            // A slow writer of the previous round, given up or (without
+            // consumers to gate it) still writing; a dead one never ends.
+            if !writer_gone(region, m.owner()) {
+                return Err(MarkFailure::Busy);
+            }
+        }
+        // Acquire: the previous round's writer (its RELEASED store) and
+        // readers (through the gating sequences) are done with the slot.
+        if mark
+            .compare_exchange(
+                m.0,
+                Mark::new(round, me, WRITING).0,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// Publishes `seq`, written by producer entry `me`. `Err(())` when a
+/// consumer gave it up while it was written: the slot is released and the
+/// event is lost (the caller reports it).
+pub(crate) fn end_write(region: &Region, seq: u64, me: usize) -> Result<(), ()> {
+    let mark = region.mark(seq);
+    let round = round_of(region, seq);
+    let writing = Mark::new(round, me, WRITING).0;
+    // Release: the event's bytes before the mark a consumer Acquires.
+    let order = if weaken::IPC_PUBLISH {
+        Ordering::Relaxed
+    } else {
+        Ordering::Release
+    };
+    match mark.compare_exchange(
+        writing,
+        Mark::new(round, me, PUBLISHED).0,
+        order,
+        Ordering::Relaxed,
+    ) {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            // Given up: the slot is free again once this writer is done with
+            // it. Release: the writes above come before the next round's.
+            mark.store(Mark::new(round, me, RELEASED).0, Ordering::Release);
+            Err(())
+        }
+    }
+}
+
+/// Gives `seq` up unwritten: the claimant stops (a failed publish closure,
+/// or a batch of which another slot was given up).
+pub(crate) fn abandon(region: &Region, seq: u64, me: usize) {
+    let round = round_of(region, seq);
+    // Release: as `end_write`'s failure path.
+    region
+        .mark(seq)
+        .store(Mark::new(round, me, RELEASED).0, Ordering::Release);
+}
+
+/// What a consumer finds at `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Published,
+    Tombstone,
+    /// Claimed by a writer that has not published, or not claimed yet.
+    Pending,
+    /// The slot belongs to a later round: this reader was overtaken (its
+    /// entry was reclaimed, or a peer wrote what no protocol writes).
+    Lapped,
+}
+
+/// The raw mark of `seq` (to see whether a wait at it made progress).
+pub(crate) fn raw(region: &Region, seq: u64) -> u64 {
+    region.mark(seq).load(Ordering::Relaxed)
+}
+
+/// What a consumer finds at `seq` (Acquire: the event's bytes follow).
+pub(crate) fn slot(region: &Region, seq: u64) -> Slot {
+    let m = Mark(region.mark(seq).load(Ordering::Acquire));
+    let round = round_of(region, seq);
+    if m.round() == round {
+        match m.state() {
+            PUBLISHED => Slot::Published,
+            GIVEN_UP | RELEASED => Slot::Tombstone,
+            _ => Slot::Pending,
+        }
+    } else if m.round() > round {
+        Slot::Lapped
+    } else {
+        Slot::Pending
+    }
+}
+
+/// A consumer that waited at least the hole timeout at `seq` gives it up:
+/// a dead writer's slot is released, a slow writer's given up, and a claim
+/// not yet marked released if its claimant is not held by a full ring.
+/// True if the slot is now a tombstone (by this call or another).
+pub(crate) fn give_up(region: &Region, seq: u64) -> bool {
+    let mark = region.mark(seq);
+    let round = round_of(region, seq);
+    // SeqCst: the claim counter after the mark, as producers wrote them.
+    if region.control().cursor.load(Ordering::SeqCst) <= seq {
+        return false; // not claimed: nothing to give up
+    }
+    loop {
+        let m = Mark(mark.load(Ordering::Acquire));
+        let to = if m.round() == round {
+            match m.state() {
+                WRITING if writer_gone(region, m.owner()) => Mark::new(round, m.owner(), RELEASED),
+                WRITING => Mark::new(round, m.owner(), GIVEN_UP),
+                PUBLISHED => return false,
+                _ => return true,
+            }
+        } else if m.round() + 1 == round || m.0 == 0 {
+            if !m.done() && !writer_gone(region, m.owner()) {
+                return false; // the previous round's slow writer holds it
+            }
+            // The claimant has not marked it. It may wait for room: a claim
+            // is given up only if the ring has room for it.
+            if !weaken::IPC_GIVE_UP {
+                let room = super::table::min_consumer(region, false).map_or(true, |min| {
+                    seq < min.saturating_add(region.layout.capacity as u64)
+                });
+                if !room {
+                    return false;
+                }
+            }
+            Mark::new(round, 0, RELEASED)
+        } else {
+            return m.round() > round;
+        };
+        // AcqRel: the loser of a race with the writer sees its state.
+        if mark
+            .compare_exchange(m.0, to.0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            region
+                .control()
+                .stats
+                .given_up
+                .fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+    }
+}
+
+/// A new owner of producer entry `index` releases the marks its dead
+/// predecessor left mid-write, so the next round may use those slots.
+pub(crate) fn release_dead_writer(region: &Region, index: usize) {
+    let owner = index + 1;
+    for i in 0..region.layout.capacity as u64 {
+        let mark = region.mark(i);
+        let m = Mark(mark.load(Ordering::Acquire));
+        if m.owner() == owner && matches!(m.state(), WRITING | GIVEN_UP) {
+            let released = Mark::new(m.round(), owner, RELEASED);
+            if mark
+                .compare_exchange(m.0, released.0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+                && m.state() == WRITING
+            {
+                region
+                    .control()
+                    .stats
+                    .given_up
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

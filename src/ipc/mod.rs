@@ -1,0 +1,106 @@
+//! A bus in a shared-memory file, shared by processes on one host (feature
+//! `ipc`; unix; `Blocking` sleeps on a futex on Linux and naps elsewhere).
+//!
+//! One process [creates](Options::create) a named bus; others
+//! [open](Options::open) it with the same event type and options. Each
+//! process then takes a [`producer`](IpcBus::producer) or joins as a named
+//! [`consumer`](IpcBus::consumer): the ring, the cursor, the availability
+//! marks and a table of consumers (each with its sequence and its owner
+//! process) live in the file, so a producer writes an event in place and a
+//! consumer in another process reads it there, without a copy or a syscall.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ringbus::ipc::{self, Pod, Zeroable};
+//!
+//! #[derive(Clone, Copy, Default, Pod, Zeroable)]
+//! #[repr(C)]
+//! struct Order { id: u64, price: u64, qty: u32, side: u32 }
+//!
+//! // In the gateway process:
+//! let bus = ipc::Options::new(1024).schema(1).create::<Order>("orders")?;
+//! let mut producer = bus.producer()?;
+//! producer.publish(|o| { o.id = 1; o.price = 100; o.qty = 5; })?;
+//!
+//! // In the matcher process:
+//! let bus = ipc::Options::new(1024).schema(1).open::<Order>("orders")?;
+//! let mut matcher = bus.consumer("matcher")?;
+//! matcher.poll_wait(64, |order, seq, _end_of_batch| println!("{seq}: {}", order.id))?;
+//! # Ok(()) }
+//! ```
+//!
+//! (Add `bytemuck = { version = "1", features = ["derive"] }` to derive
+//! `Pod`.)
+//!
+//! # The model
+//!
+//! - **Events are plain data** ([`Pod`]): no pointers, a fixed size. A
+//!   variable payload is a byte array with a length inside the event.
+//! - **Single or multi producer.** A single producer is one process at a
+//!   time; if it dies, a new process takes its place with
+//!   [`producer`](IpcBus::producer) and goes on from the cursor. A multi
+//!   producer bus takes one producer per process or thread, each claiming
+//!   with a `fetch_add` and marking each slot it publishes.
+//! - **Consumers have names and sequences.** A consumer sees what is
+//!   published after it joins; every live consumer gates the producers;
+//!   [`consumer_after`](IpcBus::consumer_after) makes a stage that reads an
+//!   event only after the named consumers have (a pipeline or a diamond
+//!   across processes). Consumers commit after each batch.
+//! - **A dead consumer** (its process gone) keeps gating for the bus's
+//!   [`reclaim_after`](Options::reclaim_after): a process that joins under
+//!   its name within that time resumes at its sequence, so nothing is lost
+//!   for it (events it handled but had not committed come again: at least
+//!   once). After that time, the first producer that finds the ring full
+//!   reclaims its entry ([`IpcMetrics::reclaimed`]).
+//! - **A producer killed between claim and publish** (multi producer) leaves
+//!   a hole. A consumer that waited [`hole_timeout`](Options::hole_timeout)
+//!   at it gives it up: a tombstone that every consumer skips and counts
+//!   ([`IpcConsumer::tombstones`]). A producer that was only slow is never
+//!   overwritten: its publish fails with [`IpcPublishError::GivenUp`], and
+//!   its slot is reused only after it let go of it.
+//! - **Waits**: [`Wait::BusySpin`], [`Wait::Yielding`], [`Wait::Sleeping`],
+//!   and [`Wait::Blocking`], which sleeps on a futex in the file; a producer
+//!   pays a fence and a load per publish and makes a syscall only while a
+//!   consumer sleeps. A producer waiting for room in the ring spins, yields
+//!   and then naps (50 µs), whatever the strategy.
+//! - **Closing**: [`IpcBus::close`] ends the bus for everyone: producers get
+//!   [`IpcPublishError::Closed`], consumers [`IpcPollError::Closed`] after
+//!   the last event.
+//!
+//! # Trust
+//!
+//! Every value read from the file is checked before it is used as an
+//! offset, index or length: a peer with write access can corrupt events and
+//! the bus's state (then producers and consumers get errors, or wrong
+//! events), never make this process read or write outside the mapping. The
+//! file's mode (0600 by default, [`Options::mode`]) is the only access
+//! control.
+//!
+//! # Stale buses
+//!
+//! A bus outlives its processes: a new producer and new consumers can open
+//! it and go on. A creator that died before the bus was ready leaves a file
+//! that [`Options::open`] reports as [`IpcError::Stale`]; [`remove`] it.
+//!
+//! # Platforms
+//!
+//! Linux first: the file lives in `/dev/shm`, process liveness comes from
+//! `/proc` (start times guard against reused pids, zombies count as dead),
+//! and `Blocking` sleeps on a futex. Other unix systems use the temporary
+//! directory, `kill(pid, 0)` alone, and naps instead of the futex.
+
+mod bus;
+mod consumer;
+mod error;
+mod layout;
+mod marks;
+mod os;
+mod producer;
+mod region;
+mod table;
+
+pub use bus::{remove, ConsumerInfo, IpcBus, IpcMetrics, Options, Wait};
+pub use bytemuck::{Pod, Zeroable};
+pub use consumer::IpcConsumer;
+pub use error::{IpcError, IpcPollError, IpcPublishError};
+pub use producer::{IpcBatch, IpcProducer};

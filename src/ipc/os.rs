@@ -1,0 +1,177 @@
+//! What the operating system tells about processes, time and sleeping on a
+//! shared word: process identity and liveness, a clock every process of
+//! the host shares, and futex wait and wake (Linux; elsewhere a short nap).
+//!
+//! Under loom there are no processes and no clock: a model names its
+//! "processes" by number, kills them by setting a flag in the region, every
+//! timeout has passed, and the futex is a mutex and condition variable in
+//! the region that keeps the futex's one promise (a wait on a word that
+//! changed returns; a wake after the change reaches every waiter).
+
+use crate::loom::AtomicU32;
+#[cfg(all(not(loom), not(target_os = "linux")))]
+use crate::loom::Ordering;
+use std::time::Duration;
+
+/// A process: its pid and its start time (in clock ticks since boot, from
+/// `/proc/<pid>/stat` on Linux; 0 elsewhere), so a reused pid is not taken
+/// for the process that died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) pid: u32,
+    pub(crate) start: u64,
+}
+
+impl Identity {
+    /// This process.
+    #[cfg(not(loom))]
+    pub(crate) fn current() -> Self {
+        let pid = std::process::id();
+        Self {
+            pid,
+            start: stat(pid).map_or(0, |s| s.start),
+        }
+    }
+}
+
+struct Stat {
+    start: u64,
+    zombie: bool,
+}
+
+/// Fields 3 (state) and 22 (start time) of `/proc/<pid>/stat`; the command
+/// name (field 2) may hold spaces and parentheses, so fields are counted
+/// from its last `)`.
+#[cfg(target_os = "linux")]
+fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    let start = fields.nth(18)?.parse().ok()?;
+    Some(Stat {
+        start,
+        zombie: state == "Z" || state == "X",
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stat(_pid: u32) -> Option<Stat> {
+    None
+}
+
+/// Whether the process `who` still runs. A zombie (killed, not yet reaped
+/// by its parent) is dead; so is a live process under a reused pid.
+#[cfg(not(loom))]
+pub(crate) fn alive(who: Identity) -> bool {
+    if who.pid == 0 || who.pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the pid
+    // exists and may be signalled.
+    let r = unsafe { libc::kill(who.pid as libc::pid_t, 0) };
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    match stat(who.pid) {
+        Some(s) => !s.zombie && (who.start == 0 || s.start == who.start),
+        // kill found it, but /proc does not show it (not Linux, hidepid, or
+        // another pid namespace): alive, so a live process is never taken
+        // for dead. A process that ended since kill is seen at the next look.
+        None => true,
+    }
+}
+
+/// Milliseconds of a clock all processes of the host share (monotonic since
+/// boot), never 0.
+#[cfg(not(loom))]
+pub(crate) fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000).max(1)
+}
+
+/// Under loom every timeout has passed at once.
+#[cfg(loom)]
+pub(crate) fn now_ms() -> u64 {
+    u64::MAX >> 21
+}
+
+/// Sleeps while `word` holds `seen`, at most `timeout`; returns early on a
+/// wake, a change of the word or a signal (callers recheck).
+#[cfg(all(not(loom), target_os = "linux"))]
+pub(crate) fn futex_wait(word: &AtomicU32, seen: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT on the word's address, which stays mapped while
+    // `word` is borrowed; not FUTEX_PRIVATE: other processes wake it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            seen,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
+/// Wakes every process sleeping on `word`.
+#[cfg(all(not(loom), target_os = "linux"))]
+pub(crate) fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on the word's address, which stays mapped while
+    // `word` is borrowed.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+}
+
+/// No futex: a short nap stands for the wait (other unix).
+#[cfg(all(not(loom), not(target_os = "linux")))]
+pub(crate) fn futex_wait(word: &AtomicU32, seen: u32, timeout: Duration) {
+    if word.load(Ordering::Relaxed) == seen {
+        std::thread::sleep(timeout.min(Duration::from_micros(50)));
+    }
+}
+
+/// No futex: sleepers nap and look again (other unix).
+#[cfg(all(not(loom), not(target_os = "linux")))]
+pub(crate) fn futex_wake(_word: &AtomicU32) {}
+
+/// A futex for loom models: the check of the word and the sleep are one
+/// step under the mutex, as in the kernel.
+#[cfg(loom)]
+#[derive(Debug, Default)]
+pub(crate) struct ModelFutex {
+    lock: loom::sync::Mutex<()>,
+    cond: loom::sync::Condvar,
+}
+
+#[cfg(loom)]
+impl ModelFutex {
+    pub(crate) fn wait(&self, word: &AtomicU32, seen: u32) {
+        let guard = crate::loom::lock(&self.lock);
+        if word.load(crate::loom::Ordering::SeqCst) == seen {
+            let _guard = self.cond.wait(guard);
+        }
+    }
+
+    pub(crate) fn wake(&self) {
+        let _guard = crate::loom::lock(&self.lock);
+        self.cond.notify_all();
+    }
+}
+
+/// `/dev/shm/ringbus.<name>` on Linux (memory, never written to disk), the
+/// temporary directory elsewhere.
+pub(crate) fn default_dir() -> std::path::PathBuf {
+    if cfg!(target_os = "linux") {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    }
+}

@@ -1,0 +1,416 @@
+//! Publishing into a shared-memory bus.
+//!
+//! Claim, then room: a producer may write sequence `s` once every consumer
+//! has passed `s - capacity`. It keeps the lowest consumer sequence it saw
+//! (`cached_min`, never above the first sequence of the claim it was
+//! refreshed for: see the join protocol in `table.rs`) and reads the table
+//! again only when the cache says the ring may be full; a producer that
+//! still finds it full checks the consumers' processes for life, at most
+//! every millisecond, so a dead consumer is reclaimed.
+//!
+//! After publishing, a SeqCst fence and a load of the sleepers' mask: a
+//! sleeping consumer set its bit (SeqCst) before it looked at the cursor or
+//! marks for the last time, so either it sees this publish or this producer
+//! sees its bit and wakes it.
+
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use super::bus::IpcBus;
+use super::error::IpcPublishError;
+use super::marks::{self, MarkFailure};
+use super::table::{self, Lease};
+use crate::loom::{AtomicU64, Ordering};
+use crate::weaken;
+
+/// A producer on a shared-memory bus (see [`IpcBus::producer`]). Dropping
+/// it frees its place.
+pub struct IpcProducer<E: Pod> {
+    bus: IpcBus<E>,
+    index: usize,
+    lease: Lease,
+    multi: bool,
+    capacity: u64,
+    /// Single producer: the next sequence to publish.
+    next: u64,
+    cached_min: u64,
+    last_liveness: Option<Instant>,
+}
+
+impl<E: Pod> std::fmt::Debug for IpcProducer<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcProducer")
+            .field("index", &self.index)
+            .field("multi", &self.multi)
+            .finish()
+    }
+}
+
+/// The slots of a batch: one or two runs (the ring wraps), in order.
+#[derive(Debug)]
+pub struct IpcBatch<'a, E> {
+    head: &'a mut [E],
+    tail: &'a mut [E],
+}
+
+impl<E> IpcBatch<'_, E> {
+    /// The number of slots.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Slot `i` of the batch.
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut E> {
+        let h = self.head.len();
+        if i < h {
+            self.head.get_mut(i)
+        } else {
+            self.tail.get_mut(i - h)
+        }
+    }
+
+    /// The slots in order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut E> {
+        self.head.iter_mut().chain(self.tail.iter_mut())
+    }
+}
+
+impl<'b, E> IntoIterator for &'b mut IpcBatch<'_, E> {
+    type Item = &'b mut E;
+    type IntoIter = std::iter::Chain<std::slice::IterMut<'b, E>, std::slice::IterMut<'b, E>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.head.iter_mut().chain(self.tail.iter_mut())
+    }
+}
+
+/// Hands a one-slot batch's slot to `f`.
+fn one<E>(b: &mut IpcBatch<'_, E>, f: impl FnOnce(&mut E)) {
+    if let Some(e) = b.get_mut(0) {
+        f(e);
+    }
+}
+
+/// When a claim stops waiting for room.
+#[derive(Clone, Copy)]
+enum Until {
+    Now,
+    Never,
+    Deadline(Instant),
+}
+
+/// Releases a multi producer's marked slots if the publish closure panics.
+struct Abandon<'a> {
+    region: &'a super::region::Region,
+    first: u64,
+    n: u64,
+    owner: usize,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        for seq in self.first..self.first + self.n {
+            marks::abandon(self.region, seq, self.owner);
+        }
+    }
+}
+
+impl<E: Pod> IpcProducer<E> {
+    pub(crate) fn new(bus: IpcBus<E>, index: usize, lease: Lease) -> Self {
+        let multi = bus.region.layout.multi;
+        let capacity = bus.region.layout.capacity as u64;
+        // Acquire: a single producer's cursor was last written by this
+        // process's predecessor (or, multi, by any producer).
+        let next = bus.region.control().cursor.load(Ordering::Acquire);
+        // `cached_min` 0: the first claim past the first lap reads the table.
+        Self {
+            bus,
+            index,
+            lease,
+            multi,
+            capacity,
+            next,
+            cached_min: 0,
+            last_liveness: None,
+        }
+    }
+
+    fn cursor(&self) -> &AtomicU64 {
+        &self.bus.region.control().cursor
+    }
+
+    /// Publishes one event written by `f`, waiting for room as long as
+    /// live consumers hold the ring. Returns its sequence.
+    ///
+    /// Memory effect: a Release store (single producer: the cursor; multi:
+    /// the slot's mark) after `f` wrote the slot.
+    ///
+    /// # Errors
+    /// [`IpcPublishError::Closed`]; [`IpcPublishError::GivenUp`] (multi
+    /// producer, the claim outlived the hole timeout).
+    pub fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<u64, IpcPublishError> {
+        self.publish_n(1, Until::Never, |b| one(b, f))
+    }
+
+    /// Like [`publish`](IpcProducer::publish), but never waits.
+    ///
+    /// # Errors
+    /// [`IpcPublishError::Full`], or as for `publish`.
+    pub fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<u64, IpcPublishError> {
+        self.publish_n(1, Until::Now, |b| one(b, f))
+    }
+
+    /// Like [`publish`](IpcProducer::publish), waiting at most `timeout`
+    /// for room.
+    ///
+    /// # Errors
+    /// [`IpcPublishError::Timeout`], or as for `publish`.
+    pub fn publish_timeout(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&mut E),
+    ) -> Result<u64, IpcPublishError> {
+        let until = Instant::now()
+            .checked_add(timeout)
+            .map_or(Until::Never, Until::Deadline);
+        self.publish_n(1, until, |b| one(b, f))
+    }
+
+    /// Publishes `n` events at once, written by `f` into consecutive slots
+    /// (each producer's batch stays in order and contiguous). Returns the
+    /// first sequence.
+    ///
+    /// # Errors
+    /// [`IpcPublishError::BatchTooLarge`] when `n` exceeds the capacity, or
+    /// as for `publish`.
+    pub fn batch_publish(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(&mut IpcBatch<'_, E>),
+    ) -> Result<u64, IpcPublishError> {
+        self.publish_n(n, Until::Never, f)
+    }
+
+    fn publish_n(
+        &mut self,
+        n: usize,
+        until: Until,
+        f: impl FnOnce(&mut IpcBatch<'_, E>),
+    ) -> Result<u64, IpcPublishError> {
+        if n as u64 > self.capacity {
+            return Err(IpcPublishError::BatchTooLarge {
+                size: n,
+                capacity: self.capacity as usize,
+            });
+        }
+        if n == 0 {
+            return Ok(self.next);
+        }
+        let first = self.claim(n as u64, until)?;
+        let region = &*self.bus.region.clone();
+        let owner = self.index + 1;
+        if self.multi {
+            for seq in first..first + n as u64 {
+                if let Err(failure) = self.begin_write(seq, owner) {
+                    // Nothing of the batch is written: let go of what was
+                    // marked, and of the rest without marking it.
+                    for done in first..seq {
+                        marks::abandon(region, done, owner);
+                    }
+                    for rest in seq + 1..first + n as u64 {
+                        let _ = self
+                            .begin_write(rest, owner)
+                            .map(|()| marks::abandon(region, rest, owner));
+                    }
+                    self.notify();
+                    let _ = failure;
+                    return Err(IpcPublishError::GivenUp {
+                        sequence: first,
+                        lost: n,
+                    });
+                }
+            }
+        }
+        let guard = self.multi.then(|| Abandon {
+            region,
+            first,
+            n: n as u64,
+            owner,
+        });
+        // SAFETY: the slots first..first+n are this producer's: it claimed
+        // them, every consumer has passed their previous round (`claim`),
+        // and (multi producer) it marked each WRITING, which no other
+        // producer does for this round and no consumer reads.
+        let mut batch = unsafe { self.slots(first, n) };
+        f(&mut batch);
+        let lost = if let Some(guard) = guard {
+            std::mem::forget(guard);
+            let mut lost = None::<(u64, usize)>;
+            for seq in first..first + n as u64 {
+                if marks::end_write(region, seq, owner).is_err() {
+                    let (s, k) = lost.unwrap_or((seq, 0));
+                    lost = Some((s, k + 1));
+                }
+            }
+            lost
+        } else {
+            self.next = first + n as u64;
+            // Release: the events' bytes before the cursor that consumers
+            // Acquire.
+            let order = if weaken::IPC_PUBLISH {
+                Ordering::Relaxed
+            } else {
+                Ordering::Release
+            };
+            self.cursor().store(self.next, order);
+            None
+        };
+        self.notify();
+        match lost {
+            Some((sequence, lost)) => Err(IpcPublishError::GivenUp { sequence, lost }),
+            None => Ok(first),
+        }
+    }
+
+    fn begin_write(&self, seq: u64, owner: usize) -> Result<(), MarkFailure> {
+        loop {
+            match marks::begin_write(&self.bus.region, seq, owner) {
+                // A given-up writer of the previous round still writes (or a
+                // producer a lap behind has not published): wait for it,
+                // unless the bus closes.
+                Err(MarkFailure::Busy) if !self.bus.is_closed() => crate::loom::yield_now(),
+                Err(MarkFailure::Busy) => return Err(MarkFailure::GivenUp),
+                other => return other,
+            }
+        }
+    }
+
+    /// Wakes sleeping consumers, if any.
+    #[inline]
+    fn notify(&self) {
+        let wake = &self.bus.region.control().wake;
+        if !weaken::IPC_SLEEPERS {
+            // SeqCst: orders the publish above before the load of the
+            // sleepers (module docs).
+            crate::loom::fence(Ordering::SeqCst);
+        }
+        if wake.sleepers.load(Ordering::Relaxed) != 0 {
+            // SeqCst: a sleeper that read the word before this bump sleeps
+            // on the old value, and the futex returns at once or is woken.
+            wake.word.fetch_add(1, Ordering::SeqCst);
+            self.bus.region.futex_wake();
+        }
+    }
+
+    /// # Safety
+    /// The caller owns the slots `first..first + n`.
+    unsafe fn slots(&self, first: u64, n: usize) -> IpcBatch<'_, E> {
+        let cap = self.capacity as usize;
+        let start = (first % self.capacity) as usize;
+        let head_len = n.min(cap - start);
+        let region = &self.bus.region;
+        // SAFETY: the caller owns the slots; `with_slot` points at the first
+        // of each run, and the runs lie inside the ring (`start + head_len
+        // <= cap`). Pod events may hold any bytes.
+        unsafe {
+            let head = region.with_slot(first, true, |p| {
+                core::slice::from_raw_parts_mut(p as *mut E, head_len)
+            });
+            let tail = region.with_slot(first + head_len as u64, true, |p| {
+                core::slice::from_raw_parts_mut(p as *mut E, n - head_len)
+            });
+            IpcBatch { head, tail }
+        }
+    }
+
+    /// Claims `n` sequences once there is room for them.
+    fn claim(&mut self, n: u64, until: Until) -> Result<u64, IpcPublishError> {
+        if self.bus.is_closed() {
+            return Err(IpcPublishError::Closed);
+        }
+        if !table::producer_owned(&self.bus.region, self.index, self.lease) {
+            // Another process took this producer's place (it was judged
+            // dead): publishing would write where the new owner writes.
+            return Err(IpcPublishError::Closed);
+        }
+        if !self.multi {
+            let first = self.next;
+            self.wait_for_room(first, first + n - 1, until)?;
+            return Ok(first);
+        }
+        if let Until::Never = until {
+            // AcqRel: a total order of claims; nothing is published by it.
+            let first = self.cursor().fetch_add(n, Ordering::AcqRel);
+            self.wait_for_room(first, first + n - 1, until)?;
+            return Ok(first);
+        }
+        // Claim only once there is room, so a timed-out claim leaves no hole.
+        loop {
+            let first = self.cursor().load(Ordering::Acquire);
+            self.wait_for_room(first, first + n - 1, until)?;
+            // AcqRel: as fetch_add.
+            if self
+                .cursor()
+                .compare_exchange(first, first + n, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(first);
+            }
+        }
+    }
+
+    fn wait_for_room(
+        &mut self,
+        first: u64,
+        last: u64,
+        until: Until,
+    ) -> Result<(), IpcPublishError> {
+        if last < self.cached_min.saturating_add(self.capacity) {
+            return Ok(());
+        }
+        let mut tries = 0u32;
+        loop {
+            let check_dead = tries > 0
+                && self
+                    .last_liveness
+                    .map_or(true, |t| t.elapsed() >= Duration::from_millis(1));
+            if check_dead {
+                self.last_liveness = Some(Instant::now());
+            }
+            // SeqCst: the producer's side of the join protocol (table.rs).
+            crate::loom::fence(Ordering::SeqCst);
+            let min = table::min_consumer(&self.bus.region, check_dead).unwrap_or(first);
+            self.cached_min = min.min(first);
+            if last < self.cached_min.saturating_add(self.capacity) {
+                return Ok(());
+            }
+            if self.bus.is_closed() {
+                return Err(IpcPublishError::Closed);
+            }
+            match until {
+                Until::Now => return Err(IpcPublishError::Full),
+                Until::Deadline(d) if Instant::now() >= d => return Err(IpcPublishError::Timeout),
+                _ => {}
+            }
+            tries += 1;
+            if tries < 64 {
+                crate::loom::spin_loop();
+            } else if tries < 128 || cfg!(loom) {
+                crate::loom::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+}
+
+impl<E: Pod> Drop for IpcProducer<E> {
+    fn drop(&mut self) {
+        table::leave_producer(&self.bus.region, self.index, self.lease);
+    }
+}

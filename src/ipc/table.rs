@@ -1,0 +1,460 @@
+//! The producer and consumer tables: who owns each entry (a lease), how an
+//! entry is joined, taken over from a dead owner, left, and reclaimed.
+//!
+//! A lease is one 64-bit word: the owner's pid, a generation bumped at every
+//! change of owner, and a state (free, joining, active). Every change of
+//! owner is one CAS on the lease that expects the generation it read, so two
+//! processes never both win an entry, and a reclaim decided on what one
+//! owner did never removes the next owner.
+//!
+//! Orderings. A joiner's CAS to JOINING is Acquire (it reads what the last
+//! owner left); its store of ACTIVE is SeqCst, and it then reads the cursor
+//! SeqCst: a producer refreshes its view of the table after a SeqCst fence,
+//! so either the producer sees the entry, or the joiner sees every claim the
+//! producer made before it looked (see `join`). A leave or reclaim is a
+//! Release CAS to FREE.
+//!
+//! Death. An entry whose owner's process is gone keeps gating for the bus's
+//! `reclaim_after` from the moment someone first saw it dead, so a consumer
+//! restarted within that time resumes where its predecessor stopped; then
+//! the first producer that finds the ring full reclaims it.
+
+use super::layout::{ConsumerEntry, ProducerEntry, MULTI};
+use super::os::{now_ms, Identity};
+use super::region::Region;
+use crate::loom::{AtomicU64, Ordering};
+
+pub(crate) const FREE: u64 = 0;
+pub(crate) const JOINING: u64 = 1;
+pub(crate) const ACTIVE: u64 = 2;
+/// A consumer taking over a dead one's entry: it gates as ACTIVE, but its
+/// start time may not be written yet, so its pid alone says whether it lives.
+pub(crate) const RESUMING: u64 = 3;
+
+/// An entry's owner word: pid (bits 0–31), generation (32–61), state (62–63).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lease(pub(crate) u64);
+
+impl Lease {
+    pub(crate) fn new(state: u64, generation: u64, pid: u32) -> Self {
+        Self(state << 62 | (generation & ((1 << 30) - 1)) << 32 | pid as u64)
+    }
+    pub(crate) fn state(self) -> u64 {
+        self.0 >> 62
+    }
+    pub(crate) fn generation(self) -> u64 {
+        (self.0 >> 32) & ((1 << 30) - 1)
+    }
+    pub(crate) fn pid(self) -> u32 {
+        self.0 as u32
+    }
+    /// The next owner's lease.
+    pub(crate) fn next(self, state: u64, pid: u32) -> Self {
+        Self::new(state, self.generation() + 1, pid)
+    }
+    pub(crate) fn load(word: &AtomicU64) -> Self {
+        // Acquire: pairs with the Release (or SeqCst) store that made this
+        // lease, so the entry's other fields the owner wrote are visible.
+        Self(word.load(Ordering::Acquire))
+    }
+}
+
+fn name_words(name: &str) -> [u64; 4] {
+    let mut bytes = [0u8; 32];
+    bytes[..name.len()].copy_from_slice(name.as_bytes());
+    core::array::from_fn(|i| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap()))
+}
+
+/// An entry's name as stored (lossy for a hostile writer's bytes).
+pub(crate) fn read_name(entry: &ConsumerEntry) -> String {
+    let mut bytes = Vec::with_capacity(32);
+    for w in &entry.meta.name {
+        bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    }
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(32);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn has_name(entry: &ConsumerEntry, words: &[u64; 4]) -> bool {
+    entry
+        .meta
+        .name
+        .iter()
+        .zip(words)
+        .all(|(a, b)| a.load(Ordering::Relaxed) == *b)
+}
+
+/// The owner of a consumer entry under lease `l`. While JOINING or
+/// RESUMING the start time may still be the last owner's: the pid alone.
+pub(crate) fn consumer_owner(entry: &ConsumerEntry, l: Lease) -> Identity {
+    let start = if l.state() == ACTIVE {
+        entry.meta.start.load(Ordering::Relaxed)
+    } else {
+        0
+    };
+    Identity {
+        pid: l.pid(),
+        start,
+    }
+}
+
+/// The owner of a producer entry under lease `l` (the pid alone while
+/// JOINING, as for consumers).
+pub(crate) fn producer_owner(entry: &ProducerEntry, l: Lease) -> Identity {
+    let start = if l.state() == ACTIVE {
+        entry.start.load(Ordering::Relaxed)
+    } else {
+        0
+    };
+    Identity {
+        pid: l.pid(),
+        start,
+    }
+}
+
+/// What joining a consumer entry found.
+#[derive(Debug)]
+pub(crate) enum Joined {
+    /// A fresh entry, starting at `next`.
+    Fresh { index: usize, lease: Lease },
+    /// The entry of a dead consumer of the same name, resumed where it
+    /// stopped.
+    Resumed {
+        index: usize,
+        lease: Lease,
+        previous_pid: u32,
+    },
+}
+
+/// Why a join failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum JoinFailure {
+    InUse { pid: u32 },
+    Full,
+}
+
+/// The sequence a joining consumer starts at: every claim made so far is
+/// behind it (single producer: everything published).
+fn join_point(region: &Region) -> u64 {
+    // SeqCst: the second half of the join's store→load pair (module docs).
+    region.control().cursor.load(Ordering::SeqCst)
+}
+
+/// Joins the consumer table under `name` as process `me`.
+pub(crate) fn join_consumer(
+    region: &Region,
+    me: Identity,
+    name: &str,
+) -> Result<Joined, JoinFailure> {
+    let words = name_words(name);
+    // A dead consumer of this name: take its entry over and go on from its
+    // sequence. It never stopped gating, so nothing it had not read is gone.
+    for index in 0..region.layout.consumers {
+        let entry = region.consumer(index).expect("index below the table size");
+        let l = Lease::load(&entry.meta.lease);
+        if !matches!(l.state(), ACTIVE | RESUMING) || !has_name(entry, &words) {
+            continue;
+        }
+        let owner = consumer_owner(entry, l);
+        if region.alive(owner) {
+            return Err(JoinFailure::InUse { pid: owner.pid });
+        }
+        let resuming = l.next(RESUMING, me.pid);
+        // AcqRel: Acquire the dead owner's last `next`; RESUMING gates as
+        // ACTIVE did, so the entry never stops gating.
+        if entry
+            .meta
+            .lease
+            .compare_exchange(l.0, resuming.0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            entry.meta.start.store(me.start, Ordering::Relaxed);
+            entry.meta.dead_since.store(0, Ordering::Relaxed);
+            let mine = Lease::new(ACTIVE, resuming.generation(), me.pid);
+            // Release: the start time before the lease that says to trust
+            // it. A CAS: a reclaim of the entry (owner judged dead by its
+            // pid) may have come between.
+            if entry
+                .meta
+                .lease
+                .compare_exchange(resuming.0, mine.0, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(Joined::Resumed {
+                    index,
+                    lease: mine,
+                    previous_pid: owner.pid,
+                });
+            }
+        }
+    }
+    for index in 0..region.layout.consumers {
+        let entry = region.consumer(index).expect("index below the table size");
+        let l = Lease::load(&entry.meta.lease);
+        if l.state() != FREE {
+            continue;
+        }
+        let joining = l.next(JOINING, me.pid);
+        // Acquire: what the last owner wrote before its Release leave.
+        if entry
+            .meta
+            .lease
+            .compare_exchange(l.0, joining.0, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        entry.meta.start.store(me.start, Ordering::Relaxed);
+        entry.meta.dead_since.store(0, Ordering::Relaxed);
+        entry.meta.tombstones.store(0, Ordering::Relaxed);
+        for (w, v) in entry.meta.name.iter().zip(&words) {
+            w.store(*v, Ordering::Relaxed);
+        }
+        // Relaxed: published by the SeqCst lease store below.
+        entry.next.store(join_point(region), Ordering::Relaxed);
+        let active = Lease::new(ACTIVE, joining.generation(), me.pid);
+        // SeqCst: a producer's table refresh (after its SeqCst fence) either
+        // sees this entry or came before it; in the second case the cursor
+        // read below sees every claim it made, and no claim it makes on the
+        // old view reaches a slot of `join_point` + capacity. A CAS, not a
+        // store: the entry may have been reclaimed meanwhile (never while
+        // this pid lives, but a hostile peer may free it).
+        if entry
+            .meta
+            .lease
+            .compare_exchange(joining.0, active.0, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        // Release: the start position, for producers that read the entry.
+        entry.next.store(join_point(region), Ordering::Release);
+        // Another live consumer that joined under the same name at the same
+        // time: the later one (which sees the other) gives way.
+        let twin = (0..region.layout.consumers)
+            .filter(|&i| i != index)
+            .find_map(|i| {
+                let other = region.consumer(i).expect("index below the table size");
+                let ol = Lease(other.meta.lease.load(Ordering::SeqCst));
+                (ol.state() == ACTIVE && has_name(other, &words)).then_some(ol.pid())
+            });
+        if let Some(pid) = twin {
+            leave_consumer(region, index, active);
+            return Err(JoinFailure::InUse { pid });
+        }
+        return Ok(Joined::Fresh {
+            index,
+            lease: active,
+        });
+    }
+    Err(JoinFailure::Full)
+}
+
+/// Frees entry `index` if it is still under `lease`.
+pub(crate) fn leave_consumer(region: &Region, index: usize, lease: Lease) {
+    let entry = region.consumer(index).expect("index below the table size");
+    let free = lease.next(FREE, 0);
+    // Release: the entry's last sequence is final before it can be reused.
+    let _ =
+        entry
+            .meta
+            .lease
+            .compare_exchange(lease.0, free.0, Ordering::Release, Ordering::Relaxed);
+    clear_sleeper(region, index);
+}
+
+pub(crate) fn clear_sleeper(region: &Region, index: usize) {
+    region
+        .control()
+        .wake
+        .sleepers
+        .fetch_and(!(1u64 << (index % 64)), Ordering::Relaxed);
+}
+
+/// Whether consumer entry `index` may still be trusted to hold the entry
+/// under `lease` (false once it was reclaimed or taken over).
+pub(crate) fn still_owned(region: &Region, index: usize, lease: Lease) -> bool {
+    let entry = region.consumer(index).expect("index below the table size");
+    entry.meta.lease.load(Ordering::Acquire) == lease.0
+}
+
+/// The lowest sequence a live (or recently dead) consumer has not handled,
+/// or `None` without consumers. With `check_dead`, owners are checked for
+/// life, dead ones are noted, and entries dead longer than the bus's
+/// `reclaim_after` are reclaimed (and no longer gate).
+pub(crate) fn min_consumer(region: &Region, check_dead: bool) -> Option<u64> {
+    let mut min = None::<u64>;
+    for index in 0..region.layout.consumers {
+        let entry = region.consumer(index).expect("index below the table size");
+        let l = Lease::load(&entry.meta.lease);
+        match l.state() {
+            ACTIVE | RESUMING => {}
+            JOINING if check_dead => {
+                // A process that died while joining never set its start.
+                if !region.alive(consumer_owner(entry, l)) {
+                    note_dead(region, index, entry, l);
+                }
+                continue;
+            }
+            _ => continue,
+        }
+        if check_dead {
+            if !region.alive(consumer_owner(entry, l)) {
+                if note_dead(region, index, entry, l) {
+                    continue;
+                }
+            } else if entry.meta.dead_since.load(Ordering::Relaxed) != 0 {
+                // Seen dead once (a transient failure to read its process),
+                // alive now: its grace time starts again when it dies.
+                entry.meta.dead_since.store(0, Ordering::Relaxed);
+            }
+        }
+        // Acquire: the consumer read the slots below `next` before its
+        // Release store; a producer reuses them only after this load.
+        let next = entry.next.load(Ordering::Acquire);
+        min = Some(min.map_or(next, |m: u64| m.min(next)));
+    }
+    min
+}
+
+/// Notes that entry `index`'s owner (under `l`) is dead; reclaims the entry
+/// once it has been dead for the bus's `reclaim_after`. True if reclaimed.
+fn note_dead(region: &Region, index: usize, entry: &ConsumerEntry, l: Lease) -> bool {
+    let tag = l.generation() & 0xF_FFFF;
+    let now = now_ms();
+    let seen = entry.meta.dead_since.load(Ordering::Relaxed);
+    let reclaim_ms = region.header().reclaim_after_ns.load(Ordering::Relaxed) / 1_000_000;
+    if seen == 0 || seen & 0xF_FFFF != tag {
+        let _ = entry.meta.dead_since.compare_exchange(
+            seen,
+            now << 20 | tag,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        // Under loom every grace time has passed at once.
+        if !cfg!(loom) {
+            return false;
+        }
+    } else if !cfg!(loom) && now.saturating_sub(seen >> 20) < reclaim_ms {
+        return false;
+    }
+    let free = l.next(FREE, 0);
+    // Release: as a leave. Expecting `l` makes sure the owner seen dead is
+    // the one removed, not a consumer that took the entry over since.
+    if entry
+        .meta
+        .lease
+        .compare_exchange(l.0, free.0, Ordering::Release, Ordering::Relaxed)
+        .is_ok()
+    {
+        region
+            .control()
+            .stats
+            .reclaimed
+            .fetch_add(1, Ordering::Relaxed);
+        clear_sleeper(region, index);
+        return true;
+    }
+    false
+}
+
+/// Why a producer could not join.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ProducerFailure {
+    /// The single producer's lease is held by a live process.
+    Busy {
+        pid: u32,
+    },
+    Full,
+}
+
+/// Takes a producer entry as process `me`: the single producer's (entry 0)
+/// if its owner is gone, or a multi producer's free or dead entry. Returns
+/// the entry's index and lease, and the pid of a dead predecessor.
+pub(crate) fn join_producer(
+    region: &Region,
+    me: Identity,
+) -> Result<(usize, Lease, Option<u32>), ProducerFailure> {
+    let multi = region.header().kind.load(Ordering::Relaxed) == MULTI;
+    let entries = if multi { region.layout.producers } else { 1 };
+    for index in 0..entries {
+        let entry = region.producer(index).expect("index below the table size");
+        let l = Lease::load(&entry.lease);
+        let predecessor = match l.state() {
+            FREE => None,
+            _ => {
+                let owner = producer_owner(entry, l);
+                if region.alive(owner) {
+                    if multi {
+                        continue;
+                    }
+                    return Err(ProducerFailure::Busy { pid: owner.pid });
+                }
+                Some(owner.pid)
+            }
+        };
+        let joining = l.next(JOINING, me.pid);
+        // AcqRel: Acquire reads what the last owner left; Release orders
+        // nothing yet (the start time is written next).
+        if entry
+            .lease
+            .compare_exchange(l.0, joining.0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        entry.start.store(me.start, Ordering::Relaxed);
+        if predecessor.is_some() {
+            region
+                .control()
+                .stats
+                .producers_replaced
+                .fetch_add(1, Ordering::Relaxed);
+            if multi {
+                super::marks::release_dead_writer(region, index);
+            }
+        }
+        let active = Lease::new(ACTIVE, joining.generation(), me.pid);
+        // Release: the start time (and the released marks) before the lease
+        // that names the owner. A CAS: never overwrite a lease another
+        // process took meanwhile.
+        if entry
+            .lease
+            .compare_exchange(joining.0, active.0, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(ProducerFailure::Full);
+        }
+        return Ok((index, active, predecessor));
+    }
+    Err(ProducerFailure::Full)
+}
+
+/// Frees producer entry `index` if it is still under `lease`.
+pub(crate) fn leave_producer(region: &Region, index: usize, lease: Lease) {
+    let entry = region.producer(index).expect("index below the table size");
+    // Release: the producer's last marks are written before the entry can
+    // be reused.
+    let _ = entry.lease.compare_exchange(
+        lease.0,
+        lease.next(FREE, 0).0,
+        Ordering::Release,
+        Ordering::Relaxed,
+    );
+}
+
+/// Whether the writer named by a mark (producer entry `owner - 1`) is gone:
+/// its entry is free (it left after finishing) or its process died.
+pub(crate) fn writer_gone(region: &Region, owner: usize) -> bool {
+    let Some(entry) = owner.checked_sub(1).and_then(|i| region.producer(i)) else {
+        return true;
+    };
+    let l = Lease::load(&entry.lease);
+    l.state() == FREE || !region.alive(producer_owner(entry, l))
+}
+
+/// Whether producer entry `index` is still under `lease`.
+pub(crate) fn producer_owned(region: &Region, index: usize, lease: Lease) -> bool {
+    let entry = region.producer(index).expect("index below the table size");
+    entry.lease.load(Ordering::Acquire) == lease.0
+}

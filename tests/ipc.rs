@@ -1,0 +1,689 @@
+//! The shared-memory bus (`ringbus::ipc`): threads of one process, and real
+//! processes (this test binary started again in a role) killed with SIGKILL
+//! at random moments. Forbidden outcomes: an event lost for a live
+//! consumer, delivered twice, out of its producer's order, or read while
+//! written; a dead process wedging the others; a bad file opened.
+#![cfg(all(feature = "ipc", unix, not(miri)))]
+
+use std::collections::HashMap;
+use std::process::{Child, Command};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringbus::ipc::{IpcError, IpcPollError, IpcPublishError, Options, Pod, Wait, Zeroable};
+
+/// An event that shows a torn write: `check` is derived from the rest.
+#[derive(Clone, Copy, Default, Pod, Zeroable, Debug)]
+#[repr(C)]
+struct Ev {
+    producer: u64,
+    k: u64,
+    pad: [u64; 4],
+    check: u64,
+}
+
+impl Ev {
+    fn set(&mut self, producer: u64, k: u64) {
+        self.producer = producer;
+        self.k = k;
+        self.pad = [k ^ 0x55; 4];
+        self.check = producer.wrapping_mul(31) ^ k.rotate_left(7);
+    }
+    fn verify(&self) {
+        assert_eq!(
+            self.check,
+            self.producer.wrapping_mul(31) ^ self.k.rotate_left(7),
+            "torn event {self:?}"
+        );
+        assert_eq!(self.pad, [self.k ^ 0x55; 4], "torn event {self:?}");
+    }
+}
+
+fn dir() -> tempfile::TempDir {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    tempfile::Builder::new()
+        .prefix("ringbus-ipc-test")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+/// Per producer, the ks seen must be 0, 1, 2, ... with nothing twice.
+#[derive(Default)]
+struct Order(HashMap<u64, u64>);
+
+impl Order {
+    fn see(&mut self, e: &Ev) {
+        e.verify();
+        let next = self.0.entry(e.producer).or_default();
+        assert_eq!(
+            e.k, *next,
+            "producer {}: expected k {} got {} (lost, twice or out of order)",
+            e.producer, *next, e.k
+        );
+        *next += 1;
+    }
+}
+
+#[test]
+fn one_producer_to_two_consumers_in_threads_with_every_wait() {
+    for wait in [
+        Wait::BusySpin,
+        Wait::Yielding,
+        Wait::Sleeping(Duration::from_micros(20)),
+        Wait::Blocking,
+    ] {
+        let d = dir();
+        let n = 50_000u64;
+        let started = Instant::now();
+        let bus = Options::new(8)
+            .dir(d.path())
+            .create::<Ev>("spsc")
+            .unwrap()
+            .with_wait(wait);
+        let consumers: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|name| {
+                let mut c = bus.consumer(name).unwrap();
+                thread::spawn(move || {
+                    let mut order = Order::default();
+                    loop {
+                        match c.poll_wait(64, |e, seq, _| {
+                            assert_eq!(seq as u64, e.k);
+                            order.see(e)
+                        }) {
+                            Ok(_) => {}
+                            Err(IpcPollError::Closed) => break,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    order.0.get(&7).copied().unwrap_or(0)
+                })
+            })
+            .collect();
+        let mut p = bus.producer().unwrap();
+        for k in 0..n {
+            p.publish(|e| e.set(7, k)).unwrap();
+        }
+        bus.close();
+        assert_eq!(p.publish(|_| {}), Err(IpcPublishError::Closed));
+        for c in consumers {
+            assert_eq!(c.join().unwrap(), n, "{wait:?}");
+        }
+        eprintln!("{wait:?}: {n} events in {:?}", started.elapsed());
+    }
+}
+
+#[test]
+fn three_producers_a_pipeline_and_a_tiny_ring_that_laps() {
+    let d = dir();
+    let per = if cfg!(debug_assertions) {
+        20_000
+    } else {
+        100_000
+    };
+    for (cap, batch) in [(2usize, 1usize), (4, 3), (16, 5)] {
+        let bus = Options::new(cap)
+            .multi_producer()
+            .dir(d.path())
+            .create::<Ev>(&format!("mp{cap}"))
+            .unwrap();
+        let mut first = bus.consumer("first").unwrap();
+        let mut second = bus.consumer_after("second", &["first"]).unwrap();
+        let passed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen_first = passed.clone();
+        let c1 = thread::spawn(move || {
+            let mut order = Order::default();
+            while first.poll_wait(32, |e, _, _| {
+                order.see(e);
+                seen_first.fetch_add(1, Ordering::SeqCst);
+            }) != Err(IpcPollError::Closed)
+            {}
+            order
+        });
+        let watch = passed.clone();
+        let c2 = thread::spawn(move || {
+            let mut order = Order::default();
+            while second.poll_wait(32, |e, _, _| {
+                order.see(e);
+                // The pipeline: `first` handled it before.
+                assert!(watch.load(Ordering::SeqCst) > 0);
+            }) != Err(IpcPollError::Closed)
+            {}
+            order
+        });
+        let producers: Vec<_> = (0..3u64)
+            .map(|id| {
+                let mut p = bus.producer().unwrap();
+                thread::spawn(move || {
+                    let mut k = 0;
+                    while k < per {
+                        let n = batch.min((per - k) as usize);
+                        p.batch_publish(n, |slots| {
+                            for (i, e) in slots.iter_mut().enumerate() {
+                                e.set(id, k + i as u64);
+                            }
+                        })
+                        .unwrap();
+                        k += n as u64;
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        bus.close();
+        for c in [c1, c2] {
+            let order = c.join().unwrap();
+            for id in 0..3 {
+                assert_eq!(
+                    order.0.get(&id).copied(),
+                    Some(per),
+                    "ring {cap}, producer {id}"
+                );
+            }
+        }
+        assert_eq!(bus.metrics().given_up, 0);
+    }
+}
+
+#[test]
+fn a_consumer_joins_at_the_present_and_a_name_is_held_once() {
+    let d = dir();
+    let bus = Options::new(4).dir(d.path()).create::<Ev>("join").unwrap();
+    let mut p = bus.producer().unwrap();
+    for k in 0..3 {
+        p.publish(|e| e.set(1, k)).unwrap(); // nobody gates: no wait
+    }
+    let mut c = bus.consumer("late").unwrap();
+    assert_eq!(c.next_sequence(), 3);
+    assert!(matches!(
+        bus.consumer("late"),
+        Err(IpcError::NameInUse { .. })
+    ));
+    assert!(matches!(bus.producer(), Err(IpcError::ProducerBusy { .. })));
+    for k in 3..7 {
+        p.publish(|e| e.set(1, k)).unwrap();
+    }
+    assert_eq!(p.try_publish(|e| e.set(1, 7)), Err(IpcPublishError::Full));
+    assert_eq!(
+        p.publish_timeout(Duration::from_millis(5), |e| e.set(1, 7)),
+        Err(IpcPublishError::Timeout)
+    );
+    let mut ks = vec![];
+    c.poll(100, |e, _, _| ks.push(e.k)).unwrap();
+    assert_eq!(ks, [3, 4, 5, 6]);
+    assert!(matches!(
+        p.batch_publish(5, |_| {}),
+        Err(IpcPublishError::BatchTooLarge {
+            size: 5,
+            capacity: 4
+        })
+    ));
+    drop(c);
+    let mut again = bus.consumer("late").unwrap();
+    assert_eq!(again.poll(10, |_, _, _| {}), Ok(0));
+    let m = bus.metrics();
+    assert_eq!(m.consumers.len(), 1);
+    assert_eq!(m.consumers[0].name, "late");
+}
+
+#[test]
+fn bad_options_and_files_are_named() {
+    let d = dir();
+    let o = || Options::new(8).dir(d.path());
+    for bad in [
+        Options::new(3),
+        Options::new(0),
+        Options::new(8).consumers(0),
+        Options::new(8).consumers(65),
+    ] {
+        let e = bad.dir(d.path()).create::<Ev>("bad").unwrap_err();
+        assert!(matches!(e, IpcError::Config { .. }), "{e}");
+    }
+    assert!(matches!(
+        o().create::<Ev>("a/b"),
+        Err(IpcError::Config { .. })
+    ));
+    assert!(matches!(
+        o().open::<Ev>("missing"),
+        Err(IpcError::NotFound { .. })
+    ));
+    let _bus = o().schema(5).create::<Ev>("real").unwrap();
+    assert!(matches!(
+        o().create::<Ev>("real"),
+        Err(IpcError::AlreadyExists { .. })
+    ));
+    let mismatch = |e: IpcError| match e {
+        IpcError::Mismatch {
+            field, file, ours, ..
+        } => (field, file, ours),
+        e => panic!("{e}"),
+    };
+    assert_eq!(
+        mismatch(o().schema(6).open::<Ev>("real").unwrap_err()),
+        ("schema", 5, 6)
+    );
+    assert_eq!(
+        mismatch(
+            Options::new(16)
+                .schema(5)
+                .dir(d.path())
+                .open::<Ev>("real")
+                .unwrap_err()
+        ),
+        ("capacity", 8, 16)
+    );
+    let e = o().schema(5).open::<[u64; 3]>("real").unwrap_err();
+    assert_eq!(mismatch(e), ("event size", 56, 24));
+    let e = o()
+        .schema(5)
+        .multi_producer()
+        .open::<Ev>("real")
+        .unwrap_err();
+    assert_eq!(mismatch(e).0, "producer kind (1 single, 2 multi)");
+    assert!(o().schema(5).open::<Ev>("real").is_ok());
+    let msg = o().schema(6).open::<Ev>("real").unwrap_err().to_string();
+    assert!(
+        msg.contains("schema is 5") && msg.contains("asked for 6"),
+        "{msg}"
+    );
+    // Not a bus: garbage, and a short file.
+    std::fs::write(d.path().join("ringbus.junk"), vec![0xAB; 8192]).unwrap();
+    assert!(matches!(
+        o().open::<Ev>("junk"),
+        Err(IpcError::NotABus { .. })
+    ));
+    std::fs::write(d.path().join("ringbus.short"), b"RING").unwrap();
+    assert!(matches!(
+        o().open::<Ev>("short"),
+        Err(IpcError::NotABus { .. })
+    ));
+    // The mode asked for, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    let _g = o().mode(0o640).create::<Ev>("moded").unwrap();
+    let mode = std::fs::metadata(d.path().join("ringbus.moded"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    o().remove("moded").unwrap();
+    assert!(matches!(
+        o().open::<Ev>("moded"),
+        Err(IpcError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn a_truncated_or_lying_header_never_maps_past_the_file() {
+    let d = dir();
+    let bus = Options::new(8).dir(d.path()).create::<Ev>("lie").unwrap();
+    drop(bus);
+    let path = d.path().join("ringbus.lie");
+    let bytes = std::fs::read(&path).unwrap();
+    // Cut the ring off: the file is shorter than its layout.
+    std::fs::write(&path, &bytes[..bytes.len() - 64]).unwrap();
+    let e = Options::new(8).dir(d.path()).open::<Ev>("lie").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            IpcError::Mismatch {
+                field: "file length",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Table sizes out of bounds.
+    let mut b = bytes.clone();
+    b[64..72].copy_from_slice(&u64::MAX.to_le_bytes()); // consumers
+    std::fs::write(&path, &b).unwrap();
+    let e = Options::new(8).dir(d.path()).open::<Ev>("lie").unwrap_err();
+    assert!(matches!(e, IpcError::NotABus { .. }), "{e}");
+    // Another version.
+    let mut b = bytes.clone();
+    b[8..12].copy_from_slice(&99u32.to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    assert!(matches!(
+        Options::new(8).dir(d.path()).open::<Ev>("lie"),
+        Err(IpcError::Version { file: 99, .. })
+    ));
+}
+
+#[test]
+fn a_slow_producer_is_given_up_never_overwritten_and_told() {
+    let d = dir();
+    let bus = Options::new(4)
+        .multi_producer()
+        .hole_timeout(Duration::from_millis(30))
+        .dir(d.path())
+        .create::<Ev>("slow")
+        .unwrap();
+    let mut c = bus.consumer("c").unwrap();
+    let mut slow = bus.producer().unwrap();
+    let mut fast = bus.producer().unwrap();
+    let slow_thread = thread::spawn(move || {
+        let r = slow.publish(|e| {
+            e.set(1, 0);
+            thread::sleep(Duration::from_millis(200));
+            e.set(1, 0);
+        });
+        (slow, r)
+    });
+    thread::sleep(Duration::from_millis(20));
+    let mut order = Order::default();
+    let mut got = 0;
+    for k in 0..12 {
+        fast.publish(|e| e.set(2, k)).unwrap();
+        got += c
+            .poll_timeout(Duration::from_secs(5), 16, |e, _, _| order.see(e))
+            .unwrap();
+    }
+    let (_, r) = slow_thread.join().unwrap();
+    assert_eq!(
+        r,
+        Err(IpcPublishError::GivenUp {
+            sequence: 0,
+            lost: 1
+        })
+    );
+    while c.poll(16, |e, _, _| order.see(e)).unwrap() > 0 {}
+    assert_eq!(order.0.get(&2).copied(), Some(12));
+    assert_eq!(order.0.get(&1), None, "a given-up event was delivered");
+    assert_eq!(c.tombstones(), 1);
+    assert_eq!(bus.metrics().given_up, 1);
+    let _ = got;
+}
+
+// ---- Processes ------------------------------------------------------------
+
+const ROLE: &str = "RINGBUS_IPC_ROLE";
+
+fn spawn(role: &str, dir: &std::path::Path, name: &str, extra: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE, format!("{role}|{}|{name}|{extra}", dir.display()))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
+fn kill_opts(dir: &std::path::Path, multi: bool) -> Options {
+    let o = Options::new(8)
+        .dir(dir)
+        .reclaim_after(Duration::from_millis(100))
+        .hole_timeout(Duration::from_millis(50));
+    if multi {
+        o.multi_producer()
+    } else {
+        o
+    }
+}
+
+/// Not a test of its own: the body of a child process, chosen by `ROLE`.
+#[test]
+fn child_process_entry() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let parts: Vec<&str> = role.split('|').collect();
+    let (role, dir, name, extra) = (parts[0], std::path::Path::new(parts[1]), parts[2], parts[3]);
+    match role {
+        // Publishes k = 0, 1, ... as producer `extra`, forever.
+        "producer" | "sp-producer" => {
+            let bus = kill_opts(dir, role == "producer").open::<Ev>(name).unwrap();
+            let id: u64 = extra.parse().unwrap();
+            let mut p = loop {
+                match bus.producer() {
+                    Ok(p) => break p,
+                    Err(IpcError::ProducerBusy { .. }) => thread::sleep(Duration::from_millis(1)),
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            let mut k = 0;
+            loop {
+                match p.publish(|e| e.set(id, k)) {
+                    Ok(_) => k += 1,
+                    Err(IpcPublishError::GivenUp { .. }) => {} // publish k again
+                    Err(IpcPublishError::Closed) => return,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        // Reads as consumer `extra`, checking order, forever.
+        "consumer" => {
+            let bus = kill_opts(dir, true).open::<Ev>(name).unwrap();
+            let mut c = bus.consumer(extra).unwrap();
+            loop {
+                match c.poll_wait(16, |e, _, _| e.verify()) {
+                    Ok(_) => {}
+                    Err(IpcPollError::Closed) => return,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        // Takes a producer place, claims, and hangs inside the closure.
+        "hang-in-claim" => {
+            let bus = kill_opts(dir, true).open::<Ev>(name).unwrap();
+            let mut p = bus.producer().unwrap();
+            let _ = p.publish(|e| {
+                e.set(99, 0);
+                std::fs::write(dir.join("claimed"), b"1").unwrap();
+                thread::sleep(Duration::from_secs(600));
+            });
+        }
+        r => panic!("unknown role {r}"),
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_killed_consumer_process_stops_gating_and_is_reclaimed() {
+    let d = dir();
+    let bus = kill_opts(d.path(), true).create::<Ev>("deadc").unwrap();
+    let mut child = spawn("consumer", d.path(), "deadc", "victim");
+    wait_for("the child to join", || bus.metrics().consumers.len() == 1);
+    kill(&mut child);
+    let mut p = bus.producer().unwrap();
+    let start = Instant::now();
+    for k in 0..100 {
+        p.publish(|e| e.set(1, k)).unwrap(); // wedged forever if the dead gated
+    }
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let m = bus.metrics();
+    assert_eq!(m.reclaimed, 1);
+    assert!(m.consumers.is_empty());
+}
+
+#[test]
+fn a_consumer_restarted_within_reclaim_after_resumes_where_it_stopped() {
+    let d = dir();
+    let bus = Options::new(8)
+        .multi_producer()
+        .dir(d.path())
+        .reclaim_after(Duration::from_secs(30))
+        .create::<Ev>("resume")
+        .unwrap();
+    let mut child = spawn("consumer", d.path(), "resume", "matcher");
+    wait_for("the child to join", || bus.metrics().consumers.len() == 1);
+    let mut p = bus.producer().unwrap();
+    for k in 0..20 {
+        p.publish(|e| e.set(1, k)).unwrap();
+    }
+    kill(&mut child);
+    // The dead matcher gates: the ring fills and stays full.
+    for k in 20..28 {
+        let _ = p.publish_timeout(Duration::from_millis(1), |e| e.set(1, k));
+    }
+    let stopped = bus.metrics().consumers[0].next;
+    let again = bus.consumer("matcher").unwrap();
+    assert!(again.resumed_from().is_some());
+    assert_eq!(again.next_sequence(), stopped);
+}
+
+#[test]
+fn a_producer_killed_mid_claim_leaves_a_tombstone_and_nothing_else_is_lost() {
+    let d = dir();
+    let bus = kill_opts(d.path(), true).create::<Ev>("hole").unwrap();
+    let mut c = bus.consumer("c").unwrap();
+    let mut child = spawn("hang-in-claim", d.path(), "hole", "");
+    wait_for("the claim", || d.path().join("claimed").exists());
+    kill(&mut child);
+    let mut p = bus.producer().unwrap();
+    let mut order = Order::default();
+    for k in 0..50 {
+        p.publish(|e| e.set(1, k)).unwrap();
+        c.poll_timeout(Duration::from_secs(5), 8, |e, _, _| order.see(e))
+            .unwrap();
+    }
+    while c.poll(8, |e, _, _| order.see(e)).unwrap() > 0 {}
+    assert_eq!(order.0.get(&1).copied(), Some(50));
+    assert_eq!(order.0.get(&99), None);
+    assert_eq!(c.tombstones(), 1);
+}
+
+#[test]
+fn a_dead_single_producer_is_replaced_and_the_sequence_goes_on() {
+    let d = dir();
+    let bus = kill_opts(d.path(), false).create::<Ev>("sp").unwrap();
+    let mut c = bus.consumer("c").unwrap();
+    let mut child = spawn("sp-producer", d.path(), "sp", "5");
+    let mut last = None::<u64>;
+    let mut seen = 0;
+    while seen < 30 {
+        seen += c
+            .poll_timeout(Duration::from_secs(10), 8, |e, seq, _| {
+                e.verify();
+                assert_eq!(e.producer, 5);
+                if let Some(l) = last {
+                    assert_eq!(seq as u64, l + 1);
+                }
+                last = Some(seq as u64);
+            })
+            .unwrap();
+    }
+    kill(&mut child);
+    // What the dead producer published is all there, in order.
+    while c
+        .poll(8, |e, seq, _| {
+            e.verify();
+            assert_eq!(e.producer, 5);
+            assert_eq!(Some(seq as u64), last.map(|l| l + 1));
+            last = Some(seq as u64);
+        })
+        .unwrap()
+        > 0
+    {}
+    let mut p = bus.producer().unwrap(); // the dead one's place
+    let seq = p.publish(|e| e.set(6, 0)).unwrap();
+    while c
+        .poll(8, |e, s, _| {
+            e.verify();
+            if e.producer == 6 {
+                assert_eq!(s as u64, seq);
+            }
+        })
+        .unwrap()
+        > 0
+    {}
+    assert_eq!(c.next_sequence(), seq + 1);
+    assert_eq!(bus.metrics().producers_replaced, 1);
+}
+
+/// Seeded rounds: 2 producer processes and 1 consumer process on a ring of
+/// 8, with this process consuming too; a random child is killed at a random
+/// moment, then the rest run on. This process's consumer must see each
+/// producer's events exactly once, in order; the dead stop gating; a
+/// killed producer's open claim is given up.
+#[test]
+fn seeded_kill_rounds() {
+    let rounds = std::env::var("RINGBUS_IPC_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(12u64);
+    for seed in 0..rounds {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let d = dir();
+        let bus = kill_opts(d.path(), true).create::<Ev>("rounds").unwrap();
+        let mut mine = bus.consumer("parent").unwrap();
+        let mut kids = vec![
+            spawn("producer", d.path(), "rounds", "1"),
+            spawn("producer", d.path(), "rounds", "2"),
+            spawn("consumer", d.path(), "rounds", "kid"),
+        ];
+        let victim = (next() % 3) as usize;
+        let kill_after = 200 + next() % 3_000;
+        let mut order = Order::default();
+        let mut events = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while events < kill_after + 3_000 {
+            assert!(
+                Instant::now() < deadline,
+                "seed {seed}: wedged at {events} events (victim {victim})"
+            );
+            events += mine
+                .poll_timeout(Duration::from_millis(100), 64, |e, _, _| order.see(e))
+                .map_or(0, |n| n as u64);
+            if events >= kill_after && kids[victim].try_wait().unwrap().is_none() {
+                kill(&mut kids[victim]);
+            }
+        }
+        bus.close();
+        for kid in &mut kids {
+            let start = Instant::now();
+            while kid.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
+                thread::sleep(Duration::from_millis(1));
+            }
+            kill(kid);
+        }
+        let live_producers: Vec<u64> = [1u64, 2]
+            .into_iter()
+            .filter(|&id| victim != (id - 1) as usize)
+            .collect();
+        for id in live_producers {
+            assert!(
+                order.0.get(&id).copied().unwrap_or(0) > 0,
+                "seed {seed}: producer {id} never seen"
+            );
+        }
+        let m = bus.metrics();
+        if victim == 2 {
+            assert!(
+                m.consumers.iter().all(|c| c.name != "kid" || !c.alive),
+                "seed {seed}"
+            );
+        }
+    }
+}
