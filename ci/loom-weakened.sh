@@ -21,6 +21,10 @@ declare -A MODELS=(
     [edge_signal]="a_pipeline_parks_per_edge_and_loses_no_wake_up"
     [evict_order]="evicting_a_subscriber_never_overwrites_what_it_reads"
     [step_scan]="a_shared_step_that_cuts_a_batch_loses_nothing"
+    [ipc_publish]="ipc_two_producers_publish_and_a_consumer_reads_only_written_slots"
+    [ipc_sleepers]="ipc_a_blocking_consumer_is_woken_by_a_publish"
+    [ipc_reuse]="ipc_a_given_up_slot_is_reused_only_after_its_slow_writer_let_go"
+    [ipc_join]="ipc_a_dead_consumer_is_reclaimed_and_a_joiner_misses_nothing"
 )
 # (`waker_lock` leaves awaiting_publisher_is_woken_by_a_poller and
 # awaiting_poller_is_woken_by_shutdown passing, at 5089e59 as now: their
@@ -28,7 +32,8 @@ declare -A MODELS=(
 # bound, so they are not listed for it.)
 status=0
 wrapper="$PWD/ci/rustc-weaken.sh"
-for knob in cursor stage available gating_cache fence limit_default work_claim pool_scan join_point waker_lock evict_order edge_signal step_scan; do
+knobs="${LOOM_KNOBS:-cursor stage available gating_cache fence limit_default work_claim pool_scan join_point waker_lock evict_order edge_signal step_scan ipc_publish ipc_sleepers ipc_reuse ipc_join}"
+for knob in $knobs; do
     # The knob reaches ringbus alone (ci/rustc-weaken.sh): the dependencies
     # are built once for every knob, ringbus once per knob.
     touch src/lib.rs
@@ -64,6 +69,7 @@ declare -A TESTS=(
     [read_guard]="lag_limit a_panic_in_a_lag_limited_poll_gives_the_same_events_again_and_it_can_be_evicted"
     [torn_scan]="journal_damage every_flipped_byte_is_corrupt_or_a_torn_tail_and_loses_nothing journal"
     [lag_clock]="async_bus an_async_producer_evicts_a_lag_limited_subscriber_that_holds_it async"
+    [ipc_give_up]="ipc a_claim_waiting_for_room_is_not_given_up ipc"
 )
 # (Issue #24: `step_scan`, a shared-thread step rescanning from its own
 # cut inside a batch (finding 1); `lag_rejoin`, a producer parked before a
@@ -75,7 +81,7 @@ declare -A TESTS=(
 # (`durable_release`, issue #14: the journal stage's sequence stored before
 # its batch is written and synced, so the stages after it act on events a
 # crash could lose.)
-for knob in pool_scan join_point reached durable_release step_scan lag_rejoin read_guard torn_scan lag_clock; do
+for knob in ${TEST_KNOBS:-pool_scan join_point reached durable_release step_scan lag_rejoin read_guard torn_scan lag_clock ipc_give_up}; do
     read -r file test features <<<"${TESTS[$knob]}"
     log=$(mktemp)
     touch src/lib.rs

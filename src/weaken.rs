@@ -16,13 +16,21 @@ pub(crate) const EDGE_SIGNAL: bool = cfg!(ringbus_weaken = "edge_signal");
 /// `evict_order`: The eviction protocol's two sides Relaxed instead of SeqCst. Caught by loom model `evicting_a_subscriber_never_overwrites_what_it_reads`.
 pub(crate) const EVICT_ORDER: bool = cfg!(ringbus_weaken = "evict_order");
 
-/// `ipc_give_up`: A consumer gives up a claim its claimant has not marked even while the ring is full (the claimant may be waiting for room). Caught by loom model `ipc_a_claim_waiting_for_room_is_not_given_up`.
+/// `ipc_give_up`: A consumer gives up a claim its claimant has not marked even while the ring is full (the claimant may be waiting for room). Caught by tests/ipc.rs `a_claim_waiting_for_room_is_not_given_up`.
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_GIVE_UP: bool = cfg!(ringbus_weaken = "ipc_give_up");
+
+/// `ipc_join`: A producer reads the consumer table without the join protocol's read-modify-write. Caught by loom model `ipc_a_dead_consumer_is_reclaimed_and_a_joiner_misses_nothing`.
+#[cfg_attr(not(feature = "ipc"), allow(dead_code))]
+pub(crate) const IPC_JOIN: bool = cfg!(ringbus_weaken = "ipc_join");
 
 /// `ipc_publish`: A multi producer's publish mark in shared memory is Relaxed instead of Release. Caught by loom model `ipc_two_producers_publish_and_a_consumer_reads_only_written_slots`.
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_PUBLISH: bool = cfg!(ringbus_weaken = "ipc_publish");
+
+/// `ipc_reuse`: A producer reuses a slot whose given-up writer may still be writing. Caught by loom model `ipc_a_given_up_slot_is_reused_only_after_its_slow_writer_let_go`.
+#[cfg_attr(not(feature = "ipc"), allow(dead_code))]
+pub(crate) const IPC_REUSE: bool = cfg!(ringbus_weaken = "ipc_reuse");
 
 /// `ipc_sleepers`: A producer reads the sleeping consumers without the SeqCst fence after publishing. Caught by loom model `ipc_a_blocking_consumer_is_woken_by_a_publish`.
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]

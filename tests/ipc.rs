@@ -112,6 +112,8 @@ fn one_producer_to_two_consumers_in_threads_with_every_wait() {
         }
         bus.close();
         assert_eq!(p.publish(|_| {}), Err(IpcPublishError::Closed));
+        // Consumers end once the producer let go of its place.
+        drop(p);
         for c in consumers {
             assert_eq!(c.join().unwrap(), n, "{wait:?}");
         }
@@ -399,6 +401,44 @@ fn a_slow_producer_is_given_up_never_overwritten_and_told() {
     assert_eq!(c.tombstones(), 1);
     assert_eq!(bus.metrics().given_up, 1);
     let _ = got;
+}
+
+/// A producer that claimed a slot and waits for room (a slow consumer holds
+/// the ring) is not a hole: a fast consumer waiting at that slot longer
+/// than the hole timeout must not give it up.
+#[test]
+fn a_claim_waiting_for_room_is_not_given_up() {
+    let d = dir();
+    let bus = Options::new(2)
+        .multi_producer()
+        .hole_timeout(Duration::from_millis(10))
+        .dir(d.path())
+        .create::<Ev>("room")
+        .unwrap();
+    let mut slow = bus.consumer("slow").unwrap();
+    let mut fast = bus.consumer("fast").unwrap();
+    let mut p = bus.producer().unwrap();
+    p.publish(|e| e.set(1, 0)).unwrap();
+    p.publish(|e| e.set(1, 1)).unwrap();
+    let third = thread::spawn(move || p.publish(|e| e.set(1, 2)));
+    let mut order = Order::default();
+    // The fast consumer reads 0 and 1, then waits at 2 for 10 hole timeouts.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(100) {
+        let _ = fast.poll(8, |e, _, _| order.see(e)).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+    let mut slow_order = Order::default();
+    while slow.poll(8, |e, _, _| slow_order.see(e)).unwrap() > 0 {}
+    assert_eq!(
+        third.join().unwrap(),
+        Ok(2),
+        "a claim waiting for room was given up"
+    );
+    fast.poll_timeout(Duration::from_secs(5), 8, |e, _, _| order.see(e))
+        .unwrap();
+    assert_eq!(order.0.get(&1).copied(), Some(3));
+    assert_eq!(fast.tombstones(), 0);
 }
 
 // ---- Processes ------------------------------------------------------------

@@ -35,6 +35,9 @@
 //! `ci/tsan.sh` runs 150; not run under Miri).
 
 mod common;
+#[cfg(all(feature = "ipc", unix))]
+#[path = "lifecycle/ipc.rs"]
+mod ipc;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -1592,6 +1595,11 @@ fn run_seed(seed: u64) {
             1 => run_sized(seed, Yielding::default()),
             2 => run_sized(seed, Sleeping::default()),
             _ => run_sized(seed, PhasedBackoff::default()),
+        }
+        // Every sixth case also runs a shared-memory bus (tests/lifecycle/ipc.rs).
+        #[cfg(all(feature = "ipc", unix))]
+        if seed % 6 == 5 {
+            ipc::run(seed);
         }
         let _ = done.send(());
     });

@@ -1,7 +1,9 @@
 //! Creating and opening a bus, and what every handle shares.
 
 use std::marker::PhantomData;
-use std::path::{Path, PathBuf};
+#[cfg(not(loom))]
+use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytemuck::Pod;
@@ -660,15 +662,15 @@ impl<E: Pod> IpcBus<E> {
     }
 
     /// Closes the bus for every process: publishes fail with `Closed`, and
-    /// consumers end with `Closed` after the last event.
+    /// consumers end with `Closed` once every producer has let go of its
+    /// place (dropped, or its process died) and they passed the last event.
     pub fn close(&self) {
-        // SeqCst: a producer checks it after its claim, a consumer after
-        // finding nothing; either sees it or its own step is seen.
+        // Release: producers and consumers Acquire it.
         self.region
             .control()
             .stats
             .closed
-            .store(1, Ordering::SeqCst);
+            .store(1, Ordering::Release);
         self.region
             .control()
             .wake
@@ -679,7 +681,8 @@ impl<E: Pod> IpcBus<E> {
 
     /// Whether the bus was closed.
     pub fn is_closed(&self) -> bool {
-        self.region.control().stats.closed.load(Ordering::SeqCst) != 0
+        // Acquire: see `close`.
+        self.region.control().stats.closed.load(Ordering::Acquire) != 0
     }
 
     /// The bus's shared state now: cursor, consumers (with liveness),

@@ -47,6 +47,8 @@ pub struct IpcConsumer<E: Pod> {
     /// The pending slot waited at, its mark then, and since when (ms).
     hole: Option<(u64, u64, u64)>,
     hole_timeout_ms: u64,
+    /// False once a loom model "killed" this consumer's process.
+    leaves: bool,
 }
 
 impl<E: Pod> std::fmt::Debug for IpcConsumer<E> {
@@ -94,6 +96,7 @@ impl<E: Pod> IpcConsumer<E> {
             resumed_from,
             hole: None,
             hole_timeout_ms,
+            leaves: true,
         }
     }
 
@@ -243,11 +246,35 @@ impl<E: Pod> IpcConsumer<E> {
     }
 
     /// Closed, and nothing more to read.
+    /// Closed, every producer gone (left or dead), and everything they
+    /// published or claimed passed. A producer that publishes after the
+    /// close (its claim came before it) holds its place until it drops, so
+    /// its event is never left behind.
     fn finished(&self) -> bool {
-        let control = self.bus.region.control();
-        // SeqCst: see `IpcBus::close`.
-        control.stats.closed.load(Ordering::SeqCst) != 0
-            && self.next >= control.cursor.load(Ordering::SeqCst)
+        let region = &*self.bus.region;
+        let control = region.control();
+        // Acquire: see `IpcBus::close`.
+        if control.stats.closed.load(Ordering::Acquire) == 0
+            || self.next < control.cursor.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        let places = if region.layout.multi {
+            region.layout.producers
+        } else {
+            1
+        };
+        for i in 0..places {
+            let entry = region.producer(i).expect("index below the table size");
+            // Acquire: a producer's last publish comes before its Release
+            // leave, so the cursor read below sees it.
+            let l = Lease::load(&entry.lease);
+            if l.state() != table::FREE && region.alive(table::producer_owner(entry, l)) {
+                return false;
+            }
+        }
+        // Acquire: as above.
+        self.next >= control.cursor.load(Ordering::Acquire)
     }
 
     /// The end of what can be passed now: events and tombstones in
@@ -321,6 +348,15 @@ impl<E: Pod> IpcConsumer<E> {
         let region = &*self.bus.region;
         let mut bound = u64::MAX;
         for up in &mut self.upstream {
+            if let Some((i, l)) = up.entry.filter(|&(i, l)| !table::still_owned(region, i, l)) {
+                // Gone. Left cleanly (free, not taken since): it handled
+                // everything below its last sequence.
+                let entry = region.consumer(i).expect("found entry");
+                if Lease::load(&entry.meta.lease) == l.next(table::FREE, 0) {
+                    // Acquire: its reads before its last commit.
+                    up.last = up.last.max(entry.next.load(Ordering::Acquire));
+                }
+            }
             let current = up.entry.filter(|&(i, l)| table::still_owned(region, i, l));
             let found = current.or_else(|| {
                 (0..region.layout.consumers).find_map(|i| {
@@ -381,8 +417,19 @@ impl<E: Pod> IpcConsumer<E> {
     }
 }
 
+impl<E: Pod> IpcConsumer<E> {
+    /// Under loom: this consumer's process dies (its entry stays).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn die(mut self) {
+        self.leaves = false;
+    }
+}
+
 impl<E: Pod> Drop for IpcConsumer<E> {
     fn drop(&mut self) {
-        table::leave_consumer(&self.bus.region, self.index, self.lease);
+        if self.leaves {
+            table::leave_consumer(&self.bus.region, self.index, self.lease);
+        }
     }
 }

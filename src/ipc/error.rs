@@ -165,8 +165,8 @@ pub enum IpcPublishError {
     GivenUp {
         /// The first sequence given up.
         sequence: u64,
-        /// How many of the batch's events were lost (the others were
-        /// published).
+        /// How many events were lost: the last `lost` of the batch (those
+        /// before `sequence` were published).
         lost: usize,
     },
     /// `batch_publish` asked for more slots than the ring has.

@@ -95,6 +95,10 @@ pub(crate) struct Stats {
     /// Not zero once `close` was called: consumers end after the last event.
     pub(crate) closed: AtomicU32,
     pub(crate) _pad: AtomicU32,
+    /// The join protocol's meeting point: a joiner and a producer that
+    /// refreshes its view of the table each do a read-modify-write here, so
+    /// one of them sees what the other did before (table.rs).
+    pub(crate) joins: AtomicU64,
 }
 
 /// One producer: a single producer's lease (entry 0) or one of a multi

@@ -58,7 +58,9 @@ impl Mark {
     /// The previous round is over: its event was read or skipped, and its
     /// writer no longer touches the slot (or never existed).
     fn done(self) -> bool {
-        self.0 == 0 || matches!(self.state(), PUBLISHED | RELEASED)
+        self.0 == 0
+            || matches!(self.state(), PUBLISHED | RELEASED)
+            || (crate::weaken::IPC_REUSE && self.state() == GIVEN_UP)
     }
 }
 

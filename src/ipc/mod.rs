@@ -64,8 +64,10 @@
 //!   consumer sleeps. A producer waiting for room in the ring spins, yields
 //!   and then naps (50 µs), whatever the strategy.
 //! - **Closing**: [`IpcBus::close`] ends the bus for everyone: producers get
-//!   [`IpcPublishError::Closed`], consumers [`IpcPollError::Closed`] after
-//!   the last event.
+//!   [`IpcPublishError::Closed`]; consumers get [`IpcPollError::Closed`]
+//!   once every producer has let go of its place (dropped, or died) and
+//!   they passed the last event, so a publish that raced the close is
+//!   never left behind.
 //!
 //! # Trust
 //!

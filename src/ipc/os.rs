@@ -11,6 +11,7 @@
 use crate::loom::AtomicU32;
 #[cfg(all(not(loom), not(target_os = "linux")))]
 use crate::loom::Ordering;
+#[cfg(not(loom))]
 use std::time::Duration;
 
 /// A process: its pid and its start time (in clock ticks since boot, from
@@ -34,6 +35,7 @@ impl Identity {
     }
 }
 
+#[cfg(not(loom))]
 struct Stat {
     start: u64,
     zombie: bool,
@@ -42,7 +44,7 @@ struct Stat {
 /// Fields 3 (state) and 22 (start time) of `/proc/<pid>/stat`; the command
 /// name (field 2) may hold spaces and parentheses, so fields are counted
 /// from its last `)`.
-#[cfg(target_os = "linux")]
+#[cfg(all(not(loom), target_os = "linux"))]
 fn stat(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 1..];
@@ -55,7 +57,7 @@ fn stat(pid: u32) -> Option<Stat> {
     })
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(all(not(loom), not(target_os = "linux")))]
 fn stat(_pid: u32) -> Option<Stat> {
     None
 }

@@ -3,8 +3,9 @@
 //! Claim, then room: a producer may write sequence `s` once every consumer
 //! has passed `s - capacity`. It keeps the lowest consumer sequence it saw
 //! (`cached_min`, never above the first sequence of the claim it was
-//! refreshed for: see the join protocol in `table.rs`) and reads the table
-//! again only when the cache says the ring may be full; a producer that
+//! refreshed for, and read after the RMW of the join protocol in
+//! `table.rs`) and reads the table again only when the cache says the ring
+//! may be full; a producer that
 //! still finds it full checks the consumers' processes for life, at most
 //! every millisecond, so a dead consumer is reclaimed.
 //!
@@ -246,15 +247,17 @@ impl<E: Pod> IpcProducer<E> {
         // them, every consumer has passed their previous round (`claim`),
         // and (multi producer) it marked each WRITING, which no other
         // producer does for this round and no consumer reads.
-        let mut batch = unsafe { self.slots(first, n) };
-        f(&mut batch);
+        unsafe { self.write(first, n, f) };
         let lost = if let Some(guard) = guard {
             std::mem::forget(guard);
+            // In order; once one slot was given up, the rest of the batch
+            // is let go too, so what was published is always a prefix.
             let mut lost = None::<(u64, usize)>;
             for seq in first..first + n as u64 {
-                if marks::end_write(region, seq, owner).is_err() {
-                    let (s, k) = lost.unwrap_or((seq, 0));
-                    lost = Some((s, k + 1));
+                if lost.is_some() {
+                    marks::abandon(region, seq, owner);
+                } else if marks::end_write(region, seq, owner).is_err() {
+                    lost = Some((seq, (first + n as u64 - seq) as usize));
                 }
             }
             lost
@@ -307,6 +310,28 @@ impl<E: Pod> IpcProducer<E> {
         }
     }
 
+    /// Runs `f` on the slots `first..first + n`. Under loom the write of
+    /// the first slot spans `f`, so a model sees a write that overlaps it.
+    ///
+    /// # Safety
+    /// The caller owns the slots.
+    unsafe fn write(&self, first: u64, n: usize, f: impl FnOnce(&mut IpcBatch<'_, E>)) {
+        if n == 1 {
+            // SAFETY: the caller owns the slot; Pod events may hold any bytes.
+            unsafe {
+                self.bus.region.with_slot(first, true, |p| {
+                    f(&mut IpcBatch {
+                        head: core::slice::from_raw_parts_mut(p as *mut E, 1),
+                        tail: &mut [],
+                    })
+                })
+            }
+        } else {
+            // SAFETY: the caller owns the slots.
+            f(&mut unsafe { self.slots(first, n) })
+        }
+    }
+
     /// # Safety
     /// The caller owns the slots `first..first + n`.
     unsafe fn slots(&self, first: u64, n: usize) -> IpcBatch<'_, E> {
@@ -321,9 +346,13 @@ impl<E: Pod> IpcProducer<E> {
             let head = region.with_slot(first, true, |p| {
                 core::slice::from_raw_parts_mut(p as *mut E, head_len)
             });
-            let tail = region.with_slot(first + head_len as u64, true, |p| {
-                core::slice::from_raw_parts_mut(p as *mut E, n - head_len)
-            });
+            let tail: &mut [E] = if n > head_len {
+                region.with_slot(first + head_len as u64, true, |p| {
+                    core::slice::from_raw_parts_mut(p as *mut E, n - head_len)
+                })
+            } else {
+                &mut []
+            };
             IpcBatch { head, tail }
         }
     }
@@ -382,8 +411,8 @@ impl<E: Pod> IpcProducer<E> {
             if check_dead {
                 self.last_liveness = Some(Instant::now());
             }
-            // SeqCst: the producer's side of the join protocol (table.rs).
-            crate::loom::fence(Ordering::SeqCst);
+            // The producer's side of the join protocol (table.rs).
+            table::refresh_point(&self.bus.region);
             let min = table::min_consumer(&self.bus.region, check_dead).unwrap_or(first);
             self.cached_min = min.min(first);
             if last < self.cached_min.saturating_add(self.capacity) {
@@ -412,5 +441,7 @@ impl<E: Pod> IpcProducer<E> {
 impl<E: Pod> Drop for IpcProducer<E> {
     fn drop(&mut self) {
         table::leave_producer(&self.bus.region, self.index, self.lease);
+        // Sleeping consumers of a closed bus end once producers are gone.
+        self.notify();
     }
 }

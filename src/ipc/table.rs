@@ -8,11 +8,16 @@
 //! owner did never removes the next owner.
 //!
 //! Orderings. A joiner's CAS to JOINING is Acquire (it reads what the last
-//! owner left); its store of ACTIVE is SeqCst, and it then reads the cursor
-//! SeqCst: a producer refreshes its view of the table after a SeqCst fence,
-//! so either the producer sees the entry, or the joiner sees every claim the
-//! producer made before it looked (see `join`). A leave or reclaim is a
-//! Release CAS to FREE.
+//! owner left); its CAS to ACTIVE is Release. It then does a read-modify-
+//! write on the control block's `joins` word (AcqRel) and only then reads
+//! the cursor. A producer refreshing its view of the table does the same
+//! read-modify-write first, then reads the entries. The two RMWs are
+//! ordered: if the producer's came second, it sees the joiner ACTIVE (and
+//! its start position); if the joiner's came second, the joiner's cursor
+//! read sees every claim the producer made before its refresh, so the
+//! bound the producer uses (never above the first sequence of its claim)
+//! is at or below where the joiner starts. A leave or reclaim is a Release
+//! CAS to FREE.
 //!
 //! Death. An entry whose owner's process is gone keeps gating for the bus's
 //! `reclaim_after` from the moment someone first saw it dead, so a consumer
@@ -136,8 +141,18 @@ pub(crate) enum JoinFailure {
 /// The sequence a joining consumer starts at: every claim made so far is
 /// behind it (single producer: everything published).
 fn join_point(region: &Region) -> u64 {
-    // SeqCst: the second half of the join's store→load pair (module docs).
-    region.control().cursor.load(Ordering::SeqCst)
+    // AcqRel RMW: the meeting point with refreshing producers (module docs).
+    region.control().stats.joins.fetch_add(1, Ordering::AcqRel);
+    // Acquire: the cursor as of the producers' refreshes ordered before.
+    region.control().cursor.load(Ordering::Acquire)
+}
+
+/// A producer's half of the meeting point, before it reads the table.
+pub(crate) fn refresh_point(region: &Region) {
+    if !crate::weaken::IPC_JOIN {
+        // AcqRel RMW: module docs.
+        region.control().stats.joins.fetch_add(0, Ordering::AcqRel);
+    }
 }
 
 /// Joins the consumer table under `name` as process `me`.
@@ -210,19 +225,22 @@ pub(crate) fn join_consumer(
         for (w, v) in entry.meta.name.iter().zip(&words) {
             w.store(*v, Ordering::Relaxed);
         }
-        // Relaxed: published by the SeqCst lease store below.
-        entry.next.store(join_point(region), Ordering::Relaxed);
+        // Relaxed: published by the Release lease CAS below. No later than
+        // the start set after ACTIVE, so a producer that reads it in
+        // between is held no less. Acquire: the cursor as published.
+        entry.next.store(
+            region.control().cursor.load(Ordering::Acquire),
+            Ordering::Relaxed,
+        );
         let active = Lease::new(ACTIVE, joining.generation(), me.pid);
-        // SeqCst: a producer's table refresh (after its SeqCst fence) either
-        // sees this entry or came before it; in the second case the cursor
-        // read below sees every claim it made, and no claim it makes on the
-        // old view reaches a slot of `join_point` + capacity. A CAS, not a
-        // store: the entry may have been reclaimed meanwhile (never while
-        // this pid lives, but a hostile peer may free it).
+        // Release: the name, start time and `next` above before the lease
+        // that makes producers read the entry. A CAS, not a store: the
+        // entry may have been reclaimed meanwhile (never while this pid
+        // lives, but a hostile peer may free it).
         if entry
             .meta
             .lease
-            .compare_exchange(joining.0, active.0, Ordering::SeqCst, Ordering::Relaxed)
+            .compare_exchange(joining.0, active.0, Ordering::Release, Ordering::Relaxed)
             .is_err()
         {
             continue;
@@ -230,12 +248,13 @@ pub(crate) fn join_consumer(
         // Release: the start position, for producers that read the entry.
         entry.next.store(join_point(region), Ordering::Release);
         // Another live consumer that joined under the same name at the same
-        // time: the later one (which sees the other) gives way.
+        // time: the later one gives way (of two joiners' RMWs in
+        // `join_point`, the second sees the first's ACTIVE lease).
         let twin = (0..region.layout.consumers)
             .filter(|&i| i != index)
             .find_map(|i| {
                 let other = region.consumer(i).expect("index below the table size");
-                let ol = Lease(other.meta.lease.load(Ordering::SeqCst));
+                let ol = Lease::load(&other.meta.lease);
                 (ol.state() == ACTIVE && has_name(other, &words)).then_some(ol.pid())
             });
         if let Some(pid) = twin {

@@ -1,0 +1,236 @@
+//! Loom models of the shared-memory bus's protocols (`ringbus::ipc`), on
+//! the production types: under loom the file's structures live on the heap,
+//! a "process" is a number, killing one sets a flag, every timeout has
+//! passed at once (so consumers give a pending claim up at first sight, the
+//! hardest case for producers), and the futex is a mutex and a condition
+//! variable that keep its promise.
+//!
+//! Each model names the outcome it forbids; `ci/loom-weakened.sh` checks
+//! that each fails with its ordering or step weakened (`ipc_publish`,
+//! `ipc_sleepers`, `ipc_reuse`, `ipc_join`).
+#![cfg(loom)]
+
+use loom::thread;
+
+use loom_tests::Reached;
+use ringbus::ipc::{IpcPollError, IpcPublishError, Options, Pod, Wait, Zeroable};
+
+/// `check` is written after `value`: a torn or unwritten event disagrees.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct Pe {
+    value: u64,
+    check: u64,
+}
+
+// SAFETY: two u64s, no padding: every byte pattern is a valid Pe.
+unsafe impl Zeroable for Pe {}
+// SAFETY: as above; Copy and 'static.
+unsafe impl Pod for Pe {}
+
+impl Pe {
+    fn set(&mut self, value: u64) {
+        self.value = value;
+        self.check = !value;
+    }
+    fn verify(&self) {
+        assert_eq!(self.check, !self.value, "torn or unwritten event {self:?}");
+    }
+}
+
+/// Model 1: two producers of a multi producer bus (ring of 2) publish one
+/// event each while a consumer reads. Forbidden: a slot read before its
+/// writer's bytes are visible (loom's cell check, `verify`), an event
+/// delivered twice, or an event both delivered and reported given up.
+#[test]
+fn ipc_two_producers_publish_and_a_consumer_reads_only_written_slots() {
+    static CONCURRENT: Reached = Reached::new();
+    loom::model(|| {
+        let bus = Options::new(2)
+            .multi_producer()
+            .producers(2)
+            .consumers(1)
+            .model::<Pe>(1);
+        let mut consumer = bus.consumer("c").unwrap();
+        let outcomes: Vec<_> = (0..2u64)
+            .map(|id| {
+                let mut p = bus.as_process(2 + id as u32).producer().unwrap();
+                thread::spawn(move || p.publish(|e| e.set(10 + id)))
+            })
+            .collect();
+        let mut seen = Vec::new();
+        let mut passed = 0;
+        while passed < 2 {
+            let before = consumer.next_sequence();
+            consumer
+                .poll(4, |e, _, _| {
+                    e.verify();
+                    seen.push(e.value);
+                })
+                .unwrap();
+            passed += (consumer.next_sequence() - before) as usize;
+            if passed == 1 {
+                CONCURRENT.hit();
+            }
+            thread::yield_now();
+        }
+        for (id, o) in outcomes.into_iter().enumerate() {
+            let delivered = seen.iter().filter(|&&v| v == 10 + id as u64).count();
+            match o.join().unwrap() {
+                Ok(_) => assert_eq!(delivered, 1, "an event lost or twice"),
+                Err(IpcPublishError::GivenUp { .. }) => {
+                    assert_eq!(delivered, 0, "a given-up event delivered")
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    CONCURRENT.assert_reached("the consumer read while a producer was still publishing");
+}
+
+/// Model 2: a `Blocking` consumer goes to sleep on the futex while the
+/// single producer publishes. Forbidden: a lost wake-up (loom reports the
+/// consumer asleep forever as a deadlock).
+#[test]
+fn ipc_a_blocking_consumer_is_woken_by_a_publish() {
+    loom::model(|| {
+        let bus = Options::new(2)
+            .consumers(1)
+            .model::<Pe>(1)
+            .with_wait(Wait::Blocking);
+        let mut consumer = bus.consumer("c").unwrap();
+        let mut p = bus.producer().unwrap();
+        let t = thread::spawn(move || {
+            p.publish(|e| e.set(1)).unwrap();
+        });
+        let mut got = 0;
+        while got == 0 {
+            got = consumer
+                .poll_wait(1, |e, _, _| {
+                    e.verify();
+                    assert_eq!(e.value, 1);
+                })
+                .unwrap();
+        }
+        t.join().unwrap();
+    });
+}
+
+/// Model 3: a slow producer's claim is given up by the consumer while the
+/// other producer wants the same slot in the next round (ring of 2; no
+/// publish waits for room; the consumer polls twice while they publish,
+/// then once after).
+/// Forbidden: the next round's write while the slow producer still writes
+/// (loom's cell check), the given-up event delivered, an acknowledged event
+/// lost, or the slow producer told it published when it was given up.
+#[test]
+fn ipc_a_given_up_slot_is_reused_only_after_its_slow_writer_let_go() {
+    static GIVEN_UP: Reached = Reached::new();
+    static REUSED: Reached = Reached::new();
+    loom::model(|| {
+        let bus = Options::new(2)
+            .multi_producer()
+            .producers(2)
+            .consumers(1)
+            .model::<Pe>(1);
+        let mut consumer = bus.consumer("c").unwrap();
+        let mut slow = bus.as_process(2).producer().unwrap();
+        let mut fast = bus.as_process(3).producer().unwrap();
+        // Slow: others may run while it is inside its write.
+        let slow_t = thread::spawn(move || {
+            slow.try_publish(|e| {
+                e.set(100);
+                thread::yield_now();
+                e.set(100);
+            })
+        });
+        let fast_t = thread::spawn(move || {
+            let first = fast.publish(|e| e.set(1));
+            // The next round of a slot: never waits for room, but waits for
+            // a given-up writer still in the slot.
+            let second = fast.try_publish(|e| e.set(2));
+            [first, second]
+        });
+        let mut seen = vec![];
+        let mut read = |c: &mut ringbus::ipc::IpcConsumer<Pe>| {
+            c.poll(8, |e, _, _| {
+                e.verify();
+                seen.push(e.value);
+            })
+            .unwrap();
+        };
+        for _ in 0..2 {
+            read(&mut consumer);
+        }
+        let slow_outcome = slow_t.join().unwrap();
+        let fast_outcomes = fast_t.join().unwrap();
+        read(&mut consumer);
+        let delivered = |v| seen.iter().filter(|&&s| s == v).count();
+        match slow_outcome {
+            Ok(_) => assert_eq!(delivered(100), 1, "an acknowledged event lost or twice"),
+            Err(IpcPublishError::GivenUp { .. }) => {
+                GIVEN_UP.hit();
+                assert_eq!(delivered(100), 0, "a given-up event delivered");
+            }
+            Err(IpcPublishError::Full) => assert_eq!(delivered(100), 0),
+            Err(e) => panic!("{e}"),
+        }
+        if slow_outcome.is_err() && matches!(fast_outcomes[1], Ok(2)) {
+            REUSED.hit();
+        }
+        for (v, o) in [1u64, 2].into_iter().zip(fast_outcomes) {
+            match o {
+                Ok(_) => assert_eq!(delivered(v), 1, "an acknowledged event lost or twice"),
+                Err(IpcPublishError::GivenUp { .. } | IpcPublishError::Full) => {
+                    assert_eq!(delivered(v), 0)
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    GIVEN_UP.assert_reached("a slow producer was given up");
+    REUSED.assert_reached("the given-up slot was written in the next round");
+}
+
+/// Model 4: a consumer process dies without leaving while the single
+/// producer fills a ring of 2 and a new consumer joins. Forbidden: the
+/// producer wedged by the dead (loom's deadlock), or the joiner reading a
+/// slot the producer overwrites or has not written (loom's cell check,
+/// `verify`, order).
+#[test]
+fn ipc_a_dead_consumer_is_reclaimed_and_a_joiner_misses_nothing() {
+    static RECLAIMED: Reached = Reached::new();
+    loom::model(|| {
+        let bus = Options::new(2).consumers(2).model::<Pe>(1);
+        bus.as_process(2).consumer("dead").unwrap().die();
+        bus.kill(2);
+        let mut p = bus.producer().unwrap();
+        let joiner_bus = bus.as_process(3).with_wait(Wait::Yielding);
+        let joiner = thread::spawn(move || {
+            let mut c = joiner_bus.consumer("joiner").unwrap();
+            let mut expected = c.next_sequence();
+            loop {
+                let polled = c.poll(4, |e, seq, _| {
+                    e.verify();
+                    assert_eq!(seq as u64, expected, "gap or repeat");
+                    assert_eq!(e.value, seq as u64 + 1, "overwritten before read");
+                    expected += 1;
+                });
+                match polled {
+                    Ok(_) => thread::yield_now(),
+                    Err(IpcPollError::Closed) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        for v in 1..=3u64 {
+            p.publish(|e| e.set(v)).unwrap();
+        }
+        if bus.metrics().reclaimed == 1 {
+            RECLAIMED.hit();
+        }
+        bus.close();
+        joiner.join().unwrap();
+    });
+    RECLAIMED.assert_reached("the dead consumer was reclaimed");
+}

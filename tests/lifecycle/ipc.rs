@@ -1,0 +1,388 @@
+//! The lifecycle tester's shared-memory mode (`ringbus::ipc`), in threads of
+//! one process (the kill tests in tests/ipc.rs use real processes): rings of
+//! 2 to 64 that lap constantly, single or 1–3 multi producers publishing
+//! one at a time, in batches up to the ring (straddling the wrap), with
+//! `try_publish` and `publish_timeout`; publish closures that panic (the
+//! claim is let go) or stall past the hole timeout (given up, the producer
+//! is told); 1–3 consumers that stay, chained with `consumer_after` or not,
+//! each with a random wait strategy, some whose closure panics once (the
+//! same events come again); a consumer that leaves and joins again under
+//! its name at random moments; and `close` from another handle, at the end
+//! or while producers publish.
+//!
+//! Checked: each event whole (checksum), per producer in order with
+//! nothing twice at every consumer; every acknowledged event reaches every
+//! consumer that stayed, and nothing that was given up, panicked or
+//! refused does; a panicking poll gives the same events again; a
+//! consumer after another never passes it.
+
+use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use ringbus::ipc::{IpcBus, IpcPollError, IpcPublishError, Options, Pod, Wait, Zeroable};
+
+use super::Rng;
+
+/// An event that shows a torn or stale slot.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+pub(crate) struct Small {
+    producer: u64,
+    k: u64,
+    check: u64,
+}
+
+/// The same with 1,000 bytes of payload derived from `k`.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+pub(crate) struct Large {
+    producer: u64,
+    k: u64,
+    check: u64,
+    payload: [u64; 125],
+}
+
+pub(crate) trait IpcEv: Pod + Send {
+    fn set(&mut self, producer: u64, k: u64);
+    fn get(&self) -> (u64, u64);
+}
+
+fn check(producer: u64, k: u64) -> u64 {
+    super::mix(producer << 40 ^ k)
+}
+
+impl IpcEv for Small {
+    fn set(&mut self, producer: u64, k: u64) {
+        *self = Small {
+            producer,
+            k,
+            check: check(producer, k),
+        };
+    }
+    fn get(&self) -> (u64, u64) {
+        assert_eq!(
+            self.check,
+            check(self.producer, self.k),
+            "torn or stale event"
+        );
+        (self.producer, self.k)
+    }
+}
+
+impl IpcEv for Large {
+    fn set(&mut self, producer: u64, k: u64) {
+        self.producer = producer;
+        self.k = k;
+        for (i, w) in self.payload.iter_mut().enumerate() {
+            *w = k ^ i as u64;
+        }
+        self.check = check(producer, k);
+    }
+    fn get(&self) -> (u64, u64) {
+        assert_eq!(
+            self.check,
+            check(self.producer, self.k),
+            "torn or stale event"
+        );
+        for (i, w) in self.payload.iter().enumerate() {
+            assert_eq!(*w, self.k ^ i as u64, "torn or stale payload");
+        }
+        (self.producer, self.k)
+    }
+}
+
+/// Per producer: the last k seen (order, nothing twice), and every event.
+#[derive(Default)]
+struct Seen {
+    last: Vec<Option<u64>>,
+    all: BTreeSet<(u64, u64)>,
+}
+
+impl Seen {
+    fn see(&mut self, (producer, k): (u64, u64), who: &str) {
+        let p = producer as usize;
+        if self.last.len() <= p {
+            self.last.resize(p + 1, None);
+        }
+        if let Some(last) = self.last[p] {
+            assert!(
+                k > last,
+                "{who}: producer {producer} k {k} after {last} (twice or out of order)"
+            );
+        }
+        self.last[p] = Some(k);
+        self.all.insert((producer, k));
+    }
+}
+
+pub(crate) fn run(seed: u64) {
+    let mut rng = Rng(super::mix(seed ^ 0x1BC5_5EED_0000_0001));
+    if rng.chance(70) {
+        case::<Small>(seed, &mut rng)
+    } else {
+        case::<Large>(seed, &mut rng)
+    }
+}
+
+fn wait(rng: &mut Rng) -> Wait {
+    match rng.below(4) {
+        0 => Wait::BusySpin,
+        1 => Wait::Yielding,
+        2 => Wait::Sleeping(Duration::from_micros(20)),
+        _ => Wait::Blocking,
+    }
+}
+
+fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
+    let dir = tempfile::Builder::new()
+        .prefix("ringbus-lifecycle")
+        .tempdir_in(if cfg!(target_os = "linux") {
+            "/dev/shm"
+        } else {
+            "/tmp"
+        })
+        .unwrap();
+    let capacity = [2usize, 4, 8, 16, 64][rng.below(5) as usize];
+    let multi = rng.chance(60);
+    let producers = if multi { 1 + rng.below(3) as usize } else { 1 };
+    let hole = Duration::from_millis(20 + rng.below(30));
+    let mut options = Options::new(capacity)
+        .dir(dir.path())
+        .hole_timeout(hole)
+        .consumers(8);
+    if multi {
+        options = options.multi_producer();
+    }
+    let bus = options.create::<E>("case").unwrap();
+    let who =
+        format!("ipc case, seed {seed}, ring {capacity}, multi {multi}, {producers} producers");
+
+    // Consumers that stay: joined before anything is published.
+    let staying = 1 + rng.below(3) as usize;
+    let mut consumers = vec![];
+    for i in 0..staying {
+        let name = format!("c{i}");
+        let after = (i > 0 && rng.chance(40)).then(|| format!("c{}", i - 1));
+        let b = bus.clone().with_wait(wait(rng));
+        let c = match &after {
+            Some(a) => b.consumer_after(&name, &[a.as_str()]).unwrap(),
+            None => b.consumer(&name).unwrap(),
+        };
+        let panic_at = rng.chance(30).then(|| rng.below(400));
+        consumers.push((c, after, panic_at));
+    }
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..staying).map(|_| AtomicU64::new(0)).collect());
+    let consumer_threads: Vec<_> = consumers
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut c, after, mut panic_at))| {
+            let progress = progress.clone();
+            let who = format!("{who}, consumer c{i}");
+            thread::spawn(move || {
+                let mut seen = Seen::default();
+                let mut polls = 0u64;
+                loop {
+                    polls += 1;
+                    let mut batch = vec![];
+                    let result = catch_unwind(AssertUnwindSafe(|| {
+                        c.poll_timeout(Duration::from_millis(5), 16, |e, seq, _| {
+                            let seq = seq as u64;
+                            if after.is_some() {
+                                // The consumer before handled it: its
+                                // progress is stored before its commit.
+                                let up = progress[i - 1].load(Ordering::SeqCst);
+                                assert!(seq < up, "{who}: read {seq} before its upstream ({up})");
+                            }
+                            progress[i].fetch_max(seq + 1, Ordering::SeqCst);
+                            batch.push(e.get());
+                            if panic_at == Some(polls) {
+                                panic_at = None;
+                                panic!("planned panic in an ipc poll");
+                            }
+                        })
+                    }));
+                    match result {
+                        Err(_) => continue, // the same events come again
+                        Ok(Ok(_)) | Ok(Err(IpcPollError::Timeout)) => {}
+                        Ok(Err(IpcPollError::Closed)) => break,
+                        Ok(Err(e)) => panic!("{who}: {e}"),
+                    }
+                    for ev in batch {
+                        seen.see(ev, &who);
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+
+    // A consumer that leaves and joins again under its name.
+    let hopping = Arc::new(AtomicBool::new(true));
+    let hopper = {
+        let b = bus.clone().with_wait(wait(rng));
+        let hopping = hopping.clone();
+        let hops = rng.below(5);
+        let who = format!("{who}, hopper");
+        thread::spawn(move || {
+            let mut joined = 0;
+            while hopping.load(Ordering::SeqCst) && joined <= hops {
+                let mut c = b.consumer("hopper").unwrap();
+                joined += 1;
+                // A fresh join sees a suffix of each producer's events.
+                let mut seen = Seen::default();
+                for _ in 0..(1 + joined * 3) {
+                    match c.poll_timeout(Duration::from_millis(1), 8, |e, _, _| {
+                        seen.see(e.get(), &who)
+                    }) {
+                        Ok(_) | Err(IpcPollError::Timeout) => {}
+                        Err(IpcPollError::Closed) => return,
+                        Err(e) => panic!("{who}: {e}"),
+                    }
+                }
+            }
+        })
+    };
+
+    // Producers: what each had acknowledged.
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let stalls = Arc::new(AtomicU64::new(if multi { rng.below(3) } else { 0 }));
+    let total = 50 + rng.below(super::MAX_EVENTS as u64 / producers as u64);
+    let early_close = rng.chance(20).then(|| rng.below(total));
+    let published = Arc::new(AtomicU64::new(0));
+    let producer_threads: Vec<_> = (0..producers as u64)
+        .map(|id| {
+            let mut p = bus.producer().unwrap();
+            let mut prng = Rng(super::mix(seed ^ id ^ 0xA11C_E5ED));
+            let acked = acked.clone();
+            let stalls = stalls.clone();
+            let published = published.clone();
+            let who = format!("{who}, producer {id}");
+            thread::spawn(move || {
+                let mut k = 0u64;
+                while k < total {
+                    let n = if prng.chance(20) {
+                        1 + prng.below(capacity as u64)
+                    } else {
+                        1
+                    };
+                    let n = n.min(total - k) as usize;
+                    let panics = prng.chance(2);
+                    let stall = n == 1
+                        && prng.chance(3)
+                        && stalls
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| s.checked_sub(1))
+                            .is_ok();
+                    let first = k;
+                    let result = catch_unwind(AssertUnwindSafe(|| {
+                        let write = |e: &mut E, i: u64| e.set(id, first + i);
+                        match (n, prng.below(4)) {
+                            (1, 0) => loop {
+                                match p.try_publish(|e| {
+                                    write(e, 0);
+                                    if panics {
+                                        panic!("planned panic in an ipc publish");
+                                    }
+                                }) {
+                                    Err(IpcPublishError::Full) => thread::yield_now(),
+                                    other => break other.map(|_| ()),
+                                }
+                            },
+                            (1, 1) => loop {
+                                match p.publish_timeout(Duration::from_millis(1), |e| write(e, 0)) {
+                                    Err(IpcPublishError::Timeout) => {}
+                                    other => break other.map(|_| ()),
+                                }
+                            },
+                            (1, _) => p
+                                .publish(|e| {
+                                    write(e, 0);
+                                    if stall {
+                                        thread::sleep(hole * 3);
+                                        write(e, 0);
+                                    }
+                                    if panics {
+                                        panic!("planned panic in an ipc publish");
+                                    }
+                                })
+                                .map(|_| ()),
+                            _ => p
+                                .batch_publish(n, |slots| {
+                                    for (i, e) in slots.iter_mut().enumerate() {
+                                        write(e, i as u64);
+                                    }
+                                    if panics {
+                                        panic!("planned panic in an ipc batch publish");
+                                    }
+                                })
+                                .map(|_| ()),
+                        }
+                    }));
+                    k += n as u64;
+                    match result {
+                        Err(_) => {} // panicked: nothing of it published
+                        Ok(Ok(())) => {
+                            let mut a = acked.lock().unwrap();
+                            for i in first..k {
+                                a.insert((id, i));
+                            }
+                        }
+                        Ok(Err(IpcPublishError::GivenUp { lost, .. })) => {
+                            assert!(multi, "{who}: a single producer's claim was given up");
+                            // The batch's first n - lost were published.
+                            let mut a = acked.lock().unwrap();
+                            for i in first..k - lost as u64 {
+                                a.insert((id, i));
+                            }
+                        }
+                        Ok(Err(IpcPublishError::Closed)) => return,
+                        Ok(Err(e)) => panic!("{who}: {e}"),
+                    }
+                    if early_close
+                        .is_some_and(|at| published.fetch_add(n as u64, Ordering::SeqCst) >= at)
+                    {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    // Close from another handle: early (while producers publish) or after.
+    let closer = bus.clone();
+    if early_close.is_some() {
+        while published.load(Ordering::SeqCst) < early_close.unwrap()
+            && producer_threads.iter().any(|t| !t.is_finished())
+        {
+            thread::sleep(Duration::from_micros(100));
+        }
+        thread::spawn(move || closer.close()).join().unwrap();
+        for t in producer_threads {
+            t.join().unwrap();
+        }
+    } else {
+        for t in producer_threads {
+            t.join().unwrap();
+        }
+        thread::spawn(move || closer.close()).join().unwrap();
+    }
+    hopping.store(false, Ordering::SeqCst);
+    hopper.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    for (i, t) in consumer_threads.into_iter().enumerate() {
+        let seen = t.join().unwrap();
+        let missing: Vec<_> = acked.difference(&seen.all).take(5).collect();
+        assert!(
+            missing.is_empty(),
+            "{who}: consumer c{i} lost acknowledged events {missing:?}"
+        );
+        let extra: Vec<_> = seen.all.difference(&acked).take(5).collect();
+        assert!(
+            extra.is_empty(),
+            "{who}: consumer c{i} saw events never acknowledged {extra:?}"
+        );
+    }
+    drop::<IpcBus<E>>(bus);
+}
