@@ -352,8 +352,8 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
         .collect();
     // Close from another handle: early (while producers publish) or after.
     let closer = bus.clone();
-    if early_close.is_some() {
-        while published.load(Ordering::SeqCst) < early_close.unwrap()
+    if let Some(at) = early_close {
+        while published.load(Ordering::SeqCst) < at
             && producer_threads.iter().any(|t| !t.is_finished())
         {
             thread::sleep(Duration::from_micros(100));
