@@ -3,7 +3,7 @@
 //! at random moments. Forbidden outcomes: an event lost for a live
 //! consumer, delivered twice, out of its producer's order, or read while
 //! written; a dead process wedging the others; a bad file opened.
-#![cfg(all(feature = "ipc", unix, not(miri)))]
+#![cfg(all(feature = "ipc", unix, not(miri), not(loom)))]
 
 use std::collections::HashMap;
 use std::process::{Child, Command};

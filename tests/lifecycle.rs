@@ -35,7 +35,7 @@
 //! `ci/tsan.sh` runs 150; not run under Miri).
 
 mod common;
-#[cfg(all(feature = "ipc", unix))]
+#[cfg(all(feature = "ipc", unix, not(loom)))]
 #[path = "lifecycle/ipc.rs"]
 mod ipc;
 
@@ -1597,7 +1597,7 @@ fn run_seed(seed: u64) {
             _ => run_sized(seed, PhasedBackoff::default()),
         }
         // Every sixth case also runs a shared-memory bus (tests/lifecycle/ipc.rs).
-        #[cfg(all(feature = "ipc", unix))]
+        #[cfg(all(feature = "ipc", unix, not(loom)))]
         if seed % 6 == 5 {
             ipc::run(seed);
         }
