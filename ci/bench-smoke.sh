@@ -9,6 +9,7 @@ cargo bench --all-features --no-run
 cargo bench --all-features --bench journal -- --rounds 1 --events 20000
 cargo bench --all-features --bench batch_handler -- --rounds 1 --events 65536
 cargo bench --all-features --bench async_compare -- --rounds 1 --events 20000
+cargo bench --all-features --bench ipc -- --rounds 1 --events 20000 --latency-events 500
 cargo bench --all-features --bench compare -- --quick --out target/compare/ci-smoke
 # The instruction counts need valgrind; the smoke run only runs the workloads.
 cargo bench --all-features --bench instructions -- --smoke
