@@ -16,6 +16,8 @@ echo "--- example async_service"
 cargo run --quiet --release --features async --example async_service
 echo "--- example order_journal"
 cargo run --quiet --release --features journal --example order_journal
+echo "--- example ipc_orders (three processes; the matcher killed and restarted)"
+cargo run --quiet --release --features ipc --example ipc_orders
 echo "--- example order_services (ringbus-nats; a nats-server of its own)"
 bash ci/nats-server.sh install
 nats_dir=$(mktemp -d)
