@@ -265,10 +265,10 @@ fn child<E: Ev>(what: &str, r: &Role) {
             }
         }
         ("ipc", "consumer") => {
-            let wait = if r.shape.spins() {
-                Wait::BusySpin
-            } else {
-                Wait::Yielding
+            let wait = match (r.shape.spins(), r.latency) {
+                (true, _) => Wait::BusySpin,
+                (false, false) => Wait::Yielding,
+                (false, true) => Wait::Blocking,
             };
             let bus = ipc_options(r.shape, &r.dir)
                 .open::<E>("bench")
@@ -407,6 +407,20 @@ fn slowest(results: &[Measured]) -> Measured {
 
 /// ringbus in one process: threads, the same shape and waits.
 fn run_in_process<E: Ev>(shape: Shape, events: u64, latency: bool) -> Measured {
+    use ringbus::{Blocking, BusySpin, Yielding};
+    match (shape.spins(), latency) {
+        (true, _) => in_process::<E, _>(shape, events, latency, BusySpin),
+        (false, false) => in_process::<E, _>(shape, events, latency, Yielding::default()),
+        (false, true) => in_process::<E, _>(shape, events, latency, Blocking),
+    }
+}
+
+fn in_process<E: Ev, W: ringbus::WaitStrategy>(
+    shape: Shape,
+    events: u64,
+    latency: bool,
+    wait: W,
+) -> Measured {
     use std::sync::{Arc, Mutex};
     let per_producer = events / shape.producers();
     let total = per_producer * shape.producers();
@@ -420,69 +434,47 @@ fn run_in_process<E: Ev>(shape: Shape, events: u64, latency: bool) -> Measured {
             }
         }
     };
-    macro_rules! run {
-        ($builder:expr, $wait:expr) => {{
-            let mut b =
-                $builder(CAPACITY, E::zeroed, $wait).handle_events_with(stage(results.clone()));
+    let publish = move |p: &mut dyn FnMut(u64)| {
+        for i in 0..per_producer {
+            if latency {
+                pace();
+            }
+            p(i);
+        }
+    };
+    macro_rules! stages {
+        ($builder:expr) => {{
+            let mut b = $builder.handle_events_with(stage(results.clone()));
             for _ in 1..shape.consumers() {
                 b = b.handle_events_with(stage(results.clone()));
             }
             b.build()
         }};
     }
-    let publish = move |p: &mut dyn FnMut(u64) -> ringbus::Sequence, id: u64| {
-        for i in 0..per_producer {
-            if latency {
-                pace();
-            }
-            let _ = id;
-            p(i);
-        }
-    };
-    match (shape, shape.spins()) {
-        (Shape::TwoOne, _) => {
-            let producer = run!(ringbus::multi_producer, ringbus::Yielding::default());
-            let threads: Vec<_> = (0..2u64)
-                .map(|id| {
-                    let p = producer.clone();
-                    std::thread::spawn(move || {
-                        publish(
-                            &mut |i| {
-                                p.publish(|e: &mut E| e.stamp(stamp_ns(latency), id << 40 | i))
-                                    .unwrap()
-                            },
-                            id,
-                        )
+    if shape == Shape::TwoOne {
+        let producer = stages!(ringbus::multi_producer(CAPACITY, E::zeroed, wait));
+        let threads: Vec<_> = (0..2u64)
+            .map(|id| {
+                let p = producer.clone();
+                std::thread::spawn(move || {
+                    publish(&mut |i| {
+                        p.publish(|e: &mut E| e.stamp(stamp_ns(latency), id << 40 | i))
+                            .unwrap();
                     })
                 })
-                .collect();
-            drop(producer);
-            for t in threads {
-                t.join().unwrap();
-            }
+            })
+            .collect();
+        drop(producer);
+        for t in threads {
+            t.join().unwrap();
         }
-        (_, true) => {
-            let mut p = run!(ringbus::single_producer, ringbus::BusySpin);
-            publish(
-                &mut |i| {
-                    p.publish(|e: &mut E| e.stamp(stamp_ns(latency), i))
-                        .unwrap()
-                },
-                0,
-            );
-            drop(p);
-        }
-        (_, false) => {
-            let mut p = run!(ringbus::single_producer, ringbus::Yielding::default());
-            publish(
-                &mut |i| {
-                    p.publish(|e: &mut E| e.stamp(stamp_ns(latency), i))
-                        .unwrap()
-                },
-                0,
-            );
-            drop(p);
-        }
+    } else {
+        let mut p = stages!(ringbus::single_producer(CAPACITY, E::zeroed, wait));
+        publish(&mut |i| {
+            p.publish(|e: &mut E| e.stamp(stamp_ns(latency), i))
+                .unwrap();
+        });
+        drop(p);
     }
     let r = results.lock().unwrap();
     slowest(&r)

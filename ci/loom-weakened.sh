@@ -102,7 +102,7 @@ done
 # The randomized lifecycle tester (its default 3,000 cases, every feature)
 # must find each of these reverted fixes on its own (a hang takes its 60 s
 # watchdog).
-for knob in read_guard torn_scan step_scan lag_rejoin; do
+for knob in ${LIFECYCLE_KNOBS-read_guard torn_scan step_scan lag_rejoin}; do
     log=$(mktemp)
     touch src/lib.rs
     if RUSTC_WRAPPER="$wrapper" RINGBUS_WEAKEN="$knob" CARGO_TARGET_DIR="target/weak" \

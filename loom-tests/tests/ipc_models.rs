@@ -230,7 +230,50 @@ fn ipc_a_dead_consumer_is_reclaimed_and_a_joiner_misses_nothing() {
             RECLAIMED.hit();
         }
         bus.close();
+        // Consumers end once the producer let go of its place.
+        drop(p);
         joiner.join().unwrap();
     });
     RECLAIMED.assert_reached("the dead consumer was reclaimed");
+}
+
+/// Model 5: the bus closes while a `Blocking` consumer sleeps, and the
+/// single producer publishes once more, then lets go of its place.
+/// Forbidden: the consumer asleep for ever (loom's deadlock: the producer's
+/// drop must wake it), ending before the last acknowledged event, or
+/// ending while the producer still holds its place.
+#[test]
+fn ipc_a_close_ends_a_sleeping_consumer_only_after_the_producer_let_go() {
+    loom::model(|| {
+        let bus = Options::new(2)
+            .consumers(1)
+            .model::<Pe>(1)
+            .with_wait(Wait::Blocking);
+        let mut consumer = bus.consumer("c").unwrap();
+        let mut p = bus.producer().unwrap();
+        let closer = bus.clone();
+        let t = thread::spawn(move || {
+            closer.close();
+            // A publish that raced the close: acknowledged or refused.
+            let r = p.publish(|e| e.set(1));
+            drop(p);
+            r
+        });
+        let mut seen = 0;
+        loop {
+            match consumer.poll_wait(4, |e, _, _| {
+                e.verify();
+                seen += 1;
+            }) {
+                Ok(_) => {}
+                Err(IpcPollError::Closed) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        match t.join().unwrap() {
+            Ok(_) => assert_eq!(seen, 1, "an acknowledged event left behind"),
+            Err(IpcPublishError::Closed) => assert_eq!(seen, 0),
+            Err(e) => panic!("{e}"),
+        }
+    });
 }

@@ -44,8 +44,12 @@ pub struct IpcConsumer<E: Pod> {
     wait: Wait,
     tombstones: u64,
     resumed_from: Option<u32>,
-    /// The pending slot waited at, its mark then, and since when (ms).
-    hole: Option<(u64, u64, u64)>,
+    /// The pending slot waited at, its mark then, since when (ms), and the
+    /// claim counter then.
+    hole: Option<(u64, u64, u64, u64)>,
+    /// Claims below this had waited a hole timeout when the last hole was
+    /// given up: the rest of a dead producer's batch goes at once.
+    expired_below: u64,
     hole_timeout_ms: u64,
     /// False once a loom model "killed" this consumer's process.
     leaves: bool,
@@ -95,6 +99,7 @@ impl<E: Pod> IpcConsumer<E> {
             tombstones: 0,
             resumed_from,
             hole: None,
+            expired_below: 0,
             hole_timeout_ms,
             leaves: true,
         }
@@ -245,7 +250,6 @@ impl<E: Pod> IpcConsumer<E> {
         wake.sleepers.fetch_and(!bit, Ordering::Relaxed);
     }
 
-    /// Closed, and nothing more to read.
     /// Closed, every producer gone (left or dead), and everything they
     /// published or claimed passed. A producer that publishes after the
     /// close (its claim came before it) holds its place until it drops, so
@@ -280,14 +284,13 @@ impl<E: Pod> IpcConsumer<E> {
     /// The end of what can be passed now: events and tombstones in
     /// `self.next..end`.
     fn available(&mut self) -> Result<u64, IpcPollError> {
-        let arc = self.bus.region.clone();
-        let region = &*arc;
+        let bound = self.upstream_bound();
+        let region = &*self.bus.region;
         if !table::still_owned(region, self.index, self.lease) {
             return Err(IpcPollError::Lapped {
                 sequence: self.next,
             });
         }
-        let bound = self.upstream_bound();
         let cap = region.layout.capacity as u64;
         if !region.layout.multi {
             // Acquire: the events' bytes, written before the cursor's
@@ -308,14 +311,20 @@ impl<E: Pod> IpcConsumer<E> {
                 Slot::Lapped => return Err(IpcPollError::Lapped { sequence: end }),
                 Slot::Pending if end == self.next => {
                     // SeqCst: as `give_up` reads the claim counter.
-                    if region.control().cursor.load(Ordering::SeqCst) <= end {
+                    let claims = region.control().cursor.load(Ordering::SeqCst);
+                    if claims <= end {
                         self.hole = None; // not claimed: no hole to time
                         break;
                     }
-                    if self.hole_expired(end, marks::raw(region, end))
-                        && marks::give_up(region, end)
-                    {
-                        self.hole = None;
+                    let mark = marks::raw(region, end);
+                    // Claimed before the last hole's timer started: it has
+                    // waited as long, unless a live writer is at it now.
+                    let expired = (end < self.expired_below && !marks::live_writer(region, end))
+                        || hole_expired(&mut self.hole, self.hole_timeout_ms, end, mark, claims);
+                    if expired && marks::give_up(region, end) {
+                        if let Some((_, _, _, claims_then)) = self.hole.take() {
+                            self.expired_below = self.expired_below.max(claims_then);
+                        }
                         continue;
                     }
                     break;
@@ -326,25 +335,12 @@ impl<E: Pod> IpcConsumer<E> {
         Ok(end)
     }
 
-    /// Whether this consumer has waited at claimed `seq`, its mark
-    /// unchanged, for the hole timeout. The timer starts again whenever the
-    /// mark changes (claimed, then marked WRITING: a live writer at work).
-    fn hole_expired(&mut self, seq: u64, mark: u64) -> bool {
-        let now = now_ms();
-        match self.hole {
-            Some((s, m, since)) if s == seq && m == mark => {
-                now.saturating_sub(since) >= self.hole_timeout_ms || cfg!(loom)
-            }
-            _ => {
-                self.hole = Some((seq, mark, now));
-                cfg!(loom)
-            }
-        }
-    }
-
     /// The lowest sequence of the consumers this one comes after (u64::MAX
     /// without any). A gone upstream bounds at its last sequence seen.
     fn upstream_bound(&mut self) -> u64 {
+        if self.upstream.is_empty() {
+            return u64::MAX;
+        }
         let region = &*self.bus.region;
         let mut bound = u64::MAX;
         for up in &mut self.upstream {
@@ -430,6 +426,30 @@ impl<E: Pod> Drop for IpcConsumer<E> {
     fn drop(&mut self) {
         if self.leaves {
             table::leave_consumer(&self.bus.region, self.index, self.lease);
+        }
+    }
+}
+
+/// Whether a consumer has waited at claimed `seq`, its mark unchanged, for
+/// the hole timeout (`hole`: the slot waited at, its mark then, since when,
+/// the claim counter then).
+/// The timer starts again whenever the mark changes (claimed, then marked
+/// WRITING: a live writer at work).
+fn hole_expired(
+    hole: &mut Option<(u64, u64, u64, u64)>,
+    timeout_ms: u64,
+    seq: u64,
+    mark: u64,
+    claims: u64,
+) -> bool {
+    let now = now_ms();
+    match *hole {
+        Some((s, m, since, _)) if s == seq && m == mark => {
+            now.saturating_sub(since) >= timeout_ms || cfg!(loom)
+        }
+        _ => {
+            *hole = Some((seq, mark, now, claims));
+            cfg!(loom)
         }
     }
 }

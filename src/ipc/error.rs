@@ -160,8 +160,9 @@ pub enum IpcPublishError {
     /// The bus was closed.
     Closed,
     /// A consumer gave this producer's claim up: it took longer than the
-    /// bus's hole timeout between claim and publish. Nothing of it was
-    /// delivered; publish it again if it still matters.
+    /// bus's hole timeout between claim and publish. The events from
+    /// `sequence` on were not delivered (a batch's earlier ones were);
+    /// publish them again if they still matter.
     GivenUp {
         /// The first sequence given up.
         sequence: u64,

@@ -173,6 +173,12 @@ pub(crate) fn raw(region: &Region, seq: u64) -> u64 {
     region.mark(seq).load(Ordering::Relaxed)
 }
 
+/// Whether `seq` is being written by a producer whose process lives.
+pub(crate) fn live_writer(region: &Region, seq: u64) -> bool {
+    let m = Mark(region.mark(seq).load(Ordering::Acquire));
+    m.round() == round_of(region, seq) && m.state() == WRITING && !writer_gone(region, m.owner())
+}
+
 /// What a consumer finds at `seq` (Acquire: the event's bytes follow).
 pub(crate) fn slot(region: &Region, seq: u64) -> Slot {
     let m = Mark(region.mark(seq).load(Ordering::Acquire));
@@ -217,7 +223,9 @@ pub(crate) fn give_up(region: &Region, seq: u64) -> bool {
             // The claimant has not marked it. It may wait for room: a claim
             // is given up only if the ring has room for it.
             if !weaken::IPC_GIVE_UP {
-                let room = super::table::min_consumer(region, false).map_or(true, |min| {
+                // Checking consumers for life: a dead one past its grace
+                // time must not keep the ring "full" for ever.
+                let room = super::table::min_consumer(region, true).map_or(true, |min| {
                     seq < min.saturating_add(region.layout.capacity as u64)
                 });
                 if !room {

@@ -213,7 +213,7 @@ impl<E: Pod> IpcProducer<E> {
             return Ok(self.next);
         }
         let first = self.claim(n as u64, until)?;
-        let region = &*self.bus.region.clone();
+        let region: &super::region::Region = &self.bus.region;
         let owner = self.index + 1;
         if self.multi {
             for seq in first..first + n as u64 {
@@ -369,19 +369,32 @@ impl<E: Pod> IpcProducer<E> {
         }
         if !self.multi {
             let first = self.next;
-            self.wait_for_room(first, first + n - 1, until)?;
+            self.wait_for_room(first, first + n - 1, until, true)?;
             return Ok(first);
         }
         if let Until::Never = until {
             // AcqRel: a total order of claims; nothing is published by it.
             let first = self.cursor().fetch_add(n, Ordering::AcqRel);
-            self.wait_for_room(first, first + n - 1, until)?;
+            // Claimed: wait for room even if the bus closes meanwhile, then
+            // let the slots go at once rather than leave consumers a hole
+            // to time out (one the room check may never let them give up).
+            self.wait_for_room(first, first + n - 1, until, false)?;
+            if self.bus.is_closed() {
+                let owner = self.index + 1;
+                for seq in first..first + n {
+                    if marks::begin_write(&self.bus.region, seq, owner).is_ok() {
+                        marks::abandon(&self.bus.region, seq, owner);
+                    }
+                }
+                self.notify();
+                return Err(IpcPublishError::Closed);
+            }
             return Ok(first);
         }
         // Claim only once there is room, so a timed-out claim leaves no hole.
         loop {
             let first = self.cursor().load(Ordering::Acquire);
-            self.wait_for_room(first, first + n - 1, until)?;
+            self.wait_for_room(first, first + n - 1, until, true)?;
             // AcqRel: as fetch_add.
             if self
                 .cursor()
@@ -393,18 +406,22 @@ impl<E: Pod> IpcProducer<E> {
         }
     }
 
+    /// Waits until `last` fits; `close_stops`: a close ends the wait
+    /// (`Closed`). Checks consumers for life from the second look on (at
+    /// once for calls that do not wait), at most every millisecond.
     fn wait_for_room(
         &mut self,
         first: u64,
         last: u64,
         until: Until,
+        close_stops: bool,
     ) -> Result<(), IpcPublishError> {
         if last < self.cached_min.saturating_add(self.capacity) {
             return Ok(());
         }
         let mut tries = 0u32;
         loop {
-            let check_dead = tries > 0
+            let check_dead = (tries > 0 || !matches!(until, Until::Never))
                 && self
                     .last_liveness
                     .map_or(true, |t| t.elapsed() >= Duration::from_millis(1));
@@ -418,7 +435,7 @@ impl<E: Pod> IpcProducer<E> {
             if last < self.cached_min.saturating_add(self.capacity) {
                 return Ok(());
             }
-            if self.bus.is_closed() {
+            if close_stops && self.bus.is_closed() {
                 return Err(IpcPublishError::Closed);
             }
             match until {

@@ -255,7 +255,8 @@ pub(crate) fn join_consumer(
             .find_map(|i| {
                 let other = region.consumer(i).expect("index below the table size");
                 let ol = Lease::load(&other.meta.lease);
-                (ol.state() == ACTIVE && has_name(other, &words)).then_some(ol.pid())
+                (matches!(ol.state(), ACTIVE | RESUMING) && has_name(other, &words))
+                    .then_some(ol.pid())
             });
         if let Some(pid) = twin {
             leave_consumer(region, index, active);
