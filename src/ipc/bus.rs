@@ -1,9 +1,7 @@
 //! Creating and opening a bus, and what every handle shares.
 
 use std::marker::PhantomData;
-#[cfg(not(loom))]
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytemuck::Pod;
@@ -471,6 +469,24 @@ impl Options {
         Ok(layout)
     }
 
+    /// Under loom there are no files: models use [`Options::model`].
+    ///
+    /// # Errors
+    /// Always [`IpcError::Config`].
+    #[cfg(loom)]
+    pub fn create<E: Pod>(&self, _name: &str) -> Result<IpcBus<E>, IpcError> {
+        Err(IpcError::Config { reason: "no files under loom: use Options::model".into() })
+    }
+
+    /// Under loom there are no files: models use [`Options::model`].
+    ///
+    /// # Errors
+    /// Always [`IpcError::Config`].
+    #[cfg(loom)]
+    pub fn open<E: Pod>(&self, _name: &str) -> Result<IpcBus<E>, IpcError> {
+        Err(IpcError::Config { reason: "no files under loom: use Options::model".into() })
+    }
+
     /// Under loom: the bus's structures on the heap, for model process `pid`.
     #[cfg(loom)]
     #[doc(hidden)]
@@ -591,10 +607,12 @@ impl<E: Pod> IpcBus<E> {
         self.region.layout.capacity
     }
 
-    /// The bus's file.
-    #[cfg(not(loom))]
+    /// The bus's file (empty under loom, where there is none).
     pub fn path(&self) -> &Path {
-        &self.region.path
+        #[cfg(not(loom))]
+        return &self.region.path;
+        #[cfg(loom)]
+        return Path::new("");
     }
 
     /// Takes a producer: the single producer's place (also when its last
