@@ -475,7 +475,9 @@ impl Options {
     /// Always [`IpcError::Config`].
     #[cfg(loom)]
     pub fn create<E: Pod>(&self, _name: &str) -> Result<IpcBus<E>, IpcError> {
-        Err(IpcError::Config { reason: "no files under loom: use Options::model".into() })
+        Err(IpcError::Config {
+            reason: "no files under loom: use Options::model".into(),
+        })
     }
 
     /// Under loom there are no files: models use [`Options::model`].
@@ -484,7 +486,9 @@ impl Options {
     /// Always [`IpcError::Config`].
     #[cfg(loom)]
     pub fn open<E: Pod>(&self, _name: &str) -> Result<IpcBus<E>, IpcError> {
-        Err(IpcError::Config { reason: "no files under loom: use Options::model".into() })
+        Err(IpcError::Config {
+            reason: "no files under loom: use Options::model".into(),
+        })
     }
 
     /// Under loom: the bus's structures on the heap, for model process `pid`.
