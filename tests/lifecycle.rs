@@ -1589,8 +1589,10 @@ fn run_sized<W: Strategy>(seed: u64, strategy: W) {
 fn run_seed(seed: u64) {
     UNPLANNED_PANICS.store(0, Ordering::Relaxed);
     let (done, finished) = mpsc::channel();
+    let ipc_only = std::env::var("RINGBUS_LIFECYCLE_IPC_ONLY").is_ok();
     let case = thread::spawn(move || {
         match seed % 4 {
+            _ if ipc_only => {}
             0 => run_sized(seed, Blocking),
             1 => run_sized(seed, Yielding::default()),
             2 => run_sized(seed, Sleeping::default()),
@@ -1627,6 +1629,10 @@ fn run_seed(seed: u64) {
             }
         }
         Err(mpsc::RecvTimeoutError::Timeout) => {
+            #[cfg(all(feature = "ipc", unix, not(loom)))]
+            if seed % 6 == 5 {
+                ipc::dump();
+            }
             panic!("lifecycle case hung, seed {seed} (RINGBUS_LIFECYCLE_SEED={seed})")
         }
     }

@@ -649,11 +649,12 @@ impl<E: Pod> IpcBus<E> {
     }
 
     /// Joins as consumer `name`, reading each event only after every
-    /// consumer named in `after` has handled it. While one of them is gone,
-    /// this one waits where that one last was; one that resumes goes on
-    /// from there. If it was reclaimed and a new consumer joins under its
-    /// name, that one starts at the present, and this one handles the
-    /// events between without it.
+    /// consumer named in `after` has handled it. Until one of them is first
+    /// seen, this one waits where it joined. A dead one keeps holding this
+    /// one until it is reclaimed (a process that resumes it goes on from
+    /// there). One that is gone (it left, or was reclaimed) no longer holds
+    /// this one: it goes on without it, and a new consumer joining under
+    /// that name holds it again from the new one's position.
     ///
     /// # Errors
     /// As for [`consumer`](IpcBus::consumer).

@@ -18,7 +18,7 @@ use super::bus::{IpcBus, Wait};
 use super::error::IpcPollError;
 use super::marks::{self, Slot};
 use super::os::now_ms;
-use super::table::{self, Joined, Lease, ACTIVE};
+use super::table::{self, Joined, Lease, ACTIVE, RESUMING};
 use crate::loom::Ordering;
 use crate::Sequence;
 
@@ -28,8 +28,10 @@ struct Upstream {
     name: String,
     /// Its entry and lease when last found.
     entry: Option<(usize, Lease)>,
-    /// Its sequence when last read: the bound while it is gone.
+    /// Its sequence when last read (at first: where this one joined).
     last: u64,
+    /// Whether it was ever found.
+    seen: bool,
 }
 
 /// A consumer of a shared-memory bus (see [`IpcBus::consumer`]). Dropping
@@ -83,6 +85,7 @@ impl<E: Pod> IpcConsumer<E> {
                 name: (*n).into(),
                 entry: None,
                 last: next,
+                seen: false,
             })
             .collect();
         let hole_timeout_ms =
@@ -344,34 +347,35 @@ impl<E: Pod> IpcConsumer<E> {
         let region = &*self.bus.region;
         let mut bound = u64::MAX;
         for up in &mut self.upstream {
-            if let Some((i, l)) = up.entry.filter(|&(i, l)| !table::still_owned(region, i, l)) {
-                // Gone. Left cleanly (free, not taken since): it handled
-                // everything below its last sequence.
-                let entry = region.consumer(i).expect("found entry");
-                if Lease::load(&entry.meta.lease) == l.next(table::FREE, 0) {
-                    // Acquire: its reads before its last commit.
-                    up.last = up.last.max(entry.next.load(Ordering::Acquire));
-                }
-            }
+            // Its entry while it holds it; else the entry now under its
+            // name (a resume keeps the entry, a new join takes another).
             let current = up.entry.filter(|&(i, l)| table::still_owned(region, i, l));
             let found = current.or_else(|| {
                 (0..region.layout.consumers).find_map(|i| {
                     let entry = region.consumer(i)?;
                     let l = Lease::load(&entry.meta.lease);
-                    (l.state() == ACTIVE && table::read_name(entry) == up.name).then_some((i, l))
+                    (matches!(l.state(), ACTIVE | RESUMING) && table::read_name(entry) == up.name)
+                        .then_some((i, l))
                 })
             });
             up.entry = found;
-            if let Some((i, _)) = found {
-                // Acquire: the upstream read these events before its
-                // Release store of `next`.
-                up.last = region
-                    .consumer(i)
-                    .expect("found entry")
-                    .next
-                    .load(Ordering::Acquire);
+            match found {
+                Some((i, _)) => {
+                    up.seen = true;
+                    // Acquire: the upstream read these events before its
+                    // Release store of `next`.
+                    up.last = region
+                        .consumer(i)
+                        .expect("found entry")
+                        .next
+                        .load(Ordering::Acquire);
+                    bound = bound.min(up.last);
+                }
+                // Never seen yet: wait where this consumer joined.
+                None if !up.seen => bound = bound.min(up.last),
+                // Gone (left, or dead and reclaimed): go on without it.
+                None => {}
             }
-            bound = bound.min(up.last);
         }
         bound
     }

@@ -119,7 +119,31 @@ impl Seen {
     }
 }
 
+/// What each thread of the running case last did, and the case's bus, for
+/// the watchdog to print when a case hangs.
+static STATUS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+static METRICS: Mutex<Option<Box<dyn Fn() -> String + Send>>> = Mutex::new(None);
+
+fn status(who: &str, what: String) {
+    let mut s = STATUS.lock().unwrap();
+    match s.iter_mut().find(|(w, _)| w == who) {
+        Some(entry) => entry.1 = what,
+        None => s.push((who.to_string(), what)),
+    }
+}
+
+/// Prints what the running case's threads last did (a hang's report).
+pub(crate) fn dump() {
+    for (who, what) in STATUS.lock().unwrap().iter() {
+        eprintln!("  ipc {who}: {what}");
+    }
+    if let Some(m) = METRICS.lock().unwrap().as_ref() {
+        eprintln!("  ipc metrics: {}", m());
+    }
+}
+
 pub(crate) fn run(seed: u64) {
+    STATUS.lock().unwrap().clear();
     let mut rng = Rng(super::mix(seed ^ 0x1BC5_5EED_0000_0001));
     if rng.chance(70) {
         case::<Small>(seed, &mut rng)
@@ -158,6 +182,8 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
         options = options.multi_producer();
     }
     let bus = options.create::<E>("case").unwrap();
+    let watched = bus.clone();
+    *METRICS.lock().unwrap() = Some(Box::new(move || format!("{:?}", watched.metrics())));
     let who =
         format!("ipc case, seed {seed}, ring {capacity}, multi {multi}, {producers} producers");
 
@@ -187,6 +213,10 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
                 let mut polls = 0u64;
                 loop {
                     polls += 1;
+                    status(
+                        &format!("c{i}"),
+                        format!("poll {polls} at {}", c.next_sequence()),
+                    );
                     let mut batch = vec![];
                     let result = catch_unwind(AssertUnwindSafe(|| {
                         c.poll_timeout(Duration::from_millis(5), 16, |e, seq, _| {
@@ -264,6 +294,7 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
             thread::spawn(move || {
                 let mut k = 0u64;
                 while k < total {
+                    status(&format!("producer {id}"), format!("publishing k {k}"));
                     let n = if prng.chance(20) {
                         1 + prng.below(capacity as u64)
                     } else {
@@ -338,7 +369,10 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
                                 a.insert((id, i));
                             }
                         }
-                        Ok(Err(IpcPublishError::Closed)) => return,
+                        Ok(Err(IpcPublishError::Closed)) => {
+                            status(&format!("producer {id}"), "closed".into());
+                            return;
+                        }
                         Ok(Err(e)) => panic!("{who}: {e}"),
                     }
                     if early_close
@@ -368,8 +402,10 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
         }
         thread::spawn(move || closer.close()).join().unwrap();
     }
+    status("case", "producers joined, bus closed".into());
     hopping.store(false, Ordering::SeqCst);
     hopper.join().unwrap();
+    status("case", "hopper joined".into());
     let acked = acked.lock().unwrap().clone();
     for (i, t) in consumer_threads.into_iter().enumerate() {
         let seen = t.join().unwrap();
