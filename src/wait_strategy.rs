@@ -136,6 +136,12 @@ static LONG_SPINNERS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomic
 /// The cores this process may run on, read once. A pinned thread's own
 /// mask says one core, so the list the builder read before any stage
 /// thread pinned itself counts too (`affinity::available_cores`).
+/// Reads and caches [`usable_cores`] (it allocates the first time).
+pub(crate) fn warm_core_count() {
+    #[cfg(not(loom))]
+    usable_cores();
+}
+
 #[cfg(not(loom))]
 fn usable_cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();

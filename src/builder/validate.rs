@@ -32,6 +32,10 @@ where
         // Read once per process before any stage thread of ours pins itself
         // (pinning and the spinning strategies' count of cores use it).
         let available = affinity::available_cores();
+        // The spinning strategies' count of usable cores, cached now, so a
+        // first long spin later never allocates (tests/no_alloc.rs saw 4
+        // allocations under ThreadSanitizer's slowdown).
+        crate::wait_strategy::warm_core_count();
         if self.stages.iter().any(|s| s.core.is_some()) {
             if let Some(requested) = self
                 .stages
