@@ -238,6 +238,10 @@ impl<E: Pod> IpcConsumer<E> {
         // SeqCst: the looks at the cursor and marks below are Acquire loads,
         // outside the SeqCst order; the fence puts them after the bit.
         crate::loom::fence(Ordering::SeqCst);
+        // The heavy side of the producers' light fences (producer.rs): after
+        // it, a producer's publish is visible here or its next load of the
+        // sleepers sees the bit.
+        let fenced = super::os::heavy_fence();
         let seen = wake.word.load(Ordering::SeqCst);
         let ready = match self.available() {
             Ok(end) => end != self.next,
@@ -245,6 +249,10 @@ impl<E: Pod> IpcConsumer<E> {
         } || self.finished();
         if !ready {
             let mut slice = Duration::from_millis((self.hole_timeout_ms / 2).clamp(1, 100));
+            if !fenced {
+                // A light producer may miss the bit: look again soon.
+                slice = slice.min(Duration::from_micros(100));
+            }
             if let Some(d) = deadline {
                 slice = slice.min(d.saturating_duration_since(Instant::now()));
             }

@@ -132,6 +132,62 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
 }
 
+// Linux's membarrier commands (include/uapi/linux/membarrier.h).
+#[cfg(all(not(loom), target_os = "linux"))]
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_long = 1 << 1;
+#[cfg(all(not(loom), target_os = "linux"))]
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
+
+/// Asymmetric fences, the producer's light side: registers this process
+/// for [`heavy_fence`]'s barriers (once; later calls answer from the first).
+/// True when it did: a publish may then order its store before its load of
+/// the sleepers with a compiler fence alone, because a consumer going to
+/// sleep runs [`heavy_fence`], which makes every running thread of every
+/// registered process execute a full barrier. Either this producer's load
+/// comes after that barrier and sees the sleeper's bit, or its store came
+/// before it and the sleeper's recheck sees the publish; a producer that
+/// is not running has passed a context switch, a full barrier. False
+/// (another OS, or a kernel or seccomp filter without membarrier): the
+/// producer keeps its SeqCst fence.
+#[cfg(all(not(loom), target_os = "linux"))]
+pub(crate) fn light_fences() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        // SAFETY: membarrier takes no pointers; registering only changes
+        // which barriers this process receives.
+        unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+                0,
+            ) == 0
+        }
+    })
+}
+
+/// The sleeper's heavy side of [`light_fences`]: a full barrier on every
+/// running thread of the registered processes (inter-processor interrupts,
+/// a few microseconds), paid once per sleep. False when the kernel refused:
+/// the caller must not sleep long, as a light producer may not see it.
+#[cfg(all(not(loom), target_os = "linux"))]
+pub(crate) fn heavy_fence() -> bool {
+    // SAFETY: membarrier takes no pointers.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0) == 0 }
+}
+
+/// No membarrier (other unix, or loom, whose models keep the producer's
+/// SeqCst fence): producers fence.
+#[cfg(any(loom, not(target_os = "linux")))]
+pub(crate) fn light_fences() -> bool {
+    false
+}
+
+/// No membarrier: nothing to do, as no producer is light.
+#[cfg(any(loom, not(target_os = "linux")))]
+pub(crate) fn heavy_fence() -> bool {
+    true
+}
+
 /// No futex: a short nap stands for the wait (other unix).
 #[cfg(all(not(loom), not(target_os = "linux")))]
 pub(crate) fn futex_wait(word: &AtomicU32, seen: u32, timeout: Duration) {
