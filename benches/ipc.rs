@@ -1,243 +1,42 @@
 //! Across processes: the shared-memory bus (`ringbus::ipc`) against a Unix
-//! domain socket (std, datagrams) and ringbus in one process (threads, the
-//! ceiling), for 1P→1C, 1P→3C (fan-out) and 2P→1C, with events of 8, 64
-//! and 1,024 bytes. Each process is this binary started again in a role.
+//! domain socket (std, datagrams), ringbus in one process (threads, the
+//! ceiling) and any peer built under `peers/` (`--peer iceoryx2=BINARY`),
+//! for 1P→1C, 1P→3C (fan-out) and 2P→1C, with events of 8, 64 and 1,024
+//! bytes. Each process is this binary (or the peer's) started again in a
+//! role (`common/ipc_roles.rs`).
 //!
 //! Throughput: producers publish as fast as they can; each consumer times
 //! its first to last event; the row's figure is events per second at the
 //! slowest consumer. Latency: one producer publishes an event every 20 µs
-//! (1P→1C, spinning) or after a 20 µs sleep (60–80 µs here; the shapes with
-//! more processes than cores), stamped with the host's monotonic clock, and the consumers record the
-//! one-way delay (p50, p99, p99.9). Implementations are interleaved round
-//! by round (A B C A B C ...) and the median round is reported.
+//! (1P→1C, spinning) or after a 20 µs sleep (60–80 µs here; the shapes
+//! with more processes than cores), stamped with the host's monotonic
+//! clock, and the consumers record the one-way delay (p50, p99, p99.9).
+//! Implementations are interleaved round by round (A B C A B C ...); the
+//! median round is reported, and each ratio is the median of the rounds'
+//! ratios with its spread.
 //!
-//! Waits: 1P→1C has two processes for two cores and busy-spins (ringbus in
-//! one process: `BusySpin`); the rows with more processes than cores
-//! (1P→3C: 4, 2P→1C: 3) use yielding waits on both ringbus sides; the
-//! socket blocks in the kernel.
+//! Waits, the same for every polling implementation: 1P→1C has two
+//! processes for two cores and busy-spins (ringbus: `BusySpin`); the rows
+//! with more processes than cores (1P→3C: 4, 2P→1C: 3) poll and yield
+//! (ringbus: `Yielding`). `ipc-blocking` is the shared-memory bus with
+//! `Wait::Blocking` consumers (a futex), on every row; the socket blocks in
+//! the kernel.
 //!
 //! `cargo bench --bench ipc --features ipc [-- --rounds 3 --events 2000000
-//! --sizes 8,64,1024 --shapes 1p1c,1p3c,2p1c]`
+//! --sizes 8,64,1024 --shapes 1p1c,1p3c,2p1c --peer NAME=BINARY]`;
+//! `ci/bench-peers.sh` builds the peers and runs it with them.
 
+#[path = "common/ipc_roles.rs"]
+mod ipc_roles;
 #[path = "common/stats.rs"]
 mod stats;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-use ringbus::ipc::{IpcPollError, Options, Pod, Wait};
-
-const ROLE: &str = "RINGBUS_IPC_BENCH_ROLE";
-const CAPACITY: usize = 4096;
-const LATENCY_EVENTS: u64 = 20_000;
-const PACE: Duration = Duration::from_micros(20);
-
-/// The send stamp: the clock in latency rounds only (reading it costs
-/// about as much as a publish).
-#[inline(always)]
-fn stamp_ns(latency: bool) -> u64 {
-    if latency {
-        now_ns()
-    } else {
-        0
-    }
-}
-
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec for clock_gettime to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// An event of `W` words: word 0 is the send time, word 1 (if any) the
-/// producer and index.
-trait Ev: Pod + Send + Sync {
-    const BYTES: usize;
-    fn stamp(&mut self, ts: u64, tag: u64);
-    fn ts(&self) -> u64;
-}
-
-impl<const W: usize> Ev for [u64; W] {
-    const BYTES: usize = W * 8;
-    #[inline(always)]
-    fn stamp(&mut self, ts: u64, tag: u64) {
-        self[0] = ts;
-        if W > 1 {
-            self[1] = tag;
-        }
-    }
-    #[inline(always)]
-    fn ts(&self) -> u64 {
-        self[0]
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Shape {
-    OneOne,
-    Fan,
-    TwoOne,
-}
-
-impl Shape {
-    fn producers(self) -> u64 {
-        if self == Shape::TwoOne {
-            2
-        } else {
-            1
-        }
-    }
-    fn consumers(self) -> usize {
-        if self == Shape::Fan {
-            3
-        } else {
-            1
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Shape::OneOne => "1P->1C",
-            Shape::Fan => "1P->3C",
-            Shape::TwoOne => "2P->1C",
-        }
-    }
-    fn spins(self) -> bool {
-        self == Shape::OneOne
-    }
-}
-
-/// What one consumer measured.
-#[derive(Debug, Default, Clone, Copy)]
-struct Measured {
-    rate: f64,
-    p50: f64,
-    p99: f64,
-    p999: f64,
-}
-
-fn parse_result(line: &str) -> Measured {
-    let f: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap())
-        .collect();
-    Measured {
-        rate: f[0],
-        p50: f[1],
-        p99: f[2],
-        p999: f[3],
-    }
-}
-
-/// Counts events until `total` and keeps the delays (latency mode).
-struct Recorder {
-    total: u64,
-    seen: u64,
-    first: Option<Instant>,
-    last: Instant,
-    hist: Histogram<u64>,
-    latency: bool,
-}
-
-impl Recorder {
-    fn new(total: u64, latency: bool) -> Self {
-        Self {
-            total,
-            seen: 0,
-            first: None,
-            last: Instant::now(),
-            hist: Histogram::new(3).unwrap(),
-            latency,
-        }
-    }
-    #[inline(always)]
-    fn see(&mut self, ts: u64) {
-        if self.first.is_none() {
-            self.first = Some(Instant::now());
-        }
-        if self.latency {
-            let _ = self.hist.record(now_ns().saturating_sub(ts).max(1));
-        }
-        self.seen += 1;
-        if self.seen == self.total {
-            self.last = Instant::now();
-        }
-    }
-    fn done(&self) -> bool {
-        self.seen >= self.total
-    }
-    fn result(&self) -> Measured {
-        let secs = self
-            .last
-            .duration_since(self.first.unwrap())
-            .as_secs_f64()
-            .max(1e-9);
-        let q = |q| self.hist.value_at_quantile(q) as f64;
-        Measured {
-            rate: (self.seen - 1) as f64 / secs,
-            p50: q(0.5),
-            p99: q(0.99),
-            p999: q(0.999),
-        }
-    }
-    fn print(&self) {
-        let m = self.result();
-        println!("RESULT {} {} {} {}", m.rate, m.p50, m.p99, m.p999);
-    }
-}
-
-// ---- Roles (child processes) ----------------------------------------------
-
-struct Role {
-    imp: String,
-    shape: Shape,
-    size: usize,
-    events: u64,
-    latency: bool,
-    id: u64,
-    dir: PathBuf,
-}
-
-fn role_env(r: &Role) -> String {
-    format!(
-        "{}|{:?}|{}|{}|{}|{}|{}",
-        r.imp,
-        r.shape,
-        r.size,
-        r.events,
-        r.latency,
-        r.id,
-        r.dir.display()
-    )
-}
-
-fn parse_role(s: &str) -> (String, Role) {
-    let p: Vec<&str> = s.split('|').collect();
-    let shape = match p[2] {
-        "OneOne" => Shape::OneOne,
-        "Fan" => Shape::Fan,
-        _ => Shape::TwoOne,
-    };
-    (
-        p[0].to_string(),
-        Role {
-            imp: p[1].to_string(),
-            shape,
-            size: p[3].parse().unwrap(),
-            events: p[4].parse().unwrap(),
-            latency: p[5] == "true",
-            id: p[6].parse().unwrap(),
-            dir: PathBuf::from(p[7]),
-        },
-    )
-}
+use ipc_roles::*;
+use ringbus::ipc::{IpcPollError, Options, Wait};
 
 fn ipc_options(shape: Shape, dir: &Path) -> Options {
     let o = Options::new(CAPACITY).dir(dir).consumers(4);
@@ -252,7 +51,7 @@ fn child<E: Ev>(what: &str, r: &Role) {
     let per_producer = r.events / r.shape.producers();
     let total = per_producer * r.shape.producers();
     match (r.imp.as_str(), what) {
-        ("ipc", "producer") => {
+        ("ipc" | "ipc-blocking", "producer") => {
             let bus = ipc_options(r.shape, &r.dir).open::<E>("bench").unwrap();
             let mut p = bus.producer().unwrap();
             println!("READY");
@@ -265,11 +64,13 @@ fn child<E: Ev>(what: &str, r: &Role) {
                     .unwrap();
             }
         }
-        ("ipc", "consumer") => {
-            let wait = match (r.shape.spins(), r.latency) {
-                (true, _) => Wait::BusySpin,
-                (false, false) => Wait::Yielding,
-                (false, true) => Wait::Blocking,
+        ("ipc" | "ipc-blocking", "consumer") => {
+            let wait = if r.imp == "ipc-blocking" {
+                Wait::Blocking
+            } else if r.shape.spins() {
+                Wait::BusySpin
+            } else {
+                Wait::Yielding
             };
             let bus = ipc_options(r.shape, &r.dir)
                 .open::<E>("bench")
@@ -321,29 +122,10 @@ fn child<E: Ev>(what: &str, r: &Role) {
     }
 }
 
-/// Waits between two latency samples: spinning when every process has a
-/// core (1P->1C), sleeping otherwise (a spinning producer would take the
-/// core the woken consumers need; a sleep lasts 60-80 µs here).
-fn pace(spin: bool) {
-    if !spin {
-        std::thread::sleep(PACE);
-        return;
-    }
-    let until = Instant::now() + PACE;
-    while Instant::now() < until {
-        std::hint::spin_loop();
-    }
-}
-
-fn wait_for_go(dir: &Path) {
-    while !dir.join("go").exists() {
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
 // ---- The parent -----------------------------------------------------------
 
 fn run_processes<E: Ev>(
+    program: &Path,
     imp: &str,
     shape: Shape,
     size: usize,
@@ -359,7 +141,7 @@ fn run_processes<E: Ev>(
         })
         .unwrap();
     // The creator keeps the bus open until every child is done.
-    let _bus = (imp == "ipc").then(|| ipc_options(shape, dir.path()).create::<E>("bench").unwrap());
+    let _bus = imp.starts_with("ipc").then(|| ipc_options(shape, dir.path()).create::<E>("bench").unwrap());
     let spawn = |what: &str, id: u64| {
         let role = Role {
             imp: imp.into(),
@@ -370,7 +152,7 @@ fn run_processes<E: Ev>(
             id,
             dir: dir.path().into(),
         };
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut child = Command::new(program)
             .env(ROLE, format!("{what}|{}", role_env(&role)))
             .stdout(Stdio::piped())
             .spawn()
@@ -415,11 +197,11 @@ fn slowest(results: &[Measured]) -> Measured {
 
 /// ringbus in one process: threads, the same shape and waits.
 fn run_in_process<E: Ev>(shape: Shape, events: u64, latency: bool) -> Measured {
-    use ringbus::{Blocking, BusySpin, Yielding};
-    match (shape.spins(), latency) {
-        (true, _) => in_process::<E, _>(shape, events, latency, BusySpin),
-        (false, false) => in_process::<E, _>(shape, events, latency, Yielding::default()),
-        (false, true) => in_process::<E, _>(shape, events, latency, Blocking),
+    use ringbus::{BusySpin, Yielding};
+    if shape.spins() {
+        in_process::<E, _>(shape, events, latency, BusySpin)
+    } else {
+        in_process::<E, _>(shape, events, latency, Yielding::default())
     }
 }
 
@@ -488,15 +270,31 @@ fn in_process<E: Ev, W: ringbus::WaitStrategy>(
     slowest(&r)
 }
 
-fn measure<E: Ev>(imp: &str, shape: Shape, size: usize, events: u64, latency: bool) -> Measured {
-    match imp {
+/// An implementation measured: ringbus's own (this binary's roles, or
+/// threads in this process), or a peer's binary that runs the roles of
+/// `common/ipc_roles.rs` (`--peer NAME=BINARY`).
+struct Imp {
+    name: String,
+    program: PathBuf,
+}
+
+fn measure<E: Ev>(imp: &Imp, shape: Shape, size: usize, events: u64, latency: bool) -> Measured {
+    let name = imp.name.as_str();
+    match name {
         "in-process" => run_in_process::<E>(shape, events, latency),
-        "uds" => run_processes::<E>(imp, shape, size, (events / 10).max(1000), latency),
-        _ => run_processes::<E>(imp, shape, size, events, latency),
+        "uds" => run_processes::<E>(
+            &imp.program,
+            name,
+            shape,
+            size,
+            (events / 10).max(1000),
+            latency,
+        ),
+        _ => run_processes::<E>(&imp.program, name, shape, size, events, latency),
     }
 }
 
-fn by_size(imp: &str, shape: Shape, size: usize, events: u64, latency: bool) -> Measured {
+fn by_size(imp: &Imp, shape: Shape, size: usize, events: u64, latency: bool) -> Measured {
     match size {
         8 => measure::<[u64; 1]>(imp, shape, size, events, latency),
         64 => measure::<[u64; 8]>(imp, shape, size, events, latency),
@@ -519,6 +317,14 @@ fn main() -> Result<(), lexopt::Error> {
     let mut sizes = vec![8usize, 64, 1024];
     let mut shapes = vec![Shape::OneOne, Shape::Fan, Shape::TwoOne];
     let mut latency_events = LATENCY_EVENTS;
+    let me = std::env::current_exe().unwrap();
+    let mut imps: Vec<Imp> = ["ipc", "ipc-blocking", "in-process", "uds"]
+        .iter()
+        .map(|name| Imp {
+            name: name.to_string(),
+            program: me.clone(),
+        })
+        .collect();
     let mut args = lexopt::Parser::from_env();
     while let Some(arg) = args.next()? {
         match arg {
@@ -546,11 +352,26 @@ fn main() -> Result<(), lexopt::Error> {
                     })
                     .collect()
             }
+            Long("peer") => {
+                let spec = args.value()?.string()?;
+                let (name, program) = spec
+                    .split_once('=')
+                    .expect("--peer NAME=BINARY (a peer built from peers/)");
+                let program = PathBuf::from(program);
+                assert!(
+                    program.is_file(),
+                    "--peer {name}: no binary at {} (build it first: see peers/README.md)",
+                    program.display()
+                );
+                imps.push(Imp {
+                    name: name.into(),
+                    program,
+                });
+            }
             Long("bench") => {}
             _ => return Err(arg.unexpected()),
         }
     }
-    let imps = ["ipc", "in-process", "uds"];
     println!(
         "processes over shared memory: {events} events per throughput round (the socket {}), \
          {latency_events} paced events ({PACE:?} apart) per latency round, ring {CAPACITY}, \
@@ -558,8 +379,16 @@ fn main() -> Result<(), lexopt::Error> {
         (events / 10).max(1000)
     );
     println!(
-        "{:<8} {:>6} {:<11} {:>12} {:>9} {:>9} {:>9} {:>16}",
-        "shape", "bytes", "impl", "M events/s", "p50 ns", "p99 ns", "p99.9 ns", "ipc ÷ this"
+        "{:<8} {:>6} {:<11} {:>12} {:>9} {:>9} {:>9} {:>18} {:>18}",
+        "shape",
+        "bytes",
+        "impl",
+        "M events/s",
+        "p50 ns",
+        "p99 ns",
+        "p99.9 ns",
+        "rate: ipc ÷ this",
+        "p50: ipc ÷ this"
     );
     for &shape in &shapes {
         for &size in &sizes {
@@ -576,20 +405,29 @@ fn main() -> Result<(), lexopt::Error> {
                     stats::median(&lats[i].iter().map(f).collect::<Vec<_>>())
                 };
                 let ratios: Vec<f64> = rates[0].iter().zip(&rates[i]).map(|(a, b)| a / b).collect();
+                let p50s: Vec<f64> = lats[0]
+                    .iter()
+                    .zip(&lats[i])
+                    .map(|(a, b)| a.p50 / b.p50)
+                    .collect();
+                let cell = |r: &[f64]| {
+                    if i == 0 {
+                        "-".to_string()
+                    } else {
+                        stats::ratio_cell(r)
+                    }
+                };
                 println!(
-                    "{:<8} {:>6} {:<11} {:>12.2} {:>9.0} {:>9.0} {:>9.0} {:>16}",
+                    "{:<8} {:>6} {:<11} {:>12.2} {:>9.0} {:>9.0} {:>9.0} {:>18} {:>18}",
                     shape.name(),
                     size,
-                    imp,
+                    imp.name,
                     stats::median(&rates[i]) / 1e6,
                     med(|m| m.p50),
                     med(|m| m.p99),
                     med(|m| m.p999),
-                    if i == 0 {
-                        "-".to_string()
-                    } else {
-                        stats::ratio_cell(&ratios)
-                    },
+                    cell(&ratios),
+                    cell(&p50s),
                 );
             }
         }
