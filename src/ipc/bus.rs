@@ -12,6 +12,7 @@ use super::layout::{self, Layout, MAGIC, MULTI, READY, SINGLE, VERSION};
 use super::os::{self, Identity};
 use super::producer::IpcProducer;
 use super::region::Region;
+use super::stage::IpcStageBuilder;
 use super::table::{self, Lease, ACTIVE};
 use crate::loom::{Arc, Ordering};
 
@@ -646,6 +647,38 @@ impl<E: Pod> IpcBus<E> {
     /// [`IpcError::Config`] for a bad name.
     pub fn consumer(&self, name: &str) -> Result<IpcConsumer<E>, IpcError> {
         self.consumer_after(name, &[])
+    }
+
+    /// Sets up a stage: a thread of this process that joins as consumer
+    /// `name` and hands every event to a handler, under a
+    /// [`FailurePolicy`](crate::FailurePolicy), until the bus closes or the
+    /// stage is halted. It waits with this handle's [`Wait`]
+    /// ([`with_wait`](IpcBus::with_wait)).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use ringbus::ipc::{self, Wait};
+    ///
+    /// let bus = ipc::Options::new(1024).open::<[u64; 2]>("orders")?;
+    /// let audit = bus
+    ///     .with_wait(Wait::Blocking)
+    ///     .stage("audit")
+    ///     .after(&["matcher"])
+    ///     .spawn(|order: &[u64; 2], seq: u64, _end_of_batch: bool| {
+    ///         println!("{seq}: order {}", order[0]);
+    ///     })?;
+    /// // ... later, in any process: bus.close(); then
+    /// let report = audit.join()?;
+    /// println!("audited {} orders", report.handled);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A stage that fails stops at the failed event and leaves its entry as
+    /// a killed process would, so a stage started again under the same
+    /// name within the bus's `reclaim_after` resumes at that event (see
+    /// [`IpcStage`](super::IpcStage)).
+    pub fn stage(&self, name: &str) -> IpcStageBuilder<E> {
+        IpcStageBuilder::new(self.clone(), name)
     }
 
     /// Joins as consumer `name`, reading each event only after every

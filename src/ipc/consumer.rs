@@ -192,13 +192,34 @@ impl<E: Pod> IpcConsumer<E> {
         &mut self,
         deadline: Option<Instant>,
         limit: usize,
-        f: impl FnMut(&E, Sequence, bool),
+        mut f: impl FnMut(&E, Sequence, bool),
     ) -> Result<usize, IpcPollError> {
+        self.wait_then_handle_until(
+            deadline,
+            limit,
+            |_| {},
+            |e, seq, eob| {
+                f(e, seq, eob);
+                true
+            },
+        )
+        .map(|(handled, _)| handled)
+    }
+
+    /// Waits as [`poll_timeout`](IpcConsumer::poll_timeout) does, then
+    /// hands events to `f` as [`handle_until`](Self::handle_until) does.
+    pub(crate) fn wait_then_handle_until(
+        &mut self,
+        deadline: Option<Instant>,
+        limit: usize,
+        batch: impl FnOnce(u64),
+        f: impl FnMut(&E, Sequence, bool) -> bool,
+    ) -> Result<(usize, bool), IpcPollError> {
         let mut tries = 0u32;
         loop {
             let end = self.available()?;
             if end != self.next {
-                return Ok(self.handle(end, limit, f));
+                return Ok(self.handle_until(end, limit, batch, f));
             }
             if self.finished() {
                 return Err(IpcPollError::Closed);
@@ -227,7 +248,8 @@ impl<E: Pod> IpcConsumer<E> {
     }
 
     /// Sleeps on the futex until a producer wakes it, the deadline or half
-    /// the hole timeout (to give a hole up), at most 100 ms.
+    /// the hole timeout (to give a hole up), at most 100 ms (100 µs when
+    /// its membarrier failed and a producer is light).
     fn sleep(&mut self, deadline: Option<Instant>) {
         let region = self.bus.region.clone();
         let wake = &region.control().wake;
@@ -249,7 +271,9 @@ impl<E: Pod> IpcConsumer<E> {
         } || self.finished();
         if !ready {
             let mut slice = Duration::from_millis((self.hole_timeout_ms / 2).clamp(1, 100));
-            if !fenced {
+            // SeqCst: after the fence above, as the producers' flag is
+            // before theirs (producer.rs, `light`).
+            if !fenced && wake.light.load(Ordering::SeqCst) != 0 {
                 // A light producer may miss the bit: look again soon.
                 slice = slice.min(Duration::from_micros(100));
             }
@@ -389,9 +413,35 @@ impl<E: Pod> IpcConsumer<E> {
     }
 
     fn handle(&mut self, end: u64, limit: usize, mut f: impl FnMut(&E, Sequence, bool)) -> usize {
+        self.handle_until(
+            end,
+            limit,
+            |_| {},
+            |e, seq, eob| {
+                f(e, seq, eob);
+                true
+            },
+        )
+        .0
+    }
+
+    /// Hands `next..end` (at most `limit`) to `f`, which says whether to go
+    /// on: the event it says `false` for is not committed, so it comes
+    /// again (to this consumer, or to one that resumes its entry).
+    /// `batch(n)` first, `n` the slots that follow (tombstones among them).
+    /// Returns the events handled and whether `f` stopped.
+    fn handle_until(
+        &mut self,
+        end: u64,
+        limit: usize,
+        batch: impl FnOnce(u64),
+        mut f: impl FnMut(&E, Sequence, bool) -> bool,
+    ) -> (usize, bool) {
         let region = &*self.bus.region;
         let stop = end.min(self.next.saturating_add(limit.max(1) as u64));
+        batch(stop - self.next);
         let mut handled = 0;
+        let mut committed = stop;
         for seq in self.next..stop {
             if region.layout.multi && marks::slot(region, seq) != Slot::Published {
                 self.tombstones += 1;
@@ -406,26 +456,40 @@ impl<E: Pod> IpcConsumer<E> {
             // SAFETY: `seq` is published (cursor or mark, Acquire) and below
             // what this consumer gates, so no producer writes it until this
             // consumer's sequence passes it; Pod events may hold any bytes.
-            unsafe {
+            let go_on = unsafe {
                 region.with_slot(seq, false, |p| {
                     f(&*(p as *const E), seq as Sequence, seq + 1 == stop)
                 })
             };
+            if !go_on {
+                committed = seq;
+                break;
+            }
             handled += 1;
         }
-        self.next = stop;
+        self.next = committed;
         self.hole = None;
         // Release: the reads above before the producers reuse the slots.
         region
             .consumer(self.index)
             .expect("own entry")
             .next
-            .store(stop, Ordering::Release);
-        handled
+            .store(committed, Ordering::Release);
+        (handled, committed < stop)
     }
 }
 
 impl<E: Pod> IpcConsumer<E> {
+    /// Stops as a killed process would: the entry stays, owned by no live
+    /// process, so it gates for the bus's `reclaim_after` at the sequence
+    /// last committed, and a consumer joining under this name within that
+    /// time resumes there (a failed stage, stage.rs).
+    pub(crate) fn abandon(mut self) {
+        if table::orphan_consumer(&self.bus.region, self.index, self.lease) {
+            self.leaves = false;
+        }
+    }
+
     /// Under loom: this consumer's process dies (its entry stays).
     #[cfg(loom)]
     #[doc(hidden)]

@@ -75,7 +75,11 @@ pub(crate) struct Wake {
     /// Bumped by a producer that wakes sleepers; a sleeper waits on the
     /// value it read (futex).
     pub(crate) word: AtomicU32,
-    pub(crate) _pad: AtomicU32,
+    /// Set (for good) once a producer of a process registered for
+    /// membarrier publishes with light fences: a sleeper whose own
+    /// membarrier fails then naps instead of sleeping long (producer.rs).
+    /// Zero in files of earlier builds, whose producers always fence.
+    pub(crate) light: AtomicU32,
     /// One bit per consumer entry that sleeps or is about to. Producers
     /// read it after publishing (SeqCst fence) and make a syscall only when
     /// it is not zero.

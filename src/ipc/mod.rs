@@ -60,8 +60,10 @@
 //!   its slot is reused only after it let go of it.
 //! - **Waits**: [`Wait::BusySpin`], [`Wait::Yielding`], [`Wait::Sleeping`],
 //!   and [`Wait::Blocking`], which sleeps on a futex in the file; a producer
-//!   pays a fence and a load per publish and makes a syscall only while a
-//!   consumer sleeps. A producer waiting for room in the ring spins, yields
+//!   pays a load per publish (and, where Linux's membarrier is missing, a
+//!   fence) and makes a syscall only while a consumer sleeps; a consumer
+//!   going to sleep pays a membarrier (a barrier on the cores running
+//!   producers). A producer waiting for room in the ring spins, yields
 //!   and then naps (50 µs), whatever the strategy.
 //! - **Closing**: [`IpcBus::close`] ends the bus for everyone: producers get
 //!   [`IpcPublishError::Closed`]; consumers get [`IpcPollError::Closed`]
@@ -99,6 +101,7 @@ mod marks;
 mod os;
 mod producer;
 mod region;
+mod stage;
 mod table;
 
 pub use bus::{remove, ConsumerInfo, IpcBus, IpcMetrics, Options, Wait};
@@ -106,3 +109,4 @@ pub use bytemuck::{Pod, Zeroable};
 pub use consumer::IpcConsumer;
 pub use error::{IpcError, IpcPollError, IpcPublishError};
 pub use producer::{IpcBatch, IpcProducer};
+pub use stage::{IpcStage, IpcStageBuilder};

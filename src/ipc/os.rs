@@ -1,6 +1,8 @@
 //! What the operating system tells about processes, time and sleeping on a
 //! shared word: process identity and liveness, a clock every process of
-//! the host shares, and futex wait and wake (Linux; elsewhere a short nap).
+//! the host shares, futex wait and wake (Linux; elsewhere a short nap),
+//! and asymmetric memory barriers (Linux's membarrier) for the publish and
+//! sleep handshake.
 //!
 //! Under loom there are no processes and no clock: a model names its
 //! "processes" by number, kills them by setting a flag in the region, every
@@ -148,7 +150,9 @@ const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
 /// before it and the sleeper's recheck sees the publish; a producer that
 /// is not running has passed a context switch, a full barrier. False
 /// (another OS, or a kernel or seccomp filter without membarrier): the
-/// producer keeps its SeqCst fence.
+/// producer keeps its SeqCst fence. (That a producer registered after a
+/// consumer went to sleep is covered too rests on the kernel's barrier at
+/// registration, which membarrier(2) implies but does not spell out.)
 #[cfg(all(not(loom), target_os = "linux"))]
 pub(crate) fn light_fences() -> bool {
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -159,7 +163,8 @@ pub(crate) fn light_fences() -> bool {
             libc::syscall(
                 libc::SYS_membarrier,
                 MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
-                0,
+                0 as libc::c_uint,
+                0 as libc::c_int,
             ) == 0
         }
     })
@@ -167,12 +172,20 @@ pub(crate) fn light_fences() -> bool {
 
 /// The sleeper's heavy side of [`light_fences`]: a full barrier on every
 /// running thread of the registered processes (inter-processor interrupts,
-/// a few microseconds), paid once per sleep. False when the kernel refused:
-/// the caller must not sleep long, as a light producer may not see it.
+/// microseconds, more under virtualisation, and the kernel serialises
+/// such calls host-wide), paid once per sleep. False when the kernel
+/// refused: the caller must not sleep long if a light producer exists.
 #[cfg(all(not(loom), target_os = "linux"))]
 pub(crate) fn heavy_fence() -> bool {
     // SAFETY: membarrier takes no pointers.
-    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0) == 0 }
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_GLOBAL_EXPEDITED,
+            0 as libc::c_uint,
+            0 as libc::c_int,
+        ) == 0
+    }
 }
 
 /// No membarrier (other unix, or loom, whose models keep the producer's

@@ -113,12 +113,14 @@ enum Until {
     Deadline(Instant),
 }
 
-/// Releases a multi producer's marked slots if the publish closure panics.
+/// Releases a multi producer's marked slots if the publish closure panics,
+/// and wakes sleeping consumers to pass them.
 struct Abandon<'a> {
     region: &'a super::region::Region,
     first: u64,
     n: u64,
     owner: usize,
+    light: bool,
 }
 
 impl Drop for Abandon<'_> {
@@ -126,7 +128,45 @@ impl Drop for Abandon<'_> {
         for seq in self.first..self.first + self.n {
             marks::abandon(self.region, seq, self.owner);
         }
+        notify(self.region, self.light);
     }
+}
+
+/// Wakes sleeping consumers, if any, after a publish (or a release of
+/// slots) by a producer whose process is `light` (module docs).
+#[inline]
+fn notify(region: &super::region::Region, light: bool) {
+    let wake = &region.control().wake;
+    if light {
+        // SeqCst: keeps the compiler from moving the load of the sleepers
+        // above the publish; the sleeper's heavy fence orders them in the
+        // hardware (module docs).
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    } else if !weaken::IPC_SLEEPERS {
+        // SeqCst: orders the publish above before the load of the sleepers
+        // (module docs).
+        crate::loom::fence(Ordering::SeqCst);
+    }
+    if wake.sleepers.load(Ordering::Relaxed) != 0 {
+        // SeqCst: a sleeper that read the word before this bump sleeps on
+        // the old value, and the futex returns at once or is woken.
+        wake.word.fetch_add(1, Ordering::SeqCst);
+        region.futex_wake();
+    }
+}
+
+/// Whether this process's producers may use light fences; if so, says so
+/// in the file first (`Wake::light`), for sleepers whose heavy fence fails.
+fn light(region: &super::region::Region) -> bool {
+    if !super::os::light_fences() {
+        return false;
+    }
+    // SeqCst RMW, then a SeqCst fence: a sleeper that reads no flag after
+    // its own fence set its bit before this producer's later loads of the
+    // sleepers, which then see it.
+    region.control().wake.light.fetch_or(1, Ordering::SeqCst);
+    crate::loom::fence(Ordering::SeqCst);
+    true
 }
 
 impl<E: Pod> IpcProducer<E> {
@@ -136,6 +176,7 @@ impl<E: Pod> IpcProducer<E> {
         // Acquire: a single producer's cursor was last written by this
         // process's predecessor (or, multi, by any producer).
         let next = bus.region.control().cursor.load(Ordering::Acquire);
+        let light = light(&bus.region);
         // `cached_min` 0: the first claim past the first lap reads the table.
         Self {
             bus,
@@ -146,7 +187,7 @@ impl<E: Pod> IpcProducer<E> {
             next,
             cached_min: 0,
             last_liveness: None,
-            light: super::os::light_fences(),
+            light,
         }
     }
 
@@ -251,6 +292,7 @@ impl<E: Pod> IpcProducer<E> {
             first,
             n: n as u64,
             owner,
+            light: self.light,
         });
         // SAFETY: the slots first..first+n are this producer's: it claimed
         // them, every consumer has passed their previous round (`claim`),
@@ -305,23 +347,7 @@ impl<E: Pod> IpcProducer<E> {
     /// Wakes sleeping consumers, if any.
     #[inline]
     fn notify(&self) {
-        let wake = &self.bus.region.control().wake;
-        if self.light {
-            // SeqCst: keeps the compiler from moving the load of the
-            // sleepers above the publish; the sleeper's heavy fence orders
-            // them in the hardware (module docs).
-            std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        } else if !weaken::IPC_SLEEPERS {
-            // SeqCst: orders the publish above before the load of the
-            // sleepers (module docs).
-            crate::loom::fence(Ordering::SeqCst);
-        }
-        if wake.sleepers.load(Ordering::Relaxed) != 0 {
-            // SeqCst: a sleeper that read the word before this bump sleeps
-            // on the old value, and the futex returns at once or is woken.
-            wake.word.fetch_add(1, Ordering::SeqCst);
-            self.bus.region.futex_wake();
-        }
+        notify(&self.bus.region, self.light);
     }
 
     /// Runs `f` on the slots `first..first + n`. Under loom the write of

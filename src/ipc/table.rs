@@ -283,6 +283,22 @@ pub(crate) fn leave_consumer(region: &Region, index: usize, lease: Lease) {
     clear_sleeper(region, index);
 }
 
+/// Leaves entry `index` as if its owner had died: the same state, no owner
+/// (pid 0 is never alive), a new generation, so it gates until reclaimed
+/// or resumed. False if it is no longer under `lease`.
+pub(crate) fn orphan_consumer(region: &Region, index: usize, lease: Lease) -> bool {
+    let entry = region.consumer(index).expect("index below the table size");
+    let orphan = lease.next(lease.state(), 0);
+    clear_sleeper(region, index);
+    // Release: the entry's last sequence before the lease that lets a
+    // successor resume from it.
+    entry
+        .meta
+        .lease
+        .compare_exchange(lease.0, orphan.0, Ordering::Release, Ordering::Relaxed)
+        .is_ok()
+}
+
 pub(crate) fn clear_sleeper(region: &Region, index: usize) {
     region
         .control()

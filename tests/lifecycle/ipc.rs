@@ -7,14 +7,21 @@
 //! is told); 1–3 consumers that stay, chained with `consumer_after` or not,
 //! each with a random wait strategy, some whose closure panics once (the
 //! same events come again); a consumer that leaves and joins again under
-//! its name at random moments; and `close` from another handle, at the end
-//! or while producers publish.
+//! its name at random moments; stages (`IpcBus::stage`): "s0", whose
+//! handler fails once (an error or a panic) under a random policy (halt,
+//! then a supervisor starts it again under its name and it resumes at the
+//! failed event; skip; dead-letter; retry), and "s1" after it, sometimes
+//! halted from another thread and started again; and `close` from another
+//! handle, at the end or while producers publish.
 //!
 //! Checked: each event whole (checksum), per producer in order with
 //! nothing twice at every consumer; every acknowledged event reaches every
 //! consumer that stayed, and nothing that was given up, panicked or
 //! refused does; a panicking poll gives the same events again; a
-//! consumer after another never passes it.
+//! consumer after another never passes it; stage "s0" handles every
+//! acknowledged event once, in order, across its restarts, but for the one
+//! its policy skipped or dead-lettered, and "s1" never reads an event
+//! before "s0" is done with it.
 
 use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -24,6 +31,7 @@ use std::thread;
 use std::time::Duration;
 
 use ringbus::ipc::{IpcBus, IpcPollError, IpcPublishError, Options, Pod, Wait, Zeroable};
+use ringbus::{FailurePolicy, Sequence};
 
 use super::Rng;
 
@@ -181,6 +189,12 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
     if multi {
         options = options.multi_producer();
     }
+    let staged = rng.chance(50);
+    if staged {
+        // A failed "s0" is started again at once; it must not be reclaimed
+        // meanwhile however slow the machine.
+        options = options.reclaim_after(Duration::from_secs(60));
+    }
     let bus = options.create::<E>("case").unwrap();
     let watched = bus.clone();
     *METRICS.lock().unwrap() = Some(Box::new(move || format!("{:?}", watched.metrics())));
@@ -249,6 +263,8 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
             })
         })
         .collect();
+
+    let stages = staged.then(|| stages::<E>(&bus, rng, &who));
 
     // A consumer that leaves and joins again under its name.
     let hopping = Arc::new(AtomicBool::new(true));
@@ -420,5 +436,182 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
             "{who}: consumer c{i} saw events never acknowledged {extra:?}"
         );
     }
+    if let Some(stages) = stages {
+        stages.check(&acked, &who);
+    }
     drop::<IpcBus<E>>(bus);
+}
+
+/// The stages of a case: "s0" under its supervisor, "s1" after it.
+struct Stages {
+    s0: thread::JoinHandle<(Seen, BTreeSet<(u64, u64)>)>,
+    s1: thread::JoinHandle<(Seen, bool)>,
+}
+
+fn stages<E: IpcEv>(bus: &IpcBus<E>, rng: &mut Rng, who: &str) -> Stages {
+    let progress = Arc::new(AtomicU64::new(0));
+    let fail_at = rng.below(300);
+    let error = rng.chance(50);
+    let policy = rng.below(4);
+    let s0_wait = wait(rng);
+    // Events s0's policy moved past without handling them.
+    let routed = Arc::new(Mutex::new(BTreeSet::new()));
+    let seen0 = Arc::new(Mutex::new(Seen::default()));
+    let handled = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let handler = {
+        let (progress, routed, seen0) = (progress.clone(), routed.clone(), seen0.clone());
+        let (handled, failed, who) = (handled.clone(), failed.clone(), format!("{who}, s0"));
+        move || {
+            let (progress, routed, seen0) = (progress.clone(), routed.clone(), seen0.clone());
+            let (handled, failed, who) = (handled.clone(), failed.clone(), who.clone());
+            move |e: &E, seq: Sequence, _: bool| -> Result<(), String> {
+                status("s0", format!("at {seq}"));
+                progress.fetch_max(seq as u64 + 1, Ordering::SeqCst);
+                if handled.load(Ordering::SeqCst) == fail_at && !failed.swap(true, Ordering::SeqCst)
+                {
+                    if matches!(policy, 1 | 2) {
+                        // Skipped or dead-lettered: never offered again.
+                        routed.lock().unwrap().insert(e.get());
+                    }
+                    if error {
+                        return Err(format!("planned failure at {seq}"));
+                    }
+                    panic!("planned panic in an ipc stage at {seq}");
+                }
+                seen0.lock().unwrap().see(e.get(), &who);
+                handled.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    };
+    let policy_for = move || match policy {
+        0 => FailurePolicy::halt(),
+        1 => FailurePolicy::skip(),
+        2 => FailurePolicy::dead_letter(|_: &str, _: &E, _: Sequence, _: &ringbus::Failure| {}),
+        _ => FailurePolicy::halt().retry(1, Duration::ZERO),
+    };
+    let b0 = bus.clone().with_wait(s0_wait);
+    let first = b0
+        .stage("s0")
+        .batch(1 + rng.below(16) as usize)
+        .on_failure(policy_for())
+        .try_spawn(handler())
+        .unwrap();
+    let s0 = {
+        let who = format!("{who}, s0 supervisor");
+        thread::spawn(move || {
+            let mut stage = first;
+            loop {
+                let report = stage.join().unwrap_or_else(|e| panic!("{who}: {e}"));
+                match report.failure {
+                    None => break,
+                    Some(_) => {
+                        assert_eq!(policy, 0, "{who}: policy {policy} halted: {report:?}");
+                        status("s0", "failed: starting it again".into());
+                        // Resumes at the failed event.
+                        stage = b0
+                            .stage("s0")
+                            .on_failure(policy_for())
+                            .try_spawn(handler())
+                            .unwrap_or_else(|e| panic!("{who}: restart: {e}"));
+                    }
+                }
+            }
+            let seen = std::mem::take(&mut *seen0.lock().unwrap());
+            let routed = routed.lock().unwrap().clone();
+            (seen, routed)
+        })
+    };
+    let b1 = bus.clone().with_wait(wait(rng));
+    let halt_after = rng
+        .chance(25)
+        .then(|| Duration::from_micros(rng.below(3000)));
+    let s1 = {
+        let who = format!("{who}, s1");
+        let spawn = {
+            let who = who.clone();
+            move || {
+                let (progress, mine_who) = (progress.clone(), who.clone());
+                let seen = Arc::new(Mutex::new(Seen::default()));
+                let mine = seen.clone();
+                let stage = b1
+                    .stage("s1")
+                    .after(&["s0"])
+                    .spawn(move |e: &E, seq: Sequence, _: bool| {
+                        let up = progress.load(Ordering::SeqCst);
+                        assert!((seq as u64) < up, "{mine_who}: read {seq} before s0 ({up})");
+                        mine.lock().unwrap().see(e.get(), &mine_who);
+                    })
+                    .unwrap_or_else(|e| panic!("{who}: {e}"));
+                (stage, seen)
+            }
+        };
+        // Joined before anything is published, as s0 was.
+        let first = spawn();
+        thread::spawn(move || {
+            let (stage, mut seen) = first;
+            let mut halted = false;
+            if let Some(after) = halt_after {
+                // Halted from another thread, then started again: it left,
+                // so it joins at the present (order is checked, not
+                // completeness).
+                let stage = Arc::new(stage);
+                let halter = stage.clone();
+                thread::spawn(move || {
+                    thread::sleep(after);
+                    halter.halt();
+                })
+                .join()
+                .unwrap();
+                let stage = Arc::try_unwrap(stage).unwrap();
+                let report = stage.join().unwrap_or_else(|e| panic!("{who}: {e}"));
+                assert!(report.failure.is_none(), "{who}: {report:?}");
+                halted = true;
+                let (again, fresh) = spawn();
+                seen = fresh;
+                let report = again.join().unwrap_or_else(|e| panic!("{who}: {e}"));
+                assert!(report.failure.is_none(), "{who}: {report:?}");
+            } else {
+                let report = stage.join().unwrap_or_else(|e| panic!("{who}: {e}"));
+                assert!(report.failure.is_none(), "{who}: {report:?}");
+            }
+            status("s1", "done".into());
+            let seen = std::mem::take(&mut *seen.lock().unwrap());
+            (seen, halted)
+        })
+    };
+    Stages { s0, s1 }
+}
+
+impl Stages {
+    fn check(self, acked: &BTreeSet<(u64, u64)>, who: &str) {
+        let (seen, routed) = self.s0.join().unwrap();
+        let (seen1, halted) = self.s1.join().unwrap();
+        if !halted {
+            // s1 reads every event on the ring, s0's routed one too.
+            let missing: Vec<_> = acked.difference(&seen1.all).take(5).collect();
+            assert!(
+                missing.is_empty(),
+                "{who}: s1 lost acknowledged events {missing:?}"
+            );
+        }
+        let extra: Vec<_> = seen1.all.difference(acked).take(5).collect();
+        assert!(
+            extra.is_empty(),
+            "{who}: s1 saw events never acknowledged {extra:?}"
+        );
+        assert!(routed.len() <= 1, "{who}: s0 routed {routed:?}");
+        let expected: BTreeSet<_> = acked.difference(&routed).copied().collect();
+        let missing: Vec<_> = expected.difference(&seen.all).take(5).collect();
+        assert!(
+            missing.is_empty(),
+            "{who}: s0 lost acknowledged events {missing:?}"
+        );
+        let extra: Vec<_> = seen.all.difference(&expected).take(5).collect();
+        assert!(
+            extra.is_empty(),
+            "{who}: s0 saw events it should not have {extra:?}"
+        );
+    }
 }

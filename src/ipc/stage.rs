@@ -1,0 +1,390 @@
+//! Stages of a shared-memory bus: a thread of this process that joins the
+//! bus as a named consumer and hands every event to a handler, under a
+//! [`FailurePolicy`], until the bus closes or the stage is halted.
+//!
+//! A stage is a consumer ([`IpcBus::consumer_after`]) with a thread and a
+//! policy around it, so it gates, commits, resumes and is reclaimed as a
+//! consumer does. Its failure is a consumer's death: when the policy halts
+//! (the default), the stage stops at the failed event without committing
+//! it and leaves its entry as a killed process would. The entry keeps
+//! gating for the bus's [`reclaim_after`](super::Options::reclaim_after),
+//! the stages after it wait there, and a stage (or consumer) that joins
+//! under the same name within that time resumes at the failed event; after
+//! it, the entry is reclaimed and the producers and later stages go on
+//! without it. Nothing published is lost for a stage that is restarted in
+//! time, and no producer is wedged by one that is not.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use super::bus::IpcBus;
+use super::consumer::IpcConsumer;
+use super::error::{IpcError, IpcPollError};
+use crate::fault::{Failure, FailurePolicy, Finally};
+use crate::handler::{EventHandler, TryEventHandler};
+use crate::report::{panic_message, StageReport};
+use crate::sequence::Sequence;
+
+/// How long a stage waits for events before it looks at its halt flag.
+const HALT_CHECK: Duration = Duration::from_millis(10);
+
+/// Sets up a stage of a shared-memory bus (see [`IpcBus::stage`]).
+#[must_use = "a stage starts only with spawn or try_spawn"]
+pub struct IpcStageBuilder<E: Pod> {
+    bus: IpcBus<E>,
+    name: String,
+    after: Vec<String>,
+    core: Option<usize>,
+    policy: FailurePolicy<E>,
+    batch: usize,
+}
+
+impl<E: Pod> std::fmt::Debug for IpcStageBuilder<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcStageBuilder")
+            .field("name", &self.name)
+            .field("after", &self.after)
+            .field("core", &self.core)
+            .field("policy", &self.policy)
+            .field("batch", &self.batch)
+            .finish()
+    }
+}
+
+impl<E: Pod> IpcStageBuilder<E> {
+    pub(crate) fn new(bus: IpcBus<E>, name: &str) -> Self {
+        Self {
+            bus,
+            name: name.into(),
+            after: Vec::new(),
+            core: None,
+            policy: FailurePolicy::default(),
+            batch: 1024,
+        }
+    }
+
+    /// The stage reads an event only after every consumer or stage named
+    /// here (in any process) has handled it, as
+    /// [`consumer_after`](IpcBus::consumer_after) does.
+    pub fn after(mut self, upstream: &[&str]) -> Self {
+        self.after = upstream.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Pins the stage's thread to `core` (one of
+    /// [`available_cores`](crate::available_cores)).
+    pub fn pin_at_core(mut self, core: usize) -> Self {
+        self.core = Some(core);
+        self
+    }
+
+    /// What the stage does when its handler fails (an `Err` or a panic):
+    /// retry, then halt (the default), skip or dead-letter.
+    pub fn on_failure(mut self, policy: FailurePolicy<E>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The most events handed over (and committed) at once; 1,024 by
+    /// default.
+    pub fn batch(mut self, limit: usize) -> Self {
+        self.batch = limit.max(1);
+        self
+    }
+
+    /// Joins the bus (on the calling thread, so a name in use is an error
+    /// here) and starts the stage's thread with `handler`.
+    ///
+    /// # Errors
+    /// As for [`IpcBus::consumer_after`]; [`IpcError::Config`] for a core
+    /// this process may not run on; [`IpcError::Io`] when the thread could
+    /// not be started.
+    pub fn spawn<H>(self, handler: H) -> Result<IpcStage, IpcError>
+    where
+        H: EventHandler<E> + Send + 'static,
+    {
+        self.try_spawn(Infallible(handler))
+    }
+
+    /// Like [`spawn`](IpcStageBuilder::spawn) with a fallible handler: an
+    /// `Err` is routed by the stage's policy as a panic is.
+    ///
+    /// # Errors
+    /// As for [`spawn`](IpcStageBuilder::spawn).
+    pub fn try_spawn<H>(self, handler: H) -> Result<IpcStage, IpcError>
+    where
+        H: TryEventHandler<E> + Send + 'static,
+    {
+        if let Some(core) = self.core {
+            let cores = crate::affinity::available_cores();
+            if !cores.contains(&core) {
+                return Err(IpcError::Config {
+                    reason: format!(
+                        "stage {:?}: core {core} is not one this process may run on \
+                         (available: {cores:?}); pick one of those or drop pin_at_core",
+                        self.name
+                    ),
+                });
+            }
+        }
+        let after: Vec<&str> = self.after.iter().map(String::as_str).collect();
+        let consumer = self.bus.consumer_after(&self.name, &after)?;
+        let halt = Arc::new(AtomicBool::new(false));
+        let run = Run {
+            consumer,
+            handler,
+            policy: self.policy,
+            batch: self.batch,
+            halt: Arc::clone(&halt),
+            core: self.core,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("ringbus-ipc-{}", self.name))
+            .spawn(move || run.run())
+            .map_err(|e| IpcError::Io {
+                path: self.bus.path().to_path_buf(),
+                op: "start a stage thread for",
+                source: e,
+            })?;
+        Ok(IpcStage {
+            name: self.name,
+            halt,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A running stage of a shared-memory bus (see [`IpcBus::stage`]).
+/// Dropping it halts it and waits for its thread.
+#[derive(Debug)]
+pub struct IpcStage {
+    name: String,
+    halt: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<StageReport, IpcPollError>>>,
+}
+
+impl IpcStage {
+    /// The stage's name (its consumer's).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Asks the stage to stop after its current batch (within about 10 ms
+    /// when idle). It commits what it handled and leaves its place, as a
+    /// dropped consumer does: it no longer gates, and stages after it go on
+    /// without it.
+    pub fn halt(&self) {
+        // Release: nothing to publish; the stage polls the flag.
+        self.halt.store(true, Ordering::Release);
+    }
+
+    /// Whether the stage's thread has ended (the bus closed and it handled
+    /// everything, it was halted, or it failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().map_or(true, JoinHandle::is_finished)
+    }
+
+    /// Waits for the stage to end (the bus closed and it handled everything,
+    /// [`halt`](IpcStage::halt), or a failure its policy halts on) and
+    /// returns what it did. A failure is in the report's `failure`, with
+    /// the failed event not committed (see the module docs).
+    ///
+    /// # Errors
+    /// [`IpcPollError::Lapped`] when the stage lost its entry (it was
+    /// reclaimed or taken over as dead).
+    pub fn join(mut self) -> Result<StageReport, IpcPollError> {
+        self.wait()
+    }
+
+    fn wait(&mut self) -> Result<StageReport, IpcPollError> {
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|payload| {
+                // The stage's own code panicked (a handler's panic is
+                // caught per event): report it as the stage's failure.
+                let mut report = StageReport::named(&self.name);
+                report.panics += 1;
+                report.failure = Some(Failure::Panic(panic_message(&*payload)));
+                Ok(report)
+            }),
+            None => Ok(StageReport::named(&self.name)),
+        }
+    }
+}
+
+impl Drop for IpcStage {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.halt();
+            let _ = self.wait();
+        }
+    }
+}
+
+/// An [`EventHandler`] as a handler that never fails.
+struct Infallible<H>(H);
+
+impl<E, H: EventHandler<E>> TryEventHandler<E> for Infallible<H> {
+    type Error = std::convert::Infallible;
+
+    #[inline]
+    fn on_event(
+        &mut self,
+        event: &E,
+        sequence: Sequence,
+        end_of_batch: bool,
+    ) -> Result<(), Self::Error> {
+        self.0.on_event(event, sequence, end_of_batch);
+        Ok(())
+    }
+
+    fn on_batch_start(&mut self, batch_size: u64) {
+        self.0.on_batch_start(batch_size);
+    }
+
+    fn on_start(&mut self) {
+        self.0.on_start();
+    }
+
+    fn on_shutdown(&mut self) {
+        self.0.on_shutdown();
+    }
+}
+
+/// What the stage's thread owns.
+struct Run<E: Pod, H> {
+    consumer: IpcConsumer<E>,
+    handler: H,
+    policy: FailurePolicy<E>,
+    batch: usize,
+    halt: Arc<AtomicBool>,
+    core: Option<usize>,
+}
+
+impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
+    fn run(mut self) -> Result<StageReport, IpcPollError> {
+        if let Some(core) = self.core {
+            crate::affinity::pin_current_thread(core);
+        }
+        let name = self.consumer.name().to_owned();
+        let mut report = StageReport::named(&name);
+        self.handler.on_start();
+        let end = loop {
+            // Acquire: pairs with `halt`'s store (a flag, nothing to read).
+            if self.halt.load(Ordering::Acquire) {
+                break Ok(());
+            }
+            let Self {
+                consumer,
+                handler,
+                policy,
+                batch,
+                ..
+            } = &mut self;
+            let mut failed = None;
+            // The batch's size, for the handler before its first event.
+            let size = Cell::new(None);
+            let polled = consumer.wait_then_handle_until(
+                Instant::now().checked_add(HALT_CHECK),
+                *batch,
+                |n| size.set(Some(n)),
+                |event, sequence, end_of_batch| {
+                    if let Some(n) = size.take() {
+                        handler.on_batch_start(n);
+                    }
+                    let handled = handle_one(
+                        handler,
+                        policy,
+                        &name,
+                        event,
+                        sequence,
+                        end_of_batch,
+                        &mut report,
+                    );
+                    match handled {
+                        Ok(()) => true,
+                        Err(failure) => {
+                            failed = Some(failure);
+                            false
+                        }
+                    }
+                },
+            );
+            match polled {
+                Ok(_) if failed.is_some() => {
+                    report.failure = failed;
+                    break Err(None);
+                }
+                Ok(_) | Err(IpcPollError::Timeout) => {}
+                Err(IpcPollError::Closed) => break Ok(()),
+                Err(e) => break Err(Some(e)),
+            }
+        };
+        self.handler.on_shutdown();
+        match end {
+            Ok(()) => Ok(report),
+            // Stopped at the failed event: its entry stays as a dead
+            // process's, so a successor resumes at that event.
+            Err(None) => {
+                self.consumer.abandon();
+                Ok(report)
+            }
+            Err(Some(e)) => Err(e),
+        }
+    }
+}
+
+/// Handles one event under `policy`: `Ok` when the stage may go on
+/// (handled, skipped or dead-lettered), `Err` when it must stop there.
+fn handle_one<E, H: TryEventHandler<E>>(
+    handler: &mut H,
+    policy: &FailurePolicy<E>,
+    name: &str,
+    event: &E,
+    sequence: Sequence,
+    end_of_batch: bool,
+    report: &mut StageReport,
+) -> Result<(), Failure> {
+    let mut attempt = 0;
+    loop {
+        let call = || handler.on_event(event, sequence, end_of_batch);
+        let failure = match catch_unwind(AssertUnwindSafe(call)) {
+            Ok(Ok(())) => {
+                report.handled += 1;
+                report.processed += 1;
+                return Ok(());
+            }
+            Ok(Err(e)) => Failure::from_error(e),
+            Err(payload) => {
+                report.panics += 1;
+                Failure::Panic(panic_message(&*payload))
+            }
+        };
+        if attempt < policy.retries {
+            attempt += 1;
+            report.retried += 1;
+            std::thread::sleep(policy.backoff_for(attempt));
+            continue;
+        }
+        report.failed += 1;
+        return match &policy.finally {
+            Finally::Halt => Err(failure),
+            Finally::Skip => {
+                report.skipped += 1;
+                report.processed += 1;
+                Ok(())
+            }
+            Finally::DeadLetter(sink) => {
+                sink(name, event, sequence, &failure);
+                report.dead_lettered += 1;
+                report.processed += 1;
+                Ok(())
+            }
+        };
+    }
+}

@@ -1,0 +1,415 @@
+//! Stages of the shared-memory bus (`IpcBus::stage`): a pipeline under
+//! several producers and a ring that laps, each failure policy, a failed
+//! stage resumed at its failed event or reclaimed, halts from another
+//! handle, and bad configuration. Forbidden outcomes: an event lost or
+//! handled twice, out of its producer's order, read by a later stage
+//! before an earlier one handled it, a producer wedged, a join that hangs.
+#![cfg(all(feature = "ipc", unix, not(miri), not(loom)))]
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use ringbus::ipc::{IpcBus, IpcError, Options, Pod, Wait, Zeroable};
+use ringbus::{FailurePolicy, Sequence};
+
+#[derive(Clone, Copy, Default, Pod, Zeroable, Debug, PartialEq, Eq)]
+#[repr(C)]
+struct Ev {
+    producer: u64,
+    k: u64,
+}
+
+fn dir() -> tempfile::TempDir {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    };
+    tempfile::Builder::new()
+        .prefix("ringbus-ipc-stage")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+fn events() -> u64 {
+    if cfg!(debug_assertions) {
+        3_000
+    } else {
+        30_000
+    }
+}
+
+/// Publishes `0..n` from each of `producers` threads; returns their handles.
+fn publish(bus: &IpcBus<Ev>, producers: u64, n: u64) -> Vec<thread::JoinHandle<()>> {
+    (0..producers)
+        .map(|id| {
+            let mut p = bus.producer().unwrap();
+            thread::spawn(move || {
+                for k in 0..n {
+                    if k % 7 == 3 {
+                        p.batch_publish(1, |b| {
+                            for e in b {
+                                *e = Ev { producer: id, k }
+                            }
+                        })
+                        .unwrap();
+                    } else {
+                        p.publish(|e| *e = Ev { producer: id, k }).unwrap();
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Per producer, the ks a stage handled, checked in order as they come.
+#[derive(Default, Debug)]
+struct Seen {
+    next: HashMap<u64, u64>,
+    skipped: BTreeSet<(u64, u64)>,
+}
+
+impl Seen {
+    fn see(&mut self, e: &Ev, who: &str) {
+        let next = self.next.entry(e.producer).or_default();
+        while self.skipped.contains(&(e.producer, *next)) {
+            *next += 1;
+        }
+        assert_eq!(
+            e.k, *next,
+            "{who}: producer {} expected k {} got {} (lost, twice or out of order)",
+            e.producer, *next, e.k
+        );
+        *next += 1;
+    }
+    fn complete(&self, producers: u64, n: u64, who: &str) {
+        for id in 0..producers {
+            let mut next = self.next.get(&id).copied().unwrap_or(0);
+            while self.skipped.contains(&(id, next)) {
+                next += 1;
+            }
+            assert_eq!(next, n, "{who}: producer {id} stopped at {next} of {n}");
+        }
+    }
+}
+
+/// Two stages in a pipeline and one beside them, under three producers and
+/// a ring of 8 that laps all the time, with every wait: each handles every
+/// event once, in order, and the second never before the first.
+#[test]
+fn a_pipeline_of_stages_under_three_producers_and_a_tiny_ring() {
+    for wait in [
+        Wait::BusySpin,
+        Wait::Yielding,
+        Wait::Sleeping(Duration::from_micros(20)),
+        Wait::Blocking,
+    ] {
+        let d = dir();
+        let bus = Options::new(8)
+            .multi_producer()
+            .dir(d.path())
+            .create::<Ev>("pipe")
+            .unwrap()
+            .with_wait(wait);
+        let n = events() / 3;
+        let first_done = Arc::new(AtomicU64::new(0));
+        let seen: Vec<Arc<Mutex<Seen>>> = (0..3).map(|_| Arc::default()).collect();
+        let first = {
+            let (seen, done) = (seen[0].clone(), first_done.clone());
+            bus.stage("first")
+                .batch(3)
+                .spawn(move |e: &Ev, seq: Sequence, _: bool| {
+                    seen.lock().unwrap().see(e, "first");
+                    done.store(seq as u64 + 1, Ordering::SeqCst);
+                })
+                .unwrap()
+        };
+        let second = {
+            let (seen, done) = (seen[1].clone(), first_done.clone());
+            bus.stage("second")
+                .after(&["first"])
+                .spawn(move |e: &Ev, seq: Sequence, _: bool| {
+                    let up = done.load(Ordering::SeqCst);
+                    assert!(
+                        (seq as u64) < up,
+                        "second read {seq} before first handled it ({up})"
+                    );
+                    seen.lock().unwrap().see(e, "second");
+                })
+                .unwrap()
+        };
+        let beside = {
+            let seen = seen[2].clone();
+            bus.stage("beside")
+                .spawn(move |e: &Ev, _: Sequence, _: bool| seen.lock().unwrap().see(e, "beside"))
+                .unwrap()
+        };
+        for t in publish(&bus, 3, n) {
+            t.join().unwrap();
+        }
+        // Closed from another handle than the stages': they drain, then end.
+        let closer = bus.clone();
+        thread::spawn(move || closer.close()).join().unwrap();
+        for (stage, seen) in [first, second, beside].into_iter().zip(&seen) {
+            let name = stage.name().to_owned();
+            let report = stage.join().unwrap();
+            assert_eq!(report.handled, 3 * n, "{wait:?} {name}: {report:?}");
+            assert!(report.failure.is_none(), "{wait:?} {name}: {report:?}");
+            seen.lock().unwrap().complete(3, n, &name);
+        }
+    }
+}
+
+/// A stage that panics halts at the event (default policy) without
+/// committing it; its entry keeps gating as a dead process's, the stage
+/// after it waits, the producers wait, and a stage started again under the
+/// name resumes at that very event: nothing is lost or handled twice.
+#[test]
+fn a_failed_stage_resumes_at_its_failed_event_when_started_again() {
+    let d = dir();
+    let bus = Options::new(4)
+        .multi_producer()
+        .dir(d.path())
+        .reclaim_after(Duration::from_secs(60))
+        .create::<Ev>("resume")
+        .unwrap()
+        .with_wait(Wait::Blocking);
+    let n = events() / 2;
+    let fail_at = n / 3;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let after_seen = Arc::new(Mutex::new(Seen::default()));
+    let handled = Arc::new(AtomicU64::new(0));
+    let handler = |fail: bool| {
+        let (seen, handled) = (seen.clone(), handled.clone());
+        move |e: &Ev, seq: Sequence, _: bool| {
+            if fail && e.producer == 1 && e.k == fail_at {
+                panic!("planned failure at {seq}");
+            }
+            seen.lock().unwrap().see(e, "audit");
+            handled.store(seq as u64 + 1, Ordering::SeqCst);
+        }
+    };
+    let audit = bus.stage("audit").spawn(handler(true)).unwrap();
+    let after = {
+        let (seen, handled) = (after_seen.clone(), handled.clone());
+        bus.stage("after")
+            .after(&["audit"])
+            .spawn(move |e: &Ev, seq: Sequence, _: bool| {
+                assert!(
+                    (seq as u64) < handled.load(Ordering::SeqCst),
+                    "after ran ahead at {seq}"
+                );
+                seen.lock().unwrap().see(e, "after");
+            })
+            .unwrap()
+    };
+    let producers = publish(&bus, 2, n);
+    let report = audit.join().unwrap();
+    let failure = report.failure.expect("the planned failure");
+    assert!(failure.is_panic(), "{failure:?}");
+    assert_eq!(report.panics, 1);
+    assert_eq!(report.failed, 1);
+    // The ring (4) is full behind the failed stage: the producers wait.
+    thread::sleep(Duration::from_millis(50));
+    assert!(producers.iter().any(|t| !t.is_finished()));
+    let audit = bus.stage("audit").spawn(handler(false)).unwrap();
+    for t in producers {
+        t.join().unwrap();
+    }
+    bus.close();
+    let again = audit.join().unwrap();
+    assert!(again.failure.is_none(), "{again:?}");
+    assert_eq!(report.handled + again.handled, 2 * n);
+    seen.lock().unwrap().complete(2, n, "audit");
+    assert_eq!(after.join().unwrap().handled, 2 * n);
+    after_seen.lock().unwrap().complete(2, n, "after");
+    assert_eq!(bus.metrics().reclaimed, 0);
+}
+
+/// A failed stage that nobody starts again is reclaimed after
+/// `reclaim_after`: the producers and the stage after it go on.
+#[test]
+fn a_failed_stage_nobody_restarts_is_reclaimed_and_wedges_nothing() {
+    let d = dir();
+    let bus = Options::new(4)
+        .dir(d.path())
+        .reclaim_after(Duration::from_millis(30))
+        .create::<Ev>("reclaim")
+        .unwrap()
+        .with_wait(Wait::Yielding);
+    let n = 2_000;
+    let failing = bus
+        .stage("failing")
+        .spawn(|e: &Ev, _: Sequence, _: bool| assert!(e.k != 100, "planned failure"))
+        .unwrap();
+    let after = bus
+        .stage("after")
+        .after(&["failing"])
+        .spawn(|_: &Ev, _: Sequence, _: bool| {})
+        .unwrap();
+    for t in publish(&bus, 1, n) {
+        t.join().unwrap();
+    }
+    let report = failing.join().unwrap();
+    assert_eq!(report.handled, 100);
+    assert!(report.failure.is_some());
+    bus.close();
+    assert_eq!(after.join().unwrap().handled, n);
+    assert_eq!(bus.metrics().reclaimed, 1);
+}
+
+/// Skip, dead-letter and retry: every fifth event fails once (an `Err`, a
+/// panic on the next); the policy decides, the rest is handled once each.
+#[test]
+fn each_failure_policy_routes_the_failed_events() {
+    for policy in ["skip", "dead-letter", "retry"] {
+        let d = dir();
+        let bus = Options::new(16)
+            .multi_producer()
+            .dir(d.path())
+            .create::<Ev>("policy")
+            .unwrap()
+            .with_wait(Wait::Yielding);
+        let n = 1_000;
+        let (letters_tx, letters) = mpsc::channel();
+        let p = match policy {
+            "skip" => FailurePolicy::skip(),
+            "dead-letter" => FailurePolicy::dead_letter_to(letters_tx),
+            _ => FailurePolicy::halt().retry(2, Duration::from_micros(10)),
+        };
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let failed_once = Arc::new(Mutex::new(BTreeSet::new()));
+        let stage = {
+            let (seen, failed_once) = (seen.clone(), failed_once.clone());
+            bus.stage("s")
+                .on_failure(p)
+                .try_spawn(move |e: &Ev, _: Sequence, _: bool| -> Result<(), String> {
+                    if e.k % 5 == 2 && failed_once.lock().unwrap().insert((e.producer, e.k)) {
+                        if policy != "retry" {
+                            // Never offered again: the order check skips it.
+                            seen.lock().unwrap().skipped.insert((e.producer, e.k));
+                        }
+                        if e.k % 2 == 0 {
+                            return Err(format!("planned error at {}", e.k));
+                        }
+                        panic!("planned panic at {}", e.k);
+                    }
+                    seen.lock().unwrap().see(e, "s");
+                    Ok(())
+                })
+                .unwrap()
+        };
+        for t in publish(&bus, 2, n) {
+            t.join().unwrap();
+        }
+        bus.close();
+        let report = stage.join().unwrap();
+        let failures = failed_once.lock().unwrap().len() as u64;
+        assert_eq!(failures, 2 * (n / 5));
+        assert!(report.failure.is_none(), "{policy}: {report:?}");
+        assert_eq!(report.processed, 2 * n, "{policy}: {report:?}");
+        let seen = seen.lock().unwrap();
+        match policy {
+            "retry" => {
+                assert_eq!(report.retried, failures);
+                assert_eq!(report.handled, 2 * n);
+            }
+            _ => {
+                assert_eq!(report.handled, 2 * n - failures, "{policy}: {report:?}");
+                let routed: BTreeSet<(u64, u64)> = if policy == "skip" {
+                    assert_eq!(report.skipped, failures);
+                    failed_once.lock().unwrap().clone()
+                } else {
+                    assert_eq!(report.dead_lettered, failures);
+                    letters
+                        .try_iter()
+                        .map(|l| (l.event.producer, l.event.k))
+                        .collect()
+                };
+                assert_eq!(routed, *failed_once.lock().unwrap());
+                assert_eq!(routed, seen.skipped);
+            }
+        }
+        seen.complete(2, n, policy);
+    }
+}
+
+/// Halted from another handle while it sleeps, while producers publish:
+/// the join ends, the stage leaves its place, and the producers are not
+/// held by it. Dropping a stage halts it too.
+#[test]
+fn a_stage_halted_from_another_thread_leaves_and_holds_nobody() {
+    let d = dir();
+    let bus = Options::new(8)
+        .dir(d.path())
+        .create::<Ev>("halt")
+        .unwrap()
+        .with_wait(Wait::Blocking);
+    let stage = Arc::new(Mutex::new(Some(
+        bus.stage("sleepy")
+            .spawn(|_: &Ev, _: Sequence, _: bool| thread::sleep(Duration::from_micros(50)))
+            .unwrap(),
+    )));
+    let dropped = bus
+        .stage("dropped")
+        .spawn(|_: &Ev, _: Sequence, _: bool| {})
+        .unwrap();
+    let producer = publish(&bus, 1, 5_000);
+    let halter = {
+        let stage = stage.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(5));
+            stage.lock().unwrap().as_ref().unwrap().halt();
+        })
+    };
+    drop(dropped);
+    halter.join().unwrap();
+    let stage = stage.lock().unwrap().take().unwrap();
+    let report = stage.join().unwrap();
+    assert!(report.failure.is_none());
+    for t in producer {
+        t.join().unwrap();
+    }
+    assert!(
+        bus.metrics().consumers.is_empty(),
+        "{:?}",
+        bus.metrics().consumers
+    );
+}
+
+#[test]
+fn bad_stage_configuration_is_named() {
+    let d = dir();
+    let bus = Options::new(8).dir(d.path()).create::<Ev>("bad").unwrap();
+    let _a = bus
+        .stage("a")
+        .spawn(|_: &Ev, _: Sequence, _: bool| {})
+        .unwrap();
+    match bus.stage("a").spawn(|_: &Ev, _: Sequence, _: bool| {}) {
+        Err(IpcError::NameInUse { name, .. }) => assert_eq!(name, "a"),
+        other => panic!("{other:?}"),
+    }
+    match bus
+        .stage("b")
+        .pin_at_core(100_000)
+        .spawn(|_: &Ev, _: Sequence, _: bool| {})
+    {
+        Err(e @ IpcError::Config { .. }) => {
+            assert!(e.to_string().contains("pin_at_core"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    match bus
+        .stage("c")
+        .after(&["c"])
+        .spawn(|_: &Ev, _: Sequence, _: bool| {})
+    {
+        Err(IpcError::Config { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The refused stages took no place.
+    assert_eq!(bus.metrics().consumers.len(), 1);
+}
