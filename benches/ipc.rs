@@ -141,7 +141,9 @@ fn run_processes<E: Ev>(
         })
         .unwrap();
     // The creator keeps the bus open until every child is done.
-    let _bus = imp.starts_with("ipc").then(|| ipc_options(shape, dir.path()).create::<E>("bench").unwrap());
+    let _bus = imp
+        .starts_with("ipc")
+        .then(|| ipc_options(shape, dir.path()).create::<E>("bench").unwrap());
     let spawn = |what: &str, id: u64| {
         let role = Role {
             imp: imp.into(),

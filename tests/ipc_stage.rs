@@ -413,3 +413,173 @@ fn bad_stage_configuration_is_named() {
     // The refused stages took no place.
     assert_eq!(bus.metrics().consumers.len(), 1);
 }
+
+/// Waits for `f` on another thread, at most `secs` (a hang detector, not a
+/// speed check: what it waits for takes milliseconds).
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what}: still waiting after {secs} s (a hang)"))
+}
+
+/// A stage idle in a `Blocking` sleep ends when halted; `join_timeout`
+/// returns even when the handler is stuck, saying so.
+#[test]
+fn an_idle_stage_halts_and_join_timeout_bounds_a_stuck_one() {
+    let d = dir();
+    let bus = Options::new(8)
+        .dir(d.path())
+        .create::<Ev>("idle")
+        .unwrap()
+        .with_wait(Wait::Blocking);
+    let idle = bus
+        .stage("idle")
+        .spawn(|_: &Ev, _: Sequence, _: bool| {})
+        .unwrap();
+    thread::sleep(Duration::from_millis(20)); // asleep on the futex by now
+    idle.halt();
+    let report = within(10, "an idle stage's join", move || idle.join().unwrap());
+    assert_eq!(report.handled, 0);
+    let stuck = bus
+        .stage("stuck")
+        .spawn(|_: &Ev, _: Sequence, _: bool| thread::sleep(Duration::from_secs(2)))
+        .unwrap();
+    bus.producer().unwrap().publish(|e| e.k = 1).unwrap();
+    thread::sleep(Duration::from_millis(20)); // in its handler by now
+    let report = within(10, "join_timeout", move || {
+        stuck.join_timeout(Duration::from_millis(50)).unwrap()
+    });
+    assert!(report.still_running, "{report:?}");
+}
+
+/// A stage that failed and is not started again holds the stage after it
+/// until it is reclaimed; on a closed bus with room to spare no producer
+/// waits to reclaim it, so the stage after it does: it ends, having
+/// handled every event.
+#[test]
+fn on_a_closed_bus_the_stage_after_a_failed_one_ends() {
+    let d = dir();
+    let bus = Options::new(64)
+        .dir(d.path())
+        .reclaim_after(Duration::from_millis(20))
+        .create::<Ev>("closed")
+        .unwrap()
+        .with_wait(Wait::Blocking);
+    let failing = bus
+        .stage("failing")
+        .spawn(|e: &Ev, _: Sequence, _: bool| assert!(e.k != 10, "planned failure"))
+        .unwrap();
+    let after = bus
+        .stage("after")
+        .after(&["failing"])
+        .spawn(|_: &Ev, _: Sequence, _: bool| {})
+        .unwrap();
+    for t in publish(&bus, 1, 30) {
+        t.join().unwrap();
+    }
+    let report = failing.join().unwrap();
+    assert_eq!(report.handled, 10);
+    bus.close();
+    let report = within(10, "the stage after a failed one", move || {
+        after.join().unwrap()
+    });
+    assert_eq!(report.handled, 30);
+    assert_eq!(bus.metrics().reclaimed, 1);
+}
+
+/// The handler's hooks: `on_start` and `on_shutdown` once each (no
+/// `on_shutdown` after a hook's panic), every
+/// batch announced by `on_batch_start` with its size and ended by one
+/// `end_of_batch`; a panic in a hook fails the stage as a handler's does,
+/// and a stage started again resumes at that batch's first event.
+#[test]
+fn hooks_are_called_and_a_panicking_hook_fails_the_stage_resumably() {
+    #[derive(Default)]
+    struct Calls {
+        starts: u64,
+        shutdowns: u64,
+        batches: Vec<u64>,
+        ends: u64,
+        events: Vec<u64>,
+    }
+    struct Hooked {
+        calls: Arc<Mutex<Calls>>,
+        panic_at_batch: Option<usize>,
+    }
+    impl ringbus::EventHandler<Ev> for Hooked {
+        fn on_event(&mut self, e: &Ev, _: Sequence, end_of_batch: bool) {
+            let mut c = self.calls.lock().unwrap();
+            c.events.push(e.k);
+            c.ends += u64::from(end_of_batch);
+        }
+        fn on_batch_start(&mut self, n: u64) {
+            let mut c = self.calls.lock().unwrap();
+            c.batches.push(n);
+            if Some(c.batches.len()) == self.panic_at_batch {
+                drop(c);
+                panic!("planned panic in on_batch_start");
+            }
+        }
+        fn on_start(&mut self) {
+            self.calls.lock().unwrap().starts += 1;
+        }
+        fn on_shutdown(&mut self) {
+            self.calls.lock().unwrap().shutdowns += 1;
+        }
+    }
+    let d = dir();
+    let bus = Options::new(16)
+        .dir(d.path())
+        .reclaim_after(Duration::from_secs(60))
+        .create::<Ev>("hooks")
+        .unwrap()
+        .with_wait(Wait::Yielding);
+    let first = Arc::new(Mutex::new(Calls::default()));
+    let stage = bus
+        .stage("hooked")
+        .batch(5)
+        .spawn(Hooked {
+            calls: first.clone(),
+            panic_at_batch: Some(3),
+        })
+        .unwrap();
+    let n = 200;
+    let producer = publish(&bus, 1, n);
+    let report = stage.join().unwrap();
+    assert!(report.failure.is_some(), "{report:?}");
+    let second = Arc::new(Mutex::new(Calls::default()));
+    let stage = bus
+        .stage("hooked")
+        .batch(5)
+        .spawn(Hooked {
+            calls: second.clone(),
+            panic_at_batch: None,
+        })
+        .unwrap();
+    for t in producer {
+        t.join().unwrap();
+    }
+    bus.close();
+    let report = stage.join().unwrap();
+    assert!(report.failure.is_none(), "{report:?}");
+    let (a, b) = (first.lock().unwrap(), second.lock().unwrap());
+    // Two batches handled, the third failed before its first event: the
+    // second life starts at that event.
+    assert_eq!(a.batches.len(), 3);
+    assert_eq!(a.events.len() as u64, a.batches[0] + a.batches[1]);
+    let all: Vec<u64> = a.events.iter().chain(&b.events).copied().collect();
+    assert_eq!(
+        all,
+        (0..n).collect::<Vec<_>>(),
+        "lost, twice or out of order"
+    );
+    // A hook's panic unwinds the stage's thread: no on_shutdown then.
+    assert_eq!((a.starts, a.shutdowns), (1, 0));
+    assert_eq!((b.starts, b.shutdowns), (1, 1));
+    assert_eq!(b.batches.iter().sum::<u64>(), b.events.len() as u64);
+    assert_eq!(b.ends, b.batches.len() as u64, "one end_of_batch per batch");
+    assert!(b.batches.iter().all(|&n| (1..=5).contains(&n)));
+}

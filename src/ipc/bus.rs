@@ -664,7 +664,7 @@ impl<E: Pod> IpcBus<E> {
     ///     .with_wait(Wait::Blocking)
     ///     .stage("audit")
     ///     .after(&["matcher"])
-    ///     .spawn(|order: &[u64; 2], seq: u64, _end_of_batch: bool| {
+    ///     .spawn(|order: &[u64; 2], seq: ringbus::Sequence, _end_of_batch: bool| {
     ///         println!("{seq}: order {}", order[0]);
     ///     })?;
     /// // ... later, in any process: bus.close(); then

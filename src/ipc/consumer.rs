@@ -55,6 +55,13 @@ pub struct IpcConsumer<E: Pod> {
     hole_timeout_ms: u64,
     /// False once a loom model "killed" this consumer's process.
     leaves: bool,
+    /// When `finished` last found a live producer on a closed bus, and the
+    /// producers' leases then: while they are unchanged it reads `/proc`
+    /// again at most every millisecond (every look under loom, which has no
+    /// clock); a producer that leaves changes its lease.
+    producer_seen: Option<(Instant, u64)>,
+    /// When this consumer last looked for dead upstreams (closed bus).
+    reaped_at: Option<Instant>,
 }
 
 impl<E: Pod> std::fmt::Debug for IpcConsumer<E> {
@@ -105,6 +112,8 @@ impl<E: Pod> IpcConsumer<E> {
             expired_below: 0,
             hole_timeout_ms,
             leaves: true,
+            producer_seen: None,
+            reaped_at: None,
         }
     }
 
@@ -241,7 +250,9 @@ impl<E: Pod> IpcConsumer<E> {
             Wait::BusySpin if tries >= 1024 && tries % 64 == 0 => crate::loom::yield_now(),
             Wait::BusySpin => crate::loom::spin_loop(),
             Wait::Yielding => crate::loom::yield_now(),
-            Wait::Sleeping(d) => crate::loom::sleep(d),
+            Wait::Sleeping(d) => crate::loom::sleep(
+                deadline.map_or(d, |t| d.min(t.saturating_duration_since(Instant::now()))),
+            ),
             Wait::Blocking if tries < 64 && !cfg!(loom) => crate::loom::yield_now(),
             Wait::Blocking => self.sleep(deadline),
         }
@@ -289,7 +300,7 @@ impl<E: Pod> IpcConsumer<E> {
     /// published or claimed passed. A producer that publishes after the
     /// close (its claim came before it) holds its place until it drops, so
     /// its event is never left behind.
-    fn finished(&self) -> bool {
+    fn finished(&mut self) -> bool {
         let region = &*self.bus.region;
         let control = region.control();
         // Acquire: see `IpcBus::close`.
@@ -298,17 +309,27 @@ impl<E: Pod> IpcConsumer<E> {
         {
             return false;
         }
-        let places = if region.layout.multi {
-            region.layout.producers
-        } else {
-            1
-        };
+        let places = table::producer_places(region);
+        let leases = (0..places).fold(0u64, |acc, i| {
+            let entry = region.producer(i).expect("index below the table size");
+            acc.rotate_left(7) ^ entry.lease.load(Ordering::Relaxed)
+        });
+        if !cfg!(loom)
+            && self
+                .producer_seen
+                .is_some_and(|(t, seen)| seen == leases && t.elapsed() < Duration::from_millis(1))
+        {
+            // A producer was alive a moment ago and none left since: idle
+            // polls of a closed bus do not read /proc each.
+            return false;
+        }
         for i in 0..places {
             let entry = region.producer(i).expect("index below the table size");
             // Acquire: a producer's last publish comes before its Release
             // leave, so the cursor read below sees it.
             let l = Lease::load(&entry.lease);
             if l.state() != table::FREE && region.alive(table::producer_owner(entry, l)) {
+                self.producer_seen = Some((Instant::now(), leases));
                 return false;
             }
         }
@@ -378,6 +399,18 @@ impl<E: Pod> IpcConsumer<E> {
         }
         let region = &*self.bus.region;
         let mut bound = u64::MAX;
+        // On a closed bus no producer waits for room, so none reclaims a
+        // dead upstream that holds this consumer: this one does, looking
+        // at most every millisecond (every look under loom).
+        let reap = region.control().stats.closed.load(Ordering::Relaxed) != 0
+            && (cfg!(loom)
+                || self
+                    .reaped_at
+                    .map_or(true, |t| t.elapsed() >= Duration::from_millis(1)));
+        if reap {
+            self.reaped_at = Some(Instant::now());
+        }
+        let next = self.next;
         for up in &mut self.upstream {
             // Its entry while it holds it; else the entry now under its
             // name (a resume keeps the entry, a new join takes another).
@@ -392,7 +425,7 @@ impl<E: Pod> IpcConsumer<E> {
             });
             up.entry = found;
             match found {
-                Some((i, _)) => {
+                Some((i, l)) => {
                     up.seen = true;
                     // Acquire: the upstream read these events before its
                     // Release store of `next`.
@@ -401,6 +434,11 @@ impl<E: Pod> IpcConsumer<E> {
                         .expect("found entry")
                         .next
                         .load(Ordering::Acquire);
+                    if reap && up.last <= next && table::reap_upstream(region, i, l) {
+                        // Reclaimed: gone.
+                        up.entry = None;
+                        continue;
+                    }
                     bound = bound.min(up.last);
                 }
                 // Never seen yet: wait where this consumer joined.
@@ -440,6 +478,15 @@ impl<E: Pod> IpcConsumer<E> {
         let region = &*self.bus.region;
         let stop = end.min(self.next.saturating_add(limit.max(1) as u64));
         batch(stop - self.next);
+        // The last event of the batch (tombstones may follow it).
+        let last = if region.layout.multi {
+            (self.next..stop)
+                .rev()
+                .find(|&seq| marks::slot(region, seq) == Slot::Published)
+                .unwrap_or(stop)
+        } else {
+            stop - 1
+        };
         let mut handled = 0;
         let mut committed = stop;
         for seq in self.next..stop {
@@ -458,7 +505,7 @@ impl<E: Pod> IpcConsumer<E> {
             // consumer's sequence passes it; Pod events may hold any bytes.
             let go_on = unsafe {
                 region.with_slot(seq, false, |p| {
-                    f(&*(p as *const E), seq as Sequence, seq + 1 == stop)
+                    f(&*(p as *const E), seq as Sequence, seq == last)
                 })
             };
             if !go_on {

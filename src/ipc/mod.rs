@@ -46,6 +46,12 @@
 //!   [`consumer_after`](IpcBus::consumer_after) makes a stage that reads an
 //!   event only after the named consumers have (a pipeline or a diamond
 //!   across processes). Consumers commit after each batch.
+//! - **Stages**: [`IpcBus::stage`] runs a consumer on a thread of its own
+//!   with a handler (the crate's [`EventHandler`](crate::EventHandler) or
+//!   [`TryEventHandler`](crate::TryEventHandler)) and a
+//!   [`FailurePolicy`](crate::FailurePolicy); a stage that fails leaves its
+//!   entry as a killed process would, so one started again under its name
+//!   resumes at the failed event ([`IpcStage`]).
 //! - **A dead consumer** (its process gone) keeps gating for the bus's
 //!   [`reclaim_after`](Options::reclaim_after): a process that joins under
 //!   its name within that time resumes at its sequence, so nothing is lost

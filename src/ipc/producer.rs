@@ -273,12 +273,7 @@ impl<E: Pod> IpcProducer<E> {
                     for done in first..seq {
                         marks::abandon(region, done, owner);
                     }
-                    for rest in seq + 1..first + n as u64 {
-                        let _ = self
-                            .begin_write(rest, owner)
-                            .map(|()| marks::abandon(region, rest, owner));
-                    }
-                    self.notify();
+                    self.let_go(seq + 1..first + n as u64);
                     let _ = failure;
                     return Err(IpcPublishError::GivenUp {
                         sequence: first,
@@ -342,6 +337,18 @@ impl<E: Pod> IpcProducer<E> {
                 other => return other,
             }
         }
+    }
+
+    /// Lets go of claimed, unmarked slots without writing them (consumers
+    /// pass them as tombstones), then wakes sleepers.
+    fn let_go(&self, seqs: std::ops::Range<u64>) {
+        let owner = self.index + 1;
+        for seq in seqs {
+            if self.begin_write(seq, owner).is_ok() {
+                marks::abandon(&self.bus.region, seq, owner);
+            }
+        }
+        self.notify();
     }
 
     /// Wakes sleeping consumers, if any.
@@ -420,13 +427,7 @@ impl<E: Pod> IpcProducer<E> {
             // to time out (one the room check may never let them give up).
             self.wait_for_room(first, first + n - 1, until, false)?;
             if self.bus.is_closed() {
-                let owner = self.index + 1;
-                for seq in first..first + n {
-                    if marks::begin_write(&self.bus.region, seq, owner).is_ok() {
-                        marks::abandon(&self.bus.region, seq, owner);
-                    }
-                }
-                self.notify();
+                self.let_go(first..first + n);
                 return Err(IpcPublishError::Closed);
             }
             return Ok(first);

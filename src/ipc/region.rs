@@ -163,8 +163,10 @@ impl Region {
     pub(crate) fn alive(&self, who: Identity) -> bool {
         #[cfg(not(loom))]
         return super::os::alive(who);
+        // Pid 0 is no process: an orphaned entry's (table.rs).
         #[cfg(loom)]
-        return !self.model.dead[who.pid as usize % 8].load(crate::loom::Ordering::SeqCst);
+        return who.pid != 0
+            && !self.model.dead[who.pid as usize % 8].load(crate::loom::Ordering::SeqCst);
     }
 
     /// Sleeps while the wake word holds `seen` (see [`super::os::futex_wait`]).

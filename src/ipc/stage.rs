@@ -10,9 +10,20 @@
 //! gating for the bus's [`reclaim_after`](super::Options::reclaim_after),
 //! the stages after it wait there, and a stage (or consumer) that joins
 //! under the same name within that time resumes at the failed event; after
-//! it, the entry is reclaimed and the producers and later stages go on
-//! without it. Nothing published is lost for a stage that is restarted in
-//! time, and no producer is wedged by one that is not.
+//! it, the entry is reclaimed (by a producer that needs the room, or, on a
+//! closed bus, by the stages it holds) and the producers and later stages
+//! go on without it. Nothing published is lost for a stage that is
+//! restarted in time, and no producer is wedged by one that is not. A
+//! panic outside the handler's event calls (in `on_start`,
+//! `on_batch_start`, `on_shutdown` or a dead-letter sink) fails the stage
+//! the same way, at the first event of the batch it was in.
+//!
+//! Unlike an in-process bus, a stage's failure does not halt the bus: other
+//! processes' producers and stages go on, and the policy's halt is this
+//! stage's alone. [`IpcStage::halt`] is different from a failure: the
+//! stage commits what it handled and leaves its place, as a dropped
+//! consumer does, so a stage started again under its name joins at the
+//! present.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -137,7 +148,7 @@ impl<E: Pod> IpcStageBuilder<E> {
         let consumer = self.bus.consumer_after(&self.name, &after)?;
         let halt = Arc::new(AtomicBool::new(false));
         let run = Run {
-            consumer,
+            consumer: Some(consumer),
             handler,
             policy: self.policy,
             batch: self.batch,
@@ -163,6 +174,7 @@ impl<E: Pod> IpcStageBuilder<E> {
 /// A running stage of a shared-memory bus (see [`IpcBus::stage`]).
 /// Dropping it halts it and waits for its thread.
 #[derive(Debug)]
+#[must_use = "dropping an IpcStage halts it"]
 pub struct IpcStage {
     name: String,
     halt: Arc<AtomicBool>,
@@ -199,6 +211,28 @@ impl IpcStage {
     /// [`IpcPollError::Lapped`] when the stage lost its entry (it was
     /// reclaimed or taken over as dead).
     pub fn join(mut self) -> Result<StageReport, IpcPollError> {
+        self.wait()
+    }
+
+    /// Halts the stage and waits at most `timeout` for it. A stage still in
+    /// its handler then is reported `still_running` (its other counts
+    /// unknown); its thread ends on its own once the handler returns.
+    ///
+    /// # Errors
+    /// As for [`join`](IpcStage::join).
+    pub fn join_timeout(mut self, timeout: Duration) -> Result<StageReport, IpcPollError> {
+        self.halt();
+        let deadline = Instant::now().checked_add(timeout);
+        while !self.is_finished() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                // Detached: the thread finishes (and leaves) on its own.
+                self.thread = None;
+                let mut report = StageReport::named(&self.name);
+                report.still_running = true;
+                return Ok(report);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
         self.wait()
     }
 
@@ -256,9 +290,11 @@ impl<E, H: EventHandler<E>> TryEventHandler<E> for Infallible<H> {
     }
 }
 
-/// What the stage's thread owns.
+/// What the stage's thread owns. If the thread unwinds (a panic outside
+/// the handler's event calls), dropping it orphans the consumer's entry,
+/// so the stage fails as a killed process would instead of leaving.
 struct Run<E: Pod, H> {
-    consumer: IpcConsumer<E>,
+    consumer: Option<IpcConsumer<E>>,
     handler: H,
     policy: FailurePolicy<E>,
     batch: usize,
@@ -266,12 +302,22 @@ struct Run<E: Pod, H> {
     core: Option<usize>,
 }
 
+impl<E: Pod, H> Drop for Run<E, H> {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            if std::thread::panicking() {
+                consumer.abandon();
+            }
+        }
+    }
+}
+
 impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
     fn run(mut self) -> Result<StageReport, IpcPollError> {
         if let Some(core) = self.core {
             crate::affinity::pin_current_thread(core);
         }
-        let name = self.consumer.name().to_owned();
+        let name = self.name().to_owned();
         let mut report = StageReport::named(&name);
         self.handler.on_start();
         let end = loop {
@@ -284,8 +330,10 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
                 handler,
                 policy,
                 batch,
+                halt,
                 ..
             } = &mut self;
+            let consumer = consumer.as_mut().expect("taken only at the end");
             let mut failed = None;
             // The batch's size, for the handler before its first event.
             let size = Cell::new(None);
@@ -300,6 +348,7 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
                     let handled = handle_one(
                         handler,
                         policy,
+                        halt,
                         &name,
                         event,
                         sequence,
@@ -325,25 +374,36 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
                 Err(e) => break Err(Some(e)),
             }
         };
-        self.handler.on_shutdown();
-        match end {
-            Ok(()) => Ok(report),
+        let consumer = self.consumer.take().expect("taken only here");
+        let result = match end {
+            Ok(()) => {
+                drop(consumer); // commits nothing more; leaves its place
+                Ok(report)
+            }
             // Stopped at the failed event: its entry stays as a dead
             // process's, so a successor resumes at that event.
             Err(None) => {
-                self.consumer.abandon();
+                consumer.abandon();
                 Ok(report)
             }
             Err(Some(e)) => Err(e),
-        }
+        };
+        self.handler.on_shutdown();
+        result
+    }
+
+    fn name(&self) -> &str {
+        self.consumer.as_ref().map_or("", IpcConsumer::name)
     }
 }
 
 /// Handles one event under `policy`: `Ok` when the stage may go on
 /// (handled, skipped or dead-lettered), `Err` when it must stop there.
+#[allow(clippy::too_many_arguments)]
 fn handle_one<E, H: TryEventHandler<E>>(
     handler: &mut H,
     policy: &FailurePolicy<E>,
+    halt: &AtomicBool,
     name: &str,
     event: &E,
     sequence: Sequence,
@@ -365,7 +425,8 @@ fn handle_one<E, H: TryEventHandler<E>>(
                 Failure::Panic(panic_message(&*payload))
             }
         };
-        if attempt < policy.retries {
+        // Relaxed: a flag; a halted stage retries no more.
+        if attempt < policy.retries && !halt.load(Ordering::Relaxed) {
             attempt += 1;
             report.retried += 1;
             std::thread::sleep(policy.backoff_for(attempt));

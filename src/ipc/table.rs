@@ -289,14 +289,25 @@ pub(crate) fn leave_consumer(region: &Region, index: usize, lease: Lease) {
 pub(crate) fn orphan_consumer(region: &Region, index: usize, lease: Lease) -> bool {
     let entry = region.consumer(index).expect("index below the table size");
     let orphan = lease.next(lease.state(), 0);
-    clear_sleeper(region, index);
     // Release: the entry's last sequence before the lease that lets a
     // successor resume from it.
-    entry
+    let done = entry
         .meta
         .lease
         .compare_exchange(lease.0, orphan.0, Ordering::Release, Ordering::Relaxed)
-        .is_ok()
+        .is_ok();
+    if done {
+        clear_sleeper(region, index);
+    }
+    done
+}
+
+/// A consumer held by upstream entry `index` (under `l`) on a closed bus,
+/// where no producer waits for room to reclaim it: notes its owner dead if
+/// it is, and reclaims it after `reclaim_after`. True if reclaimed.
+pub(crate) fn reap_upstream(region: &Region, index: usize, l: Lease) -> bool {
+    let entry = region.consumer(index).expect("index below the table size");
+    !region.alive(consumer_owner(entry, l)) && note_dead(region, index, entry, l)
 }
 
 pub(crate) fn clear_sleeper(region: &Region, index: usize) {
@@ -404,6 +415,16 @@ pub(crate) enum ProducerFailure {
     Full,
 }
 
+/// How many producer entries are in use: all of the table on a multi
+/// producer bus, entry 0 on a single producer's.
+pub(crate) fn producer_places(region: &Region) -> usize {
+    if region.layout.multi {
+        region.layout.producers
+    } else {
+        1
+    }
+}
+
 /// Takes a producer entry as process `me`: the single producer's (entry 0)
 /// if its owner is gone, or a multi producer's free or dead entry. Returns
 /// the entry's index and lease, and the pid of a dead predecessor.
@@ -412,8 +433,7 @@ pub(crate) fn join_producer(
     me: Identity,
 ) -> Result<(usize, Lease, Option<u32>), ProducerFailure> {
     let multi = region.header().kind.load(Ordering::Relaxed) == MULTI;
-    let entries = if multi { region.layout.producers } else { 1 };
-    for index in 0..entries {
+    for index in 0..producer_places(region) {
         let entry = region.producer(index).expect("index below the table size");
         let l = Lease::load(&entry.lease);
         let predecessor = match l.state() {

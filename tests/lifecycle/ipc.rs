@@ -467,12 +467,13 @@ fn stages<E: IpcEv>(bus: &IpcBus<E>, rng: &mut Rng, who: &str) -> Stages {
             let (handled, failed, who) = (handled.clone(), failed.clone(), who.clone());
             move |e: &E, seq: Sequence, _: bool| -> Result<(), String> {
                 status("s0", format!("at {seq}"));
-                progress.fetch_max(seq as u64 + 1, Ordering::SeqCst);
                 if handled.load(Ordering::SeqCst) == fail_at && !failed.swap(true, Ordering::SeqCst)
                 {
                     if matches!(policy, 1 | 2) {
-                        // Skipped or dead-lettered: never offered again.
+                        // Skipped or dead-lettered: never offered again,
+                        // and s0 is done with it.
                         routed.lock().unwrap().insert(e.get());
+                        progress.fetch_max(seq as u64 + 1, Ordering::SeqCst);
                     }
                     if error {
                         return Err(format!("planned failure at {seq}"));
@@ -481,6 +482,8 @@ fn stages<E: IpcEv>(bus: &IpcBus<E>, rng: &mut Rng, who: &str) -> Stages {
                 }
                 seen0.lock().unwrap().see(e.get(), &who);
                 handled.fetch_add(1, Ordering::SeqCst);
+                // Done with it: s1 may read it from now on.
+                progress.fetch_max(seq as u64 + 1, Ordering::SeqCst);
                 Ok(())
             }
         }
@@ -504,9 +507,14 @@ fn stages<E: IpcEv>(bus: &IpcBus<E>, rng: &mut Rng, who: &str) -> Stages {
             let mut stage = first;
             loop {
                 let report = stage.join().unwrap_or_else(|e| panic!("{who}: {e}"));
-                match report.failure {
+                // A check that failed inside the handler is a failure the
+                // policy routed: only the planned one may be there.
+                let most = u64::from(policy != 3);
+                assert!(report.failed <= most, "{who}: policy {policy}: {report:?}");
+                match &report.failure {
                     None => break,
-                    Some(_) => {
+                    Some(failure) => {
+                        assert!(failure.to_string().contains("planned"), "{who}: {failure}");
                         assert_eq!(policy, 0, "{who}: policy {policy} halted: {report:?}");
                         status("s0", "failed: starting it again".into());
                         // Resumes at the failed event.
