@@ -32,6 +32,10 @@ pub(crate) const IPC_PUBLISH: bool = cfg!(ringbus_weaken = "ipc_publish");
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_REUSE: bool = cfg!(ringbus_weaken = "ipc_reuse");
 
+/// `ipc_orphan`: A failed stage orphans its consumer entry with a Relaxed CAS, so a consumer that resumes the entry may not see its last commit. Caught by loom model `ipc_an_orphaned_entry_is_resumed_or_reclaimed_never_both`.
+#[cfg_attr(not(feature = "ipc"), allow(dead_code))]
+pub(crate) const IPC_ORPHAN: bool = cfg!(ringbus_weaken = "ipc_orphan");
+
 /// `ipc_sleepers`: A producer reads the sleeping consumers without the SeqCst fence after publishing (the fence of producers without membarrier and of loom models; a registered Linux producer takes the light path regardless). Caught by loom model `ipc_a_blocking_consumer_is_woken_by_a_publish`.
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_SLEEPERS: bool = cfg!(ringbus_weaken = "ipc_sleepers");

@@ -7,13 +7,13 @@
 //!
 //! Each model names the outcome it forbids; `ci/loom-weakened.sh` checks
 //! that each fails with its ordering or step weakened (`ipc_publish`,
-//! `ipc_sleepers`, `ipc_reuse`, `ipc_join`).
+//! `ipc_sleepers`, `ipc_reuse`, `ipc_join`, `ipc_orphan`).
 #![cfg(loom)]
 
 use loom::thread;
 
 use loom_tests::Reached;
-use ringbus::ipc::{IpcPollError, IpcPublishError, Options, Pod, Wait, Zeroable};
+use ringbus::ipc::{IpcError, IpcPollError, IpcPublishError, Options, Pod, Wait, Zeroable};
 
 /// `check` is written after `value`: a torn or unwritten event disagrees.
 #[derive(Debug, Clone, Copy)]
@@ -276,4 +276,80 @@ fn ipc_a_close_ends_a_sleeping_consumer_only_after_the_producer_let_go() {
             Err(e) => panic!("{e}"),
         }
     });
+}
+
+/// Model 6: a stage that failed orphans its entry (as `IpcStage` does,
+/// in its own thread) after handling the first event, while the producer
+/// needs its room and another process waits to join under its name.
+/// Forbidden: the entry both resumed and reclaimed; a resumed consumer
+/// starting anywhere but the orphan's commit (the knob `ipc_orphan`), or
+/// missing or repeating an event after it; a slot overwritten before the
+/// resumed consumer read it.
+#[test]
+fn ipc_an_orphaned_entry_is_resumed_or_reclaimed_never_both() {
+    static RESUMED: Reached = Reached::new();
+    static RECLAIMED: Reached = Reached::new();
+    loom::model(|| {
+        let bus = Options::new(2).consumers(2).model::<Pe>(1);
+        let mut p = bus.producer().unwrap();
+        let mut failing = bus.as_process(2).consumer("s").unwrap();
+        p.publish(|e| e.set(1)).unwrap();
+        let stage = thread::spawn(move || {
+            assert_eq!(failing.poll(1, |e, _, _| e.verify()).unwrap(), 1);
+            failing.orphan();
+        });
+        let joiner_bus = bus.as_process(3);
+        let joiner = thread::spawn(move || {
+            // One try: held by the live stage until it fails.
+            let mut c = match joiner_bus.consumer("s") {
+                Ok(c) => c,
+                Err(IpcError::NameInUse { .. }) => return None,
+                Err(e) => panic!("{e}"),
+            };
+            let resumed = c.resumed_from().is_some();
+            let mut expected = c.next_sequence();
+            if resumed {
+                assert_eq!(c.resumed_from(), Some(0), "an orphan has no process");
+                assert_eq!(expected, 1, "resumed away from the orphan's commit");
+            }
+            loop {
+                let polled = c.poll(4, |e, seq, _| {
+                    e.verify();
+                    assert_eq!(seq as u64, expected, "gap or repeat");
+                    assert_eq!(e.value, seq as u64 + 1, "overwritten before read");
+                    expected += 1;
+                });
+                match polled {
+                    Ok(_) => thread::yield_now(),
+                    Err(IpcPollError::Closed) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            Some((resumed, expected))
+        });
+        // Room for the second event whatever the stage did; the third needs
+        // the stage's commit, or its entry reclaimed.
+        p.publish(|e| e.set(2)).unwrap();
+        let published = match p.try_publish(|e| e.set(3)) {
+            Ok(_) => 3,
+            Err(IpcPublishError::Full) => 2,
+            Err(e) => panic!("{e}"),
+        };
+        let reclaimed = bus.metrics().reclaimed;
+        stage.join().unwrap();
+        bus.close();
+        drop(p);
+        if let Some((resumed, expected)) = joiner.join().unwrap() {
+            assert!(!(resumed && reclaimed > 0), "resumed and reclaimed");
+            if resumed {
+                assert_eq!(expected, published, "the resumed consumer missed events");
+                RESUMED.hit();
+            }
+        }
+        if reclaimed > 0 {
+            RECLAIMED.hit();
+        }
+    });
+    RESUMED.assert_reached("a joiner resumed the orphan");
+    RECLAIMED.assert_reached("the producer reclaimed the orphan");
 }

@@ -537,6 +537,13 @@ impl<E: Pod> IpcConsumer<E> {
         }
     }
 
+    /// Under loom: this consumer fails as a stage does (`abandon`).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn orphan(self) {
+        self.abandon();
+    }
+
     /// Under loom: this consumer's process dies (its entry stays).
     #[cfg(loom)]
     #[doc(hidden)]

@@ -291,10 +291,15 @@ pub(crate) fn orphan_consumer(region: &Region, index: usize, lease: Lease) -> bo
     let orphan = lease.next(lease.state(), 0);
     // Release: the entry's last sequence before the lease that lets a
     // successor resume from it.
+    let order = if crate::weaken::IPC_ORPHAN {
+        Ordering::Relaxed
+    } else {
+        Ordering::Release
+    };
     let done = entry
         .meta
         .lease
-        .compare_exchange(lease.0, orphan.0, Ordering::Release, Ordering::Relaxed)
+        .compare_exchange(lease.0, orphan.0, order, Ordering::Relaxed)
         .is_ok();
     if done {
         clear_sleeper(region, index);
