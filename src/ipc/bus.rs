@@ -20,10 +20,12 @@ use crate::loom::{Arc, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Wait {
-    /// Poll without pause: the lowest latency, one core burnt per waiter.
-    /// After 1,024 empty polls in a row it yields every 64 polls, so
-    /// spinners on a machine with more of them than cores leave the
-    /// producer a core.
+    /// Poll with spin hints: the lowest latency, one core burnt per waiter.
+    /// Its first 16 looks after a batch are 8 hints apart (looking again at
+    /// once would pull the producer's lines away from it at every look),
+    /// then it looks at every hint. After 1,024 empty polls in a row it
+    /// yields every 64 polls, so spinners on a machine with more of them
+    /// than cores leave the producer a core.
     BusySpin,
     /// Poll, yielding the core between polls.
     Yielding,

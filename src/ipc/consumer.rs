@@ -73,6 +73,11 @@ impl<E: Pod> std::fmt::Debug for IpcConsumer<E> {
     }
 }
 
+/// A busy-spinning consumer's first looks after a batch, and the spin hints
+/// between two of them (`IpcConsumer::idle`).
+const BACKOFF_LOOKS: u32 = 16;
+const BACKOFF_HINTS: u32 = 8;
+
 impl<E: Pod> IpcConsumer<E> {
     pub(crate) fn new(bus: IpcBus<E>, name: &str, joined: Joined, after: &[&str]) -> Self {
         let (index, lease, resumed_from) = match joined {
@@ -248,6 +253,18 @@ impl<E: Pod> IpcConsumer<E> {
             // a row yields every 64 polls, so on a full machine the
             // producer it waits for gets a core.
             Wait::BusySpin if tries >= 1024 && tries % 64 == 0 => crate::loom::yield_now(),
+            // Racing a busy producer (the first polls after a batch), a
+            // consumer that looks again at once pulls the cursor's and the
+            // slots' lines back from the producer's core at every look and
+            // stalls its stores: it waits a few spin hints between looks, so
+            // the producer runs ahead and the next batch is longer. Idle
+            // longer than that (a paced producer), it looks at every hint,
+            // for the latency of the next event.
+            Wait::BusySpin if tries <= BACKOFF_LOOKS => {
+                for _ in 0..BACKOFF_HINTS {
+                    crate::loom::spin_loop();
+                }
+            }
             Wait::BusySpin => crate::loom::spin_loop(),
             Wait::Yielding => crate::loom::yield_now(),
             Wait::Sleeping(d) => crate::loom::sleep(
