@@ -153,6 +153,12 @@ impl Recorder {
             self.last = Instant::now();
         }
     }
+    /// Stops counting short of the total (a transport that lost events):
+    /// the rate is over what was seen. Returns how many are missing.
+    pub fn give_up(&mut self) -> u64 {
+        self.last = Instant::now();
+        self.total - self.seen
+    }
     pub fn done(&self) -> bool {
         self.seen >= self.total
     }

@@ -18,6 +18,7 @@
 mod ipc_roles;
 
 use std::fmt::Debug;
+use std::time::{Duration, Instant};
 
 use iceoryx2::prelude::*;
 use ipc_roles::*;
@@ -82,11 +83,38 @@ fn child<E: Ev + Debug + ZeroCopySend + 'static>(what: &str, r: &Role) {
                 .unwrap();
             println!("READY");
             let mut rec = Recorder::new(total, r.latency);
+            // A sample that never comes (seen here once in a fan-out run)
+            // must not hang the bench: after 3 s without one, report what
+            // came and say what did not.
+            let mut last = Instant::now();
+            let mut empty = 0u32;
             while !rec.done() {
                 match subscriber.receive().unwrap() {
-                    Some(sample) => rec.see(sample.payload().ts()),
-                    None if spin => std::hint::spin_loop(),
-                    None => std::thread::yield_now(),
+                    Some(sample) => {
+                        rec.see(sample.payload().ts());
+                        empty = 0;
+                    }
+                    None => {
+                        empty += 1;
+                        if empty % 4096 == 0 {
+                            if empty == 4096 {
+                                last = Instant::now();
+                            } else if last.elapsed() > Duration::from_secs(3) {
+                                let lost = rec.give_up();
+                                eprintln!(
+                                    "iceoryx2 consumer {}: {lost} of {total} samples never \
+                                     came (3 s without one); the rate is over the rest",
+                                    r.id
+                                );
+                                break;
+                            }
+                        }
+                        if spin {
+                            std::hint::spin_loop()
+                        } else {
+                            std::thread::yield_now()
+                        }
+                    }
                 }
             }
             rec.print();
