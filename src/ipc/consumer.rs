@@ -73,6 +73,14 @@ impl<E: Pod> std::fmt::Debug for IpcConsumer<E> {
     }
 }
 
+/// A poll's handler as one that always goes on (`handle_until`).
+fn always<E>(mut f: impl FnMut(&E, Sequence, bool)) -> impl FnMut(&E, Sequence, bool) -> bool {
+    move |e, seq, end_of_batch| {
+        f(e, seq, end_of_batch);
+        true
+    }
+}
+
 /// A busy-spinning consumer's first looks after a batch, and the spin hints
 /// between two of them (`IpcConsumer::idle`).
 const BACKOFF_LOOKS: u32 = 16;
@@ -171,7 +179,7 @@ impl<E: Pod> IpcConsumer<E> {
                 Ok(0)
             };
         }
-        Ok(self.handle(end, limit, f))
+        Ok(self.handle_until(end, limit, |_| {}, always(f)))
     }
 
     /// Like [`poll`](IpcConsumer::poll), waiting with this consumer's
@@ -206,18 +214,9 @@ impl<E: Pod> IpcConsumer<E> {
         &mut self,
         deadline: Option<Instant>,
         limit: usize,
-        mut f: impl FnMut(&E, Sequence, bool),
+        f: impl FnMut(&E, Sequence, bool),
     ) -> Result<usize, IpcPollError> {
-        self.wait_then_handle_until(
-            deadline,
-            limit,
-            |_| {},
-            |e, seq, eob| {
-                f(e, seq, eob);
-                true
-            },
-        )
-        .map(|(handled, _)| handled)
+        self.wait_then_handle_until(deadline, limit, |_| {}, always(f))
     }
 
     /// Waits as [`poll_timeout`](IpcConsumer::poll_timeout) does, then
@@ -228,7 +227,7 @@ impl<E: Pod> IpcConsumer<E> {
         limit: usize,
         batch: impl FnOnce(u64),
         f: impl FnMut(&E, Sequence, bool) -> bool,
-    ) -> Result<(usize, bool), IpcPollError> {
+    ) -> Result<usize, IpcPollError> {
         let mut tries = 0u32;
         loop {
             let end = self.available()?;
@@ -467,31 +466,18 @@ impl<E: Pod> IpcConsumer<E> {
         bound
     }
 
-    fn handle(&mut self, end: u64, limit: usize, mut f: impl FnMut(&E, Sequence, bool)) -> usize {
-        self.handle_until(
-            end,
-            limit,
-            |_| {},
-            |e, seq, eob| {
-                f(e, seq, eob);
-                true
-            },
-        )
-        .0
-    }
-
     /// Hands `next..end` (at most `limit`) to `f`, which says whether to go
     /// on: the event it says `false` for is not committed, so it comes
     /// again (to this consumer, or to one that resumes its entry).
     /// `batch(n)` first, `n` the slots that follow (tombstones among them).
-    /// Returns the events handled and whether `f` stopped.
+    /// Returns the events handled.
     fn handle_until(
         &mut self,
         end: u64,
         limit: usize,
         batch: impl FnOnce(u64),
         mut f: impl FnMut(&E, Sequence, bool) -> bool,
-    ) -> (usize, bool) {
+    ) -> usize {
         let region = &*self.bus.region;
         let stop = end.min(self.next.saturating_add(limit.max(1) as u64));
         batch(stop - self.next);
@@ -539,7 +525,7 @@ impl<E: Pod> IpcConsumer<E> {
             .expect("own entry")
             .next
             .store(committed, Ordering::Release);
-        (handled, committed < stop)
+        handled
     }
 }
 

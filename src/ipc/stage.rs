@@ -290,6 +290,16 @@ impl<E, H: EventHandler<E>> TryEventHandler<E> for Infallible<H> {
     }
 }
 
+/// How a stage's loop ended.
+enum Exit {
+    /// Halted, or the bus closed and everything was handled.
+    Done,
+    /// Its policy halted on a failure.
+    Failed,
+    /// Its entry was reclaimed or taken over.
+    Lost(IpcPollError),
+}
+
 /// What the stage's thread owns. If the thread unwinds (a panic outside
 /// the handler's event calls), dropping it orphans the consumer's entry,
 /// so the stage fails as a killed process would instead of leaving.
@@ -323,7 +333,7 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
         let end = loop {
             // Acquire: pairs with `halt`'s store (a flag, nothing to read).
             if self.halt.load(Ordering::Acquire) {
-                break Ok(());
+                break Exit::Done;
             }
             let Self {
                 consumer,
@@ -367,26 +377,26 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
             match polled {
                 Ok(_) if failed.is_some() => {
                     report.failure = failed;
-                    break Err(None);
+                    break Exit::Failed;
                 }
                 Ok(_) | Err(IpcPollError::Timeout) => {}
-                Err(IpcPollError::Closed) => break Ok(()),
-                Err(e) => break Err(Some(e)),
+                Err(IpcPollError::Closed) => break Exit::Done,
+                Err(e) => break Exit::Lost(e),
             }
         };
         let consumer = self.consumer.take().expect("taken only here");
         let result = match end {
-            Ok(()) => {
+            Exit::Done => {
                 drop(consumer); // commits nothing more; leaves its place
                 Ok(report)
             }
             // Stopped at the failed event: its entry stays as a dead
             // process's, so a successor resumes at that event.
-            Err(None) => {
+            Exit::Failed => {
                 consumer.abandon();
                 Ok(report)
             }
-            Err(Some(e)) => Err(e),
+            Exit::Lost(e) => Err(e),
         };
         self.handler.on_shutdown();
         result
