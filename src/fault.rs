@@ -27,6 +27,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::report::StageReport;
 use crate::sequence::Sequence;
 
 /// The error type a fallible handler's error is kept as.
@@ -296,6 +297,51 @@ impl<E> FailurePolicy<E> {
         self.backoff
             .saturating_mul(factor)
             .min(Duration::from_secs(1))
+    }
+
+    /// After a failed attempt: true (once the backoff has passed) when the
+    /// policy retries the event, counting the retry; never once `halted()`
+    /// (asked only while retries are left).
+    pub(crate) fn retry_after(
+        &self,
+        attempt: &mut u32,
+        halted: impl FnOnce() -> bool,
+        report: &mut StageReport,
+    ) -> bool {
+        if *attempt < self.retries && !halted() {
+            *attempt += 1;
+            report.retried += 1;
+            crate::loom::sleep(self.backoff_for(*attempt));
+            return true;
+        }
+        false
+    }
+
+    /// Retries used up: the policy's last word on the event at `sequence`
+    /// of stage `stage`. `Ok` when the stage moves past it (skipped or
+    /// dead-lettered), `Err` when it must stop. `read` hands the event to
+    /// the closure it is given (only a dead-letter sink needs it).
+    pub(crate) fn give_up(
+        &self,
+        stage: &str,
+        sequence: Sequence,
+        failure: Failure,
+        report: &mut StageReport,
+        read: impl FnOnce(&mut dyn FnMut(&E)),
+    ) -> Result<(), Failure> {
+        report.failed += 1;
+        match &self.finally {
+            Finally::Halt => Err(failure),
+            Finally::Skip => {
+                report.skipped += 1;
+                Ok(())
+            }
+            Finally::DeadLetter(sink) => {
+                read(&mut |e| sink(stage, e, sequence, &failure));
+                report.dead_lettered += 1;
+                Ok(())
+            }
+        }
     }
 
     /// True when the stage needs the per-event path (anything but a plain halt).

@@ -37,7 +37,7 @@ use bytemuck::Pod;
 use super::bus::IpcBus;
 use super::consumer::IpcConsumer;
 use super::error::{IpcError, IpcPollError};
-use crate::fault::{Failure, FailurePolicy, Finally};
+use crate::fault::{Failure, FailurePolicy};
 use crate::handler::{EventHandler, TryEventHandler};
 use crate::report::{panic_message, StageReport};
 use crate::sequence::Sequence;
@@ -436,26 +436,13 @@ fn handle_one<E, H: TryEventHandler<E>>(
             }
         };
         // Relaxed: a flag; a halted stage retries no more.
-        if attempt < policy.retries && !halt.load(Ordering::Relaxed) {
-            attempt += 1;
-            report.retried += 1;
-            std::thread::sleep(policy.backoff_for(attempt));
+        if policy.retry_after(&mut attempt, || halt.load(Ordering::Relaxed), report) {
             continue;
         }
-        report.failed += 1;
-        return match &policy.finally {
-            Finally::Halt => Err(failure),
-            Finally::Skip => {
-                report.skipped += 1;
-                report.processed += 1;
-                Ok(())
-            }
-            Finally::DeadLetter(sink) => {
-                sink(name, event, sequence, &failure);
-                report.dead_lettered += 1;
-                report.processed += 1;
-                Ok(())
-            }
-        };
+        let routed = policy.give_up(name, sequence, failure, report, |sink| sink(event));
+        if routed.is_ok() {
+            report.processed += 1;
+        }
+        return routed;
     }
 }

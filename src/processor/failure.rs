@@ -6,8 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::StageContext;
 use crate::consume::Consume;
-use crate::fault::{Failure, Finally};
-use crate::loom;
+use crate::fault::Failure;
 use crate::report::{panic_message, StageReport};
 use crate::ring_buffer::RingView;
 use crate::sequence::Sequence;
@@ -57,13 +56,8 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     /// After a failed attempt: true (once the backoff has passed) when the
     /// stage's policy retries the event, counting the retry.
     pub(super) fn retry_after(&self, attempt: &mut u32, report: &mut StageReport) -> bool {
-        if *attempt < self.policy.retries && !self.bus.is_halted() {
-            *attempt += 1;
-            report.retried += 1;
-            loom::sleep(self.policy.backoff_for(*attempt));
-            return true;
-        }
-        false
+        self.policy
+            .retry_after(attempt, || self.bus.is_halted(), report)
     }
 
     /// Retries used up: applies the policy's last word to `sequence`. `Ok`
@@ -80,20 +74,11 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         failure: Failure,
         report: &mut StageReport,
     ) -> Result<(), Failure> {
-        report.failed += 1;
-        match &self.policy.finally {
-            Finally::Halt => Err(failure),
-            Finally::Skip => {
-                report.skipped += 1;
-                Ok(())
-            }
-            Finally::DeadLetter(sink) => {
+        self.policy
+            .give_up(&self.name, sequence, failure, report, |sink| {
                 // SAFETY: the caller's permission for `sequence`.
-                unsafe { ring.read(sequence, |e| sink(&self.name, e, sequence, &failure)) };
-                report.dead_lettered += 1;
-                Ok(())
-            }
-        }
+                unsafe { ring.read(sequence, |e| sink(e)) }
+            })
     }
 
     /// Hands `from..=to` to a range consumer under the stage's policy,
