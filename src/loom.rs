@@ -139,4 +139,16 @@ pub mod stats {
     pub fn parks() -> usize {
         PARKS.load(Relaxed)
     }
+
+    static LOST_RAISES: AtomicUsize = AtomicUsize::new(0);
+
+    pub(crate) fn count_lost_raise() {
+        LOST_RAISES.fetch_add(1, Relaxed);
+    }
+
+    /// Times a single producer's raise of its limit found a refusal made
+    /// since it read the limit, in all executions so far.
+    pub fn lost_raises() -> usize {
+        LOST_RAISES.load(Relaxed)
+    }
 }

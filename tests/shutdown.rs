@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ringbus::{
-    Blocking, Failure, PublishError, Sequence, ShutdownError, TryPublishError, Yielding,
+    AnyStrategy, Blocking, Failure, PublishError, Sequence, ShutdownError, TryPublishError,
+    Yielding,
 };
 
 fn slow_stage(every: u64) -> impl FnMut(&Event, Sequence, bool) + Send + 'static {
@@ -107,6 +108,70 @@ fn shutdown_while_other_clones_publish_loses_nothing_acknowledged() {
         assert!(accepted > 0);
         assert_eq!(sa.lock().unwrap().count, accepted);
         assert_eq!(report.stages[0].processed, accepted);
+    });
+}
+
+/// The single producer's room check is also its halt check (issue #27):
+/// with room left in a large ring, a publish after a halt or after a stage
+/// failed must still be refused, every strategy.
+#[test]
+fn a_halt_or_failure_refuses_publishes_while_the_ring_has_room() {
+    bounded(60, || {
+        for strategy in [
+            AnyStrategy::BusySpin,
+            AnyStrategy::from(Yielding::default()),
+            AnyStrategy::Blocking,
+        ] {
+            let mut p = ringbus::single_producer(1024, Event::default, strategy)
+                .handle_events_with(|_e: &Event, _s: Sequence, _b: bool| {})
+                .build();
+            for i in 0..3 {
+                p.publish(|e| e.set(i)).unwrap();
+            }
+            p.halt();
+            assert_eq!(p.publish(|_| unreachable!()), Err(PublishError::Halted));
+            assert_eq!(
+                p.try_publish(|_| unreachable!()),
+                Err(TryPublishError::Halted)
+            );
+            assert_eq!(
+                p.publish_timeout(Duration::from_millis(1), |_| unreachable!()),
+                Err(TryPublishError::Halted)
+            );
+            assert_eq!(
+                p.batch_publish(2, |_| unreachable!()),
+                Err(PublishError::Halted)
+            );
+            drop(p);
+
+            let mut p = ringbus::single_producer(1024, Event::default, strategy)
+                .try_handle_events_with(
+                    |e: &Event, _s: Sequence, _b: bool| {
+                        if e.value == 2 {
+                            Err("refused")
+                        } else {
+                            Ok(())
+                        }
+                    },
+                )
+                .build();
+            let mut accepted = 0u64;
+            // Publishes until the failure at event 2 is seen; room never runs out.
+            while p.publish(|e| e.set(accepted)).is_ok() {
+                accepted += 1;
+                assert!(
+                    accepted < 1000,
+                    "publishes accepted long after the stage failed"
+                );
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            assert!(accepted >= 3);
+            assert_eq!(
+                p.try_publish(|_| unreachable!()),
+                Err(TryPublishError::Halted)
+            );
+            assert!(p.shutdown().is_err());
+        }
     });
 }
 

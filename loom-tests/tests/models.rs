@@ -767,3 +767,51 @@ fn a_shared_step_that_cuts_a_batch_loses_nothing() {
     });
     CUT.assert_reached("a step cut the batch after its first event");
 }
+
+/// Model 19 (issue #27): the single producer's room check is also its halt
+/// check: a refusal stores a limit below every claim. A stage fails at
+/// event 1 of a ring of 2 (refusing producers) while the producer, at event
+/// 2, rereads the gating stage and raises its limit. Forbidden: the raise
+/// overwriting the refusal (the limit must say "refused" for good, or
+/// publishes after the refusal would pass the check), a publish after the
+/// refusal succeeding, the producer never told.
+#[test]
+fn a_refusal_racing_the_single_producers_refresh_is_kept() {
+    let lost_before = ringbus::__loom_stats::lost_raises();
+    loom::model(|| {
+        let mut producer = ringbus::single_producer(2, Ev::default, Blocking)
+            .try_handle_events_with(|e: &Ev, seq: Sequence, _eob: bool| {
+                e.verify();
+                if seq == 1 {
+                    Err("refused")
+                } else {
+                    Ok(())
+                }
+            })
+            .build();
+        producer.publish(|e| e.set(1)).unwrap();
+        producer.publish(|e| e.set(2)).unwrap();
+        let mut accepted = 2;
+        loop {
+            match producer.publish(|e| e.set(accepted + 1)) {
+                Ok(_) => accepted += 1,
+                Err(PublishError::Halted) => break,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+            // The stage fails at event 1 and never frees slot 1 again: at
+            // most one publish (event 2, into slot 0) can be accepted.
+            assert!(accepted <= 3, "published past the refusal");
+        }
+        assert!(
+            producer.__loom_limit_refused(),
+            "the producer's raise overwrote the refusal"
+        );
+        drop(producer);
+    });
+    let lost = ringbus::__loom_stats::lost_raises() - lost_before;
+    assert!(
+        lost > 0,
+        "the model never reached: a refusal between the producer's read of its limit and its raise"
+    );
+    println!("reached `a refusal between the read and the raise` in {lost} executions");
+}

@@ -160,6 +160,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// ones wake), stages independent of the failed one go on draining.
     pub(crate) fn refuse_producers(&self) {
         // Relaxed: as in `halt`.
+        // The producer's limit first (`sequencer/single.rs`), then the flag.
+        self.sequencer.refuse_producers();
         self.control.refusing.store(true, Ordering::Relaxed);
         self.wake_all();
     }

@@ -50,6 +50,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // Relaxed: the flag carries no data; parked threads recheck it after
         // the wake-up below, whose swaps (AcqRel) release it to them.
         self.control.halted.store(true, Ordering::Relaxed);
+        // The producer's limit first (`sequencer/single.rs`), then the flag.
+        self.sequencer.refuse_producers();
         self.control.refusing.store(true, Ordering::Relaxed);
         self.wake_all();
     }

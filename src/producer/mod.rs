@@ -29,7 +29,7 @@ use crate::parking::Interrupt;
 use crate::poller::{EventPoller, Subscription};
 use crate::report::ShutdownError;
 use crate::report::ShutdownReport;
-use crate::sequence::{Sequence, INITIAL};
+use crate::sequence::Sequence;
 use crate::sequencer::{MultiProducerSequencer, Sequencer, SingleProducerSequencer};
 use crate::wait_strategy::{deadline_after, WaitStrategy};
 
@@ -164,13 +164,6 @@ where
     W: WaitStrategy,
 {
     pub(crate) bus: Arc<Bus<E, S, W>>,
-    /// (One producer only.) How far it may write without looking at the
-    /// stages again: a gating minimum seen earlier (the true one is at least
-    /// that) plus the capacity, kept added up so the hot path's check is one
-    /// comparison.
-    writable_to: Sequence,
-    /// Ring capacity, kept here so the slow path does not reload it.
-    capacity: i64,
     /// `shutdown` ran on this handle: its drop has nothing left to do.
     shut_down: bool,
     /// The publish signal this handle notifies (`PublishSignals`): clones
@@ -193,12 +186,9 @@ where
     W: WaitStrategy,
 {
     pub(crate) fn new(bus: Arc<Bus<E, S, W>>) -> Self {
-        let capacity = bus.capacity();
         Self {
-            capacity,
             stripe: bus.take_stripe(),
             bus,
-            writable_to: INITIAL + capacity,
             shut_down: false,
         }
     }

@@ -10,16 +10,16 @@ use crate::loom::{Arc, Ordering};
 use crate::parking::Interrupt;
 use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
-use crate::sequencer::multi::ClaimError;
+use crate::sequencer::multi::{is_closed_claim, ClaimError};
 use crate::sequencer::sealed::Sealed as _;
 use crate::sequencer::MultiProducerSequencer;
 use crate::wait_strategy::WaitStrategy;
-use crate::weaken::Weaken;
 
 /// A multi producer's slow path after a blocking claim of `last - n + 1
-/// ..= last`: the shared gating cache says the slots may not be free yet.
-/// Refreshes the cache from the gating stages and, if still short, waits.
-/// Out of line for the reason given at [`wait_for_room`].
+/// ..= last`: the shared gating cache says the slots may not be free yet,
+/// or the claim came after the close. Refreshes the cache from the gating
+/// stages and, if still short, waits. Out of line for the reason given at
+/// `single.rs`'s `wait_for_room`.
 #[cold]
 #[inline(never)]
 fn wait_for_claimed_room<E, W: WaitStrategy>(
@@ -27,6 +27,9 @@ fn wait_for_claimed_room<E, W: WaitStrategy>(
     last: Sequence,
     n: i64,
 ) -> Result<(), TryPublishError> {
+    if is_closed_claim(last) {
+        return Err(TryPublishError::Closed);
+    }
     let min = refresh_gating_cache(bus, last - n);
     if bus.writable_up_to(min) < last {
         // Claimed: only a halt ends the wait (then nothing drains anyway).
@@ -44,7 +47,7 @@ fn refresh_gating_cache<E, W: WaitStrategy>(
     // Failed stages stay in: a cache that left them out could hand their
     // room to a claim made after the refusal.
     let min = bus.min_gating(before);
-    bus.sequencer.gating_cache.set(min, Weaken::GatingCache);
+    bus.sequencer.cache_room(min);
     min
 }
 
@@ -62,7 +65,7 @@ fn wait_then_cache<E, W: WaitStrategy>(
     if !claimed {
         // A claimed wait's minimum may leave failed stages out; cached, it
         // would hand their room to producers that have claimed nothing.
-        bus.sequencer.gating_cache.set(min, Weaken::GatingCache);
+        bus.sequencer.cache_room(min);
     }
     Ok(())
 }
@@ -115,10 +118,9 @@ where
     /// consumers (refreshing the cache).
     #[inline]
     fn writable_up_to(&self, last: Sequence, n: i64) -> Sequence {
-        let seq = &self.bus.sequencer;
-        let cached = seq.gating_cache.get();
-        if last - self.bus.capacity() <= cached {
-            return self.bus.writable_up_to(cached);
+        let cached = self.bus.sequencer.room_cached();
+        if last <= cached {
+            return cached;
         }
         self.bus
             .writable_up_to(refresh_gating_cache(&self.bus, last - n))
@@ -127,7 +129,9 @@ where
     /// Reserves `n` slots; returns the last one.
     #[inline]
     fn claim(&self, n: usize, wait: Wait) -> Result<Sequence, TryPublishError> {
-        check_batch(&self.bus, n)?;
+        if n > 1 {
+            check_batch(&self.bus, n)?;
+        }
         if self.bus.refuses_producers() {
             return Err(TryPublishError::Halted);
         }
@@ -135,11 +139,11 @@ where
         let n = n as i64;
         match wait {
             Wait::Forever => {
-                let last = seq.claim(n).map_err(|_| TryPublishError::Closed)?;
-                // The gating cache is Release-stored/Acquire-loaded, so a
-                // producer relying on another's refresh still synchronises
-                // with the stages that freed the slots.
-                if last - self.bus.capacity() > seq.gating_cache.get() {
+                // One comparison for room and the close: a claim after the
+                // close is above any cached room (`MultiProducerSequencer::
+                // claim`).
+                let last = seq.claim(n);
+                if last > seq.room_cached() {
                     wait_for_claimed_room(&self.bus, last, n)?;
                 }
                 Ok(last)

@@ -1,6 +1,7 @@
 //! The single producer's claim and publish paths: no read-modify-write;
-//! the cursor, read back, says where it is, and a cached gating minimum plus
-//! the capacity says how far it may write before looking at the stages.
+//! the cursor, read back, says where it is, and the sequencer's limit (a
+//! gating minimum seen earlier plus the capacity, or a refusal) says how
+//! far it may write before looking at the stages.
 
 use std::time::Duration;
 
@@ -9,12 +10,14 @@ use crate::bus::Bus;
 use crate::error::{PublishError, TryPublishError};
 use crate::ring_buffer::BatchMut;
 use crate::sequence::Sequence;
+use crate::sequencer::single::REFUSED;
 use crate::sequencer::SingleProducerSequencer;
 use crate::wait_strategy::WaitStrategy;
 
-/// The single producer's slow path: the cached gating minimum says `last`
-/// may not be free yet. Rereads the gating stages (and waits, unless `wait`
-/// is `Never`); returns the minimum seen.
+/// The single producer's slow path: its limit (see `sequencer/single.rs`)
+/// says `last` may not be free yet, or the bus refuses producers. Rereads
+/// the gating stages (and waits, unless `wait` is `Never`), then raises the
+/// limit to the minimum seen plus the capacity.
 ///
 /// Kept out of line and away from the producer's own fields on purpose: when
 /// it was inlined, its register pressure made the compiler spill the publish
@@ -27,9 +30,13 @@ fn wait_for_room<E, W: WaitStrategy>(
     last: Sequence,
     published: Sequence,
     wait: Wait,
-) -> Result<Sequence, TryPublishError> {
+) -> Result<(), TryPublishError> {
+    let seen = bus.sequencer.limit();
+    if seen == REFUSED || bus.refuses_producers() {
+        return Err(TryPublishError::Halted);
+    }
     let wrap_point = last - bus.capacity();
-    match wait {
+    let gating = match wait {
         Wait::Never => {
             let mut min = bus.min_gating(published);
             if min < wrap_point && bus.evict_laggards(last) {
@@ -40,11 +47,20 @@ fn wait_for_room<E, W: WaitStrategy>(
                     missing: (wrap_point - min) as usize,
                 });
             }
-            Ok(min)
+            min
         }
         // Nothing is claimed yet (the cursor has not moved): a refusal ends
         // the wait.
-        _ => Ok(bus.wait_for_free(last, published, wait.deadline(), false)?),
+        _ => bus.wait_for_free(last, published, wait.deadline(), false)?,
+    };
+    // A refusal since `seen` was read stays: the raise fails.
+    if bus
+        .sequencer
+        .raise_limit(seen, gating.saturating_add(bus.capacity()))
+    {
+        Ok(())
+    } else {
+        Err(TryPublishError::Halted)
     }
 }
 
@@ -53,14 +69,20 @@ where
     E: Send + Sync + 'static,
     W: WaitStrategy,
 {
+    /// Whether the limit word's latest value says the bus refuses
+    /// producers (loom models only: once a refusal is seen, by any means,
+    /// the word must say so for good; the refusal stores it first).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn __loom_limit_refused(&self) -> bool {
+        self.bus.sequencer.limit_latest() == REFUSED
+    }
+
     /// Reserves the next `n` slots; returns the last one.
     #[inline]
     fn claim(&mut self, n: usize, wait: Wait) -> Result<Sequence, TryPublishError> {
         if n > 1 {
             check_batch(&self.bus, n)?;
-        }
-        if self.bus.refuses_producers() {
-            return Err(TryPublishError::Halted);
         }
         // Where we are: the cursor, read back. In a tight loop the load is
         // served from our own pending cursor store; keeping a copy instead
@@ -69,9 +91,10 @@ where
         // run), for no latency gain measurable here.
         let published = self.cursor();
         let last = published + n as i64;
-        if last > self.writable_to {
-            let gating = wait_for_room(&self.bus, last, published, wait)?;
-            self.writable_to = gating.saturating_add(self.capacity);
+        // One comparison for room and refusal: a refused bus's limit is
+        // below every claim (`sequencer/single.rs`).
+        if last > self.bus.sequencer.limit() {
+            wait_for_room(&self.bus, last, published, wait)?;
         }
         Ok(last)
     }

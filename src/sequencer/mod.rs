@@ -6,7 +6,7 @@
 //! minimum) lives in the producer handles, see `producer.rs`.
 
 pub(crate) mod multi;
-mod single;
+pub(crate) mod single;
 
 pub use multi::MultiProducerSequencer;
 pub use single::SingleProducerSequencer;
@@ -50,6 +50,11 @@ pub(crate) mod sealed {
         fn is_closed(&self) -> bool {
             false
         }
+
+        /// The bus refuses producers from now on (a halt, or a failed
+        /// stage): the single producer's limit says so (see
+        /// `sequencer/single.rs`); others read the bus's flag.
+        fn refuse_producers(&self) {}
 
         /// Closes the bus to producers: the last sequence ever claimed, for
         /// the call that closed it; `None` for later calls of a multi

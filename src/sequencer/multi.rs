@@ -42,8 +42,11 @@ pub(crate) const CLOSED: i64 = 1 << 62;
 pub struct MultiProducerSequencer {
     claim: AtomicSequence,
     /// Producers' shared cache of the gating minimum (LMAX's
-    /// `gatingSequenceCache`); only a hint, reread when it says "full".
-    pub(crate) gating_cache: AtomicSequence,
+    /// `gatingSequenceCache`), kept as the highest sequence it lets them
+    /// write (the minimum plus the capacity, below [`CLOSED`]), so a claim's
+    /// check is one comparison; only a hint, reread when it says "full".
+    /// See [`room_cached`](Self::room_cached).
+    room_cache: AtomicSequence,
     available: Box<[AtomicI64]>,
     mask: i64,
     /// Everything up to here is published: see `published_floor`. Read and
@@ -62,6 +65,13 @@ impl fmt::Debug for MultiProducerSequencer {
     }
 }
 
+/// Whether `last`, as [`MultiProducerSequencer::claim`] returned it, was
+/// claimed after the close (and so is no sequence at all).
+#[inline]
+pub(crate) fn is_closed_claim(last: Sequence) -> bool {
+    last & CLOSED != 0
+}
+
 /// Why a claim failed.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ClaimError {
@@ -74,13 +84,31 @@ pub(crate) enum ClaimError {
 impl MultiProducerSequencer {
     /// Reserves the next `n` sequences, capacity or not; returns the last one.
     /// The caller then waits for the slots to be free (gating).
+    ///
+    /// A claim made after the close returns a sequence with bit [`CLOSED`]
+    /// set: above anything [`room_cached`](Self::room_cached) says, so the
+    /// caller's room check sends it to its slow path, which must check
+    /// [`is_closed_claim`] first. (So a claim's fast path is one
+    /// comparison for both.)
     #[inline]
-    pub(crate) fn claim(&self, n: i64) -> Result<Sequence, ClaimError> {
-        let claimed_before = self.claim.fetch_add(n);
-        if claimed_before & CLOSED != 0 {
-            return Err(ClaimError::Closed);
-        }
-        Ok(claimed_before + n - 1)
+    pub(crate) fn claim(&self, n: i64) -> Sequence {
+        self.claim.fetch_add(n) + n - 1
+    }
+
+    /// The highest sequence the shared cache lets producers write: a gating
+    /// minimum seen earlier plus the capacity (the true one is at least
+    /// that); always below [`CLOSED`]. Acquire: pairs with the Release of
+    /// [`cache_room`](Self::cache_room), so a producer relying on another's
+    /// refresh synchronises with the stages that freed the slots.
+    #[inline(always)]
+    pub(crate) fn room_cached(&self) -> Sequence {
+        self.room_cache.get()
+    }
+
+    /// Stores `min_gating`, a gating minimum just read, in the shared cache.
+    pub(crate) fn cache_room(&self, min_gating: Sequence) {
+        let room = min_gating.saturating_add(self.mask + 1).min(CLOSED - 1);
+        self.room_cache.set(room, Weaken::GatingCache);
     }
 
     /// Reserves the next `n` sequences only if all of them are free, i.e. not
@@ -114,7 +142,12 @@ impl MultiProducerSequencer {
     /// Marks `first..=last` published: one Release store at `first`'s slot.
     #[inline]
     pub(crate) fn publish(&self, first: Sequence, last: Sequence) {
-        let flag = &self.available[(first & self.mask) as usize];
+        let index = (first & self.mask) as usize;
+        debug_assert!(index < self.available.len());
+        // SAFETY: `available` has `mask + 1` marks (`new`) and `index` is
+        // masked, so it is in bounds (a checked index cost three
+        // instructions a publish).
+        let flag = unsafe { self.available.get_unchecked(index) };
         // Release: the event writes of the whole batch happen before the mark;
         // pairs with the Acquire load in `highest_published`.
         flag.store(last, weaken::release(Weaken::Available));
@@ -205,7 +238,7 @@ impl Sealed for MultiProducerSequencer {
     fn new(capacity: usize) -> Self {
         Self {
             claim: AtomicSequence::new(0),
-            gating_cache: AtomicSequence::new(INITIAL),
+            room_cache: AtomicSequence::new(INITIAL + capacity as i64),
             available: (0..capacity).map(|_| AtomicI64::new(INITIAL)).collect(),
             mask: capacity as i64 - 1,
             frontier: AtomicSequence::new(INITIAL),
