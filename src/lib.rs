@@ -135,6 +135,7 @@ pub mod config;
 mod consume;
 mod error;
 mod fault;
+mod fence;
 pub mod guide;
 mod handler;
 #[cfg(all(feature = "ipc", unix))]

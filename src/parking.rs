@@ -26,47 +26,56 @@
 //!
 //! * A waiter enlists with each of its signals: it takes the signal's lock,
 //!   adds its waker (once), sets `sleeping` with an AcqRel swap and lets the
-//!   lock go. Then it polls, and parks if the poll failed. Woken, it enlists
-//!   again and polls again.
-//! * A notifier has already stored its progress; it clears `sleeping` with an
-//!   AcqRel swap, and if the flag was set it takes the list under the lock
-//!   and wakes every waker on it.
+//!   lock go. Then, once for all its signals, it runs the heavy side of an
+//!   asymmetric fence ([`fence::heavy`](crate::fence::heavy): a SeqCst fence
+//!   and, on Linux, a membarrier that has every running thread of the
+//!   process execute a full barrier). Then it polls, and parks if the poll
+//!   failed. Woken, it enlists again and polls again.
+//! * A notifier has already stored its progress; it runs the light side
+//!   ([`fence::light`](crate::fence::light): a compiler fence once the
+//!   process registered for membarrier, a SeqCst fence otherwise), then
+//!   loads `sleeping` (Relaxed). Only if it is set does it clear it with an
+//!   AcqRel swap, and if the swap found it set, it takes the list under the
+//!   lock and wakes every waker on it.
 //!
-//! For each signal, both sides are read-modify-writes of its one flag, so
-//! they are totally ordered. If the waiter's swap comes first, the
-//! notifier's swap reads a set flag (the waiter's, or a later one) unless
-//! another notifier cleared it in between, and whoever read it set takes
-//! the list under the lock; the waiter's swap, made under that lock after
-//! its waker went in, happens before the notifier's swap, so the
-//! notifier's critical section comes after the waiter's and finds the
-//! waker. If the notifier's swap comes first, the waiter's swap reads the
-//! value it wrote (or a later swap's, which continues its release
-//! sequence), so it acquires the notifier's progress and its poll sees it.
-//! A wake before the park is kept by the waiter's parker (as a thread's
-//! park token is), so a wake between the poll and the park is not lost
-//! either. No wake-up is
-//! lost, by acquire/release alone, whatever the number of signals a waiter
-//! enlists with.
+//! No wake-up is lost. The waiter's flag store comes before its heavy
+//! fence, the notifier's progress store before its light one. The two
+//! fences are ordered (with membarrier: the notifier's CPU executed the
+//! waiter's barrier, or was switched out and back in, a full barrier, at a
+//! point of its program before or after its light fence). If the waiter's
+//! comes first, the notifier's load sees the flag set (by this waiter, or
+//! later), unless another notifier cleared it in between, and whoever
+//! swapped it clear takes the list under the lock. That swap read the
+//! waiter's (release; its swap was made under the lock, after its waker
+//! went in), so the swapper's critical section comes after the waiter's
+//! and finds the waker. If the notifier's fence comes first, the waiter's
+//! poll, after its fence, sees the progress. A wake before the park is kept
+//! by the waiter's parker (as a thread's park token is), so a wake between
+//! the poll and the park is not lost either.
 //!
 //! A waker stays on the lists of the signals that did not wake it until
 //! they next notify: a later, spurious wake, after which the waiter polls
 //! and parks again.
 //!
-//! An earlier version cleared the flag only after a SeqCst fence and a plain
-//! load found it set (a load keeps the flag's cache line shared while nobody
-//! sleeps). That argument rests on the fences' total order; loom, which
-//! checks fences less completely than read-modify-writes, found a lost
-//! wake-up with two parked pollers and a producer waiting for room (model
-//! `poller_joining_behind_a_limited_poll_misses_nothing`), and no version we
-//! could prove with acquire/release alone kept the plain load. An earlier
-//! version still had one signal per bus, whose every notification woke
-//! every parked thread.
+//! History. A version before this one had both sides swap the flag (each
+//! a read-modify-write, ordered by acquire/release alone), so every publish
+//! paid a locked instruction and waited for its stores to drain: the
+//! 2P->1C row ran 3.1-3.3x slower than with 1 us naps while hardly ever
+//! parking (4-6 parks in 4 M events). An earlier one had a fence and a load
+//! on the notifier's side but only the swap on the waiter's, a store-load
+//! pair without a fence on one side; loom found the lost wake-up (model
+//! `poller_joining_behind_a_limited_poll_misses_nothing`). Each side now
+//! has its fence; loom models take SeqCst fences on both (loom has no
+//! membarrier), and knob `fence` (the notifier's fence left out) fails
+//! them. An earlier version still had one signal per bus, whose every
+//! notification woke every parked thread.
 //!
-//! Cost: one swap per publish, batch or stage advance while nobody sleeps
-//! (on the notifier's own signal's line: a producer handle's own stripe),
-//! and one lock and wake per parked waiter per *park episode* (not per
-//! publish) while somebody does; a waiter for publishes enlists with every
-//! stripe (one lock each) per park episode.
+//! Cost: a compiler fence and a load of a line nobody writes while nobody
+//! sleeps, per publish, batch or stage advance (a producer handle's own
+//! stripe); per park episode, a membarrier call and one lock per signal
+//! enlisted with (a waiter for publishes enlists with every stripe); and a
+//! lock and a wake per parked waiter per episode for the notifier while
+//! somebody does.
 
 use std::fmt;
 use std::task::Waker;
@@ -133,9 +142,21 @@ impl Signal {
     /// progress.
     #[inline]
     pub(crate) fn notify_if_parked(&self) {
-        // AcqRel: releases our progress to a waiter whose later swap reads
-        // this value; see the module docs. The lock taken below orders the
-        // wake after the waiter's enlisting.
+        crate::fence::light();
+        // Relaxed: ordered after our progress by the fence above; see the
+        // module docs.
+        if self.sleeping.load(Ordering::Relaxed) {
+            self.clear_and_wake();
+        }
+    }
+
+    /// The flag was seen set: clears it and, if this swap is the one that
+    /// found it set, wakes the list.
+    #[cold]
+    fn clear_and_wake(&self) {
+        // AcqRel: acquires the enlisting of the waiter whose swap set the
+        // flag, so the lock taken below comes after its waker went in; see
+        // the module docs.
         if self.sleeping.swap(false, weaken::parking_order()) {
             self.notify_all();
         }
@@ -202,23 +223,31 @@ impl Signal {
             }
             waiters.push(waker.clone());
         }
-        // AcqRel: acquires the progress of a notifier whose swap came before
-        // ours, and releases our enlisting to one whose swap comes after;
-        // see the module docs.
+        // AcqRel: releases our enlisting to the notifier whose swap reads
+        // this value; see the module docs. (The waiter's fence comes after
+        // all its signals: `enlist_all`.)
         self.sleeping.swap(true, weaken::parking_order());
         stale
     }
 }
 
-/// Enlists `waker` with every signal of `sources`, then wakes the stale
-/// wakers a sweep took (holding no lock by then).
-fn enlist_all(sources: &impl Sources, waker: &Waker) {
+/// Enlists `waker` with every signal of `sources`, runs the waiter's heavy
+/// fence, then wakes the stale wakers a sweep took (holding no lock by
+/// then). False when the fence could not be made (see
+/// [`fence::heavy`](crate::fence::heavy)): a notifier may miss the flags,
+/// so the caller must not wait long for a wake.
+fn enlist_all(sources: &impl Sources, waker: &Waker) -> bool {
     let mut stale = Vec::new();
     sources.each(&mut |signal| stale.extend(signal.enlist(waker)));
+    let fenced = crate::fence::heavy();
     for waker in stale {
         waker.wake();
     }
+    fenced
 }
+
+/// How long a park may last when the waiter's fence could not be made.
+const UNFENCED_PARK: std::time::Duration = std::time::Duration::from_micros(100);
 
 impl Sources for Signal {
     #[inline]
@@ -237,13 +266,18 @@ pub(crate) fn register<T>(
     mut poll: impl FnMut() -> PollResult<T>,
 ) -> std::task::Poll<Result<T, Interrupt>> {
     use std::task::Poll;
-    enlist_all(sources, waker);
+    let fenced = enlist_all(sources, waker);
     match poll() {
         Ok(Some(value)) => Poll::Ready(Ok(value)),
         Err(interrupt) => Poll::Ready(Err(interrupt)),
         Ok(None) => {
             #[cfg(loom)]
             loom::stats::count_park();
+            if !fenced {
+                // A notifier may miss our flags: be polled again soon
+                // (the runtime reschedules the task; no wake is lost).
+                waker.wake_by_ref();
+            }
             Poll::Pending
         }
     }
@@ -258,7 +292,7 @@ pub(crate) fn park<T>(
 ) -> Result<T, Interrupt> {
     let (parker, waker) = thread_parker();
     loop {
-        enlist_all(sources, &waker);
+        let fenced = enlist_all(sources, &waker);
         match poll() {
             Ok(Some(value)) => return Ok(value),
             Err(interrupt) => return Err(interrupt),
@@ -266,14 +300,18 @@ pub(crate) fn park<T>(
         }
         #[cfg(loom)]
         loom::stats::count_park();
+        // A waiter whose fence could not be made naps briefly instead (a
+        // notifier may miss its flags); it polls again after either.
+        let cap = (!fenced).then_some(UNFENCED_PARK);
         match deadline {
-            None => parker.park(None),
+            None => parker.park(cap),
             Some(deadline) => {
                 let now = Instant::now();
                 if now >= deadline {
                     return Err(Interrupt::Timeout);
                 }
-                parker.park(Some(deadline - now));
+                let left = deadline - now;
+                parker.park(Some(cap.map_or(left, |cap| cap.min(left))));
             }
         }
     }

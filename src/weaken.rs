@@ -16,6 +16,9 @@ pub(crate) const EDGE_SIGNAL: bool = cfg!(ringbus_weaken = "edge_signal");
 /// `evict_order`: The eviction protocol's two sides Relaxed instead of SeqCst. Caught by loom model `evicting_a_subscriber_never_overwrites_what_it_reads`.
 pub(crate) const EVICT_ORDER: bool = cfg!(ringbus_weaken = "evict_order");
 
+/// `fence`: The parking notifier's fence before it loads a `sleeping` flag left out, and the flag's swaps Relaxed (the fence alone left out fails the same six models). Caught by loom models `blocking_strategy_loses_no_wake_up`, `a_pipeline_parks_per_edge_and_loses_no_wake_up` and four more (`ci/loom-weakened.sh`).
+pub(crate) const FENCE: bool = cfg!(ringbus_weaken = "fence");
+
 /// `ipc_give_up`: A consumer gives up a claim its claimant has not marked even while the ring is full (the claimant may be waiting for room). Caught by tests/ipc.rs `a_claim_waiting_for_room_is_not_given_up`.
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_GIVE_UP: bool = cfg!(ringbus_weaken = "ipc_give_up");

@@ -156,18 +156,7 @@ const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
 #[cfg(all(not(loom), target_os = "linux"))]
 pub(crate) fn light_fences() -> bool {
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *REGISTERED.get_or_init(|| {
-        // SAFETY: membarrier takes no pointers; registering only changes
-        // which barriers this process receives.
-        unsafe {
-            libc::syscall(
-                libc::SYS_membarrier,
-                MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
-                0 as libc::c_uint,
-                0 as libc::c_int,
-            ) == 0
-        }
-    })
+    *REGISTERED.get_or_init(|| crate::fence::membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED))
 }
 
 /// The sleeper's heavy side of [`light_fences`]: a full barrier on every
@@ -177,15 +166,7 @@ pub(crate) fn light_fences() -> bool {
 /// refused: the caller must not sleep long if a light producer exists.
 #[cfg(all(not(loom), target_os = "linux"))]
 pub(crate) fn heavy_fence() -> bool {
-    // SAFETY: membarrier takes no pointers.
-    unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_CMD_GLOBAL_EXPEDITED,
-            0 as libc::c_uint,
-            0 as libc::c_int,
-        ) == 0
-    }
+    crate::fence::membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)
 }
 
 /// No membarrier (other unix, or loom, whose models keep the producer's
