@@ -17,8 +17,19 @@
 //! notifier's load comes after that barrier (and sees the flag), or its
 //! store came before it (and the waiter's poll sees the progress).
 //!
-//! Without membarrier (another OS, a kernel or seccomp filter without it,
-//! loom), both sides use SeqCst fences.
+//! The process decides once, at the first bus it builds (`prepare`), and
+//! the decision never changes: every thread then uses the same pair. Light
+//! fences are used only on x86_64 and aarch64 Linux, where a thread that is
+//! not running has passed the scheduler's full barrier (RISC-V kernels
+//! before 6.9 register but lack it), and not when the environment variable
+//! `RINGBUS_MEMBARRIER` is `0` (for a sandbox that fakes the syscall's
+//! success). Otherwise (another OS or architecture, a kernel or seccomp
+//! filter without membarrier, loom) both sides use SeqCst fences.
+//!
+//! Cost, measured on this 2-core VM (a C loop, 20,000 calls): a membarrier
+//! call takes 0.35 us when no other thread of the process runs and 5-8 us
+//! when one spins on the other core (an inter-processor interrupt, which
+//! also stops that thread for a moment), per park episode.
 
 use crate::loom::{fence, Ordering};
 
@@ -32,9 +43,10 @@ const LIGHT: u8 = 1;
 #[cfg(all(not(loom), target_os = "linux"))]
 const FENCED: u8 = 2;
 
-/// The process's choice. A plain std atomic: it orders nothing but itself
-/// (a notifier that reads `LIGHT` knows the registration completed, which
-/// is all the waiter's membarrier needs).
+/// The process's choice, made once (`UNKNOWN` to `LIGHT` or `FENCED`, by a
+/// compare-exchange, never changed after). A plain std atomic: it orders
+/// nothing but itself (a notifier that reads `LIGHT` knows a registration
+/// completed, which is all the waiters' membarrier needs).
 #[cfg(all(not(loom), target_os = "linux"))]
 static STATE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNKNOWN);
 
@@ -60,9 +72,9 @@ pub(crate) fn membarrier(cmd: libc::c_long) -> bool {
 }
 
 /// Decides, once per process, whether notifiers may use light fences
-/// (registering for [`heavy`]'s barriers); later calls answer at once.
-/// Called when a bus with a parking strategy is built, so the first
-/// publish pays no syscall.
+/// (registering for [`heavy`]'s barriers); later calls answer with the
+/// decision. Called when a bus is built, so the first publish pays no
+/// syscall.
 pub(crate) fn prepare() -> bool {
     #[cfg(all(not(loom), target_os = "linux"))]
     {
@@ -71,10 +83,23 @@ pub(crate) fn prepare() -> bool {
             LIGHT => true,
             FENCED => false,
             _ => {
-                let light = membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
-                // Racing first calls all register (idempotent) and agree.
-                STATE.store(if light { LIGHT } else { FENCED }, Relaxed);
-                light
+                let allowed = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+                    && std::env::var_os("RINGBUS_MEMBARRIER").map_or(true, |v| v != "0");
+                let mine = if allowed && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
+                    LIGHT
+                } else {
+                    FENCED
+                };
+                // The first decision stands: a thread whose registration
+                // failed where another's succeeded (a per-thread seccomp
+                // filter, a failed allocation) must not make the process
+                // fence on one side only. Registration is per process, so
+                // once one succeeded every thread's membarrier works (a
+                // failure is handled by the caller of `heavy`).
+                match STATE.compare_exchange(UNKNOWN, mine, Relaxed, Relaxed) {
+                    Ok(_) => mine == LIGHT,
+                    Err(decided) => decided == LIGHT,
+                }
             }
         }
     }

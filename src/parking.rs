@@ -274,8 +274,12 @@ pub(crate) fn register<T>(
             #[cfg(loom)]
             loom::stats::count_park();
             if !fenced {
-                // A notifier may miss our flags: be polled again soon
-                // (the runtime reschedules the task; no wake is lost).
+                // A notifier may miss our flags: be polled again after a
+                // short while (the clock thread wakes the task), not at
+                // once, which would spin on failing syscalls.
+                #[cfg(all(feature = "async", not(loom)))]
+                crate::lag_clock::wake_at(Instant::now() + UNFENCED_PARK, waker.clone());
+                #[cfg(not(all(feature = "async", not(loom))))]
                 waker.wake_by_ref();
             }
             Poll::Pending

@@ -769,12 +769,15 @@ fn a_shared_step_that_cuts_a_batch_loses_nothing() {
 }
 
 /// Model 19 (issue #27): the single producer's room check is also its halt
-/// check: a refusal stores a limit below every claim. A stage fails at
+/// check: a refusal swaps in a limit below every claim. A stage fails at
 /// event 1 of a ring of 2 (refusing producers) while the producer, at event
 /// 2, rereads the gating stage and raises its limit. Forbidden: the raise
-/// overwriting the refusal (the limit must say "refused" for good, or
-/// publishes after the refusal would pass the check), a publish after the
-/// refusal succeeding, the producer never told.
+/// overwriting the refusal (the limit must say "refused" for good once the
+/// producer was told, or later publishes with room would pass the check),
+/// and the producer never told (a loom deadlock). The model counts the
+/// executions where the refusal fell between the producer's read of its
+/// limit and its raise. (It does not check the order of the refusal's limit
+/// and flag: tests/shutdown.rs checks a halt with room left.)
 #[test]
 fn a_refusal_racing_the_single_producers_refresh_is_kept() {
     let lost_before = ringbus::__loom_stats::lost_raises();
@@ -798,9 +801,9 @@ fn a_refusal_racing_the_single_producers_refresh_is_kept() {
                 Err(PublishError::Halted) => break,
                 Err(other) => panic!("unexpected {other:?}"),
             }
-            // The stage fails at event 1 and never frees slot 1 again: at
-            // most one publish (event 2, into slot 0) can be accepted.
-            assert!(accepted <= 3, "published past the refusal");
+            // A bound, not the check: the failed stage never frees slot 1
+            // again, so at most event 2 (into slot 0) can be accepted.
+            assert!(accepted <= 3, "published into a slot never freed");
         }
         assert!(
             producer.__loom_limit_refused(),

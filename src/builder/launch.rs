@@ -100,9 +100,7 @@ where
         // thread's is when it starts). Likewise the process's choice of
         // fences for the parking protocol, a syscall made once.
         crate::parking::prepare_thread_parker();
-        if W::NAPS {
-            crate::fence::prepare();
-        }
+        crate::fence::prepare();
         for (name, core, stages, launches) in threads {
             let finished = Arc::clone(&bus);
             let exiting: Vec<_> = stages.iter().map(|&i| Arc::clone(&cells[i])).collect();

@@ -141,28 +141,28 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.ring.capacity() as i64
     }
 
-    /// True once the bus was halted. Relaxed: the flag carries no data; the
-    /// waits recheck it after the wake-up that follows it (`wake_all`'s
-    /// swaps release it to the waiters' enlisting swaps).
+    /// True once the bus was halted. Acquire: pairs with the Release in
+    /// `halt`, so a thread that saw the halt also sees the single producer's
+    /// refused limit (a plain load on x86). The waits recheck the flag after
+    /// the wake-up that follows it (`wake_all`, see `parking.rs`).
     #[inline]
     pub(crate) fn is_halted(&self) -> bool {
-        self.control.halted.load(Ordering::Relaxed)
+        self.control.halted.load(Ordering::Acquire)
     }
 
     /// True once producers must get `Err(Halted)`: the bus was halted or a
-    /// stage failed. Relaxed, as `is_halted`.
+    /// stage failed. Acquire, as `is_halted`.
     #[inline]
     pub(crate) fn refuses_producers(&self) -> bool {
-        self.control.refusing.load(Ordering::Relaxed)
+        self.control.refusing.load(Ordering::Acquire)
     }
 
     /// A stage stopped after a failure: producers get `Err(Halted)` (waiting
     /// ones wake), stages independent of the failed one go on draining.
     pub(crate) fn refuse_producers(&self) {
-        // Relaxed: as in `halt`.
-        // The producer's limit first (`sequencer/single.rs`), then the flag.
+        // The limit first, then the flag, Release: as in `halt`.
         self.sequencer.refuse_producers();
-        self.control.refusing.store(true, Ordering::Relaxed);
+        self.control.refusing.store(true, Ordering::Release);
         self.wake_all();
     }
 
@@ -218,7 +218,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     pub(crate) fn wake_all(&self) {
         // Each signal as a notifier does: the bus's event was stored before,
         // so by the parking protocol's argument a waiter either sees it or
-        // set the flag this swap reads (and the list is woken).
+        // set a flag this notifier sees (and the list is woken).
         self.signals.notify_if_parked();
         for (_, cell) in &self.stages {
             cell.signal.notify_if_parked();

@@ -47,12 +47,14 @@ impl JoinState {
 impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// Stops every stage without draining and wakes everything parked.
     pub(crate) fn halt(&self) {
-        // Relaxed: the flag carries no data; parked threads recheck it after
-        // the wake-up below, whose swaps (AcqRel) release it to them.
-        self.control.halted.store(true, Ordering::Relaxed);
-        // The producer's limit first (`sequencer/single.rs`), then the flag.
+        // The single producer's limit first (`sequencer/single.rs`), then
+        // the flags. Release: whoever sees a flag (Acquire) also sees the
+        // refused limit, so a publish after a `Halted` seen anywhere fails.
+        // Parked threads recheck the flags after the wake-up below (the
+        // parking protocol orders it after these stores).
         self.sequencer.refuse_producers();
-        self.control.refusing.store(true, Ordering::Relaxed);
+        self.control.halted.store(true, Ordering::Release);
+        self.control.refusing.store(true, Ordering::Release);
         self.wake_all();
     }
 

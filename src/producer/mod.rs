@@ -168,7 +168,7 @@ where
     shut_down: bool,
     /// The publish signal this handle notifies (`PublishSignals`): clones
     /// of a multi producer take different ones, so their publishes do not
-    /// swap one shared flag.
+    /// share one flag's line.
     stripe: usize,
 }
 

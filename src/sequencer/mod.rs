@@ -2,8 +2,9 @@
 //!
 //! A sequencer owns the producer side's atomics. Its consumer-side question is
 //! [`Sealed::highest_published`]: starting from `next`, how far is every event
-//! published? The producer-side state (next sequence to claim, cached gating
-//! minimum) lives in the producer handles, see `producer.rs`.
+//! published? The producer-side state lives here too: the single
+//! producer's room limit (`single.rs`), the multi producers' claim counter
+//! and shared room cache (`multi.rs`).
 
 pub(crate) mod multi;
 pub(crate) mod single;
