@@ -111,6 +111,15 @@ fn shutdown_while_other_clones_publish_loses_nothing_acknowledged() {
     });
 }
 
+/// `publish` and `try_publish` are refused with `Halted`, and call nothing.
+fn assert_refuses<W: ringbus::WaitStrategy>(p: &mut ringbus::SingleProducer<Event, W>) {
+    assert_eq!(p.publish(|_| unreachable!()), Err(PublishError::Halted));
+    assert_eq!(
+        p.try_publish(|_| unreachable!()),
+        Err(TryPublishError::Halted)
+    );
+}
+
 /// The single producer's room check is also its halt check (issue #27):
 /// with room left in a large ring, a publish after a halt or after a stage
 /// failed must still be refused, every strategy.
@@ -129,11 +138,7 @@ fn a_halt_or_failure_refuses_publishes_while_the_ring_has_room() {
                 p.publish(|e| e.set(i)).unwrap();
             }
             p.halt();
-            assert_eq!(p.publish(|_| unreachable!()), Err(PublishError::Halted));
-            assert_eq!(
-                p.try_publish(|_| unreachable!()),
-                Err(TryPublishError::Halted)
-            );
+            assert_refuses(&mut p);
             assert_eq!(
                 p.publish_timeout(Duration::from_millis(1), |_| unreachable!()),
                 Err(TryPublishError::Halted)
@@ -191,11 +196,7 @@ fn halt_stops_without_draining_and_refuses_publishes() {
             p.publish(|e| e.set(i)).unwrap();
         }
         p.halt();
-        assert_eq!(p.publish(|_| unreachable!()), Err(PublishError::Halted));
-        assert_eq!(
-            p.try_publish(|_| unreachable!()),
-            Err(TryPublishError::Halted)
-        );
+        assert_refuses(&mut p);
         drop(gate_tx);
         let report = p.shutdown().unwrap();
         let s = sa.lock().unwrap();
