@@ -71,6 +71,17 @@ pub(crate) fn membarrier(cmd: libc::c_long) -> bool {
     }
 }
 
+/// Whether light fences may be used at all here: x86_64 or aarch64 (a
+/// thread that is not running has passed the scheduler's full barrier),
+/// not under Miri (it has no membarrier), and not with
+/// `RINGBUS_MEMBARRIER=0`. The ipc feature's producers ask too.
+#[cfg(all(not(loom), target_os = "linux"))]
+pub(crate) fn light_allowed() -> bool {
+    cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+        && !cfg!(miri)
+        && std::env::var_os("RINGBUS_MEMBARRIER").map_or(true, |v| v != "0")
+}
+
 /// Decides, once per process, whether notifiers may use light fences
 /// (registering for [`heavy`]'s barriers); later calls answer with the
 /// decision. Called when a bus is built, so the first publish pays no
@@ -83,15 +94,12 @@ pub(crate) fn prepare() -> bool {
             LIGHT => true,
             FENCED => false,
             _ => {
-                // Not under Miri, which has no membarrier.
-                let allowed = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
-                    && !cfg!(miri)
-                    && std::env::var_os("RINGBUS_MEMBARRIER").map_or(true, |v| v != "0");
-                let mine = if allowed && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
-                    LIGHT
-                } else {
-                    FENCED
-                };
+                let mine =
+                    if light_allowed() && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
+                        LIGHT
+                    } else {
+                        FENCED
+                    };
                 // The first decision stands: a thread whose registration
                 // failed where another's succeeded (a per-thread seccomp
                 // filter, a failed allocation) must not make the process

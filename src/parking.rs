@@ -8,8 +8,9 @@
 //! Parking is per edge of the graph. Every source of progress has a
 //! [`Signal`] of its own: the bus's publish signals ([`PublishSignals`]: on
 //! a multi-producer bus a few stripes, each producer handle notifying its
-//! own, so that producers on different threads do not swap one shared flag
-//! at every publish; one on a single-producer bus) and each stage's and
+//! own, so that producers on different threads do not share one flag's
+//! line, which a parked waiter's wake-up writes; one on a single-producer
+//! bus) and each stage's and
 //! subscriber's (its sequence advanced). A waiter enlists
 //! with the signals whose progress could change what it waits for, and
 //! only those: a stage with every publish stripe (it reads the ring) or
@@ -28,8 +29,9 @@
 //!   adds its waker (once), sets `sleeping` with an AcqRel swap and lets the
 //!   lock go. Then, once for all its signals, it runs the heavy side of an
 //!   asymmetric fence ([`fence::heavy`](crate::fence::heavy): a SeqCst fence
-//!   and, on Linux, a membarrier that has every running thread of the
-//!   process execute a full barrier). Then it polls, and parks if the poll
+//!   and, on x86_64 and aarch64 Linux, a membarrier that has every running
+//!   thread of the process execute a full barrier; see `fence.rs` for when
+//!   it is not used). Then it polls, and parks if the poll
 //!   failed. Woken, it enlists again and polls again.
 //! * A notifier has already stored its progress; it runs the light side
 //!   ([`fence::light`](crate::fence::light): a compiler fence once the
@@ -70,9 +72,10 @@
 //! them. An earlier version still had one signal per bus, whose every
 //! notification woke every parked thread.
 //!
-//! Cost: a compiler fence and a load of a line nobody writes while nobody
-//! sleeps, per publish, batch or stage advance (a producer handle's own
-//! stripe); per park episode, a membarrier call and one lock per signal
+//! Cost: a compiler fence (a SeqCst fence where membarrier is not used)
+//! and a load of a line nobody writes while nobody sleeps, per publish,
+//! batch or stage advance (a producer handle's own stripe); per park
+//! episode, a membarrier call and one lock per signal
 //! enlisted with (a waiter for publishes enlists with every stripe); and a
 //! lock and a wake per parked waiter per episode for the notifier while
 //! somebody does.
@@ -323,8 +326,9 @@ pub(crate) fn park<T>(
 
 /// How many signals publishes are spread over: each producer handle
 /// notifies one of them (its stripe), so producers on different threads
-/// swap different flags and do not pass one cache line back and forth at
-/// every publish. Waiters for publishes enlist with all of them. (Two
+/// load and, while someone is parked, swap different flags, and do not
+/// pass one cache line back and forth. Waiters for publishes enlist with
+/// all of them. (Two
 /// under loom: enough for two producers to notify different ones.)
 pub(crate) const STRIPES: usize = if cfg!(loom) { 2 } else { 4 };
 

@@ -776,8 +776,8 @@ fn a_shared_step_that_cuts_a_batch_loses_nothing() {
 /// producer was told, or later publishes with room would pass the check),
 /// and the producer never told (a loom deadlock). The model counts the
 /// executions where the refusal fell between the producer's read of its
-/// limit and its raise. (It does not check the order of the refusal's limit
-/// and flag: tests/shutdown.rs checks a halt with room left.)
+/// limit and its raise. (It does not check the order of the refusal's
+/// limit and the bus's flags; no model or test does.)
 #[test]
 fn a_refusal_racing_the_single_producers_refresh_is_kept() {
     let lost_before = ringbus::__loom_stats::lost_raises();

@@ -149,14 +149,18 @@ const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
 /// comes after that barrier and sees the sleeper's bit, or its store came
 /// before it and the sleeper's recheck sees the publish; a producer that
 /// is not running has passed a context switch, a full barrier. False
-/// (another OS, or a kernel or seccomp filter without membarrier): the
-/// producer keeps its SeqCst fence. (That a producer registered after a
+/// (another OS or architecture, a kernel or seccomp filter without
+/// membarrier, `RINGBUS_MEMBARRIER=0`): the producer keeps its SeqCst fence. (That a producer registered after a
 /// consumer went to sleep is covered too rests on the kernel's barrier at
 /// registration, which membarrier(2) implies but does not spell out.)
 #[cfg(all(not(loom), target_os = "linux"))]
 pub(crate) fn light_fences() -> bool {
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *REGISTERED.get_or_init(|| crate::fence::membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED))
+    // The same limits as in one process (`fence::light_allowed`).
+    *REGISTERED.get_or_init(|| {
+        crate::fence::light_allowed()
+            && crate::fence::membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
+    })
 }
 
 /// The sleeper's heavy side of [`light_fences`]: a full barrier on every

@@ -264,6 +264,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Drop for ThreadExit<'_, E, S, W> {
     fn drop(&mut self) {
         // (Under loom a panic is the model's verdict: leave it be.)
         if std::thread::panicking() && !cfg!(loom) {
+            // The limit first, as in `StageContext::fail`.
+            self.bus.sequencer.refuse_producers();
             for cell in self.cells {
                 cell.fail();
             }

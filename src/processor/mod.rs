@@ -159,6 +159,9 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
 
     /// Stops the stages after this one and refuses producers.
     fn fail(&self) {
+        // The single producer's limit before the cell's flag: a stage that
+        // sees this one failed then also sees the producers refused.
+        self.bus.sequencer.refuse_producers();
         self.cell.fail();
         self.bus.refuse_producers();
     }

@@ -132,7 +132,7 @@ where
         if n > 1 {
             check_batch(&self.bus, n)?;
         }
-        if self.bus.refuses_producers() {
+        if self.bus.refuses_producers_relaxed() {
             return Err(TryPublishError::Halted);
         }
         let seq = &self.bus.sequencer;

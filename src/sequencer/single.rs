@@ -21,7 +21,9 @@
 //! before it is overwritten. So once the refusal is in the word nothing
 //! takes it out, and any publish that starts after the refusal became
 //! visible to the producer's thread fails. Relaxed throughout: the word
-//! carries no data, only its own value (as the refusal flag did).
+//! carries no data, only its own value. The refusal is swapped in before
+//! the bus's flags are stored (Release) and before a failed stage's flag,
+//! so a thread that sees either also sees the refused limit.
 
 use crossbeam_utils::CachePadded;
 
