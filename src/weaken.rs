@@ -59,6 +59,9 @@ pub(crate) const LIMIT_DEFAULT: bool = cfg!(ringbus_weaken = "limit_default");
 /// `pool_scan`: A work pool worker scans only its own next slot. Caught by loom model `work_pool_behind_two_producers_reads_only_published_slots`; tests/work_pool.rs.
 pub(crate) const POOL_SCAN: bool = cfg!(ringbus_weaken = "pool_scan");
 
+/// `refuse_order`: A stage failure sets the bus's refusing flag before it refuses the single producer's limit, so a thread that saw the refusal may still publish. Caught by loom model `a_producer_that_saw_the_refusal_is_refused`.
+pub(crate) const REFUSE_ORDER: bool = cfg!(ringbus_weaken = "refuse_order");
+
 /// `single_refuse`: The single producer raises its limit with a plain store, which can overwrite a refusal made meanwhile: a publish after a halt succeeds. Caught by loom model `a_refusal_racing_the_single_producers_refresh_is_kept`.
 pub(crate) const SINGLE_REFUSE: bool = cfg!(ringbus_weaken = "single_refuse");
 

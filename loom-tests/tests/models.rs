@@ -776,8 +776,8 @@ fn a_shared_step_that_cuts_a_batch_loses_nothing() {
 /// producer was told, or later publishes with room would pass the check),
 /// and the producer never told (a loom deadlock). The model counts the
 /// executions where the refusal fell between the producer's read of its
-/// limit and its raise. (It does not check the order of the refusal's
-/// limit and the bus's flags; no model or test does.)
+/// limit and its raise. (The order of the refusal's limit and the bus's
+/// flags is model 20's.)
 #[test]
 fn a_refusal_racing_the_single_producers_refresh_is_kept() {
     let lost_before = ringbus::__loom_stats::lost_raises();
@@ -817,4 +817,44 @@ fn a_refusal_racing_the_single_producers_refresh_is_kept() {
         "the model never reached: a refusal between the producer's read of its limit and its raise"
     );
     println!("reached `a refusal between the read and the raise` in {lost} executions");
+}
+
+/// Model 20 (issue #27): a refusal stores the single producer's limit
+/// before the bus's flags (Release; loaded with Acquire). A stage fails at
+/// event 0 while the producer's thread looks for the refusal through
+/// `subscribe`, which reads the bus's flag. Forbidden: a publish made after
+/// the producer's thread saw the refusal succeeding through the fast path
+/// (room is left in the ring of 4).
+#[test]
+fn a_producer_that_saw_the_refusal_is_refused() {
+    static SEEN_WHILE_RUNNING: Reached = Reached::new();
+    loom::model(|| {
+        let mut producer = ringbus::single_producer(4, Ev::default, Blocking)
+            .try_handle_events_with(|e: &Ev, _s: Sequence, _eob: bool| {
+                e.verify();
+                Err("refused")
+            })
+            .build();
+        producer.publish(|e| e.set(1)).unwrap();
+        let mut looks = 0;
+        loop {
+            match producer.subscribe() {
+                Err(ringbus::SubscribeError::Halted) => break,
+                Ok(poller) => drop(poller),
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+            looks += 1;
+            thread::yield_now();
+        }
+        if looks > 0 {
+            SEEN_WHILE_RUNNING.hit();
+        }
+        assert_eq!(
+            producer.publish(|e| e.set(2)),
+            Err(PublishError::Halted),
+            "published after the refusal was seen"
+        );
+        drop(producer);
+    });
+    SEEN_WHILE_RUNNING.assert_reached("the producer's thread looked before the refusal came");
 }

@@ -168,6 +168,14 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// A stage stopped after a failure: producers get `Err(Halted)` (waiting
     /// ones wake), stages independent of the failed one go on draining.
     pub(crate) fn refuse_producers(&self) {
+        // Knob `refuse_order`: the flag before the limit (the order before
+        // issue #27's review).
+        if weaken::REFUSE_ORDER {
+            self.control.refusing.store(true, Ordering::Release);
+            self.sequencer.refuse_producers();
+            self.wake_all();
+            return;
+        }
         // The limit first, then the flag, Release: as in `halt`.
         self.sequencer.refuse_producers();
         self.control.refusing.store(true, Ordering::Release);

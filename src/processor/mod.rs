@@ -161,7 +161,9 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     fn fail(&self) {
         // The single producer's limit before the cell's flag: a stage that
         // sees this one failed then also sees the producers refused.
-        self.bus.sequencer.refuse_producers();
+        if !crate::weaken::REFUSE_ORDER {
+            self.bus.sequencer.refuse_producers();
+        }
         self.cell.fail();
         self.bus.refuse_producers();
     }
