@@ -23,7 +23,9 @@
 //! the kernel.
 //!
 //! `cargo bench --bench ipc --features ipc [-- --rounds 3 --events 2000000
-//! --sizes 8,64,1024 --shapes 1p1c,1p3c,2p1c --peer NAME=BINARY]`;
+//! --sizes 8,64,1024 --shapes 1p1c,1p3c,2p1c --impls ipc,in-process
+//! --peer NAME=BINARY]` (`--impls` keeps the named rows of those given so
+//! far; the first row is the ratios' base);
 //! `ci/bench-peers.sh` builds the peers and runs it with them.
 
 #[path = "common/ipc_roles.rs"]
@@ -369,6 +371,15 @@ fn main() -> Result<(), lexopt::Error> {
                     name: name.into(),
                     program,
                 });
+            }
+            Long("impls") => {
+                let keep: Vec<String> = args
+                    .value()?
+                    .string()?
+                    .split(',')
+                    .map(String::from)
+                    .collect();
+                imps.retain(|imp| keep.contains(&imp.name));
             }
             Long("bench") => {}
             _ => return Err(arg.unexpected()),

@@ -577,6 +577,46 @@ fn a_killed_consumer_process_stops_gating_and_is_reclaimed() {
     assert!(m.consumers.is_empty());
 }
 
+/// A consumer process killed while a consumer after it (in this process)
+/// waits, on a bus that stays open with an idle producer and a ring that
+/// never fills: no producer needs the room, so the one after the dead one
+/// reclaims it after `reclaim_after` and reads every event; the departure
+/// shows in the metrics.
+#[test]
+fn a_killed_upstream_on_a_quiet_bus_is_reclaimed_by_the_consumer_after_it() {
+    let d = dir();
+    let bus = kill_opts(d.path(), true).create::<Ev>("quiet").unwrap();
+    let mut child = spawn("consumer", d.path(), "quiet", "upstream");
+    wait_for("the child to join", || bus.metrics().consumers.len() == 1);
+    let mut after = bus
+        .clone()
+        .with_wait(Wait::Blocking)
+        .consumer_after("after", &["upstream"])
+        .unwrap();
+    kill(&mut child);
+    let mut p = bus.producer().unwrap();
+    for k in 0..6 {
+        p.publish(|e| e.set(1, k)).unwrap();
+    }
+    let mut next = 0;
+    wait_for("the consumer after the dead one to read everything", || {
+        match after.poll_timeout(Duration::from_millis(5), 16, |e, _, _| {
+            e.verify();
+            assert_eq!(e.k, next, "out of order");
+            next += 1;
+        }) {
+            Ok(_) | Err(IpcPollError::Timeout) => {}
+            Err(e) => panic!("{e}"),
+        }
+        next == 6
+    });
+    let m = bus.metrics();
+    assert_eq!(m.reclaimed, 1);
+    assert_eq!(m.consumers.len(), 1, "only the one after: {m:?}");
+    assert!(!m.closed);
+    drop(p);
+}
+
 #[test]
 fn a_consumer_restarted_within_reclaim_after_resumes_where_it_stopped() {
     let d = dir();

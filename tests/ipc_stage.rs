@@ -490,6 +490,70 @@ fn on_a_closed_bus_the_stage_after_a_failed_one_ends() {
     assert_eq!(bus.metrics().reclaimed, 1);
 }
 
+/// On an open bus that went quiet (a producer still attached, publishing
+/// nothing, the ring never full) no producer reclaims a failed stage, so
+/// the stage after it does, after `reclaim_after`: it goes on to the last
+/// event without a close, under every wait, and the reclaim is counted.
+#[test]
+fn on_a_quiet_open_bus_the_stage_after_a_failed_one_reclaims_it_and_goes_on() {
+    for (i, wait) in [
+        Wait::Blocking,
+        Wait::BusySpin,
+        Wait::Yielding,
+        Wait::Sleeping(Duration::from_micros(200)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d = dir();
+        let bus = Options::new(64)
+            .dir(d.path())
+            .reclaim_after(Duration::from_millis(20))
+            .create::<Ev>("quiet")
+            .unwrap()
+            .with_wait(wait);
+        let failing = bus
+            .stage("failing")
+            .spawn(|e: &Ev, _: Sequence, _: bool| assert!(e.k != 10, "planned failure"))
+            .unwrap();
+        let read = Arc::new(AtomicU64::new(0));
+        let r = read.clone();
+        let after = bus
+            .stage("after")
+            .after(&["failing"])
+            .spawn(move |e: &Ev, _: Sequence, _: bool| {
+                assert_eq!(e.k, r.fetch_add(1, Ordering::SeqCst), "out of order");
+            })
+            .unwrap();
+        // Kept: the bus has a producer (open, not closed) that is idle.
+        let mut p = bus.producer().unwrap();
+        for k in 0..30 {
+            p.publish(|e| *e = Ev { producer: 0, k }).unwrap();
+        }
+        assert_eq!(failing.join().unwrap().handled, 10);
+        let r = read.clone();
+        within(
+            10,
+            &format!("wait {i}: the stage after a failed one"),
+            move || {
+                while r.load(Ordering::SeqCst) < 30 {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            },
+        );
+        assert_eq!(bus.metrics().reclaimed, 1, "wait {i}");
+        assert!(!bus.is_closed());
+        // The producer goes on: the reclaimed stage no longer gates it.
+        for k in 30..200 {
+            p.publish(|e| *e = Ev { producer: 0, k }).unwrap();
+        }
+        drop(p);
+        bus.close();
+        let report = within(10, "the stage after, closed", move || after.join().unwrap());
+        assert_eq!(report.handled, 200, "wait {i}");
+    }
+}
+
 /// The handler's hooks: `on_start` and `on_shutdown` once each (no
 /// `on_shutdown` after a hook's panic), every
 /// batch announced by `on_batch_start` with its size and ended by one

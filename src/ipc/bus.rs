@@ -687,9 +687,11 @@ impl<E: Pod> IpcBus<E> {
     /// consumer named in `after` has handled it. Until one of them is first
     /// seen, this one waits where it joined. A dead one keeps holding this
     /// one until it is reclaimed (a process that resumes it goes on from
-    /// there). One that is gone (it left, or was reclaimed) no longer holds
-    /// this one: it goes on without it, and a new consumer joining under
-    /// that name holds it again from the new one's position.
+    /// there); this one reclaims it itself after the bus's `reclaim_after`
+    /// if no producer did. One that is gone (it left, or was reclaimed) no
+    /// longer holds this one: it goes on without it, and a new consumer
+    /// joining under that name holds it again from the new one's position.
+    /// One started after its upstream is gone waits for a new one.
     ///
     /// # Errors
     /// As for [`consumer`](IpcBus::consumer).

@@ -60,7 +60,8 @@ pub struct IpcConsumer<E: Pod> {
     /// again at most every millisecond (every look under loom, which has no
     /// clock); a producer that leaves changes its lease.
     producer_seen: Option<(Instant, u64)>,
-    /// When this consumer last looked for dead upstreams (closed bus).
+    /// When this consumer, held by an upstream, last looked whether it is
+    /// dead (`upstream_bound`).
     reaped_at: Option<Instant>,
 }
 
@@ -409,24 +410,51 @@ impl<E: Pod> IpcConsumer<E> {
 
     /// The lowest sequence of the consumers this one comes after (u64::MAX
     /// without any). A gone upstream bounds at its last sequence seen.
+    ///
+    /// Held by a dead upstream (its process killed, or a failed stage's
+    /// orphaned entry), this consumer notes it dead and reclaims it after
+    /// the bus's `reclaim_after`, looking at most every millisecond (every
+    /// look under loom): a producer reclaims dead entries only when it
+    /// needs their room, so on a bus that went quiet, or closed, nothing
+    /// else would, and the events the dead one never handled would stay
+    /// unread here for ever.
     fn upstream_bound(&mut self) -> u64 {
         if self.upstream.is_empty() {
             return u64::MAX;
         }
-        let region = &*self.bus.region;
-        let mut bound = u64::MAX;
-        // On a closed bus no producer waits for room, so none reclaims a
-        // dead upstream that holds this consumer: this one does, looking
-        // at most every millisecond (every look under loom).
-        let reap = region.control().stats.closed.load(Ordering::Relaxed) != 0
-            && (cfg!(loom)
+        let bound = self.read_upstreams();
+        if bound > self.next
+            || !(cfg!(loom)
                 || self
                     .reaped_at
-                    .map_or(true, |t| t.elapsed() >= Duration::from_millis(1)));
-        if reap {
-            self.reaped_at = Some(Instant::now());
+                    .map_or(true, |t| t.elapsed() >= Duration::from_millis(1)))
+        {
+            return bound;
         }
-        let next = self.next;
+        self.reaped_at = Some(Instant::now());
+        let region = &*self.bus.region;
+        let mut reaped = false;
+        for up in &mut self.upstream {
+            if let Some((i, l)) = up.entry {
+                if up.last <= self.next && table::reap_upstream(region, i, l) {
+                    // Reclaimed: gone.
+                    up.entry = None;
+                    reaped = true;
+                }
+            }
+        }
+        if reaped {
+            self.read_upstreams()
+        } else {
+            bound
+        }
+    }
+
+    /// Reads the sequences of the consumers this one comes after; the
+    /// lowest (`upstream_bound`).
+    fn read_upstreams(&mut self) -> u64 {
+        let region = &*self.bus.region;
+        let mut bound = u64::MAX;
         for up in &mut self.upstream {
             // Its entry while it holds it; else the entry now under its
             // name (a resume keeps the entry, a new join takes another).
@@ -441,7 +469,7 @@ impl<E: Pod> IpcConsumer<E> {
             });
             up.entry = found;
             match found {
-                Some((i, l)) => {
+                Some((i, _)) => {
                     up.seen = true;
                     // Acquire: the upstream read these events before its
                     // Release store of `next`.
@@ -450,11 +478,6 @@ impl<E: Pod> IpcConsumer<E> {
                         .expect("found entry")
                         .next
                         .load(Ordering::Acquire);
-                    if reap && up.last <= next && table::reap_upstream(region, i, l) {
-                        // Reclaimed: gone.
-                        up.entry = None;
-                        continue;
-                    }
                     bound = bound.min(up.last);
                 }
                 // Never seen yet: wait where this consumer joined.

@@ -56,8 +56,11 @@
 //!   [`reclaim_after`](Options::reclaim_after): a process that joins under
 //!   its name within that time resumes at its sequence, so nothing is lost
 //!   for it (events it handled but had not committed come again: at least
-//!   once). After that time, the first producer that finds the ring full
-//!   reclaims its entry ([`IpcMetrics::reclaimed`]).
+//!   once). After that time its entry is reclaimed
+//!   ([`IpcMetrics::reclaimed`]) by the first producer that finds the ring
+//!   full, or by a consumer after it that it holds (so a bus that went
+//!   quiet, or closed, does not keep the events it never handled from the
+//!   consumers after it).
 //! - **A producer killed between claim and publish** (multi producer) leaves
 //!   a hole. A consumer that waited [`hole_timeout`](Options::hole_timeout)
 //!   at it gives it up: a tombstone that every consumer skips and counts

@@ -10,8 +10,9 @@
 //! gating for the bus's [`reclaim_after`](super::Options::reclaim_after),
 //! the stages after it wait there, and a stage (or consumer) that joins
 //! under the same name within that time resumes at the failed event; after
-//! it, the entry is reclaimed (by a producer that needs the room, or, on a
-//! closed bus, by the stages it holds) and the producers and later stages
+//! it, the entry is reclaimed (by a producer that needs the room, or by a
+//! stage it holds, which looks at most every millisecond while held, so an
+//! idle or closed bus goes on too) and the producers and later stages
 //! go on without it. Nothing published is lost for a stage that is
 //! restarted in time, and no producer is wedged by one that is not. A
 //! panic outside the handler's event calls (in `on_start`,

@@ -307,9 +307,9 @@ pub(crate) fn orphan_consumer(region: &Region, index: usize, lease: Lease) -> bo
     done
 }
 
-/// A consumer held by upstream entry `index` (under `l`) on a closed bus,
-/// where no producer waits for room to reclaim it: notes its owner dead if
-/// it is, and reclaims it after `reclaim_after`. True if reclaimed.
+/// A consumer held by upstream entry `index` (under `l`), which no producer
+/// reclaims unless it needs the room: notes its owner dead if it is, and
+/// reclaims it after `reclaim_after`. True if reclaimed.
 pub(crate) fn reap_upstream(region: &Region, index: usize, l: Lease) -> bool {
     let entry = region.consumer(index).expect("index below the table size");
     !region.alive(consumer_owner(entry, l)) && note_dead(region, index, entry, l)
