@@ -199,6 +199,30 @@ fn slowest(results: &[Measured]) -> Measured {
     m
 }
 
+/// The shared-memory bus with its producer and consumer as threads of one
+/// process (1P->1C only): what the bus costs apart from being processes.
+fn run_ipc_threads<E: Ev>(shape: Shape, events: u64, latency: bool) -> Measured {
+    assert_eq!(shape, Shape::OneOne, "ipc-threads: 1p1c only");
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let bus = ipc_options(shape, dir.path()).create::<E>("bench").unwrap();
+    let mut c = bus.clone().with_wait(Wait::BusySpin).consumer("c0").unwrap();
+    let consumer = std::thread::spawn(move || {
+        let mut rec = Recorder::new(events, latency);
+        while !rec.done() {
+            c.poll_wait(1024, |e, _, _| rec.see(e.ts())).unwrap();
+        }
+        rec.result()
+    });
+    let mut p = bus.producer().unwrap();
+    for i in 0..events {
+        if latency {
+            pace(true);
+        }
+        p.publish(|e| e.stamp(stamp_ns(latency), i)).unwrap();
+    }
+    consumer.join().unwrap()
+}
+
 /// ringbus in one process: threads, the same shape and waits.
 fn run_in_process<E: Ev>(shape: Shape, events: u64, latency: bool) -> Measured {
     use ringbus::{BusySpin, Yielding};
@@ -286,6 +310,7 @@ fn measure<E: Ev>(imp: &Imp, shape: Shape, size: usize, events: u64, latency: bo
     let name = imp.name.as_str();
     match name {
         "in-process" => run_in_process::<E>(shape, events, latency),
+        "ipc-threads" => run_ipc_threads::<E>(shape, events, latency),
         "uds" => run_processes::<E>(
             &imp.program,
             name,
@@ -322,7 +347,7 @@ fn main() -> Result<(), lexopt::Error> {
     let mut shapes = vec![Shape::OneOne, Shape::Fan, Shape::TwoOne];
     let mut latency_events = LATENCY_EVENTS;
     let me = std::env::current_exe().unwrap();
-    let mut imps: Vec<Imp> = ["ipc", "ipc-blocking", "in-process", "uds"]
+    let mut imps: Vec<Imp> = ["ipc", "ipc-blocking", "in-process", "uds", "ipc-threads"]
         .iter()
         .map(|name| Imp {
             name: name.to_string(),

@@ -148,11 +148,35 @@ fn notify(region: &super::region::Region, light: bool) {
         crate::loom::fence(Ordering::SeqCst);
     }
     if wake.sleepers.load(Ordering::Relaxed) != 0 {
-        // SeqCst: a sleeper that read the word before this bump sleeps on
-        // the old value, and the futex returns at once or is woken.
-        wake.word.fetch_add(1, Ordering::SeqCst);
-        region.futex_wake();
+        wake_sleepers(region);
     }
+}
+
+/// Out of the publish path: a publish's stores wait in the store buffer for
+/// the consumers' cores to give up the slot's and the cursor's lines, and
+/// every store the path adds (a spilled register, a call's frame) takes a
+/// place there, so fewer events are in flight at once.
+#[cold]
+#[inline(never)]
+fn wake_sleepers(region: &super::region::Region) {
+    // SeqCst: a sleeper that read the word before this bump sleeps on the
+    // old value, and the futex returns at once or is woken.
+    region.control().wake.word.fetch_add(1, Ordering::SeqCst);
+    region.futex_wake();
+}
+
+/// A single producer makes every sequence below `next` visible, then wakes
+/// sleepers.
+#[inline(always)]
+fn publish_cursor(region: &super::region::Region, next: u64, light: bool) {
+    // Release: the events' bytes before the cursor that consumers Acquire.
+    let order = if weaken::IPC_PUBLISH {
+        Ordering::Relaxed
+    } else {
+        Ordering::Release
+    };
+    region.control().cursor.store(next, order);
+    notify(region, light);
 }
 
 /// Whether this process's producers may use light fences; if so, says so
@@ -204,9 +228,35 @@ impl<E: Pod> IpcProducer<E> {
     /// # Errors
     /// [`IpcPublishError::Closed`]; [`IpcPublishError::GivenUp`] (multi
     /// producer, the claim outlived the hole timeout).
+    #[inline]
     pub fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<u64, IpcPublishError> {
+        if !self.multi {
+            let seq = self.next;
+            // The single producer's common case, inline and without a
+            // frame: room known (`cached_min`), the bus open, the place
+            // still this producer's. Anything else takes `publish_n`.
+            if seq < self.cached_min.saturating_add(self.capacity)
+                && !self.bus.is_closed()
+                && table::producer_owned(&self.bus.region, self.index, self.lease)
+            {
+                // SAFETY: `seq` is this single producer's next sequence,
+                // unpublished, and every consumer has passed its previous
+                // round (`cached_min`, read from the table after the RMW
+                // of the join protocol); Pod events may hold any bytes.
+                unsafe {
+                    self.bus
+                        .region
+                        .with_slot(seq, true, |p| f(&mut *(p as *mut E)))
+                };
+                self.next = seq + 1;
+                publish_cursor(&self.bus.region, seq + 1, self.light);
+                return Ok(seq);
+            }
+        }
         self.publish_n(1, Until::Never, |b| one(b, f))
     }
+
+
 
     /// Like [`publish`](IpcProducer::publish), but never waits.
     ///
@@ -309,15 +359,8 @@ impl<E: Pod> IpcProducer<E> {
             lost
         } else {
             self.next = first + n as u64;
-            // Release: the events' bytes before the cursor that consumers
-            // Acquire.
-            let order = if weaken::IPC_PUBLISH {
-                Ordering::Relaxed
-            } else {
-                Ordering::Release
-            };
-            self.cursor().store(self.next, order);
-            None
+            publish_cursor(region, self.next, self.light);
+            return Ok(first);
         };
         self.notify();
         match lost {
