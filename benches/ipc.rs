@@ -205,7 +205,11 @@ fn run_ipc_threads<E: Ev>(shape: Shape, events: u64, latency: bool) -> Measured 
     assert_eq!(shape, Shape::OneOne, "ipc-threads: 1p1c only");
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let bus = ipc_options(shape, dir.path()).create::<E>("bench").unwrap();
-    let mut c = bus.clone().with_wait(Wait::BusySpin).consumer("c0").unwrap();
+    let mut c = bus
+        .clone()
+        .with_wait(Wait::BusySpin)
+        .consumer("c0")
+        .unwrap();
     let consumer = std::thread::spawn(move || {
         let mut rec = Recorder::new(events, latency);
         while !rec.done() {

@@ -19,6 +19,13 @@
 //! store buffer, that is for the consumers' cores to give up the lines of
 //! the slot and the cursor: two thirds of a 64-byte publish's time here).
 //! Without membarrier, and in loom models, the producer fences SeqCst.
+//!
+//! A single producer's `publish` with room known is inline and makes no
+//! call: every store a path adds (a call's frame, a spilled register)
+//! waits in the store buffer behind the slot's store, which waits for the
+//! consumer's core to give the slot's line up, so a frame per publish
+//! leaves fewer events in flight. That took 1P→1C with 64-byte events
+//! from about 25 to about 90 M events/s here (BENCHMARKS.md).
 
 use std::time::{Duration, Instant};
 
@@ -230,6 +237,17 @@ impl<E: Pod> IpcProducer<E> {
     /// producer, the claim outlived the hole timeout).
     #[inline]
     pub fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<u64, IpcPublishError> {
+        self.publish_one(Until::Never, f)
+    }
+
+    /// One event: inline when a single producer knows it has room, else
+    /// through `publish_n`.
+    #[inline(always)]
+    fn publish_one(
+        &mut self,
+        until: Until,
+        f: impl FnOnce(&mut E),
+    ) -> Result<u64, IpcPublishError> {
         if !self.multi {
             let seq = self.next;
             // The single producer's common case, inline and without a
@@ -253,17 +271,16 @@ impl<E: Pod> IpcProducer<E> {
                 return Ok(seq);
             }
         }
-        self.publish_n(1, Until::Never, |b| one(b, f))
+        self.publish_n(1, until, |b| one(b, f))
     }
-
-
 
     /// Like [`publish`](IpcProducer::publish), but never waits.
     ///
     /// # Errors
     /// [`IpcPublishError::Full`], or as for `publish`.
+    #[inline]
     pub fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<u64, IpcPublishError> {
-        self.publish_n(1, Until::Now, |b| one(b, f))
+        self.publish_one(Until::Now, f)
     }
 
     /// Like [`publish`](IpcProducer::publish), waiting at most `timeout`
@@ -279,7 +296,7 @@ impl<E: Pod> IpcProducer<E> {
         let until = Instant::now()
             .checked_add(timeout)
             .map_or(Until::Never, Until::Deadline);
-        self.publish_n(1, until, |b| one(b, f))
+        self.publish_one(until, f)
     }
 
     /// Publishes `n` events at once, written by `f` into consecutive slots
