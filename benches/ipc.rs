@@ -24,8 +24,11 @@
 //!
 //! `cargo bench --bench ipc --features ipc [-- --rounds 3 --events 2000000
 //! --sizes 8,64,1024 --shapes 1p1c,1p3c,2p1c --impls ipc,in-process
-//! --peer NAME=BINARY]` (`--impls` keeps the named rows of those given so
-//! far; the first row is the ratios' base);
+//! --peer NAME=BINARY]` (`--impls` chooses which of ringbus's own rows
+//! run, always in the order ipc, ipc-blocking, in-process, uds,
+//! ipc-threads, before any peer; `ipc-threads` is the bus with its
+//! producer and consumer as threads of one process, 1P→1C only, and runs
+//! only when named; the first row is the ratios' base);
 //! `ci/bench-peers.sh` builds the peers and runs it with them.
 
 #[path = "common/ipc_roles.rs"]
@@ -351,13 +354,18 @@ fn main() -> Result<(), lexopt::Error> {
     let mut shapes = vec![Shape::OneOne, Shape::Fan, Shape::TwoOne];
     let mut latency_events = LATENCY_EVENTS;
     let me = std::env::current_exe().unwrap();
-    let mut imps: Vec<Imp> = ["ipc", "ipc-blocking", "in-process", "uds", "ipc-threads"]
-        .iter()
-        .map(|name| Imp {
-            name: name.to_string(),
-            program: me.clone(),
-        })
-        .collect();
+    // `ipc-threads` (1P->1C only) runs when `--impls` names it.
+    let known = ["ipc", "ipc-blocking", "in-process", "uds", "ipc-threads"];
+    let own = |names: &[&str]| -> Vec<Imp> {
+        names
+            .iter()
+            .map(|name| Imp {
+                name: name.to_string(),
+                program: me.clone(),
+            })
+            .collect()
+    };
+    let mut imps = own(&known[..4]);
     let mut args = lexopt::Parser::from_env();
     while let Some(arg) = args.next()? {
         match arg {
@@ -408,7 +416,15 @@ fn main() -> Result<(), lexopt::Error> {
                     .split(',')
                     .map(String::from)
                     .collect();
-                imps.retain(|imp| keep.contains(&imp.name));
+                imps.retain(|imp| !known.contains(&imp.name.as_str()));
+                let chosen: Vec<&str> = known
+                    .iter()
+                    .copied()
+                    .filter(|k| keep.iter().any(|n| n == k))
+                    .collect();
+                let mut mine = own(&chosen);
+                mine.append(&mut imps);
+                imps = mine;
             }
             Long("bench") => {}
             _ => return Err(arg.unexpected()),
@@ -438,6 +454,12 @@ fn main() -> Result<(), lexopt::Error> {
             let mut lats: Vec<Vec<Measured>> = vec![vec![]; imps.len()];
             for _ in 0..rounds {
                 for (i, imp) in imps.iter().enumerate() {
+                    if imp.name == "ipc-threads" && shape != Shape::OneOne {
+                        // 1P->1C only: its row says NaN elsewhere.
+                        rates[i].push(f64::NAN);
+                        lats[i].push(Measured::default());
+                        continue;
+                    }
                     rates[i].push(by_size(imp, shape, size, events, false).rate);
                     lats[i].push(by_size(imp, shape, size, latency_events, true));
                 }

@@ -740,6 +740,7 @@ impl<E: Pod> IpcBus<E> {
     }
 
     /// Whether the bus was closed.
+    #[inline]
     pub fn is_closed(&self) -> bool {
         // Acquire: see `close`.
         self.region.control().stats.closed.load(Ordering::Acquire) != 0

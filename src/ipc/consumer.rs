@@ -32,6 +32,10 @@ struct Upstream {
     last: u64,
     /// Whether it was ever found.
     seen: bool,
+    /// Its sequence when a look (at most every ms) last found it holding
+    /// this consumer with events waiting: it is checked for death only if
+    /// it has not moved since.
+    held_at: Option<u64>,
 }
 
 /// A consumer of a shared-memory bus (see [`IpcBus::consumer`]). Dropping
@@ -107,12 +111,13 @@ impl<E: Pod> IpcConsumer<E> {
                 entry: None,
                 last: next,
                 seen: false,
+                held_at: None,
             })
             .collect();
         let hole_timeout_ms =
             bus.region.header().hole_timeout_ns.load(Ordering::Relaxed) / 1_000_000;
         let wait = bus.wait;
-        Self {
+        let mut consumer = Self {
             bus,
             name: name.into(),
             index,
@@ -128,7 +133,11 @@ impl<E: Pod> IpcConsumer<E> {
             leaves: true,
             producer_seen: None,
             reaped_at: None,
-        }
+        };
+        // Upstreams present now count as seen: one reclaimed before this
+        // consumer's first poll no longer holds it (`consumer_after`).
+        consumer.read_upstreams();
+        consumer
     }
 
     /// The consumer's name.
@@ -412,18 +421,23 @@ impl<E: Pod> IpcConsumer<E> {
     /// without any). A gone upstream bounds at its last sequence seen.
     ///
     /// Held by a dead upstream (its process killed, or a failed stage's
-    /// orphaned entry), this consumer notes it dead and reclaims it after
-    /// the bus's `reclaim_after`, looking at most every millisecond (every
-    /// look under loom): a producer reclaims dead entries only when it
-    /// needs their room, so on a bus that went quiet, or closed, nothing
-    /// else would, and the events the dead one never handled would stay
-    /// unread here for ever.
+    /// orphaned entry) with events waiting, this consumer notes it dead and
+    /// reclaims it after the bus's `reclaim_after`: a producer reclaims
+    /// dead entries only when it needs their room, so on a bus that went
+    /// quiet, or closed, nothing else would, and the events the dead one
+    /// never handled would stay unread here for ever. It looks at most
+    /// every millisecond (every look under loom), and checks an upstream's
+    /// process only when that upstream has not moved since the last look.
     fn upstream_bound(&mut self) -> u64 {
         if self.upstream.is_empty() {
             return u64::MAX;
         }
         let bound = self.read_upstreams();
+        let region = &*self.bus.region;
+        // Relaxed: only whether something was claimed past this consumer;
+        // what it reads is ordered by `available`'s own loads.
         if bound > self.next
+            || region.control().cursor.load(Ordering::Relaxed) <= self.next
             || !(cfg!(loom)
                 || self
                     .reaped_at
@@ -432,15 +446,20 @@ impl<E: Pod> IpcConsumer<E> {
             return bound;
         }
         self.reaped_at = Some(Instant::now());
-        let region = &*self.bus.region;
         let mut reaped = false;
         for up in &mut self.upstream {
-            if let Some((i, l)) = up.entry {
-                if up.last <= self.next && table::reap_upstream(region, i, l) {
-                    // Reclaimed: gone.
-                    up.entry = None;
-                    reaped = true;
-                }
+            let Some((i, l)) = up.entry else { continue };
+            if up.last > self.next {
+                up.held_at = None;
+                continue;
+            }
+            let still = cfg!(loom) || up.held_at == Some(up.last);
+            up.held_at = Some(up.last);
+            if still && table::reap_upstream(region, i, l) {
+                // Reclaimed: gone.
+                up.entry = None;
+                up.held_at = None;
+                reaped = true;
             }
         }
         if reaped {

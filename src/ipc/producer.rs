@@ -25,7 +25,10 @@
 //! waits in the store buffer behind the slot's store, which waits for the
 //! consumer's core to give the slot's line up, so a frame per publish
 //! leaves fewer events in flight. That took 1P→1C with 64-byte events
-//! from about 25 to about 90 M events/s here (BENCHMARKS.md).
+//! from about 25 to about 90 M events/s here (BENCHMARKS.md, "Across
+//! processes"; release builds of the crate's own bench, with LTO; the
+//! small functions it calls across modules are `#[inline]` for builds
+//! without it).
 
 use std::time::{Duration, Instant};
 
@@ -237,7 +240,7 @@ impl<E: Pod> IpcProducer<E> {
     /// producer, the claim outlived the hole timeout).
     #[inline]
     pub fn publish(&mut self, f: impl FnOnce(&mut E)) -> Result<u64, IpcPublishError> {
-        self.publish_one(Until::Never, f)
+        self.publish_one(|| Until::Never, f)
     }
 
     /// One event: inline when a single producer knows it has room, else
@@ -245,7 +248,7 @@ impl<E: Pod> IpcProducer<E> {
     #[inline(always)]
     fn publish_one(
         &mut self,
-        until: Until,
+        until: impl FnOnce() -> Until,
         f: impl FnOnce(&mut E),
     ) -> Result<u64, IpcPublishError> {
         if !self.multi {
@@ -259,8 +262,10 @@ impl<E: Pod> IpcProducer<E> {
             {
                 // SAFETY: `seq` is this single producer's next sequence,
                 // unpublished, and every consumer has passed its previous
-                // round (`cached_min`, read from the table after the RMW
-                // of the join protocol); Pod events may hold any bytes.
+                // round (`cached_min` is at or below every gating
+                // consumer's sequence: 0 at first, then read from the table
+                // after the RMW of the join protocol); Pod events may hold
+                // any bytes.
                 unsafe {
                     self.bus
                         .region
@@ -271,7 +276,7 @@ impl<E: Pod> IpcProducer<E> {
                 return Ok(seq);
             }
         }
-        self.publish_n(1, until, |b| one(b, f))
+        self.publish_n(1, until(), |b| one(b, f))
     }
 
     /// Like [`publish`](IpcProducer::publish), but never waits.
@@ -280,7 +285,7 @@ impl<E: Pod> IpcProducer<E> {
     /// [`IpcPublishError::Full`], or as for `publish`.
     #[inline]
     pub fn try_publish(&mut self, f: impl FnOnce(&mut E)) -> Result<u64, IpcPublishError> {
-        self.publish_one(Until::Now, f)
+        self.publish_one(|| Until::Now, f)
     }
 
     /// Like [`publish`](IpcProducer::publish), waiting at most `timeout`
@@ -293,9 +298,12 @@ impl<E: Pod> IpcProducer<E> {
         timeout: Duration,
         f: impl FnOnce(&mut E),
     ) -> Result<u64, IpcPublishError> {
-        let until = Instant::now()
-            .checked_add(timeout)
-            .map_or(Until::Never, Until::Deadline);
+        // The clock only when the event must wait.
+        let until = || {
+            Instant::now()
+                .checked_add(timeout)
+                .map_or(Until::Never, Until::Deadline)
+        };
         self.publish_one(until, f)
     }
 

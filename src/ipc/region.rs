@@ -68,6 +68,7 @@ impl Region {
         unsafe { &*(self.map.as_ptr().add(offset) as *const T) }
     }
 
+    #[inline]
     pub(crate) fn header(&self) -> &Header {
         #[cfg(not(loom))]
         return self.at(0);
@@ -75,6 +76,7 @@ impl Region {
         return &self.model.header;
     }
 
+    #[inline]
     pub(crate) fn control(&self) -> &Control {
         #[cfg(not(loom))]
         return self.at(self.layout.control);
@@ -83,6 +85,7 @@ impl Region {
     }
 
     /// Producer entry `i`, or `None` past the table.
+    #[inline]
     pub(crate) fn producer(&self, i: usize) -> Option<&ProducerEntry> {
         if i >= self.layout.producers {
             return None;
@@ -96,6 +99,7 @@ impl Region {
     }
 
     /// Consumer entry `i`, or `None` past the table.
+    #[inline]
     pub(crate) fn consumer(&self, i: usize) -> Option<&ConsumerEntry> {
         if i >= self.layout.consumers {
             return None;

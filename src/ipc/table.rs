@@ -22,7 +22,8 @@
 //! Death. An entry whose owner's process is gone keeps gating for the bus's
 //! `reclaim_after` from the moment someone first saw it dead, so a consumer
 //! restarted within that time resumes where its predecessor stopped; then
-//! the first producer that finds the ring full reclaims it.
+//! the first producer that finds the ring full reclaims it, or a consumer
+//! after it that it holds (`reap_upstream`).
 
 use super::layout::{ConsumerEntry, ProducerEntry, MULTI};
 use super::os::{now_ms, Identity};
@@ -515,6 +516,7 @@ pub(crate) fn writer_gone(region: &Region, owner: usize) -> bool {
 }
 
 /// Whether producer entry `index` is still under `lease`.
+#[inline]
 pub(crate) fn producer_owned(region: &Region, index: usize, lease: Lease) -> bool {
     let entry = region.producer(index).expect("index below the table size");
     entry.lease.load(Ordering::Acquire) == lease.0
