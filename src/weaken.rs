@@ -39,6 +39,10 @@ pub(crate) const IPC_REUSE: bool = cfg!(ringbus_weaken = "ipc_reuse");
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_ORPHAN: bool = cfg!(ringbus_weaken = "ipc_orphan");
 
+/// `ipc_reap`: A consumer held by an upstream reclaims it without checking that its owner is dead. Caught by loom model `ipc_a_consumer_after_an_orphan_reclaims_it_or_follows_its_resumer`.
+#[cfg_attr(not(feature = "ipc"), allow(dead_code))]
+pub(crate) const IPC_REAP: bool = cfg!(ringbus_weaken = "ipc_reap");
+
 /// `ipc_sleepers`: A producer reads the sleeping consumers without the SeqCst fence after publishing (the fence of producers without membarrier and of loom models; a registered Linux producer takes the light path regardless). Caught by loom model `ipc_a_blocking_consumer_is_woken_by_a_publish`.
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_SLEEPERS: bool = cfg!(ringbus_weaken = "ipc_sleepers");

@@ -7,9 +7,11 @@
 //!
 //! Each model names the outcome it forbids; `ci/loom-weakened.sh` checks
 //! that each fails with its ordering or step weakened (`ipc_publish`,
-//! `ipc_sleepers`, `ipc_reuse`, `ipc_join`, `ipc_orphan`).
+//! `ipc_sleepers`, `ipc_reuse`, `ipc_join`, `ipc_orphan`, `ipc_reap`).
 #![cfg(loom)]
 
+use loom::sync::atomic::{AtomicU64, Ordering};
+use loom::sync::Arc;
 use loom::thread;
 
 use loom_tests::Reached;
@@ -352,4 +354,98 @@ fn ipc_an_orphaned_entry_is_resumed_or_reclaimed_never_both() {
     });
     RESUMED.assert_reached("a joiner resumed the orphan");
     RECLAIMED.assert_reached("the producer reclaimed the orphan");
+}
+
+/// Model 7: a stage "s" fails (orphans its entry) after handling event 0
+/// of 2, while "d", a consumer after it in another process, polls (held
+/// with an event waiting, it reclaims the orphan: under loom at once) and
+/// a third process tries once to resume "s". No producer needs room, so
+/// only "d" can reclaim.
+/// Forbidden: the orphan both resumed and reclaimed; "d" reading an event
+/// before "s" (or its resumer) handled it while "s"'s entry was not
+/// reclaimed; "d" missing or repeating an event; a live "s" losing its
+/// entry (the knob `ipc_reap`: a reap that does not check the owner).
+#[test]
+fn ipc_a_consumer_after_an_orphan_reclaims_it_or_follows_its_resumer() {
+    static RESUMED: Reached = Reached::new();
+    static RECLAIMED: Reached = Reached::new();
+    loom::model(|| {
+        let bus = Options::new(2).consumers(3).model::<Pe>(1);
+        let mut p = bus.producer().unwrap();
+        let mut failing = bus.as_process(2).consumer("s").unwrap();
+        let mut down = bus.as_process(4).consumer_after("d", &["s"]).unwrap();
+        p.publish(|e| e.set(1)).unwrap();
+        p.publish(|e| e.set(2)).unwrap();
+        // Events "s" (or its resumer) handled, stored before its commit.
+        let handled = Arc::new(AtomicU64::new(0));
+        let h = handled.clone();
+        let stage = thread::spawn(move || {
+            let polled = failing.poll(1, |e, _, _| {
+                e.verify();
+                h.store(1, Ordering::SeqCst);
+            });
+            assert_eq!(polled, Ok(1), "a live stage lost its entry");
+            failing.orphan();
+        });
+        let joiner_bus = bus.as_process(3);
+        let h = handled.clone();
+        let joiner = thread::spawn(move || {
+            let mut c = match joiner_bus.consumer("s") {
+                Ok(c) => c,
+                // One try: held by the live stage until it fails.
+                Err(IpcError::NameInUse { .. }) => return false,
+                Err(e) => panic!("{e}"),
+            };
+            if c.resumed_from().is_none() {
+                // Joined after the reclaim, at the present.
+                assert_eq!(c.next_sequence(), 2, "a fresh join behind the cursor");
+                return false;
+            }
+            assert_eq!(
+                c.next_sequence(),
+                1,
+                "resumed away from the orphan's commit"
+            );
+            while c.next_sequence() < 2 {
+                c.poll(1, |e, seq, _| {
+                    e.verify();
+                    assert_eq!(seq, 1);
+                    h.store(2, Ordering::SeqCst);
+                })
+                .unwrap();
+                thread::yield_now();
+            }
+            true
+        });
+        let mut expected = 0u64;
+        while expected < 2 {
+            let polled = down.poll(2, |e, seq, _| {
+                e.verify();
+                assert_eq!(seq as u64, expected, "gap or repeat");
+                let done = handled.load(Ordering::SeqCst);
+                assert!(
+                    (seq as u64) < done || bus.metrics().reclaimed > 0,
+                    "read {seq} before s handled it ({done}), s not reclaimed"
+                );
+                expected += 1;
+            });
+            match polled {
+                Ok(_) => thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        stage.join().unwrap();
+        let resumed = joiner.join().unwrap();
+        let reclaimed = bus.metrics().reclaimed > 0;
+        assert!(!(resumed && reclaimed), "resumed and reclaimed");
+        if resumed {
+            RESUMED.hit();
+        }
+        if reclaimed {
+            RECLAIMED.hit();
+        }
+        drop(p);
+    });
+    RESUMED.assert_reached("a joiner resumed the orphan, and d followed it");
+    RECLAIMED.assert_reached("d reclaimed the orphan");
 }

@@ -313,7 +313,8 @@ pub(crate) fn orphan_consumer(region: &Region, index: usize, lease: Lease) -> bo
 /// reclaims it after `reclaim_after`. True if reclaimed.
 pub(crate) fn reap_upstream(region: &Region, index: usize, l: Lease) -> bool {
     let entry = region.consumer(index).expect("index below the table size");
-    !region.alive(consumer_owner(entry, l)) && note_dead(region, index, entry, l)
+    (crate::weaken::IPC_REAP || !region.alive(consumer_owner(entry, l)))
+        && note_dead(region, index, entry, l)
 }
 
 pub(crate) fn clear_sleeper(region: &Region, index: usize) {
