@@ -554,6 +554,113 @@ fn on_a_quiet_open_bus_the_stage_after_a_failed_one_reclaims_it_and_goes_on() {
     }
 }
 
+/// `timeout`: on an idle bus `on_timeout` comes again and again with the
+/// last sequence the stage handled (-1 before any), and after events with
+/// the last of them; a panic in it fails the stage as a hook's does, and
+/// the stage started again resumes after what it had handled.
+#[test]
+fn a_stage_timeout_calls_on_timeout_with_the_last_sequence_handled() {
+    struct Timed {
+        calls: Arc<Mutex<Vec<Sequence>>>,
+        last: Sequence,
+        handled: Arc<Mutex<Vec<u64>>>,
+        panic_on_call: Option<usize>,
+    }
+    impl ringbus::EventHandler<Ev> for Timed {
+        fn on_event(&mut self, e: &Ev, seq: Sequence, _: bool) {
+            self.last = seq;
+            self.handled.lock().unwrap().push(e.k);
+        }
+        fn on_timeout(&mut self, seq: Sequence) {
+            assert_eq!(seq, self.last, "on_timeout's sequence is the last handled");
+            let n = {
+                let mut calls = self.calls.lock().unwrap();
+                calls.push(seq);
+                calls.len()
+            };
+            if Some(n) == self.panic_on_call {
+                panic!("planned panic in on_timeout");
+            }
+        }
+    }
+    let d = dir();
+    let bus = Options::new(8)
+        .dir(d.path())
+        .create::<Ev>("timed")
+        .unwrap()
+        .with_wait(Wait::Blocking);
+    let timed = |last: Sequence, panic_on_call: Option<usize>| Timed {
+        calls: Arc::new(Mutex::new(vec![])),
+        last,
+        handled: Arc::new(Mutex::new(vec![])),
+        panic_on_call,
+    };
+    let wait_for = |what: &str, calls: &Arc<Mutex<Vec<Sequence>>>, f: fn(&[Sequence]) -> bool| {
+        let calls = calls.clone();
+        within(10, what, move || {
+            while !f(&calls.lock().unwrap()) {
+                thread::sleep(Duration::from_millis(1));
+            }
+        });
+    };
+    let h = timed(-1, None);
+    let (calls, handled) = (h.calls.clone(), h.handled.clone());
+    let stage = bus
+        .stage("timed")
+        .timeout(Duration::from_millis(5))
+        .spawn(h)
+        .unwrap();
+    wait_for("two timeouts while idle", &calls, |c| c.len() >= 2);
+    assert!(calls.lock().unwrap().iter().all(|&s| s == -1));
+    let mut p = bus.producer().unwrap();
+    for k in 0..5 {
+        p.publish(|e| *e = Ev { producer: 0, k }).unwrap();
+    }
+    wait_for("a timeout after the events", &calls, |c| {
+        c.last() == Some(&4)
+    });
+    stage.halt();
+    let report = stage.join().unwrap();
+    assert!(report.failure.is_none(), "{report:?}");
+    assert_eq!(report.handled, 5);
+    assert_eq!(*handled.lock().unwrap(), [0, 1, 2, 3, 4]);
+
+    // A panic in on_timeout fails the stage at its place.
+    let h = timed(4, Some(1));
+    let calls = h.calls.clone();
+    let failing = bus
+        .stage("timed")
+        .timeout(Duration::from_millis(2))
+        .spawn(h)
+        .unwrap();
+    wait_for("the panicking timeout", &calls, |c| !c.is_empty());
+    let report = within(10, "the failed stage", move || failing.join().unwrap());
+    assert!(
+        report
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.to_string().contains("planned panic in on_timeout")),
+        "{report:?}"
+    );
+    for k in 5..7 {
+        p.publish(|e| *e = Ev { producer: 0, k }).unwrap();
+    }
+    // Started again: it resumes where the failed one stopped.
+    let h = timed(4, None);
+    let handled = h.handled.clone();
+    let again = bus.stage("timed").spawn(h).unwrap();
+    let seen = handled.clone();
+    within(10, "the resumed stage", move || {
+        while seen.lock().unwrap().len() < 2 {
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    again.halt();
+    assert_eq!(again.join().unwrap().handled, 2);
+    assert_eq!(*handled.lock().unwrap(), [5, 6]);
+    assert!(std::panic::catch_unwind(|| bus.stage("zero").timeout(Duration::ZERO)).is_err());
+}
+
 /// The handler's hooks: `on_start` and `on_shutdown` once each (no
 /// `on_shutdown` after a hook's panic), every
 /// batch announced by `on_batch_start` with its size and ended by one

@@ -16,7 +16,7 @@
 //! go on without it. Nothing published is lost for a stage that is
 //! restarted in time, and no producer is wedged by one that is not. A
 //! panic outside the handler's event calls (in `on_start`,
-//! `on_batch_start`, `on_shutdown` or a dead-letter sink) fails the stage
+//! `on_batch_start`, `on_timeout`, `on_shutdown` or a dead-letter sink) fails the stage
 //! the same way, at the first event of the batch it was in.
 //!
 //! Unlike an in-process bus, a stage's failure does not halt the bus: other
@@ -55,6 +55,7 @@ pub struct IpcStageBuilder<E: Pod> {
     core: Option<usize>,
     policy: FailurePolicy<E>,
     batch: usize,
+    timeout: Option<Duration>,
 }
 
 impl<E: Pod> std::fmt::Debug for IpcStageBuilder<E> {
@@ -65,6 +66,7 @@ impl<E: Pod> std::fmt::Debug for IpcStageBuilder<E> {
             .field("core", &self.core)
             .field("policy", &self.policy)
             .field("batch", &self.batch)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -78,6 +80,7 @@ impl<E: Pod> IpcStageBuilder<E> {
             core: None,
             policy: FailurePolicy::default(),
             batch: 1024,
+            timeout: None,
         }
     }
 
@@ -107,6 +110,25 @@ impl<E: Pod> IpcStageBuilder<E> {
     /// default.
     pub fn batch(mut self, limit: usize) -> Self {
         self.batch = limit.max(1);
+        self
+    }
+
+    /// Calls the handler's `on_timeout` with the last sequence the stage
+    /// passed (the last event it handled, or a tombstone it skipped after
+    /// it on a multi-producer bus; one below where it started, before any)
+    /// whenever no event came for `timeout`, as an in-process stage's
+    /// [`timeout`](crate::Builder::timeout) does. A panic in it fails the
+    /// stage as a panic in a hook does.
+    ///
+    /// # Panics
+    /// When `timeout` is zero.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "IpcStageBuilder::timeout: a zero timeout would call on_timeout without end; \
+             use at least a microsecond"
+        );
+        self.timeout = Some(timeout);
         self
     }
 
@@ -155,6 +177,7 @@ impl<E: Pod> IpcStageBuilder<E> {
             batch: self.batch,
             halt: Arc::clone(&halt),
             core: self.core,
+            timeout: self.timeout,
         };
         let thread = std::thread::Builder::new()
             .name(format!("ringbus-ipc-{}", self.name))
@@ -289,6 +312,10 @@ impl<E, H: EventHandler<E>> TryEventHandler<E> for Infallible<H> {
     fn on_shutdown(&mut self) {
         self.0.on_shutdown();
     }
+
+    fn on_timeout(&mut self, sequence: Sequence) {
+        self.0.on_timeout(sequence);
+    }
 }
 
 /// How a stage's loop ended.
@@ -311,6 +338,7 @@ struct Run<E: Pod, H> {
     batch: usize,
     halt: Arc<AtomicBool>,
     core: Option<usize>,
+    timeout: Option<Duration>,
 }
 
 impl<E: Pod, H> Drop for Run<E, H> {
@@ -331,6 +359,8 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
         let name = self.name().to_owned();
         let mut report = StageReport::named(&name);
         self.handler.on_start();
+        // Since when no event came (for `on_timeout`).
+        let mut idle_since = Instant::now();
         let end = loop {
             // Acquire: pairs with `halt`'s store (a flag, nothing to read).
             if self.halt.load(Ordering::Acquire) {
@@ -342,14 +372,25 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
                 policy,
                 batch,
                 halt,
+                timeout,
                 ..
             } = &mut self;
             let consumer = consumer.as_mut().expect("taken only at the end");
+            if let Some(t) = *timeout {
+                if idle_since.elapsed() >= t {
+                    handler.on_timeout(consumer.next_sequence() as Sequence - 1);
+                    idle_since = Instant::now();
+                }
+            }
+            // Wake for the halt flag, and for the timeout when it is sooner.
+            let wait = timeout.map_or(HALT_CHECK, |t| {
+                HALT_CHECK.min(t.saturating_sub(idle_since.elapsed()))
+            });
             let mut failed = None;
             // The batch's size, for the handler before its first event.
             let size = Cell::new(None);
             let polled = consumer.wait_then_handle_until(
-                Instant::now().checked_add(HALT_CHECK),
+                Instant::now().checked_add(wait),
                 *batch,
                 |n| size.set(Some(n)),
                 |event, sequence, end_of_batch| {
@@ -375,6 +416,9 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
                     }
                 },
             );
+            if matches!(polled, Ok(n) if n > 0) {
+                idle_since = Instant::now();
+            }
             match polled {
                 Ok(_) if failed.is_some() => {
                     report.failure = failed;

@@ -12,7 +12,8 @@
 //! then a supervisor starts it again under its name and it resumes at the
 //! failed event; skip; dead-letter; retry; or, with a short
 //! `reclaim_after`, left for good), and "s1" after it, sometimes halted
-//! from another thread and started again; and `close` from another handle,
+//! from another thread and started again, sometimes with a `timeout`
+//! (its `on_timeout` gets the last sequence it passed); and `close` from another handle,
 //! at the end or while producers publish (at the end, once "s1" has read
 //! everything: an abandoned "s0" on a bus with no producer left is
 //! reclaimed by "s1" alone).
@@ -456,6 +457,39 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
     drop::<IpcBus<E>>(bus);
 }
 
+/// A stage's handler `f` whose `on_timeout` must get the last sequence it
+/// passed: at or past the last event it handled (tombstones after it count
+/// as passed), never lower than the previous timeout's, and below the next
+/// event it handles.
+struct TimeoutChecked<F> {
+    f: F,
+    who: String,
+    /// The last event's sequence and the last timeout's.
+    last: (Option<Sequence>, Option<Sequence>),
+}
+
+impl<E, F: FnMut(&E, Sequence, bool)> ringbus::EventHandler<E> for TimeoutChecked<F> {
+    fn on_event(&mut self, e: &E, seq: Sequence, end_of_batch: bool) {
+        let who = &self.who;
+        assert!(
+            self.last.1.map_or(true, |t| t < seq),
+            "{who}: event {seq} after on_timeout said {:?} was passed",
+            self.last.1
+        );
+        (self.f)(e, seq, end_of_batch);
+        self.last.0 = Some(seq);
+    }
+    fn on_timeout(&mut self, seq: Sequence) {
+        let who = &self.who;
+        let (event, timeout) = self.last;
+        assert!(
+            event.map_or(true, |l| seq >= l) && timeout.map_or(true, |t| seq >= t),
+            "{who}: on_timeout({seq}) after event {event:?} and timeout {timeout:?}"
+        );
+        self.last.1 = Some(seq);
+    }
+}
+
 /// The stages of a case: "s0" under its supervisor, "s1" after it.
 struct Stages {
     s0: thread::JoinHandle<(Seen, BTreeSet<(u64, u64)>)>,
@@ -566,6 +600,10 @@ fn stages<E: IpcEv>(bus: &IpcBus<E>, rng: &mut Rng, who: &str, abandoned: bool) 
         .chance(25)
         .then(|| Duration::from_micros(rng.below(3000)))
         .filter(|_| !abandoned);
+    // A stage timeout on s1 (`on_timeout` checked by `TimeoutChecked`).
+    let s1_timeout = rng
+        .chance(50)
+        .then(|| Duration::from_micros(200 + rng.below(3000)));
     let s1_read = Arc::new(AtomicU64::new(0));
     let s1 = {
         let who = format!("{who}, s1");
@@ -577,23 +615,29 @@ fn stages<E: IpcEv>(bus: &IpcBus<E>, rng: &mut Rng, who: &str, abandoned: bool) 
                 let (s1_read, bus) = (s1_read.clone(), b1.clone());
                 let seen = Arc::new(Mutex::new(Seen::default()));
                 let mine = seen.clone();
-                let stage = b1
-                    .stage("s1")
-                    .after(&["s0"])
-                    .spawn(move |e: &E, seq: Sequence, _: bool| {
-                        let up = progress.load(Ordering::SeqCst);
-                        // Past an abandoned s0 only once its entry was
-                        // reclaimed (s1 saw it go: the table says so now).
-                        let reclaimed = || {
-                            let m = bus.metrics();
-                            !m.consumers.iter().any(|c| c.name == "s0")
-                        };
-                        assert!(
-                            (seq as u64) < up || (abandoned && reclaimed()),
-                            "{mine_who}: read {seq} before s0 ({up})"
-                        );
-                        mine.lock().unwrap().see(e.get(), &mine_who);
-                        s1_read.fetch_add(1, Ordering::SeqCst);
+                let mut builder = b1.stage("s1").after(&["s0"]);
+                if let Some(t) = s1_timeout {
+                    builder = builder.timeout(t);
+                }
+                let stage = builder
+                    .spawn(TimeoutChecked {
+                        who: mine_who.clone(),
+                        last: (None, None),
+                        f: move |e: &E, seq: Sequence, _: bool| {
+                            let up = progress.load(Ordering::SeqCst);
+                            // Past an abandoned s0 only once its entry was
+                            // reclaimed (s1 saw it go: the table says so now).
+                            let reclaimed = || {
+                                let m = bus.metrics();
+                                !m.consumers.iter().any(|c| c.name == "s0")
+                            };
+                            assert!(
+                                (seq as u64) < up || (abandoned && reclaimed()),
+                                "{mine_who}: read {seq} before s0 ({up})"
+                            );
+                            mine.lock().unwrap().see(e.get(), &mine_who);
+                            s1_read.fetch_add(1, Ordering::SeqCst);
+                        },
                     })
                     .unwrap_or_else(|e| panic!("{who}: {e}"));
                 (stage, seen)
