@@ -207,13 +207,7 @@ fn slowest(results: &[Measured]) -> Measured {
 fn run_ipc_threads<E: Ev>(shape: Shape, events: u64, latency: bool) -> Measured {
     assert_eq!(shape, Shape::OneOne, "ipc-threads: 1p1c only");
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
-    let o = ipc_options(shape, dir.path());
-    let o = if std::env::var_os("XP_MULTI").is_some() {
-        o.multi_producer()
-    } else {
-        o
-    };
-    let bus = o.create::<E>("bench").unwrap();
+    let bus = ipc_options(shape, dir.path()).create::<E>("bench").unwrap();
     let mut c = bus
         .clone()
         .with_wait(Wait::BusySpin)

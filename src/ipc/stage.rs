@@ -16,8 +16,10 @@
 //! go on without it. Nothing published is lost for a stage that is
 //! restarted in time, and no producer is wedged by one that is not. A
 //! panic outside the handler's event calls (in `on_start`,
-//! `on_batch_start`, `on_timeout`, `on_shutdown` or a dead-letter sink) fails the stage
-//! the same way, at the first event of the batch it was in.
+//! `on_batch_start`, `on_shutdown` or a dead-letter sink) fails the stage
+//! the same way, at the first event of the batch it was in; a panic in
+//! `on_timeout` fails it where it stands (at its next event), with its
+//! counts kept.
 //!
 //! Unlike an in-process bus, a stage's failure does not halt the bus: other
 //! processes' producers and stages go on, and the policy's halt is this
@@ -118,16 +120,11 @@ impl<E: Pod> IpcStageBuilder<E> {
     /// it on a multi-producer bus; one below where it started, before any)
     /// whenever no event came for `timeout`, as an in-process stage's
     /// [`timeout`](crate::Builder::timeout) does. A panic in it fails the
-    /// stage as a panic in a hook does.
-    ///
-    /// # Panics
-    /// When `timeout` is zero.
+    /// stage at its next event (the report keeps its counts). A timeout
+    /// shorter than the stage's wait reacts (zero, a few microseconds)
+    /// calls `on_timeout` at every idle look: the stage then spins, whatever
+    /// its wait strategy.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        assert!(
-            !timeout.is_zero(),
-            "IpcStageBuilder::timeout: a zero timeout would call on_timeout without end; \
-             use at least a microsecond"
-        );
         self.timeout = Some(timeout);
         self
     }
@@ -378,7 +375,16 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
             let consumer = consumer.as_mut().expect("taken only at the end");
             if let Some(t) = *timeout {
                 if idle_since.elapsed() >= t {
-                    handler.on_timeout(consumer.next_sequence() as Sequence - 1);
+                    let last = consumer.next_sequence() as Sequence - 1;
+                    // Caught as a handler's panic is: the stage fails where
+                    // it stands, and its report keeps its counts.
+                    if let Err(payload) =
+                        catch_unwind(AssertUnwindSafe(|| handler.on_timeout(last)))
+                    {
+                        report.panics += 1;
+                        report.failure = Some(Failure::Panic(panic_message(&*payload)));
+                        break Exit::Failed;
+                    }
                     idle_since = Instant::now();
                 }
             }

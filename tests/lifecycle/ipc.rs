@@ -460,12 +460,17 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
 /// A stage's handler `f` whose `on_timeout` must get the last sequence it
 /// passed: at or past the last event it handled (tombstones after it count
 /// as passed), never lower than the previous timeout's, and below the next
-/// event it handles.
+/// event it handles; and must come no sooner than `timeout` after the last
+/// event or timeout (a bound the stage keeps by construction, not a speed
+/// check).
 struct TimeoutChecked<F> {
     f: F,
     who: String,
     /// The last event's sequence and the last timeout's.
     last: (Option<Sequence>, Option<Sequence>),
+    timeout: Option<Duration>,
+    /// When the last event or timeout came.
+    since: std::time::Instant,
 }
 
 impl<E, F: FnMut(&E, Sequence, bool)> ringbus::EventHandler<E> for TimeoutChecked<F> {
@@ -478,9 +483,17 @@ impl<E, F: FnMut(&E, Sequence, bool)> ringbus::EventHandler<E> for TimeoutChecke
         );
         (self.f)(e, seq, end_of_batch);
         self.last.0 = Some(seq);
+        self.since = std::time::Instant::now();
     }
     fn on_timeout(&mut self, seq: Sequence) {
         let who = &self.who;
+        let idle = self.since.elapsed();
+        let timeout = self.timeout.expect("on_timeout without a timeout");
+        assert!(
+            idle >= timeout,
+            "{who}: on_timeout after {idle:?} idle, below the timeout {timeout:?}"
+        );
+        self.since = std::time::Instant::now();
         let (event, timeout) = self.last;
         assert!(
             event.map_or(true, |l| seq >= l) && timeout.map_or(true, |t| seq >= t),
@@ -623,6 +636,8 @@ fn stages<E: IpcEv>(bus: &IpcBus<E>, rng: &mut Rng, who: &str, abandoned: bool) 
                     .spawn(TimeoutChecked {
                         who: mine_who.clone(),
                         last: (None, None),
+                        timeout: s1_timeout,
+                        since: std::time::Instant::now(),
                         f: move |e: &E, seq: Sequence, _: bool| {
                             let up = progress.load(Ordering::SeqCst);
                             // Past an abandoned s0 only once its entry was
