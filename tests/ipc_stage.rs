@@ -554,6 +554,57 @@ fn on_a_quiet_open_bus_the_stage_after_a_failed_one_reclaims_it_and_goes_on() {
     }
 }
 
+/// A consumer after a stage that fails and is reclaimed (by a producer
+/// that needs the room) before the consumer's first poll: the stage was
+/// there when the consumer joined, so it is gone, not "not seen yet", and
+/// the consumer reads everything instead of waiting where it joined.
+#[test]
+fn an_upstream_reclaimed_before_the_first_poll_no_longer_holds() {
+    let d = dir();
+    let bus = Options::new(4)
+        .dir(d.path())
+        .reclaim_after(Duration::from_millis(5))
+        .create::<Ev>("early")
+        .unwrap();
+    let failing = bus
+        .stage("failing")
+        .spawn(|_: &Ev, _: Sequence, _: bool| panic!("planned failure"))
+        .unwrap();
+    let mut after = bus.consumer_after("after", &["failing"]).unwrap();
+    let mut p = bus.producer().unwrap();
+    p.publish(|e| *e = Ev { producer: 0, k: 0 }).unwrap();
+    let report = within(10, "the failing stage", move || failing.join().unwrap());
+    assert_eq!(report.handled, 0);
+    // The ring fills behind "after" and the dead stage; a producer that
+    // needs room reclaims the stage once it has been dead for 5 ms.
+    for k in 1..4 {
+        p.publish(|e| *e = Ev { producer: 0, k }).unwrap();
+    }
+    let start = std::time::Instant::now();
+    while bus.metrics().reclaimed == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never reclaimed");
+        let _ = p.try_publish(|e| *e = Ev { producer: 0, k: 99 });
+        thread::sleep(Duration::from_millis(1));
+    }
+    // The first poll of "after".
+    let mut seen = vec![];
+    let start = std::time::Instant::now();
+    while seen.len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "held by a reclaimed upstream: {seen:?}"
+        );
+        after
+            .poll_timeout(Duration::from_millis(1), 16, |e, _, _| seen.push(e.k))
+            .or_else(|e| match e {
+                ringbus::ipc::IpcPollError::Timeout => Ok(0),
+                e => Err(e),
+            })
+            .unwrap();
+    }
+    assert_eq!(seen[..4], [0, 1, 2, 3]);
+}
+
 /// `timeout`: on an idle bus `on_timeout` comes again and again with the
 /// last sequence the stage handled (-1 before any), and after events with
 /// the last of them; a panic in it fails the stage as a hook's does, and
