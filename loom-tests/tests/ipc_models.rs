@@ -449,3 +449,39 @@ fn ipc_a_consumer_after_an_orphan_reclaims_it_or_follows_its_resumer() {
     RESUMED.assert_reached("a joiner resumed the orphan, and d followed it");
     RECLAIMED.assert_reached("d reclaimed the orphan");
 }
+
+/// Model 8: "d" comes after "s", which fails (orphans its entry) before
+/// anything is published, while a producer publishes one event. "d" polls
+/// from the start: held with nothing published it must not reclaim
+/// (nothing to read), and once the event is there (its look at the cursor
+/// is Relaxed, so it may see it late) it reclaims the orphan and reads it.
+/// Forbidden: "d" never reading the event (loom reports the spin), or
+/// reading it while "s" was not reclaimed.
+#[test]
+fn ipc_a_consumer_after_an_orphan_reclaims_it_once_an_event_waits() {
+    loom::model(|| {
+        let bus = Options::new(2).consumers(2).model::<Pe>(1);
+        let s = bus.as_process(2).consumer("s").unwrap();
+        let mut d = bus.as_process(4).consumer_after("d", &["s"]).unwrap();
+        let mut p = bus.producer().unwrap();
+        s.orphan();
+        let producer = thread::spawn(move || {
+            p.publish(|e| e.set(1)).unwrap();
+            p
+        });
+        let mut read = 0;
+        while read == 0 {
+            read = d
+                .poll(1, |e, seq, _| {
+                    e.verify();
+                    assert_eq!(seq, 0);
+                })
+                .unwrap();
+            if read == 0 {
+                thread::yield_now();
+            }
+        }
+        assert_eq!(bus.metrics().reclaimed, 1, "read past a live orphan");
+        drop(producer.join().unwrap());
+    });
+}
