@@ -118,27 +118,41 @@ pub(crate) fn prepare() -> bool {
 }
 
 /// The notifier's side, between storing its progress and loading the
-/// `sleeping` flag: a compiler fence once registered, else a SeqCst fence.
+/// `sleeping` flag: a compiler fence once registered, else a SeqCst fence;
+/// only a process that has not decided yet takes the cold path.
 #[inline(always)]
 pub(crate) fn light() {
     #[cfg(all(not(loom), target_os = "linux"))]
-    if STATE.load(std::sync::atomic::Ordering::Relaxed) == LIGHT {
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        return;
+    match STATE.load(std::sync::atomic::Ordering::Relaxed) {
+        LIGHT => {
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+            return;
+        }
+        FENCED => {
+            full();
+            return;
+        }
+        _ => {}
     }
     light_slow();
 }
 
 #[cold]
 fn light_slow() {
-    // Knob `fence`: the notifier's fence left out (loom models of parking
-    // then lose wake-ups).
-    if crate::weaken::FENCE {
-        return;
-    }
     #[cfg(all(not(loom), target_os = "linux"))]
     if prepare() {
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        return;
+    }
+    full();
+}
+
+/// The notifier's fence when it is not light.
+#[inline(always)]
+fn full() {
+    // Knob `fence`: the notifier's fence left out (loom models of parking
+    // then lose wake-ups).
+    if crate::weaken::FENCE {
         return;
     }
     // SeqCst: pairs with the waiter's fence in `heavy` (see the module docs).

@@ -39,7 +39,7 @@ pub(crate) const IPC_REUSE: bool = cfg!(ringbus_weaken = "ipc_reuse");
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_ORPHAN: bool = cfg!(ringbus_weaken = "ipc_orphan");
 
-/// `ipc_reap`: A consumer held by an upstream reclaims it without checking that its owner is dead. Caught by loom model `ipc_a_consumer_after_an_orphan_reclaims_it_or_follows_its_resumer`.
+/// `ipc_reap`: A consumer held by an upstream (and a producer that needs room) reclaims an entry without checking that its owner is dead. Caught by loom model `ipc_a_consumer_after_an_orphan_reclaims_it_or_follows_its_resumer`.
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_REAP: bool = cfg!(ringbus_weaken = "ipc_reap");
 

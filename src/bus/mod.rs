@@ -165,6 +165,20 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.control.refusing.load(Ordering::Relaxed)
     }
 
+    /// Stages that failed (`cells`): the single producer's limit is refused
+    /// before their flags are set, so a stage that sees one of them failed
+    /// also sees the producers refused; then `refuse_producers`.
+    pub(crate) fn fail_stages<'c>(&self, cells: impl IntoIterator<Item = &'c StageCell>) {
+        // Knob `refuse_order`: the flags before the limit.
+        if !weaken::REFUSE_ORDER {
+            self.sequencer.refuse_producers();
+        }
+        for cell in cells {
+            cell.fail();
+        }
+        self.refuse_producers();
+    }
+
     /// A stage stopped after a failure: producers get `Err(Halted)` (waiting
     /// ones wake), stages independent of the failed one go on draining.
     pub(crate) fn refuse_producers(&self) {

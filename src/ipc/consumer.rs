@@ -438,14 +438,10 @@ impl<E: Pod> IpcConsumer<E> {
         // what it reads is ordered by `available`'s own loads.
         if bound > self.next
             || region.control().cursor.load(Ordering::Relaxed) <= self.next
-            || !(cfg!(loom)
-                || self
-                    .reaped_at
-                    .map_or(true, |t| t.elapsed() >= Duration::from_millis(1)))
+            || !super::os::due_every_ms(&mut self.reaped_at)
         {
             return bound;
         }
-        self.reaped_at = Some(Instant::now());
         let mut reaped = false;
         for up in &mut self.upstream {
             let Some((i, l)) = up.entry else { continue };

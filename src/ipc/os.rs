@@ -105,6 +105,18 @@ pub(crate) fn now_ms() -> u64 {
     u64::MAX >> 21
 }
 
+/// A look made at most once a millisecond (every look under loom, whose
+/// models must not take paths that depend on the clock): whether one is
+/// due now; if so, `last` notes it.
+pub(crate) fn due_every_ms(last: &mut Option<std::time::Instant>) -> bool {
+    let due =
+        cfg!(loom) || last.map_or(true, |t| t.elapsed() >= std::time::Duration::from_millis(1));
+    if due {
+        *last = Some(std::time::Instant::now());
+    }
+    due
+}
+
 /// Sleeps while `word` holds `seen`, at most `timeout`; returns early on a
 /// wake, a change of the word or a signal (callers recheck).
 #[cfg(all(not(loom), target_os = "linux"))]

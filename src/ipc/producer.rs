@@ -531,16 +531,7 @@ impl<E: Pod> IpcProducer<E> {
         let mut tries = 0u32;
         loop {
             let check_dead = (tries > 0 || !matches!(until, Until::Never))
-                && self
-                    .last_liveness
-                    // Under loom every look checks (the clock would make
-                    // the model's paths differ from run to run).
-                    .map_or(true, |t| {
-                        cfg!(loom) || t.elapsed() >= Duration::from_millis(1)
-                    });
-            if check_dead {
-                self.last_liveness = Some(Instant::now());
-            }
+                && super::os::due_every_ms(&mut self.last_liveness);
             // The producer's side of the join protocol (table.rs).
             table::refresh_point(&self.bus.region);
             let min = table::min_consumer(&self.bus.region, check_dead).unwrap_or(first);

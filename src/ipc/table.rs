@@ -313,8 +313,21 @@ pub(crate) fn orphan_consumer(region: &Region, index: usize, lease: Lease) -> bo
 /// reclaims it after `reclaim_after`. True if reclaimed.
 pub(crate) fn reap_upstream(region: &Region, index: usize, l: Lease) -> bool {
     let entry = region.consumer(index).expect("index below the table size");
-    (crate::weaken::IPC_REAP || !region.alive(consumer_owner(entry, l)))
-        && note_dead(region, index, entry, l)
+    reap_if_dead(region, index, entry, l)
+}
+
+/// Checks the owner of an ACTIVE or RESUMING entry (under `l`) for life:
+/// a dead one is noted, and reclaimed after `reclaim_after` (true); one
+/// seen dead before (a transient failure to read its process) and alive
+/// now has its grace time start again when it dies.
+fn reap_if_dead(region: &Region, index: usize, entry: &ConsumerEntry, l: Lease) -> bool {
+    if crate::weaken::IPC_REAP || !region.alive(consumer_owner(entry, l)) {
+        return note_dead(region, index, entry, l);
+    }
+    if entry.meta.dead_since.load(Ordering::Relaxed) != 0 {
+        entry.meta.dead_since.store(0, Ordering::Relaxed);
+    }
+    false
 }
 
 pub(crate) fn clear_sleeper(region: &Region, index: usize) {
@@ -352,16 +365,8 @@ pub(crate) fn min_consumer(region: &Region, check_dead: bool) -> Option<u64> {
             }
             _ => continue,
         }
-        if check_dead {
-            if !region.alive(consumer_owner(entry, l)) {
-                if note_dead(region, index, entry, l) {
-                    continue;
-                }
-            } else if entry.meta.dead_since.load(Ordering::Relaxed) != 0 {
-                // Seen dead once (a transient failure to read its process),
-                // alive now: its grace time starts again when it dies.
-                entry.meta.dead_since.store(0, Ordering::Relaxed);
-            }
+        if check_dead && reap_if_dead(region, index, entry, l) {
+            continue;
         }
         // Acquire: the consumer read the slots below `next` before its
         // Release store; a producer reuses them only after this load.

@@ -264,12 +264,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Drop for ThreadExit<'_, E, S, W> {
     fn drop(&mut self) {
         // (Under loom a panic is the model's verdict: leave it be.)
         if std::thread::panicking() && !cfg!(loom) {
-            // The limit first, as in `StageContext::fail`.
-            self.bus.sequencer.refuse_producers();
-            for cell in self.cells {
-                cell.fail();
-            }
-            self.bus.refuse_producers();
+            self.bus.fail_stages(self.cells.iter().map(|c| &**c));
         }
         for cell in self.cells {
             cell.exit();

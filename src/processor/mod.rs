@@ -159,13 +159,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
 
     /// Stops the stages after this one and refuses producers.
     fn fail(&self) {
-        // The single producer's limit before the cell's flag: a stage that
-        // sees this one failed then also sees the producers refused.
-        if !crate::weaken::REFUSE_ORDER {
-            self.bus.sequencer.refuse_producers();
-        }
-        self.cell.fail();
-        self.bus.refuse_producers();
+        self.bus.fail_stages([&*self.cell]);
     }
 
     /// The highest sequence `>= next - 1` the stage may read up to; the ring
