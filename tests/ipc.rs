@@ -788,10 +788,12 @@ fn a_dead_single_producer_is_replaced_and_the_sequence_goes_on() {
 }
 
 /// Seeded rounds: 2 producer processes and 1 consumer process on a ring of
-/// 8, with this process consuming too; a random child is killed at a random
-/// moment, then the rest run on. This process's consumer must see each
-/// producer's events exactly once, in order; the dead stop gating; a
-/// killed producer's open claim is given up.
+/// 8, with this process consuming too; once all three run, a random child
+/// is killed at a random moment, then the rest run on. This process's
+/// consumer must see each producer's events exactly once, in order, at
+/// least 100 more of each live producer after the kill (within 20 s), and
+/// then, after the close, `Closed`: the dead stop gating, and a killed
+/// producer's open claim is given up.
 #[test]
 fn seeded_kill_rounds() {
     let rounds = std::env::var("RINGBUS_IPC_ROUNDS")
@@ -818,36 +820,73 @@ fn seeded_kill_rounds() {
         let kill_after = 200 + next() % 3_000;
         let mut order = Order::default();
         let mut events = 0u64;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while events < kill_after + 3_000 {
+        // The count starts once every child runs (both producers seen, the
+        // child consumer joined), so the kill comes mid-stream, not before
+        // a slow child started (which left a round with one producer).
+        let mut live_at = None::<u64>;
+        // Per producer, what was seen when the victim was killed.
+        let mut at_kill = None::<HashMap<u64, u64>>;
+        let live_producers: Vec<u64> = [1u64, 2]
+            .into_iter()
+            .filter(|&id| victim != (id - 1) as usize)
+            .collect();
+        // Each live producer published this many events after the kill (a
+        // producer napping in a wait for room may notice the room only
+        // after the other one published thousands).
+        let went_on = |order: &Order, at_kill: &Option<HashMap<u64, u64>>| {
+            at_kill.as_ref().is_some_and(|at| {
+                live_producers.iter().all(|id| {
+                    order.0.get(id).copied().unwrap_or(0) >= at.get(id).copied().unwrap_or(0) + 100
+                })
+            })
+        };
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(20);
+        while live_at.map_or(true, |at| events < at + kill_after + 3_000)
+            || !went_on(&order, &at_kill)
+        {
             assert!(
                 Instant::now() < deadline,
-                "seed {seed}: wedged at {events} events (victim {victim})"
+                "seed {seed}: wedged at {events} events (victim {victim}, live at {live_at:?}; \
+                 seen per producer {:?}, at the kill {at_kill:?}; {:?})",
+                order.0,
+                bus.metrics()
             );
             events += mine
                 .poll_timeout(Duration::from_millis(100), 64, |e, _, _| order.see(e))
                 .map_or(0, |n| n as u64);
-            if events >= kill_after && kids[victim].try_wait().unwrap().is_none() {
+            if live_at.is_none()
+                && order.0.len() == 2
+                && bus.metrics().consumers.iter().any(|c| c.name == "kid")
+            {
+                live_at = Some(events);
+            }
+            if live_at.is_some_and(|at| events >= at + kill_after) && at_kill.is_none() {
                 kill(&mut kids[victim]);
+                at_kill = Some(order.0.clone());
             }
         }
         bus.close();
+        // Read on until the close reaches this consumer: a producer whose
+        // claim came before the close waits for the room this frees.
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "seed {seed}: no `Closed` after the close (victim {victim}; {:?})",
+                bus.metrics()
+            );
+            match mine.poll_timeout(Duration::from_millis(100), 64, |e, _, _| order.see(e)) {
+                Ok(_) | Err(IpcPollError::Timeout) => {}
+                Err(IpcPollError::Closed) => break,
+                Err(e) => panic!("seed {seed}: {e}"),
+            }
+        }
         for kid in &mut kids {
             let start = Instant::now();
             while kid.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
                 thread::sleep(Duration::from_millis(1));
             }
             kill(kid);
-        }
-        let live_producers: Vec<u64> = [1u64, 2]
-            .into_iter()
-            .filter(|&id| victim != (id - 1) as usize)
-            .collect();
-        for id in live_producers {
-            assert!(
-                order.0.get(&id).copied().unwrap_or(0) > 0,
-                "seed {seed}: producer {id} never seen"
-            );
         }
         let m = bus.metrics();
         if victim == 2 {

@@ -805,3 +805,67 @@ fn hooks_are_called_and_a_panicking_hook_fails_the_stage_resumably() {
     assert_eq!(b.ends, b.batches.len() as u64, "one end_of_batch per batch");
     assert!(b.batches.iter().all(|&n| (1..=5).contains(&n)));
 }
+
+/// Producers of a multi-producer bus claim, then wait for room while a
+/// failed stage holds the ring (its entry gates for `reclaim_after`, far
+/// longer than the hole timeout). A consumer waits at their claims all
+/// that time. Once the failed stage is reclaimed, the claims are theirs to
+/// publish: the consumer gives a claim up only a whole hole timeout after
+/// the ring had room for it, so no live producer gets `GivenUp` for having
+/// waited for room. Before, the consumer gave every such claim up the
+/// moment the stage was reclaimed.
+#[test]
+fn claims_waiting_for_room_behind_a_failed_stage_are_not_given_up() {
+    for wait in [Wait::BusySpin, Wait::Blocking] {
+        let d = dir();
+        let bus = Options::new(8)
+            .multi_producer()
+            .dir(d.path())
+            .reclaim_after(Duration::from_millis(400))
+            .hole_timeout(Duration::from_millis(100))
+            .create::<Ev>("held")
+            .unwrap()
+            .with_wait(wait);
+        let failing = bus
+            .stage("failing")
+            .spawn(|_: &Ev, _: Sequence, _: bool| panic!("planned failure"))
+            .unwrap();
+        let mut live = bus.consumer("live").unwrap();
+        let per = 40u64;
+        let producers: Vec<_> = (0..3u64)
+            .map(|id| {
+                let mut p = bus.producer().unwrap();
+                thread::spawn(move || {
+                    (0..per)
+                        .map(|k| p.publish(|e| *e = Ev { producer: id, k }))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let live = within(20, &format!("{wait:?}: the live consumer"), move || {
+            let mut seen: HashMap<u64, u64> = HashMap::new();
+            while seen.values().sum::<u64>() < 3 * per {
+                live.poll_timeout(Duration::from_secs(10), 16, |e, _, _| {
+                    let next = seen.entry(e.producer).or_default();
+                    assert_eq!(e.k, *next, "producer {}: lost or out of order", e.producer);
+                    *next += 1;
+                })
+                .unwrap();
+            }
+            live
+        });
+        for p in producers {
+            let results = p.join().unwrap();
+            assert!(
+                results.iter().all(Result::is_ok),
+                "{wait:?}: a producer waiting for room lost its claim: {:?}",
+                results.iter().filter(|r| r.is_err()).collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(live.tombstones(), 0, "{wait:?}");
+        let m = bus.metrics();
+        assert_eq!((m.reclaimed, m.given_up), (1, 0), "{wait:?}");
+        let _ = failing.join();
+        bus.close();
+    }
+}

@@ -32,7 +32,9 @@
 //!
 //! Seeded and reproducible: `RINGBUS_LIFECYCLE_SEED=<n>` runs one case,
 //! `RINGBUS_LIFECYCLE_CASES=<n>` changes how many run (default 3,000;
-//! `ci/tsan.sh` runs 150; not run under Miri).
+//! `ci/tsan.sh` runs 150; not run under Miri), and
+//! `RINGBUS_LIFECYCLE_FIRST=<n>` the first seed (default 0), to explore
+//! seeds CI does not run.
 
 mod common;
 #[cfg(all(feature = "ipc", unix, not(loom)))]
@@ -1667,7 +1669,11 @@ fn random_lifecycles_lose_nothing_and_never_hang() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(3_000);
-    for seed in 0..cases {
+    let first: u64 = std::env::var("RINGBUS_LIFECYCLE_FIRST")
+        .ok()
+        .map(|n| n.parse().expect("RINGBUS_LIFECYCLE_FIRST is a number"))
+        .unwrap_or(0);
+    for seed in first..first + cases {
         run_seed(seed);
     }
 }

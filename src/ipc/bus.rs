@@ -131,7 +131,9 @@ impl Options {
     }
 
     /// How long consumers wait at a claimed but unpublished slot before
-    /// they give it up (multi producer).
+    /// they give it up (multi producer). A claim the ring has no room for
+    /// (its claimant waits for room, say behind a dead consumer not yet
+    /// reclaimed) is not given up: the time counts from when there is room.
     pub fn hole_timeout(mut self, d: Duration) -> Self {
         self.hole_timeout = d;
         self

@@ -7,8 +7,11 @@
 //!
 //! A multi producer's hole: a consumer that stays at a claimed slot for the
 //! bus's hole timeout gives it up (`marks::give_up`), then skips it. A
-//! sleeping (`Blocking`) consumer sleeps at most half the hole timeout at a
-//! time so it can.
+//! claim not marked yet is timed only from a look that found room for it
+//! (its claimant may be waiting for room): a look without room, or the
+//! first with room after one without, starts the timer again. A sleeping
+//! (`Blocking`) consumer sleeps at most half the hole timeout at a time so
+//! it can.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +19,7 @@ use bytemuck::Pod;
 
 use super::bus::{IpcBus, Wait};
 use super::error::IpcPollError;
-use super::marks::{self, Slot};
+use super::marks::{self, GiveUp, Slot};
 use super::os::now_ms;
 use super::table::{self, Joined, Lease, ACTIVE, RESUMING};
 use crate::loom::Ordering;
@@ -53,6 +56,8 @@ pub struct IpcConsumer<E: Pod> {
     /// The pending slot waited at, its mark then, since when (ms), and the
     /// claim counter then.
     hole: Option<(u64, u64, u64, u64)>,
+    /// The claim at which the last look found no room (`GiveUp::Held`).
+    hole_held: Option<u64>,
     /// Claims below this had waited a hole timeout when the last hole was
     /// given up: the rest of a dead producer's batch goes at once.
     expired_below: u64,
@@ -128,6 +133,7 @@ impl<E: Pod> IpcConsumer<E> {
             tombstones: 0,
             resumed_from,
             hole: None,
+            hole_held: None,
             expired_below: 0,
             hole_timeout_ms,
             leaves: true,
@@ -399,15 +405,45 @@ impl<E: Pod> IpcConsumer<E> {
                         break;
                     }
                     let mark = marks::raw(region, end);
+                    let starting =
+                        !matches!(self.hole, Some((s, m, _, _)) if s == end && m == mark);
+                    if starting
+                        && !cfg!(loom)
+                        && !crate::weaken::IPC_GIVE_UP
+                        && marks::unmarked(region, end, mark)
+                        && !marks::room_for(region, end, false)
+                    {
+                        // A claim without room: its claimant may be waiting
+                        // for room. Its hole timeout counts once there is
+                        // room (`GiveUp::Fresh`), for a consumer that
+                        // arrives late at it too.
+                        self.hole_held = Some(end);
+                    }
                     // Claimed before the last hole's timer started: it has
                     // waited as long, unless a live writer is at it now.
                     let expired = (end < self.expired_below && !marks::live_writer(region, end))
                         || hole_expired(&mut self.hole, self.hole_timeout_ms, end, mark, claims);
-                    if expired && marks::give_up(region, end) {
-                        if let Some((_, _, _, claims_then)) = self.hole.take() {
-                            self.expired_below = self.expired_below.max(claims_then);
+                    if expired {
+                        let held_before = self.hole_held == Some(end);
+                        let outcome = marks::give_up(region, end, held_before);
+                        self.hole_held = (outcome == GiveUp::Held).then_some(end);
+                        match outcome {
+                            GiveUp::Done => {
+                                if let Some((_, _, _, claims_then)) = self.hole.take() {
+                                    self.expired_below = self.expired_below.max(claims_then);
+                                }
+                                continue;
+                            }
+                            GiveUp::Held | GiveUp::Fresh => {
+                                // Its claimant may be waiting for room (a
+                                // dead consumer held the ring), or have had
+                                // room only since the last look: it gets a
+                                // whole hole timeout once the room is there.
+                                self.hole = Some((end, mark, now_ms(), claims));
+                                self.expired_below = self.expired_below.min(end);
+                            }
+                            GiveUp::No => {}
                         }
-                        continue;
                     }
                     break;
                 }

@@ -11,7 +11,7 @@
 //! WRITING(p) --consumer CAS, hole timeout--> GIVEN_UP(p)     consumers skip it;
 //!            p's publish CAS fails, p stores RELEASED(p) and reports the loss
 //! WRITING(p), p dead --consumer CAS--> RELEASED(p)           consumers skip it
-//! round r-1 done, claimed but unmarked, claimant not gated, hole timeout
+//! round r-1 done, claimed but unmarked, room for it for a hole timeout
 //!            --consumer CAS--> round r RELEASED(nobody)       the claimant's
 //!            CAS to WRITING then fails, and it reports the loss
 //! ```
@@ -196,16 +196,51 @@ pub(crate) fn slot(region: &Region, seq: u64) -> Slot {
     }
 }
 
+/// Whether the ring has room for claim `seq` (every gating consumer is
+/// less than a lap behind it); with `check_dead`, dead consumers are
+/// checked and reclaimed as producers do (`table::min_consumer`).
+pub(crate) fn room_for(region: &Region, seq: u64, check_dead: bool) -> bool {
+    super::table::min_consumer(region, check_dead).map_or(true, |min| {
+        seq < min.saturating_add(region.layout.capacity as u64)
+    })
+}
+
+/// Whether raw mark `mark` leaves `seq` claimed but not marked yet (the
+/// mark is from an earlier round).
+pub(crate) fn unmarked(region: &Region, seq: u64, mark: u64) -> bool {
+    Mark(mark).round() < round_of(region, seq)
+}
+
+/// What [`give_up`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GiveUp {
+    /// The slot is a tombstone now (by this call or another).
+    Done,
+    /// Not given up: published, not claimed, or still the previous round's.
+    No,
+    /// Not given up: claimed but not marked, and the ring has no room for
+    /// it, so its claimant may be a live producer waiting for room. The
+    /// caller's hole timer starts again.
+    Held,
+    /// Not given up: claimed but not marked, and the ring has room for it,
+    /// but had none at the caller's last look (`held_before`): the room
+    /// may be new to the claimant. The caller's hole timer starts again,
+    /// so a claimant gets a whole hole timeout (or up to two) once it can
+    /// write.
+    Fresh,
+}
+
 /// A consumer that waited at least the hole timeout at `seq` gives it up:
 /// a dead writer's slot is released, a slow writer's given up, and a claim
-/// not yet marked released if its claimant is not held by a full ring.
-/// True if the slot is now a tombstone (by this call or another).
-pub(crate) fn give_up(region: &Region, seq: u64) -> bool {
+/// not yet marked released if its claimant is not held by a full ring, and
+/// was not at the caller's last look (`held_before`, when this returned
+/// [`GiveUp::Held`] for `seq`).
+pub(crate) fn give_up(region: &Region, seq: u64, held_before: bool) -> GiveUp {
     let mark = region.mark(seq);
     let round = round_of(region, seq);
     // SeqCst: the claim counter after the mark, as producers wrote them.
     if region.control().cursor.load(Ordering::SeqCst) <= seq {
-        return false; // not claimed: nothing to give up
+        return GiveUp::No; // not claimed: nothing to give up
     }
     loop {
         let m = Mark(mark.load(Ordering::Acquire));
@@ -213,28 +248,32 @@ pub(crate) fn give_up(region: &Region, seq: u64) -> bool {
             match m.state() {
                 WRITING if writer_gone(region, m.owner()) => Mark::new(round, m.owner(), RELEASED),
                 WRITING => Mark::new(round, m.owner(), GIVEN_UP),
-                PUBLISHED => return false,
-                _ => return true,
+                PUBLISHED => return GiveUp::No,
+                _ => return GiveUp::Done,
             }
         } else if m.round() + 1 == round || m.0 == 0 {
             if !m.done() && !writer_gone(region, m.owner()) {
-                return false; // the previous round's slow writer holds it
+                return GiveUp::No; // the previous round's slow writer holds it
             }
             // The claimant has not marked it. It may wait for room: a claim
-            // is given up only if the ring has room for it.
+            // is given up only if the ring had room for it before this look.
             if !weaken::IPC_GIVE_UP {
-                // Checking consumers for life: a dead one past its grace
-                // time must not keep the ring "full" for ever.
-                let room = super::table::min_consumer(region, true).map_or(true, |min| {
-                    seq < min.saturating_add(region.layout.capacity as u64)
-                });
-                if !room {
-                    return false;
+                if !room_for(region, seq, false) {
+                    // Checking consumers for life, so that a dead one past
+                    // its grace time does not keep the ring "full" for ever.
+                    // Room this makes is new to the claimant: held still.
+                    let _ = room_for(region, seq, true);
+                    return GiveUp::Held;
+                }
+                if held_before {
+                    return GiveUp::Fresh;
                 }
             }
             Mark::new(round, 0, RELEASED)
+        } else if m.round() > round {
+            return GiveUp::Done;
         } else {
-            return m.round() > round;
+            return GiveUp::No;
         };
         // AcqRel: the loser of a race with the writer sees its state.
         if mark
@@ -246,7 +285,7 @@ pub(crate) fn give_up(region: &Region, seq: u64) -> bool {
                 .stats
                 .given_up
                 .fetch_add(1, Ordering::Relaxed);
-            return true;
+            return GiveUp::Done;
         }
     }
 }

@@ -66,7 +66,9 @@
 //!   at it gives it up: a tombstone that every consumer skips and counts
 //!   ([`IpcConsumer::tombstones`]). A producer that was only slow is never
 //!   overwritten: its publish fails with [`IpcPublishError::GivenUp`], and
-//!   its slot is reused only after it let go of it.
+//!   its slot is reused only after it let go of it. A claim waiting for
+//!   room in a full ring is not slow: the timeout counts from when the
+//!   ring has room for it.
 //! - **Waits**: [`Wait::BusySpin`], [`Wait::Yielding`], [`Wait::Sleeping`],
 //!   and [`Wait::Blocking`], which sleeps on a futex in the file; a producer
 //!   pays a load per publish (and, where Linux's membarrier is missing, a

@@ -199,7 +199,16 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
     // reclaim it and go on, even once the producers are gone.
     let abandoned = staged && rng.chance(35);
     if abandoned {
-        options = options.reclaim_after(Duration::from_millis(1 + rng.below(20)));
+        // Half the time longer than the hole timeout: producers' claims
+        // wait for room behind the failed s0 past it, and the consumers
+        // waiting at them must not give them up once s0 is reclaimed
+        // (`marks::GiveUp::Held`).
+        let reclaim = if rng.chance(50) {
+            1 + rng.below(20)
+        } else {
+            hole.as_millis() as u64 + 1 + rng.below(40)
+        };
+        options = options.reclaim_after(Duration::from_millis(reclaim));
     } else if staged {
         // A failed "s0" is started again at once; it must not be reclaimed
         // meanwhile however slow the machine.
