@@ -840,8 +840,7 @@ fn seeded_kill_rounds() {
                 })
             })
         };
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while live_at.map_or(true, |at| events < at + kill_after + 3_000)
             || !went_on(&order, &at_kill)
         {
