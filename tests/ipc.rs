@@ -445,8 +445,18 @@ fn a_claim_waiting_for_room_is_not_given_up() {
 
 const ROLE: &str = "RINGBUS_IPC_ROLE";
 
-fn spawn(role: &str, dir: &std::path::Path, name: &str, extra: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+/// A child process that is killed when dropped, so a failed test (a panic
+/// mid-round) leaves no child behind waiting on its bus.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        kill(self);
+    }
+}
+
+fn spawn(role: &str, dir: &std::path::Path, name: &str, extra: &str) -> Kid {
+    let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "child_process_entry",
@@ -456,12 +466,13 @@ fn spawn(role: &str, dir: &std::path::Path, name: &str, extra: &str) -> Child {
         .env(ROLE, format!("{role}|{}|{name}|{extra}", dir.display()))
         .stdout(std::process::Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Kid(child)
 }
 
-fn kill(child: &mut Child) {
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
+fn kill(kid: &mut Kid) {
+    let _ = kid.0.kill(); // SIGKILL
+    let _ = kid.0.wait();
 }
 
 fn kill_opts(dir: &std::path::Path, multi: bool) -> Options {
@@ -882,7 +893,7 @@ fn seeded_kill_rounds() {
         }
         for kid in &mut kids {
             let start = Instant::now();
-            while kid.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
+            while kid.0.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
                 thread::sleep(Duration::from_millis(1));
             }
             kill(kid);
