@@ -35,6 +35,10 @@ pub(crate) const IPC_PUBLISH: bool = cfg!(ringbus_weaken = "ipc_publish");
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_REUSE: bool = cfg!(ringbus_weaken = "ipc_reuse");
 
+/// `ipc_skip`: A producer releases an earlier lap's unmarked claim of its slot with a plain store instead of a CAS from the mark it saw, so a slow claimant's mark made meanwhile is overwritten and two producers write the slot. Caught by loom model `ipc_a_claim_left_unmarked_a_lap_behind_is_skipped_never_overwritten`.
+#[cfg_attr(not(feature = "ipc"), allow(dead_code))]
+pub(crate) const IPC_SKIP: bool = cfg!(ringbus_weaken = "ipc_skip");
+
 /// `ipc_orphan`: A failed stage orphans its consumer entry with a Relaxed CAS, so a consumer that resumes the entry may not see its last commit. Caught by loom model `ipc_an_orphaned_entry_is_resumed_or_reclaimed_never_both`.
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_ORPHAN: bool = cfg!(ringbus_weaken = "ipc_orphan");

@@ -441,6 +441,56 @@ fn a_claim_waiting_for_room_is_not_given_up() {
     assert_eq!(fast.tombstones(), 0);
 }
 
+/// A batch claims its slots only once the ring has room for all of them: a
+/// fast consumer waiting at the batch's first slot (which has room) longer
+/// than the hole timeout must not give the batch up while its last slot
+/// waits for a slow consumer.
+#[test]
+fn a_batch_waiting_for_room_for_its_last_slot_is_not_given_up() {
+    let d = dir();
+    let bus = Options::new(8)
+        .multi_producer()
+        .hole_timeout(Duration::from_millis(10))
+        .dir(d.path())
+        .create::<Ev>("batchroom")
+        .unwrap();
+    let mut slow = bus.consumer("slow").unwrap();
+    let mut fast = bus.consumer("fast").unwrap();
+    let mut p = bus.producer().unwrap();
+    for k in 0..7 {
+        p.publish(|e| e.set(1, k)).unwrap();
+    }
+    let mut slow_order = Order::default();
+    assert_eq!(slow.poll(2, |e, _, _| slow_order.see(e)).unwrap(), 2);
+    let mut order = Order::default();
+    while fast.poll(8, |e, _, _| order.see(e)).unwrap() > 0 {}
+    // 7..=10: room for 7, none for 10 until `slow` passes 2.
+    let batch = thread::spawn(move || {
+        p.batch_publish(4, |slots| {
+            for (i, e) in slots.iter_mut().enumerate() {
+                e.set(1, 7 + i as u64);
+            }
+        })
+    });
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(100) {
+        let _ = fast.poll(8, |e, _, _| order.see(e)).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+    while slow.poll(8, |e, _, _| slow_order.see(e)).unwrap() > 0 {}
+    assert_eq!(
+        batch.join().unwrap(),
+        Ok(7),
+        "a batch waiting for room was given up"
+    );
+    while order.0.get(&1).copied() != Some(11) {
+        fast.poll_timeout(Duration::from_secs(5), 8, |e, _, _| order.see(e))
+            .unwrap();
+    }
+    assert_eq!(fast.tombstones(), 0);
+    assert_eq!(bus.metrics().given_up, 0);
+}
+
 // ---- Processes ------------------------------------------------------------
 
 const ROLE: &str = "RINGBUS_IPC_ROLE";
@@ -693,6 +743,116 @@ fn a_producer_killed_inside_a_batch_leaves_tombstones_for_all_of_it() {
     while c.poll(8, |e, _, _| order.see(e)).unwrap() > 0 {}
     assert_eq!(order.0.get(&1).copied(), Some(20));
     assert_eq!(c.tombstones(), 6);
+}
+
+/// A producer process killed while its claim waited for room leaves that
+/// claim unmarked. Once the consumers that gated it are gone (the one
+/// holding the ring left, the others joined after the claim), nobody gives
+/// it up, and a lap later the next claim of its slot found the slot's mark
+/// two rounds behind and waited for ever, even after the close. The next
+/// claim now releases it after a hole timeout; a consumer waiting there
+/// does too, and after the close it ends.
+#[test]
+fn a_producer_killed_while_its_claim_waits_for_room_wedges_no_later_lap() {
+    for close_early in [false, true] {
+        let d = dir();
+        let bus = kill_opts(d.path(), true).create::<Ev>("behind").unwrap();
+        let gate = bus.consumer("gate").unwrap(); // never reads: holds the ring
+        let mut child = spawn("producer", d.path(), "behind", "7");
+        // 0..=7 published, 8 claimed and waiting for room.
+        wait_for("the claim that waits", || bus.metrics().cursor == 9);
+        kill(&mut child);
+        drop(gate);
+        let mut late = bus.consumer("late").unwrap();
+        assert_eq!(late.next_sequence(), 9);
+        let mut p = bus.producer().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rounds = if close_early { 8 } else { 20 };
+        let producer = thread::spawn(move || {
+            for k in 0..rounds {
+                // 9..=15, then 16, in the slot of the unmarked 8.
+                let r = p.publish(|e| e.set(1, k));
+                let stop = r.is_err();
+                tx.send(r).unwrap();
+                if stop {
+                    break;
+                }
+            }
+        });
+        let mut order = Order::default();
+        let mut results = vec![];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while results.len() < rounds as usize {
+            assert!(
+                Instant::now() < deadline,
+                "wedged after {} publishes ({:?})",
+                results.len(),
+                bus.metrics()
+            );
+            match rx.recv_timeout(Duration::from_millis(10)) {
+                Ok(r) => results.push(r),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+            let _ = late.poll(8, |e, _, _| order.see(e)).unwrap();
+            if close_early && results.len() == 7 {
+                // The claim of 16 waits for its slot: close now.
+                thread::sleep(Duration::from_millis(5));
+                bus.close();
+            }
+        }
+        producer.join().unwrap();
+        let published = results.iter().take_while(|r| r.is_ok()).count() as u64;
+        if !close_early {
+            assert_eq!(published, rounds, "{results:?}");
+        }
+        // Everything published reaches `late`, then `Closed`.
+        bus.close();
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no `Closed` ({:?})",
+                bus.metrics()
+            );
+            match late.poll_timeout(Duration::from_millis(100), 8, |e, _, _| order.see(e)) {
+                Ok(_) | Err(IpcPollError::Timeout) => {}
+                Err(IpcPollError::Closed) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(order.0.get(&1).copied().unwrap_or(0), published);
+        assert!(bus.metrics().given_up >= 1, "{:?}", bus.metrics());
+    }
+}
+
+/// A consumer process killed on a quiet bus (no producer needing room, no
+/// consumer after it) left its entry taken for ever, so with a table of 1
+/// every later join failed with `TableFull`. A join that finds no free
+/// entry now looks for dead owners: the first one notes the dead, a join
+/// `reclaim_after` later gets the entry.
+#[test]
+fn a_dead_consumer_on_a_quiet_bus_frees_its_entry_for_a_later_join() {
+    let d = dir();
+    let bus = kill_opts(d.path(), true)
+        .consumers(1)
+        .create::<Ev>("quietfull")
+        .unwrap();
+    let mut child = spawn("consumer", d.path(), "quietfull", "gone");
+    wait_for("the child to join", || bus.metrics().consumers.len() == 1);
+    kill(&mut child);
+    let err = bus.consumer("next").unwrap_err();
+    assert!(matches!(err, IpcError::TableFull { .. }), "{err}");
+    assert!(err.to_string().contains("retry"), "{err}");
+    let mut joined = None;
+    wait_for("the dead entry to be reclaimed", || {
+        match bus.consumer("next") {
+            Ok(c) => joined = Some(c),
+            Err(IpcError::TableFull { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        joined.is_some()
+    });
+    assert_eq!(bus.metrics().reclaimed, 1);
 }
 
 /// A multi producer that claimed and waits for room when the bus closes

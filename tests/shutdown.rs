@@ -275,6 +275,39 @@ fn multi_producer_blocked_on_full_ring_wakes_on_halt() {
     });
 }
 
+/// A clone waiting in `publish_timeout` for room (a subscriber nobody polls
+/// holds the ring) when another handle shuts the bus down gets `Closed`
+/// at once, under every wait family; it used to sleep on to its deadline.
+#[test]
+fn publish_timeout_waiting_for_room_ends_when_another_handle_shuts_down() {
+    fn case<W: ringbus::WaitStrategy>(wait: W) {
+        let p = ringbus::multi_producer(4, Event::default, wait).build();
+        let held = p.subscribe().unwrap(); // never polled: holds the ring
+        for i in 0..4 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let q = p.clone();
+        let waiting = std::thread::spawn(move || {
+            let start = Instant::now();
+            let r = q.publish_timeout(Duration::from_secs(30), |e| e.set(99));
+            (r, start.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let shut = std::thread::spawn(move || p.shutdown());
+        let (r, took) = waiting.join().unwrap();
+        assert_eq!(r, Err(TryPublishError::Closed), "after {took:?}");
+        assert!(took < Duration::from_secs(20), "waited {took:?}");
+        drop(held);
+        shut.join().unwrap().unwrap();
+    }
+    bounded(120, || {
+        case(Blocking);
+        case(Yielding::default());
+        case(AnyStrategy::from(ringbus::BusySpin));
+        case(ringbus::PhasedBackoff::default());
+    });
+}
+
 #[test]
 fn shutdown_timeout_reports_that_it_timed_out() {
     bounded(60, || {

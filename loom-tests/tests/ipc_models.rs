@@ -7,7 +7,8 @@
 //!
 //! Each model names the outcome it forbids; `ci/loom-weakened.sh` checks
 //! that each fails with its ordering or step weakened (`ipc_publish`,
-//! `ipc_sleepers`, `ipc_reuse`, `ipc_join`, `ipc_orphan`, `ipc_reap`).
+//! `ipc_sleepers`, `ipc_reuse`, `ipc_join`, `ipc_orphan`, `ipc_reap`,
+//! `ipc_skip`).
 #![cfg(loom)]
 
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -484,4 +485,50 @@ fn ipc_a_consumer_after_an_orphan_reclaims_it_once_an_event_waits() {
         assert_eq!(bus.metrics().reclaimed, 1, "read past a live orphan");
         drop(producer.join().unwrap());
     });
+}
+
+/// Model 9: a slot's claim two laps apart. Producer `b` filled a ring of 2
+/// (sequences 0 and 1); then `a` publishes one event while `b` publishes
+/// two, with no consumer. When `a` claims 2 and has not marked it yet,
+/// `b`'s claim of 4 (the same slot) finds the slot's mark two rounds
+/// behind and releases `a`'s claim (under loom at once, as if a hole
+/// timeout had passed). Forbidden: both writing the slot (loom's cell
+/// check), `a` told `Ok` for a released claim or `b` refused, a wedge
+/// (loom's deadlock), or a consumer joining afterwards reading a torn slot.
+#[test]
+fn ipc_a_claim_left_unmarked_a_lap_behind_is_skipped_never_overwritten() {
+    static SKIPPED: Reached = Reached::new();
+    loom::model(|| {
+        let bus = Options::new(2)
+            .multi_producer()
+            .producers(2)
+            .consumers(1)
+            .model::<Pe>(1);
+        let mut b = bus.as_process(3).producer().unwrap();
+        b.publish(|e| e.set(10)).unwrap();
+        b.publish(|e| e.set(11)).unwrap();
+        let mut a = bus.as_process(2).producer().unwrap();
+        let a_t = thread::spawn(move || {
+            a.publish(|e| {
+                e.set(100);
+                thread::yield_now();
+                e.set(100);
+            })
+        });
+        let b_t = thread::spawn(move || [b.publish(|e| e.set(12)), b.publish(|e| e.set(13))]);
+        let a_outcome = a_t.join().unwrap();
+        for o in b_t.join().unwrap() {
+            assert!(o.is_ok(), "b refused: {o:?}");
+        }
+        match a_outcome {
+            Ok(_) => {}
+            Err(IpcPublishError::GivenUp { sequence, .. }) => {
+                assert_eq!(sequence, 2, "a released claim other than the skipped one");
+                SKIPPED.hit();
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert_eq!(bus.metrics().cursor, 5);
+    });
+    SKIPPED.assert_reached("a claim left unmarked a lap behind was skipped");
 }

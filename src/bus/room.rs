@@ -169,6 +169,11 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         if self.is_halted() || (!claimed && self.refuses_producers()) {
             return Err(Interrupt::Halted);
         }
+        // Another handle closed the bus: a producer that has claimed nothing
+        // gets `Closed` now (a claim already made waits for its room).
+        if !claimed && self.closed_at().is_some() {
+            return Err(Interrupt::Closed);
+        }
         let wrap_point = last - self.capacity();
         let mut min = self.min_gating_of(before, claimed);
         if min < wrap_point && self.evict_laggards(last) {

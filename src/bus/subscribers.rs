@@ -65,9 +65,10 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// wanting to write up to `last` (their sequence is below `last -
     /// capacity`) for longer than their limit and are not reading: they
     /// leave the gating set at once, and their next poll says how far
-    /// behind they were. True if any was evicted (the caller recomputes
-    /// its minimum; its publish then wakes the evicted one). Never takes
-    /// a signal's lock.
+    /// behind they were. True if any was evicted: the caller recomputes
+    /// its minimum, and a caller outside a wait's poll wakes the evicted
+    /// (`wake_all`; one inside a poll leaves that to its publish). Never
+    /// takes a signal's lock.
     pub(crate) fn evict_laggards(&self, last: Sequence) -> bool {
         // Relaxed: a hint (see `lag_limited`); a stale zero only delays an
         // eviction to the next look.

@@ -644,7 +644,12 @@ impl<E: Pod> IpcBus<E> {
 
     /// Joins as consumer `name` (1–32 bytes): at the present, or, if a
     /// dead consumer had this name and was not reclaimed yet, where it
-    /// stopped.
+    /// stopped. On a multi producer bus "the present" is the claim
+    /// counter, as for an LMAX gating sequence added at run time: a
+    /// `publish` that claimed before the join (one waiting for room in a
+    /// full ring, say) is not delivered to this consumer even if it
+    /// completes after the join. Join consumers before their producers
+    /// start to see everything.
     ///
     /// # Errors
     /// [`IpcError::NameInUse`], [`IpcError::TableFull`],
@@ -687,7 +692,10 @@ impl<E: Pod> IpcBus<E> {
 
     /// Joins as consumer `name`, reading each event only after every
     /// consumer named in `after` has handled it. Until one of them is first
-    /// seen, this one waits where it joined. A dead one keeps holding this
+    /// seen, this one waits where it joined. Start the upstreams first: an
+    /// upstream that joins after this one starts at the present, as every
+    /// consumer does, so the events published between the two joins reach
+    /// this one without it. A dead one keeps holding this
     /// one until it is reclaimed (a process that resumes it goes on from
     /// there); this one reclaims it itself after the bus's `reclaim_after`
     /// if no producer did. One that is gone (it left, or was reclaimed) no

@@ -134,7 +134,9 @@ impl fmt::Display for IpcError {
             ),
             Self::TableFull { table, size } => write!(
                 f,
-                "all {size} {table} entries are in use: create the bus with a larger {table} table"
+                "all {size} {table} entries are in use: create the bus with a larger {table} table \
+                 (an entry a dead process left is free `reclaim_after` after it was first seen \
+                 dead: retry then)"
             ),
         }
     }

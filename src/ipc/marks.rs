@@ -14,6 +14,10 @@
 //! round r-1 done, claimed but unmarked, room for it for a hole timeout
 //!            --consumer CAS--> round r RELEASED(nobody)       the claimant's
 //!            CAS to WRITING then fails, and it reports the loss
+//! round r-2 (or older) done, round r-1 claimed but never marked, round r
+//!            claimed with room, a hole timeout --round r's claimant (or a
+//!            consumer at round r) CAS--> round r-1 RELEASED(nobody)
+//!            (`skip_behind`: nobody reads round r-1 once round r has room)
 //! ```
 //!
 //! A slot is reused (next round) only from PUBLISHED or RELEASED: never
@@ -76,6 +80,12 @@ pub(crate) enum MarkFailure {
     /// The previous round's writer is still writing (it was given up and is
     /// slow): try again.
     Busy,
+    /// The slot's mark is two rounds or more behind: a claim of it in an
+    /// earlier lap was never marked (its claimant died waiting for room, or
+    /// is slow between its claim and its mark). Nobody reads that claim
+    /// (the caller has room, so every consumer has passed it);
+    /// [`skip_behind`] releases it once it waited a hole timeout.
+    Behind,
 }
 
 /// Marks `seq` as being written by producer entry `me` (its index + 1).
@@ -90,9 +100,14 @@ pub(crate) fn begin_write(region: &Region, seq: u64, me: usize) -> Result<(), Ma
             return Err(MarkFailure::GivenUp);
         }
         if m.round() + 1 != round && m.0 != 0 {
-            // A round before the previous one: a producer a lap behind has
-            // not marked it yet (only without consumers to gate).
-            return Err(MarkFailure::Busy);
+            // A round before the previous one: a claimant a lap behind has
+            // not marked it yet (without consumers to gate, or all of them
+            // joined after its claim), or died before it could.
+            return Err(if behind(region, m) {
+                MarkFailure::Behind
+            } else {
+                MarkFailure::Busy
+            });
         }
         if !m.done() {
             // A slow writer of the previous round, given up or (without
@@ -115,6 +130,50 @@ pub(crate) fn begin_write(region: &Region, seq: u64, me: usize) -> Result<(), Ma
             return Ok(());
         }
     }
+}
+
+/// Whether mark `m`, two rounds or more behind the slot's next claim, can
+/// be skipped: its own round is over, or its writer is gone.
+fn behind(region: &Region, m: Mark) -> bool {
+    m.done() || writer_gone(region, m.owner())
+}
+
+/// Releases the earlier laps' claims of `seq`'s slot that were never
+/// marked (see [`MarkFailure::Behind`]), so `seq`'s claimant can mark it.
+/// The caller has room for `seq`: every consumer passed those claims, so
+/// nobody reads them. A slow claimant of one of them finds its slot taken
+/// (`begin_write` fails with `GivenUp`), as after a consumer's give-up.
+/// Returns whether this call released them.
+pub(crate) fn skip_behind(region: &Region, seq: u64) -> bool {
+    let mark = region.mark(seq);
+    let round = round_of(region, seq);
+    let m = Mark(mark.load(Ordering::Acquire));
+    if m.0 == 0 || m.round() + 1 >= round || !behind(region, m) {
+        return false;
+    }
+    if weaken::IPC_SKIP {
+        mark.store(Mark::new(round - 1, 0, RELEASED).0, Ordering::Relaxed);
+        return true;
+    }
+    // AcqRel: as `give_up`'s CAS (the loser, a claimant marking at last,
+    // sees the release).
+    if mark
+        .compare_exchange(
+            m.0,
+            Mark::new(round - 1, 0, RELEASED).0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_err()
+    {
+        return false;
+    }
+    region
+        .control()
+        .stats
+        .given_up
+        .fetch_add(round - 1 - m.round(), Ordering::Relaxed);
+    true
 }
 
 /// Publishes `seq`, written by producer entry `me`. `Err(())` when a
@@ -273,7 +332,21 @@ pub(crate) fn give_up(region: &Region, seq: u64, held_before: bool) -> GiveUp {
         } else if m.round() > round {
             return GiveUp::Done;
         } else {
-            return GiveUp::No;
+            // Two rounds or more behind: a claim of an earlier lap was never
+            // marked, and `seq`'s claimant may be waiting for it. Once the
+            // ring has room for `seq` nobody reads that claim: release it,
+            // and give `seq`'s claimant a whole hole timeout to mark.
+            if !behind(region, m) {
+                return GiveUp::No; // a slow writer of that round holds it
+            }
+            if !weaken::IPC_GIVE_UP && !room_for(region, seq, false) {
+                let _ = room_for(region, seq, true);
+                return GiveUp::Held;
+            }
+            if skip_behind(region, seq) {
+                return GiveUp::Fresh;
+            }
+            continue; // the mark changed: look again
         };
         // AcqRel: the loser of a race with the writer sees its state.
         if mark

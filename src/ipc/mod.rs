@@ -68,7 +68,10 @@
 //!   overwritten: its publish fails with [`IpcPublishError::GivenUp`], and
 //!   its slot is reused only after it let go of it. A claim waiting for
 //!   room in a full ring is not slow: the timeout counts from when the
-//!   ring has room for it.
+//!   ring has room for it (a batch claims only once there is room for all
+//!   of it). A claim its claimant died before marking, which no consumer
+//!   waits at any more (they left, or joined after it), is released a
+//!   hole timeout after the next lap's claim of its slot reaches it.
 //! - **Waits**: [`Wait::BusySpin`], [`Wait::Yielding`], [`Wait::Sleeping`],
 //!   and [`Wait::Blocking`], which sleeps on a futex in the file; a producer
 //!   pays a load per publish (and, where Linux's membarrier is missing, a

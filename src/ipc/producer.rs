@@ -309,7 +309,9 @@ impl<E: Pod> IpcProducer<E> {
 
     /// Publishes `n` events at once, written by `f` into consecutive slots
     /// (each producer's batch stays in order and contiguous). Returns the
-    /// first sequence.
+    /// first sequence. A multi producer claims the slots only once the ring
+    /// has room for all of them, so a batch that waits for room is never
+    /// taken for a hole.
     ///
     /// # Errors
     /// [`IpcPublishError::BatchTooLarge`] when `n` exceeds the capacity, or
@@ -395,14 +397,35 @@ impl<E: Pod> IpcProducer<E> {
     }
 
     fn begin_write(&self, seq: u64, owner: usize) -> Result<(), MarkFailure> {
+        let region = &self.bus.region;
+        let mut tries = 0u32;
+        let mut behind_since = None::<Instant>;
         loop {
-            match marks::begin_write(&self.bus.region, seq, owner) {
-                // A given-up writer of the previous round still writes (or a
-                // producer a lap behind has not published): wait for it,
-                // unless the bus closes.
-                Err(MarkFailure::Busy) if !self.bus.is_closed() => crate::loom::yield_now(),
-                Err(MarkFailure::Busy) => return Err(MarkFailure::GivenUp),
+            match marks::begin_write(region, seq, owner) {
+                // A given-up writer of the previous round still writes: wait
+                // for it, unless the bus closes.
+                Err(MarkFailure::Busy) if !self.bus.is_closed() => {}
+                // An earlier lap's claim of the slot was never marked: wait
+                // for its claimant a hole timeout (it may be slow), then
+                // release it (a dead one never marks).
+                Err(MarkFailure::Behind) if !self.bus.is_closed() => {
+                    let since = *behind_since.get_or_insert_with(Instant::now);
+                    let timeout = Duration::from_nanos(
+                        region.header().hole_timeout_ns.load(Ordering::Relaxed),
+                    );
+                    if cfg!(loom) || since.elapsed() >= timeout {
+                        marks::skip_behind(region, seq);
+                        continue;
+                    }
+                }
+                Err(MarkFailure::Busy | MarkFailure::Behind) => return Err(MarkFailure::GivenUp),
                 other => return other,
+            }
+            tries += 1;
+            if tries < 128 || cfg!(loom) {
+                crate::loom::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
             }
         }
     }
@@ -487,7 +510,7 @@ impl<E: Pod> IpcProducer<E> {
             self.wait_for_room(first, first + n - 1, until, true)?;
             return Ok(first);
         }
-        if let Until::Never = until {
+        if n == 1 && matches!(until, Until::Never) {
             // AcqRel: a total order of claims; nothing is published by it.
             let first = self.cursor().fetch_add(n, Ordering::AcqRel);
             // Claimed: wait for room even if the bus closes meanwhile, then
@@ -500,7 +523,10 @@ impl<E: Pod> IpcProducer<E> {
             }
             return Ok(first);
         }
-        // Claim only once there is room, so a timed-out claim leaves no hole.
+        // Claim only once there is room, so a timed-out claim leaves no
+        // hole, and a batch never waits for room after its claim: a
+        // consumer at its first slot sees room for that slot, not for the
+        // batch's last, and would give it up while it waits.
         loop {
             let first = self.cursor().load(Ordering::Acquire);
             self.wait_for_room(first, first + n - 1, until, true)?;

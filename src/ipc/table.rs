@@ -204,6 +204,27 @@ pub(crate) fn join_consumer(
             }
         }
     }
+    for attempt in 0..2 {
+        if attempt == 1 {
+            // No free entry: look for dead owners, as a producer needing
+            // room does, so that on a quiet bus the entries of dead
+            // processes do not fill the table for ever (each is reclaimed
+            // `reclaim_after` after it was first seen dead).
+            let _ = min_consumer(region, true);
+        }
+        if let Some(joined) = join_free(region, me, &words)? {
+            return Ok(joined);
+        }
+    }
+    Err(JoinFailure::Full)
+}
+
+/// Takes a free consumer entry under `words`; `None` if none was free.
+fn join_free(
+    region: &Region,
+    me: Identity,
+    words: &[u64; 4],
+) -> Result<Option<Joined>, JoinFailure> {
     for index in 0..region.layout.consumers {
         let entry = region.consumer(index).expect("index below the table size");
         let l = Lease::load(&entry.meta.lease);
@@ -223,7 +244,7 @@ pub(crate) fn join_consumer(
         entry.meta.start.store(me.start, Ordering::Relaxed);
         entry.meta.dead_since.store(0, Ordering::Relaxed);
         entry.meta.tombstones.store(0, Ordering::Relaxed);
-        for (w, v) in entry.meta.name.iter().zip(&words) {
+        for (w, v) in entry.meta.name.iter().zip(words) {
             w.store(*v, Ordering::Relaxed);
         }
         // Relaxed: published by the Release lease CAS below. No later than
@@ -256,19 +277,19 @@ pub(crate) fn join_consumer(
             .find_map(|i| {
                 let other = region.consumer(i).expect("index below the table size");
                 let ol = Lease::load(&other.meta.lease);
-                (matches!(ol.state(), ACTIVE | RESUMING) && has_name(other, &words))
+                (matches!(ol.state(), ACTIVE | RESUMING) && has_name(other, words))
                     .then_some(ol.pid())
             });
         if let Some(pid) = twin {
             leave_consumer(region, index, active);
             return Err(JoinFailure::InUse { pid });
         }
-        return Ok(Joined::Fresh {
+        return Ok(Some(Joined::Fresh {
             index,
             lease: active,
-        });
+        }));
     }
-    Err(JoinFailure::Full)
+    Ok(None)
 }
 
 /// Frees entry `index` if it is still under `lease`.

@@ -158,6 +158,9 @@ where
                     Err(ClaimError::Full(missing)) => {
                         let before = seq.claimed();
                         if self.bus.evict_laggards(before + n) {
+                            // The evicted may be parked: they learn it now,
+                            // whether or not this producer publishes.
+                            self.bus.wake_all();
                             // Room freed: the cache must say so.
                             refresh_gating_cache(&self.bus, before);
                             continue;

@@ -40,6 +40,8 @@ fn wait_for_room<E, W: WaitStrategy>(
         Wait::Never => {
             let mut min = bus.min_gating(published);
             if min < wrap_point && bus.evict_laggards(last) {
+                // The evicted may be parked: they learn it now.
+                bus.wake_all();
                 min = bus.min_gating(published);
             }
             if min < wrap_point {
