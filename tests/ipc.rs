@@ -821,7 +821,12 @@ fn a_producer_killed_while_its_claim_waits_for_room_wedges_no_later_lap() {
             }
         }
         assert_eq!(order.0.get(&1).copied().unwrap_or(0), published);
-        assert!(bus.metrics().given_up >= 1, "{:?}", bus.metrics());
+        // The claim of 8 was released (by the claimant of 16, or by `late`
+        // at 16 after the close), unless the close came before 16 was
+        // claimed (`Closed`: nothing waited behind 8).
+        if !matches!(results.last(), Some(Err(IpcPublishError::Closed))) {
+            assert!(bus.metrics().given_up >= 1, "{:?}", bus.metrics());
+        }
     }
 }
 

@@ -132,12 +132,19 @@ impl fmt::Display for IpcError {
                 f,
                 "consumer name {name:?} is held by live process {pid}: choose another name, or stop that consumer"
             ),
-            Self::TableFull { table, size } => write!(
-                f,
-                "all {size} {table} entries are in use: create the bus with a larger {table} table \
-                 (an entry a dead process left is free `reclaim_after` after it was first seen \
-                 dead: retry then)"
-            ),
+            Self::TableFull { table, size } => {
+                write!(
+                    f,
+                    "all {size} {table} entries are in use: create the bus with a larger {table} table"
+                )?;
+                if *table == "consumer" {
+                    f.write_str(
+                        " (an entry a dead process left is free `reclaim_after` after it was \
+                         first seen dead: retry then)",
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -14,10 +14,11 @@
 //! round r-1 done, claimed but unmarked, room for it for a hole timeout
 //!            --consumer CAS--> round r RELEASED(nobody)       the claimant's
 //!            CAS to WRITING then fails, and it reports the loss
-//! round r-2 (or older) done, round r-1 claimed but never marked, round r
+//! round k done, round k+1 claimed but never marked, a later round r
 //!            claimed with room, a hole timeout --round r's claimant (or a
-//!            consumer at round r) CAS--> round r-1 RELEASED(nobody)
-//!            (`skip_behind`: nobody reads round r-1 once round r has room)
+//!            consumer at round r) CAS--> round k+1 RELEASED(nobody), one
+//!            round at a time (`skip_behind`: nobody reads a round below r
+//!            once round r has room)
 //! ```
 //!
 //! A slot is reused (next round) only from PUBLISHED or RELEASED: never
@@ -138,12 +139,16 @@ fn behind(region: &Region, m: Mark) -> bool {
     m.done() || writer_gone(region, m.owner())
 }
 
-/// Releases the earlier laps' claims of `seq`'s slot that were never
-/// marked (see [`MarkFailure::Behind`]), so `seq`'s claimant can mark it.
-/// The caller has room for `seq`: every consumer passed those claims, so
-/// nobody reads them. A slow claimant of one of them finds its slot taken
-/// (`begin_write` fails with `GivenUp`), as after a consumer's give-up.
-/// Returns whether this call released them.
+/// Releases the oldest round of `seq`'s slot that holds up `seq`'s claim
+/// (see [`MarkFailure::Behind`]): a dead writer's round, or the next
+/// round's claim that was never marked. One round per call, so the
+/// claimant of each later round gets its own wait before its claim is
+/// released (callers wait a hole timeout between calls, starting again
+/// when the mark changes). The caller has room for `seq`: every consumer
+/// passed those claims, so nobody reads them. A slow claimant of a
+/// released round finds its slot taken (`begin_write` fails with
+/// `GivenUp`), as after a consumer's give-up. Returns whether this call
+/// released one.
 pub(crate) fn skip_behind(region: &Region, seq: u64) -> bool {
     let mark = region.mark(seq);
     let round = round_of(region, seq);
@@ -151,6 +156,11 @@ pub(crate) fn skip_behind(region: &Region, seq: u64) -> bool {
     if m.0 == 0 || m.round() + 1 >= round || !behind(region, m) {
         return false;
     }
+    let to = if m.done() {
+        Mark::new(m.round() + 1, 0, RELEASED)
+    } else {
+        Mark::new(m.round(), m.owner(), RELEASED) // its writer is gone
+    };
     if weaken::IPC_SKIP {
         mark.store(Mark::new(round - 1, 0, RELEASED).0, Ordering::Relaxed);
         return true;
@@ -158,12 +168,7 @@ pub(crate) fn skip_behind(region: &Region, seq: u64) -> bool {
     // AcqRel: as `give_up`'s CAS (the loser, a claimant marking at last,
     // sees the release).
     if mark
-        .compare_exchange(
-            m.0,
-            Mark::new(round - 1, 0, RELEASED).0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        )
+        .compare_exchange(m.0, to.0, Ordering::AcqRel, Ordering::Relaxed)
         .is_err()
     {
         return false;
@@ -172,7 +177,7 @@ pub(crate) fn skip_behind(region: &Region, seq: u64) -> bool {
         .control()
         .stats
         .given_up
-        .fetch_add(round - 1 - m.round(), Ordering::Relaxed);
+        .fetch_add(1, Ordering::Relaxed);
     true
 }
 
@@ -339,9 +344,14 @@ pub(crate) fn give_up(region: &Region, seq: u64, held_before: bool) -> GiveUp {
             if !behind(region, m) {
                 return GiveUp::No; // a slow writer of that round holds it
             }
-            if !weaken::IPC_GIVE_UP && !room_for(region, seq, false) {
-                let _ = room_for(region, seq, true);
-                return GiveUp::Held;
+            if !weaken::IPC_GIVE_UP {
+                if !room_for(region, seq, false) {
+                    let _ = room_for(region, seq, true);
+                    return GiveUp::Held;
+                }
+                if held_before {
+                    return GiveUp::Fresh; // the room is new to the claimants
+                }
             }
             if skip_behind(region, seq) {
                 return GiveUp::Fresh;

@@ -399,7 +399,7 @@ impl<E: Pod> IpcProducer<E> {
     fn begin_write(&self, seq: u64, owner: usize) -> Result<(), MarkFailure> {
         let region = &self.bus.region;
         let mut tries = 0u32;
-        let mut behind_since = None::<Instant>;
+        let mut behind_since = None::<(u64, Instant)>;
         loop {
             match marks::begin_write(region, seq, owner) {
                 // A given-up writer of the previous round still writes: wait
@@ -409,7 +409,13 @@ impl<E: Pod> IpcProducer<E> {
                 // for its claimant a hole timeout (it may be slow), then
                 // release it (a dead one never marks).
                 Err(MarkFailure::Behind) if !self.bus.is_closed() => {
-                    let since = *behind_since.get_or_insert_with(Instant::now);
+                    // The wait starts again whenever the mark moves (a round
+                    // released, or marked by its claimant).
+                    let mark = marks::raw(region, seq);
+                    let since = match behind_since {
+                        Some((m, since)) if m == mark => since,
+                        _ => behind_since.insert((mark, Instant::now())).1,
+                    };
                     let timeout = Duration::from_nanos(
                         region.header().hole_timeout_ns.load(Ordering::Relaxed),
                     );
