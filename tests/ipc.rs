@@ -491,6 +491,64 @@ fn a_batch_waiting_for_room_for_its_last_slot_is_not_given_up() {
     assert_eq!(bus.metrics().given_up, 0);
 }
 
+/// A batch claims in turn with single publishes (one `fetch_add`), so on a
+/// ring kept full by another producer's singles and a slow consumer it is
+/// never starved: a claim that waited for room for the whole batch before
+/// claiming lost every race to the singles.
+#[test]
+fn a_batch_is_not_starved_by_single_publishes_on_a_full_ring() {
+    let d = dir();
+    let bus = Options::new(8)
+        .multi_producer()
+        .dir(d.path())
+        .create::<Ev>("starve")
+        .unwrap();
+    let mut c = bus.consumer("slow").unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut singles = bus.producer().unwrap();
+    let s_stop = stop.clone();
+    let single = thread::spawn(move || {
+        let mut k = 0;
+        while !s_stop.load(Ordering::Relaxed) {
+            singles.publish(|e| e.set(1, k)).unwrap();
+            k += 1;
+        }
+    });
+    let mut batches = bus.producer().unwrap();
+    let batch = thread::spawn(move || {
+        for b in 0..40u64 {
+            batches
+                .batch_publish(4, |slots| {
+                    for (i, e) in slots.iter_mut().enumerate() {
+                        e.set(2, b * 4 + i as u64);
+                    }
+                })
+                .unwrap();
+        }
+    });
+    let mut order = Order::default();
+    // 40 batches take milliseconds; claims that wait for room before
+    // they claim took about 20 s here.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while order.0.get(&2).copied() != Some(160) {
+        assert!(
+            Instant::now() < deadline,
+            "the batches starved: {:?} of 160 batch events after 5 s",
+            order.0.get(&2)
+        );
+        c.poll_timeout(Duration::from_millis(100), 2, |e, _, _| order.see(e))
+            .ok();
+        thread::sleep(Duration::from_micros(200));
+    }
+    batch.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    while !single.is_finished() {
+        let _ = c.poll(8, |e, _, _| order.see(e));
+    }
+    single.join().unwrap();
+    assert_eq!(c.tombstones(), 0);
+}
+
 // ---- Processes ------------------------------------------------------------
 
 const ROLE: &str = "RINGBUS_IPC_ROLE";

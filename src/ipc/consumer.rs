@@ -411,7 +411,7 @@ impl<E: Pod> IpcConsumer<E> {
                         && !cfg!(loom)
                         && !crate::weaken::IPC_GIVE_UP
                         && marks::unmarked(region, end, mark)
-                        && !marks::room_for(region, end, false)
+                        && (!marks::room_for(region, end, false) || marks::claim_waits(region, end))
                     {
                         // A claim without room: its claimant may be waiting
                         // for room. Its hole timeout counts once there is

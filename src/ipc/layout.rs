@@ -16,7 +16,7 @@ use crate::loom::{AtomicU32, AtomicU64};
 /// "RINGBUS" and a format byte.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RINGBUS\x01");
 /// Bumped whenever any structure in the file changes.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// The consumer table's largest size: sleeping consumers are one bit each
 /// of a 64-bit word.
 pub(crate) const MAX_CONSUMERS: usize = 64;
@@ -114,6 +114,13 @@ pub(crate) struct ProducerEntry {
     pub(crate) lease: AtomicU64,
     /// The owner's process start time (pid reuse).
     pub(crate) start: AtomicU64,
+    /// The claim (multi producer) this producer waits room for, first
+    /// and last sequence, while it waits; `wait_last` 0 when it waits for
+    /// none (no claim of the first lap waits). Consumers read it before
+    /// they give up a claim that is not marked yet: a batch's first slot
+    /// may have room while its last has none (`marks::claim_waits`).
+    pub(crate) wait_first: AtomicU64,
+    pub(crate) wait_last: AtomicU64,
 }
 
 /// One consumer.

@@ -269,6 +269,27 @@ pub(crate) fn room_for(region: &Region, seq: u64, check_dead: bool) -> bool {
     })
 }
 
+/// Whether a live producer waits for room for a claim that holds `seq`
+/// and ends past the ring's room (a batch whose first slots have room and
+/// its last not): such a claim is not a hole yet.
+pub(crate) fn claim_waits(region: &Region, seq: u64) -> bool {
+    let places = super::table::producer_places(region);
+    let mut last = None::<u64>;
+    for i in 0..places {
+        let Some(entry) = region.producer(i) else {
+            break;
+        };
+        // Acquire: pairs with the producer's Release store of `wait_last`
+        // after `wait_first`.
+        let l = entry.wait_last.load(Ordering::Acquire);
+        if l > seq && entry.wait_first.load(Ordering::Relaxed) <= seq && !writer_gone(region, i + 1)
+        {
+            last = Some(last.map_or(l, |m: u64| m.max(l)));
+        }
+    }
+    last.is_some_and(|l| !room_for(region, l, false))
+}
+
 /// Whether raw mark `mark` leaves `seq` claimed but not marked yet (the
 /// mark is from an earlier round).
 pub(crate) fn unmarked(region: &Region, seq: u64, mark: u64) -> bool {
@@ -327,6 +348,12 @@ pub(crate) fn give_up(region: &Region, seq: u64, held_before: bool) -> GiveUp {
                     // its grace time does not keep the ring "full" for ever.
                     // Room this makes is new to the claimant: held still.
                     let _ = room_for(region, seq, true);
+                    return GiveUp::Held;
+                }
+                if claim_waits(region, seq) {
+                    // A batch with room for this slot, not for its last;
+                    // consumers checked for life as above.
+                    let _ = super::table::min_consumer(region, true);
                     return GiveUp::Held;
                 }
                 if held_before {

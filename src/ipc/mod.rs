@@ -68,8 +68,8 @@
 //!   overwritten: its publish fails with [`IpcPublishError::GivenUp`], and
 //!   its slot is reused only after it let go of it. A claim waiting for
 //!   room in a full ring is not slow: the timeout counts from when the
-//!   ring has room for it (a batch claims only once there is room for all
-//!   of it). A claim its claimant died before marking, which no consumer
+//!   ring has room for it (for a batch, for its last slot). A claim its
+//!   claimant died before marking, which no consumer
 //!   waits at any more (they left, or joined after it), is released a
 //!   hole timeout after the next lap's claim of its slot reaches it.
 //! - **Waits**: [`Wait::BusySpin`], [`Wait::Yielding`], [`Wait::Sleeping`],

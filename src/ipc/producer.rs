@@ -225,6 +225,13 @@ impl<E: Pod> IpcProducer<E> {
         }
     }
 
+    fn entry(&self) -> &super::layout::ProducerEntry {
+        self.bus
+            .region
+            .producer(self.index)
+            .expect("index below the table size")
+    }
+
     fn cursor(&self) -> &AtomicU64 {
         &self.bus.region.control().cursor
     }
@@ -309,9 +316,9 @@ impl<E: Pod> IpcProducer<E> {
 
     /// Publishes `n` events at once, written by `f` into consecutive slots
     /// (each producer's batch stays in order and contiguous). Returns the
-    /// first sequence. A multi producer claims the slots only once the ring
-    /// has room for all of them, so a batch that waits for room is never
-    /// taken for a hole.
+    /// first sequence. A multi producer's batch that waits for room for its
+    /// last slot is not taken for a hole meanwhile, though its first slots
+    /// have room.
     ///
     /// # Errors
     /// [`IpcPublishError::BatchTooLarge`] when `n` exceeds the capacity, or
@@ -516,23 +523,37 @@ impl<E: Pod> IpcProducer<E> {
             self.wait_for_room(first, first + n - 1, until, true)?;
             return Ok(first);
         }
-        if n == 1 && matches!(until, Until::Never) {
+        if let Until::Never = until {
             // AcqRel: a total order of claims; nothing is published by it.
             let first = self.cursor().fetch_add(n, Ordering::AcqRel);
+            let last = first + n - 1;
             // Claimed: wait for room even if the bus closes meanwhile, then
             // let the slots go at once rather than leave consumers a hole
             // to time out (one the room check may never let them give up).
-            self.wait_for_room(first, first + n - 1, until, false)?;
+            // While it waits, the claim is in this producer's entry: a
+            // consumer at a slot of it that has room (a batch's first)
+            // does not take it for a hole (`marks::claim_waits`).
+            let waits = last >= self.cached_min.saturating_add(self.capacity);
+            if waits {
+                self.entry().wait_first.store(first, Ordering::Relaxed);
+                // Release: `wait_first` before it (`claim_waits` Acquires).
+                self.entry().wait_last.store(last, Ordering::Release);
+            }
+            let waited = self.wait_for_room(first, last, until, false);
+            if waits {
+                // Relaxed: the marks it makes next are what consumers
+                // wait for; a consumer that sees this before them has
+                // seen the claim held at its last look (`GiveUp::Fresh`).
+                self.entry().wait_last.store(0, Ordering::Relaxed);
+            }
+            waited?;
             if self.bus.is_closed() {
                 self.let_go(first..first + n);
                 return Err(IpcPublishError::Closed);
             }
             return Ok(first);
         }
-        // Claim only once there is room, so a timed-out claim leaves no
-        // hole, and a batch never waits for room after its claim: a
-        // consumer at its first slot sees room for that slot, not for the
-        // batch's last, and would give it up while it waits.
+        // Claim only once there is room, so a timed-out claim leaves no hole.
         loop {
             let first = self.cursor().load(Ordering::Acquire);
             self.wait_for_room(first, first + n - 1, until, true)?;

@@ -493,6 +493,7 @@ pub(crate) fn join_producer(
             continue;
         }
         entry.start.store(me.start, Ordering::Relaxed);
+        entry.wait_last.store(0, Ordering::Relaxed);
         if predecessor.is_some() {
             region
                 .control()
