@@ -204,48 +204,63 @@ fn try_publish_on_a_multi_producer_evicts_rather_than_reports_full() {
 }
 
 /// A lag-limited poller parked behind a claim still being written (its
-/// scan stops at that hole) is evicted by a `try_publish` that then finds
-/// the ring still full and publishes nothing: the eviction itself wakes
-/// the poller, which returns `Lagged` while the writer is still writing.
+/// scan stops at that hole) is evicted by a `try_publish`, or by a
+/// `publish_timeout` waiting for room, that then finds the ring still full
+/// and publishes nothing: the eviction itself wakes the poller, which
+/// returns `Lagged` while the writer is still writing.
 #[test]
-fn a_parked_poller_evicted_by_a_try_publish_that_publishes_nothing_learns_it_at_once() {
-    bounded(30, || {
-        let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
-        let mut idle = producer
-            .subscribe_lag_limited(LagLimit::never_hold())
-            .unwrap();
-        let (in_write, wrote) = std::sync::mpsc::channel();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let writer = producer.clone();
-        let writing = std::thread::spawn(move || {
-            writer.publish(|e| {
-                e.set(0);
-                in_write.send(()).unwrap();
-                let _ = released.recv();
-            })
+fn a_parked_poller_evicted_by_a_producer_that_publishes_nothing_learns_it_at_once() {
+    for timed in [false, true] {
+        bounded(30, move || {
+            let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
+            // Timed: evicted inside the wait (held 20 ms of its 300).
+            let limit = if timed {
+                LagLimit::hold_at_most(Duration::from_millis(20))
+            } else {
+                LagLimit::never_hold()
+            };
+            let mut idle = producer.subscribe_lag_limited(limit).unwrap();
+            let (in_write, wrote) = std::sync::mpsc::channel();
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let writer = producer.clone();
+            let writing = std::thread::spawn(move || {
+                writer.publish(|e| {
+                    e.set(0);
+                    in_write.send(()).unwrap();
+                    let _ = released.recv();
+                })
+            });
+            wrote.recv().unwrap(); // sequence 0 claimed, not published
+            for i in 1..4 {
+                producer.try_publish(|e| e.set(i)).unwrap();
+            }
+            let polling = std::thread::spawn(move || {
+                let start = Instant::now();
+                let r = idle.poll_wait(4, |_: &Event, _: Sequence, _: bool| {});
+                (r.map(|_| ()), start.elapsed())
+            });
+            std::thread::sleep(Duration::from_millis(50)); // the poller parks
+            let r = if timed {
+                producer.publish_timeout(Duration::from_millis(300), |e| e.set(4))
+            } else {
+                producer.try_publish(|e| e.set(4))
+            };
+            assert!(
+                matches!(
+                    r,
+                    Err(TryPublishError::Full { .. } | TryPublishError::Timeout)
+                ),
+                "{r:?}"
+            );
+            let (r, took) = polling.join().unwrap();
+            assert!(
+                matches!(r, Err(PollError::Lagged { .. })),
+                "timed {timed}: {r:?} after {took:?}"
+            );
+            release.send(()).unwrap();
+            writing.join().unwrap().unwrap();
         });
-        wrote.recv().unwrap(); // sequence 0 claimed, not published
-        for i in 1..4 {
-            producer.try_publish(|e| e.set(i)).unwrap();
-        }
-        let polling = std::thread::spawn(move || {
-            let start = Instant::now();
-            let r = idle.poll_wait(4, |_: &Event, _: Sequence, _: bool| {});
-            (r.map(|_| ()), start.elapsed())
-        });
-        std::thread::sleep(Duration::from_millis(50)); // the poller parks
-        assert!(matches!(
-            producer.try_publish(|e| e.set(4)),
-            Err(TryPublishError::Full { .. })
-        ));
-        let (r, took) = polling.join().unwrap();
-        assert!(
-            matches!(r, Err(PollError::Lagged { .. })),
-            "{r:?} after {took:?}"
-        );
-        release.send(()).unwrap();
-        writing.join().unwrap().unwrap();
-    });
+    }
 }
 
 #[test]

@@ -89,7 +89,26 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         deadline: Option<Instant>,
         claimed: bool,
     ) -> Result<Sequence, Interrupt> {
-        let mut poll = || self.room_for(last, before, claimed);
+        // An eviction inside a poll cannot wake the evicted (the poll may
+        // run where a signal's lock is held): this wait wakes them when it
+        // ends, whether or not its caller then publishes.
+        let evicted = std::cell::Cell::new(false);
+        let found = self.wait_for_free_polling(last, before, deadline, claimed, &evicted);
+        if evicted.get() {
+            self.wake_all();
+        }
+        found
+    }
+
+    fn wait_for_free_polling(
+        &self,
+        last: Sequence,
+        before: Sequence,
+        deadline: Option<Instant>,
+        claimed: bool,
+        evicted: &std::cell::Cell<bool>,
+    ) -> Result<Sequence, Interrupt> {
+        let mut poll = || self.room_for(last, before, claimed, evicted);
         if self.strategy.naps() && !cfg!(loom) {
             if let Some(found) = self.yield_for_room(deadline, &mut poll) {
                 return found;
@@ -141,13 +160,18 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         last: Sequence,
         before: Sequence,
     ) -> std::task::Poll<Result<Sequence, Interrupt>> {
+        let evicted = std::cell::Cell::new(false);
         let found = parking::register(&ProducerSources(self), waker, || {
             // Another handle closed the bus: nothing more is accepted.
             if self.closed_at().is_some() {
                 return Err(Interrupt::Closed);
             }
-            self.room_for(last, before, false)
+            self.room_for(last, before, false, &evicted)
         });
+        if evicted.get() {
+            // As in `wait_for_free`: the evicted learn it now.
+            self.wake_all();
+        }
         // Held by a lag-limited subscriber, maybe: look again within a
         // quarter of its limit, as a waiting thread does (see `lag_clock`).
         #[cfg(not(loom))]
@@ -161,9 +185,15 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
 
     /// One look for room up to `last` (see `wait_for_free`): the gating
     /// minimum once there is room, after evicting the lag-limited
-    /// subscribers that held the producers too long; `Halted` on a
-    /// refusal.
-    fn room_for(&self, last: Sequence, before: Sequence, claimed: bool) -> PollResult<Sequence> {
+    /// subscribers that held the producers too long (then `evicted` is
+    /// set); `Halted` on a refusal.
+    fn room_for(
+        &self,
+        last: Sequence,
+        before: Sequence,
+        claimed: bool,
+        evicted: &std::cell::Cell<bool>,
+    ) -> PollResult<Sequence> {
         // The refusal first: a failed stage stops gating, which may make
         // room that only a claim already made may take.
         if self.is_halted() || (!claimed && self.refuses_producers()) {
@@ -177,6 +207,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         let wrap_point = last - self.capacity();
         let mut min = self.min_gating_of(before, claimed);
         if min < wrap_point && self.evict_laggards(last) {
+            evicted.set(true);
             min = self.min_gating_of(before, claimed);
         }
         Ok((min >= wrap_point).then_some(min))
