@@ -441,10 +441,10 @@ fn a_claim_waiting_for_room_is_not_given_up() {
     assert_eq!(fast.tombstones(), 0);
 }
 
-/// A batch claims its slots only once the ring has room for all of them: a
-/// fast consumer waiting at the batch's first slot (which has room) longer
-/// than the hole timeout must not give the batch up while its last slot
-/// waits for a slow consumer.
+/// A batch waiting for room for its last slot shows its claim in its
+/// producer's entry: a fast consumer waiting at the batch's first slot
+/// (which has room) longer than the hole timeout must not give the batch
+/// up while its last slot waits for a slow consumer.
 #[test]
 fn a_batch_waiting_for_room_for_its_last_slot_is_not_given_up() {
     let d = dir();
@@ -505,6 +505,15 @@ fn a_batch_is_not_starved_by_single_publishes_on_a_full_ring() {
         .unwrap();
     let mut c = bus.consumer("slow").unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Stops the singles however this test ends (else, once the consumer
+    // is dropped, they publish on for the rest of the test binary).
+    struct Stop(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop = Stop(stop.clone());
     let mut singles = bus.producer().unwrap();
     let s_stop = stop.clone();
     let single = thread::spawn(move || {

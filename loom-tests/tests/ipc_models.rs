@@ -532,3 +532,25 @@ fn ipc_a_claim_left_unmarked_a_lap_behind_is_skipped_never_overwritten() {
     });
     SKIPPED.assert_reached("a claim left unmarked a lap behind was skipped");
 }
+
+/// Model 10: two consumers join under one name at once. Forbidden: both
+/// get it, or neither (each seeing the other and giving way, as before the
+/// join tickets).
+#[test]
+fn ipc_of_two_joins_under_one_name_exactly_one_wins() {
+    loom::model(|| {
+        let bus = Options::new(2).consumers(2).model::<Pe>(1);
+        let a = bus.as_process(2);
+        let b = bus.as_process(3);
+        // Each keeps what it got until both are done.
+        let ta = thread::spawn(move || a.consumer("m"));
+        let tb = thread::spawn(move || b.consumer("m"));
+        let results = [ta.join().unwrap(), tb.join().unwrap()];
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        let errors: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(won, 1, "{errors:?}");
+        assert!(errors
+            .iter()
+            .all(|e| matches!(e, IpcError::NameInUse { .. })));
+    });
+}

@@ -72,6 +72,9 @@ pub struct IpcConsumer<E: Pod> {
     /// When this consumer, held by an upstream, last looked whether it is
     /// dead (`upstream_bound`).
     reaped_at: Option<Instant>,
+    /// When this consumer last looked whether the unmarked claim it waits
+    /// at waits for room (`hole_held`).
+    held_looked_at: Option<Instant>,
 }
 
 impl<E: Pod> std::fmt::Debug for IpcConsumer<E> {
@@ -139,6 +142,7 @@ impl<E: Pod> IpcConsumer<E> {
             leaves: true,
             producer_seen: None,
             reaped_at: None,
+            held_looked_at: None,
         };
         // Upstreams present now count as seen: one reclaimed before this
         // consumer's first poll no longer holds it (`consumer_after`).
@@ -407,13 +411,22 @@ impl<E: Pod> IpcConsumer<E> {
                     let mark = marks::raw(region, end);
                     let starting =
                         !matches!(self.hole, Some((s, m, _, _)) if s == end && m == mark);
-                    if starting
-                        && !cfg!(loom)
+                    // On arrival whether the ring has room for the claim;
+                    // then every millisecond, also for the last slot of its
+                    // claimant's batch (`claim_waits` reads the producers'
+                    // entries, which they write as they wait: not at every
+                    // arrival).
+                    let look = !cfg!(loom)
                         && !crate::weaken::IPC_GIVE_UP
-                        && marks::unmarked(region, end, mark)
-                        && (!marks::room_for(region, end, false) || marks::claim_waits(region, end))
+                        && marks::unmarked(region, end, mark);
+                    let due = look && super::os::due_every_ms(&mut self.held_looked_at);
+                    if look
+                        && (starting || due)
+                        && (!marks::room_for(region, end, false)
+                            || (due && marks::claim_waits(region, end)))
                     {
-                        // A claim without room: its claimant may be waiting
+                        // A claim without room (for it, or for the last
+                        // slot of its batch): its claimant may be waiting
                         // for room. Its hole timeout counts once there is
                         // room (`GiveUp::Fresh`), for a consumer that
                         // arrives late at it too.

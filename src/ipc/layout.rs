@@ -150,6 +150,10 @@ pub(crate) struct ConsumerMeta {
     pub(crate) name: [AtomicU64; 4],
     /// Tombstones this consumer skipped.
     pub(crate) tombstones: AtomicU64,
+    /// The order of its fresh join among all joins (1, 2, ...; 0 while it
+    /// joins): of two consumers that join under one name at once, the
+    /// earlier stays (`table::join_free`). A resumed entry keeps its own.
+    pub(crate) ticket: AtomicU64,
 }
 
 /// Where each part of the file is, computed from the parameters alone.

@@ -275,6 +275,10 @@ pub(crate) fn room_for(region: &Region, seq: u64, check_dead: bool) -> bool {
 pub(crate) fn claim_waits(region: &Region, seq: u64) -> bool {
     let places = super::table::producer_places(region);
     let mut last = None::<u64>;
+    let cap = region.layout.capacity as u64;
+    // Relaxed: a bound on what a range may hold (a peer's range past it is
+    // not believed).
+    let claims = region.control().cursor.load(Ordering::Relaxed);
     for i in 0..places {
         let Some(entry) = region.producer(i) else {
             break;
@@ -282,7 +286,17 @@ pub(crate) fn claim_waits(region: &Region, seq: u64) -> bool {
         // Acquire: pairs with the producer's Release store of `wait_last`
         // after `wait_first`.
         let l = entry.wait_last.load(Ordering::Acquire);
-        if l > seq && entry.wait_first.load(Ordering::Relaxed) <= seq && !writer_gone(region, i + 1)
+        let f = entry.wait_first.load(Ordering::Relaxed);
+        // A range a claim can have (in order, under a lap, claimed) that
+        // holds `seq`, of a live owner (a dead one's range is stale; its
+        // successor clears it when it joins). The owner last: checking it
+        // reads /proc.
+        if f <= seq
+            && seq <= l
+            && l - f < cap
+            && l < claims
+            && l != 0
+            && !writer_gone(region, i + 1)
         {
             last = Some(last.map_or(l, |m: u64| m.max(l)));
         }
@@ -304,8 +318,9 @@ pub(crate) enum GiveUp {
     /// Not given up: published, not claimed, or still the previous round's.
     No,
     /// Not given up: claimed but not marked, and the ring has no room for
-    /// it, so its claimant may be a live producer waiting for room. The
-    /// caller's hole timer starts again.
+    /// it (or for the last slot of its claimant's batch, `claim_waits`), so
+    /// its claimant may be a live producer waiting for room. The caller's
+    /// hole timer starts again.
     Held,
     /// Not given up: claimed but not marked, and the ring has room for it,
     /// but had none at the caller's last look (`held_before`): the room

@@ -55,6 +55,11 @@ pub struct IpcProducer<E: Pod> {
     last_liveness: Option<Instant>,
     /// This process is registered for sleepers' heavy fences.
     light: bool,
+    /// Multi producer: its entry shows a claim waiting for room
+    /// (`wait_first..=wait_last`), until the claim's slots are marked.
+    /// (Only this handle touches it; atomic so that `&self` may clear it
+    /// while the region is borrowed.)
+    shows_wait: std::sync::atomic::AtomicBool,
 }
 
 impl<E: Pod> std::fmt::Debug for IpcProducer<E> {
@@ -222,6 +227,22 @@ impl<E: Pod> IpcProducer<E> {
             cached_min: 0,
             last_liveness: None,
             light,
+            shows_wait: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the claim shown waiting for room out of this producer's entry
+    /// (its slots are marked, or let go).
+    #[inline]
+    fn unshow_wait(&self) {
+        // Relaxed: this handle's own flag (a load and a store, no
+        // read-modify-write: nobody else writes it).
+        if self.shows_wait.load(std::sync::atomic::Ordering::Relaxed) {
+            self.shows_wait
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            // Release: after the marks (a consumer that Acquires the cleared
+            // range and then looks at a mark sees it).
+            self.entry().wait_last.store(0, Ordering::Release);
         }
     }
 
@@ -358,6 +379,7 @@ impl<E: Pod> IpcProducer<E> {
                         marks::abandon(region, done, owner);
                     }
                     self.let_go(seq + 1..first + n as u64);
+                    self.unshow_wait();
                     let _ = failure;
                     return Err(IpcPublishError::GivenUp {
                         sequence: first,
@@ -365,6 +387,7 @@ impl<E: Pod> IpcProducer<E> {
                     });
                 }
             }
+            self.unshow_wait();
         }
         let guard = self.multi.then(|| Abandon {
             region,
@@ -539,16 +562,15 @@ impl<E: Pod> IpcProducer<E> {
                 // Release: `wait_first` before it (`claim_waits` Acquires).
                 self.entry().wait_last.store(last, Ordering::Release);
             }
-            let waited = self.wait_for_room(first, last, until, false);
-            if waits {
-                // Relaxed: the marks it makes next are what consumers
-                // wait for; a consumer that sees this before them has
-                // seen the claim held at its last look (`GiveUp::Fresh`).
-                self.entry().wait_last.store(0, Ordering::Relaxed);
-            }
-            waited?;
+            // Shown until its slots are marked (`publish_n`), so a consumer
+            // never finds the claim both unmarked and not shown.
+            // Relaxed: this handle's own flag.
+            self.shows_wait
+                .store(waits, std::sync::atomic::Ordering::Relaxed);
+            self.wait_for_room(first, last, until, false)?;
             if self.bus.is_closed() {
                 self.let_go(first..first + n);
+                self.unshow_wait();
                 return Err(IpcPublishError::Closed);
             }
             return Ok(first);

@@ -140,12 +140,13 @@ pub(crate) enum JoinFailure {
 }
 
 /// The sequence a joining consumer starts at: every claim made so far is
-/// behind it (single producer: everything published).
-fn join_point(region: &Region) -> u64 {
+/// behind it (single producer: everything published); and the join's
+/// ticket (its place in the order of joins, from 1).
+fn join_point(region: &Region) -> (u64, u64) {
     // AcqRel RMW: the meeting point with refreshing producers (module docs).
-    region.control().stats.joins.fetch_add(1, Ordering::AcqRel);
+    let ticket = region.control().stats.joins.fetch_add(1, Ordering::AcqRel) + 1;
     // Acquire: the cursor as of the producers' refreshes ordered before.
-    region.control().cursor.load(Ordering::Acquire)
+    (region.control().cursor.load(Ordering::Acquire), ticket)
 }
 
 /// A producer's half of the meeting point, before it reads the table.
@@ -244,6 +245,7 @@ fn join_free(
         entry.meta.start.store(me.start, Ordering::Relaxed);
         entry.meta.dead_since.store(0, Ordering::Relaxed);
         entry.meta.tombstones.store(0, Ordering::Relaxed);
+        entry.meta.ticket.store(0, Ordering::Relaxed);
         for (w, v) in entry.meta.name.iter().zip(words) {
             w.store(*v, Ordering::Relaxed);
         }
@@ -267,18 +269,40 @@ fn join_free(
         {
             continue;
         }
+        let (start, ticket) = join_point(region);
         // Release: the start position, for producers that read the entry.
-        entry.next.store(join_point(region), Ordering::Release);
-        // Another live consumer that joined under the same name at the same
-        // time: the later one gives way (of two joiners' RMWs in
-        // `join_point`, the second sees the first's ACTIVE lease).
+        entry.next.store(start, Ordering::Release);
+        // Relaxed: only its value matters, to a twin (below) that waits
+        // for it.
+        entry.meta.ticket.store(ticket, Ordering::Relaxed);
+        // Another live consumer under the same name: of two joiners' RMWs
+        // in `join_point`, the second sees the first's ACTIVE lease, so the
+        // later of two joins at once sees the earlier, and gives way. The
+        // earlier stays: a twin with a later ticket gives way itself. A
+        // twin whose ticket does not show within a millisecond (its
+        // process stalled mid-join, or a peer wrote no ticket) counts as
+        // earlier: at most one stays.
         let twin = (0..region.layout.consumers)
             .filter(|&i| i != index)
             .find_map(|i| {
                 let other = region.consumer(i).expect("index below the table size");
                 let ol = Lease::load(&other.meta.lease);
-                (matches!(ol.state(), ACTIVE | RESUMING) && has_name(other, words))
-                    .then_some(ol.pid())
+                if !matches!(ol.state(), ACTIVE | RESUMING) || !has_name(other, words) {
+                    return None;
+                }
+                let started = std::time::Instant::now();
+                let theirs = loop {
+                    // Relaxed: as the store above.
+                    let t = other.meta.ticket.load(Ordering::Relaxed);
+                    // (Under loom, no clock: the twin, alive, stores it.)
+                    if t != 0
+                        || (!cfg!(loom) && started.elapsed() > std::time::Duration::from_millis(1))
+                    {
+                        break t;
+                    }
+                    crate::loom::yield_now();
+                };
+                (theirs == 0 || theirs < ticket).then_some(ol.pid())
             });
         if let Some(pid) = twin {
             leave_consumer(region, index, active);
@@ -492,8 +516,10 @@ pub(crate) fn join_producer(
         {
             continue;
         }
-        entry.start.store(me.start, Ordering::Relaxed);
+        // Relaxed, as `start`: published by the Release lease CAS below
+        // (consumers read a range only of an entry whose owner lives).
         entry.wait_last.store(0, Ordering::Relaxed);
+        entry.start.store(me.start, Ordering::Relaxed);
         if predecessor.is_some() {
             region
                 .control()
