@@ -283,19 +283,25 @@ pub(crate) fn claim_waits(region: &Region, seq: u64) -> bool {
         let Some(entry) = region.producer(i) else {
             break;
         };
+        // Acquire: the lease first, so that a successor's lease (which it
+        // stores, Release, after clearing the range) comes with the cleared
+        // range.
+        let lease = entry.lease.load(Ordering::Acquire);
         // Acquire: pairs with the producer's Release store of `wait_last`
         // after `wait_first`.
         let l = entry.wait_last.load(Ordering::Acquire);
         let f = entry.wait_first.load(Ordering::Relaxed);
         // A range a claim can have (in order, under a lap, claimed) that
-        // holds `seq`, of a live owner (a dead one's range is stale; its
-        // successor clears it when it joins). The owner last: checking it
-        // reads /proc.
+        // holds `seq`, of the same owner as before the range was read, and
+        // a live one (a dead one's range is stale; its successor clears
+        // it). The owner last: checking it reads /proc.
         if f <= seq
             && seq <= l
             && l - f < cap
             && l < claims
             && l != 0
+            // Acquire: as above.
+            && entry.lease.load(Ordering::Acquire) == lease
             && !writer_gone(region, i + 1)
         {
             last = Some(last.map_or(l, |m: u64| m.max(l)));

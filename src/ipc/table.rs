@@ -164,6 +164,18 @@ pub(crate) fn join_consumer(
     name: &str,
 ) -> Result<Joined, JoinFailure> {
     let words = name_words(name);
+    // A live consumer of this name anywhere in the table: in use (before a
+    // dead entry of the name is resumed, wherever each lies).
+    for index in 0..region.layout.consumers {
+        let entry = region.consumer(index).expect("index below the table size");
+        let l = Lease::load(&entry.meta.lease);
+        if matches!(l.state(), ACTIVE | RESUMING) && has_name(entry, &words) {
+            let owner = consumer_owner(entry, l);
+            if region.alive(owner) {
+                return Err(JoinFailure::InUse { pid: owner.pid });
+            }
+        }
+    }
     // A dead consumer of this name: take its entry over and go on from its
     // sequence. It never stopped gating, so nothing it had not read is gone.
     for index in 0..region.layout.consumers {
@@ -517,7 +529,9 @@ pub(crate) fn join_producer(
             continue;
         }
         // Relaxed, as `start`: published by the Release lease CAS below
-        // (consumers read a range only of an entry whose owner lives).
+        // (a consumer reads the lease, Acquire, before the range, and
+        // believes the range only if the lease is unchanged after it and
+        // its owner lives: `marks::claim_waits`).
         entry.wait_last.store(0, Ordering::Relaxed);
         entry.start.store(me.start, Ordering::Relaxed);
         if predecessor.is_some() {
