@@ -371,8 +371,9 @@ impl<E: Pod> IpcProducer<E> {
         let region: &super::region::Region = &self.bus.region;
         let owner = self.index + 1;
         if self.multi {
+            let mut carried = None;
             for seq in first..first + n as u64 {
-                if let Err(failure) = self.begin_write(seq, owner) {
+                if let Err(failure) = self.begin_write(seq, owner, &mut carried) {
                     // Nothing of the batch is written: let go of what was
                     // marked, and of the rest without marking it.
                     for done in first..seq {
@@ -431,17 +432,33 @@ impl<E: Pod> IpcProducer<E> {
     /// bigger publish path costs the single producer's inline publish,
     /// whose code shares the function, about a quarter of its 1P→1C rate
     /// across processes here).
+    /// `carried`: when the wait behind a claim a lap behind began at an
+    /// earlier slot of the same batch (the claims behind a batch are
+    /// usually one dead batch's: one hole timeout for all of them, not one
+    /// per slot).
     #[inline]
-    fn begin_write(&self, seq: u64, owner: usize) -> Result<(), MarkFailure> {
+    fn begin_write(
+        &self,
+        seq: u64,
+        owner: usize,
+        carried: &mut Option<Instant>,
+    ) -> Result<(), MarkFailure> {
         match marks::begin_write(&self.bus.region, seq, owner) {
-            Err(MarkFailure::Busy | MarkFailure::Behind) => self.begin_write_waiting(seq, owner),
+            Err(MarkFailure::Busy | MarkFailure::Behind) => {
+                self.begin_write_waiting(seq, owner, carried)
+            }
             other => other,
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn begin_write_waiting(&self, seq: u64, owner: usize) -> Result<(), MarkFailure> {
+    fn begin_write_waiting(
+        &self,
+        seq: u64,
+        owner: usize,
+        carried: &mut Option<Instant>,
+    ) -> Result<(), MarkFailure> {
         let region = &self.bus.region;
         let mut tries = 0u32;
         let mut behind_since = None::<(u64, Instant)>;
@@ -455,17 +472,23 @@ impl<E: Pod> IpcProducer<E> {
                 // release it (a dead one never marks).
                 Err(MarkFailure::Behind) if !self.bus.is_closed() => {
                     // The wait starts again whenever the mark moves (a round
-                    // released, or marked by its claimant).
+                    // released: the next round's claimant gets its own),
+                    // and goes on from the batch's slot before at first.
                     let mark = marks::raw(region, seq);
                     let since = match behind_since {
                         Some((m, since)) if m == mark => since,
-                        _ => behind_since.insert((mark, Instant::now())).1,
+                        Some(_) => behind_since.insert((mark, Instant::now())).1,
+                        None => {
+                            let since = carried.unwrap_or_else(Instant::now);
+                            behind_since.insert((mark, since)).1
+                        }
                     };
                     let timeout = Duration::from_nanos(
                         region.header().hole_timeout_ns.load(Ordering::Relaxed),
                     );
                     if cfg!(loom) || since.elapsed() >= timeout {
                         marks::skip_behind(region, seq);
+                        *carried = Some(since);
                         continue;
                     }
                 }
@@ -485,8 +508,9 @@ impl<E: Pod> IpcProducer<E> {
     /// pass them as tombstones), then wakes sleepers.
     fn let_go(&self, seqs: std::ops::Range<u64>) {
         let owner = self.index + 1;
+        let mut carried = None;
         for seq in seqs {
-            if self.begin_write(seq, owner).is_ok() {
+            if self.begin_write(seq, owner, &mut carried).is_ok() {
                 marks::abandon(&self.bus.region, seq, owner);
             }
         }
