@@ -558,6 +558,99 @@ fn a_batch_is_not_starved_by_single_publishes_on_a_full_ring() {
     assert_eq!(c.tombstones(), 0);
 }
 
+/// `poll` with a limit of 0 handles and commits nothing (as the in-process
+/// poller); it handled and committed one event.
+#[test]
+fn a_poll_with_a_limit_of_0_handles_nothing() {
+    let d = dir();
+    let bus = Options::new(8).dir(d.path()).create::<Ev>("zero").unwrap();
+    let mut c = bus.consumer("c").unwrap();
+    let mut p = bus.producer().unwrap();
+    p.publish(|e| e.set(1, 0)).unwrap();
+    let mut calls = 0;
+    assert_eq!(c.poll(0, |_, _, _| calls += 1), Ok(0));
+    assert_eq!((calls, c.next_sequence()), (0, 0));
+    let mut order = Order::default();
+    assert_eq!(c.poll(8, |e, _, _| order.see(e)), Ok(1));
+}
+
+/// A panic in the closure of `poll` commits nothing: the same events come
+/// again, and the tombstones among them are counted once (they were
+/// counted at each pass). A publish closure's panic makes a tombstone that
+/// `IpcMetrics::given_up` counts.
+#[test]
+fn a_panic_in_poll_gives_the_batch_again_and_counts_its_tombstones_once() {
+    let d = dir();
+    let bus = Options::new(8)
+        .multi_producer()
+        .dir(d.path())
+        .create::<Ev>("panicpoll")
+        .unwrap();
+    let mut c = bus.consumer("c").unwrap();
+    let mut p = bus.producer().unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = p.publish(|_| panic!("planned panic in a publish closure"));
+    }));
+    assert!(panicked.is_err());
+    for k in 0..3 {
+        p.publish(|e| e.set(1, k)).unwrap();
+    }
+    assert_eq!(bus.metrics().given_up, 1);
+    let mut seen = vec![];
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.poll(8, |e, _, _| {
+            seen.push(e.k);
+            if e.k == 1 {
+                panic!("planned panic in a poll");
+            }
+        })
+    }));
+    assert!(first.is_err());
+    assert_eq!(c.next_sequence(), 0, "nothing committed");
+    let mut order = Order::default();
+    assert_eq!(c.poll(8, |e, _, _| order.see(e)), Ok(3));
+    assert_eq!(seen, [0, 1]);
+    assert_eq!(c.tombstones(), 1);
+    let info = bus.metrics().consumers;
+    assert_eq!(info.iter().map(|i| i.tombstones).collect::<Vec<_>>(), [1]);
+}
+
+/// A hole timeout (or reclaim time) beyond what u64 nanoseconds hold means
+/// "never"; it wrapped to 0, and every claim was given up at first sight.
+#[test]
+fn a_hole_timeout_too_long_to_count_in_nanoseconds_is_never() {
+    let d = dir();
+    let bus = Options::new(8)
+        .multi_producer()
+        .hole_timeout(Duration::from_secs(1 << 60))
+        .reclaim_after(Duration::from_secs(1 << 60))
+        .dir(d.path())
+        .create::<Ev>("forever")
+        .unwrap();
+    let mut c = bus.consumer("c").unwrap();
+    let mut p = bus.producer().unwrap();
+    let (claimed, is_claimed) = std::sync::mpsc::channel();
+    let slow = thread::spawn(move || {
+        p.publish(|e| {
+            e.set(1, 0);
+            claimed.send(()).unwrap();
+            thread::sleep(Duration::from_millis(100));
+        })
+    });
+    is_claimed.recv().unwrap();
+    let mut order = Order::default();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(50) {
+        let _ = c.poll(8, |e, _, _| order.see(e)).unwrap();
+    }
+    assert_eq!(slow.join().unwrap(), Ok(0), "a slow writer was given up");
+    assert_eq!(
+        c.poll_timeout(Duration::from_secs(5), 8, |e, _, _| order.see(e)),
+        Ok(1)
+    );
+    assert_eq!(bus.metrics().given_up, 0);
+}
+
 // ---- Processes ------------------------------------------------------------
 
 const ROLE: &str = "RINGBUS_IPC_ROLE";

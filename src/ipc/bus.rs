@@ -284,10 +284,12 @@ impl Options {
             .store(layout.consumers as u64, Ordering::Relaxed);
         h.producers
             .store(layout.producers as u64, Ordering::Relaxed);
+        // Saturated: a longer time than u64 nanoseconds is "never".
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         h.reclaim_after_ns
-            .store(self.reclaim_after.as_nanos() as u64, Ordering::Relaxed);
+            .store(nanos(self.reclaim_after), Ordering::Relaxed);
         h.hole_timeout_ns
-            .store(self.hole_timeout.as_nanos() as u64, Ordering::Relaxed);
+            .store(nanos(self.hole_timeout), Ordering::Relaxed);
         h.file_len.store(layout.len as u64, Ordering::Relaxed);
         h.version.store(VERSION, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Relaxed);

@@ -178,7 +178,9 @@ impl<E: Pod> IpcConsumer<E> {
 
     /// Handles up to `limit` available events with `f(event, sequence,
     /// end_of_batch)` and commits them; never waits (but may give up a hole
-    /// it has waited at long enough). `Ok(0)` when nothing is available.
+    /// it has waited at long enough). `Ok(0)` when nothing is available, or
+    /// with a `limit` of 0. If `f` panics nothing of the batch is
+    /// committed: the same events come again (at least once).
     ///
     /// Memory effect: an Acquire load of the cursor or marks before reading;
     /// a Release store of the consumer's sequence after `f` returned.
@@ -565,8 +567,11 @@ impl<E: Pod> IpcConsumer<E> {
         batch: impl FnOnce(u64),
         mut f: impl FnMut(&E, Sequence, bool) -> bool,
     ) -> usize {
+        if limit == 0 {
+            return 0; // as the in-process poller: nothing handled
+        }
         let region = &*self.bus.region;
-        let stop = end.min(self.next.saturating_add(limit.max(1) as u64));
+        let stop = end.min(self.next.saturating_add(limit as u64));
         batch(stop - self.next);
         // The last event of the batch (tombstones may follow it).
         let last = if region.layout.multi {
@@ -579,15 +584,12 @@ impl<E: Pod> IpcConsumer<E> {
         };
         let mut handled = 0;
         let mut committed = stop;
+        // Counted once committed: a panic in `f` commits nothing, and the
+        // same tombstones are passed again.
+        let mut tombstones = 0;
         for seq in self.next..stop {
             if region.layout.multi && marks::slot(region, seq) != Slot::Published {
-                self.tombstones += 1;
-                region
-                    .consumer(self.index)
-                    .expect("own entry")
-                    .meta
-                    .tombstones
-                    .fetch_add(1, Ordering::Relaxed);
+                tombstones += 1;
                 continue;
             }
             // SAFETY: `seq` is published (cursor or mark, Acquire) and below
@@ -603,6 +605,15 @@ impl<E: Pod> IpcConsumer<E> {
                 break;
             }
             handled += 1;
+        }
+        if tombstones > 0 {
+            self.tombstones += tombstones;
+            region
+                .consumer(self.index)
+                .expect("own entry")
+                .meta
+                .tombstones
+                .fetch_add(tombstones, Ordering::Relaxed);
         }
         self.next = committed;
         self.hole = None;

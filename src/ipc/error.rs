@@ -100,7 +100,7 @@ impl fmt::Display for IpcError {
             }
             Self::AlreadyExists { path } => write!(
                 f,
-                "{} already exists: open it, or remove it first (ringbus::ipc::remove) if no process uses it",
+                "{} already exists: open it, or remove it first (ringbus::ipc::remove, or Options::remove with the options that name its directory) if no process uses it",
                 path.display()
             ),
             Self::NotFound { path } => {
@@ -121,7 +121,7 @@ impl fmt::Display for IpcError {
             ),
             Self::Stale { path, creator } => write!(
                 f,
-                "{}: its creator (pid {creator}) died before the bus was ready; remove it (ringbus::ipc::remove) and create it again",
+                "{}: its creator (pid {creator}) died before the bus was ready; remove it (ringbus::ipc::remove, or Options::remove with the options that name its directory) and create it again",
                 path.display()
             ),
             Self::ProducerBusy { pid } => write!(
@@ -193,7 +193,10 @@ impl fmt::Display for IpcPublishError {
         match self {
             Self::Full => write!(f, "the ring is full: a consumer is behind"),
             Self::Timeout => write!(f, "no room in the ring within the timeout"),
-            Self::Closed => write!(f, "the bus was closed"),
+            Self::Closed => write!(
+                f,
+                "the bus was closed (a closed bus stays closed: remove it and create it again to go on)"
+            ),
             Self::GivenUp { sequence, lost } => write!(
                 f,
                 "{lost} event(s) from sequence {sequence} were given up by the consumers (claim held longer than the bus's hole timeout); publish them again"

@@ -218,6 +218,12 @@ pub(crate) fn abandon(region: &Region, seq: u64, me: usize) {
     region
         .mark(seq)
         .store(Mark::new(round, me, RELEASED).0, Ordering::Release);
+    // A tombstone made: counted as the consumers' give-ups are.
+    region
+        .control()
+        .stats
+        .given_up
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 /// What a consumer finds at `seq`.

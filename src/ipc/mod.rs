@@ -97,15 +97,22 @@
 //! # Stale buses
 //!
 //! A bus outlives its processes: a new producer and new consumers can open
-//! it and go on. A creator that died before the bus was ready leaves a file
-//! that [`Options::open`] reports as [`IpcError::Stale`]; [`remove`] it.
+//! it and go on, until it is [closed](IpcBus::close): a closed bus stays
+//! closed ([`remove`] it and create it again). A creator that died before
+//! the bus was ready leaves a file that [`Options::open`] reports as
+//! [`IpcError::Stale`] (once it wrote its pid; before that, as
+//! [`IpcError::NotABus`], "not ready after 1 s"); [`remove`] it
+//! ([`Options::remove`] for a bus in another directory).
 //!
 //! # Platforms
 //!
 //! Linux first: the file lives in `/dev/shm`, process liveness comes from
 //! `/proc` (start times guard against reused pids, zombies count as dead),
 //! and `Blocking` sleeps on a futex. Other unix systems use the temporary
-//! directory, `kill(pid, 0)` alone, and naps instead of the futex.
+//! directory, `kill(pid, 0)` alone, and naps instead of the futex. Every
+//! process of a bus must be in one pid namespace (containers sharing
+//! `/dev/shm` need a shared pid namespace): a process this one cannot see
+//! counts as dead, and its consumer entry is reclaimed.
 
 mod bus;
 mod consumer;
