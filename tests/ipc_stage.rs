@@ -869,3 +869,61 @@ fn claims_waiting_for_room_behind_a_failed_stage_are_not_given_up() {
         bus.close();
     }
 }
+
+/// A panic in `on_shutdown` after a halt fails the stage as the module
+/// docs say: the report keeps its counts and names the panic, and the
+/// entry stays for a successor, which resumes where the stage stopped.
+/// Before, the entry was left first (a successor joined at the present)
+/// and the thread's panic gave a report with no counts.
+#[test]
+fn a_panic_in_on_shutdown_after_a_halt_fails_the_stage_resumably() {
+    struct PanicsAtShutdown(Arc<AtomicU64>);
+    impl ringbus::EventHandler<Ev> for PanicsAtShutdown {
+        fn on_event(&mut self, _: &Ev, _: Sequence, _: bool) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn on_shutdown(&mut self) {
+            panic!("planned panic in on_shutdown");
+        }
+    }
+    let d = dir();
+    let bus = Options::new(16)
+        .dir(d.path())
+        .reclaim_after(Duration::from_secs(60))
+        .create::<Ev>("shutdownpanic")
+        .unwrap()
+        .with_wait(Wait::Yielding);
+    let handled = Arc::new(AtomicU64::new(0));
+    let stage = bus
+        .stage("shut")
+        .spawn(PanicsAtShutdown(handled.clone()))
+        .unwrap();
+    let mut p = bus.producer().unwrap();
+    for k in 0..10 {
+        p.publish(|e| *e = Ev { producer: 1, k }).unwrap();
+    }
+    let start = std::time::Instant::now();
+    while handled.load(Ordering::SeqCst) < 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the stage never handled 10"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    stage.halt();
+    let report = stage.join().unwrap();
+    assert_eq!(report.handled, 10, "{report:?}");
+    assert!(
+        matches!(&report.failure, Some(ringbus::Failure::Panic(m)) if m.contains("on_shutdown")),
+        "{report:?}"
+    );
+    for k in 10..15 {
+        p.publish(|e| *e = Ev { producer: 1, k }).unwrap();
+    }
+    let successor = bus.consumer("shut").unwrap();
+    assert_eq!(
+        successor.next_sequence(),
+        10,
+        "resumed where the stage stopped"
+    );
+}

@@ -436,7 +436,24 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
             }
         };
         let consumer = self.consumer.take().expect("taken only here");
-        let result = match end {
+        // `on_shutdown` while the entry is still the stage's: a panic in it
+        // fails the stage as the module docs say (the entry stays, for a
+        // successor to resume where the stage stopped), with its counts.
+        let handler = &mut self.handler;
+        let shutdown = catch_unwind(AssertUnwindSafe(|| handler.on_shutdown()));
+        let end = match (end, shutdown) {
+            (Exit::Done, Err(payload)) => {
+                report.panics += 1;
+                report.failure = Some(Failure::Panic(panic_message(&*payload)));
+                Exit::Failed
+            }
+            (end, Err(_)) => {
+                report.panics += 1; // the first failure stays the report's
+                end
+            }
+            (end, Ok(())) => end,
+        };
+        match end {
             Exit::Done => {
                 drop(consumer); // commits nothing more; leaves its place
                 Ok(report)
@@ -448,9 +465,7 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
                 Ok(report)
             }
             Exit::Lost(e) => Err(e),
-        };
-        self.handler.on_shutdown();
-        result
+        }
     }
 
     fn name(&self) -> &str {
