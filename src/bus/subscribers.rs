@@ -66,9 +66,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// capacity`) for longer than their limit and are not reading: they
     /// leave the gating set at once, and their next poll says how far
     /// behind they were. True if any was evicted: the caller recomputes
-    /// its minimum, and a caller outside a wait's poll wakes the evicted
-    /// (`wake_all`; one inside a poll leaves that to its publish). Never
-    /// takes a signal's lock.
+    /// its minimum, and wakes the evicted once outside a wait's poll
+    /// (`evict_laggards_and_wake`, or `wait_for_free`). Never takes a
+    /// signal's lock.
     pub(crate) fn evict_laggards(&self, last: Sequence) -> bool {
         // Relaxed: a hint (see `lag_limited`); a stale zero only delays an
         // eviction to the next look.
@@ -85,6 +85,17 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // Relaxed: as above.
         self.lag_limited.fetch_sub(evicted, Ordering::Relaxed);
         evicted > 0
+    }
+
+    /// [`evict_laggards`](Self::evict_laggards) for a caller outside a
+    /// wait's poll: the evicted may be parked, and learn it now, whether or
+    /// not the caller then publishes.
+    pub(crate) fn evict_laggards_and_wake(&self, last: Sequence) -> bool {
+        let evicted = self.evict_laggards(last);
+        if evicted {
+            self.wake_all();
+        }
+        evicted
     }
 
     /// The shortest hold limit among the lag-limited subscribers, if any:

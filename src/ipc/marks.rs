@@ -342,6 +342,23 @@ pub(crate) enum GiveUp {
     Fresh,
 }
 
+/// Why an unmarked claim at `seq` (or the older round before it) is kept
+/// for now: no room for it or for the last slot of its claimant's batch
+/// (`Held`; consumers are checked for life then, so that a dead one past
+/// its grace time does not keep the ring "full" for ever, and the room
+/// that makes is new to the claimant), or room that was not there at the
+/// caller's last look (`Fresh`). `None`: give it up.
+fn hold_unmarked(region: &Region, seq: u64, held_before: bool) -> Option<GiveUp> {
+    if weaken::IPC_GIVE_UP {
+        return None;
+    }
+    if !room_for(region, seq, false) || claim_waits(region, seq) {
+        let _ = super::table::min_consumer(region, true);
+        return Some(GiveUp::Held);
+    }
+    held_before.then_some(GiveUp::Fresh)
+}
+
 /// A consumer that waited at least the hole timeout at `seq` gives it up:
 /// a dead writer's slot is released, a slow writer's given up, and a claim
 /// not yet marked released if its claimant is not held by a full ring, and
@@ -369,23 +386,8 @@ pub(crate) fn give_up(region: &Region, seq: u64, held_before: bool) -> GiveUp {
             }
             // The claimant has not marked it. It may wait for room: a claim
             // is given up only if the ring had room for it before this look.
-            if !weaken::IPC_GIVE_UP {
-                if !room_for(region, seq, false) {
-                    // Checking consumers for life, so that a dead one past
-                    // its grace time does not keep the ring "full" for ever.
-                    // Room this makes is new to the claimant: held still.
-                    let _ = room_for(region, seq, true);
-                    return GiveUp::Held;
-                }
-                if claim_waits(region, seq) {
-                    // A batch with room for this slot, not for its last;
-                    // consumers checked for life as above.
-                    let _ = super::table::min_consumer(region, true);
-                    return GiveUp::Held;
-                }
-                if held_before {
-                    return GiveUp::Fresh;
-                }
+            if let Some(kept) = hold_unmarked(region, seq, held_before) {
+                return kept;
             }
             Mark::new(round, 0, RELEASED)
         } else if m.round() > round {
@@ -398,14 +400,8 @@ pub(crate) fn give_up(region: &Region, seq: u64, held_before: bool) -> GiveUp {
             if !behind(region, m) {
                 return GiveUp::No; // a slow writer of that round holds it
             }
-            if !weaken::IPC_GIVE_UP {
-                if !room_for(region, seq, false) {
-                    let _ = room_for(region, seq, true);
-                    return GiveUp::Held;
-                }
-                if held_before {
-                    return GiveUp::Fresh; // the room is new to the claimants
-                }
+            if let Some(kept) = hold_unmarked(region, seq, held_before) {
+                return kept;
             }
             if skip_behind(region, seq) {
                 return GiveUp::Fresh;

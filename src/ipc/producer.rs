@@ -596,14 +596,12 @@ impl<E: Pod> IpcProducer<E> {
             // consumer at a slot of it that has room (a batch's first)
             // does not take it for a hole (`marks::claim_waits`).
             let waits = last >= self.cached_min.saturating_add(self.capacity);
+            // Shown until its slots are marked (`publish_n`), so a consumer
+            // never finds the claim both unmarked and not shown.
             if waits {
                 self.entry().wait_first.store(first, Ordering::Relaxed);
                 // Release: `wait_first` before it (`claim_waits` Acquires).
                 self.entry().wait_last.store(last, Ordering::Release);
-            }
-            // Shown until its slots are marked (`publish_n`), so a consumer
-            // never finds the claim both unmarked and not shown.
-            if waits {
                 // Relaxed: this handle's own flag.
                 self.shows_wait
                     .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -157,10 +157,7 @@ where
                     Err(ClaimError::Closed) => return Err(TryPublishError::Closed),
                     Err(ClaimError::Full(missing)) => {
                         let before = seq.claimed();
-                        if self.bus.evict_laggards(before + n) {
-                            // The evicted may be parked: they learn it now,
-                            // whether or not this producer publishes.
-                            self.bus.wake_all();
+                        if self.bus.evict_laggards_and_wake(before + n) {
                             // Room freed: the cache must say so.
                             refresh_gating_cache(&self.bus, before);
                             continue;

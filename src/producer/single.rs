@@ -39,9 +39,7 @@ fn wait_for_room<E, W: WaitStrategy>(
     let gating = match wait {
         Wait::Never => {
             let mut min = bus.min_gating(published);
-            if min < wrap_point && bus.evict_laggards(last) {
-                // The evicted may be parked: they learn it now.
-                bus.wake_all();
+            if min < wrap_point && bus.evict_laggards_and_wake(last) {
                 min = bus.min_gating(published);
             }
             if min < wrap_point {
