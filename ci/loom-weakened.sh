@@ -28,6 +28,7 @@ declare -A MODELS=(
     [ipc_orphan]="ipc_an_orphaned_entry_is_resumed_or_reclaimed_never_both"
     [ipc_reap]="ipc_a_consumer_after_an_orphan_reclaims_it_or_follows_its_resumer"
     [ipc_skip]="ipc_a_claim_left_unmarked_a_lap_behind_is_skipped_never_overwritten"
+    [ipc_after]="ipc_a_blocking_consumer_after_another_is_woken_by_its_commit"
     [single_refuse]="a_refusal_racing_the_single_producers_refresh_is_kept"
     [refuse_order]="a_producer_that_saw_the_refusal_is_refused"
 )
@@ -40,7 +41,7 @@ declare -A MODELS=(
 # waiter's poll, whatever the gap.)
 status=0
 wrapper="$PWD/ci/rustc-weaken.sh"
-knobs="${LOOM_KNOBS:-cursor stage available gating_cache fence limit_default work_claim pool_scan join_point waker_lock evict_order edge_signal step_scan ipc_publish ipc_sleepers ipc_reuse ipc_join ipc_orphan ipc_reap ipc_skip single_refuse refuse_order}"
+knobs="${LOOM_KNOBS:-cursor stage available gating_cache fence limit_default work_claim pool_scan join_point waker_lock evict_order edge_signal step_scan ipc_publish ipc_sleepers ipc_reuse ipc_join ipc_orphan ipc_reap ipc_skip ipc_after single_refuse refuse_order}"
 for knob in $knobs; do
     # The knob reaches ringbus alone (ci/rustc-weaken.sh): the dependencies
     # are built once for every knob, ringbus once per knob.

@@ -51,6 +51,10 @@ pub(crate) const IPC_REAP: bool = cfg!(ringbus_weaken = "ipc_reap");
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_SLEEPERS: bool = cfg!(ringbus_weaken = "ipc_sleepers");
 
+/// `ipc_after`: A consumer reads the sleeping downstream consumers without the SeqCst fence after committing (the fence of consumers without membarrier and of loom models). Caught by loom model `ipc_a_blocking_consumer_after_another_is_woken_by_its_commit`.
+#[cfg_attr(not(feature = "ipc"), allow(dead_code))]
+pub(crate) const IPC_AFTER: bool = cfg!(ringbus_weaken = "ipc_after");
+
 /// `join_point`: A joining poller searches for its start instead of taking the sequencer's join point. Caught by loom model `poller_joining_behind_a_limited_poll_misses_nothing`; tests/poller.rs.
 pub(crate) const JOIN_POINT: bool = cfg!(ringbus_weaken = "join_point");
 

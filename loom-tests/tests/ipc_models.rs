@@ -8,7 +8,7 @@
 //! Each model names the outcome it forbids; `ci/loom-weakened.sh` checks
 //! that each fails with its ordering or step weakened (`ipc_publish`,
 //! `ipc_sleepers`, `ipc_reuse`, `ipc_join`, `ipc_orphan`, `ipc_reap`,
-//! `ipc_skip`).
+//! `ipc_skip`, `ipc_after`).
 #![cfg(loom)]
 
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -550,5 +550,42 @@ fn ipc_of_two_joins_under_one_name_exactly_one_wins() {
         assert!(errors
             .iter()
             .all(|e| matches!(e, IpcError::NameInUse { .. })));
+    });
+}
+
+/// Model 11: a `Blocking` consumer that comes after another goes to sleep
+/// while its upstream (also `Blocking`) commits the one event published.
+/// No publish follows to wake it. Forbidden: the downstream asleep through
+/// the commit it waits for (loom reports it as a deadlock), or woken only
+/// by a later publish.
+#[test]
+fn ipc_a_blocking_consumer_after_another_is_woken_by_its_commit() {
+    loom::model(|| {
+        let bus = Options::new(2)
+            .consumers(2)
+            .model::<Pe>(1)
+            .with_wait(Wait::Blocking);
+        let mut up = bus.consumer("up").unwrap();
+        let mut down = bus.consumer_after("down", &["up"]).unwrap();
+        let mut p = bus.producer().unwrap();
+        p.publish(|e| e.set(1)).unwrap();
+        let t = thread::spawn(move || {
+            let mut got = 0;
+            while got == 0 {
+                got = up.poll_wait(1, |e, _, _| e.verify()).unwrap();
+            }
+            up
+        });
+        let mut got = 0;
+        while got == 0 {
+            got = down
+                .poll_wait(1, |e, _, _| {
+                    e.verify();
+                    assert_eq!(e.value, 1);
+                })
+                .unwrap();
+        }
+        drop(t.join().unwrap());
+        drop(p);
     });
 }

@@ -75,6 +75,9 @@ pub struct IpcConsumer<E: Pod> {
     /// When this consumer last looked whether the unmarked claim it waits
     /// at waits for room (`hole_held`).
     held_looked_at: Option<Instant>,
+    /// This process may order a commit before its look at the sleepers
+    /// with a compiler fence (`wake_downstream`, as producers do).
+    light: bool,
 }
 
 impl<E: Pod> std::fmt::Debug for IpcConsumer<E> {
@@ -125,6 +128,7 @@ impl<E: Pod> IpcConsumer<E> {
         let hole_timeout_ms =
             bus.region.header().hole_timeout_ns.load(Ordering::Relaxed) / 1_000_000;
         let wait = bus.wait;
+        let light = super::producer::light(&bus.region);
         let mut consumer = Self {
             bus,
             name: name.into(),
@@ -143,6 +147,7 @@ impl<E: Pod> IpcConsumer<E> {
             producer_seen: None,
             reaped_at: None,
             held_looked_at: None,
+            light,
         };
         // Upstreams present now count as seen: one reclaimed before this
         // consumer's first poll no longer holds it (`consumer_after`).
@@ -296,16 +301,24 @@ impl<E: Pod> IpcConsumer<E> {
         }
     }
 
-    /// Sleeps on the futex until a producer wakes it, the deadline or half
+    /// Sleeps on the futex until a producer (or, for a consumer after
+    /// others, an upstream's commit) wakes it, the deadline or half
     /// the hole timeout (to give a hole up), at most 100 ms (100 µs when
     /// its membarrier failed and a producer is light).
     fn sleep(&mut self, deadline: Option<Instant>) {
         let region = self.bus.region.clone();
         let wake = &region.control().wake;
         let bit = 1u64 << (self.index % 64);
+        // Woken by its upstreams' commits too (`wake_downstream`).
+        let downstream = !self.upstream.is_empty();
         // SeqCst: the bit before the last look at the cursor and marks; a
         // producer's publish, fence, then load of the bits (producer.rs).
         wake.sleepers.fetch_or(bit, Ordering::SeqCst);
+        if downstream {
+            // SeqCst: the bit before the last look at the upstreams'
+            // sequences; an upstream's commit, fence, then load of the bits.
+            wake.after.fetch_or(bit, Ordering::SeqCst);
+        }
         // SeqCst: the looks at the cursor and marks below are Acquire loads,
         // outside the SeqCst order; the fence puts them after the bit.
         crate::loom::fence(Ordering::SeqCst);
@@ -332,6 +345,30 @@ impl<E: Pod> IpcConsumer<E> {
             region.futex_wait(seen, slice);
         }
         wake.sleepers.fetch_and(!bit, Ordering::Relaxed);
+        if downstream {
+            wake.after.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// After a commit or a leave: wakes the consumers asleep behind another
+    /// (perhaps this one), if any. The sleeper's side is `sleep`: its bit,
+    /// a fence, then its look at its upstreams' sequences.
+    #[inline]
+    fn wake_downstream(&self) {
+        let region = &*self.bus.region;
+        let wake = &region.control().wake;
+        if self.light {
+            // SeqCst: keeps the compiler from moving the load of the bits
+            // above the commit; the sleeper's heavy fence orders them in
+            // the hardware (producer.rs module docs).
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        } else if !crate::weaken::IPC_AFTER {
+            // SeqCst: orders the commit before the load of the bits.
+            crate::loom::fence(Ordering::SeqCst);
+        }
+        if wake.after.load(Ordering::Relaxed) != 0 {
+            super::producer::wake_sleepers(region);
+        }
     }
 
     /// Closed, every producer gone (left or dead), and everything they
@@ -623,6 +660,7 @@ impl<E: Pod> IpcConsumer<E> {
             .expect("own entry")
             .next
             .store(committed, Ordering::Release);
+        self.wake_downstream();
         handled
     }
 }
@@ -657,6 +695,8 @@ impl<E: Pod> Drop for IpcConsumer<E> {
     fn drop(&mut self) {
         if self.leaves {
             table::leave_consumer(&self.bus.region, self.index, self.lease);
+            // Its downstreams go on without it.
+            self.wake_downstream();
         }
     }
 }

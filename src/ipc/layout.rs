@@ -16,7 +16,7 @@ use crate::loom::{AtomicU32, AtomicU64};
 /// "RINGBUS" and a format byte.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RINGBUS\x01");
 /// Bumped whenever any structure in the file changes.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// The consumer table's largest size: sleeping consumers are one bit each
 /// of a 64-bit word.
 pub(crate) const MAX_CONSUMERS: usize = 64;
@@ -84,6 +84,12 @@ pub(crate) struct Wake {
     /// read it after publishing (SeqCst fence) and make a syscall only when
     /// it is not zero.
     pub(crate) sleepers: AtomicU64,
+    /// One bit per consumer entry that sleeps or is about to while it
+    /// comes after other consumers (`consumer_after`). Consumers read it
+    /// after committing (SeqCst fence) and wake the sleepers only when it
+    /// is not zero, so a downstream is woken by its upstream's commit, not
+    /// only by the next publish.
+    pub(crate) after: AtomicU64,
 }
 
 /// Counters shared by every process.

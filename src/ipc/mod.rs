@@ -77,7 +77,9 @@
 //!   pays a load per publish (and, where Linux's membarrier is missing, a
 //!   fence) and makes a syscall only while a consumer sleeps; a consumer
 //!   going to sleep pays a membarrier (a barrier on the cores running
-//!   producers). A producer waiting for room in the ring spins, yields
+//!   producers). A consumer that comes after others
+//!   ([`IpcBus::consumer_after`]) is woken by their commits too: each
+//!   commit pays a load (and, without membarrier, a fence). A producer waiting for room in the ring spins, yields
 //!   and then naps (50 µs), whatever the strategy.
 //! - **Closing**: [`IpcBus::close`] ends the bus for everyone: producers get
 //!   [`IpcPublishError::Closed`]; consumers get [`IpcPollError::Closed`]

@@ -173,7 +173,7 @@ fn notify(region: &super::region::Region, light: bool) {
 /// place there, so fewer events are in flight at once.
 #[cold]
 #[inline(never)]
-fn wake_sleepers(region: &super::region::Region) {
+pub(crate) fn wake_sleepers(region: &super::region::Region) {
     // SeqCst: a sleeper that read the word before this bump sleeps on the
     // old value, and the futex returns at once or is woken.
     region.control().wake.word.fetch_add(1, Ordering::SeqCst);
@@ -196,7 +196,7 @@ fn publish_cursor(region: &super::region::Region, next: u64, light: bool) {
 
 /// Whether this process's producers may use light fences; if so, says so
 /// in the file first (`Wake::light`), for sleepers whose heavy fence fails.
-fn light(region: &super::region::Region) -> bool {
+pub(crate) fn light(region: &super::region::Region) -> bool {
     if !super::os::light_fences() {
         return false;
     }

@@ -388,10 +388,10 @@ fn reap_if_dead(region: &Region, index: usize, entry: &ConsumerEntry, l: Lease) 
 }
 
 pub(crate) fn clear_sleeper(region: &Region, index: usize) {
-    region
-        .control()
-        .wake
-        .sleepers
+    let wake = &region.control().wake;
+    wake.sleepers
+        .fetch_and(!(1u64 << (index % 64)), Ordering::Relaxed);
+    wake.after
         .fetch_and(!(1u64 << (index % 64)), Ordering::Relaxed);
 }
 
