@@ -235,17 +235,30 @@ impl Options {
             op,
             source,
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(self.mode)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => IpcError::AlreadyExists { path: path.clone() },
-                _ => io("create", e),
-            })?;
+        let already = || IpcError::AlreadyExists { path: path.clone() };
+        // Linux: the bus is made in a file without a name, named only once
+        // its header is ready (`os::unnamed_file`). Elsewhere it is made
+        // under its name, and openers wait for its header (`check_header`).
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return Err(already());
+        }
+        let unnamed = os::unnamed_file(dir, self.mode);
+        let named = unnamed.is_none();
+        let file = match unnamed {
+            Some(file) => file,
+            None => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(self.mode)
+                .open(&path)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => already(),
+                    _ => io("create", e),
+                })?,
+        };
         let made = (|| {
             // The umask may have removed bits of the mode asked for.
             file.set_permissions(std::fs::Permissions::from_mode(self.mode))
@@ -259,12 +272,22 @@ impl Options {
         let region = match made {
             Ok(region) => region,
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                if named {
+                    let _ = std::fs::remove_file(&path);
+                }
                 return Err(e);
             }
         };
         let me = Identity::current();
         self.write_header(&region, &layout, me);
+        if !named {
+            // Dropped on failure, the region unmaps the unnamed file and
+            // the system frees it.
+            os::link_unnamed(&file, &path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => already(),
+                _ => io("link", e),
+            })?;
+        }
         Ok(IpcBus::new(region, me))
     }
 

@@ -100,8 +100,11 @@
 //!
 //! A bus outlives its processes: a new producer and new consumers can open
 //! it and go on, until it is [closed](IpcBus::close): a closed bus stays
-//! closed ([`remove`] it and create it again). A creator that died before
-//! the bus was ready leaves a file that [`Options::open`] reports as
+//! closed ([`remove`] it and create it again). On Linux a creator that
+//! dies before the bus is ready leaves nothing: the bus is made in a file
+//! without a name (`O_TMPFILE`) and named only once its header is written,
+//! so no process ever opens a half-made bus. Elsewhere (or on a filesystem
+//! without `O_TMPFILE`) it leaves a file that [`Options::open`] reports as
 //! [`IpcError::Stale`] (once it wrote its pid; before that, as
 //! [`IpcError::NotABus`], "not ready after 1 s"); [`remove`] it
 //! ([`Options::remove`] for a bus in another directory).

@@ -243,3 +243,66 @@ pub(crate) fn default_dir() -> std::path::PathBuf {
         std::env::temp_dir()
     }
 }
+
+/// A file without a name in `dir` (`O_TMPFILE`), with `mode`: the bus is
+/// made in it and [`link_unnamed`] gives it its name once its header is
+/// ready, so no process ever opens a bus being made, and a creator killed
+/// before that leaves nothing behind. `None` where the filesystem or the
+/// kernel has no `O_TMPFILE`, or without `/proc` (the caller makes the
+/// file under its name).
+#[cfg(all(not(loom), target_os = "linux"))]
+pub(crate) fn unnamed_file(dir: &std::path::Path, mode: u32) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !std::path::Path::new("/proc/self/fd").is_dir() {
+        return None; // `link_unnamed` needs it
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(mode)
+        .open(dir)
+        .ok()
+}
+
+/// No `O_TMPFILE`: the caller makes the file under its name.
+#[cfg(all(not(loom), not(target_os = "linux")))]
+pub(crate) fn unnamed_file(_dir: &std::path::Path, _mode: u32) -> Option<std::fs::File> {
+    None
+}
+
+/// Names a file from [`unnamed_file`] `path`, atomically; fails with
+/// `AlreadyExists` when `path` exists (nothing is replaced).
+#[cfg(all(not(loom), target_os = "linux"))]
+pub(crate) fn link_unnamed(file: &std::fs::File, path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    let invalid = |_| std::io::Error::from(std::io::ErrorKind::InvalidInput);
+    let from =
+        std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(invalid)?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(invalid)?;
+    // SAFETY: two NUL-terminated paths that outlive the call; linkat reads
+    // them and writes nothing of ours. `/proc/self/fd/N` with
+    // AT_SYMLINK_FOLLOW links the open file itself (no privilege needed,
+    // unlike AT_EMPTY_PATH).
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Never called: [`unnamed_file`] gives no file here.
+#[cfg(all(not(loom), not(target_os = "linux")))]
+pub(crate) fn link_unnamed(_file: &std::fs::File, _path: &std::path::Path) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
