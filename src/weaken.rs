@@ -51,7 +51,7 @@ pub(crate) const IPC_REAP: bool = cfg!(ringbus_weaken = "ipc_reap");
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_SLEEPERS: bool = cfg!(ringbus_weaken = "ipc_sleepers");
 
-/// `ipc_after`: A consumer reads the sleeping downstream consumers without the SeqCst fence after committing (the fence of consumers without membarrier and of loom models). Caught by loom model `ipc_a_blocking_consumer_after_another_is_woken_by_its_commit`.
+/// `ipc_after`: A consumer reads the sleeping downstream consumers without the SeqCst fence after committing (the fence of consumers without membarrier and of loom models). Caught by loom models `ipc_a_blocking_consumer_after_another_is_woken_by_its_commit` and `ipc_a_blocking_consumer_after_another_is_woken_by_its_join`.
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_AFTER: bool = cfg!(ringbus_weaken = "ipc_after");
 

@@ -589,3 +589,29 @@ fn ipc_a_blocking_consumer_after_another_is_woken_by_its_commit() {
         drop(p);
     });
 }
+
+/// Model 12: a `Blocking` consumer after "up", started before any "up"
+/// exists, waits where it joined; an event is published, then "up" joins
+/// (at the cursor, past the event) while the downstream goes to sleep.
+/// Forbidden: the downstream asleep through the join that lets it read
+/// the event (a loom deadlock).
+#[test]
+fn ipc_a_blocking_consumer_after_another_is_woken_by_its_join() {
+    loom::model(|| {
+        let bus = Options::new(2)
+            .consumers(2)
+            .model::<Pe>(1)
+            .with_wait(Wait::Blocking);
+        let mut down = bus.consumer_after("down", &["up"]).unwrap();
+        let mut p = bus.producer().unwrap();
+        p.publish(|e| e.set(1)).unwrap();
+        let joiner = bus.as_process(2);
+        let t = thread::spawn(move || joiner.consumer("up").unwrap());
+        let mut got = 0;
+        while got == 0 {
+            got = down.poll_wait(1, |e, _, _| assert_eq!(e.value, 1)).unwrap();
+        }
+        drop(t.join().unwrap());
+        drop(p);
+    });
+}

@@ -112,6 +112,9 @@ impl<E: Pod> IpcConsumer<E> {
                 previous_pid,
             } => (index, lease, Some(previous_pid)),
         };
+        // A dead predecessor's sleeper bits, if it died asleep: they would
+        // make every publish and commit wake sleepers for nothing.
+        table::clear_sleeper(&bus.region, index);
         let entry = bus.region.consumer(index).expect("joined entry");
         // Acquire: the sequence its predecessor (or the join) stored.
         let next = entry.next.load(Ordering::Acquire);
@@ -152,6 +155,9 @@ impl<E: Pod> IpcConsumer<E> {
         // Upstreams present now count as seen: one reclaimed before this
         // consumer's first poll no longer holds it (`consumer_after`).
         consumer.read_upstreams();
+        // A consumer asleep after this one's name (joined before it) may go
+        // on now, as may one held by an entry this join reclaimed.
+        consumer.wake_downstream();
         consumer
     }
 
@@ -345,16 +351,18 @@ impl<E: Pod> IpcConsumer<E> {
             region.futex_wait(seen, slice);
         }
         wake.sleepers.fetch_and(!bit, Ordering::Relaxed);
-        if downstream {
-            wake.after.fetch_and(!bit, Ordering::Relaxed);
-        }
+        wake.after.fetch_and(!bit, Ordering::Relaxed);
     }
 
-    /// After a commit or a leave: wakes the consumers asleep behind another
-    /// (perhaps this one), if any. The sleeper's side is `sleep`: its bit,
-    /// a fence, then its look at its upstreams' sequences.
+    /// After a join, a commit or a leave: wakes the consumers asleep behind
+    /// another (perhaps this one), if any. The sleeper's side is `sleep`:
+    /// its bit, a fence, then its look at its upstreams' sequences.
+    /// Linux only: elsewhere sleepers nap at most 50 µs (`os::futex_wait`).
     #[inline]
     fn wake_downstream(&self) {
+        if !cfg!(any(loom, target_os = "linux")) {
+            return;
+        }
         let region = &*self.bus.region;
         let wake = &region.control().wake;
         if self.light {

@@ -72,13 +72,12 @@ pub(crate) struct Control {
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct Wake {
-    /// Bumped by a producer that wakes sleepers; a sleeper waits on the
-    /// value it read (futex).
+    /// Bumped by a producer (or a consumer, for the sleepers after it) that
+    /// wakes sleepers; a sleeper waits on the value it read (futex).
     pub(crate) word: AtomicU32,
-    /// Set (for good) once a producer of a process registered for
-    /// membarrier publishes with light fences: a sleeper whose own
+    /// Set (for good) once a producer or consumer of a process registered
+    /// for membarrier joins the bus, to fence lightly: a sleeper whose own
     /// membarrier fails then naps instead of sleeping long (producer.rs).
-    /// Zero in files of earlier builds, whose producers always fence.
     pub(crate) light: AtomicU32,
     /// One bit per consumer entry that sleeps or is about to. Producers
     /// read it after publishing (SeqCst fence) and make a syscall only when

@@ -76,10 +76,11 @@
 //!   and [`Wait::Blocking`], which sleeps on a futex in the file; a producer
 //!   pays a load per publish (and, where Linux's membarrier is missing, a
 //!   fence) and makes a syscall only while a consumer sleeps; a consumer
-//!   going to sleep pays a membarrier (a barrier on the cores running
-//!   producers). A consumer that comes after others
+//!   going to sleep pays a membarrier (a barrier on the cores running the
+//!   bus's processes). A consumer that comes after others
 //!   ([`IpcBus::consumer_after`]) is woken by their commits too: each
-//!   commit pays a load (and, without membarrier, a fence). A producer waiting for room in the ring spins, yields
+//!   commit pays a load (and, without membarrier, a fence), and while such
+//!   a consumer sleeps, every commit wakes the sleepers. A producer waiting for room in the ring spins, yields
 //!   and then naps (50 µs), whatever the strategy.
 //! - **Closing**: [`IpcBus::close`] ends the bus for everyone: producers get
 //!   [`IpcPublishError::Closed`]; consumers get [`IpcPollError::Closed`]

@@ -194,8 +194,9 @@ fn publish_cursor(region: &super::region::Region, next: u64, light: bool) {
     notify(region, light);
 }
 
-/// Whether this process's producers may use light fences; if so, says so
-/// in the file first (`Wake::light`), for sleepers whose heavy fence fails.
+/// Whether this process's producers and consumers may use light fences;
+/// if so, says so in the file first (`Wake::light`), for sleepers whose
+/// heavy fence fails.
 pub(crate) fn light(region: &super::region::Region) -> bool {
     if !super::os::light_fences() {
         return false;

@@ -332,13 +332,15 @@ fn join_free(
 pub(crate) fn leave_consumer(region: &Region, index: usize, lease: Lease) {
     let entry = region.consumer(index).expect("index below the table size");
     let free = lease.next(FREE, 0);
+    // Its bits, while the entry is still its own (after the CAS they may be
+    // a new owner's).
+    clear_sleeper(region, index);
     // Release: the entry's last sequence is final before it can be reused.
     let _ =
         entry
             .meta
             .lease
             .compare_exchange(lease.0, free.0, Ordering::Release, Ordering::Relaxed);
-    clear_sleeper(region, index);
 }
 
 /// Leaves entry `index` as if its owner had died: the same state, no owner
@@ -354,15 +356,15 @@ pub(crate) fn orphan_consumer(region: &Region, index: usize, lease: Lease) -> bo
     } else {
         Ordering::Release
     };
-    let done = entry
+    // Its bits, while the entry is still its own (as `leave_consumer`).
+    if still_owned(region, index, lease) {
+        clear_sleeper(region, index);
+    }
+    entry
         .meta
         .lease
         .compare_exchange(lease.0, orphan.0, order, Ordering::Relaxed)
-        .is_ok();
-    if done {
-        clear_sleeper(region, index);
-    }
-    done
+        .is_ok()
 }
 
 /// A consumer held by upstream entry `index` (under `l`), which no producer
