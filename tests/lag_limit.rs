@@ -210,7 +210,11 @@ fn try_publish_on_a_multi_producer_evicts_rather_than_reports_full() {
 /// returns `Lagged` while the writer is still writing.
 #[test]
 fn a_parked_poller_evicted_by_a_producer_that_publishes_nothing_learns_it_at_once() {
-    for timed in [false, true] {
+    // 0: `try_publish`; 1: `publish_timeout`; 2: `publish`, whose wait for
+    // room outlasts the poller's (it ends once the writer publishes, after
+    // the poller saw its eviction).
+    for how in 0..3 {
+        let timed = how > 0;
         bounded(30, move || {
             let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
             // Timed: evicted inside the wait (held 20 ms of its 300).
@@ -240,6 +244,19 @@ fn a_parked_poller_evicted_by_a_producer_that_publishes_nothing_learns_it_at_onc
                 (r.map(|_| ()), start.elapsed())
             });
             std::thread::sleep(Duration::from_millis(50)); // the poller parks
+            if how == 2 {
+                let blocked = producer.clone();
+                let publishing = std::thread::spawn(move || blocked.publish(|e| e.set(4)));
+                let (r, took) = polling.join().unwrap();
+                assert!(
+                    matches!(r, Err(PollError::Lagged { .. })),
+                    "publish: {r:?} after {took:?}"
+                );
+                release.send(()).unwrap();
+                writing.join().unwrap().unwrap();
+                publishing.join().unwrap().unwrap();
+                return;
+            }
             let r = if timed {
                 producer.publish_timeout(Duration::from_millis(300), |e| e.set(4))
             } else {
@@ -255,7 +272,7 @@ fn a_parked_poller_evicted_by_a_producer_that_publishes_nothing_learns_it_at_onc
             let (r, took) = polling.join().unwrap();
             assert!(
                 matches!(r, Err(PollError::Lagged { .. })),
-                "timed {timed}: {r:?} after {took:?}"
+                "case {how}: {r:?} after {took:?}"
             );
             release.send(()).unwrap();
             writing.join().unwrap().unwrap();

@@ -90,8 +90,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         claimed: bool,
     ) -> Result<Sequence, Interrupt> {
         // An eviction inside a poll cannot wake the evicted (the poll may
-        // run where a signal's lock is held): this wait wakes them when it
-        // ends, whether or not its caller then publishes.
+        // run where a signal's lock is held): this wait wakes them when the
+        // strategy's wait they were evicted in ends (at once if there is
+        // still no room), whether or not its caller then publishes.
         let evicted = std::cell::Cell::new(false);
         let found = self.wait_for_free_polling(last, before, deadline, claimed, &evicted);
         if evicted.get() {
@@ -139,8 +140,18 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
                     // A new limit to wake for: start over.
                     return Err(Interrupt::Timeout);
                 }
-                poll()
+                let found = poll();
+                if evicted.get() && matches!(found, Ok(None)) {
+                    // Evicted a subscriber and still no room: end this
+                    // wait to wake it (below), then wait again. A wait that
+                    // may last for ever must not keep the evicted asleep.
+                    return Err(Interrupt::Timeout);
+                }
+                found
             });
+            if evicted.replace(false) {
+                self.wake_all();
+            }
             match found {
                 Err(Interrupt::Timeout) if deadline.map_or(true, |d| Instant::now() < d) => {}
                 found => return found,
