@@ -227,68 +227,80 @@ impl Options {
     /// [`IpcError::Io`] when the OS refuses.
     #[cfg(not(loom))]
     pub fn create<E: Pod>(&self, name: &str) -> Result<IpcBus<E>, IpcError> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let layout = self.layout::<E>()?;
         let path = self.path(name)?;
-        let io = |op, source| IpcError::Io {
-            path: path.clone(),
-            op,
-            source,
-        };
-        let already = || IpcError::AlreadyExists { path: path.clone() };
-        // Linux: the bus is made in a file without a name, named only once
-        // its header is ready (`os::unnamed_file`). Elsewhere it is made
-        // under its name, and openers wait for its header (`check_header`).
-        let dir = path.parent().unwrap_or(std::path::Path::new("."));
         if std::fs::symlink_metadata(&path).is_ok() {
-            return Err(already());
+            return Err(IpcError::AlreadyExists { path });
         }
-        let unnamed = os::unnamed_file(dir, self.mode);
-        let named = unnamed.is_none();
-        let file = match unnamed {
-            Some(file) => file,
-            None => std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(self.mode)
-                .open(&path)
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::AlreadyExists => already(),
-                    _ => io("create", e),
-                })?,
-        };
-        let made = (|| {
-            // The umask may have removed bits of the mode asked for.
-            file.set_permissions(std::fs::Permissions::from_mode(self.mode))
-                .map_err(|e| io("chmod", e))?;
-            file.set_len(layout.len as u64).map_err(|e| io("size", e))?;
-            let map = memmap2::MmapOptions::new()
-                .map_raw(&file)
-                .map_err(|e| io("map", e))?;
-            Ok::<_, IpcError>(Region::mapped(map, layout, path.clone()))
-        })();
-        let region = match made {
+        // Linux: the bus is made in a file without a name, named only once
+        // its header is ready (`os::unnamed_file`), so no opener sees it
+        // half made and a creator killed meanwhile leaves nothing. Where
+        // that fails (no `O_TMPFILE`, or a sandbox that refuses the link)
+        // and elsewhere, it is made under its name, and openers wait for
+        // its header (`check_header`).
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if let Some(file) = os::unnamed_file(dir, self.mode) {
+            let region = self.make(&file, layout, &path)?;
+            let me = Identity::current();
+            self.write_header(&region, &layout, me);
+            match os::link_unnamed(&file, &path) {
+                Ok(()) => return Ok(IpcBus::new(region, me)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(IpcError::AlreadyExists { path });
+                }
+                // Dropped, the region unmaps the unnamed file and the
+                // system frees it.
+                Err(_) => drop(region),
+            }
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(self.mode)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => IpcError::AlreadyExists { path: path.clone() },
+                _ => IpcError::Io {
+                    path: path.clone(),
+                    op: "create",
+                    source: e,
+                },
+            })?;
+        let region = match self.make(&file, layout, &path) {
             Ok(region) => region,
             Err(e) => {
-                if named {
-                    let _ = std::fs::remove_file(&path);
-                }
+                let _ = std::fs::remove_file(&path);
                 return Err(e);
             }
         };
         let me = Identity::current();
         self.write_header(&region, &layout, me);
-        if !named {
-            // Dropped on failure, the region unmaps the unnamed file and
-            // the system frees it.
-            os::link_unnamed(&file, &path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => already(),
-                _ => io("link", e),
-            })?;
-        }
         Ok(IpcBus::new(region, me))
+    }
+
+    /// Gives a new bus file its mode and size and maps it.
+    #[cfg(not(loom))]
+    fn make(&self, file: &std::fs::File, layout: Layout, path: &Path) -> Result<Region, IpcError> {
+        use std::os::unix::fs::PermissionsExt;
+        let io = |op, source| IpcError::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        };
+        // The umask may have removed bits of the mode asked for.
+        file.set_permissions(std::fs::Permissions::from_mode(self.mode))
+            .map_err(|e| io("chmod", e))?;
+        file.set_len(layout.len as u64).map_err(|e| io("size", e))?;
+        let map = memmap2::MmapOptions::new()
+            .map_raw(file)
+            .map_err(|e| io("map", e))?;
+        Ok(Region::mapped(map, layout, path.to_path_buf()))
     }
 
     fn write_header(&self, region: &Region, layout: &Layout, me: Identity) {

@@ -97,7 +97,7 @@ impl fmt::Display for IpcError {
             Self::Config { reason } => write!(f, "cannot make this shared-memory bus: {reason}"),
             Self::Io { path, op, source } => {
                 write!(f, "{op} {}: {source}", path.display())?;
-                if source.kind() == std::io::ErrorKind::PermissionDenied {
+                if *op == "open" && source.kind() == std::io::ErrorKind::PermissionDenied {
                     write!(
                         f,
                         " (the bus's creator chose its file mode, Options::mode, 0600 by default: run as the creator's user, or create the bus with a mode that lets this user in, e.g. 0660 and a shared group)"
