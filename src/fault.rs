@@ -284,7 +284,10 @@ impl<E> FailurePolicy<E> {
 
     /// First retry a failed event up to `times` more times, waiting `backoff`,
     /// then twice that, and so on (capped at 1 s) between attempts; only then
-    /// apply this policy.
+    /// apply this policy. A halt (of the bus, or of an `ipc` stage) ends the
+    /// retries at once: the policy then decides the event's fate as if they
+    /// were used up (skipped, dead-lettered, or the stage stops at it), so a
+    /// halt never waits out a long backoff.
     pub fn retry(mut self, times: u32, backoff: Duration) -> Self {
         self.retries = times;
         self.backoff = backoff;
