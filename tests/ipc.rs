@@ -289,7 +289,7 @@ fn bad_options_and_files_are_named() {
         .multi_producer()
         .open::<Ev>("real")
         .unwrap_err();
-    assert_eq!(mismatch(e).0, "producer kind (1 single, 2 multi)");
+    assert_eq!(mismatch(e).0, "producer kind");
     assert!(o().schema(5).open::<Ev>("real").is_ok());
     let msg = o().schema(6).open::<Ev>("real").unwrap_err().to_string();
     assert!(
@@ -326,6 +326,10 @@ fn bad_options_and_files_are_named() {
     o().remove("moded").unwrap();
     assert!(matches!(
         o().open::<Ev>("moded"),
+        Err(IpcError::NotFound { .. })
+    ));
+    assert!(matches!(
+        o().remove("moded"),
         Err(IpcError::NotFound { .. })
     ));
 }
@@ -1093,8 +1097,9 @@ fn a_dead_consumer_on_a_quiet_bus_frees_its_entry_for_a_later_join() {
 }
 
 /// A multi producer that claimed and waits for room when the bus closes
-/// (a dead consumer, not yet reclaimed, holds the ring): it waits on until
-/// the dead one is reclaimed, lets its claim go, and the live consumer ends.
+/// (a dead consumer, not yet reclaimed, holds the ring): it returns
+/// `Closed`, its claim left unmarked; the live consumer gives the claim up
+/// once the dead one is reclaimed, and ends.
 #[test]
 fn close_while_a_claim_waits_behind_a_dead_consumer_ends_everyone() {
     let d = dir();
@@ -1145,6 +1150,67 @@ fn close_while_a_claim_waits_behind_a_dead_consumer_ends_everyone() {
             .is_some_and(|r| *r == Err(IpcPublishError::Closed)),
         "{results:?}"
     );
+}
+
+/// A close on another handle ends multi producers waiting for room behind
+/// a live consumer that does not read (a single publish, and a batch with
+/// room for half of it): `Closed`, not a wait as long as that consumer's
+/// pause. The consumer then reads everything acknowledged, passes the
+/// claims let go (those with room at once, the rest a hole timeout after
+/// it reaches them) and ends with `Closed`.
+#[test]
+fn close_ends_multi_producers_waiting_behind_a_consumer_that_does_not_read() {
+    for batch in [false, true] {
+        let d = dir();
+        let bus = Options::new(4)
+            .multi_producer()
+            .dir(d.path())
+            .hole_timeout(Duration::from_millis(50))
+            .create::<Ev>("stalled")
+            .unwrap();
+        let mut c = bus.consumer("c").unwrap();
+        let mut order = Order::default();
+        let mut p = bus.producer().unwrap();
+        for k in 0..4 {
+            p.publish(|e| e.set(1, k)).unwrap();
+        }
+        if batch {
+            // Two slots of room for a batch of four.
+            assert_eq!(c.poll(2, |e, _, _| order.see(e)), Ok(2));
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let r = if batch {
+                p.batch_publish(4, |slots| {
+                    for (i, e) in slots.iter_mut().enumerate() {
+                        e.set(1, 4 + i as u64);
+                    }
+                })
+            } else {
+                p.publish(|e| e.set(1, 4))
+            };
+            let _ = done.send((r, p));
+        });
+        thread::sleep(Duration::from_millis(30)); // it claims and waits
+        bus.clone().close();
+        let (r, p) = finished
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the publish still waits after the close");
+        assert_eq!(r, Err(IpcPublishError::Closed), "batch {batch}");
+        drop(p);
+        let mut passed = 0;
+        loop {
+            match c.poll_timeout(Duration::from_secs(10), 8, |e, _, _| order.see(e)) {
+                Ok(n) => passed += n,
+                Err(IpcPollError::Closed) => break,
+                Err(e) => panic!("batch {batch}: {e}"),
+            }
+        }
+        assert_eq!(order.0.get(&1).copied(), Some(4), "batch {batch}");
+        assert_eq!(passed, if batch { 2 } else { 4 });
+        assert_eq!(c.next_sequence(), if batch { 8 } else { 5 });
+        assert_eq!(c.tombstones(), if batch { 4 } else { 1 });
+    }
 }
 
 #[test]

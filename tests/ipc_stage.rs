@@ -772,6 +772,10 @@ fn hooks_are_called_and_a_panicking_hook_fails_the_stage_resumably() {
     let producer = publish(&bus, 1, n);
     let report = stage.join().unwrap();
     assert!(report.failure.is_some(), "{report:?}");
+    // Its counts are kept: the two batches it handled.
+    let handled_first = first.lock().unwrap().events.len() as u64;
+    assert_eq!(report.handled, handled_first, "{report:?}");
+    assert_eq!(report.panics, 1, "{report:?}");
     let second = Arc::new(Mutex::new(Calls::default()));
     let stage = bus
         .stage("hooked")
@@ -798,7 +802,7 @@ fn hooks_are_called_and_a_panicking_hook_fails_the_stage_resumably() {
         (0..n).collect::<Vec<_>>(),
         "lost, twice or out of order"
     );
-    // A hook's panic unwinds the stage's thread: no on_shutdown then.
+    // A hook's panic ends the handler's calls: no on_shutdown then.
     assert_eq!((a.starts, a.shutdowns), (1, 0));
     assert_eq!((b.starts, b.shutdowns), (1, 1));
     assert_eq!(b.batches.iter().sum::<u64>(), b.events.len() as u64);

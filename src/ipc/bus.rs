@@ -75,7 +75,8 @@ pub struct Options {
 }
 
 impl Options {
-    /// A bus of `capacity` events (a power of two): single producer, schema
+    /// A bus of `capacity` events (a power of two, at least 2; checked by
+    /// `create` and `open`, as every option is): single producer, schema
     /// 0, mode 0600, 16 consumer entries, 8 producer entries, a dead
     /// consumer reclaimed after 1 s, a hole given up after 1 s.
     pub fn new(capacity: usize) -> Self {
@@ -124,14 +125,19 @@ impl Options {
     }
 
     /// How long a dead consumer keeps gating (and can be resumed by a
-    /// process that joins under its name) before its entry is reclaimed.
+    /// process that joins under its name) before its entry is reclaimed; at
+    /// least 1 ms. Nobody watches for deaths: the time counts from when a
+    /// process first finds it dead (a producer that finds the ring full, a
+    /// join that finds the table full, a consumer after it that it holds),
+    /// so that first look still finds it gating (`Full`, `Timeout`,
+    /// `TableFull`), and a look `reclaim_after` later reclaims it.
     pub fn reclaim_after(mut self, d: Duration) -> Self {
         self.reclaim_after = d;
         self
     }
 
     /// How long consumers wait at a claimed but unpublished slot before
-    /// they give it up (multi producer). A claim the ring has no room for
+    /// they give it up (multi producer); at least 1 ms. A claim the ring has no room for
     /// (its claimant waits for room, say behind a dead consumer not yet
     /// reclaimed) is not given up: the time counts from when there is room.
     pub fn hole_timeout(mut self, d: Duration) -> Self {
@@ -334,7 +340,8 @@ impl Options {
 
     /// Opens the bus `name`, checking that it was made for the same event
     /// type (size and alignment), capacity, schema and producer kind. The
-    /// table sizes and timeouts are the creator's.
+    /// table sizes and timeouts are the creator's (this process's own are
+    /// only checked to be valid, as for `create`).
     ///
     /// # Errors
     /// [`IpcError::NotFound`], [`IpcError::NotABus`], [`IpcError::Version`],
@@ -464,7 +471,7 @@ impl Options {
         };
         let kind = h.kind.load(Ordering::Relaxed);
         mismatch(
-            "producer kind (1 single, 2 multi)",
+            "producer kind",
             kind as u64,
             if self.multi { MULTI } else { SINGLE } as u64,
         )?;
@@ -503,7 +510,7 @@ impl Options {
         };
         let layout = mine.layout::<E>()?;
         mismatch(
-            "file length in the header",
+            "file length",
             h.file_len.load(Ordering::Relaxed),
             layout.len as u64,
         )?;
@@ -549,7 +556,8 @@ impl Options {
 /// that have it open keep their mapping; new `open`s fail.
 ///
 /// # Errors
-/// The OS error (e.g. `NotFound`).
+/// [`IpcError::NotFound`] when there is no such bus; [`IpcError::Io`] for
+/// any other refusal of the OS.
 pub fn remove(name: &str) -> Result<(), IpcError> {
     Options::new(2).remove(name)
 }
@@ -558,19 +566,28 @@ impl Options {
     /// Removes the file of bus `name` from this options' directory.
     ///
     /// # Errors
-    /// The OS error (e.g. `NotFound`).
+    /// As [`remove`].
     pub fn remove(&self, name: &str) -> Result<(), IpcError> {
         let path = self.path(name)?;
-        std::fs::remove_file(&path).map_err(|source| IpcError::Io {
-            path,
-            op: "remove",
-            source,
+        std::fs::remove_file(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                IpcError::NotFound { path }
+            } else {
+                IpcError::Io {
+                    path,
+                    op: "remove",
+                    source,
+                }
+            }
         })
     }
 }
 
 /// A process's handle on a shared-memory bus: makes producers and
-/// consumers. Clones share the mapping.
+/// consumers. Clones share the mapping. A handle names the process that
+/// opened the bus (its pid), so a child made by `fork` must open the bus
+/// again: producers and consumers made from the parent's handle would be
+/// taken for the parent's, and never seen dead when the child dies.
 pub struct IpcBus<E> {
     pub(crate) region: Arc<Region>,
     pub(crate) me: Identity,
@@ -713,7 +730,9 @@ impl<E: Pod> IpcBus<E> {
     ///     .spawn(|order: &[u64; 2], seq: ringbus::Sequence, _end_of_batch: bool| {
     ///         println!("{seq}: order {}", order[0]);
     ///     })?;
-    /// // ... later, in any process: bus.close(); then
+    /// // ... later, in any process: bus.close(); then, once every
+    /// // producer has let go of its place (dropped, or its process died)
+    /// // and the stage has passed the last event:
     /// let report = audit.join()?;
     /// println!("audited {} orders", report.handled);
     /// # Ok(()) }

@@ -27,7 +27,7 @@ pub enum IpcError {
         /// The bus's file.
         path: PathBuf,
     },
-    /// `open` found no file of that name.
+    /// `open` (or `remove`) found no file of that name.
     NotFound {
         /// The bus's file.
         path: PathBuf,
@@ -53,9 +53,8 @@ pub enum IpcError {
     Mismatch {
         /// The bus's file.
         path: PathBuf,
-        /// Which parameter (`capacity`, `event size`, `event alignment`,
-        /// `schema`, `producer kind`, `consumer table`, `producer table`,
-        /// `file length`).
+        /// Which parameter: `capacity`, `event size`, `event alignment`,
+        /// `schema`, `producer kind` (1 single, 2 multi) or `file length`.
         field: &'static str,
         /// The file's value.
         file: u64,
@@ -123,8 +122,9 @@ impl fmt::Display for IpcError {
             ),
             Self::Mismatch { path, field, file, ours } => write!(
                 f,
-                "{}: the bus's {field} is {file}, this process asked for {ours}: open it with the same event type and options as its creator",
-                path.display()
+                "{}: the bus's {field}{} is {file}, this process asked for {ours}: open it with the same event type and options as its creator",
+                path.display(),
+                if *field == "producer kind" { " (1 single, 2 multi)" } else { "" }
             ),
             Self::Stale { path, creator } => write!(
                 f,

@@ -58,9 +58,10 @@
 //!   for it (events it handled but had not committed come again: at least
 //!   once). After that time its entry is reclaimed
 //!   ([`IpcMetrics::reclaimed`]) by the first producer that finds the ring
-//!   full, or by a consumer after it that it holds (so a bus that went
-//!   quiet, or closed, does not keep the events it never handled from the
-//!   consumers after it).
+//!   full, by a join that finds the table full, or by a consumer after it
+//!   that it holds (so a bus that went quiet, or closed, does not keep the
+//!   events it never handled from the consumers after it). Nobody watches
+//!   for deaths: the time counts from when one of them first finds it dead.
 //! - **A producer killed between claim and publish** (multi producer) leaves
 //!   a hole. A consumer that waited [`hole_timeout`](Options::hole_timeout)
 //!   at it gives it up: a tombstone that every consumer skips and counts

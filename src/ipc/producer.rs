@@ -590,9 +590,11 @@ impl<E: Pod> IpcProducer<E> {
             // AcqRel: a total order of claims; nothing is published by it.
             let first = self.cursor().fetch_add(n, Ordering::AcqRel);
             let last = first + n - 1;
-            // Claimed: wait for room even if the bus closes meanwhile, then
-            // let the slots go at once rather than leave consumers a hole
-            // to time out (one the room check may never let them give up).
+            // Claimed: wait for room until the bus closes, then let go of
+            // the slots that have room (consumers pass them at once); the
+            // rest stay unmarked, and consumers give them up a hole timeout
+            // after the ring has room for them (a consumer that never reads
+            // again must not keep this publish from returning `Closed`).
             // While it waits, the claim is in this producer's entry: a
             // consumer at a slot of it that has room (a batch's first)
             // does not take it for a hole (`marks::claim_waits`).
@@ -607,9 +609,15 @@ impl<E: Pod> IpcProducer<E> {
                 self.shows_wait
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            self.wait_for_room(first, last, until, false)?;
-            if self.bus.is_closed() {
-                self.let_go(first..first + n);
+            let waited = self.wait_for_room(first, last, until, true);
+            if waited.is_err() || self.bus.is_closed() {
+                // Only the slots with room: marking one whose previous
+                // round a consumer has not read would take it from them.
+                let room_end = self
+                    .cached_min
+                    .saturating_add(self.capacity)
+                    .clamp(first, first + n);
+                self.let_go(first..room_end);
                 self.unshow_wait();
                 return Err(IpcPublishError::Closed);
             }

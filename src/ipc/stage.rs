@@ -358,6 +358,9 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
         self.handler.on_start();
         // Since when no event came (for `on_timeout`).
         let mut idle_since = Instant::now();
+        // A hook or sink panicked: the handler is not called again, not
+        // even `on_shutdown` (its state is whatever the panic left).
+        let mut hook_panicked = false;
         let end = loop {
             // Acquire: pairs with `halt`'s store (a flag, nothing to read).
             if self.halt.load(Ordering::Acquire) {
@@ -395,33 +398,48 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
             let mut failed = None;
             // The batch's size, for the handler before its first event.
             let size = Cell::new(None);
-            let polled = consumer.wait_then_handle_until(
-                Instant::now().checked_add(wait),
-                *batch,
-                |n| size.set(Some(n)),
-                |event, sequence, end_of_batch| {
-                    if let Some(n) = size.take() {
-                        handler.on_batch_start(n);
-                    }
-                    let handled = handle_one(
-                        handler,
-                        policy,
-                        halt,
-                        &name,
-                        event,
-                        sequence,
-                        end_of_batch,
-                        &mut report,
-                    );
-                    match handled {
-                        Ok(()) => true,
-                        Err(failure) => {
-                            failed = Some(failure);
-                            false
+            // A panic outside the handler's event calls (`on_batch_start`,
+            // a dead-letter sink) commits nothing of the batch, as in any
+            // poll: caught here, it fails the stage at the batch's first
+            // event, and the report keeps its counts.
+            let polled = catch_unwind(AssertUnwindSafe(|| {
+                consumer.wait_then_handle_until(
+                    Instant::now().checked_add(wait),
+                    *batch,
+                    |n| size.set(Some(n)),
+                    |event, sequence, end_of_batch| {
+                        if let Some(n) = size.take() {
+                            handler.on_batch_start(n);
                         }
-                    }
-                },
-            );
+                        let handled = handle_one(
+                            handler,
+                            policy,
+                            halt,
+                            &name,
+                            event,
+                            sequence,
+                            end_of_batch,
+                            &mut report,
+                        );
+                        match handled {
+                            Ok(()) => true,
+                            Err(failure) => {
+                                failed = Some(failure);
+                                false
+                            }
+                        }
+                    },
+                )
+            }));
+            let polled = match polled {
+                Ok(polled) => polled,
+                Err(payload) => {
+                    report.panics += 1;
+                    report.failure = Some(Failure::Panic(panic_message(&*payload)));
+                    hook_panicked = true;
+                    break Exit::Failed;
+                }
+            };
             if matches!(polled, Ok(n) if n > 0) {
                 idle_since = Instant::now();
             }
@@ -440,7 +458,11 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
         // fails the stage as the module docs say (the entry stays, for a
         // successor to resume where the stage stopped), with its counts.
         let handler = &mut self.handler;
-        let shutdown = catch_unwind(AssertUnwindSafe(|| handler.on_shutdown()));
+        let shutdown = if hook_panicked {
+            Ok(())
+        } else {
+            catch_unwind(AssertUnwindSafe(|| handler.on_shutdown()))
+        };
         let end = match (end, shutdown) {
             (Exit::Done, Err(payload)) => {
                 report.panics += 1;

@@ -528,7 +528,13 @@ pub(crate) fn join_producer(
             .compare_exchange(l.0, joining.0, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            continue;
+            if multi {
+                continue;
+            }
+            // The single producer's one place, taken meanwhile: look again,
+            // so the loser hears who holds it (`Busy`), not that a table
+            // is full.
+            return join_producer(region, me);
         }
         // Relaxed, as `start`: published by the Release lease CAS below
         // (a consumer reads the lease, Acquire, before the range, and
