@@ -415,6 +415,76 @@ fn a_slow_producer_is_given_up_never_overwritten_and_told() {
     let _ = got;
 }
 
+/// `try_publish` never waits and `publish_timeout` waits at most its
+/// timeout, also when the slot they claimed is still written by a slow
+/// producer given up a lap before (they waited for it to finish: a second
+/// here). They leave their claim unmarked and say `Full` and `Timeout`;
+/// the consumer gives those claims up once the slow writer let go, and
+/// every acknowledged event arrives once.
+#[test]
+fn timed_publishes_do_not_wait_for_a_given_up_slow_writer() {
+    for timed in [false, true] {
+        let d = dir();
+        let bus = Options::new(2)
+            .multi_producer()
+            .hole_timeout(Duration::from_millis(30))
+            .dir(d.path())
+            .create::<Ev>("slowlap")
+            .unwrap();
+        let mut c = bus.consumer("c").unwrap();
+        let mut slow = bus.producer().unwrap();
+        let mut fast = bus.producer().unwrap();
+        let (writing, wrote) = std::sync::mpsc::channel();
+        let slow_thread = thread::spawn(move || {
+            slow.publish(|e| {
+                writing.send(()).unwrap();
+                thread::sleep(Duration::from_millis(1000));
+                e.set(1, 0);
+            })
+        });
+        wrote.recv().unwrap(); // sequence 0 claimed and being written
+        let mut order = Order::default();
+        fast.publish(|e| e.set(2, 0)).unwrap(); // sequence 1
+                                                // The consumer gives sequence 0 up and reads 1: the ring has room
+                                                // for 2 and 3, but slot 0 is still the slow writer's.
+        wait_for("the slow claim given up", || {
+            c.poll(4, |e, _, _| order.see(e)).unwrap();
+            c.next_sequence() == 2
+        });
+        // Sequence 2, slot 0.
+        let r = if timed {
+            fast.publish_timeout(Duration::from_millis(20), |e| e.set(2, 1))
+        } else {
+            fast.try_publish(|e| e.set(2, 1))
+        };
+        let limit = if timed {
+            IpcPublishError::Timeout
+        } else {
+            IpcPublishError::Full
+        };
+        assert_eq!(r, Err(limit), "timed {timed}");
+        let r = slow_thread.join().unwrap();
+        assert_eq!(
+            r,
+            Err(IpcPublishError::GivenUp {
+                sequence: 0,
+                lost: 1
+            })
+        );
+        for k in 1..6 {
+            fast.publish_timeout(Duration::from_secs(10), |e| e.set(2, k))
+                .unwrap();
+            c.poll_timeout(Duration::from_secs(10), 4, |e, _, _| order.see(e))
+                .unwrap();
+        }
+        while c.poll(4, |e, _, _| order.see(e)).unwrap() > 0 {}
+        assert_eq!(order.0.get(&2).copied(), Some(6));
+        assert_eq!(order.0.get(&1), None, "a given-up event was delivered");
+        // Sequence 0 given up, 2 left by the timed publish.
+        assert_eq!(c.tombstones(), 2);
+    }
+}
+
 /// A producer that claimed a slot and waits for room (a slow consumer holds
 /// the ring) is not a hole: a fast consumer waiting at that slot longer
 /// than the hole timeout must not give it up.

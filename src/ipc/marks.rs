@@ -87,6 +87,11 @@ pub(crate) enum MarkFailure {
     /// (the caller has room, so every consumer has passed it);
     /// [`skip_behind`] releases it once it waited a hole timeout.
     Behind,
+    /// (A producer's, not this module's.) The caller's time limit passed
+    /// while it waited out `Busy` or `Behind` (`try_publish`,
+    /// `publish_timeout`): the slot is left unmarked, for consumers to give
+    /// up a hole timeout after they reach it.
+    Limit,
 }
 
 /// Marks `seq` as being written by producer entry `me` (its index + 1).

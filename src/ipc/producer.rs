@@ -374,15 +374,23 @@ impl<E: Pod> IpcProducer<E> {
         if self.multi {
             let mut carried = None;
             for seq in first..first + n as u64 {
-                if let Err(failure) = self.begin_write(seq, owner, &mut carried) {
+                if let Err(failure) = self.begin_write(seq, owner, &mut carried, until) {
                     // Nothing of the batch is written: let go of what was
                     // marked, and of the rest without marking it.
                     for done in first..seq {
                         marks::abandon(region, done, owner);
                     }
+                    if failure == MarkFailure::Limit {
+                        // Out of time: the rest stays unmarked (marking it
+                        // may wait too); consumers give it up.
+                        self.notify();
+                        return Err(match until {
+                            Until::Now => IpcPublishError::Full,
+                            _ => IpcPublishError::Timeout,
+                        });
+                    }
                     self.let_go(seq + 1..first + n as u64);
                     self.unshow_wait();
-                    let _ = failure;
                     return Err(IpcPublishError::GivenUp {
                         sequence: first,
                         lost: n,
@@ -437,16 +445,19 @@ impl<E: Pod> IpcProducer<E> {
     /// earlier slot of the same batch (the claims behind a batch are
     /// usually one dead batch's: one hole timeout for all of them, not one
     /// per slot).
+    /// `until`: a `try_publish` or `publish_timeout` waits no longer than
+    /// its limit (`MarkFailure::Limit`).
     #[inline]
     fn begin_write(
         &self,
         seq: u64,
         owner: usize,
         carried: &mut Option<Instant>,
+        until: Until,
     ) -> Result<(), MarkFailure> {
         match marks::begin_write(&self.bus.region, seq, owner) {
             Err(MarkFailure::Busy | MarkFailure::Behind) => {
-                self.begin_write_waiting(seq, owner, carried)
+                self.begin_write_waiting(seq, owner, carried, until)
             }
             other => other,
         }
@@ -459,6 +470,7 @@ impl<E: Pod> IpcProducer<E> {
         seq: u64,
         owner: usize,
         carried: &mut Option<Instant>,
+        until: Until,
     ) -> Result<(), MarkFailure> {
         let region = &self.bus.region;
         let mut tries = 0u32;
@@ -496,6 +508,11 @@ impl<E: Pod> IpcProducer<E> {
                 Err(MarkFailure::Busy | MarkFailure::Behind) => return Err(MarkFailure::GivenUp),
                 other => return other,
             }
+            match until {
+                Until::Now => return Err(MarkFailure::Limit),
+                Until::Deadline(d) if Instant::now() >= d => return Err(MarkFailure::Limit),
+                _ => {}
+            }
             tries += 1;
             if tries < 128 || cfg!(loom) {
                 crate::loom::yield_now();
@@ -511,7 +528,10 @@ impl<E: Pod> IpcProducer<E> {
         let owner = self.index + 1;
         let mut carried = None;
         for seq in seqs {
-            if self.begin_write(seq, owner, &mut carried).is_ok() {
+            if self
+                .begin_write(seq, owner, &mut carried, Until::Never)
+                .is_ok()
+            {
                 marks::abandon(&self.bus.region, seq, owner);
             }
         }
