@@ -304,20 +304,37 @@ impl<E> FailurePolicy<E> {
 
     /// After a failed attempt: true (once the backoff has passed) when the
     /// policy retries the event, counting the retry; never once `halted()`
-    /// (asked only while retries are left).
+    /// (asked only while retries are left), which the backoff looks at
+    /// every few milliseconds: a halt ends it, and the event is not tried
+    /// again.
     pub(crate) fn retry_after(
         &self,
         attempt: &mut u32,
-        halted: impl FnOnce() -> bool,
+        halted: impl Fn() -> bool,
         report: &mut StageReport,
     ) -> bool {
-        if *attempt < self.retries && !halted() {
-            *attempt += 1;
-            report.retried += 1;
-            crate::loom::sleep(self.backoff_for(*attempt));
-            return true;
+        if *attempt >= self.retries || halted() {
+            return false;
         }
-        false
+        let backoff = self.backoff_for(*attempt + 1);
+        if cfg!(loom) {
+            crate::loom::sleep(backoff);
+        } else {
+            let until = std::time::Instant::now() + backoff;
+            loop {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() || halted() {
+                    break;
+                }
+                crate::loom::sleep(left.min(Duration::from_millis(5)));
+            }
+        }
+        if halted() {
+            return false;
+        }
+        *attempt += 1;
+        report.retried += 1;
+        true
     }
 
     /// Retries used up: the policy's last word on the event at `sequence`

@@ -574,7 +574,12 @@ impl sealed::Sealed for PhasedBackoff {
     ) -> Result<T, Interrupt> {
         const CHECK_CLOCK_EVERY: u32 = 64;
         let start = Instant::now();
-        let yield_until = start + self.spin + self.yield_for;
+        // Saturated: `Duration::MAX` phases mean "no end" (an `Instant`
+        // that far out does not exist).
+        let yield_until = self
+            .spin
+            .checked_add(self.yield_for)
+            .and_then(|d| start.checked_add(d));
         let mut tries: u32 = 0;
         let mut now = start;
         loop {
@@ -586,7 +591,7 @@ impl sealed::Sealed for PhasedBackoff {
                 if deadline.is_some_and(|d| now >= d) {
                     return Err(Interrupt::Timeout);
                 }
-                if now >= yield_until {
+                if yield_until.is_some_and(|u| now >= u) {
                     break;
                 }
             }

@@ -106,6 +106,11 @@ fn phased_backoff_with_lock_and_with_sleep() {
         let sleep = PhasedBackoff::with_sleep(Duration::from_micros(5), Duration::from_micros(20));
         pipeline_with(sleep, N / 4);
         multi_with(sleep, N / 8);
+        // Phases of `Duration::MAX`: spin or yield for ever, never fall
+        // back (a deadline that far out must not overflow the clock).
+        let endless = PhasedBackoff::with_blocking(Duration::ZERO, Duration::MAX);
+        pipeline_with(endless, N / 8);
+        multi_with(endless, N / 16);
     });
 }
 
