@@ -192,7 +192,9 @@ where
     ///
     /// # Errors
     /// [`PollError::Closed`] once the producers are gone and every event was
-    /// handled; [`PollError::Halted`] when the bus was halted.
+    /// handled; [`PollError::Halted`] when the bus was halted, or when a
+    /// stage failed (producers get `Halted`) and every event claimed
+    /// before was handled.
     pub fn poll(
         &mut self,
         limit: usize,
@@ -268,6 +270,17 @@ where
                 Ok(Some(available))
             } else {
                 Err(PollError::Closed)
+            }
+        } else if self.bus.refuses_producers() && next > self.bus.sequencer.claimed() {
+            // A stage failed: producers are refused, and every claim made
+            // was passed (a claim in flight is published, and wakes us):
+            // nothing more comes until a shutdown, so say so rather than
+            // wait for ever. Look once more first, as above.
+            let available = self.scan_for(next);
+            if available >= next {
+                Ok(Some(available))
+            } else {
+                Err(PollError::Halted)
             }
         } else {
             Ok(None)

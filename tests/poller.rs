@@ -420,3 +420,90 @@ fn a_claim_in_flight_is_never_lapped_after_the_last_poller_left() {
         a.shutdown().unwrap();
     });
 }
+
+/// A stage fails: producers get `Halted`, and a poller that handled every
+/// event claimed before learns `Halted` too, without a shutdown (it used to
+/// wait for one for ever). Both kinds of producer, several producers on the
+/// multi one.
+#[test]
+fn a_poller_learns_halted_once_a_failed_stage_stops_the_producers() {
+    for multi in [false, true] {
+        bounded(30, move || {
+            let stage = |e: &Event, _: Sequence, _: bool| assert!(e.value != 5, "fails at 5");
+            let mut poller;
+            let mut accepted = 0u64;
+            if multi {
+                let producer = ringbus::multi_producer(8, Event::default, Blocking)
+                    .handle_events_with(stage)
+                    .build();
+                poller = PollerOf::Multi(producer.subscribe().unwrap());
+                let threads: Vec<_> = (0..2)
+                    .map(|_| {
+                        let p = producer.clone();
+                        std::thread::spawn(move || {
+                            let mut n = 0u64;
+                            for i in 0.. {
+                                if p.publish(|e| e.set(i)).is_err() {
+                                    break;
+                                }
+                                n += 1;
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                // Read as they publish: the poller gates them, and a claim
+                // made before the failure waits for its room.
+                let mut seen = 0;
+                let end = loop {
+                    match poller.poll_wait(&mut seen) {
+                        Ok(()) => {}
+                        Err(e) => break e,
+                    }
+                };
+                for t in threads {
+                    accepted += t.join().unwrap();
+                }
+                assert_eq!(end, PollError::Halted);
+                assert_eq!(seen, accepted, "every accepted event, once");
+                drop(producer);
+            } else {
+                let mut producer = ringbus::single_producer(8, Event::default, Blocking)
+                    .handle_events_with(stage)
+                    .build();
+                poller = PollerOf::Single(producer.subscribe().unwrap());
+                for i in 0.. {
+                    if producer.publish(|e| e.set(i)).is_err() {
+                        break;
+                    }
+                    accepted += 1;
+                }
+                let mut seen = 0;
+                let end = loop {
+                    match poller.poll_wait(&mut seen) {
+                        Ok(()) => {}
+                        Err(e) => break e,
+                    }
+                };
+                assert_eq!(end, PollError::Halted);
+                assert_eq!(seen, accepted, "every accepted event, once");
+                drop(producer);
+            }
+        });
+    }
+}
+
+enum PollerOf {
+    Single(ringbus::EventPoller<Event, ringbus::SingleProducerSequencer, Blocking>),
+    Multi(ringbus::EventPoller<Event, ringbus::MultiProducerSequencer, Blocking>),
+}
+
+impl PollerOf {
+    fn poll_wait(&mut self, seen: &mut u64) -> Result<(), PollError> {
+        let f = |_: &Event, _: Sequence, _: bool| *seen += 1;
+        match self {
+            PollerOf::Single(p) => p.poll_wait(64, f).map(|_| ()),
+            PollerOf::Multi(p) => p.poll_wait(64, f).map(|_| ()),
+        }
+    }
+}

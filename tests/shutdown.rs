@@ -516,7 +516,7 @@ fn shutdown_after_a_failure_with_a_claim_in_flight_reports_the_failure() {
 /// Issue #12, finding 4: a poller parked in `poll_wait` at the hole of a
 /// claim abandoned by a failure used to miss its wake-up when the last
 /// handle went away after a shutdown on another one. The claim is now
-/// published (see above), and the poller ends with `Closed` after it.
+/// published (see above), and the poller ends after it.
 #[test]
 fn poller_parked_behind_a_claim_in_flight_at_a_failure_ends() {
     bounded(60, || {
@@ -553,7 +553,13 @@ fn poller_parked_behind_a_claim_in_flight_at_a_failure_ends() {
         drop(last);
         let (got, end) = polling.join().unwrap();
         assert_eq!(got, 5, "the poller got every published event");
-        assert_eq!(end, ringbus::PollError::Closed);
+        // `Halted` once it passed everything claimed before the failure
+        // (it need not wait for the shutdown), `Closed` if the shutdown
+        // came first.
+        assert!(
+            matches!(end, ringbus::PollError::Closed | ringbus::PollError::Halted),
+            "{end:?}"
+        );
     });
 }
 

@@ -88,9 +88,8 @@ pub(crate) enum MarkFailure {
     /// [`skip_behind`] releases it once it waited a hole timeout.
     Behind,
     /// (A producer's, not this module's.) The caller's time limit passed
-    /// while it waited out `Busy` or `Behind` (`try_publish`,
-    /// `publish_timeout`): the slot is left unmarked, for consumers to give
-    /// up a hole timeout after they reach it.
+    /// while it waited out `Busy` (`try_publish`, `publish_timeout`): the
+    /// slot is left unmarked, released later as a dead claimant's is.
     Limit,
 }
 

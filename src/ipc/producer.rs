@@ -308,7 +308,11 @@ impl<E: Pod> IpcProducer<E> {
         self.publish_n(1, until(), |b| one(b, f))
     }
 
-    /// Like [`publish`](IpcProducer::publish), but never waits.
+    /// Like [`publish`](IpcProducer::publish), but never waits for room.
+    /// (Multi producer: one wait is left, up to the bus's `hole_timeout`,
+    /// when its slot still holds an earlier lap's claim that was never
+    /// marked, a dead producer's: a claimant releases it, and on a bus
+    /// without consumers only claimants do.)
     ///
     /// # Errors
     /// [`IpcPublishError::Full`], or as for `publish`.
@@ -478,8 +482,17 @@ impl<E: Pod> IpcProducer<E> {
         loop {
             match marks::begin_write(region, seq, owner) {
                 // A given-up writer of the previous round still writes: wait
-                // for it, unless the bus closes.
-                Err(MarkFailure::Busy) if !self.bus.is_closed() => {}
+                // for it, unless the bus closes or the caller's limit passes
+                // (the claim then stays unmarked: the next lap's claimant or
+                // a consumer releases it, as a dead claimant's).
+                Err(MarkFailure::Busy) if !self.bus.is_closed() => match until {
+                    Until::Now => return Err(MarkFailure::Limit),
+                    Until::Deadline(d) if Instant::now() >= d => return Err(MarkFailure::Limit),
+                    _ => {}
+                },
+                // (Not limited by the caller's time: a timed publish that
+                // left these unmarked too would pile claims up behind one
+                // another on a bus without consumers, none released.)
                 // An earlier lap's claim of the slot was never marked: wait
                 // for its claimant a hole timeout (it may be slow), then
                 // release it (a dead one never marks).
@@ -507,11 +520,6 @@ impl<E: Pod> IpcProducer<E> {
                 }
                 Err(MarkFailure::Busy | MarkFailure::Behind) => return Err(MarkFailure::GivenUp),
                 other => return other,
-            }
-            match until {
-                Until::Now => return Err(MarkFailure::Limit),
-                Until::Deadline(d) if Instant::now() >= d => return Err(MarkFailure::Limit),
-                _ => {}
             }
             tries += 1;
             if tries < 128 || cfg!(loom) {
