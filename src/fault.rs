@@ -349,15 +349,21 @@ impl<E> FailurePolicy<E> {
         report: &mut StageReport,
         read: impl FnOnce(&mut dyn FnMut(&E)),
     ) -> Result<(), Failure> {
-        report.failed += 1;
         match &self.finally {
-            Finally::Halt => Err(failure),
+            Finally::Halt => {
+                report.failed += 1;
+                Err(failure)
+            }
             Finally::Skip => {
+                report.failed += 1;
                 report.skipped += 1;
                 Ok(())
             }
             Finally::DeadLetter(sink) => {
                 read(&mut |e| sink(stage, e, sequence, &failure));
+                // Counted once the sink returned: a sink that panics stops
+                // the stage, whose panic counts the event failed (once).
+                report.failed += 1;
                 report.dead_lettered += 1;
                 Ok(())
             }

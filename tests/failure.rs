@@ -571,3 +571,38 @@ fn a_halt_ends_a_retry_backoff_and_the_handler_is_not_called_again() {
         assert_eq!(report.stages[0].skipped, 1, "{:?}", report.stages[0]);
     });
 }
+
+/// A dead-letter sink that panics stops the stage with the panic, and the
+/// event it was given counts failed once, not dead-lettered.
+#[test]
+fn a_panicking_dead_letter_sink_counts_the_event_failed_once() {
+    bounded(60, || {
+        let mut p = ringbus::single_producer(8, Event::default, Blocking)
+            .on_failure(FailurePolicy::dead_letter(|_, _: &Event, _, _| {
+                panic!("the sink fails")
+            }))
+            .try_handle_events_with(|e: &Event, _: Sequence, _: bool| {
+                if e.value == 3 {
+                    Err("fails at 3")
+                } else {
+                    Ok(())
+                }
+            })
+            .build();
+        for i in 0..6 {
+            if p.publish(|e| e.set(i)).is_err() {
+                break;
+            }
+        }
+        let report = match p.shutdown() {
+            Err(ShutdownError::StageFailed(report)) => report,
+            other => panic!("expected the failure, got {other:?}"),
+        };
+        let stage = &report.stages[0];
+        assert_eq!((stage.failed, stage.dead_lettered), (1, 0), "{stage:?}");
+        assert!(
+            matches!(stage.failure, Some(Failure::Panic(_))),
+            "{stage:?}"
+        );
+    });
+}

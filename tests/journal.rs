@@ -218,6 +218,13 @@ fn segments_roll_at_their_size_and_old_ones_can_be_deleted() {
                 file.display()
             );
         }
+        // A reader deletes nothing.
+        assert!(matches!(
+            Journal::open_read_only(dir.path())
+                .unwrap()
+                .delete_before(250),
+            Err(JournalError::ReadOnly)
+        ));
         let journal = Journal::open(dir.path()).unwrap();
         assert_eq!(journal.first_sequence(), 0);
         assert_eq!(journal.next_sequence(), 500);

@@ -48,7 +48,7 @@ pub enum JournalError {
         dir: PathBuf,
     },
     /// A journal opened with [`Journal::open_read_only`](super::Journal::open_read_only)
-    /// takes no writer.
+    /// takes no writer and deletes nothing.
     ReadOnly,
     /// While `replay_into` published, another handle of the bus published
     /// too, so replayed and live events are interleaved; the bus was
@@ -125,8 +125,8 @@ impl fmt::Display for JournalError {
             ),
             Self::ReadOnly => write!(
                 f,
-                "journal: opened with `open_read_only`, which takes no writer; use \
-                 `Journal::open`"
+                "journal: opened with `open_read_only`, which takes no writer and \
+                 deletes nothing; use `Journal::open`"
             ),
             Self::ReplayInterleaved { expected, got } => write!(
                 f,

@@ -6,7 +6,7 @@
 //! producers ─> ring ─> journal (append, fsync per batch) ─> durable cursor ─> business stages
 //!                         │
 //!                         └─> dir/00000000000000000000.rbj, 00000000000000065536.rbj, …
-//! restart:  Journal::open(dir) ─> replay_into(&mut producer) ─> live traffic continues the numbering
+//! restart:  Journal::open(dir) ─> replay_into(&mut producer) ─> live traffic continues the journal's numbering
 //! ```
 //!
 //! The journal stage is an ordinary stage ([`Builder::journal_to`](crate::Builder::journal_to)):
@@ -459,9 +459,14 @@ impl Journal {
     /// may stay. Returns how many segments were deleted.
     ///
     /// # Errors
+    /// [`JournalError::ReadOnly`] on a journal opened with
+    /// [`open_read_only`](Journal::open_read_only), which changes nothing;
     /// [`JournalError::Io`] when the directory cannot be listed or a file
     /// removed.
     pub fn delete_before(&self, sequence: Sequence) -> Result<usize, JournalError> {
+        if self.inner._lock.is_none() {
+            return Err(JournalError::ReadOnly);
+        }
         let segments = list_segments(&self.inner.dir)?;
         let mut deleted = 0;
         for pair in segments.windows(2) {
