@@ -54,7 +54,9 @@ pub trait EventHandler<E> {
     /// least 64, per step: its batches end there too.)
     fn on_event(&mut self, event: &E, sequence: Sequence, end_of_batch: bool);
 
-    /// Called before each batch: `batch_size` events follow.
+    /// Called before each batch: `batch_size` events follow (for a stage,
+    /// and for a subscription's handler; not for the workers of a pool,
+    /// which take one event at a time wherever it falls in a batch).
     #[inline]
     fn on_batch_start(&mut self, batch_size: u64) {
         let _ = batch_size;

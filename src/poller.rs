@@ -241,6 +241,17 @@ where
         limit: usize,
         f: impl FnMut(&E, Sequence, bool),
     ) -> Result<usize, PollError> {
+        self.wait_then_handle_batch(deadline, limit, |_| {}, f)
+    }
+
+    /// `wait_then_handle`, telling `batch` how many events follow first.
+    pub(crate) fn wait_then_handle_batch(
+        &mut self,
+        deadline: Option<Instant>,
+        limit: usize,
+        batch: impl FnOnce(u64),
+        f: impl FnMut(&E, Sequence, bool),
+    ) -> Result<usize, PollError> {
         let next = self.sequence() + 1;
         let bus = Arc::clone(&self.bus);
         let available = bus
@@ -249,7 +260,7 @@ where
                 self.check(next).map_err(to_interrupt)
             })
             .map_err(from_interrupt)?;
-        self.handle(next, available, limit, f)
+        self.handle_batch(next, available, limit, batch, f)
     }
 
     /// The highest available sequence `>= next`, `None` if none yet, or why
@@ -305,6 +316,19 @@ where
         next: Sequence,
         available: Sequence,
         limit: usize,
+        f: impl FnMut(&E, Sequence, bool),
+    ) -> Result<usize, PollError> {
+        self.handle_batch(next, available, limit, |_| {}, f)
+    }
+
+    /// `handle`, telling `batch` how many events follow first (a
+    /// subscription's `on_batch_start`).
+    fn handle_batch(
+        &mut self,
+        next: Sequence,
+        available: Sequence,
+        limit: usize,
+        batch: impl FnOnce(u64),
         mut f: impl FnMut(&E, Sequence, bool),
     ) -> Result<usize, PollError> {
         if limit == 0 {
@@ -330,6 +354,7 @@ where
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let end = available.min(next.saturating_add(limit - 1));
         let ring = self.bus.ring.view();
+        batch((end - next + 1) as u64);
         for sequence in next..=end {
             // SAFETY: `check` saw `next..=available` published (Acquire), and
             // our sequence, which gates the producers since `subscribe`
@@ -475,10 +500,14 @@ where
                 handler.on_start();
                 // Relaxed: see `stop_and_join`.
                 while !stopping.load(crate::loom::Ordering::Relaxed) {
-                    let polled = poller.poll_timeout(
-                        Subscription::<H>::STOP_LATENCY,
+                    // As a stage: `on_batch_start` before each batch.
+                    let handler = &mut handler;
+                    let starts = std::cell::RefCell::new(handler);
+                    let polled = poller.wait_then_handle_batch(
+                        crate::wait_strategy::deadline_after(Subscription::<H>::STOP_LATENCY),
                         usize::MAX,
-                        |e, seq, eob| handler.on_event(e, seq, eob),
+                        |n| starts.borrow_mut().on_batch_start(n),
+                        |e, seq, eob| starts.borrow_mut().on_event(e, seq, eob),
                     );
                     match polled {
                         Ok(_) | Err(PollError::Timeout) => {}

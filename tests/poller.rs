@@ -507,3 +507,36 @@ impl PollerOf {
         }
     }
 }
+
+/// A subscription's handler is fed as a stage's: `on_batch_start` with the
+/// size of each batch, which then ends with one `end_of_batch`.
+#[test]
+fn a_subscription_announces_each_batch_with_its_size() {
+    #[derive(Default)]
+    struct Batches {
+        sizes: Vec<u64>,
+        events: u64,
+        ends: u64,
+    }
+    impl ringbus::EventHandler<Event> for Batches {
+        fn on_event(&mut self, _: &Event, _: Sequence, end_of_batch: bool) {
+            self.events += 1;
+            self.ends += u64::from(end_of_batch);
+        }
+        fn on_batch_start(&mut self, n: u64) {
+            self.sizes.push(n);
+        }
+    }
+    bounded(30, || {
+        let mut p = ringbus::single_producer(16, Event::default, Yielding::default()).build();
+        let subscription = p.subscribe_with(Batches::default()).unwrap();
+        for i in 0..200 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        p.shutdown().unwrap();
+        let b = subscription.unsubscribe().expect("handed back");
+        assert_eq!(b.events, 200);
+        assert_eq!(b.sizes.iter().sum::<u64>(), 200, "{:?}", b.sizes);
+        assert_eq!(b.ends, b.sizes.len() as u64);
+    });
+}
