@@ -360,10 +360,16 @@ impl<E> FailurePolicy<E> {
                 Ok(())
             }
             Finally::DeadLetter(sink) => {
-                read(&mut |e| sink(stage, e, sequence, &failure));
-                // Counted once the sink returned: a sink that panics stops
-                // the stage, whose panic counts the event failed (once).
                 report.failed += 1;
+                // A sink that panics stops the stage with its panic (the
+                // event counted failed, not dead-lettered).
+                let send = std::panic::AssertUnwindSafe(|| {
+                    read(&mut |e| sink(stage, e, sequence, &failure))
+                });
+                if let Err(payload) = std::panic::catch_unwind(send) {
+                    report.panics += 1;
+                    return Err(Failure::Panic(crate::report::panic_message(&*payload)));
+                }
                 report.dead_lettered += 1;
                 Ok(())
             }

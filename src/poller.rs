@@ -194,7 +194,9 @@ where
     /// [`PollError::Closed`] once the producers are gone and every event was
     /// handled; [`PollError::Halted`] when the bus was halted, or when a
     /// stage failed (producers get `Halted`) and every event claimed
-    /// before was handled.
+    /// before was handled. (A publish whose closure was still running when
+    /// the stage failed may complete after that: the stages independent of
+    /// the failed one get it, a poller that returned `Halted` does not.)
     pub fn poll(
         &mut self,
         limit: usize,

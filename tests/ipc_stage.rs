@@ -337,6 +337,46 @@ fn each_failure_policy_routes_the_failed_events() {
     }
 }
 
+/// A dead-letter sink that panics fails the stage at that event: counted
+/// failed once (not dead-lettered), the panic in the report, the entry kept
+/// so a stage started again resumes there.
+#[test]
+fn a_panicking_dead_letter_sink_fails_the_stage_resumably() {
+    let d = dir();
+    let bus = Options::new(16)
+        .dir(d.path())
+        .reclaim_after(Duration::from_secs(60))
+        .create::<Ev>("sink")
+        .unwrap()
+        .with_wait(Wait::Yielding);
+    let stage = bus
+        .stage("s")
+        .on_failure(FailurePolicy::dead_letter(|_, _: &Ev, _, _| {
+            panic!("the sink fails")
+        }))
+        .try_spawn(|e: &Ev, _: Sequence, _: bool| -> Result<(), String> {
+            if e.k == 3 {
+                return Err("fails at 3".into());
+            }
+            Ok(())
+        })
+        .unwrap();
+    for t in publish(&bus, 1, 8) {
+        t.join().unwrap();
+    }
+    let report = stage.join().unwrap();
+    assert_eq!((report.failed, report.dead_lettered), (1, 0), "{report:?}");
+    assert_eq!(report.handled, 3, "{report:?}");
+    assert!(
+        matches!(report.failure, Some(ringbus::Failure::Panic(_))),
+        "{report:?}"
+    );
+    let mut again = bus.consumer("s").unwrap();
+    assert!(again.resumed_from().is_some(), "resumed");
+    assert_eq!(again.next_sequence(), 3, "at the failed event");
+    let _ = again.poll(16, |_, _, _| {});
+}
+
 /// Halted from another handle while it sleeps, while producers publish:
 /// the join ends, the stage leaves its place, and the producers are not
 /// held by it. Dropping a stage halts it too.

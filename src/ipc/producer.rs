@@ -309,10 +309,14 @@ impl<E: Pod> IpcProducer<E> {
     }
 
     /// Like [`publish`](IpcProducer::publish), but never waits for room.
-    /// (Multi producer: one wait is left, up to the bus's `hole_timeout`,
+    /// (Multi producer: two waits are left. Up to the bus's `hole_timeout`,
     /// when its slot still holds an earlier lap's claim that was never
     /// marked, a dead producer's: a claimant releases it, and on a bus
-    /// without consumers only claimants do.)
+    /// without consumers only claimants do. And, on a bus without
+    /// consumers, for a producer a lap behind still writing the slot. When
+    /// the slot is a writer's that consumers gave up, still writing, it
+    /// says `Full` at once, but its claim is a hole the consumers give up
+    /// a hole timeout after that writer lets go.)
     ///
     /// # Errors
     /// [`IpcPublishError::Full`], or as for `publish`.
@@ -481,15 +485,23 @@ impl<E: Pod> IpcProducer<E> {
         let mut behind_since = None::<(u64, Instant)>;
         loop {
             match marks::begin_write(region, seq, owner) {
-                // A given-up writer of the previous round still writes: wait
-                // for it, unless the bus closes or the caller's limit passes
-                // (the claim then stays unmarked: the next lap's claimant or
-                // a consumer releases it, as a dead claimant's).
-                Err(MarkFailure::Busy) if !self.bus.is_closed() => match until {
-                    Until::Now => return Err(MarkFailure::Limit),
-                    Until::Deadline(d) if Instant::now() >= d => return Err(MarkFailure::Limit),
-                    _ => {}
-                },
+                // A writer of the previous round still writes: wait for it,
+                // unless the bus closes, or (a writer consumers gave up,
+                // slow) the caller's limit passes: the claim then stays
+                // unmarked, and the consumers that gave the writer up give
+                // it up too. A live writer not given up (no consumer gates
+                // it) is waited for whatever the limit: a claim left behind
+                // it would be one more for each lap while it writes.
+                Err(MarkFailure::Busy) if !self.bus.is_closed() => {
+                    let given_up = marks::Mark(marks::raw(region, seq)).state() == marks::GIVEN_UP;
+                    match until {
+                        Until::Now if given_up => return Err(MarkFailure::Limit),
+                        Until::Deadline(d) if given_up && Instant::now() >= d => {
+                            return Err(MarkFailure::Limit)
+                        }
+                        _ => {}
+                    }
+                }
                 // (Not limited by the caller's time: a timed publish that
                 // left these unmarked too would pile claims up behind one
                 // another on a bus without consumers, none released.)
