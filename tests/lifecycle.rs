@@ -19,7 +19,10 @@
 //! pollers (plain, lag-limited, lazy ones that stop polling and must be
 //! evicted, ones whose closure panics, async ones) and subscriptions
 //! joining and leaving, halts on any handle, a shutdown on another
-//! handle while producers publish, `shutdown`, `shutdown_timeout`, drop.
+//! handle while producers publish, `shutdown`, `shutdown_timeout`, drop;
+//! once a halt, a halting failure or a shutdown elsewhere has stopped the
+//! bus, half the cases wait for the pollers to end by themselves before
+//! the end.
 //!
 //! Checked after every case: no event read before it was written (checksum),
 //! no gap or repeat at any stage or poller, per-producer order, exactly once
@@ -594,6 +597,15 @@ impl Topology {
         matches!(self.fails_policy, 0 | 4)
     }
 
+    /// True when the planned failure stops the bus once `acknowledged`
+    /// events are published (its event is among them).
+    fn halted_by_failure(&self, acknowledged: u64) -> bool {
+        self.failure_halts()
+            && self
+                .fails_at
+                .is_some_and(|at| at < acknowledged as Sequence)
+    }
+
     fn random(rng: &mut Rng, big_events: bool) -> Self {
         let mutating = rng.chance(15).then(|| rng.below(8) as u8);
         let first = (0..rng.below(3)).map(|_| kind(rng)).collect();
@@ -1084,7 +1096,12 @@ fn produce<E: Ev, P: Prod<E>>(
     let closed = std::cell::Cell::new(false);
     let failed = |e: PublishError| match e {
         PublishError::Closed => closed.set(true),
-        _ => refused.set(true),
+        _ => {
+            if std::env::var("RINGBUS_LIFECYCLE_SEED").is_ok() {
+                eprintln!("producer {k} refused: {e:?}");
+            }
+            refused.set(true)
+        }
     };
     while i < budget && !refused.get() && !closed.get() {
         match rng.below(7) {
@@ -1150,6 +1167,15 @@ fn produce<E: Ev, P: Prod<E>>(
                 });
                 match batch {
                     Ok(_) => i += n as u64,
+                    // A small batch of up to 4 on a ring of 2 or 3.
+                    Err(PublishError::BatchTooLarge {
+                        requested,
+                        capacity: c,
+                    }) => assert!(
+                        requested == n && requested > c && c as u64 == capacity,
+                        "BatchTooLarge {{ requested: {requested}, capacity: {c} }} for {n} \
+                         on a ring of {capacity}"
+                    ),
                     Err(e) => failed(e),
                 }
             }
@@ -1274,6 +1300,11 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
                     join(t);
                 }
             },
+            || {
+                refused.load(Ordering::Relaxed)
+                    || (other_shuts_down && producers > 1)
+                    || topology.halted_by_failure(acknowledged.load(Ordering::Relaxed))
+            },
         );
         (
             acknowledged.load(Ordering::Relaxed),
@@ -1283,8 +1314,8 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
     } else {
         let builder = ringbus::single_producer(topology.capacity, E::default, strategy);
         let p = build!(builder).build();
-        let mut acknowledged = 0;
-        let mut refused = false;
+        let acknowledged = std::cell::Cell::new(0);
+        let refused = std::cell::Cell::new(false);
         let outcome = control(
             p,
             &topology,
@@ -1296,28 +1327,23 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
                 let produced = produce(
                     p,
                     0,
-                    acknowledged,
+                    acknowledged.get(),
                     MAX_EVENTS as u64 / 4,
                     rng,
                     topology.panicky,
                 );
-                acknowledged += produced.acknowledged;
-                refused |= produced.refused;
+                acknowledged.set(acknowledged.get() + produced.acknowledged);
+                refused.set(refused.get() | produced.refused);
             },
             || {},
+            || refused.get() || topology.halted_by_failure(acknowledged.get()),
         );
-        (acknowledged, refused, outcome)
+        (acknowledged.get(), refused.get(), outcome)
     };
     let clean = match &outcome {
         // A drop reports nothing: a planned failure at an event that was
         // published happened all the same.
-        Ok(_) => {
-            !halts
-                && !refused
-                && topology.fails_at.map_or(true, |at| {
-                    !topology.failure_halts() || at >= acknowledged as Sequence
-                })
-        }
+        Ok(_) => !halts && !refused && !topology.halted_by_failure(acknowledged),
         Err(ShutdownError::StageFailed(report)) => {
             for stage in &report.stages {
                 if let Some(failure) = &stage.failure {
@@ -1477,7 +1503,9 @@ fn control<E: Ev, P: Prod<E> + 'static>(
     observed: &Arc<Observed>,
     mut produce_slice: impl FnMut(&mut P, &mut Rng),
     others: impl FnOnce(),
+    stopped: impl FnOnce() -> bool,
 ) -> Result<ShutdownReport, ShutdownError> {
+    let mut halted = false;
     let mut pollers: Vec<(PollerThread, PollerKind)> = Vec::new();
     let mut subscriptions = Vec::new();
     for _ in 0..4 {
@@ -1542,9 +1570,27 @@ fn control<E: Ev, P: Prod<E> + 'static>(
         }
         if halts && rng.chance(25) {
             p.halt();
+            halted = true;
         }
     }
     others();
+    let stop = stopped();
+    if std::env::var("RINGBUS_LIFECYCLE_SEED").is_ok() {
+        eprintln!("halted {halted}, stopped {stop}");
+    }
+    if (halted || stop) && rng.chance(50) {
+        // The bus is stopped (halted, failed under a halting policy, or
+        // shut down on another handle) and nobody publishes: every poller
+        // that polls learns so by itself, before any shutdown here (a
+        // poller that waits for ever hangs the case: the watchdog).
+        let (polling, lazy): (Vec<_>, Vec<_>) = pollers
+            .into_iter()
+            .partition(|(_, kind)| kind.lazy_after.is_none());
+        for (poller, _) in polling {
+            join(poller.thread);
+        }
+        pollers = lazy;
+    }
     let outcome = match end {
         End::Shutdown => p.shutdown(None),
         End::ShutdownTimeout => p.shutdown(Some(Duration::from_millis(1 + rng.below(200)))),

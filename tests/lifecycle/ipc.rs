@@ -16,7 +16,9 @@
 //! (its `on_timeout` gets the last sequence it passed); and `close` from another handle,
 //! at the end or while producers publish (at the end, once "s1" has read
 //! everything: an abandoned "s0" on a bus with no producer left is
-//! reclaimed by "s1" alone).
+//! reclaimed by "s1" alone), or while a consumer that stopped reading holds
+//! the producers waiting for room (they must get `Closed`; it then reads
+//! on to the end).
 //!
 //! Checked: each event whole (checksum), per producer in order with
 //! nothing twice at every consumer; every acknowledged event reaches every
@@ -242,16 +244,35 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
         consumers.push((c, after, panic_at));
     }
     let progress: Arc<Vec<AtomicU64>> = Arc::new((0..staying).map(|_| AtomicU64::new(0)).collect());
+    // Now and then one consumer stops reading (after a few polls) until the
+    // bus is closed from another handle, then reads on to the end: the
+    // producers waiting for room behind it must get `Closed`, and what they
+    // had acknowledged must still reach it. (A separate stream, so the
+    // other seeds' cases stay as they were.)
+    let mut extra = Rng(super::mix(seed ^ 0x57A1_1ED0_C105_ED00));
+    let stall = (staying > 0 && extra.chance(15))
+        .then(|| (extra.below(staying as u64) as usize, extra.below(20)));
+    let stalled = Arc::new(AtomicBool::new(false));
+    let closed = Arc::new(AtomicBool::new(false));
     let consumer_threads: Vec<_> = consumers
         .into_iter()
         .enumerate()
         .map(|(i, (mut c, after, mut panic_at))| {
             let progress = progress.clone();
             let who = format!("{who}, consumer c{i}");
+            let stall_after = stall.and_then(|(who, after)| (who == i).then_some(after));
+            let (stalled, closed) = (stalled.clone(), closed.clone());
             thread::spawn(move || {
                 let mut seen = Seen::default();
                 let mut polls = 0u64;
                 loop {
+                    if stall_after == Some(polls) {
+                        status(&format!("c{i}"), "stopped reading until the close".into());
+                        stalled.store(true, Ordering::SeqCst);
+                        while !closed.load(Ordering::SeqCst) {
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                    }
                     polls += 1;
                     status(
                         &format!("c{i}"),
@@ -324,6 +345,9 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
     let stalls = Arc::new(AtomicU64::new(if multi { rng.below(3) } else { 0 }));
     let total = 50 + rng.below(super::MAX_EVENTS as u64 / producers as u64);
     let early_close = rng.chance(20).then(|| rng.below(total));
+    // A stalled consumer holds the producers: they publish on, and the bus
+    // is closed once it has stopped reading (or they are done), not after.
+    let early_close = early_close.filter(|_| stall.is_none());
     let published = Arc::new(AtomicU64::new(0));
     let producer_threads: Vec<_> = (0..producers as u64)
         .map(|id| {
@@ -428,16 +452,29 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
         .collect();
     // Close from another handle: early (while producers publish) or after.
     let closer = bus.clone();
-    if let Some(at) = early_close {
+    if early_close.is_some() || stall.is_some() {
+        let at = early_close.unwrap_or(0);
         while published.load(Ordering::SeqCst) < at
             && producer_threads.iter().any(|t| !t.is_finished())
         {
             thread::sleep(Duration::from_micros(100));
         }
+        if stall.is_some() {
+            while !stalled.load(Ordering::SeqCst)
+                && producer_threads.iter().any(|t| !t.is_finished())
+            {
+                thread::sleep(Duration::from_micros(100));
+            }
+            // Time for the producers to fill the ring and wait behind it.
+            thread::sleep(Duration::from_micros(extra.below(5_000)));
+        }
         thread::spawn(move || closer.close()).join().unwrap();
+        // The stalled consumer reads again only once every producer has
+        // returned: `close` alone must end their waits for room.
         for t in producer_threads {
             t.join().unwrap();
         }
+        closed.store(true, Ordering::SeqCst);
     } else {
         for t in producer_threads {
             t.join().unwrap();
@@ -448,6 +485,7 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
             stages.drain(acked.lock().unwrap().len() as u64);
         }
         thread::spawn(move || closer.close()).join().unwrap();
+        closed.store(true, Ordering::SeqCst);
     }
     status("case", "producers joined, bus closed".into());
     hopping.store(false, Ordering::SeqCst);
