@@ -12,7 +12,14 @@ use std::time::Duration;
 use ringbus::{Batch, BatchMut, Blocking, BuildError, FailurePolicy, Sequence, Yielding};
 
 const PRODUCERS: u64 = 3;
-const PER_PRODUCER: u64 = if cfg!(miri) { 40 } else { 4_000 };
+// A quarter under ThreadSanitizer (`ci/tsan.sh`), ~10x slower.
+const PER_PRODUCER: u64 = if cfg!(miri) {
+    40
+} else if cfg!(ringbus_tsan) {
+    1_000
+} else {
+    4_000
+};
 const TOTAL: u64 = PRODUCERS * PER_PRODUCER;
 
 #[derive(Default, Clone, Copy)]

@@ -55,7 +55,7 @@ fn multi_with<W: WaitStrategy>(strategy: W, per: u64) {
 
 // Busy strategies with more spinning threads than the machine's 2 cores only
 // measure the scheduler; keep their event counts modest.
-const SPIN_EVENTS: u64 = if cfg!(miri) { 100 } else { 2_000 };
+const SPIN_EVENTS: u64 = scaled(2_000, 100);
 
 #[test]
 fn busy_spin() {
@@ -119,7 +119,7 @@ fn phased_backoff_with_lock_and_with_sleep() {
 /// producer parks. A lost wake-up hangs one of them, which `bounded` turns
 /// into a failure.
 fn repeated_parking<W: WaitStrategy>(strategy: W) {
-    let rounds: u64 = if cfg!(miri) { 20 } else { 2_000 };
+    let rounds: u64 = scaled(2_000, 20);
     let (v, s) = Verifier::new(true);
     let mut p = ringbus::single_producer(2, Event::default, strategy)
         .handle_events_with(move |e: &Event, seq: Sequence, eob: bool| {

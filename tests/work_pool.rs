@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use ringbus::{Sequence, Yielding};
 
-const EVENTS: u64 = if cfg!(miri) { 300 } else { 100_000 };
+const EVENTS: u64 = common::scaled(100_000, 300);
 
 /// Runs a pool of `workers` then a checking stage; returns each worker's
 /// share and checks exactly-once and ordering against the later stage.
@@ -118,7 +118,7 @@ fn pool_of_one_is_a_plain_stage() {
 /// wedge the bus. Checks every event once, untorn, and each producer's order
 /// as seen by the stage after the pool.
 fn pool_behind_concurrent_producers(producers: u64, capacity: usize, batch: usize) {
-    let per_producer: u64 = if cfg!(miri) { 40 } else { 20_000 };
+    let per_producer: u64 = common::scaled(20_000, 40);
     let total = producers * per_producer;
     let done: Arc<Vec<AtomicBool>> = Arc::new((0..total).map(|_| AtomicBool::new(false)).collect());
     let d = Arc::clone(&done);

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use ringbus::Yielding;
 
-const EVENTS: u64 = if cfg!(miri) { 200 } else { 50_000 };
+const EVENTS: u64 = scaled(50_000, 200);
 
 fn single(capacity: usize) {
     let (a, sa) = Verifier::new(true);

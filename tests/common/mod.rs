@@ -11,7 +11,20 @@ use std::time::Duration;
 use ringbus::{EventHandler, Sequence};
 
 /// Events per test run; small under Miri, which is ~1000x slower.
-pub const N: u64 = if cfg!(miri) { 300 } else { 200_000 };
+pub const N: u64 = scaled(200_000, 300);
+
+/// A stress test's volume: `full`, `miri` under Miri, and a quarter under
+/// ThreadSanitizer (`ci/tsan.sh` sets `--cfg ringbus_tsan`), which is ~10x
+/// slower and finds races by the interleavings it watches, not by volume.
+pub const fn scaled(full: u64, miri: u64) -> u64 {
+    if cfg!(miri) {
+        miri
+    } else if cfg!(ringbus_tsan) {
+        full / 4
+    } else {
+        full
+    }
+}
 
 /// Bits of `value` that hold the per-producer counter.
 pub const PRODUCER_SHIFT: u32 = 40;
