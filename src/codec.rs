@@ -46,6 +46,8 @@ pub trait Codec<E>: Send + 'static {
 /// assert_eq!(out, [0xac, 0x02, 3, b'a', b'b', b'c']); // varint 300, length, bytes
 /// let back: (u64, String) = Postcard.decode(&out).unwrap();
 /// assert_eq!(back, (300, "abc".to_owned()));
+/// // Bytes left over are an error, not ignored:
+/// assert!(Codec::<u64>::decode(&mut Postcard, &out).is_err());
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Postcard;
@@ -58,7 +60,19 @@ impl<E: Serialize + DeserializeOwned> Codec<E> for Postcard {
     }
 
     fn decode(&mut self, bytes: &[u8]) -> Result<E, BoxError> {
-        Ok(postcard::from_bytes(bytes)?)
+        // The whole of `bytes`: bytes left over mean another type wrote
+        // them (`from_bytes` alone ignores them).
+        let (event, rest) = postcard::take_from_bytes(bytes)?;
+        if !rest.is_empty() {
+            return Err(format!(
+                "{} bytes left over after decoding an event from {} bytes: \
+                 not an encoding of this event type",
+                rest.len(),
+                bytes.len()
+            )
+            .into());
+        }
+        Ok(event)
     }
 }
 

@@ -3,11 +3,19 @@
 use std::fmt;
 use std::io;
 
+/// The largest ring a bus may have: 2^32 slots (2^30 where `usize` has
+/// 32 bits). A ring is allocated and filled at build time, so one that size
+/// already needs four times its event's size in gigabytes of memory.
+pub const MAX_CAPACITY: usize = 1 << if usize::BITS > 32 { 32 } else { 30 };
+
 /// A bus could not be built.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// The capacity is 0 or not a power of two.
+    /// The capacity is 0, not a power of two, above [`MAX_CAPACITY`], or
+    /// more bytes of events than one allocation may hold or the allocator
+    /// gives (a system that overcommits memory may still kill the process
+    /// when the ring is filled).
     Capacity {
         /// The capacity asked for.
         capacity: usize,
@@ -91,6 +99,11 @@ pub enum BuildError {
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Capacity { capacity } if capacity.is_power_of_two() => write!(
+                f,
+                "ring capacity {capacity} is too large: at most {MAX_CAPACITY} slots, and \
+                 no more bytes of events than the allocator gives; use a smaller power of two"
+            ),
             Self::Capacity { capacity } => {
                 let suggestion = capacity.max(&1).checked_next_power_of_two();
                 write!(f, "ring capacity {capacity} is not a power of two")?;

@@ -36,15 +36,18 @@ impl<E> fmt::Debug for RingBuffer<E> {
 }
 
 impl<E> RingBuffer<E> {
-    /// Builds a ring of `capacity` slots (a power of two, checked by the caller).
-    pub(crate) fn new(capacity: usize, mut factory: impl FnMut() -> E) -> Self {
+    /// Builds a ring of `capacity` slots (a power of two, checked by the
+    /// caller); `None` when the allocator refuses its memory (the build
+    /// reports it instead of aborting the process).
+    pub(crate) fn try_new(capacity: usize, mut factory: impl FnMut() -> E) -> Option<Self> {
         debug_assert!(capacity.is_power_of_two());
-        let slots: Box<[UnsafeCell<E>]> =
-            (0..capacity).map(|_| UnsafeCell::new(factory())).collect();
-        Self {
-            slots,
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(capacity).ok()?;
+        slots.extend((0..capacity).map(|_| UnsafeCell::new(factory())));
+        Some(Self {
+            slots: slots.into_boxed_slice(),
             mask: capacity as i64 - 1,
-        }
+        })
     }
 
     #[inline]

@@ -24,6 +24,35 @@ fn capacity_zero_or_not_a_power_of_two() {
 }
 
 #[test]
+fn capacity_too_large_is_an_error_not_a_panic_or_an_abort() {
+    // Above the largest ring (and 2^63 slots of 8 bytes overflow a size).
+    for capacity in [ringbus::MAX_CAPACITY * 2, 1 << (usize::BITS - 1)] {
+        let err = ringbus::single_producer(capacity, || 0u64, BusySpin)
+            .handle_events_with(|_: &u64, _: Sequence, _: bool| {})
+            .try_build()
+            .unwrap_err();
+        assert!(matches!(err, BuildError::Capacity { capacity: c } if c == capacity));
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert!(err.to_string().contains("smaller power of two"), "{err}");
+    }
+    // Events of 1 MiB: 2^32 of them (4 PiB) are more than the allocator
+    // gives, an error rather than an abort (nothing is filled). Not under
+    // Miri or ThreadSanitizer, whose allocators stop the process instead.
+    if usize::BITS == 64 && !cfg!(miri) && !cfg!(ringbus_tsan) {
+        let err = ringbus::multi_producer(ringbus::MAX_CAPACITY, || [0u8; 1 << 20], BusySpin)
+            .try_build()
+            .unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+    }
+    // Zero-sized events: a ring above the largest is refused at once, not
+    // filled with 2^33 calls of the factory.
+    let err = ringbus::multi_producer(ringbus::MAX_CAPACITY * 2, || (), BusySpin)
+        .try_build()
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Capacity { .. }), "{err}");
+}
+
+#[test]
 fn capacity_one_is_allowed() {
     let mut p = ringbus::single_producer(1, Event::default, BusySpin)
         .handle_events_with(noop)

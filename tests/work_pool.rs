@@ -213,3 +213,46 @@ fn pool_workers_follow_their_failure_policy() {
         assert_eq!((skipped, handled, processed), (10, 90, 100));
     });
 }
+
+/// `after` with a pool's id (`last_stage` after the pool) waits for every
+/// worker, not only the last one added: the worker that takes event 0 is
+/// slow, the other passes events 1.. meanwhile, and the stage after the
+/// pool must still see event 0 only once it is done.
+#[test]
+fn after_a_pools_id_waits_for_every_worker() {
+    let events: u64 = if cfg!(miri) { 8 } else { 64 };
+    let done: Arc<Vec<AtomicBool>> =
+        Arc::new((0..events).map(|_| AtomicBool::new(false)).collect());
+    let d = Arc::clone(&done);
+    let b = ringbus::single_producer(16, || 0u64, Yielding::default()).handle_events_with_pool(
+        2,
+        move |_i| {
+            let done = Arc::clone(&d);
+            move |_: &u64, seq: Sequence, _eob: bool| {
+                if seq == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                done[seq as usize].store(true, Ordering::Release);
+            }
+        },
+    );
+    let pool = b.last_stage().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let (d, s) = (Arc::clone(&done), Arc::clone(&seen));
+    let mut p = b
+        .after(&[pool])
+        .handle_events_with(move |_: &u64, seq: Sequence, _eob: bool| {
+            assert!(
+                d[seq as usize].load(Ordering::Acquire),
+                "the stage after the pool saw event {seq} before its worker finished it"
+            );
+            s.fetch_add(1, Ordering::Relaxed);
+        })
+        .build();
+    for i in 0..events {
+        p.publish(|e| *e = i).unwrap();
+    }
+    let report = p.shutdown().expect("no stage failed");
+    assert!(report.stages.iter().all(|s| s.failure.is_none()));
+    assert_eq!(seen.load(Ordering::Relaxed), events);
+}

@@ -20,6 +20,8 @@ where
 {
     /// Checks the graph, builds the ring and starts every stage thread.
     fn assemble(mut self) -> Result<Arc<Bus<E, S, W>>, BuildError> {
+        // The capacity first: it was given first, to the constructor.
+        self.validate_capacity()?;
         if let Some(error) = self.error.take() {
             return Err(error);
         }
@@ -46,7 +48,10 @@ where
             .filter(|(_, &leaf)| leaf)
             .map(|(s, _)| Arc::clone(s))
             .collect();
-        let ring = RingBuffer::new(self.capacity, &mut self.factory);
+        let ring =
+            RingBuffer::try_new(self.capacity, &mut self.factory).ok_or(BuildError::Capacity {
+                capacity: self.capacity,
+            })?;
         let named = self
             .stages
             .iter()

@@ -272,7 +272,10 @@ where
     }
 
     /// Starts a new group that depends on exactly `stages` (for diamonds,
-    /// branches and joins). An empty slice means the ring itself.
+    /// branches and joins). An empty slice means the ring itself. The id of
+    /// a work pool (its [`last_stage`](Builder::last_stage)) stands for the
+    /// whole pool: the group waits until every worker is done with an event
+    /// (each event goes to one worker, and another may be behind it).
     pub fn after(mut self, stages: &[StageId]) -> Self {
         self.group.clear();
         self.deps.clear();
@@ -280,14 +283,25 @@ where
             if stage.bus != self.id || stage.index >= self.stages.len() {
                 self.error
                     .get_or_insert(BuildError::ForeignStage { stage: stage.index });
-            } else if !self.deps.contains(&stage.index) {
-                self.deps.push(stage.index);
+                continue;
+            }
+            // A pool's workers share its work sequence: depend on them all.
+            let pool = self.stages[stage.index].work.as_ref();
+            for (index, spec) in self.stages.iter().enumerate() {
+                let member = match (pool, spec.work.as_ref()) {
+                    (Some(pool), Some(work)) => Arc::ptr_eq(pool, work),
+                    _ => index == stage.index,
+                };
+                if member && !self.deps.contains(&index) {
+                    self.deps.push(index);
+                }
             }
         }
         self
     }
 
-    /// The id of the handler added last, for [`after`](Builder::after).
+    /// The id of the handler added last, for [`after`](Builder::after);
+    /// after a work pool, the pool's (`after` waits for all its workers).
     pub fn last_stage(&self) -> Option<StageId> {
         self.stages
             .len()

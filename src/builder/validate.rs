@@ -12,12 +12,23 @@ where
     S: Sequencer,
     W: WaitStrategy,
 {
-    pub(super) fn validate(&self) -> Result<(), BuildError> {
-        if self.capacity == 0 || !self.capacity.is_power_of_two() {
+    pub(super) fn validate_capacity(&self) -> Result<(), BuildError> {
+        // Above the largest ring, or more bytes than an allocation may
+        // have: an error rather than a panic or an abort in the allocator.
+        let too_large = self.capacity > crate::error::MAX_CAPACITY
+            || self
+                .capacity
+                .checked_mul(std::mem::size_of::<E>())
+                .map_or(true, |bytes| bytes > isize::MAX as usize);
+        if self.capacity == 0 || !self.capacity.is_power_of_two() || too_large {
             return Err(BuildError::Capacity {
                 capacity: self.capacity,
             });
         }
+        Ok(())
+    }
+
+    pub(super) fn validate(&self) -> Result<(), BuildError> {
         if let Some(bad) = self.stages.iter().find(|s| s.name.contains('\0')) {
             return Err(BuildError::BadName {
                 name: bad.name.clone(),
