@@ -413,9 +413,10 @@ impl<E, C: Codec<E>> TryBatchEventHandler<E> for Egress<E, C> {
 
 /// Adds an egress stage to a bus under construction.
 pub trait EgressExt<E>: Sized {
-    /// Adds `egress` as a stage (named `nats-egress` unless
-    /// [`thread_name`](ringbus::Builder::thread_name) named it) with the
-    /// failure policy of its options.
+    /// Adds `egress` as a stage with the failure policy of its options. It
+    /// is named as any stage is: by
+    /// [`thread_name`](ringbus::Builder::thread_name) before it (the
+    /// examples call it `nats-egress`), else `ringbus-stage-N`.
     fn egress_to<C: Codec<E>>(self, egress: Egress<E, C>) -> Self
     where
         E: 'static;

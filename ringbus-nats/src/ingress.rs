@@ -133,9 +133,11 @@ impl IngressOptions {
         }
     }
 
-    /// Only the stream's messages on `subject` (wildcards allowed).
+    /// Only the stream's messages on `subject` (wildcards allowed). An
+    /// empty subject is no filter, as in NATS: every message of the stream.
     pub fn filter_subject(mut self, subject: impl Into<String>) -> Self {
-        self.filter_subject = Some(subject.into());
+        let subject = subject.into();
+        self.filter_subject = (!subject.is_empty()).then_some(subject);
         self
     }
 
@@ -204,13 +206,15 @@ pub struct IngressReport {
     pub redelivered: u64,
     /// Payloads that failed to decode and went to the dead-letter subject.
     pub dead_lettered: u64,
-    /// Messages acknowledged (after the bus handled them), each on its own.
+    /// Messages acknowledged (after the bus handled them), each on its own,
+    /// and written out to the server (a flush of the client succeeded).
     pub acked: u64,
     /// Fetches that failed (the server gone, a timeout, a request lost
     /// with a dropped connection); the ingress waited and fetched again.
     pub fetch_errors: u64,
     /// Messages published that were not acked when it stopped (the bus had
-    /// not handled them in the drain timeout): they will be delivered again.
+    /// not handled them in the drain timeout, or their acks were never
+    /// written out: the server was gone): they will be delivered again.
     pub unacked: u64,
     /// Messages whose delivery was lost on the way (a dropped connection,
     /// a dead node) and which were read from the stream directly, so the bus
@@ -342,6 +346,38 @@ impl<P: Send + 'static> Drop for Ended<P> {
     }
 }
 
+/// The task's producer. Dropped with the task's future (a panic in the
+/// codec unwinds the task on the runtime's thread), it is dropped on a
+/// thread of its own, as `Ended` does, and for the same reason.
+struct OffThread<P: Send + 'static>(Option<P>);
+
+impl<P: Send + 'static> std::ops::Deref for OffThread<P> {
+    type Target = P;
+    fn deref(&self) -> &P {
+        self.0
+            .as_ref()
+            .expect("the producer is taken only at the end")
+    }
+}
+
+impl<P: Send + 'static> std::ops::DerefMut for OffThread<P> {
+    fn deref_mut(&mut self) -> &mut P {
+        self.0
+            .as_mut()
+            .expect("the producer is taken only at the end")
+    }
+}
+
+impl<P: Send + 'static> Drop for OffThread<P> {
+    fn drop(&mut self) {
+        if let Some(producer) = self.0.take() {
+            let _ = std::thread::Builder::new()
+                .name("ringbus-nats-drop".into())
+                .spawn(move || drop(producer));
+        }
+    }
+}
+
 impl<P: Send + 'static> fmt::Debug for Ingress<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ingress")
@@ -397,12 +433,14 @@ struct Pending {
     message: Option<Message>,
 }
 
-struct Run<E, C, P> {
+struct Run<E, C, P: Send + 'static> {
     link: Link,
     options: IngressOptions,
     codec: C,
-    producer: P,
+    producer: OffThread<P>,
     counters: Arc<Counters>,
+    /// Acks queued on the client since the last flush that succeeded.
+    unflushed: u64,
     pending: VecDeque<Pending>,
     /// Stream sequences at or below the floor handled lately, to recognise
     /// a redelivery whose ack was lost (above the floor, every one below
@@ -483,8 +521,9 @@ impl<P: Send + 'static> Ingress<P> {
             link,
             options,
             codec,
-            producer,
+            producer: OffThread(Some(producer)),
             counters: Arc::clone(&counters),
+            unflushed: 0,
             pending: VecDeque::new(),
             acked: Acked::new(keep),
             highest: floor,
@@ -503,7 +542,8 @@ impl<P: Send + 'static> Ingress<P> {
         let task = run_link.handle().spawn(async move {
             let error = run.run(consumer, &stopping).await.err();
             let unacked = run.drain().await;
-            Ended(Some((run.producer, unacked, error)))
+            let producer = run.producer.0.take().expect("taken once");
+            Ended(Some((producer, unacked, error)))
         });
         Ok(Self {
             stop,
@@ -625,7 +665,7 @@ fn check_consumer(options: &IngressOptions, config: &consumer::Config) -> Result
     Ok(())
 }
 
-impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
+impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
     async fn run(&mut self, consumer: PullConsumer, stop: &AtomicBool) -> Result<(), IngressError> {
         let mut backoff = Duration::from_millis(10);
         while !stop.load(Ordering::Relaxed) {
@@ -1185,7 +1225,7 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
     /// ingress stops first. Cancelled, it leaves the message it was acking
     /// pending too.
     async fn ack_handled(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.unflushed == 0 {
             return;
         }
         let handled = self.producer.minimum_gating_sequence();
@@ -1197,10 +1237,10 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
             // ack subject yet: its redelivery is acked when it comes.
             if let Some(message) = &front.message {
                 match tokio::time::timeout(NETWORK_WAIT, message.ack()).await {
-                    Ok(Ok(())) => {
-                        self.counters.acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => return,
+                    // Queued on the client, not sent yet: counted once
+                    // a flush wrote it out (below).
+                    Ok(Ok(())) => self.unflushed += 1,
+                    _ => break,
                 }
             }
             let Some(Pending { stream, .. }) = self.pending.pop_front() else {
@@ -1210,6 +1250,18 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
             if stream <= self.floor {
                 self.acked.insert(stream, Instant::now());
             }
+        }
+        // An ack's `Ok` says only that the client queued it (also while
+        // disconnected): `acked` counts those a flush wrote to the server's
+        // connection; the rest count as unacked if the ingress stops first.
+        if self.unflushed > 0
+            && matches!(
+                tokio::time::timeout(NETWORK_WAIT, self.link.client().flush()).await,
+                Ok(Ok(()))
+            )
+        {
+            let sent = std::mem::take(&mut self.unflushed);
+            self.counters.acked.fetch_add(sent, Ordering::Relaxed);
         }
     }
 
@@ -1223,8 +1275,9 @@ impl<E, C: Codec<E>, P: Publisher<E>> Run<E, C, P> {
         }
         let _ = tokio::time::timeout_at(deadline + NETWORK_WAIT, self.ack_handled()).await;
         // What the bus did not handle in time, or whose ack did not go
-        // out: delivered again at once.
-        let unacked = self.pending.len() as u64;
+        // out: delivered again at once (those acked but never written out
+        // come again after the ack wait).
+        let unacked = self.pending.len() as u64 + self.unflushed;
         for p in self.pending.drain(..) {
             if let Some(message) = p.message {
                 let nak = message.ack_with(AckKind::Nak(None));

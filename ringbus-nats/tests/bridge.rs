@@ -1348,8 +1348,22 @@ fn an_existing_durable_that_does_not_fit_is_refused() {
             bus(),
         )
         .expect("a durable that fits");
-    let (bus, _) = ingress.stop().map_err(|(_, e)| e).unwrap();
-    bus.shutdown().unwrap();
+    let (fitted, _) = ingress.stop().map_err(|(_, e)| e).unwrap();
+    fitted.shutdown().unwrap();
+    // An empty filter is no filter, as in NATS: a fresh durable made with
+    // it is taken (it was refused as a mismatch with itself), and taken
+    // again once it exists.
+    for durable in ["fresh", "fresh"] {
+        let ingress = link
+            .ingress(
+                Postcard,
+                IngressOptions::new("EV", durable).filter_subject(""),
+                bus(),
+            )
+            .expect("an empty filter is no filter");
+        let (unfiltered, _) = ingress.stop().map_err(|(_, e)| e).unwrap();
+        unfiltered.shutdown().unwrap();
+    }
 }
 
 /// Item 4: a recovery larger than the ring into a ring that never empties
@@ -1422,6 +1436,18 @@ fn a_recovery_into_a_ring_that_never_empties_is_published_in_batches_of_the_room
 /// the bus handled but could not be acked counts as unacked.
 #[test]
 fn stop_returns_while_the_server_is_down() {
+    stop_while_down(true);
+}
+
+/// With the client's command channel not full, an ack while disconnected
+/// is queued (`Ok`) but never written out: counted unacked, not acked (it
+/// was counted acked, and the message came again to the next ingress).
+#[test]
+fn acks_queued_while_the_server_is_down_count_as_unacked() {
+    stop_while_down(false);
+}
+
+fn stop_while_down(fill: bool) {
     use ringbus_nats::async_nats::connection::State;
     let mut server = common::single("");
     let link = link(&server.url());
@@ -1446,18 +1472,19 @@ fn stop_returns_while_the_server_is_down() {
     assert_ne!(link.client().connection_state(), State::Connected);
     // Fill the client's command channel, as a long outage does.
     let client = link.client().clone();
-    let filled = link.handle().block_on(async move {
-        for _ in 0..100_000 {
-            let publish = client.publish("fill", bytes::Bytes::new());
-            if tokio::time::timeout(Duration::from_millis(100), publish)
-                .await
-                .is_err()
-            {
-                return true;
+    let filled = !fill
+        || link.handle().block_on(async move {
+            for _ in 0..100_000 {
+                let publish = client.publish("fill", bytes::Bytes::new());
+                if tokio::time::timeout(Duration::from_millis(100), publish)
+                    .await
+                    .is_err()
+                {
+                    return true;
+                }
             }
-        }
-        false
-    });
+            false
+        });
     assert!(filled, "the command channel filled");
     open.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1478,5 +1505,93 @@ fn stop_returns_while_the_server_is_down() {
         (report.acked, report.unacked),
         (0, 8),
         "handled, not acked: counted (and delivered again)"
+    );
+}
+
+/// A codec whose `decode` panics at event `n` of producer 0.
+struct PanicsAt(u64);
+
+impl ringbus::codec::Codec<Ev> for PanicsAt {
+    fn encode(&mut self, e: &Ev, out: &mut Vec<u8>) -> Result<(), ringbus::BoxError> {
+        ringbus::codec::Codec::<Ev>::encode(&mut Postcard, e, out)
+    }
+    fn decode(&mut self, bytes: &[u8]) -> Result<Ev, ringbus::BoxError> {
+        let e: Ev = ringbus::codec::Codec::<Ev>::decode(&mut Postcard, bytes)?;
+        assert!(e.n != self.0, "planned panic in a codec at {}", self.0);
+        Ok(e)
+    }
+}
+
+#[test]
+fn a_panicking_codec_stops_the_ingress_without_holding_the_link() {
+    let server = common::single("");
+    let link = link(&server.url());
+    ensure_stream(&link, 1);
+    let mut source = ringbus::single_producer(64, Ev::default, Blocking)
+        .egress_to(link.egress(Postcard, EgressOptions::new("ev.in", "source")))
+        .build();
+    for n in 0..10 {
+        source.publish(|e| *e = Ev { producer: 0, n }).unwrap();
+    }
+    // A relay whose bus's egress runs on the same link as its ingress and
+    // is busy retrying (no stream takes its subject) when the codec panics:
+    // its retries need the link's runtime.
+    let relay = link.egress(
+        Postcard,
+        EgressOptions::new("nowhere.relay", "relay")
+            .ack_timeout(Duration::from_millis(200))
+            .on_failure(FailurePolicy::halt().retry(1_000, Duration::from_millis(20))),
+    );
+    let bus = ringbus::single_producer(64, Ev::default, Blocking)
+        .egress_to(relay)
+        .build();
+    let ingress = link
+        .ingress(
+            PanicsAt(10),
+            IngressOptions::new("EV", "panics")
+                .filter_subject("ev.in")
+                .drain_timeout(Duration::from_millis(100)),
+            bus,
+        )
+        .unwrap();
+    wait_until(&ingress, || ingress.report().published >= 10);
+    assert_eq!(ingress.report().published, 10);
+    std::thread::sleep(Duration::from_millis(100));
+    // The next event panics in the codec, on the link's runtime thread.
+    source.publish(|e| *e = Ev { producer: 0, n: 10 }).unwrap();
+    source.shutdown().unwrap();
+    // On a thread, so that a hang fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        wait_until(&ingress, || false);
+        let finished = ingress.is_finished();
+        let stopped = ingress
+            .stop()
+            .map(|_| ())
+            .map_err(|(p, e)| (p.is_some(), e));
+        let _ = tx.send((finished, stopped));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok((true, Err((false, IngressError::Panicked(why))))) => {
+            assert!(why.contains("panic"), "{why}")
+        }
+        Ok(other) => panic!("expected a finished ingress and Panicked, got {other:?}"),
+        Err(_) => panic!("the ingress hung after a panic in its codec"),
+    }
+    // The relay's bus is being shut down off the runtime's thread (its
+    // egress still retrying); the link still answers.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let still = link.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(still.ensure_stream(stream::Config {
+            name: "EV".into(),
+            subjects: vec!["ev.>".into()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        }));
+    });
+    assert!(
+        matches!(rx.recv_timeout(Duration::from_secs(30)), Ok(Ok(_))),
+        "the link's runtime still answers"
     );
 }
