@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 
 static CORES: OnceLock<Vec<usize>> = OnceLock::new();
 
-/// The cores this process could run on when first asked, sorted.
+/// The cores the thread that first asked could run on (its affinity mask,
+/// usually the process's), sorted; read once per process. A program that
+/// pins threads of its own calls it (or builds a bus) before they pin.
 pub fn available_cores() -> &'static [usize] {
     CORES.get_or_init(|| {
         let mut ids: Vec<usize> = core_affinity::get_core_ids()

@@ -109,6 +109,7 @@
 //! |---|---|---|
 //! | `serde` | off | `Serialize`/`Deserialize` for [`MetricsSnapshot`]; the `config` module (bus descriptions) |
 //! | `async` | off | `publish_async`, `batch_publish_async`, `shutdown_async` on the producers and `poll_async`, `into_stream` (a `Stream`) on pollers, for a bus whose wait strategy is [`Blocking`]; no runtime dependency (adds `futures-core`) |
+//! | `codec` | off | the `codec` module: the `Codec` trait the journal and the NATS bridge encode events with, `Postcard` and `FnCodec` (implies `serde`; adds postcard) |
 //! | `journal` | off | the `journal` module: durable segment files, a durable cursor, replay (implies `serde`; adds postcard and crc32c) |
 //! | `ipc` | off | the `ipc` module: a bus in a shared-memory file shared by processes on one host (unix; adds memmap2, bytemuck and libc) |
 //!

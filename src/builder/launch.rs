@@ -151,12 +151,15 @@ where
     /// ```
     ///
     /// # Errors
-    /// A [`BuildError`] naming the fix: a capacity that is not a power of
-    /// two, a core this process may not use, a stage of another bus in
-    /// `after`, a mutating stage that could run beside another, a modifier
-    /// with no handler after it, an empty pool, a duplicate stage name, or
-    /// a thread the OS refused to start (every thread started is then
-    /// stopped and joined).
+    /// A [`BuildError`] naming the fix, the capacity checked first: a
+    /// capacity that is not a power of two or too large, a core this
+    /// process may not use, a stage of another bus in `after` or
+    /// `on_thread_of`, a mutating stage that could run beside another, a
+    /// modifier with no handler after it, an empty pool, a pool on a shared
+    /// thread, stages of one thread pinned to different cores, nothing to
+    /// share a thread with, a duplicate or bad stage name, or a thread the
+    /// OS refused to start (every thread started is then stopped and
+    /// joined).
     pub fn try_build(self) -> Result<SingleProducer<E, W>, BuildError> {
         self.assemble().map(SingleProducer::new)
     }

@@ -39,9 +39,11 @@ pub enum ProducerKind {
     Multi,
 }
 
-/// A wait strategy with its fields (durations in microseconds). Written as a
-/// name (each field at its default) or as a table:
-/// `{ kind = "sleeping", spin_tries = 0, yield_tries = 0, sleep_us = 1 }`.
+/// A wait strategy with its fields (durations in microseconds). In a
+/// [`BusConfig`]'s `wait_strategy`, written as a name (each field at its
+/// default) or as a table:
+/// `{ kind = "sleeping", spin_tries = 0, yield_tries = 0, sleep_us = 1 }`;
+/// on its own it reads only the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -221,7 +223,8 @@ pub struct FailureConfig {
     /// Retries before `then` applies.
     #[serde(default)]
     pub retries: u32,
-    /// The first retry's wait in milliseconds, doubled for each next one.
+    /// The first retry's wait in milliseconds, doubled for each next one
+    /// up to a second.
     #[serde(default)]
     pub backoff_ms: u64,
     /// `"halt"` (the default), `"skip"`, or `{ dead-letter = "sink" }` naming

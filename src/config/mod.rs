@@ -69,8 +69,9 @@
 //! runs the handler registered under its `handler` key, or under its name.
 //!
 //! Every error names where it is: a field the parser refused
-//! (`stages[2].on_failure.then: unknown variant ...`), a name that does not
-//! resolve (`stages[1].after: no earlier stage named "decod"`), or a bus the
+//! (``stages[2].on_failure.then: unknown variant `retry` ...``), a name that
+//! does not resolve (``stages[1].after[0]: no earlier stage named `decod` ``),
+//! or a bus the
 //! builder refused (`capacity: ring capacity 1000 is not a power of two`).
 //!
 //! Handlers are called through a pointer (one indirect call per event): a
