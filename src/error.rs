@@ -27,7 +27,7 @@ pub enum BuildError {
         /// The cores available to this process when the core list was read.
         available: Vec<usize>,
     },
-    /// `after` named a stage of another bus.
+    /// `after` or `on_thread_of` named a stage of another bus.
     ForeignStage {
         /// The stage's index in its own bus.
         stage: usize,
@@ -122,8 +122,8 @@ impl fmt::Display for BuildError {
             ),
             Self::ForeignStage { stage } => write!(
                 f,
-                "stage #{stage} passed to `after` belongs to another bus; \
-                 a stage can only depend on stages of the same builder"
+                "stage #{stage} passed to `after` or `on_thread_of` belongs to another bus \
+                 (or to none yet); name only stages of the same builder, from its `last_stage()`"
             ),
             Self::ConcurrentMutation {
                 mutating,

@@ -94,7 +94,10 @@ impl<E> EgressOptions<E> {
     }
 
     /// Publish acks in flight at most (256 by default): the egress sends up
-    /// to this many messages before it waits for the oldest ack.
+    /// to this many messages of a batch before it waits for the oldest
+    /// ack. Every ack of a batch is in before the stage passes it, so a
+    /// bus that publishes one event at a time (batches of one) waits for
+    /// each ack in turn: publish in batches for throughput.
     ///
     /// # Panics
     /// If `window` is 0.
@@ -385,9 +388,13 @@ impl<E, C: Codec<E>> Egress<E, C> {
                         "{e} (a message before it was lost and is sent again; if another \
                          writer shares the stream, use EgressOptions::ordered(false))"
                     ),
-                    PublishErrorKind::StreamNotFound => {
-                        format!("{e}: no stream takes subject `{}`", sent.subject)
-                    }
+                    // "No responders": no stream takes the subject, or the
+                    // server has no JetStream at all (the answer is the same).
+                    PublishErrorKind::StreamNotFound => format!(
+                        "{e}: no stream takes subject `{}`, or the server runs without \
+                         JetStream (start it with -js; Link::ensure_stream names which)",
+                        sent.subject
+                    ),
                     _ => e.to_string(),
                 };
                 Err((
