@@ -36,8 +36,12 @@ pub trait Codec<E>: Send + 'static {
 
 /// The default codec: [postcard](https://docs.rs/postcard), serde's compact
 /// binary format (varint integers, no field names). An event type derives
-/// `Serialize` and `Deserialize`; fields added later must go at the end and
-/// be `#[serde(default)]` to keep old journals readable.
+/// `Serialize` and `Deserialize`. Postcard writes neither field names nor
+/// counts, so a changed type reads neither older records (a field added,
+/// even `#[serde(default)]`, finds the record ended) nor newer ones (bytes
+/// left over are an error): version the event yourself (an enum with a
+/// variant per version keeps every old record readable) or start a new
+/// journal or stream when it changes.
 ///
 /// ```
 /// use ringbus::codec::{Codec, Postcard};

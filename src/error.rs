@@ -105,7 +105,10 @@ impl fmt::Display for BuildError {
                  no more bytes of events than the allocator gives; use a smaller power of two"
             ),
             Self::Capacity { capacity } => {
-                let suggestion = capacity.max(&1).checked_next_power_of_two();
+                let suggestion = capacity
+                    .max(&1)
+                    .checked_next_power_of_two()
+                    .map(|p| p.min(MAX_CAPACITY));
                 write!(f, "ring capacity {capacity} is not a power of two")?;
                 if let Some(p) = suggestion {
                     write!(f, "; use a power of two such as {p}")?;

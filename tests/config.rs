@@ -44,6 +44,15 @@ fn capacity_too_large_is_an_error_not_a_panic_or_an_abort() {
             .unwrap_err();
         assert!(err.to_string().contains("too large"), "{err}");
     }
+    // Not a power of two and above the largest: the suggestion is one
+    // that is allowed.
+    if usize::BITS == 64 {
+        let err = ringbus::multi_producer(ringbus::MAX_CAPACITY + 1, || 0u8, BusySpin)
+            .try_build()
+            .unwrap_err();
+        let largest = format!("such as {}", ringbus::MAX_CAPACITY);
+        assert!(err.to_string().contains(&largest), "{err}");
+    }
     // Zero-sized events: a ring above the largest is refused at once, not
     // filled with 2^33 calls of the factory.
     let err = ringbus::multi_producer(ringbus::MAX_CAPACITY * 2, || (), BusySpin)

@@ -207,7 +207,9 @@ pub struct IngressReport {
     /// Payloads that failed to decode and went to the dead-letter subject.
     pub dead_lettered: u64,
     /// Messages acknowledged (after the bus handled them), each on its own,
-    /// and written out to the server (a flush of the client succeeded).
+    /// and written out to the server's connection (a flush of the client
+    /// succeeded). Best effort: an ack written to a connection that then
+    /// broke is lost, and its message delivered again after the ack wait.
     pub acked: u64,
     /// Fetches that failed (the server gone, a timeout, a request lost
     /// with a dropped connection); the ingress waited and fetched again.
@@ -1254,7 +1256,10 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
         // An ack's `Ok` says only that the client queued it (also while
         // disconnected): `acked` counts those a flush wrote to the server's
         // connection; the rest count as unacked if the ingress stops first.
+        // Not while disconnected: a flush then waits for the reconnection,
+        // and every pass of the loops that call this would wait it out.
         if self.unflushed > 0
+            && self.link.client().connection_state() == State::Connected
             && matches!(
                 tokio::time::timeout(NETWORK_WAIT, self.link.client().flush()).await,
                 Ok(Ok(()))
@@ -1277,7 +1282,7 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
         // What the bus did not handle in time, or whose ack did not go
         // out: delivered again at once (those acked but never written out
         // come again after the ack wait).
-        let unacked = self.pending.len() as u64 + self.unflushed;
+        let mut unacked = self.pending.len() as u64 + self.unflushed;
         for p in self.pending.drain(..) {
             if let Some(message) = p.message {
                 let nak = message.ack_with(AckKind::Nak(None));
@@ -1286,7 +1291,13 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
                 }
             }
         }
-        let _ = tokio::time::timeout(NETWORK_WAIT, self.link.client().flush()).await;
+        let flushed = tokio::time::timeout(NETWORK_WAIT, self.link.client().flush()).await;
+        if matches!(flushed, Ok(Ok(()))) {
+            // The client came back in time: the acks it held went out.
+            let sent = std::mem::take(&mut self.unflushed);
+            self.counters.acked.fetch_add(sent, Ordering::Relaxed);
+            unacked -= sent;
+        }
         unacked
     }
 }
