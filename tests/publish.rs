@@ -104,6 +104,20 @@ fn batch_larger_than_ring_is_an_error_not_a_hang() {
     // A full-ring batch is fine.
     assert_eq!(p.batch_publish(8, |s| s.for_each(|e| e.set(0))), Ok(7));
     assert_eq!(p.batch_publish(0, |_| unreachable!()), Ok(7));
+    // An empty batch gets the answer a claim would on a halted or closed
+    // bus, from both kinds of producer (the multi producer said Ok).
+    p.halt();
+    assert_eq!(p.batch_publish(0, |_| {}), Err(PublishError::Halted));
+    let n = m.clone();
+    m.halt();
+    assert_eq!(n.batch_publish(0, |_| {}), Err(PublishError::Halted));
+    let m = ringbus::multi_producer(8, Event::default, Yielding::default())
+        .handle_events_with(|_e: &Event, _s: Sequence, _b: bool| {})
+        .build();
+    let n = m.clone();
+    m.shutdown().unwrap();
+    assert_eq!(n.batch_publish(0, |_| {}), Err(PublishError::Closed));
+    assert_eq!(n.try_batch_publish(0, |_| {}), Err(TryPublishError::Closed));
 }
 
 #[test]

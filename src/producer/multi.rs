@@ -200,7 +200,14 @@ where
         f: impl FnOnce(BatchMut<'_, E>),
     ) -> Result<Sequence, TryPublishError> {
         if n == 0 {
-            check_batch(&self.bus, n)?;
+            // Nothing to claim, but the answer a claim would get on a bus
+            // that refuses (as the single producer's: `Halted`, `Closed`).
+            if self.bus.refuses_producers_relaxed() {
+                return Err(TryPublishError::Halted);
+            }
+            if self.bus.sequencer.is_closed() {
+                return Err(TryPublishError::Closed);
+            }
             return Ok(self.cursor());
         }
         let last = self.claim(n, wait)?;
