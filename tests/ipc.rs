@@ -236,6 +236,40 @@ fn a_consumer_joins_at_the_present_and_a_name_is_held_once() {
     assert_eq!(m.consumers[0].name, "late");
 }
 
+/// An empty batch publishes nothing: where the next event would go, or
+/// `Closed` once the bus is closed (a multi producer said 0 and `Ok`).
+#[test]
+fn an_empty_batch_says_where_the_next_event_goes_or_closed() {
+    let d = dir();
+    for multi in [false, true] {
+        let mut options = Options::new(8).dir(d.path());
+        if multi {
+            options = options.multi_producer();
+        }
+        let name = if multi { "empty-multi" } else { "empty-single" };
+        let bus = options.create::<Ev>(name).unwrap();
+        let mut p = bus.producer().unwrap();
+        for k in 0..3 {
+            p.publish(|e| e.set(1, k)).unwrap();
+        }
+        assert_eq!(
+            p.batch_publish(0, |_| unreachable!()),
+            Ok(3),
+            "multi {multi}"
+        );
+        if multi {
+            let mut q = bus.producer().unwrap();
+            assert_eq!(q.batch_publish(0, |_| unreachable!()), Ok(3));
+        }
+        bus.close();
+        assert_eq!(
+            p.batch_publish(0, |_| unreachable!()),
+            Err(IpcPublishError::Closed),
+            "multi {multi}"
+        );
+    }
+}
+
 #[test]
 fn bad_options_and_files_are_named() {
     let d = dir();

@@ -348,7 +348,8 @@ impl<E: Pod> IpcProducer<E> {
     /// (each producer's batch stays in order and contiguous). Returns the
     /// first sequence. A multi producer's batch that waits for room for its
     /// last slot is not taken for a hole meanwhile, though its first slots
-    /// have room.
+    /// have room. An empty batch publishes nothing and returns where the
+    /// next event would go (`Closed` on a closed bus, as any publish).
     ///
     /// # Errors
     /// [`IpcPublishError::BatchTooLarge`] when `n` exceeds the capacity, or
@@ -374,7 +375,19 @@ impl<E: Pod> IpcProducer<E> {
             });
         }
         if n == 0 {
-            return Ok(self.next);
+            // Nothing to publish: the answer a claim would get when closed,
+            // else where the next event would go (a multi producer's claims
+            // are counted on the bus, not by this handle).
+            if self.bus.is_closed()
+                || !table::producer_owned(&self.bus.region, self.index, self.lease)
+            {
+                return Err(IpcPublishError::Closed);
+            }
+            return Ok(if self.multi {
+                self.cursor().load(Ordering::Relaxed)
+            } else {
+                self.next
+            });
         }
         let first = self.claim(n as u64, until)?;
         let region: &super::region::Region = &self.bus.region;
