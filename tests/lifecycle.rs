@@ -8,7 +8,8 @@
 //! or per batch, fallible or not, by value or `ringbus::factory`; the
 //! fallible ones fail once with a wrong write and are retried, and every
 //! write is an XOR so a double write shows), a second group that branches
-//! off single first-group stages (`after`), publish closures that panic
+//! off single first-group stages or the work pool (`after`; a stage after
+//! the pool must never see an event a worker is still handling), publish closures that panic
 //! after writing (the single producer publishes nothing, the multi producer
 //! the event), a work pool, a failing stage (a panic or
 //! an `Err`), stages sharing a thread (`on_same_thread`, `on_thread_of`)
@@ -292,6 +293,9 @@ struct Reader {
     stage: usize,
     verifier: Verifier,
     observed: Arc<Observed>,
+    /// It runs after the work pool: the worker that took an event is done
+    /// with it before this stage sees it.
+    after_pool: bool,
 }
 
 impl Reader {
@@ -305,10 +309,24 @@ impl Reader {
                 verifier
             },
             observed: Arc::clone(observed),
+            after_pool: false,
         }
     }
 
+    fn after_pool(mut self, after: bool) -> Self {
+        self.after_pool = after;
+        self
+    }
+
     fn see(&mut self, e: &Event, s: Sequence, b: bool) {
+        if self.after_pool {
+            let hits = self.observed.pool_hits[s as usize].load(Ordering::Relaxed);
+            assert_eq!(
+                hits, 1,
+                "stage {} after the pool saw event {s} before a worker was done with it",
+                self.stage
+            );
+        }
         self.verifier.on_event(e, s, b);
     }
 
@@ -811,6 +829,9 @@ impl Topology {
                     assert_eq!(hits, 0, "pool: event {seq} handled twice");
                 }
             });
+            // The pool's id, for a branch after it: it stands for every
+            // worker (`after` waits for them all).
+            first_ids.extend(b.last_stage());
         }
         if let Some(at) = self.fails_at {
             let letters = Arc::clone(observed);
@@ -858,16 +879,22 @@ impl Topology {
                 b = b.and_then();
             }
             for (stage, &kind) in self.second.iter().enumerate() {
-                if branches {
-                    // A branch off one reader of the first group (the
-                    // others, the pool and the failing stage stay leaves).
-                    b = b.after(&[first_ids[stage % first_ids.len()]]);
-                }
+                // After the whole first group, or a branch off one of its
+                // readers or its pool (the others and the failing stage
+                // stay leaves).
+                let after_pool = if branches {
+                    let upstream = first_ids[stage % first_ids.len()];
+                    b = b.after(&[upstream]);
+                    self.pool > 0 && Some(upstream) == first_ids.last().copied()
+                } else {
+                    self.pool > 0
+                };
                 b = share(b, host);
                 b = Self::reader(
                     b,
                     kind,
-                    Reader::new(100 + stage, observed, self.mutating.is_some()),
+                    Reader::new(100 + stage, observed, self.mutating.is_some())
+                        .after_pool(after_pool),
                 );
                 host = host.or(b.last_stage());
             }
