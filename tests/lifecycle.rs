@@ -9,7 +9,8 @@
 //! fallible ones fail once with a wrong write and are retried, and every
 //! write is an XOR so a double write shows), a second group that branches
 //! off single first-group stages or the work pool (`after`; a stage after
-//! the pool must never see an event a worker is still handling), publish closures that panic
+//! the pool must never see an event a worker is still handling), publish
+//! closures that panic
 //! after writing (the single producer publishes nothing, the multi producer
 //! the event), a work pool, a failing stage (a panic or
 //! an `Err`), stages sharing a thread (`on_same_thread`, `on_thread_of`)
@@ -323,7 +324,8 @@ impl Reader {
             let hits = self.observed.pool_hits[s as usize].load(Ordering::Relaxed);
             assert_eq!(
                 hits, 1,
-                "stage {} after the pool saw event {s} before a worker was done with it",
+                "stage {} after the pool saw event {s} handled by {hits} workers (0: before \
+                 its worker was done with it)",
                 self.stage
             );
         }
@@ -595,8 +597,10 @@ struct Topology {
     #[cfg(feature = "journal")]
     journal: Option<ringbus::journal::SyncPolicy>,
     /// The second group branches (`after`): each of its stages after one
-    /// stage of the first group, not after the whole group.
+    /// stage of the first group (or its pool), not after the whole group.
     branches: bool,
+    /// Which of the first group's stages (or its pool) the branches start at.
+    branch_pick: usize,
     /// Some publish closures panic after writing their event (the single
     /// producer then publishes nothing, the multi producer the event).
     panicky: bool,
@@ -667,6 +671,7 @@ impl Topology {
             // Drawn by the caller from a stream of their own, so the draws
             // above (and the seeds that found earlier bugs) stay as they were.
             branches: false,
+            branch_pick: 0,
             panicky: false,
         }
     }
@@ -883,7 +888,7 @@ impl Topology {
                 // readers or its pool (the others and the failing stage
                 // stay leaves).
                 let after_pool = if branches {
-                    let upstream = first_ids[stage % first_ids.len()];
+                    let upstream = first_ids[(stage + self.branch_pick) % first_ids.len()];
                     b = b.after(&[upstream]);
                     self.pool > 0 && Some(upstream) == first_ids.last().copied()
                 } else {
@@ -1226,6 +1231,9 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
         let mut extra = Rng(mix(seed ^ 0x5DEE_CE66_D1CE_4E5B));
         topology.branches = extra.chance(30);
         topology.panicky = extra.chance(20);
+        // Uniform over 1, 2 or 3 first-group ids; drawn last, so the draws
+        // before it stay those of earlier seeds.
+        topology.branch_pick = extra.below(6) as usize;
     }
     let observed = Arc::new(Observed {
         pool_hits: (0..MAX_EVENTS).map(|_| AtomicU8::new(0)).collect(),
