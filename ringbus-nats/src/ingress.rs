@@ -331,51 +331,38 @@ pub struct Ingress<P: Send + 'static> {
     task: Option<tokio::task::JoinHandle<Ended<P>>>,
 }
 
-/// What the ingress task hands back. Dropped without being taken (an
-/// `Ingress` dropped inside an async context), it drops the producer on a
-/// thread of its own: dropping the last producer drains the bus and joins
-/// its stages, which must not happen on the runtime's thread (an egress
-/// stage of the same link would wait on that very thread).
-struct Ended<P: Send + 'static>(Option<(P, u64, Option<IngressError>)>);
+/// What the ingress task hands back: the producer, how many stay unacked,
+/// and why it stopped. Dropped without being taken (an `Ingress` dropped
+/// inside an async context), it drops the producer on a thread of its own.
+type Ended<P> = OffThread<(P, u64, Option<IngressError>)>;
 
-impl<P: Send + 'static> Drop for Ended<P> {
+/// Holds the producer (the task's, or what the task hands back) and drops
+/// it on a thread of its own if dropped holding it: dropping the last
+/// producer drains the bus and joins its stages, which must not happen on
+/// the runtime's thread (an egress stage of the same link would wait on
+/// that very thread). The task's future is dropped there when it ends by
+/// a panic (in the codec).
+struct OffThread<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> std::ops::Deref for OffThread<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("taken only at the end")
+    }
+}
+
+impl<T: Send + 'static> std::ops::DerefMut for OffThread<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.as_mut().expect("taken only at the end")
+    }
+}
+
+impl<T: Send + 'static> Drop for OffThread<T> {
     fn drop(&mut self) {
-        if let Some(ended) = self.0.take() {
+        if let Some(held) = self.0.take() {
             let _ = std::thread::Builder::new()
                 .name("ringbus-nats-drop".into())
-                .spawn(move || drop(ended));
-        }
-    }
-}
-
-/// The task's producer. Dropped with the task's future (a panic in the
-/// codec unwinds the task on the runtime's thread), it is dropped on a
-/// thread of its own, as `Ended` does, and for the same reason.
-struct OffThread<P: Send + 'static>(Option<P>);
-
-impl<P: Send + 'static> std::ops::Deref for OffThread<P> {
-    type Target = P;
-    fn deref(&self) -> &P {
-        self.0
-            .as_ref()
-            .expect("the producer is taken only at the end")
-    }
-}
-
-impl<P: Send + 'static> std::ops::DerefMut for OffThread<P> {
-    fn deref_mut(&mut self) -> &mut P {
-        self.0
-            .as_mut()
-            .expect("the producer is taken only at the end")
-    }
-}
-
-impl<P: Send + 'static> Drop for OffThread<P> {
-    fn drop(&mut self) {
-        if let Some(producer) = self.0.take() {
-            let _ = std::thread::Builder::new()
-                .name("ringbus-nats-drop".into())
-                .spawn(move || drop(producer));
+                .spawn(move || drop(held));
         }
     }
 }
@@ -545,7 +532,7 @@ impl<P: Send + 'static> Ingress<P> {
             let error = run.run(consumer, &stopping).await.err();
             let unacked = run.drain().await;
             let producer = run.producer.0.take().expect("taken once");
-            Ended(Some((producer, unacked, error)))
+            OffThread(Some((producer, unacked, error)))
         });
         Ok(Self {
             stop,
