@@ -87,14 +87,6 @@ pub struct StageId {
     index: usize,
 }
 
-impl StageId {
-    /// The stage's position in its builder (0 for the first handler added).
-    #[cfg(feature = "serde")]
-    pub(crate) fn index(self) -> usize {
-        self.index
-    }
-}
-
 /// Makes a stage's task on its thread (where the handler is made).
 type Launch<E, S, W> = Box<dyn FnOnce(StageContext<E, S, W>) -> Box<dyn StageTask> + Send>;
 

@@ -303,15 +303,7 @@ where
     /// The id of the handler added last, for [`after`](Builder::after);
     /// after a work pool, the pool's (`after` waits for all its workers).
     pub fn last_stage(&self) -> Option<StageId> {
-        self.stages
-            .len()
-            .checked_sub(1)
-            .and_then(|index| self.stage_id(index))
-    }
-
-    /// The id of the stage at `index`, if there is one.
-    pub(crate) fn stage_id(&self, index: usize) -> Option<StageId> {
-        (index < self.stages.len()).then_some(StageId {
+        self.stages.len().checked_sub(1).map(|index| StageId {
             bus: self.id,
             index,
         })

@@ -177,8 +177,9 @@ impl BusConfig {
         E: Send + Sync + 'static,
         S: Sequencer,
     {
-        // Each stage's ids: one per worker for a pool, all of them waited for.
-        let mut ids: Vec<(&str, Vec<StageId>)> = Vec::with_capacity(self.stages.len());
+        // Each stage's id (a pool's stands for all its workers in `after`);
+        // none when the builder refused the stage (an error it reports).
+        let mut ids: Vec<(&str, Option<StageId>)> = Vec::with_capacity(self.stages.len());
         for (i, stage) in self.stages.iter().enumerate() {
             let at = |field: &str| format!("stages[{i}].{field}");
             if ids.iter().any(|(name, _)| *name == stage.name) {
@@ -189,7 +190,7 @@ impl BusConfig {
             }
             let mut after = Vec::new();
             for (j, dep) in stage.after.iter().enumerate() {
-                let Some((_, dep_ids)) = ids.iter().find(|(name, _)| name == dep) else {
+                let Some(&(_, dep_id)) = ids.iter().find(|(name, _)| name == dep) else {
                     let earlier: Vec<&str> = ids.iter().map(|(name, _)| *name).collect();
                     return Err(ConfigError::invalid(
                         format!("stages[{i}].after[{j}]"),
@@ -199,7 +200,7 @@ impl BusConfig {
                         ),
                     ));
                 };
-                after.extend_from_slice(dep_ids);
+                after.extend(dep_id);
             }
             builder = builder.after(&after).thread_name(stage.name.clone());
             if let Some(core) = stage.pin_core {
@@ -236,7 +237,7 @@ impl BusConfig {
                 };
                 return Err(ConfigError::invalid(path, message));
             };
-            let first = builder.last_stage().map_or(0, |id| id.index() + 1);
+            let before = builder.last_stage();
             builder = match (entry, stage.workers) {
                 (Entry::Pool(make), Some(workers)) => {
                     builder.handle_events_with_pool(workers, move |w| Local(make(w)))
@@ -257,9 +258,8 @@ impl BusConfig {
                 (Entry::Mutate(h), None) => builder.handle_events_with(DynMut(h)),
                 (Entry::Try(h), None) => builder.try_handle_events_with(DynTry(h)),
             };
-            let last = builder.last_stage().map_or(0, |id| id.index() + 1);
-            let stage_ids = (first..last).filter_map(|k| builder.stage_id(k)).collect();
-            ids.push((stage.name.as_str(), stage_ids));
+            let id = builder.last_stage().filter(|&id| Some(id) != before);
+            ids.push((stage.name.as_str(), id));
         }
         Ok(builder)
     }
