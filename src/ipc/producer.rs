@@ -378,11 +378,7 @@ impl<E: Pod> IpcProducer<E> {
             // Nothing to publish: the answer a claim would get when closed,
             // else where the next event would go (a multi producer's claims
             // are counted on the bus, not by this handle).
-            if self.bus.is_closed()
-                || !table::producer_owned(&self.bus.region, self.index, self.lease)
-            {
-                return Err(IpcPublishError::Closed);
-            }
+            self.check_open()?;
             return Ok(if self.multi {
                 self.cursor().load(Ordering::Relaxed)
             } else {
@@ -624,16 +620,20 @@ impl<E: Pod> IpcProducer<E> {
         }
     }
 
+    /// `Closed` when the bus is closed, or when another process took this
+    /// producer's place (it was judged dead): publishing would write where
+    /// the new owner writes.
+    fn check_open(&self) -> Result<(), IpcPublishError> {
+        if self.bus.is_closed() || !table::producer_owned(&self.bus.region, self.index, self.lease)
+        {
+            return Err(IpcPublishError::Closed);
+        }
+        Ok(())
+    }
+
     /// Claims `n` sequences once there is room for them.
     fn claim(&mut self, n: u64, until: Until) -> Result<u64, IpcPublishError> {
-        if self.bus.is_closed() {
-            return Err(IpcPublishError::Closed);
-        }
-        if !table::producer_owned(&self.bus.region, self.index, self.lease) {
-            // Another process took this producer's place (it was judged
-            // dead): publishing would write where the new owner writes.
-            return Err(IpcPublishError::Closed);
-        }
+        self.check_open()?;
         if !self.multi {
             let first = self.next;
             self.wait_for_room(first, first + n - 1, until, true)?;
