@@ -1245,16 +1245,21 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
         // connection; the rest count as unacked if the ingress stops first.
         // Not while disconnected: a flush then waits for the reconnection,
         // and every pass of the loops that call this would wait it out.
-        if self.unflushed > 0
-            && self.link.client().connection_state() == State::Connected
-            && matches!(
-                tokio::time::timeout(NETWORK_WAIT, self.link.client().flush()).await,
-                Ok(Ok(()))
-            )
-        {
-            let sent = std::mem::take(&mut self.unflushed);
-            self.counters.acked.fetch_add(sent, Ordering::Relaxed);
+        if self.unflushed > 0 && self.link.client().connection_state() == State::Connected {
+            self.flush().await;
         }
+    }
+
+    /// Flushes the client (bounded in time); once it succeeds, the acks it
+    /// held count as acked. Returns how many.
+    async fn flush(&mut self) -> u64 {
+        let flushed = tokio::time::timeout(NETWORK_WAIT, self.link.client().flush()).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            return 0;
+        }
+        let sent = std::mem::take(&mut self.unflushed);
+        self.counters.acked.fetch_add(sent, Ordering::Relaxed);
+        sent
     }
 
     /// After the last fetch: waits for the bus to handle what was
@@ -1278,13 +1283,8 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
                 }
             }
         }
-        let flushed = tokio::time::timeout(NETWORK_WAIT, self.link.client().flush()).await;
-        if matches!(flushed, Ok(Ok(()))) {
-            // The client came back in time: the acks it held went out.
-            let sent = std::mem::take(&mut self.unflushed);
-            self.counters.acked.fetch_add(sent, Ordering::Relaxed);
-            unacked -= sent;
-        }
+        // The naks, and the acks the client held if it came back in time.
+        unacked -= self.flush().await;
         unacked
     }
 }
