@@ -546,6 +546,13 @@ fn poller_parked_behind_a_claim_in_flight_at_a_failure_ends() {
         }
         let q = p.clone();
         let blocked = std::thread::spawn(move || q.publish(|e| e.set(4)));
+        // Its claim made (it waits for room) before the stage fails: a
+        // fixed sleep was not always enough under Miri, whose threads are
+        // slow (the claim came after, and the poller said `Halted` at 4).
+        let metrics = p.metrics();
+        while metrics.snapshot().cursor < 4 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         std::thread::sleep(Duration::from_millis(20));
         fail_now.send(()).unwrap();
         assert_eq!(blocked.join().unwrap(), Ok(4));
