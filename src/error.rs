@@ -54,7 +54,8 @@ pub enum BuildError {
         name: String,
     },
     /// A modifier that applies to the next handler (`pin_at_core`,
-    /// `thread_name`, `timeout`, `on_failure`) had no handler after it.
+    /// `thread_name`, `timeout`, `on_failure`, `on_thread_of`,
+    /// `on_same_thread`) had no handler after it.
     ModifierWithoutHandler {
         /// The modifier's name.
         modifier: &'static str,
@@ -150,8 +151,13 @@ impl fmt::Display for BuildError {
             ),
             Self::ModifierWithoutHandler { modifier } => write!(
                 f,
-                "`{modifier}(..)` applies to the next handler, but no handler follows it; \
-                 add the handler after it or remove it"
+                "`{modifier}({})` applies to the next handler, but no handler follows it; \
+                 add the handler after it or remove it",
+                if *modifier == "on_same_thread" {
+                    ""
+                } else {
+                    ".."
+                }
             ),
             Self::EmptyPool { stage } => write!(
                 f,

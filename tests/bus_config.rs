@@ -300,7 +300,41 @@ fn parse_errors_name_the_field_path() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("unknown field `sleep`"), "{err}");
-    assert!(err.path().starts_with("wait_strategy"), "{err}");
+    assert_eq!(err.path(), "wait_strategy.sleep", "{err}");
+    // A field of the wrong type is named by its path, not the table's.
+    let err = from_json(
+        r#"{ "capacity": 8, "stages": [], "wait_strategy": { "kind": "sleeping", "sleep_us": "1" } }"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.path(), "wait_strategy.sleep_us", "{err}");
+    assert!(err.to_string().contains("invalid type"), "{err}");
+    // A field another kind takes, and an unknown kind in a table.
+    let err = from_json(
+        r#"{ "capacity": 8, "stages": [], "wait_strategy": { "kind": "yielding", "sleep_us": 1 } }"#,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown field `sleep_us`, expected one of `spin_tries` for `yielding`"),
+        "{err}"
+    );
+    let err = from_json(r#"{ "capacity": 8, "stages": [], "wait_strategy": { "kind": "spin" } }"#)
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown variant `spin`"), "{err}");
+    // Fields left out keep their defaults; a phased backoff without
+    // `sleep_us` parks.
+    let config = from_json(
+        r#"{ "capacity": 8, "stages": [], "wait_strategy": { "kind": "phased-backoff", "spin_us": 3 } }"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.wait_strategy,
+        WaitConfig::PhasedBackoff {
+            spin_us: 3,
+            yield_us: 100,
+            sleep_us: None
+        }
+    );
     // A strategy without fields refuses a stray one too.
     for kind in ["blocking", "busy-spin", "busy-spin-with-hint"] {
         let text = format!(

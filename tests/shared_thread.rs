@@ -653,11 +653,12 @@ fn bad_shared_thread_configurations_name_the_fix() {
         matches!(
             err,
             BuildError::ModifierWithoutHandler {
-                modifier: "on_thread_of"
+                modifier: "on_same_thread"
             }
         ),
         "{err}"
     );
+    assert!(err.to_string().contains("`on_same_thread()`"), "{err}");
 
     let cores = ringbus::available_cores();
     if cores.len() >= 2 {

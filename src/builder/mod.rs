@@ -109,8 +109,9 @@ struct Pending<E> {
     name: Option<String>,
     timeout: Option<Duration>,
     policy: Option<FailurePolicy<E>>,
-    /// The stage whose thread the next handler shares.
-    thread_of: Option<usize>,
+    /// The stage whose thread the next handler shares, and which modifier
+    /// said so (`on_thread_of` or `on_same_thread`).
+    thread_of: Option<(usize, &'static str)>,
 }
 
 impl<E> Pending<E> {
@@ -121,10 +122,10 @@ impl<E> Pending<E> {
             (self.name.is_some(), "thread_name"),
             (self.timeout.is_some(), "timeout"),
             (self.policy.is_some(), "on_failure"),
-            (self.thread_of.is_some(), "on_thread_of"),
         ]
         .into_iter()
         .find_map(|(set, name)| set.then_some(name))
+        .or(self.thread_of.map(|(_, by)| by))
     }
 }
 

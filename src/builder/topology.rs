@@ -91,14 +91,19 @@ where
     /// assert_eq!(total.load(Ordering::Relaxed), 2 * 5050 + 100);
     /// assert_eq!(report.stages.len(), 3);
     /// ```
-    pub fn on_thread_of(mut self, stage: StageId) -> Self {
+    pub fn on_thread_of(self, stage: StageId) -> Self {
+        self.share_thread(stage, "on_thread_of")
+    }
+
+    /// `on_thread_of(stage)`, said by the modifier `by`.
+    fn share_thread(mut self, stage: StageId, by: &'static str) -> Self {
         if stage.bus != self.id || stage.index >= self.stages.len() {
             self.error
                 .get_or_insert(BuildError::ForeignStage { stage: stage.index });
             return self;
         }
         let leader = self.stages[stage.index].thread.unwrap_or(stage.index);
-        self.pending.thread_of = Some(leader);
+        self.pending.thread_of = Some((leader, by));
         self
     }
 
@@ -106,7 +111,7 @@ where
     /// last; see [`on_thread_of`](Builder::on_thread_of).
     pub fn on_same_thread(self) -> Self {
         match self.last_stage() {
-            Some(stage) => self.on_thread_of(stage),
+            Some(stage) => self.share_thread(stage, "on_same_thread"),
             None => {
                 let mut this = self;
                 this.error.get_or_insert(BuildError::NothingToShare);
@@ -359,7 +364,7 @@ where
             timeout: pending.timeout,
             policy: pending.policy.unwrap_or_default(),
             launch,
-            thread: pending.thread_of,
+            thread: pending.thread_of.map(|(leader, _)| leader),
         });
         self.group.push(index);
         self

@@ -44,8 +44,8 @@ pub enum ProducerKind {
 /// default) or as a table:
 /// `{ kind = "sleeping", spin_tries = 0, yield_tries = 0, sleep_us = 1 }`;
 /// on its own it reads only the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum WaitConfig {
     /// [`BusySpin`](crate::BusySpin). (Variants without fields are written
@@ -169,6 +169,97 @@ impl WaitConfig {
     }
 }
 
+/// A wait strategy's table as written: every field any kind takes, read as
+/// a plain struct so that an error inside it names its field's path
+/// (`wait_strategy.sleep_us`); a tagged enum reads the table into a buffer
+/// first, and its errors named only `wait_strategy`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitTable {
+    kind: String,
+    spin_tries: Option<u32>,
+    yield_tries: Option<u32>,
+    sleep_us: Option<u64>,
+    spin_us: Option<u64>,
+    yield_us: Option<u64>,
+}
+
+impl WaitTable {
+    /// The strategy, or why the table does not describe one.
+    fn config(self) -> Result<WaitConfig, String> {
+        let mut config = WaitConfig::named(&self.kind).ok_or_else(|| {
+            format!(
+                "unknown variant `{}`, expected one of {}",
+                self.kind,
+                ticked(STRATEGY_NAMES)
+            )
+        })?;
+        let given = [
+            ("spin_tries", self.spin_tries.is_some()),
+            ("yield_tries", self.yield_tries.is_some()),
+            ("sleep_us", self.sleep_us.is_some()),
+            ("spin_us", self.spin_us.is_some()),
+            ("yield_us", self.yield_us.is_some()),
+        ];
+        let takes: &[&str] = match &mut config {
+            WaitConfig::BusySpin {} | WaitConfig::BusySpinWithHint {} | WaitConfig::Blocking {} => {
+                &[]
+            }
+            WaitConfig::Yielding { spin_tries } => {
+                *spin_tries = self.spin_tries.unwrap_or(*spin_tries);
+                &["spin_tries"]
+            }
+            WaitConfig::Sleeping {
+                spin_tries,
+                yield_tries,
+                sleep_us,
+            } => {
+                *spin_tries = self.spin_tries.unwrap_or(*spin_tries);
+                *yield_tries = self.yield_tries.unwrap_or(*yield_tries);
+                *sleep_us = self.sleep_us.unwrap_or(*sleep_us);
+                &["spin_tries", "yield_tries", "sleep_us"]
+            }
+            WaitConfig::PhasedBackoff {
+                spin_us,
+                yield_us,
+                sleep_us,
+            } => {
+                *spin_us = self.spin_us.unwrap_or(*spin_us);
+                *yield_us = self.yield_us.unwrap_or(*yield_us);
+                *sleep_us = self.sleep_us;
+                &["spin_us", "yield_us", "sleep_us"]
+            }
+        };
+        match given.iter().find(|(f, set)| *set && !takes.contains(f)) {
+            None => Ok(config),
+            Some((field, _)) if takes.is_empty() => Err(format!(
+                "unknown field `{field}`: `{}` takes no fields",
+                self.kind
+            )),
+            Some((field, _)) => Err(format!(
+                "unknown field `{field}`, expected one of {} for `{}`",
+                ticked(takes),
+                self.kind
+            )),
+        }
+    }
+}
+
+/// `a`, `b`, `c`: names as serde's messages list them.
+fn ticked(names: &[&str]) -> String {
+    let ticked: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    ticked.join(", ")
+}
+
+impl<'de> Deserialize<'de> for WaitConfig {
+    /// Reads the table form (a name is read only inside a [`BusConfig`]).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        WaitTable::deserialize(d)?
+            .config()
+            .map_err(de::Error::custom)
+    }
+}
+
 /// `wait_strategy`: a name, or a table tagged with `kind`.
 fn wait_config<'de, D: Deserializer<'de>>(d: D) -> Result<WaitConfig, D::Error> {
     struct NameOrTable;
@@ -181,7 +272,9 @@ fn wait_config<'de, D: Deserializer<'de>>(d: D) -> Result<WaitConfig, D::Error> 
             WaitConfig::named(name).ok_or_else(|| E::unknown_variant(name, STRATEGY_NAMES))
         }
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<WaitConfig, A::Error> {
-            WaitConfig::deserialize(de::value::MapAccessDeserializer::new(map))
+            WaitTable::deserialize(de::value::MapAccessDeserializer::new(map))?
+                .config()
+                .map_err(de::Error::custom)
         }
     }
     d.deserialize_any(NameOrTable)
