@@ -1065,6 +1065,53 @@ fn a_producer_killed_mid_claim_leaves_a_tombstone_and_nothing_else_is_lost() {
     assert_eq!(c.tombstones(), 1);
 }
 
+/// A live producer's claim that waited for room behind a dead claim is not
+/// taken for a hole when the dead claim is given up: it was claimed before
+/// that hole's timer started, but its hole timeout counts from when the
+/// ring has room for it, which is only once the dead claim is passed. (A
+/// consumer used to give it up at once, and its publish said `GivenUp`.)
+#[test]
+fn a_claim_waiting_behind_a_dead_claim_is_not_given_up_with_it() {
+    for round in 0..3 {
+        let d = dir();
+        let bus = kill_opts(d.path(), true)
+            .create::<Ev>("behinddead")
+            .unwrap();
+        let mut c = bus.consumer("c").unwrap();
+        // Taken before the child dies: a place taken after would be the
+        // dead one's, whose new owner releases its claim at once.
+        let mut p = bus.producer().unwrap();
+        let mut child = spawn("hang-in-claim", d.path(), "behinddead", "");
+        wait_for("the claim", || d.path().join("claimed").exists());
+        kill(&mut child);
+        // Sequence 0 is the dead claim; 1..=7 fill the ring of 8 and the
+        // eighth publish claims 8 and waits for room.
+        let publisher = thread::spawn(move || {
+            (0..8)
+                .map(|k| p.publish(|e| e.set(1, k)))
+                .collect::<Vec<_>>()
+        });
+        wait_for("the waiting claim", || bus.metrics().cursor >= 9);
+        thread::sleep(Duration::from_millis(30));
+        let mut order = Order::default();
+        while order.0.get(&1).copied().unwrap_or(0) < 8 {
+            match c.poll_timeout(Duration::from_millis(200), 8, |e, _, _| order.see(e)) {
+                Ok(_) => {}
+                Err(IpcPollError::Timeout) if publisher.is_finished() => break,
+                Err(IpcPollError::Timeout) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        let results = publisher.join().unwrap();
+        assert!(
+            results.iter().all(Result::is_ok),
+            "round {round}: a live producer's publish was given up: {results:?}"
+        );
+        assert_eq!(order.0.get(&1).copied(), Some(8), "round {round}");
+        assert_eq!(c.tombstones(), 1, "round {round}");
+    }
+}
+
 #[test]
 fn a_producer_killed_inside_a_batch_leaves_tombstones_for_all_of_it() {
     let d = dir();
@@ -1264,7 +1311,12 @@ fn close_while_a_claim_waits_behind_a_dead_consumer_ends_everyone() {
 /// it reaches them) and ends with `Closed`.
 #[test]
 fn close_ends_multi_producers_waiting_behind_a_consumer_that_does_not_read() {
-    for batch in [false, true] {
+    // `idle_peer`: a second live consumer has read nothing when the close
+    // comes. The claim the close let go of has no room while it has not
+    // read the slot's last round, so the first consumer cannot give it up;
+    // it used to wait there for ever instead of ending with `Closed`.
+    for (batch, idle_peer) in [(false, false), (true, false), (false, true), (true, true)] {
+        let case = format!("batch {batch}, idle peer {idle_peer}");
         let d = dir();
         let bus = Options::new(4)
             .multi_producer()
@@ -1273,13 +1325,14 @@ fn close_ends_multi_producers_waiting_behind_a_consumer_that_does_not_read() {
             .create::<Ev>("stalled")
             .unwrap();
         let mut c = bus.consumer("c").unwrap();
+        let mut idle = idle_peer.then(|| bus.consumer("idle").unwrap());
         let mut order = Order::default();
         let mut p = bus.producer().unwrap();
         for k in 0..4 {
             p.publish(|e| e.set(1, k)).unwrap();
         }
         if batch {
-            // Two slots of room for a batch of four.
+            // Two slots of room for a batch of four (none with an idle peer).
             assert_eq!(c.poll(2, |e, _, _| order.see(e)), Ok(2));
         }
         let (done, finished) = std::sync::mpsc::channel();
@@ -1300,20 +1353,36 @@ fn close_ends_multi_producers_waiting_behind_a_consumer_that_does_not_read() {
         let (r, p) = finished
             .recv_timeout(Duration::from_secs(20))
             .expect("the publish still waits after the close");
-        assert_eq!(r, Err(IpcPublishError::Closed), "batch {batch}");
+        assert_eq!(r, Err(IpcPublishError::Closed), "{case}");
         drop(p);
-        let mut passed = 0;
-        loop {
-            match c.poll_timeout(Duration::from_secs(10), 8, |e, _, _| order.see(e)) {
-                Ok(n) => passed += n,
-                Err(IpcPollError::Closed) => break,
-                Err(e) => panic!("batch {batch}: {e}"),
+        let drain = |c: &mut ringbus::ipc::IpcConsumer<Ev>, order: &mut Order| {
+            let mut passed = 0;
+            loop {
+                match c.poll_timeout(Duration::from_secs(10), 8, |e, _, _| order.see(e)) {
+                    Ok(n) => passed += n,
+                    Err(IpcPollError::Closed) => break passed,
+                    Err(e) => panic!("{case}: {e}"),
+                }
             }
+        };
+        let passed = drain(&mut c, &mut order);
+        assert_eq!(order.0.get(&1).copied(), Some(4), "{case}");
+        assert_eq!(passed, if batch { 2 } else { 4 }, "{case}");
+        let (next, tombstones) = match (idle_peer, batch) {
+            (true, _) => (4, 0), // it ends at the claim it cannot pass
+            (false, true) => (8, 4),
+            (false, false) => (5, 1),
+        };
+        assert_eq!(c.next_sequence(), next, "{case}");
+        assert_eq!(c.tombstones(), tombstones, "{case}");
+        if let Some(idle) = idle.as_mut() {
+            // The peer reads everything, then passes the claim (it has
+            // room now) and ends too.
+            let mut peer_order = Order::default();
+            assert_eq!(drain(idle, &mut peer_order), 4, "{case}");
+            assert_eq!(peer_order.0.get(&1).copied(), Some(4), "{case}");
+            assert_eq!(idle.next_sequence(), if batch { 8 } else { 5 }, "{case}");
         }
-        assert_eq!(order.0.get(&1).copied(), Some(4), "batch {batch}");
-        assert_eq!(passed, if batch { 2 } else { 4 });
-        assert_eq!(c.next_sequence(), if batch { 8 } else { 5 });
-        assert_eq!(c.tombstones(), if batch { 4 } else { 1 });
     }
 }
 

@@ -388,7 +388,8 @@ impl<E: Pod> IpcConsumer<E> {
         let control = region.control();
         // Acquire: see `IpcBus::close`.
         if control.stats.closed.load(Ordering::Acquire) == 0
-            || self.next < control.cursor.load(Ordering::Acquire)
+            || (self.next < control.cursor.load(Ordering::Acquire)
+                && !self.stuck_at_a_claim_let_go())
         {
             return false;
         }
@@ -417,7 +418,23 @@ impl<E: Pod> IpcConsumer<E> {
             }
         }
         // Acquire: as above.
-        self.next >= control.cursor.load(Ordering::Acquire)
+        self.next >= control.cursor.load(Ordering::Acquire) || self.stuck_at_a_claim_let_go()
+    }
+
+    /// With every producer gone after the close: whether `next` is a claim
+    /// nobody marked that the ring has no room for (another live consumer
+    /// has not read the slot's previous round). Its producer let go of it
+    /// when the close ended its wait for room (`IpcProducer::claim`), or
+    /// died waiting: nobody will write it, nor anything after it (no later
+    /// claim had room either), and it cannot be given up while the slot
+    /// holds an event another consumer has yet to read. So nothing is left
+    /// to read: the consumer ends instead of waiting at it for ever.
+    fn stuck_at_a_claim_let_go(&self) -> bool {
+        let region = &*self.bus.region;
+        region.layout.multi
+            && matches!(marks::slot(region, self.next), Slot::Pending)
+            && marks::unmarked(region, self.next, marks::raw(region, self.next))
+            && !marks::room_for(region, self.next, false)
     }
 
     /// The end of what can be passed now: events and tombstones in
@@ -480,8 +497,13 @@ impl<E: Pod> IpcConsumer<E> {
                         self.hole_held = Some(end);
                     }
                     // Claimed before the last hole's timer started: it has
-                    // waited as long, unless a live writer is at it now.
-                    let expired = (end < self.expired_below && !marks::live_writer(region, end))
+                    // waited as long, unless a live writer is at it now, or
+                    // its live claimant waited for room (which it may have
+                    // had only since that hole was passed: its timeout
+                    // counts from then, so it gets a timer of its own).
+                    let expired = (end < self.expired_below
+                        && !marks::live_writer(region, end)
+                        && !marks::claim_shown(region, end))
                         || hole_expired(&mut self.hole, self.hole_timeout_ms, end, mark, claims);
                     if expired {
                         let held_before = self.hole_held == Some(end);

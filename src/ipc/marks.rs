@@ -283,6 +283,19 @@ pub(crate) fn room_for(region: &Region, seq: u64, check_dead: bool) -> bool {
 /// and ends past the ring's room (a batch whose first slots have room and
 /// its last not): such a claim is not a hole yet.
 pub(crate) fn claim_waits(region: &Region, seq: u64) -> bool {
+    shown_claim_end(region, seq).is_some_and(|l| !room_for(region, l, false))
+}
+
+/// Whether a live producer shows a claim that holds `seq` as one it
+/// waited for room for, and has not marked it yet: whatever the room now,
+/// it may have had it only for a moment.
+pub(crate) fn claim_shown(region: &Region, seq: u64) -> bool {
+    shown_claim_end(region, seq).is_some()
+}
+
+/// The last slot of the claims holding `seq` that live producers show in
+/// their entries as waiting for room (the furthest, if several seem to).
+fn shown_claim_end(region: &Region, seq: u64) -> Option<u64> {
     let places = super::table::producer_places(region);
     let mut last = None::<u64>;
     let cap = region.layout.capacity as u64;
@@ -317,7 +330,7 @@ pub(crate) fn claim_waits(region: &Region, seq: u64) -> bool {
             last = Some(last.map_or(l, |m: u64| m.max(l)));
         }
     }
-    last.is_some_and(|l| !room_for(region, l, false))
+    last
 }
 
 /// Whether raw mark `mark` leaves `seq` claimed but not marked yet (the
