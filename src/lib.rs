@@ -96,7 +96,7 @@
 //! | [`SingleProducer`] | yes | yes | no | drains and joins the stages |
 //! | [`MultiProducer`] | yes | yes | yes | the last clone drains and joins |
 //! | [`EventPoller`] | yes | yes | no | stops gating the producers |
-//! | [`Subscription`] | yes | yes | no | stops its thread after the batch in hand |
+//! | [`Subscription`] | yes | yes | no | stops its thread after the batch in hand (on a closed bus, after the last event) |
 //! | [`Metrics`] | yes | yes | yes | nothing |
 //! | [`ShutdownReport`] | yes | no | no | drops the returned handlers |
 //!

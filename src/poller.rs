@@ -440,8 +440,12 @@ where
 /// A managed handler added at runtime: a thread that polls the bus and hands
 /// each event to the handler, as a stage would. Dropping it (or
 /// [`unsubscribe`](Subscription::unsubscribe)) stops the thread within about
-/// [`Subscription::STOP_LATENCY`] and removes it from the gating set; it also
-/// ends when the bus closes, after the last event.
+/// [`Subscription::STOP_LATENCY`] after the batch in hand (at most
+/// [`Subscription::MAX_BATCH`] events) and removes it from the gating set.
+/// It also ends when the bus closes, after the last event: on a bus closed
+/// to producers (shut down, or its last producer dropped), dropping or
+/// unsubscribing it first hands the handler every event left, so the
+/// handler given back has seen them all.
 ///
 /// It sees the same events an [`EventPoller`] subscribed at the same moment
 /// would: everything claimed after `subscribe_with` returned.
@@ -461,16 +465,21 @@ impl<H> Subscription<H> {
     /// How long the subscription's thread may take to notice it should stop.
     pub const STOP_LATENCY: Duration = Duration::from_millis(10);
 
+    /// The most events the handler gets in one batch: the thread looks for
+    /// a stop between batches.
+    pub const MAX_BATCH: usize = 256;
+
     /// Stops the handler's thread and returns the handler (with its state),
-    /// or `None` if it panicked.
+    /// or `None` if it panicked. On a bus closed to producers it first hands
+    /// the handler every event left (see [`Subscription`]).
     pub fn unsubscribe(mut self) -> Option<H> {
         self.stop_and_join()
     }
 
     fn stop_and_join(&mut self) -> Option<H> {
-        // Relaxed: the thread only needs to see the flag eventually; the join
-        // below orders everything it did before us.
-        self.stop.store(true, crate::loom::Ordering::Relaxed);
+        // Release: a close made before this call is seen by the thread once
+        // it sees the flag (it then drains rather than stops).
+        self.stop.store(true, crate::loom::Ordering::Release);
         self.thread.take().and_then(|t| t.join().ok().flatten())
     }
 }
@@ -500,14 +509,19 @@ where
         .spawn(move || {
             let run = std::panic::AssertUnwindSafe(|| {
                 handler.on_start();
-                // Relaxed: see `stop_and_join`.
-                while !stopping.load(crate::loom::Ordering::Relaxed) {
+                // Acquire: pairs with `stop_and_join`'s Release. A stop
+                // asked for after the close drains what is left: the
+                // handler given back has seen every event (the loop ends at
+                // `Closed`).
+                while !stopping.load(crate::loom::Ordering::Acquire)
+                    || poller.bus.closed_at().is_some()
+                {
                     // As a stage: `on_batch_start` before each batch.
                     let handler = &mut handler;
                     let starts = std::cell::RefCell::new(handler);
                     let polled = poller.wait_then_handle_batch(
                         crate::wait_strategy::deadline_after(Subscription::<H>::STOP_LATENCY),
-                        usize::MAX,
+                        Subscription::<H>::MAX_BATCH,
                         |n| starts.borrow_mut().on_batch_start(n),
                         |e, seq, eob| starts.borrow_mut().on_event(e, seq, eob),
                     );

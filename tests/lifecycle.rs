@@ -272,8 +272,9 @@ struct Observed {
     stage_counts: Mutex<Vec<(usize, u64)>>,
     /// Per sequence: how many pool workers handled it.
     pool_hits: Vec<AtomicU8>,
-    /// Pollers that stayed to the end: (first sequence after the join, one
-    /// past the last sequence they saw).
+    /// Pollers that stayed to the end, and subscriptions unsubscribed after
+    /// it: (first sequence after the join, one past the last sequence they
+    /// saw).
     pollers_to_the_end: Mutex<Vec<(Sequence, Sequence)>>,
     /// Events the failing stage handed to its dead-letter sink.
     dead_letters: AtomicU64,
@@ -558,11 +559,16 @@ prod!(
 );
 
 /// A runtime subscription's handler (`subscribe_with`): checks what it sees.
-struct SubscriptionCheck(PollCheck);
+/// With `.1`, a slow one (a nap every eighth event), so that it is behind
+/// when the case ends and a stop finds a batch in hand.
+struct SubscriptionCheck(PollCheck, bool);
 
 impl<E: Ev> EventHandler<E> for SubscriptionCheck {
     fn on_event(&mut self, e: &E, s: Sequence, _b: bool) {
         self.0.see(e.core(), s);
+        if self.1 && s % 8 == 0 {
+            thread::sleep(Duration::from_micros(20));
+        }
     }
 }
 
@@ -1595,7 +1601,8 @@ fn control<E: Ev, P: Prod<E> + 'static>(
             }
         }
         if topology.pollers && rng.chance(15) {
-            if let Some(s) = p.subscribe_with(SubscriptionCheck(PollCheck::new())) {
+            let slow = extra.chance(50);
+            if let Some(s) = p.subscribe_with(SubscriptionCheck(PollCheck::new(), slow)) {
                 subscriptions.push(s);
             }
         }
@@ -1655,7 +1662,13 @@ fn control<E: Ev, P: Prod<E> + 'static>(
         join(poller.thread);
     }
     for s in subscriptions {
-        assert!(s.unsubscribe().is_some(), "a subscription's check failed");
+        let check = s.unsubscribe().expect("a subscription's check failed");
+        // Unsubscribed after the end: it hands its handler every event
+        // left first, so one that saw any saw them to the last (checked
+        // against what was acknowledged, in a clean case).
+        if let Some(end) = check.0.next {
+            observed.pollers_to_the_end.lock().unwrap().push((end, end));
+        }
     }
     outcome
 }

@@ -540,3 +540,50 @@ fn a_subscription_announces_each_batch_with_its_size() {
         assert_eq!(b.ends, b.sizes.len() as u64);
     });
 }
+
+/// A subscription stopped after its bus closed hands its handler every
+/// event first ("it ends when the bus closes, after the last event"): one
+/// that is still behind when the producer is dropped or shut down used to
+/// stop after the batch in hand, and the handler given back had missed
+/// the rest. Batches are at most `MAX_BATCH` events, so a stop on an open
+/// bus waits for one batch at most.
+#[test]
+fn a_subscription_stopped_after_the_close_hands_over_every_event() {
+    #[derive(Default)]
+    struct Slow {
+        events: u64,
+        largest: u64,
+    }
+    impl ringbus::EventHandler<Event> for Slow {
+        fn on_event(&mut self, e: &Event, _: Sequence, _: bool) {
+            assert_eq!(e.value, self.events, "out of order");
+            self.events += 1;
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        fn on_batch_start(&mut self, n: u64) {
+            self.largest = self.largest.max(n);
+        }
+    }
+    let n = if cfg!(miri) { 40 } else { 1000 };
+    for shutdown in [false, true] {
+        bounded(60, move || {
+            let p = ringbus::multi_producer(1024, Event::default, Blocking).build();
+            let subscription = p.subscribe_with(Slow::default()).unwrap();
+            for i in 0..n {
+                p.publish(|e| e.set(i)).unwrap();
+            }
+            if shutdown {
+                p.shutdown().unwrap();
+            } else {
+                drop(p);
+            }
+            let slow = subscription.unsubscribe().expect("handed back");
+            assert_eq!(slow.events, n, "shutdown {shutdown}");
+            assert!(
+                slow.largest <= ringbus::Subscription::<Slow>::MAX_BATCH as u64,
+                "a batch of {}",
+                slow.largest
+            );
+        });
+    }
+}
