@@ -59,9 +59,14 @@
 //! stop the ingress with [`IngressError::Recovery`]; nothing is acked
 //! that was not published.
 //!
-//! A payload that does not decode goes to the dead-letter subject, with the
-//! reason in the `Ringbus-Dead-Reason` header, and counts as handled once
-//! the dead letter is sent.
+//! A payload that does not decode (the codec returns an error, or panics)
+//! goes to the dead-letter subject, with the reason in the
+//! `Ringbus-Dead-Reason` header (`the codec panicked: ..` for a panic), and
+//! counts as handled once the dead letter is sent.
+//!
+//! A bus that refuses publishes (halted, a stage failed under a halting
+//! policy, closed) stops the ingress with [`IngressError::Bus`], also
+//! while its ring is full or the stream is idle.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
@@ -340,8 +345,8 @@ type Ended<P> = OffThread<(P, u64, Option<IngressError>)>;
 /// it on a thread of its own if dropped holding it: dropping the last
 /// producer drains the bus and joins its stages, which must not happen on
 /// the runtime's thread (an egress stage of the same link would wait on
-/// that very thread). The task's future is dropped there when it ends by
-/// a panic (in the codec).
+/// that very thread). The task's future is dropped there if it ends by a
+/// panic (the codec's are caught: see `hand_on`).
 struct OffThread<T: Send + 'static>(Option<T>);
 
 impl<T: Send + 'static> std::ops::Deref for OffThread<T> {
@@ -659,6 +664,12 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
         let mut backoff = Duration::from_millis(10);
         while !stop.load(Ordering::Relaxed) {
             self.ack_handled().await;
+            // A halted or closed bus: stop now. A full ring would never
+            // make room (the publish below, which would learn it, is not
+            // tried then), and an idle stream would not be read again.
+            if let Some(refused) = self.refusal() {
+                return Err(refused);
+            }
             let room = self.producer.remaining_capacity().min(self.options.batch);
             if room == 0 {
                 // A full ring: fetch nothing until the stages make room.
@@ -921,7 +932,15 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
         run: &mut ToPublish<E>,
         stop: &AtomicBool,
     ) -> Result<bool, IngressError> {
-        match self.codec.decode(&payload) {
+        // A codec that panics on a payload is a payload that does not
+        // decode: dead-lettered like one, rather than ending the ingress
+        // (whose next start on this durable would panic at it again).
+        let decoded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.codec.decode(&payload)))
+                .unwrap_or_else(|panic| {
+                    Err(format!("the codec panicked: {}", panic_message(&*panic)).into())
+                });
+        match decoded {
             Ok(event) => {
                 run.push((Some(event), stream_sequence, message));
                 if run.len() >= self.producer.capacity() {
@@ -1101,6 +1120,16 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
         tokio::time::sleep(failing.backoff).await;
         failing.backoff = (failing.backoff * 2).min(Duration::from_secs(1));
         Ok(true)
+    }
+
+    /// Why the bus refuses publishes, if it does (halted, a stage failed
+    /// under a halting policy, closed): what an empty batch is answered.
+    fn refusal(&mut self) -> Option<IngressError> {
+        match self.producer.try_batch_publish(0, |_| {}) {
+            Err(TryPublishError::Halted) => Some(IngressError::Bus(PublishError::Halted)),
+            Err(TryPublishError::Closed) => Some(IngressError::Bus(PublishError::Closed)),
+            _ => None,
+        }
     }
 
     /// Publishes `run` into the ring, in batches of at most the room the
@@ -1340,4 +1369,14 @@ mod tests {
         assert!(!subject_matches("orders.new", "orders.new.eu"));
         assert!(!subject_matches("orders.new.eu", "orders.new"));
     }
+}
+
+/// The message of a panic's payload (a `&str` or a `String`, as `panic!`
+/// makes them).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }

@@ -1533,55 +1533,119 @@ impl ringbus::codec::Codec<Ev> for PanicsAt {
     }
 }
 
+/// A codec that panics on a payload: the payload is dead-lettered, as one
+/// that does not decode, and the ingress goes on with the next. (It used to
+/// end the ingress with `Panicked`, and every later ingress on the durable
+/// panicked at the same message.)
 #[test]
-fn a_panicking_codec_stops_the_ingress_without_holding_the_link() {
+fn a_panicking_codec_dead_letters_the_payload_and_the_ingress_goes_on() {
     let server = common::single("");
     let link = link(&server.url());
     ensure_stream(&link, 1);
     let mut source = ringbus::single_producer(64, Ev::default, Blocking)
         .egress_to(link.egress(Postcard, EgressOptions::new("ev.in", "source")))
         .build();
-    for n in 0..10 {
+    for n in 0..20 {
         source.publish(|e| *e = Ev { producer: 0, n }).unwrap();
     }
-    // A relay whose bus's egress runs on the same link as its ingress and
-    // is busy retrying when the codec panics: its retries need the link's
-    // runtime.
-    let bus = busy_relay(&link);
+    source.shutdown().unwrap();
+    let seen: Seen = Arc::default();
+    let client = link.client().clone();
+    let mut sub = link
+        .handle()
+        .block_on(client.subscribe("EV.dead-letter"))
+        .unwrap();
     let ingress = link
         .ingress(
             PanicsAt(10),
-            IngressOptions::new("EV", "panics")
-                .filter_subject("ev.in")
-                .drain_timeout(Duration::from_millis(100)),
-            bus,
+            IngressOptions::new("EV", "panics").filter_subject("ev.in"),
+            recording_bus(8, &seen),
         )
         .unwrap();
-    wait_until(&ingress, || ingress.report().published >= 10);
-    assert_eq!(ingress.report().published, 10);
-    std::thread::sleep(Duration::from_millis(100));
-    // The next event panics in the codec, on the link's runtime thread.
-    source.publish(|e| *e = Ev { producer: 0, n: 10 }).unwrap();
-    source.shutdown().unwrap();
-    // On a thread, so that a hang fails the test instead of hanging it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        wait_until(&ingress, || false);
-        let finished = ingress.is_finished();
-        let stopped = ingress
-            .stop()
-            .map(|_| ())
-            .map_err(|(p, e)| (p.is_some(), e));
-        let _ = tx.send((finished, stopped));
+    let letter = link.handle().block_on(async {
+        use futures_util::StreamExt;
+        let next = tokio::time::timeout(Duration::from_secs(20), sub.next()).await;
+        next.expect("a dead letter in time").unwrap()
     });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok((true, Err((false, IngressError::Panicked(why))))) => {
-            assert!(why.contains("panic"), "{why}")
-        }
-        Ok(other) => panic!("expected a finished ingress and Panicked, got {other:?}"),
-        Err(_) => panic!("the ingress hung after a panic in its codec"),
-    }
-    // The relay's bus is being shut down off the runtime's thread (its
-    // egress still retrying); the link still answers.
+    wait_until(&ingress, || seen.lock().unwrap().len() >= 19);
+    assert!(!ingress.is_finished(), "the ingress ended");
+    let (bus, report) = ingress.stop().map_err(|(_, e)| e).unwrap();
+    bus.shutdown().unwrap();
+    let expected: Vec<u64> = (0..20).filter(|&n| n != 10).collect();
+    let got: Vec<u64> = seen.lock().unwrap().iter().map(|e| e.n).collect();
+    assert_eq!(got, expected);
+    assert_eq!((report.dead_lettered, report.published), (1, 19));
+    let reason = letter
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Ringbus-Dead-Reason"))
+        .expect("a reason")
+        .to_string();
+    assert!(
+        reason.contains("the codec panicked: planned panic in a codec at 10"),
+        "{reason}"
+    );
     assert_link_answers(&link);
+}
+
+/// A bus whose stage fails (halting it) stops the ingress by itself, with
+/// `IngressError::Bus(Halted)`: with the ring full (the ingress used to
+/// wait for room for ever, fetching nothing, and `stop` then reported
+/// success after the drain timeout), and with room but a stream gone idle
+/// (it used to learn of the halt only from the next message).
+#[test]
+fn a_halted_bus_stops_the_ingress_full_ring_or_idle_stream() {
+    let server = common::single("");
+    let link = link(&server.url());
+    ensure_stream(&link, 1);
+    for (total, subject, durable) in [
+        (300, "ev.halt.full", "halt-full"),
+        (101, "ev.halt.idle", "halt-idle"),
+    ] {
+        let mut source = ringbus::single_producer(512, Ev::default, Blocking)
+            .egress_to(link.egress(Postcard, EgressOptions::new(subject, durable)))
+            .build();
+        for n in 0..total {
+            source.publish(|e| *e = Ev { producer: 0, n }).unwrap();
+        }
+        source.shutdown().unwrap();
+        // Event 100 fails (the default policy halts); the stage is slow,
+        // so the ingress keeps the ring of 8 full.
+        let bus = ringbus::single_producer(8, Ev::default, Blocking)
+            .handle_events_with(move |e: &Ev, _: Sequence, _: bool| {
+                std::thread::sleep(Duration::from_millis(1));
+                assert_ne!(e.n, 100, "event 100 fails");
+            })
+            .build();
+        let ingress = link
+            .ingress(
+                Postcard,
+                IngressOptions::new("EV", durable)
+                    .filter_subject(subject)
+                    .batch(4)
+                    .drain_timeout(Duration::from_millis(200)),
+                bus,
+            )
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            wait_until(&ingress, || false);
+            let finished = ingress.is_finished();
+            let stopped = ingress
+                .stop()
+                .map(|(_, report)| report.published)
+                .map_err(|(p, e)| (p.map(|p| p.shutdown().is_err()), e));
+            let _ = tx.send((finished, stopped));
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((
+                true,
+                Err((Some(true), IngressError::Bus(ringbus::PublishError::Halted))),
+            )) => {}
+            Ok(other) => panic!(
+                "{total} events: expected a finished ingress, Halted and the producer, got {other:?}"
+            ),
+            Err(_) => panic!("{total} events: stop hung"),
+        }
+    }
 }
