@@ -797,3 +797,39 @@ fn a_timed_out_shutdown_reports_a_slow_stages_progress_and_halts_it_soon() {
         assert!(later < 2000);
     });
 }
+
+/// A `shutdown_timeout` that timed out and halted the bus, while another
+/// clone's plain `shutdown` waited: both report `TimedOut` ("every
+/// `shutdown` call, on any clone, sees the same outcome"). The plain one,
+/// woken by the stages the halt ended, used to record `Ok` first when it
+/// got there before the timed-out one, and both then said `Ok` over a bus
+/// that had not drained.
+#[test]
+fn a_timed_out_shutdown_is_every_clones_outcome() {
+    let rounds = if cfg!(miri) { 2 } else { 12 };
+    for round in 0..rounds {
+        bounded(60, move || {
+            let p = ringbus::multi_producer(1024, Event::default, Blocking)
+                .handle_events_with(|_: &Event, _: Sequence, _: bool| {
+                    std::thread::sleep(Duration::from_millis(1));
+                })
+                .build();
+            for i in 0..300 {
+                p.publish(|e| e.set(i)).unwrap();
+            }
+            let other = p.clone();
+            let waiting = std::thread::spawn(move || other.shutdown());
+            std::thread::sleep(Duration::from_millis(5));
+            let timed = p.shutdown_timeout(Duration::from_millis(20));
+            let plain = waiting.join().unwrap();
+            for (who, outcome) in [("timed", &timed), ("plain", &plain)] {
+                match outcome {
+                    Err(ShutdownError::TimedOut(report)) => {
+                        assert!(report.stages[0].processed < 300, "round {round}: {who}")
+                    }
+                    other => panic!("round {round}: {who}: expected TimedOut, got {other:?}"),
+                }
+            }
+        });
+    }
+}

@@ -25,6 +25,10 @@ pub(super) struct JoinState {
     /// several sharing it), in the order the stages were added.
     handles: Vec<(Vec<usize>, Option<StageThread>)>,
     outcome: Option<(Verdict, Vec<StageReport>)>,
+    /// A caller's deadline passed and it halted the bus: whoever records
+    /// the outcome says `TimedOut`, also a caller without a deadline that
+    /// got there first (it saw the stages end because of that halt).
+    timed_out: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -40,6 +44,7 @@ impl JoinState {
         JoinState {
             handles: Vec::new(),
             outcome: None,
+            timed_out: false,
         }
     }
 }
@@ -124,6 +129,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         };
         let timed_out = parking::park(self.signals.bus(), deadline, all_done).is_err();
         if timed_out {
+            // Before the halt: a caller that sees the stages end because of
+            // it (and records the outcome first) sees this too.
+            loom::lock(&self.joining).timed_out = true;
             self.halt();
             if !cfg!(loom) {
                 // Loom has no clock: its timed waits never time out.
@@ -166,7 +174,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         let (reports, handlers): (Vec<_>, Vec<_>) = by_stage.into_iter().flatten().unzip();
         let verdict = if reports.iter().any(|r| r.failure.is_some()) {
             Verdict::StageFailed
-        } else if timed_out || reports.iter().any(|r| r.still_running) {
+        } else if timed_out || state.timed_out || reports.iter().any(|r| r.still_running) {
             Verdict::TimedOut
         } else {
             Verdict::Clean
