@@ -91,6 +91,9 @@ pub(crate) enum MarkFailure {
     /// while it waited out `Busy` (`try_publish`, `publish_timeout`): the
     /// slot is left unmarked, released later as a dead claimant's is.
     Limit,
+    /// (A producer's.) The bus closed while it waited out `Busy` or
+    /// `Behind`: the publish says `Closed`, the slot left unmarked.
+    Closed,
 }
 
 /// Marks `seq` as being written by producer entry `me` (its index + 1).
@@ -446,19 +449,26 @@ pub(crate) fn release_dead_writer(region: &Region, index: usize) {
     let owner = index + 1;
     for i in 0..region.layout.capacity as u64 {
         let mark = region.mark(i);
-        let m = Mark(mark.load(Ordering::Acquire));
-        if m.owner() == owner && matches!(m.state(), WRITING | GIVEN_UP) {
+        let mut m = Mark(mark.load(Ordering::Acquire));
+        // Again while the mark is still the dead writer's: a consumer may
+        // give a WRITING mark up (to GIVEN_UP, which it saw owned by the
+        // live new owner) between the load and the exchange; left so, the
+        // slot would be refused to every later round (`begin_write`: Busy).
+        while m.owner() == owner && matches!(m.state(), WRITING | GIVEN_UP) {
             let released = Mark::new(m.round(), owner, RELEASED);
-            if mark
-                .compare_exchange(m.0, released.0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-                && m.state() == WRITING
-            {
-                region
-                    .control()
-                    .stats
-                    .given_up
-                    .fetch_add(1, Ordering::Relaxed);
+            // AcqRel: as `give_up`'s exchange, with which it races.
+            match mark.compare_exchange(m.0, released.0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    if m.state() == WRITING {
+                        region
+                            .control()
+                            .stats
+                            .given_up
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    break;
+                }
+                Err(now) => m = Mark(now),
             }
         }
     }

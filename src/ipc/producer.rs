@@ -326,7 +326,9 @@ impl<E: Pod> IpcProducer<E> {
     }
 
     /// Like [`publish`](IpcProducer::publish), waiting at most `timeout`
-    /// for room.
+    /// for room. (Multi producer: as [`try_publish`](Self::try_publish),
+    /// behind an earlier lap's claim that was never marked it may wait up
+    /// to the bus's `hole_timeout` more.)
     ///
     /// # Errors
     /// [`IpcPublishError::Timeout`], or as for `publish`.
@@ -408,6 +410,9 @@ impl<E: Pod> IpcProducer<E> {
                     }
                     self.let_go(seq + 1..first + n as u64);
                     self.unshow_wait();
+                    if failure == MarkFailure::Closed {
+                        return Err(IpcPublishError::Closed);
+                    }
                     return Err(IpcPublishError::GivenUp {
                         sequence: first,
                         lost: n,
@@ -539,7 +544,9 @@ impl<E: Pod> IpcProducer<E> {
                         continue;
                     }
                 }
-                Err(MarkFailure::Busy | MarkFailure::Behind) => return Err(MarkFailure::GivenUp),
+                // Closed meanwhile: the publish says so (not `GivenUp`,
+                // whose "publish it again" cannot work on a closed bus).
+                Err(MarkFailure::Busy | MarkFailure::Behind) => return Err(MarkFailure::Closed),
                 other => return other,
             }
             tries += 1;
