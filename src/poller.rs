@@ -276,6 +276,19 @@ where
             Ok(Some(available))
         } else if self.bus.is_halted() {
             Err(PollError::Halted)
+        } else if self.bus.refuses_producers() && next > self.bus.sequencer.claimed() {
+            // A stage failed: producers are refused, and every claim made
+            // was passed (a claim in flight is published, and wakes us):
+            // nothing more comes, so say so rather than wait for ever, and
+            // say `Halted` as producers do, also once the bus is closed
+            // (shut down after the failure). Look once more first, as
+            // below.
+            let available = self.scan_for(next);
+            if available >= next {
+                Ok(Some(available))
+            } else {
+                Err(PollError::Halted)
+            }
         } else if self.bus.nothing_more_at(next) {
             // Seen after the producers' last publish: look once more.
             let available = self.scan_for(next);
@@ -283,17 +296,6 @@ where
                 Ok(Some(available))
             } else {
                 Err(PollError::Closed)
-            }
-        } else if self.bus.refuses_producers() && next > self.bus.sequencer.claimed() {
-            // A stage failed: producers are refused, and every claim made
-            // was passed (a claim in flight is published, and wakes us):
-            // nothing more comes until a shutdown, so say so rather than
-            // wait for ever. Look once more first, as above.
-            let available = self.scan_for(next);
-            if available >= next {
-                Ok(Some(available))
-            } else {
-                Err(PollError::Halted)
             }
         } else {
             Ok(None)

@@ -587,3 +587,42 @@ fn a_subscription_stopped_after_the_close_hands_over_every_event() {
         });
     }
 }
+
+/// A poller of a bus whose stage failed (halting it) says `Halted`, as the
+/// producers do, also once the bus was shut down after the failure: it
+/// used to say `Closed` then, so whether a poller on another thread said
+/// `Halted` or `Closed` depended on when it looked.
+#[test]
+fn a_poller_says_halted_after_a_failure_also_once_the_bus_is_shut_down() {
+    for drop_it in [false, true] {
+        bounded(30, move || {
+            let p = ringbus::multi_producer(1024, Event::default, Blocking)
+                .handle_events_with(|e: &Event, _: Sequence, _: bool| {
+                    assert_ne!(e.value, 3, "event 3 fails");
+                })
+                .build();
+            let mut q = p.subscribe().unwrap();
+            for i in 0..10 {
+                let _ = p.publish(|e| e.set(i));
+            }
+            // Wait for the failure (`try_publish`: a publish that claimed
+            // would wait for room the unpolled poller never frees).
+            while p.try_publish(|e| e.set(99)) != Err(ringbus::TryPublishError::Halted) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if drop_it {
+                drop(p);
+            } else {
+                assert!(p.shutdown().is_err());
+            }
+            let mut seen = 0;
+            let err = loop {
+                match q.poll(64, |_, _, _| seen += 1) {
+                    Ok(_) => {}
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(err, PollError::Halted, "drop {drop_it}, {seen} events seen");
+        });
+    }
+}
