@@ -463,3 +463,43 @@ fn an_async_producer_evicts_a_lag_limited_subscriber_that_holds_it() {
         producer.shutdown().unwrap();
     });
 }
+
+/// A publish waiting (async) on a full ring when another clone halts the
+/// bus and then shuts it down says `Halted`, as a blocking publish does
+/// ("later publishes return `Err(Halted)`, including producers already
+/// waiting on a full ring"); polled again only after the close, it used
+/// to say `Closed`.
+#[test]
+fn an_async_publish_waiting_on_a_full_ring_says_halted_after_a_halt_and_a_close() {
+    use std::future::Future;
+    use std::sync::atomic::AtomicBool;
+    bounded(30, || {
+        let stuck = Arc::new(AtomicBool::new(true));
+        let hold = Arc::clone(&stuck);
+        let producer = ringbus::multi_producer(4, Event::default, Blocking)
+            .handle_events_with(move |_: &Event, _: Sequence, _: bool| {
+                while hold.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .build();
+        for i in 0..4 {
+            // Four fill the ring; the stage holds the first.
+            producer.publish(|e| e.set(i)).unwrap();
+        }
+        let runtime = current_thread();
+        let waiting = producer.clone();
+        let mut publish = Box::pin(waiting.publish_async(|e| e.set(99)));
+        let first = runtime.block_on(std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(publish.as_mut().poll(cx))
+        }));
+        assert!(first.is_pending(), "the ring was full");
+        producer.halt();
+        let other = producer.clone();
+        let _ = other.shutdown_timeout(Duration::from_millis(10));
+        assert_eq!(runtime.block_on(publish), Err(PublishError::Halted));
+        stuck.store(false, Ordering::Relaxed);
+        drop(waiting);
+        drop(producer);
+    });
+}

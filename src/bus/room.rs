@@ -173,10 +173,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     ) -> std::task::Poll<Result<Sequence, Interrupt>> {
         let evicted = std::cell::Cell::new(false);
         let found = parking::register(&ProducerSources(self), waker, || {
-            // Another handle closed the bus: nothing more is accepted.
-            if self.closed_at().is_some() {
-                return Err(Interrupt::Closed);
-            }
+            // A halt first, then a close on another handle (`Closed`), as
+            // the blocking wait answers them (`room_for`).
             self.room_for(last, before, false, &evicted)
         });
         if evicted.get() {
