@@ -183,7 +183,10 @@ impl IngressOptions {
     }
 
     /// How long [`Ingress::stop`] waits for the bus to handle what was
-    /// published before it acks and returns (5 s by default).
+    /// published before it acks and returns (5 s by default). With the
+    /// server gone `stop` returns about this long after it was called:
+    /// nothing waits for the server (what could not be acked counts as
+    /// `unacked`, and is delivered again).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
@@ -686,10 +689,11 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
                 .max_messages(room)
                 .expires(self.options.idle_wait)
                 .messages();
-            let mut messages = match tokio::time::timeout(NETWORK_WAIT, fetched).await {
-                Ok(Ok(messages)) => messages,
+            let mut messages = match or_stop(fetched, stop, NETWORK_WAIT).await {
+                Some(Ok(messages)) => messages,
+                None if stop.load(Ordering::Relaxed) => return Ok(()),
                 _ => {
-                    self.fetch_failed(&mut backoff).await;
+                    self.fetch_failed(&mut backoff, stop).await;
                     continue;
                 }
             };
@@ -699,6 +703,9 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
                 let first = match tokio::time::timeout(FETCH_TICK, messages.next()).await {
                     Ok(Some(first)) => first,
                     Ok(None) => break,
+                    // Nothing yet, and told to stop: what this fetch still
+                    // brings is not taken (nor acked: delivered again).
+                    Err(_) if stop.load(Ordering::Relaxed) => return Ok(()),
                     Err(_) => {
                         // Nothing yet. The server ends the fetch after the
                         // idle wait; when its request or that end was lost
@@ -715,7 +722,7 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
                             None => now >= requested + self.options.idle_wait + NETWORK_WAIT,
                         };
                         if given_up {
-                            self.fetch_failed(&mut backoff).await;
+                            self.fetch_failed(&mut backoff, stop).await;
                             break;
                         }
                         continue;
@@ -736,7 +743,7 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
                     return Ok(());
                 }
                 if failed {
-                    self.fetch_failed(&mut backoff).await;
+                    self.fetch_failed(&mut backoff, stop).await;
                     break;
                 }
                 backoff = Duration::from_millis(10);
@@ -766,10 +773,11 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
             .load(Ordering::Relaxed)
     }
 
-    async fn fetch_failed(&mut self, backoff: &mut Duration) {
-        // The client reconnects on its own; wait a little and fetch again.
+    async fn fetch_failed(&mut self, backoff: &mut Duration, stop: &AtomicBool) {
+        // The client reconnects on its own; wait a little (less when told
+        // to stop) and fetch again.
         self.counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(*backoff).await;
+        let _ = or_stop(std::future::pending::<()>(), stop, *backoff).await;
         *backoff = (*backoff * 2).min(Duration::from_secs(1));
     }
 
@@ -1247,8 +1255,12 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
             return;
         }
         let handled = self.producer.minimum_gating_sequence();
+        // Not while disconnected: an ack then waits (up to `NETWORK_WAIT`)
+        // once the client's command channel is full, at every pass of the
+        // loops that call this; acked once the client is back.
+        let connected = self.link.client().connection_state() == State::Connected;
         while let Some(front) = self.pending.front() {
-            if front.ring > handled {
+            if front.ring > handled || (front.message.is_some() && !connected) {
                 break;
             }
             // A message read from the stream (its delivery lost) has no
@@ -1274,7 +1286,7 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
         // connection; the rest count as unacked if the ingress stops first.
         // Not while disconnected: a flush then waits for the reconnection,
         // and every pass of the loops that call this would wait it out.
-        if self.unflushed > 0 && self.link.client().connection_state() == State::Connected {
+        if self.unflushed > 0 && connected {
             self.flush().await;
         }
     }
@@ -1299,11 +1311,21 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
             let _ = tokio::time::timeout_at(deadline, self.ack_handled()).await;
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let _ = tokio::time::timeout_at(deadline + NETWORK_WAIT, self.ack_handled()).await;
+        // With the server gone, nothing more goes out: the acks and naks
+        // would only wait (up to `NETWORK_WAIT` each) for a connection, so
+        // `stop` returns about the drain timeout after it was asked to.
+        let connected = self.link.client().connection_state() == State::Connected;
+        if connected {
+            let _ = tokio::time::timeout_at(deadline + NETWORK_WAIT, self.ack_handled()).await;
+        }
         // What the bus did not handle in time, or whose ack did not go
         // out: delivered again at once (those acked but never written out
         // come again after the ack wait).
         let mut unacked = self.pending.len() as u64 + self.unflushed;
+        if !connected {
+            self.pending.clear();
+            return unacked;
+        }
         for p in self.pending.drain(..) {
             if let Some(message) = p.message {
                 let nak = message.ack_with(AckKind::Nak(None));
@@ -1379,4 +1401,24 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)")
+}
+
+/// `fut`'s output, or `None` once `limit` passed or `stop` was set (looked
+/// at every `FETCH_TICK`).
+async fn or_stop<F: std::future::Future>(
+    fut: F,
+    stop: &AtomicBool,
+    limit: Duration,
+) -> Option<F::Output> {
+    let deadline = tokio::time::Instant::now() + limit;
+    tokio::pin!(fut);
+    loop {
+        let tick = deadline.min(tokio::time::Instant::now() + FETCH_TICK);
+        match tokio::time::timeout_at(tick, &mut fut).await {
+            Ok(output) => return Some(output),
+            Err(_) if stop.load(Ordering::Relaxed) => return None,
+            Err(_) if tokio::time::Instant::now() >= deadline => return None,
+            Err(_) => {}
+        }
+    }
 }
