@@ -468,6 +468,11 @@ struct Run<E, C, P: Send + 'static> {
     unrecovered: Unrecovered,
     /// The consumer's filter (`>` for none), as the server has it.
     filter: String,
+    /// The most messages a fetch may ask for (the durable's `max_batch`),
+    /// and how long the server keeps a fetch open (the idle wait, or the
+    /// durable's `max_expires` if shorter): a fetch over either is refused.
+    fetch_at_most: usize,
+    expires: Duration,
     /// The stream, to read lost deliveries from directly.
     stream: async_nats::jetstream::stream::Stream,
     _event: std::marker::PhantomData<fn() -> E>,
@@ -511,6 +516,14 @@ impl<P: Send + 'static> Ingress<P> {
             ("", _) => ">".to_owned(),
             (one, _) => one.to_owned(),
         };
+        let fetch_at_most = usize::try_from(config.max_batch)
+            .ok()
+            .filter(|&most| most > 0)
+            .unwrap_or(usize::MAX);
+        let expires = match config.max_expires {
+            most if most.is_zero() => options.idle_wait,
+            most => options.idle_wait.min(most),
+        };
         let run_link = link.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
@@ -530,6 +543,8 @@ impl<P: Send + 'static> Ingress<P> {
             unsent_dead_letters: BTreeSet::new(),
             unrecovered: Unrecovered::default(),
             filter,
+            fetch_at_most,
+            expires,
             stream,
             _event: std::marker::PhantomData,
         };
@@ -644,6 +659,13 @@ fn check_consumer(options: &IngressOptions, config: &consumer::Config) -> Result
             "ack policy Explicit".into(),
         ));
     }
+    if config.headers_only {
+        // Every payload would come empty, and fail to decode.
+        return Err(mismatch(
+            "headers only (no payloads)".into(),
+            "whole messages".into(),
+        ));
+    }
     let mut existing: Vec<&str> = config.filter_subjects.iter().map(String::as_str).collect();
     if !config.filter_subject.is_empty() {
         existing.push(&config.filter_subject);
@@ -686,8 +708,8 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
             // would wait for the server, the stop flag unread.
             let fetched = consumer
                 .fetch()
-                .max_messages(room)
-                .expires(self.options.idle_wait)
+                .max_messages(room.min(self.fetch_at_most))
+                .expires(self.expires)
                 .messages();
             let mut messages = match or_stop(fetched, stop, NETWORK_WAIT).await {
                 Some(Ok(messages)) => messages,
@@ -718,8 +740,8 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
                             reconnected = Some(now);
                         }
                         let given_up = match reconnected {
-                            Some(at) => now >= at + self.options.idle_wait + RECONNECT_GRACE,
-                            None => now >= requested + self.options.idle_wait + NETWORK_WAIT,
+                            Some(at) => now >= at + self.expires + RECONNECT_GRACE,
+                            None => now >= requested + self.expires + NETWORK_WAIT,
                         };
                         if given_up {
                             self.fetch_failed(&mut backoff, stop).await;

@@ -88,9 +88,11 @@ pub enum LinkError {
     /// The link's own runtime could not start.
     Runtime(std::io::Error),
     /// The ingress's durable consumer exists with a configuration the
-    /// ingress cannot go by: an ack policy other than `Explicit`, or a
-    /// filter other than the options'. An existing durable keeps its
-    /// configuration; delete it or change the options.
+    /// ingress cannot go by: an ack policy other than `Explicit`, a filter
+    /// other than the options', or headers only. (Its `max_batch` and
+    /// `max_expires` are kept: the ingress's fetches ask for no more.) An
+    /// existing durable keeps its configuration; delete it or change the
+    /// options.
     ConsumerMismatch {
         /// The stream.
         stream: String,

@@ -1309,15 +1309,17 @@ fn an_existing_durable_that_does_not_fit_is_refused() {
     let js = link.jetstream();
     link.handle().block_on(async {
         let stream = js.get_stream("EV").await.unwrap();
-        for (durable, filter, ack_policy) in [
-            ("fixed", "ev.rc.b", AckPolicy::Explicit),
-            ("cumulative", "", AckPolicy::All),
+        for (durable, filter, ack_policy, headers_only) in [
+            ("fixed", "ev.rc.b", AckPolicy::Explicit, false),
+            ("cumulative", "", AckPolicy::All, false),
+            ("headers", "ev.rc.b", AckPolicy::Explicit, true),
         ] {
             stream
                 .create_consumer(pull::Config {
                     durable_name: Some(durable.into()),
                     filter_subject: filter.into(),
                     ack_policy,
+                    headers_only,
                     ..Default::default()
                 })
                 .await
@@ -1351,6 +1353,9 @@ fn an_existing_durable_that_does_not_fit_is_refused() {
         text.contains("ack policy All") && text.contains("ack policy Explicit"),
         "{text}"
     );
+    // Headers only: every payload would come empty (each dead-lettered).
+    let text = refused(IngressOptions::new("EV", "headers").filter_subject("ev.rc.b"));
+    assert!(text.contains("headers only"), "{text}");
     // The same filter: taken as it is.
     let ingress = link
         .ingress(
@@ -1653,4 +1658,48 @@ fn a_halted_bus_stops_the_ingress_full_ring_or_idle_stream() {
             Err(_) => panic!("{total} events: stop hung"),
         }
     }
+}
+
+/// A durable whose `max_batch` and `max_expires` are below what the
+/// ingress asks a fetch for (its batch, its idle wait): the server refuses
+/// such fetches (409), and the ingress retried them for ever, publishing
+/// nothing. Its fetches now ask for no more than the durable allows.
+#[test]
+fn a_durable_with_small_fetch_limits_is_read_within_them() {
+    use ringbus_nats::async_nats::jetstream::consumer::{pull, AckPolicy};
+    let server = common::single("");
+    let link = link(&server.url());
+    ensure_stream(&link, 1);
+    publish_alternating(&link, 0, 200);
+    let js = link.jetstream();
+    link.handle().block_on(async {
+        let stream = js.get_stream("EV").await.unwrap();
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some("small".into()),
+                filter_subject: "ev.rc.a".into(),
+                ack_policy: AckPolicy::Explicit,
+                max_batch: 3,
+                max_expires: Duration::from_millis(50),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    });
+    let seen: Seen = Arc::default();
+    let ingress = link
+        .ingress(
+            Postcard,
+            IngressOptions::new("EV", "small")
+                .filter_subject("ev.rc.a")
+                .batch(64)
+                .idle_wait(Duration::from_millis(200)),
+            recording_bus(64, &seen),
+        )
+        .unwrap();
+    wait_until(&ingress, || seen.lock().unwrap().len() >= 100);
+    let (bus, report) = ingress.stop().map_err(|(_, e)| e).unwrap();
+    bus.shutdown().unwrap();
+    check_every_even_once_in_order(&seen.lock().unwrap(), 200, "the bus");
+    assert_eq!(report.published, 100, "{report:?}");
 }
