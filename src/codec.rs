@@ -8,6 +8,40 @@ use serde::Serialize;
 
 use crate::fault::BoxError;
 
+/// `codec.decode(bytes)`, with a panic in it returned as an error
+/// (`the codec panicked: <message>`): what the journal's readers and the
+/// bridge's ingress do, so that one record or message a codec cannot take
+/// is reported (or dead-lettered) like any other that does not decode.
+///
+/// ```
+/// use ringbus::codec::{decode_catching, FnCodec};
+/// let mut strict = FnCodec(
+///     |e: &u8, out: &mut Vec<u8>| -> Result<(), std::io::Error> {
+///         out.push(*e);
+///         Ok(())
+///     },
+///     // Indexes without a check: an empty payload panics.
+///     |bytes: &[u8]| -> Result<u8, std::io::Error> { Ok(bytes[0]) },
+/// );
+/// assert_eq!(decode_catching(&mut strict, &[7]).unwrap(), 7);
+/// let err = decode_catching(&mut strict, &[]).unwrap_err();
+/// assert!(err.to_string().starts_with("the codec panicked: "), "{err}");
+/// ```
+///
+/// # Errors
+/// The codec's error, or its panic as one.
+pub fn decode_catching<E, C: Codec<E> + ?Sized>(
+    codec: &mut C,
+    bytes: &[u8],
+) -> Result<E, BoxError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec.decode(bytes))).unwrap_or_else(
+        |panic| {
+            let message = crate::report::panic_message(&*panic);
+            Err(format!("the codec panicked: {message}").into())
+        },
+    )
+}
+
 /// Turns events into bytes and back: the journal's records, the NATS
 /// bridge's message payloads.
 ///

@@ -308,6 +308,36 @@ fn a_torn_last_record_is_cut_off_and_the_numbering_goes_on() {
     });
 }
 
+/// A crash just after a roll made the next segment's file (its header not
+/// written yet), with `delete_before` having deleted every segment before
+/// it: the reopened journal goes on numbering from that segment's first
+/// sequence. It started again at 0 (the empty segment removed, nothing
+/// left to read the numbering from), and a replay from a snapshot point
+/// then skipped events.
+#[test]
+fn a_crash_after_a_roll_and_a_delete_before_keeps_the_numbering() {
+    bounded(30, || {
+        let dir = dir();
+        let options = JournalOptions::default().segment_bytes(1024);
+        write_orders(dir.path(), 100, options.clone());
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.next_sequence(), 100);
+        // The roll's new file, empty: the process died before writing its
+        // header. Then a snapshot at 100 deletes everything before it.
+        fs::File::create(dir.path().join(format!("{:020}.rbj", 100))).unwrap();
+        journal.delete_before(100).unwrap();
+        drop(journal);
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.next_sequence(), 100, "the numbering went back");
+        assert_eq!(journal.first_sequence(), 100);
+        drop(journal);
+        write_orders(dir.path(), 5, options);
+        let journal = Journal::open(dir.path()).unwrap();
+        let sequences: Vec<Sequence> = read_all(&journal).iter().map(|(s, _)| *s).collect();
+        assert_eq!(sequences, (100..105).collect::<Vec<_>>());
+    });
+}
+
 #[test]
 fn garbage_after_the_last_record_is_a_torn_write() {
     let dir = dir();
@@ -791,4 +821,56 @@ fn a_replay_into_another_bus_leaves_the_journal_stage_alone() {
         assert_eq!(events.len(), 150);
         assert_eq!(events[149].1, Order::new(0, 149));
     });
+}
+
+/// A codec that panics on a record: reading and replaying say
+/// `JournalError::Decode` for it (the codec's panic as the error), as for a
+/// record it cannot decode, instead of passing the panic on; the events
+/// before it come first.
+#[test]
+fn a_codec_panicking_on_a_record_is_a_decode_error() {
+    struct PanicsAt5;
+    impl Codec<Order> for PanicsAt5 {
+        fn encode(&mut self, o: &Order, out: &mut Vec<u8>) -> Result<(), ringbus::BoxError> {
+            Codec::<Order>::encode(&mut Postcard, o, out)
+        }
+        fn decode(&mut self, bytes: &[u8]) -> Result<Order, ringbus::BoxError> {
+            let o: Order = Codec::<Order>::decode(&mut Postcard, bytes)?;
+            assert_ne!(o, Order::new(0, 5), "planned panic");
+            Ok(o)
+        }
+    }
+    let dir = dir();
+    write_orders(dir.path(), 10, JournalOptions::default());
+    let journal = Journal::open(dir.path()).unwrap();
+    let read: Vec<_> = journal.events(0, PanicsAt5).unwrap().collect();
+    assert_eq!(read.len(), 6, "five events, then the error: {read:?}");
+    match &read[5] {
+        Err(JournalError::Decode {
+            sequence: 5,
+            source,
+        }) => {
+            assert!(
+                source.to_string().contains("the codec panicked: "),
+                "{source}"
+            )
+        }
+        other => panic!("expected a decode error at 5, got {other:?}"),
+    }
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = Arc::clone(&seen);
+    let mut producer = ringbus::single_producer(16, Order::default, Blocking)
+        .handle_events_with(move |_: &Order, _: Sequence, _: bool| {
+            s.fetch_add(1, Ordering::Relaxed);
+        })
+        .build();
+    let err = journal
+        .replay_into(&mut producer, PanicsAt5, 0)
+        .unwrap_err();
+    assert!(
+        matches!(err, JournalError::Decode { sequence: 5, .. }),
+        "{err}"
+    );
+    producer.shutdown().unwrap();
+    assert_eq!(seen.load(Ordering::Relaxed), 5);
 }

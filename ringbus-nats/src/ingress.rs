@@ -965,12 +965,7 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
         // A codec that panics on a payload is a payload that does not
         // decode: dead-lettered like one, rather than ending the ingress
         // (whose next start on this durable would panic at it again).
-        let decoded =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.codec.decode(&payload)))
-                .unwrap_or_else(|panic| {
-                    Err(format!("the codec panicked: {}", panic_message(&*panic)).into())
-                });
-        match decoded {
+        match ringbus::codec::decode_catching(&mut self.codec, &payload) {
             Ok(event) => {
                 run.push((Some(event), stream_sequence, message));
                 if run.len() >= self.producer.capacity() {
@@ -1397,34 +1392,6 @@ async fn nak_all<E>(run: &mut ToPublish<E>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::subject_matches;
-
-    #[test]
-    fn subjects_match_as_nats_filters_do() {
-        assert!(subject_matches("orders.new", "orders.new"));
-        assert!(!subject_matches("orders.new", "orders.old"));
-        assert!(subject_matches("orders.*", "orders.new"));
-        assert!(!subject_matches("orders.*", "orders.new.eu"));
-        assert!(subject_matches("orders.>", "orders.new.eu"));
-        assert!(!subject_matches("orders.>", "orders"));
-        assert!(subject_matches("*.new", "orders.new"));
-        assert!(!subject_matches("orders.new", "orders.new.eu"));
-        assert!(!subject_matches("orders.new.eu", "orders.new"));
-    }
-}
-
-/// The message of a panic's payload (a `&str` or a `String`, as `panic!`
-/// makes them).
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
-}
-
 /// `fut`'s output, or `None` once `limit` passed or `stop` was set (looked
 /// at every `FETCH_TICK`).
 async fn or_stop<F: std::future::Future>(
@@ -1442,5 +1409,23 @@ async fn or_stop<F: std::future::Future>(
             Err(_) if tokio::time::Instant::now() >= deadline => return None,
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn subjects_match_as_nats_filters_do() {
+        assert!(subject_matches("orders.new", "orders.new"));
+        assert!(!subject_matches("orders.new", "orders.old"));
+        assert!(subject_matches("orders.*", "orders.new"));
+        assert!(!subject_matches("orders.*", "orders.new.eu"));
+        assert!(subject_matches("orders.>", "orders.new.eu"));
+        assert!(!subject_matches("orders.>", "orders"));
+        assert!(subject_matches("*.new", "orders.new"));
+        assert!(!subject_matches("orders.new", "orders.new.eu"));
+        assert!(!subject_matches("orders.new.eu", "orders.new"));
     }
 }

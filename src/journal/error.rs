@@ -59,7 +59,8 @@ pub enum JournalError {
         /// The one it got.
         got: Sequence,
     },
-    /// A record could not be decoded (a changed event type, or another codec).
+    /// A record could not be decoded (a changed event type, or another
+    /// codec), or the codec panicked on it (`the codec panicked: ..`).
     Decode {
         /// The record's sequence.
         sequence: Sequence,

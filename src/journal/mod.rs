@@ -215,7 +215,8 @@ impl Journal {
     /// otherwise) and recovers it: a record that a crash left incomplete or
     /// half-written at the end of the last segment is cut off
     /// ([`recovered`](Journal::recovered) says where), and empty segments a
-    /// crash left behind are removed. Only the last segment is read in
+    /// crash left behind are removed (when one is the only segment left,
+    /// it is given its header instead: the numbering goes on from it). Only the last segment is read in
     /// full; damage in an earlier one shows when reading reaches it.
     ///
     /// # Errors
@@ -245,12 +246,35 @@ impl Journal {
         let writable = lock.is_some();
         let mut listed = list_segments(&dir)?;
         let mut recovered = None;
+        // The first sequence of a segment left out below: the numbering
+        // goes on from there even when no segment is left (the ones
+        // before it deleted by `delete_before`).
+        let mut unwritten_from = None;
         // Last segments shorter than a header: created, never written.
-        while let Some((_, path)) = listed.last() {
+        while let Some(&(from, ref path)) = listed.last() {
             let len = fs::metadata(path)
                 .map_err(|e| JournalError::io(path, "stat", e))?
                 .len();
             if len >= format::HEADER_LEN {
+                break;
+            }
+            if writable && listed.len() == 1 {
+                // The only segment (`delete_before` took the ones before
+                // it): written with its header, an empty segment, it keeps
+                // the numbering on disk for the next open too.
+                let header = format::encode_header(from);
+                let file = OpenOptions::new().write(true).open(path);
+                file.and_then(|mut file| {
+                    file.set_len(0)?;
+                    std::io::Write::write_all(&mut file, &header)?;
+                    file.sync_all()
+                })
+                .map_err(|e| JournalError::io(path, "write the header of", e))?;
+                recovered = Some(Recovery {
+                    file: path.clone(),
+                    offset: 0,
+                    bytes_cut: len,
+                });
                 break;
             }
             if writable {
@@ -261,9 +285,14 @@ impl Journal {
                     bytes_cut: len,
                 });
             }
+            unwritten_from = Some(from);
             listed.pop();
         }
-        let mut next = listed.first().map_or(0, |(first, _)| *first);
+        let mut next = listed
+            .first()
+            .map(|(first, _)| *first)
+            .or(unwritten_from)
+            .unwrap_or(0);
         let mut last_segment = None;
         let mut damage = None;
         if let Some((first, path)) = listed.last() {

@@ -115,15 +115,17 @@ impl<E, C: Codec<E>> Iterator for Events<E, C> {
             Ok(record) => record,
             Err(e) => return Some(Err(e)),
         };
-        Some(match self.codec.decode(&record.payload) {
-            Ok(event) => Ok((record.sequence, event)),
-            Err(source) => {
-                self.records.done = true;
-                Err(JournalError::Decode {
-                    sequence: record.sequence,
-                    source,
-                })
-            }
-        })
+        Some(
+            match crate::codec::decode_catching(&mut self.codec, &record.payload) {
+                Ok(event) => Ok((record.sequence, event)),
+                Err(source) => {
+                    self.records.done = true;
+                    Err(JournalError::Decode {
+                        sequence: record.sequence,
+                        source,
+                    })
+                }
+            },
+        )
     }
 }

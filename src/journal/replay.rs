@@ -99,16 +99,18 @@ impl Journal {
             let mut failure = None;
             while batch.len() < chunk {
                 match records.next() {
-                    Some(Ok(record)) => match codec.decode(&record.payload) {
-                        Ok(event) => batch.push(event),
-                        Err(source) => {
-                            failure = Some(JournalError::Decode {
-                                sequence: record.sequence,
-                                source,
-                            });
-                            break;
+                    Some(Ok(record)) => {
+                        match crate::codec::decode_catching(&mut codec, &record.payload) {
+                            Ok(event) => batch.push(event),
+                            Err(source) => {
+                                failure = Some(JournalError::Decode {
+                                    sequence: record.sequence,
+                                    source,
+                                });
+                                break;
+                            }
                         }
-                    },
+                    }
                     Some(Err(e)) => {
                         failure = Some(e);
                         break;
