@@ -51,7 +51,9 @@ pub trait EventHandler<E> {
     /// Called for each event in sequence order. `end_of_batch` is true for the
     /// last event currently available, a good moment to flush. (A stage
     /// sharing its thread with others takes at most 16 KiB of events, and at
-    /// least 64, per step: its batches end there too.)
+    /// least 64, per step, and a [`Subscription`](crate::Subscription)'s
+    /// handler at most `Subscription::MAX_BATCH`: their batches end there
+    /// too.)
     fn on_event(&mut self, event: &E, sequence: Sequence, end_of_batch: bool);
 
     /// Called before each batch: `batch_size` events follow (for a stage,

@@ -276,7 +276,11 @@ where
             Ok(Some(available))
         } else if self.bus.is_halted() {
             Err(PollError::Halted)
-        } else if self.bus.refuses_producers() && next > self.bus.sequencer.claimed() {
+        } else if self.bus.refuses_producers()
+            // After the close, the final sequence: claims refused since
+            // then still count in `claimed`.
+            && next > self.bus.closed_at().unwrap_or_else(|| self.bus.sequencer.claimed())
+        {
             // A stage failed: producers are refused, and every claim made
             // was passed (a claim in flight is published, and wakes us):
             // nothing more comes, so say so rather than wait for ever, and
@@ -447,11 +451,13 @@ where
 /// It also ends when the bus closes, after the last event: on a bus closed
 /// to producers (shut down, or its last producer dropped), dropping or
 /// unsubscribing it first hands the handler every event left, so the
-/// handler given back has seen them all.
+/// handler given back has seen them all (a publish on another clone that
+/// claimed before the close and has not published within a
+/// `STOP_LATENCY`, say one waiting for room, is not waited for).
 ///
 /// It sees the same events an [`EventPoller`] subscribed at the same moment
 /// would: everything claimed after `subscribe_with` returned.
-#[must_use = "dropping a subscription stops its handler at once"]
+#[must_use = "dropping a subscription stops its handler (after the batch in hand)"]
 pub struct Subscription<H> {
     stop: Arc<crate::loom::AtomicBool>,
     thread: Option<crate::loom::thread::JoinHandle<Option<H>>>,
@@ -511,13 +517,15 @@ where
         .spawn(move || {
             let run = std::panic::AssertUnwindSafe(|| {
                 handler.on_start();
-                // Acquire: pairs with `stop_and_join`'s Release. A stop
-                // asked for after the close drains what is left: the
-                // handler given back has seen every event (the loop ends at
-                // `Closed`).
-                while !stopping.load(crate::loom::Ordering::Acquire)
-                    || poller.bus.closed_at().is_some()
-                {
+                loop {
+                    // Acquire: pairs with `stop_and_join`'s Release. A stop
+                    // asked for after the close drains what is left: the
+                    // handler given back has seen every event (the loop
+                    // ends at `Closed`).
+                    let stop_asked = stopping.load(crate::loom::Ordering::Acquire);
+                    if stop_asked && poller.bus.closed_at().is_none() {
+                        break;
+                    }
                     // As a stage: `on_batch_start` before each batch.
                     let handler = &mut handler;
                     let starts = std::cell::RefCell::new(handler);
@@ -528,6 +536,13 @@ where
                         |e, seq, eob| starts.borrow_mut().on_event(e, seq, eob),
                     );
                     match polled {
+                        // Draining after the close, nothing came for a
+                        // `STOP_LATENCY`: a claim made before the close and
+                        // not published yet may wait for room that the
+                        // caller of this stop holds (an unpolled poller,
+                        // this very subscription dropped in a stage's
+                        // handler): not waited for.
+                        Err(PollError::Timeout) if stop_asked => break,
                         Ok(_) | Err(PollError::Timeout) => {}
                         Err(PollError::Closed | PollError::Halted | PollError::Lagged { .. }) => {
                             break

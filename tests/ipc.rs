@@ -1074,7 +1074,10 @@ fn a_producer_killed_mid_claim_leaves_a_tombstone_and_nothing_else_is_lost() {
 fn a_claim_waiting_behind_a_dead_claim_is_not_given_up_with_it() {
     for round in 0..3 {
         let d = dir();
+        // A hole timeout long enough for the woken producer to mark its
+        // claim on a loaded machine (the timer starts once it has room).
         let bus = kill_opts(d.path(), true)
+            .hole_timeout(Duration::from_millis(300))
             .create::<Ev>("behinddead")
             .unwrap();
         let mut c = bus.consumer("c").unwrap();
@@ -1143,7 +1146,13 @@ fn a_producer_killed_inside_a_batch_leaves_tombstones_for_all_of_it() {
 fn a_producer_killed_while_its_claim_waits_for_room_wedges_no_later_lap() {
     for close_early in [false, true] {
         let d = dir();
-        let bus = kill_opts(d.path(), true).create::<Ev>("behind").unwrap();
+        // Closing early, the close must come before the claim of 16 stops
+        // waiting behind 8 (a hole timeout): a long one, so it does.
+        let hole = Duration::from_millis(if close_early { 2_000 } else { 50 });
+        let bus = kill_opts(d.path(), true)
+            .hole_timeout(hole)
+            .create::<Ev>("behind")
+            .unwrap();
         let gate = bus.consumer("gate").unwrap(); // never reads: holds the ring
         let mut child = spawn("producer", d.path(), "behind", "7");
         // 0..=7 published, 8 claimed and waiting for room.

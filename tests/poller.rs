@@ -613,7 +613,11 @@ fn a_poller_says_halted_after_a_failure_also_once_the_bus_is_shut_down() {
             if drop_it {
                 drop(p);
             } else {
+                // A clone's publish after the shutdown is refused; its
+                // claim still counts on the claim counter.
+                let late = p.clone();
                 assert!(p.shutdown().is_err());
+                assert!(late.publish(|e| e.set(100)).is_err());
             }
             let mut seen = 0;
             let err = loop {
@@ -625,4 +629,31 @@ fn a_poller_says_halted_after_a_failure_also_once_the_bus_is_shut_down() {
             assert_eq!(err, PollError::Halted, "drop {drop_it}, {seen} events seen");
         });
     }
+}
+
+/// Dropping a subscription after the close does not wait for a publish
+/// that claimed before the close and waits for room the dropping thread
+/// holds (an unpolled poller): it hands over what is published, then
+/// stops. (Draining until `Closed`, it waited for that claim for ever.)
+#[test]
+fn a_subscription_dropped_after_the_close_does_not_wait_for_a_claim_stuck_behind_its_owner() {
+    bounded(30, || {
+        let p = ringbus::multi_producer(4, Event::default, Blocking).build();
+        let held = p.subscribe().unwrap(); // never polled: holds the ring
+        let subscription = p
+            .subscribe_with(|_: &Event, _: Sequence, _: bool| {})
+            .unwrap();
+        for i in 0..4 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let other = p.clone();
+        let stuck = std::thread::spawn(move || other.publish(|e| e.set(4)));
+        while p.metrics().snapshot().cursor < 4 {
+            std::thread::sleep(Duration::from_millis(1)); // claimed, waiting
+        }
+        p.shutdown().unwrap(); // closes the bus: no stage to wait for
+        drop(subscription);
+        drop(held);
+        assert_eq!(stuck.join().unwrap(), Ok(4), "claimed before the close");
+    });
 }

@@ -790,6 +790,10 @@ impl<E: Pod> IpcBus<E> {
     /// Closes the bus for every process: publishes fail with `Closed`, and
     /// consumers end with `Closed` once every producer has let go of its
     /// place (dropped, or its process died) and they passed the last event.
+    /// (A claim the close let go of while it waited for room that another
+    /// consumer still holds cannot be passed yet: a consumer ends at it,
+    /// its `next_sequence()` there; that other consumer passes it as a
+    /// tombstone.)
     pub fn close(&self) {
         // Release: producers and consumers Acquire it.
         self.region

@@ -61,6 +61,9 @@ pub struct IpcConsumer<E: Pod> {
     /// Claims below this had waited a hole timeout when the last hole was
     /// given up: the rest of a dead producer's batch goes at once.
     expired_below: u64,
+    /// The last slot this consumer gave up (a live producer's claim that
+    /// waited for room goes at once only after an earlier slot of it).
+    given_up_last: Option<u64>,
     hole_timeout_ms: u64,
     /// False once a loom model "killed" this consumer's process.
     leaves: bool,
@@ -145,6 +148,7 @@ impl<E: Pod> IpcConsumer<E> {
             hole: None,
             hole_held: None,
             expired_below: 0,
+            given_up_last: None,
             hole_timeout_ms,
             leaves: true,
             producer_seen: None,
@@ -503,7 +507,11 @@ impl<E: Pod> IpcConsumer<E> {
                     // counts from then, so it gets a timer of its own).
                     let expired = (end < self.expired_below
                         && !marks::live_writer(region, end)
-                        && !marks::claim_shown(region, end))
+                        && marks::shown_claim(region, end).map_or(true, |(first, _)| {
+                            // Unless this consumer gave up an earlier slot
+                            // of the same claim: it waited for all of it.
+                            self.given_up_last.is_some_and(|g| first <= g && g < end)
+                        }))
                         || hole_expired(&mut self.hole, self.hole_timeout_ms, end, mark, claims);
                     if expired {
                         let held_before = self.hole_held == Some(end);
@@ -511,6 +519,7 @@ impl<E: Pod> IpcConsumer<E> {
                         self.hole_held = (outcome == GiveUp::Held).then_some(end);
                         match outcome {
                             GiveUp::Done => {
+                                self.given_up_last = Some(end);
                                 if let Some((_, _, _, claims_then)) = self.hole.take() {
                                     self.expired_below = self.expired_below.max(claims_then);
                                 }

@@ -286,21 +286,16 @@ pub(crate) fn room_for(region: &Region, seq: u64, check_dead: bool) -> bool {
 /// and ends past the ring's room (a batch whose first slots have room and
 /// its last not): such a claim is not a hole yet.
 pub(crate) fn claim_waits(region: &Region, seq: u64) -> bool {
-    shown_claim_end(region, seq).is_some_and(|l| !room_for(region, l, false))
+    shown_claim(region, seq).is_some_and(|(_, l)| !room_for(region, l, false))
 }
 
-/// Whether a live producer shows a claim that holds `seq` as one it
-/// waited for room for, and has not marked it yet: whatever the room now,
-/// it may have had it only for a moment.
-pub(crate) fn claim_shown(region: &Region, seq: u64) -> bool {
-    shown_claim_end(region, seq).is_some()
-}
-
-/// The last slot of the claims holding `seq` that live producers show in
-/// their entries as waiting for room (the furthest, if several seem to).
-fn shown_claim_end(region: &Region, seq: u64) -> Option<u64> {
+/// The first and last slot of a claim holding `seq` that a live producer
+/// shows as one it waited for room for and has not marked yet (whatever
+/// the room now, it may have had it only for a moment); the widest, if
+/// several seem to.
+pub(crate) fn shown_claim(region: &Region, seq: u64) -> Option<(u64, u64)> {
     let places = super::table::producer_places(region);
-    let mut last = None::<u64>;
+    let mut range = None::<(u64, u64)>;
     let cap = region.layout.capacity as u64;
     // Relaxed: a bound on what a range may hold (a peer's range past it is
     // not believed).
@@ -330,10 +325,10 @@ fn shown_claim_end(region: &Region, seq: u64) -> Option<u64> {
             && entry.lease.load(Ordering::Acquire) == lease
             && !writer_gone(region, i + 1)
         {
-            last = Some(last.map_or(l, |m: u64| m.max(l)));
+            range = Some(range.map_or((f, l), |(mf, ml)| (mf.min(f), ml.max(l))));
         }
     }
-    last
+    range
 }
 
 /// Whether raw mark `mark` leaves `seq` claimed but not marked yet (the
@@ -373,7 +368,13 @@ fn hold_unmarked(region: &Region, seq: u64, held_before: bool) -> Option<GiveUp>
         return None;
     }
     if !room_for(region, seq, false) || claim_waits(region, seq) {
+        // Dead consumers past their grace time are reclaimed here: if that
+        // made the room, the room is new to the claimant (`Fresh`), and
+        // its hole timeout starts now rather than at the next look.
         let _ = super::table::min_consumer(region, true);
+        if room_for(region, seq, false) && !claim_waits(region, seq) {
+            return Some(GiveUp::Fresh);
+        }
         return Some(GiveUp::Held);
     }
     held_before.then_some(GiveUp::Fresh)
