@@ -232,9 +232,12 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
         1 + rng.below(3) as usize
     };
     let mut consumers = vec![];
+    // Whether each consumer reads after the one before it.
+    let mut chained = vec![];
     for i in 0..staying {
         let name = format!("c{i}");
         let after = (i > 0 && rng.chance(40)).then(|| format!("c{}", i - 1));
+        chained.push(after.is_some());
         let b = bus.clone().with_wait(wait(rng));
         let c = match &after {
             Some(a) => b.consumer_after(&name, &[a.as_str()]).unwrap(),
@@ -254,7 +257,19 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
         .then(|| (extra.below(staying as u64) as usize, extra.below(20)));
     let stalled = Arc::new(AtomicBool::new(false));
     let closed = Arc::new(AtomicBool::new(false));
-    let consumer_threads: Vec<_> = consumers
+    // The consumers that read on their own while one stalls (not after it,
+    // directly or down a chain): in half the stall cases they must end
+    // with `Closed` by themselves, before the stalled one reads again,
+    // also at a claim the close let go of that it still holds.
+    let free_of_stall: Vec<bool> = (0..staying)
+        .map(|i| match stall {
+            Some((s, _)) if i == s => false,
+            Some((s, _)) if i > s => !(s + 1..=i).all(|j| chained[j]),
+            _ => true,
+        })
+        .collect();
+    let end_before_the_stall = stall.is_some() && extra.chance(50);
+    let mut consumer_threads: Vec<_> = consumers
         .into_iter()
         .enumerate()
         .map(|(i, (mut c, after, mut panic_at))| {
@@ -309,6 +324,7 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
                 seen
             })
         })
+        .map(Some)
         .collect();
 
     let stages = staged.then(|| stages::<E>(&bus, rng, &who, abandoned));
@@ -452,6 +468,7 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
         .collect();
     // Close from another handle: early (while producers publish) or after.
     let closer = bus.clone();
+    let mut early_seen = vec![];
     if early_close.is_some() || stall.is_some() {
         let at = early_close.unwrap_or(0);
         while published.load(Ordering::SeqCst) < at
@@ -474,6 +491,15 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
         for t in producer_threads {
             t.join().unwrap();
         }
+        if end_before_the_stall {
+            status("case", "consumers free of the stall end first".into());
+            for (i, t) in consumer_threads.iter_mut().enumerate() {
+                if free_of_stall[i] {
+                    let seen = t.take().expect("joined once").join().unwrap();
+                    early_seen.push((i, seen));
+                }
+            }
+        }
         closed.store(true, Ordering::SeqCst);
     } else {
         for t in producer_threads {
@@ -492,8 +518,11 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
     hopper.join().unwrap();
     status("case", "hopper joined".into());
     let acked = acked.lock().unwrap().clone();
-    for (i, t) in consumer_threads.into_iter().enumerate() {
-        let seen = t.join().unwrap();
+    let late_seen = consumer_threads
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| t.map(|t| (i, t.join().unwrap())));
+    for (i, seen) in early_seen.into_iter().chain(late_seen) {
         let missing: Vec<_> = acked.difference(&seen.all).take(5).collect();
         assert!(
             missing.is_empty(),
