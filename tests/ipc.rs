@@ -236,6 +236,46 @@ fn a_consumer_joins_at_the_present_and_a_name_is_held_once() {
     assert_eq!(m.consumers[0].name, "late");
 }
 
+/// A consumer after another that does not exist yet waits for it; when
+/// that upstream joins, reads and leaves between two of its looks, it goes
+/// on without it ("one that is gone no longer holds this one") instead of
+/// waiting at its join point for ever.
+#[test]
+fn an_upstream_that_came_and_went_unseen_no_longer_holds_its_downstream() {
+    let d = dir();
+    let bus = Options::new(8)
+        .dir(d.path())
+        .create::<Ev>("unseen")
+        .unwrap();
+    let mut b = bus.consumer_after("b", &["a"]).unwrap();
+    // Not there yet: b waits.
+    assert_eq!(b.poll(10, |_, _, _| {}), Ok(0));
+    let mut a = bus.consumer("a").unwrap();
+    let mut p = bus.producer().unwrap();
+    for k in 0..3 {
+        p.publish(|e| e.set(1, k)).unwrap();
+    }
+    // b does not look while a is there.
+    assert_eq!(a.poll(10, |_, _, _| {}), Ok(3));
+    drop(a);
+    drop(p);
+    bus.close();
+    let mut order = Order::default();
+    let mut n = 0;
+    loop {
+        match b.poll_timeout(Duration::from_secs(5), 10, |e, _, _| order.see(e)) {
+            Ok(k) => n += k,
+            Err(IpcPollError::Closed) => break,
+            Err(e) => panic!("{e} after {n} events"),
+        }
+    }
+    assert_eq!(n, 3);
+    // A downstream joining now, at the end, ends at once.
+    let mut c = bus.consumer_after("c", &["a"]).unwrap();
+    assert_eq!(c.next_sequence(), 3);
+    assert_eq!(c.poll(10, |_, _, _| {}), Err(IpcPollError::Closed));
+}
+
 /// An empty batch publishes nothing: where the next event would go, or
 /// `Closed` once the bus is closed (a multi producer said 0 and `Ok`).
 #[test]

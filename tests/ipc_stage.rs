@@ -971,3 +971,54 @@ fn a_panic_in_on_shutdown_after_a_halt_fails_the_stage_resumably() {
         "resumed where the stage stopped"
     );
 }
+
+/// A panic of the handler itself (default policy: the stage fails) ends
+/// the handler's calls as a hook's does: no `on_shutdown`, as the handler
+/// docs say and a bus of one process does; an `Err` still gets it.
+#[test]
+fn no_on_shutdown_after_the_handler_panicked() {
+    struct Fails {
+        panics: bool,
+        shutdowns: Arc<AtomicU64>,
+    }
+    impl ringbus::TryEventHandler<Ev> for Fails {
+        type Error = String;
+        fn on_event(&mut self, e: &Ev, _: Sequence, _: bool) -> Result<(), String> {
+            match (e.k, self.panics) {
+                (3, true) => panic!("planned panic"),
+                (3, false) => Err("planned error".into()),
+                _ => Ok(()),
+            }
+        }
+        fn on_shutdown(&mut self) {
+            self.shutdowns.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    for panics in [true, false] {
+        let d = dir();
+        let bus = Options::new(16)
+            .dir(d.path())
+            .create::<Ev>("failing")
+            .unwrap()
+            .with_wait(Wait::Yielding);
+        let shutdowns = Arc::new(AtomicU64::new(0));
+        let stage = bus
+            .stage("s")
+            .try_spawn(Fails {
+                panics,
+                shutdowns: shutdowns.clone(),
+            })
+            .unwrap();
+        for t in publish(&bus, 1, 8) {
+            t.join().unwrap();
+        }
+        let report = stage.join().unwrap();
+        assert_eq!(report.handled, 3, "panics {panics}: {report:?}");
+        assert_eq!(
+            shutdowns.load(Ordering::Relaxed),
+            u64::from(!panics),
+            "panics {panics}"
+        );
+        bus.close();
+    }
+}

@@ -621,7 +621,8 @@ impl<E> std::fmt::Debug for IpcBus<E> {
 pub struct ConsumerInfo {
     /// Its name.
     pub name: String,
-    /// Its owner's pid.
+    /// Its owner's pid; 0 for the place a failed stage left (no owner,
+    /// gating until it is resumed or reclaimed, as a dead one does).
     pub pid: u32,
     /// The next sequence it will read.
     pub next: u64,

@@ -33,7 +33,7 @@ struct Upstream {
     entry: Option<(usize, Lease)>,
     /// Its sequence when last read (at first: where this one joined).
     last: u64,
-    /// Whether it was ever found.
+    /// Whether it was ever found (or found to have come and gone).
     seen: bool,
     /// Its sequence when a look (at most every ms) last found it holding
     /// this consumer with events waiting: it is checked for death only if
@@ -50,6 +50,11 @@ pub struct IpcConsumer<E: Pod> {
     lease: Lease,
     next: u64,
     upstream: Vec<Upstream>,
+    /// Each table entry's lease generation when this consumer joined
+    /// (empty without upstreams): an upstream that joined and left before
+    /// any look found it shows as a free entry under its name with a newer
+    /// generation (`came_and_went`).
+    generations_at_join: Vec<u64>,
     wait: Wait,
     tombstones: u64,
     resumed_from: Option<u32>,
@@ -100,6 +105,18 @@ fn always<E>(mut f: impl FnMut(&E, Sequence, bool)) -> impl FnMut(&E, Sequence, 
     }
 }
 
+/// Whether a consumer named `name` joined since `generations` were read
+/// (each entry's lease generation then) and is gone: a free entry under its
+/// name whose generation moved on.
+fn came_and_went(region: &super::region::Region, generations: &[u64], name: &str) -> bool {
+    generations.iter().enumerate().any(|(i, &then)| {
+        region.consumer(i).is_some_and(|entry| {
+            let l = Lease::load(&entry.meta.lease);
+            l.state() == table::FREE && l.generation() != then && table::read_name(entry) == name
+        })
+    })
+}
+
 /// A busy-spinning consumer's first looks after a batch, and the spin hints
 /// between two of them (`IpcConsumer::idle`).
 const BACKOFF_LOOKS: u32 = 16;
@@ -131,6 +148,14 @@ impl<E: Pod> IpcConsumer<E> {
                 held_at: None,
             })
             .collect();
+        let generations_at_join = if after.is_empty() {
+            Vec::new()
+        } else {
+            (0..bus.region.layout.consumers)
+                .map_while(|i| bus.region.consumer(i))
+                .map(|entry| Lease::load(&entry.meta.lease).generation())
+                .collect()
+        };
         let hole_timeout_ms =
             bus.region.header().hole_timeout_ns.load(Ordering::Relaxed) / 1_000_000;
         let wait = bus.wait;
@@ -142,6 +167,7 @@ impl<E: Pod> IpcConsumer<E> {
             lease,
             next,
             upstream,
+            generations_at_join,
             wait,
             tombstones: 0,
             resumed_from,
@@ -176,7 +202,8 @@ impl<E: Pod> IpcConsumer<E> {
     }
 
     /// The pid of the dead consumer whose place (and sequence) this one
-    /// took, if it resumed one.
+    /// took, if it resumed one; 0 for the place of a stage that failed
+    /// (its process may live on: the place has no owner).
     pub fn resumed_from(&self) -> Option<u32> {
         self.resumed_from
     }
@@ -622,10 +649,13 @@ impl<E: Pod> IpcConsumer<E> {
                         .load(Ordering::Acquire);
                     bound = bound.min(up.last);
                 }
-                // Never seen yet: wait where this consumer joined.
-                None if !up.seen => bound = bound.min(up.last),
+                // Never seen yet: wait where this consumer joined, unless
+                // it joined and left (or was reclaimed) between two looks.
+                None if !up.seen && !came_and_went(region, &self.generations_at_join, &up.name) => {
+                    bound = bound.min(up.last)
+                }
                 // Gone (left, or dead and reclaimed): go on without it.
-                None => {}
+                None => up.seen = true,
             }
         }
         bound

@@ -16,10 +16,13 @@
 //! go on without it. Nothing published is lost for a stage that is
 //! restarted in time, and no producer is wedged by one that is not. A
 //! panic outside the handler's event calls (in `on_start`,
-//! `on_batch_start`, `on_shutdown` or a dead-letter sink) fails the stage
-//! the same way, at the first event of the batch it was in; a panic in
-//! `on_timeout` fails it where it stands (at its next event), with its
-//! counts kept.
+//! `on_batch_start` or `on_shutdown`) fails the stage the same way, at the
+//! first event of the batch it was in; a panic in a dead-letter sink fails
+//! it at the event the sink was given (the events before it stay
+//! handled); a panic in `on_timeout` fails it where it stands (at its next
+//! event), with its counts kept. After any panic (the handler's own too)
+//! the handler is not called again, not even `on_shutdown`, as in a bus of
+//! one process.
 //!
 //! Unlike an in-process bus, a stage's failure does not halt the bus: other
 //! processes' producers and stages go on, and the policy's halt is this
@@ -358,8 +361,9 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
         self.handler.on_start();
         // Since when no event came (for `on_timeout`).
         let mut idle_since = Instant::now();
-        // A hook or sink panicked: the handler is not called again, not
-        // even `on_shutdown` (its state is whatever the panic left).
+        // A panic stopped the stage (a hook's, a sink's or the handler's):
+        // the handler is not called again, not even `on_shutdown` (its
+        // state is whatever the panic left).
         let mut hook_panicked = false;
         let end = loop {
             // Acquire: pairs with `halt`'s store (a flag, nothing to read).
@@ -386,6 +390,7 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
                     {
                         report.panics += 1;
                         report.failure = Some(Failure::Panic(panic_message(&*payload)));
+                        hook_panicked = true;
                         break Exit::Failed;
                     }
                     idle_since = Instant::now();
@@ -445,6 +450,9 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
             }
             match polled {
                 Ok(_) if failed.is_some() => {
+                    // A panic (the handler's, or its dead-letter sink's)
+                    // leaves the handler's state unknown: no `on_shutdown`.
+                    hook_panicked = matches!(failed, Some(Failure::Panic(_)));
                     report.failure = failed;
                     break Exit::Failed;
                 }
