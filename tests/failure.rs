@@ -606,3 +606,44 @@ fn a_panicking_dead_letter_sink_counts_the_event_failed_once() {
         );
     });
 }
+
+/// A panic in `on_shutdown`, after every event was handled, fails the
+/// stage and counts as a panic, not as a failed event (`failed` counts
+/// events whose handling failed): the report reads 10 handled, 0 failed,
+/// 1 panic. On a stage of its own thread and on a shared thread alike.
+#[test]
+fn a_panic_in_on_shutdown_is_a_panic_not_a_failed_event() {
+    struct PanicsAtShutdown;
+    impl ringbus::EventHandler<Event> for PanicsAtShutdown {
+        fn on_event(&mut self, _: &Event, _: Sequence, _: bool) {}
+        fn on_shutdown(&mut self) {
+            panic!("planned panic in on_shutdown");
+        }
+    }
+    for shared in [false, true] {
+        let mut b = ringbus::single_producer(16, Event::default, Blocking)
+            .handle_events_with(|_: &Event, _: Sequence, _: bool| {})
+            .and_then();
+        if shared {
+            b = b.on_same_thread();
+        }
+        let mut p = b.handle_events_with(PanicsAtShutdown).build();
+        for i in 0..10 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        let report = match p.shutdown() {
+            Err(ringbus::ShutdownError::StageFailed(report)) => report,
+            other => panic!("shared {shared}: expected StageFailed, got {other:?}"),
+        };
+        let s = &report.stages[1];
+        assert_eq!(
+            (s.handled, s.failed, s.panics),
+            (10, 0, 1),
+            "shared {shared}: {s:?}"
+        );
+        assert!(
+            matches!(&s.failure, Some(ringbus::Failure::Panic(m)) if m.contains("on_shutdown")),
+            "{s:?}"
+        );
+    }
+}

@@ -109,12 +109,18 @@ where
                 let _ = catch_unwind(AssertUnwindSafe(move || drop(consumer)));
                 Err(payload)
             }
-            Ok(result) => catch_unwind(AssertUnwindSafe(move || match consumer {
-                Some(consumer) => StageContext::<E, S, W>::shut_down(consumer, result, |c| {
-                    hand_back.and_then(|g| g(c))
-                }),
-                None => (result, None),
-            })),
+            Ok(result) => {
+                let report = &mut self.report;
+                catch_unwind(AssertUnwindSafe(move || match consumer {
+                    Some(consumer) => StageContext::<E, S, W>::shut_down(
+                        consumer,
+                        result,
+                        |c| hand_back.and_then(|g| g(c)),
+                        report,
+                    ),
+                    None => (result, None),
+                }))
+            }
         };
         let report = std::mem::take(&mut self.report);
         let outcome = self.cx.conclude(report, outcome);

@@ -88,7 +88,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 Some(work) => self.process_work(&mut consumer, work, &mut report),
                 None => self.process(&mut consumer, &mut report),
             };
-            Self::shut_down(consumer, result, hand_back)
+            Self::shut_down(consumer, result, hand_back, &mut report)
         }));
         self.conclude(report, outcome)
     }
@@ -100,6 +100,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         mut consumer: C,
         result: Result<(), Failure>,
         hand_back: impl FnOnce(C) -> Option<H>,
+        report: &mut StageReport,
     ) -> (Result<(), Failure>, Option<H>) {
         match result {
             // A handler whose panic stopped the stage is not called
@@ -107,7 +108,25 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             // state is whatever the panic left.
             Err(Failure::Panic(message)) => (Err(Failure::Panic(message)), None),
             result => {
-                consumer.on_shutdown();
+                // A panic in `on_shutdown` fails the stage (the first
+                // failure stays the report's) and counts as a panic, not
+                // as a failed event: every event was handled. (Under loom
+                // a panic is the model's verdict: not caught.)
+                #[cfg(not(loom))]
+                if let Err(payload) =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| consumer.on_shutdown()))
+                {
+                    report.panics += 1;
+                    let first = result
+                        .err()
+                        .unwrap_or_else(|| Failure::Panic(panic_message(&*payload)));
+                    return (Err(first), None);
+                }
+                #[cfg(loom)]
+                {
+                    let _ = &report;
+                    consumer.on_shutdown();
+                }
                 (result, hand_back(consumer))
             }
         }
