@@ -19,7 +19,9 @@ pub struct StageMetrics {
     pub name: String,
     /// The last sequence the stage finished (-1 before the first).
     pub sequence: Sequence,
-    /// Events published but not yet finished by this stage.
+    /// Events published but not yet finished by this stage (on a
+    /// multi-producer bus, claimed: a publish still writing, or waiting
+    /// for room, counts).
     pub lag: u64,
     /// Events the stage moved past; for a work-pool worker, its own share
     /// (as in its [`StageReport`](crate::StageReport)).
@@ -32,10 +34,12 @@ pub struct StageMetrics {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct SubscriberMetrics {
-    /// The last sequence it finished (-1 before the first).
+    /// The last sequence it finished; before it read anything, the one
+    /// before its join point (what it sees starts there: -1 only if it
+    /// joined before the first publish).
     pub sequence: Sequence,
-    /// Events published but not yet finished by it: one at the capacity is
-    /// what holds the producers.
+    /// Events published (claimed, on a multi-producer bus) but not yet
+    /// finished by it: one at the capacity is what holds the producers.
     pub lag: u64,
 }
 

@@ -628,7 +628,9 @@ pub struct ConsumerInfo {
     pub next: u64,
     /// Whether its process runs.
     pub alive: bool,
-    /// Tombstones it skipped.
+    /// Tombstones its place skipped, over every owner that resumed it
+    /// (an [`IpcConsumer::tombstones`](super::IpcConsumer::tombstones)
+    /// counts its own handle's only).
     pub tombstones: u64,
 }
 

@@ -208,7 +208,8 @@ impl<E: Pod> IpcConsumer<E> {
         self.resumed_from
     }
 
-    /// Given-up claims this consumer skipped.
+    /// Given-up claims this handle skipped (a resumed place's earlier
+    /// owners' are in its [`ConsumerInfo::tombstones`](super::ConsumerInfo)).
     pub fn tombstones(&self) -> u64 {
         self.tombstones
     }
