@@ -12,8 +12,9 @@ use crate::fault::BoxError;
 /// (`the codec panicked: <message>`): what the journal's readers and the
 /// bridge's ingress do, so that one record or message a codec cannot take
 /// is reported (or dead-lettered) like any other that does not decode.
-/// The codec is used again afterwards: one that keeps state across calls
-/// must leave it consistent when it panics (or fail every later call).
+/// The bridge's ingress uses the codec again afterwards (the journal's
+/// readers stop at the error): one that keeps state across calls must
+/// leave it consistent when it panics (or fail every later call).
 ///
 /// ```
 /// use ringbus::codec::{decode_catching, FnCodec};

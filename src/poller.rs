@@ -265,6 +265,18 @@ where
         self.handle_batch(next, available, limit, batch, f)
     }
 
+    /// After the close: whether the last claim made before it has no room
+    /// (its slot's previous lap is not read yet by every consumer), so that
+    /// its producer waits for room.
+    fn a_claim_waits_for_room(&self) -> bool {
+        let last = self
+            .bus
+            .closed_at()
+            .unwrap_or_else(|| self.bus.sequencer.claimed());
+        let wrap_point = last - self.bus.capacity() as Sequence;
+        self.bus.min_gating(last) < wrap_point
+    }
+
     /// The highest available sequence `>= next`, `None` if none yet, or why
     /// none will come.
     fn check(&mut self, next: Sequence) -> Result<Option<Sequence>, PollError> {
@@ -451,9 +463,9 @@ where
 /// It also ends when the bus closes, after the last event: on a bus closed
 /// to producers (shut down, or its last producer dropped), dropping or
 /// unsubscribing it first hands the handler every event left, so the
-/// handler given back has seen them all (a publish on another clone that
-/// claimed before the close and has not published within a
-/// `STOP_LATENCY`, say one waiting for room, is not waited for).
+/// handler given back has seen them all (but for a publish on another
+/// clone that claimed before the close and waits for room: that room may
+/// be the stopping thread's own to give, so it is not waited for).
 ///
 /// It sees the same events an [`EventPoller`] subscribed at the same moment
 /// would: everything claimed after `subscribe_with` returned.
@@ -537,12 +549,17 @@ where
                     );
                     match polled {
                         // Draining after the close, nothing came for a
-                        // `STOP_LATENCY`: a claim made before the close and
-                        // not published yet may wait for room that the
-                        // caller of this stop holds (an unpolled poller,
-                        // this very subscription dropped in a stage's
-                        // handler): not waited for.
-                        Err(PollError::Timeout) if stop_asked => break,
+                        // `STOP_LATENCY`, and a claim made before the close
+                        // waits for room: that room may be the caller's
+                        // own to give (an unpolled poller, this very
+                        // subscription dropped in a stage's handler), so
+                        // the claim is not waited for. A claim with room
+                        // is only slow: waited for.
+                        Err(PollError::Timeout)
+                            if stop_asked && poller.a_claim_waits_for_room() =>
+                        {
+                            break
+                        }
                         Ok(_) | Err(PollError::Timeout) => {}
                         Err(PollError::Closed | PollError::Halted | PollError::Lagged { .. }) => {
                             break

@@ -657,3 +657,39 @@ fn a_subscription_dropped_after_the_close_does_not_wait_for_a_claim_stuck_behind
         assert_eq!(stuck.join().unwrap(), Ok(4), "claimed before the close");
     });
 }
+
+/// A subscription stopped after the close waits for a publish on another
+/// clone that claimed before the close and has room, only slow (here,
+/// writing its event for 100 ms): its handler sees that event too.
+#[test]
+fn a_subscription_stopped_after_the_close_waits_for_a_slow_publish_with_room() {
+    bounded(30, || {
+        let p = ringbus::multi_producer(64, Event::default, Blocking).build();
+        let count = Arc::new(AtomicU64::new(0));
+        let c = Arc::clone(&count);
+        let subscription = p
+            .subscribe_with(move |_: &Event, _: Sequence, _: bool| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        p.publish(|e| e.set(0)).unwrap();
+        let slow = p.clone();
+        let writing = std::thread::spawn(move || {
+            slow.publish(|e| {
+                std::thread::sleep(Duration::from_millis(100));
+                e.set(1);
+            })
+        });
+        while p.metrics().snapshot().cursor < 1 {
+            std::thread::sleep(Duration::from_millis(1)); // claimed, writing
+        }
+        p.shutdown().unwrap(); // closes the bus; the slow clone remains
+        drop(subscription);
+        assert_eq!(writing.join().unwrap(), Ok(1));
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            2,
+            "the slow publish was missed"
+        );
+    });
+}

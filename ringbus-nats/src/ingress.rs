@@ -815,7 +815,7 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
         let taken = self.take_each(burst, &mut run, stop).await;
         if !matches!(taken, Ok(true)) {
             // Stopping: what was not published is delivered again now.
-            nak_all(&mut run).await;
+            nak_all(&mut run, self.link.client()).await;
             return taken;
         }
         self.publish(&mut run, stop).await
@@ -1207,7 +1207,7 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
                 };
                 // Tell the server to deliver them again now, not after the
                 // ack wait.
-                nak_all(run).await;
+                nak_all(run, self.link.client()).await;
                 return refused.map_or(Ok(false), Err);
             };
             let first = last - n as Sequence + 1;
@@ -1384,11 +1384,18 @@ async fn read(
 
 /// Naks every delivery in `run` (the server delivers them again at once)
 /// and empties it.
-async fn nak_all<E>(run: &mut ToPublish<E>) {
+async fn nak_all<E>(run: &mut ToPublish<E>, client: &async_nats::Client) {
+    // With the server gone (or a nak not taken in time) the rest wait for
+    // nothing: they come again after the ack wait.
+    let connected = client.connection_state() == State::Connected;
     for (_, _, message) in run.drain(..) {
-        let Some(message) = message else { continue };
+        let Some(message) = message.filter(|_| connected) else {
+            continue;
+        };
         let nak = message.ack_with(AckKind::Nak(None));
-        let _ = tokio::time::timeout(NETWORK_WAIT, nak).await;
+        if tokio::time::timeout(NETWORK_WAIT, nak).await.is_err() {
+            break;
+        }
     }
 }
 

@@ -751,7 +751,9 @@ impl<E: Pod> IpcBus<E> {
 
     /// Joins as consumer `name`, reading each event only after every
     /// consumer named in `after` has handled it. Until one of them is first
-    /// seen, this one waits where it joined. Start the upstreams first: an
+    /// seen (or seen to have joined and left since this one joined, while
+    /// its table entry is not taken by another consumer yet), this one
+    /// waits where it joined. Start the upstreams first: an
     /// upstream that joins after this one starts at the present, as every
     /// consumer does, so the events published between the two joins reach
     /// this one without it. A dead one keeps holding this
@@ -777,8 +779,17 @@ impl<E: Pod> IpcBus<E> {
                 reason: format!("consumer {name:?} cannot come after itself"),
             });
         }
+        // Before the join: an upstream there now that leaves before this
+        // one's first look shows as come and gone (`came_and_went`).
+        let generations = super::consumer::generations(&self.region, !after.is_empty());
         match table::join_consumer(&self.region, self.me, name) {
-            Ok(joined) => Ok(IpcConsumer::new(self.clone(), name, joined, after)),
+            Ok(joined) => Ok(IpcConsumer::new(
+                self.clone(),
+                name,
+                joined,
+                after,
+                generations,
+            )),
             Err(table::JoinFailure::InUse { pid }) => Err(IpcError::NameInUse {
                 name: name.into(),
                 pid,

@@ -105,14 +105,39 @@ fn always<E>(mut f: impl FnMut(&E, Sequence, bool)) -> impl FnMut(&E, Sequence, 
     }
 }
 
+/// Each consumer entry's lease generation (`wanted`: else none), for
+/// [`came_and_went`], read before a join.
+pub(crate) fn generations(region: &super::region::Region, wanted: bool) -> Vec<u64> {
+    if !wanted {
+        return Vec::new();
+    }
+    (0..region.layout.consumers)
+        .map_while(|i| region.consumer(i))
+        .map(|entry| Lease::load(&entry.meta.lease).generation())
+        .collect()
+}
+
 /// Whether a consumer named `name` joined since `generations` were read
 /// (each entry's lease generation then) and is gone: a free entry under its
-/// name whose generation moved on.
+/// name whose generation moved on, its name read between two equal looks
+/// at its lease (a join rewriting it meanwhile is not believed). Not while
+/// any entry is being joined: that may be a new one under the name, which
+/// holds this consumer once it is active.
 fn came_and_went(region: &super::region::Region, generations: &[u64], name: &str) -> bool {
+    let entries = || (0..generations.len()).filter_map(|i| region.consumer(i));
+    if entries().any(|entry| Lease::load(&entry.meta.lease).state() == table::JOINING) {
+        return false;
+    }
     generations.iter().enumerate().any(|(i, &then)| {
         region.consumer(i).is_some_and(|entry| {
             let l = Lease::load(&entry.meta.lease);
-            l.state() == table::FREE && l.generation() != then && table::read_name(entry) == name
+            l.state() == table::FREE && l.generation() != then && {
+                let named = table::read_name(entry) == name;
+                // Acquire: the name's loads come before the lease's second
+                // look (a seqlock's reader).
+                crate::loom::fence(Ordering::Acquire);
+                named && entry.meta.lease.load(Ordering::Relaxed) == l.0
+            }
         })
     })
 }
@@ -123,7 +148,13 @@ const BACKOFF_LOOKS: u32 = 16;
 const BACKOFF_HINTS: u32 = 8;
 
 impl<E: Pod> IpcConsumer<E> {
-    pub(crate) fn new(bus: IpcBus<E>, name: &str, joined: Joined, after: &[&str]) -> Self {
+    pub(crate) fn new(
+        bus: IpcBus<E>,
+        name: &str,
+        joined: Joined,
+        after: &[&str],
+        generations_at_join: Vec<u64>,
+    ) -> Self {
         let (index, lease, resumed_from) = match joined {
             Joined::Fresh { index, lease } => (index, lease, None),
             Joined::Resumed {
@@ -148,14 +179,6 @@ impl<E: Pod> IpcConsumer<E> {
                 held_at: None,
             })
             .collect();
-        let generations_at_join = if after.is_empty() {
-            Vec::new()
-        } else {
-            (0..bus.region.layout.consumers)
-                .map_while(|i| bus.region.consumer(i))
-                .map(|entry| Lease::load(&entry.meta.lease).generation())
-                .collect()
-        };
         let hole_timeout_ms =
             bus.region.header().hole_timeout_ns.load(Ordering::Relaxed) / 1_000_000;
         let wait = bus.wait;

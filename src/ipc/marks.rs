@@ -350,8 +350,9 @@ pub(crate) enum GiveUp {
     /// hole timer starts again.
     Held,
     /// Not given up: claimed but not marked, and the ring has room for it,
-    /// but had none at the caller's last look (`held_before`): the room
-    /// may be new to the claimant. The caller's hole timer starts again,
+    /// but had none at the caller's last look (`held_before`), or had none
+    /// until this look reclaimed a dead consumer: the room may be new to
+    /// the claimant. The caller's hole timer starts again,
     /// so a claimant gets a whole hole timeout (or up to two) once it can
     /// write.
     Fresh,

@@ -20,9 +20,9 @@
 //! first event of the batch it was in; a panic in a dead-letter sink fails
 //! it at the event the sink was given (the events before it stay
 //! handled); a panic in `on_timeout` fails it where it stands (at its next
-//! event), with its counts kept. After any panic (the handler's own too)
-//! the handler is not called again, not even `on_shutdown`, as in a bus of
-//! one process.
+//! event), with its counts kept. After a panic that stops the stage (the
+//! handler's own too, under a policy that halts) the handler is not called
+//! again, not even `on_shutdown`, as in a bus of one process.
 //!
 //! Unlike an in-process bus, a stage's failure does not halt the bus: other
 //! processes' producers and stages go on, and the policy's halt is this

@@ -270,6 +270,12 @@ impl Journal {
                     file.sync_all()
                 })
                 .map_err(|e| JournalError::io(path, "write the header of", e))?;
+                // Its directory entry too: the run that made it may have
+                // died before syncing it, and a journal opened without a
+                // writer syncs nothing later.
+                fs::File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| JournalError::io(&dir, "sync the directory", e))?;
                 recovered = Some(Recovery {
                     file: path.clone(),
                     offset: 0,
