@@ -55,6 +55,10 @@ pub(crate) const IPC_SLEEPERS: bool = cfg!(ringbus_weaken = "ipc_sleepers");
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_AFTER: bool = cfg!(ringbus_weaken = "ipc_after");
 
+/// `ipc_replace`: A new owner of a dead producer's place tries once to release each mark the dead one left mid-write, and gives up when a consumer's give-up changed it first (it left the slot given up under the place for ever). Caught by loom model `ipc_a_replaced_dead_writer_and_a_give_up_leave_the_slot_reusable`.
+#[cfg_attr(not(feature = "ipc"), allow(dead_code))]
+pub(crate) const IPC_REPLACE: bool = cfg!(ringbus_weaken = "ipc_replace");
+
 /// `join_point`: A joining poller searches for its start instead of taking the sequencer's join point. Caught by loom model `poller_joining_behind_a_limited_poll_misses_nothing`; tests/poller.rs.
 pub(crate) const JOIN_POINT: bool = cfg!(ringbus_weaken = "join_point");
 

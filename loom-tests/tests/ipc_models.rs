@@ -615,3 +615,55 @@ fn ipc_a_blocking_consumer_after_another_is_woken_by_its_join() {
         drop(p);
     });
 }
+
+/// Model 13: a producer process dies with its slot marked as being
+/// written; a new process takes its place (releasing the marks the dead
+/// one left) while a consumer, its hole timeout passed, gives the slot up.
+/// Forbidden: the slot left given up under the place (the next lap's
+/// publish there then never marks it: `Full` for ever; the knob
+/// `ipc_replace`), an event lost or delivered twice.
+#[test]
+fn ipc_a_replaced_dead_writer_and_a_give_up_leave_the_slot_reusable() {
+    loom::model(|| {
+        let bus = Options::new(2)
+            .multi_producer()
+            .producers(1)
+            .consumers(1)
+            .model::<Pe>(1);
+        let mut consumer = bus.consumer("c").unwrap();
+        bus.as_process(2).producer().unwrap().die_writing();
+        bus.kill(2);
+        let replacing = bus.as_process(3);
+        let replacer = thread::spawn(move || replacing.producer().unwrap());
+        // Every timeout has passed: the consumer gives the dead claim up
+        // (with the new owner in its place, or the dead one).
+        let giving_up = thread::spawn(move || {
+            let passed = consumer.poll(4, |_, _, _| panic!("nothing was published"));
+            assert_eq!(passed, Ok(0));
+            consumer
+        });
+        let mut p = replacer.join().unwrap();
+        let mut consumer = giving_up.join().unwrap();
+        let mut seen = vec![];
+        let mut read = |c: &mut ringbus::ipc::IpcConsumer<Pe>| {
+            c.poll(4, |e, seq, _| {
+                e.verify();
+                seen.push((seq, e.value));
+            })
+            .unwrap()
+        };
+        read(&mut consumer);
+        assert_eq!(p.try_publish(|e| e.set(1)), Ok(1));
+        read(&mut consumer);
+        // Sequence 2 is slot 0 again, the dead writer's.
+        assert_eq!(
+            p.try_publish(|e| e.set(2)),
+            Ok(2),
+            "the dead writer's slot is refused to the next lap"
+        );
+        read(&mut consumer);
+        assert_eq!(seen, [(1, 1), (2, 2)], "lost or twice");
+        bus.close();
+        drop(p);
+    });
+}

@@ -470,6 +470,7 @@ pub(crate) fn release_dead_writer(region: &Region, index: usize) {
                     }
                     break;
                 }
+                Err(_) if crate::weaken::IPC_REPLACE => break,
                 Err(now) => m = Mark(now),
             }
         }

@@ -60,6 +60,8 @@ pub struct IpcProducer<E: Pod> {
     /// (Only this handle touches it; atomic so that `&self` may clear it
     /// while the region is borrowed.)
     shows_wait: std::sync::atomic::AtomicBool,
+    /// False once a loom model "killed" this producer's process.
+    leaves: bool,
 }
 
 impl<E: Pod> std::fmt::Debug for IpcProducer<E> {
@@ -229,6 +231,7 @@ impl<E: Pod> IpcProducer<E> {
             last_liveness: None,
             light,
             shows_wait: std::sync::atomic::AtomicBool::new(false),
+            leaves: true,
         }
     }
 
@@ -742,8 +745,25 @@ impl<E: Pod> IpcProducer<E> {
     }
 }
 
+impl<E: Pod> IpcProducer<E> {
+    /// Under loom: claims the next slot, marks it being written, and this
+    /// producer's process dies there (its place is not left).
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn die_writing(mut self) {
+        let seq = self.claim(1, Until::Now).expect("room for the claim");
+        let mut carried = None;
+        self.begin_write(seq, self.index + 1, &mut carried, Until::Now)
+            .expect("marked");
+        self.leaves = false;
+    }
+}
+
 impl<E: Pod> Drop for IpcProducer<E> {
     fn drop(&mut self) {
+        if !self.leaves {
+            return;
+        }
         table::leave_producer(&self.bus.region, self.index, self.lease);
         // Sleeping consumers of a closed bus end once producers are gone.
         self.notify();
