@@ -1643,7 +1643,39 @@ fn control<E: Ev, P: Prod<E> + 'static>(
     }
     let outcome = match end {
         End::Shutdown => p.shutdown(None),
-        End::ShutdownTimeout => p.shutdown(Some(Duration::from_millis(1 + rng.below(200)))),
+        End::ShutdownTimeout => {
+            let timeout = Duration::from_millis(1 + rng.below(200));
+            // Now and then a plain shutdown on another handle at the same
+            // time: every call sees the same outcome (one that times out
+            // halts the bus for both: `TimedOut`, not a clean `Ok` over
+            // events the stages never saw).
+            let twin = extra
+                .chance(30)
+                .then(|| p.another())
+                .flatten()
+                .map(|other| thread::spawn(move || other.shutdown(None)));
+            let outcome = p.shutdown(Some(timeout));
+            if let Some(twin) = twin {
+                let other = twin.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                let same = matches!(
+                    (&outcome, &other),
+                    (Ok(_), Ok(_))
+                        | (
+                            Err(ShutdownError::TimedOut(_)),
+                            Err(ShutdownError::TimedOut(_))
+                        )
+                        | (
+                            Err(ShutdownError::StageFailed(_)),
+                            Err(ShutdownError::StageFailed(_))
+                        )
+                );
+                assert!(
+                    same,
+                    "two shutdowns, two outcomes: {outcome:?} and {other:?}"
+                );
+            }
+            outcome
+        }
         End::Drop => {
             drop(p);
             Ok(ShutdownReport::default())
