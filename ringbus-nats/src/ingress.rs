@@ -25,8 +25,8 @@
 //!
 //! The filter, the ack wait and the backoff are the consumer's own (an
 //! existing durable keeps its configuration); an existing durable whose
-//! ack policy is not `Explicit`, or whose filter is not the options', is
-//! refused ([`LinkError::ConsumerMismatch`]).
+//! ack policy is not `Explicit`, whose filter is not the options', or that
+//! delivers headers only, is refused ([`LinkError::ConsumerMismatch`]).
 //!
 //! **One ingress per durable consumer.** Two ingresses on one durable do
 //! not share its messages: each sees the other's deliveries as lost ones,
@@ -184,9 +184,11 @@ impl IngressOptions {
 
     /// How long [`Ingress::stop`] waits for the bus to handle what was
     /// published before it acks and returns (5 s by default). With the
-    /// server gone `stop` returns about this long after it was called:
-    /// nothing waits for the server (what could not be acked counts as
-    /// `unacked`, and is delivered again).
+    /// server gone `stop` returns within about this long after it was
+    /// called (plus up to 2 s for each undecodable payload of the batch in
+    /// hand, whose dead letter cannot be sent): acks and naks do not wait
+    /// for the server (what could not be acked counts as `unacked`, and is
+    /// delivered again).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self

@@ -294,8 +294,8 @@ impl Link {
     /// [`LinkError::JetStream`] when the stream is missing or the consumer
     /// cannot be created; [`LinkError::JetStreamNotEnabled`] when the
     /// server does not run JetStream; [`LinkError::ConsumerMismatch`] when
-    /// the durable exists with an ack policy other than `Explicit` or
-    /// another filter.
+    /// the durable exists with an ack policy other than `Explicit`, another
+    /// filter, or headers only.
     pub fn ingress<E, C, P>(
         &self,
         codec: C,

@@ -48,8 +48,8 @@ pub enum ProducerKind {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum WaitConfig {
-    /// [`BusySpin`](crate::BusySpin). (Variants without fields are written
-    /// with braces so that a table with a stray field is refused.)
+    /// [`BusySpin`](crate::BusySpin). (A table for a variant without
+    /// fields that has any other field is refused.)
     BusySpin {},
     /// [`BusySpinWithHint`](crate::BusySpinWithHint).
     BusySpinWithHint {},

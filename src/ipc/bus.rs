@@ -751,9 +751,9 @@ impl<E: Pod> IpcBus<E> {
 
     /// Joins as consumer `name`, reading each event only after every
     /// consumer named in `after` has handled it. Until one of them is first
-    /// seen (or seen to have joined and left since this one joined, while
-    /// its table entry is not taken by another consumer yet), this one
-    /// waits where it joined. Start the upstreams first: an
+    /// seen (or seen to have left since this one joined, while no consumer
+    /// is joining and its table entry is not taken by another yet), this
+    /// one waits where it joined. Start the upstreams first: an
     /// upstream that joins after this one starts at the present, as every
     /// consumer does, so the events published between the two joins reach
     /// this one without it. A dead one keeps holding this
@@ -807,7 +807,7 @@ impl<E: Pod> IpcBus<E> {
     /// (A claim the close let go of while it waited for room that another
     /// consumer still holds cannot be passed yet: a consumer ends at it,
     /// its `next_sequence()` there; that other consumer passes it as a
-    /// tombstone.)
+    /// tombstone, a hole timeout after it has room.)
     pub fn close(&self) {
         // Release: producers and consumers Acquire it.
         self.region

@@ -329,9 +329,11 @@ impl<E: Pod> IpcProducer<E> {
     }
 
     /// Like [`publish`](IpcProducer::publish), waiting at most `timeout`
-    /// for room. (Multi producer: as [`try_publish`](Self::try_publish),
-    /// behind an earlier lap's claim that was never marked it may wait up
-    /// to the bus's `hole_timeout` more.)
+    /// for room. (Multi producer: the waits [`try_publish`](Self::try_publish)
+    /// names are not bounded by `timeout` either: up to the bus's
+    /// `hole_timeout` behind an earlier lap's claim that was never marked,
+    /// and, on a bus without consumers, as long as a producer a lap behind
+    /// still writes the slot.)
     ///
     /// # Errors
     /// [`IpcPublishError::Timeout`], or as for `publish`.

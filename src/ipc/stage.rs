@@ -403,10 +403,11 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
             let mut failed = None;
             // The batch's size, for the handler before its first event.
             let size = Cell::new(None);
-            // A panic outside the handler's event calls (`on_batch_start`,
-            // a dead-letter sink) commits nothing of the batch, as in any
-            // poll: caught here, it fails the stage at the batch's first
-            // event, and the report keeps its counts.
+            // A panic in `on_batch_start` commits nothing of the batch, as
+            // in any poll: caught here, it fails the stage at the batch's
+            // first event, and the report keeps its counts. (A dead-letter
+            // sink's panic is caught in `give_up`: it fails the stage at
+            // its event, `failed` below.)
             let polled = catch_unwind(AssertUnwindSafe(|| {
                 consumer.wait_then_handle_until(
                     Instant::now().checked_add(wait),

@@ -136,13 +136,15 @@ struct Inner {
     stats: Stats,
 }
 
-/// A torn tail [`Journal::open`] cut off.
+/// A torn tail [`Journal::open`] cut off (or an empty last segment it
+/// removed, or gave its header when it was the only one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Recovery {
     /// The segment.
     pub file: PathBuf,
-    /// Where the torn record began; the file now ends there.
+    /// Where the torn record began; the file now ends there (for an empty
+    /// segment: 0, the file removed, or holding just its header).
     pub offset: u64,
     /// Bytes removed.
     pub bytes_cut: u64,
@@ -216,12 +218,14 @@ impl Journal {
     /// half-written at the end of the last segment is cut off
     /// ([`recovered`](Journal::recovered) says where), and empty segments a
     /// crash left behind are removed (when one is the only segment left,
-    /// it is given its header instead: the numbering goes on from it). Only the last segment is read in
-    /// full; damage in an earlier one shows when reading reaches it.
+    /// it is given its header instead: the numbering goes on from it).
+    /// Only the last segment is read in full; damage in an earlier one
+    /// shows when reading reaches it.
     ///
     /// # Errors
     /// [`JournalError::Locked`]; [`JournalError::Io`] when the directory
-    /// cannot be created, locked or read, or the torn tail cannot be cut
+    /// cannot be created, locked or read, an empty last segment cannot be
+    /// removed or given its header, or the torn tail cannot be cut
     /// (read such a journal with [`open_read_only`](Journal::open_read_only));
     /// [`JournalError::Corrupt`] when the last segment's header is not a
     /// journal's.
