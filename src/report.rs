@@ -128,10 +128,14 @@ pub enum ShutdownError {
     /// The stages did not drain within the timeout; the bus was halted. The
     /// threads that stopped were joined and the report counts what they
     /// processed; a stage stuck in its handler is reported `still_running`
-    /// and its thread finishes on its own once the handler returns.
+    /// and its thread finishes on its own once the handler returns. A
+    /// failure the halt brought about (a retry's backoff it cut, under a
+    /// policy that halts) is in that stage's report, and the outcome stays
+    /// `TimedOut`.
     TimedOut(ShutdownReport),
     /// A stage stopped after a failure (an error or a panic its policy did
-    /// not absorb); the report says which stage and why.
+    /// not absorb), before any timeout's halt; the report says which stage
+    /// and why.
     StageFailed(ShutdownReport),
     /// `shutdown` was called on one of the bus's own stage threads (from a
     /// handler), which cannot wait for itself. The bus is closed: the stage

@@ -647,3 +647,59 @@ fn a_panic_in_on_shutdown_is_a_panic_not_a_failed_event() {
         );
     }
 }
+
+/// A `shutdown_timeout` that ends a retry's backoff under a policy that
+/// halts says `TimedOut` ("halts the bus if it has not drained in time and
+/// says so"): the failure the halt brought about (the retries it cut) is
+/// in the report, but the bus had not failed before the timeout. It said
+/// `StageFailed`. A stage that failed before the timeout (beside one stuck
+/// in its handler) still makes it `StageFailed`.
+#[test]
+fn a_shutdown_timeout_that_cuts_a_retry_says_timed_out() {
+    bounded(60, || {
+        let (failing, first_failure) = mpsc::channel();
+        let p = ringbus::multi_producer(8, Event::default, Blocking)
+            .on_failure(FailurePolicy::halt().retry(10, Duration::from_secs(1)))
+            .try_handle_events_with(move |_: &Event, _: Sequence, _: bool| {
+                let _ = failing.send(());
+                Err::<(), _>(std::io::Error::other("always"))
+            })
+            .build();
+        p.publish(|e| e.set(0)).unwrap();
+        first_failure.recv().unwrap(); // in its first backoff now
+        match p.shutdown_timeout(Duration::from_millis(50)) {
+            Err(ShutdownError::TimedOut(report)) => {
+                let s = &report.stages[0];
+                assert_eq!((s.failed, s.processed), (1, 0), "{s:?}");
+            }
+            other => panic!("expected TimedOut, got {other:?}"),
+        }
+    });
+    bounded(60, || {
+        let stuck = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let hold = Arc::clone(&stuck);
+        let (entered, in_handler) = mpsc::channel();
+        let p = ringbus::multi_producer(8, Event::default, Blocking)
+            .try_handle_events_with(|_: &Event, _: Sequence, _: bool| {
+                Err::<(), _>(std::io::Error::other("fails at once"))
+            })
+            .handle_events_with(move |_: &Event, _: Sequence, _: bool| {
+                let _ = entered.send(());
+                while hold.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .build();
+        p.publish(|e| e.set(0)).unwrap();
+        in_handler.recv().unwrap();
+        while p.publish(|e| e.set(1)).is_ok() {
+            std::thread::sleep(Duration::from_millis(1)); // until the failure
+        }
+        let outcome = p.shutdown_timeout(Duration::from_millis(50));
+        stuck.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            matches!(outcome, Err(ShutdownError::StageFailed(_))),
+            "{outcome:?}"
+        );
+    });
+}

@@ -29,6 +29,11 @@ pub(super) struct JoinState {
     /// the outcome says `TimedOut`, also a caller without a deadline that
     /// got there first (it saw the stages end because of that halt).
     timed_out: bool,
+    /// A stage had failed (producers were refused) before that halt: the
+    /// outcome is `StageFailed`. Failures the halt itself brought about
+    /// (a retry's backoff it ended, under a policy that halts) leave it
+    /// `TimedOut`.
+    failed_before_timeout: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -45,6 +50,7 @@ impl JoinState {
             handles: Vec::new(),
             outcome: None,
             timed_out: false,
+            failed_before_timeout: false,
         }
     }
 }
@@ -131,7 +137,13 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         if timed_out {
             // Before the halt: a caller that sees the stages end because of
             // it (and records the outcome first) sees this too.
-            loom::lock(&self.joining).timed_out = true;
+            {
+                let mut state = loom::lock(&self.joining);
+                if !state.timed_out {
+                    state.timed_out = true;
+                    state.failed_before_timeout = self.refuses_producers();
+                }
+            }
             self.halt();
             if !cfg!(loom) {
                 // Loom has no clock: its timed waits never time out.
@@ -172,7 +184,8 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             }
         }
         let (reports, handlers): (Vec<_>, Vec<_>) = by_stage.into_iter().flatten().unzip();
-        let verdict = if reports.iter().any(|r| r.failure.is_some()) {
+        let failed = reports.iter().any(|r| r.failure.is_some());
+        let verdict = if failed && (!state.timed_out || state.failed_before_timeout) {
             Verdict::StageFailed
         } else if timed_out || state.timed_out || reports.iter().any(|r| r.still_running) {
             Verdict::TimedOut
