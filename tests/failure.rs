@@ -669,8 +669,11 @@ fn a_shutdown_timeout_that_cuts_a_retry_says_timed_out() {
         first_failure.recv().unwrap(); // in its first backoff now
         match p.shutdown_timeout(Duration::from_millis(50)) {
             Err(ShutdownError::TimedOut(report)) => {
+                // Failed (the cut retry), or, on a slow machine (Miri), not
+                // yet stopped after the halt's grace: still running.
                 let s = &report.stages[0];
-                assert_eq!((s.failed, s.processed), (1, 0), "{s:?}");
+                assert_eq!(s.processed, 0, "{s:?}");
+                assert!(s.failed == 1 || s.still_running, "{s:?}");
             }
             other => panic!("expected TimedOut, got {other:?}"),
         }
