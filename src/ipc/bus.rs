@@ -781,7 +781,11 @@ impl<E: Pod> IpcBus<E> {
         }
         // Before the join: an upstream there now that leaves before this
         // one's first look shows as come and gone (`came_and_went`).
-        let generations = super::consumer::generations(&self.region, !after.is_empty());
+        let generations = if after.is_empty() {
+            Vec::new()
+        } else {
+            super::consumer::generations(&self.region)
+        };
         match table::join_consumer(&self.region, self.me, name) {
             Ok(joined) => Ok(IpcConsumer::new(
                 self.clone(),

@@ -105,12 +105,9 @@ fn always<E>(mut f: impl FnMut(&E, Sequence, bool)) -> impl FnMut(&E, Sequence, 
     }
 }
 
-/// Each consumer entry's lease generation (`wanted`: else none), for
-/// [`came_and_went`], read before a join.
-pub(crate) fn generations(region: &super::region::Region, wanted: bool) -> Vec<u64> {
-    if !wanted {
-        return Vec::new();
-    }
+/// Each consumer entry's lease generation, for [`came_and_went`], read
+/// before a join.
+pub(crate) fn generations(region: &super::region::Region) -> Vec<u64> {
     (0..region.layout.consumers)
         .map_while(|i| region.consumer(i))
         .map(|entry| Lease::load(&entry.meta.lease).generation())
@@ -472,7 +469,8 @@ impl<E: Pod> IpcConsumer<E> {
                 return false;
             }
         }
-        // Acquire: as above.
+        // Acquire: as above. The claim is looked at again (not the answer
+        // of the first look): its producer may have marked it before it left.
         self.next >= control.cursor.load(Ordering::Acquire) || self.stuck_at_a_claim_let_go()
     }
 
