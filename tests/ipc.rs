@@ -434,6 +434,13 @@ fn a_truncated_or_lying_header_never_maps_past_the_file() {
     std::fs::write(&path, &b).unwrap();
     let e = Options::new(8).dir(d.path()).open::<Ev>("lie").unwrap_err();
     assert!(matches!(e, IpcError::NotABus { .. }), "{e}");
+    // Not a bus: the error shows what the file starts with.
+    let mut b = bytes.clone();
+    b[0..8].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    let e = Options::new(8).dir(d.path()).open::<Ev>("lie").unwrap_err();
+    assert!(matches!(e, IpcError::NotABus { .. }), "{e}");
+    assert!(e.to_string().contains("0x1122334455667788"), "{e}");
     // Another version.
     let mut b = bytes.clone();
     b[8..12].copy_from_slice(&99u32.to_le_bytes());
@@ -442,6 +449,130 @@ fn a_truncated_or_lying_header_never_maps_past_the_file() {
         Options::new(8).dir(d.path()).open::<Ev>("lie"),
         Err(IpcError::Version { file: 99, .. })
     ));
+}
+
+/// A peer with write access to the file: writes `value` at `offset` of
+/// the bus file `name` (the page cache is the mapping, so every process
+/// sees it).
+fn poke(dir: &std::path::Path, name: &str, offset: u64, value: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(format!("ringbus.{name}")))
+        .unwrap();
+    f.write_all_at(value, offset).unwrap();
+}
+
+/// The u64 at `offset` of the bus file `name`.
+fn peek(dir: &std::path::Path, name: &str, offset: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(dir.join(format!("ringbus.{name}"))).unwrap();
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, offset).unwrap();
+    u64::from_le_bytes(b)
+}
+
+/// Where the claim counter (or the single producer's cursor) is: the first
+/// field of the line after the header. Checked against a known count, so a
+/// change of the layout fails here, not as a test that proves nothing.
+const CURSOR_AT: u64 = 128;
+
+/// A peer that wrote a mark no protocol writes (the slot's current round,
+/// state 0) under a claim: the consumer skips it as a tombstone. It gave
+/// the slot up, found nothing to give up, and looked again for ever, at
+/// 100% of a core, in `poll` and `poll_timeout` alike.
+#[test]
+fn a_mark_no_protocol_writes_is_skipped_not_looped_on() {
+    let d = dir();
+    let bus = Options::new(4)
+        .multi_producer()
+        .hole_timeout(Duration::from_millis(30))
+        .dir(d.path())
+        .create::<Ev>("mark")
+        .unwrap();
+    let mut c = bus.consumer("c").unwrap();
+    let mut p = bus.producer().unwrap();
+    for k in 0..4 {
+        p.publish(|e| e.set(1, k)).unwrap();
+    }
+    assert_eq!(c.poll(8, |e, _, _| e.verify()), Ok(4));
+    // A fifth claim, let go by its panicking closure: slot 0, round 2.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.publish(|_| panic!("planned"))
+    }));
+    assert!(r.is_err());
+    assert_eq!(peek(d.path(), "mark", CURSOR_AT), 5, "the claim counter");
+    // Find the marks: slot 0 released in round 2 by producer entry 0
+    // (owner 1), slots 1-3 published in round 1.
+    let mark = |round: u64, state: u64| (round << 16 | 1 << 4 | state).to_le_bytes();
+    let bytes = std::fs::read(d.path().join("ringbus.mark")).unwrap();
+    let want: Vec<u8> = [mark(2, 4), mark(1, 2), mark(1, 2), mark(1, 2)].concat();
+    let at = (0..bytes.len() - 32)
+        .step_by(8)
+        .find(|&i| bytes[i..i + 32] == want[..])
+        .expect("the marks") as u64;
+    // Round 2, owner 0, state 0: nothing writes that.
+    poke(d.path(), "mark", at, &(2u64 << 16).to_le_bytes());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = thread::spawn(move || {
+        let r = c.poll_timeout(Duration::from_millis(300), 8, |e, _, _| e.verify());
+        tx.send(r).unwrap();
+        c
+    });
+    let r = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("poll_timeout came back");
+    assert!(matches!(r, Ok(0) | Err(IpcPollError::Timeout)), "{r:?}");
+    let mut c = t.join().unwrap();
+    assert_eq!(c.tombstones(), 1, "the odd mark passed as a tombstone");
+    assert_eq!(c.next_sequence(), 5);
+    p.publish(|e| e.set(1, 4)).unwrap();
+    let mut ks = Vec::new();
+    c.poll_timeout(Duration::from_secs(5), 8, |e, _, _| {
+        e.verify();
+        ks.push(e.k)
+    })
+    .unwrap();
+    assert_eq!(ks, [4]);
+}
+
+/// A peer that overwrote the cursor with a sequence no bus reaches: every
+/// publish is refused as `Closed` (it overflowed `first + n` and panicked
+/// in a debug build, and in a release build claimed slots of a wrapped
+/// sequence).
+#[test]
+fn a_cursor_no_bus_reaches_refuses_publishes() {
+    for multi in [false, true] {
+        let d = dir();
+        let o = Options::new(8).dir(d.path());
+        let o = if multi { o.multi_producer() } else { o };
+        let bus = o.create::<Ev>("cursor").unwrap();
+        let _c = bus.consumer("c").unwrap();
+        {
+            let mut p = bus.producer().unwrap();
+            for k in 0..3 {
+                p.publish(|e| e.set(1, k)).unwrap();
+            }
+        }
+        assert_eq!(peek(d.path(), "cursor", CURSOR_AT), 3, "the cursor");
+        poke(d.path(), "cursor", CURSOR_AT, &u64::MAX.to_le_bytes());
+        let mut p = bus.producer().unwrap();
+        assert_eq!(
+            p.try_publish(|e| e.set(1, 3)),
+            Err(IpcPublishError::Closed),
+            "multi {multi}"
+        );
+        assert_eq!(
+            p.publish_timeout(Duration::from_millis(50), |e| e.set(1, 3)),
+            Err(IpcPublishError::Closed),
+            "multi {multi}"
+        );
+        assert_eq!(
+            p.publish(|e| e.set(1, 3)),
+            Err(IpcPublishError::Closed),
+            "multi {multi}"
+        );
+    }
 }
 
 #[test]
@@ -1475,7 +1606,15 @@ fn a_dead_single_producer_is_replaced_and_the_sequence_goes_on() {
         .unwrap()
         > 0
     {}
+    // A peer rewrote the header's producer kind (offset 20) to multi: the
+    // replacement goes by this process's layout, which has no marks (it
+    // released "marks" past the end of a single producer's file).
+    poke(d.path(), "sp", 20, &2u32.to_le_bytes());
     let mut p = bus.producer().unwrap(); // the dead one's place
+    assert!(
+        matches!(bus.producer(), Err(IpcError::ProducerBusy { .. })),
+        "one place, taken"
+    );
     let seq = p.publish(|e| e.set(6, 0)).unwrap();
     while c
         .poll(8, |e, s, _| {

@@ -303,6 +303,7 @@ impl Options {
         file.set_permissions(std::fs::Permissions::from_mode(self.mode))
             .map_err(|e| io("chmod", e))?;
         file.set_len(layout.len as u64).map_err(|e| io("size", e))?;
+        reserve(file, layout.len).map_err(|e| io("reserve", e))?;
         let map = memmap2::MmapOptions::new()
             .map_raw(file)
             .map_err(|e| io("map", e))?;
@@ -425,7 +426,7 @@ impl Options {
             if magic != 0 && magic != MAGIC {
                 return Err(IpcError::NotABus {
                     path: path.clone(),
-                    reason: "wrong magic number".into(),
+                    reason: wrong_magic(magic),
                 });
             }
             if started.elapsed() > Duration::from_secs(1) {
@@ -443,10 +444,11 @@ impl Options {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        if h.magic.load(Ordering::Relaxed) != MAGIC {
+        let magic = h.magic.load(Ordering::Relaxed);
+        if magic != MAGIC {
             return Err(IpcError::NotABus {
                 path: path.clone(),
-                reason: "wrong magic number".into(),
+                reason: wrong_magic(magic),
             });
         }
         let version = h.version.load(Ordering::Relaxed);
@@ -550,6 +552,43 @@ impl Options {
         self.write_header(&region, &layout, me);
         IpcBus::new(region, me)
     }
+}
+
+/// Reserves the file's blocks (Linux: `fallocate`), so that a full
+/// `/dev/shm` or memory limit is an error of `create`, not a SIGBUS at a
+/// publish's first touch of a ring page. A filesystem that cannot reserve
+/// is left as it was.
+#[cfg(not(loom))]
+fn reserve(file: &std::fs::File, len: usize) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        let len = libc::off_t::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        loop {
+            // SAFETY: a plain syscall on a descriptor this process holds open.
+            let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+            if r == 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EOPNOTSUPP | libc::ENOSYS) => return Ok(()),
+                _ => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, len);
+        Ok(())
+    }
+}
+
+/// `NotABus`'s reason for a file that does not start as a bus does.
+#[cfg(not(loom))]
+fn wrong_magic(found: u64) -> String {
+    format!("its first 8 bytes are {found:#018x}, a ringbus bus starts with {MAGIC:#018x}")
 }
 
 /// Removes the file of bus `name` from the default directory. Processes

@@ -120,6 +120,11 @@ impl fmt::Display for IpcError {
                 "{} has layout version {file}, this library reads version {ours}: use one ringbus version on both sides",
                 path.display()
             ),
+            Self::Mismatch { path, field, file, ours } if *field == "file length" => write!(
+                f,
+                "{}: the file's length is {file} bytes (on disk, or as its header records it) where its layout takes {ours}: it was cut short, grown or overwritten since it was made; remove it (ringbus::ipc::remove) and create it again",
+                path.display(),
+            ),
             Self::Mismatch { path, field, file, ours } => write!(
                 f,
                 "{}: the bus's {field}{} is {file}, this process asked for {ours}: open it with the same event type and options as its creator",
@@ -173,7 +178,8 @@ pub enum IpcPublishError {
     Full,
     /// `publish_timeout`: no room within the time.
     Timeout,
-    /// The bus was closed.
+    /// The bus was closed (or a peer overwrote its claim counter with a
+    /// sequence no bus reaches: it is broken, see the module's Trust).
     Closed,
     /// A consumer gave this producer's claim up: it took longer than the
     /// bus's hole timeout between claim and publish. The events from

@@ -263,8 +263,12 @@ pub(crate) fn slot(region: &Region, seq: u64) -> Slot {
     if m.round() == round {
         match m.state() {
             PUBLISHED => Slot::Published,
-            GIVEN_UP | RELEASED => Slot::Tombstone,
-            _ => Slot::Pending,
+            WRITING => Slot::Pending,
+            // GIVEN_UP, RELEASED, and any state no protocol writes (a peer
+            // wrote it): skipped, never waited at (`give_up` would find
+            // nothing to give up there, and the consumer would look again
+            // for ever).
+            _ => Slot::Tombstone,
         }
     } else if m.round() > round {
         Slot::Lapped

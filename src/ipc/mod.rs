@@ -96,7 +96,19 @@
 //! the bus's state (then producers and consumers get errors, or wrong
 //! events), never make this process read or write outside the mapping. The
 //! file's mode (0600 by default, [`Options::mode`]) is the only access
-//! control.
+//! control. Two limits of that promise:
+//!
+//! - **Truncation.** A peer that shortens the file (`ftruncate`) makes the
+//!   next touch of a page past its new end raise `SIGBUS` in every process
+//!   that maps it: the mapping stays, the pages behind it do not. Nothing a
+//!   process of its own can check prevents it; keep the file's mode tight.
+//!   (`create` reserves the file's blocks on Linux, so a full `/dev/shm` is
+//!   an error of `create`, not a `SIGBUS` later.)
+//! - **Events written behind a reader.** A handler gets `&E` into the
+//!   mapping. `E: Pod` makes any bytes a valid value, but a peer that
+//!   writes a slot while it is read (no protocol does) races with the
+//!   reader: a field read twice may differ. Copy an event out (`*e`) before
+//!   checking a field you then rely on if peers are not trusted.
 //!
 //! # Stale buses
 //!
@@ -109,7 +121,11 @@
 //! without `O_TMPFILE`) it leaves a file that [`Options::open`] reports as
 //! [`IpcError::Stale`] (once it wrote its pid; before that, as
 //! [`IpcError::NotABus`], "not ready after 1 s"); [`remove`] it
-//! ([`Options::remove`] for a bus in another directory).
+//! ([`Options::remove`] for a bus in another directory). Let one process
+//! do that: `remove` unlinks whatever file has the name, so if two
+//! processes saw `Stale` and one has already made the bus again, the
+//! other's `remove` takes the new bus's name away from it (its processes
+//! go on, on a file nobody can open).
 //!
 //! # Platforms
 //!

@@ -149,6 +149,21 @@ impl Drop for Abandon<'_> {
     }
 }
 
+/// Sequences at or above it are a cursor a peer overwrote: no bus reaches
+/// them (2^62 events is 1,400 years at 100 M events a second), and below
+/// it `first + n` cannot overflow (a batch is at most the capacity).
+const SEQUENCE_LIMIT: u64 = 1 << 62;
+
+/// `Closed` for a claim at a sequence no bus reaches (module docs, Trust):
+/// the bus is broken, and arithmetic on such a claim would overflow.
+#[inline]
+fn corrupt_cursor(first: u64) -> Result<(), IpcPublishError> {
+    if first >= SEQUENCE_LIMIT {
+        return Err(IpcPublishError::Closed);
+    }
+    Ok(())
+}
+
 /// Wakes sleeping consumers, if any, after a publish (or a release of
 /// slots) by a producer whose process is `light` (module docs).
 #[inline]
@@ -648,12 +663,14 @@ impl<E: Pod> IpcProducer<E> {
         self.check_open()?;
         if !self.multi {
             let first = self.next;
+            corrupt_cursor(first)?;
             self.wait_for_room(first, first + n - 1, until, true)?;
             return Ok(first);
         }
         if let Until::Never = until {
             // AcqRel: a total order of claims; nothing is published by it.
             let first = self.cursor().fetch_add(n, Ordering::AcqRel);
+            corrupt_cursor(first)?;
             let last = first + n - 1;
             // Claimed: wait for room until the bus closes, then let go of
             // the slots that have room (consumers pass them at once); the
@@ -691,6 +708,7 @@ impl<E: Pod> IpcProducer<E> {
         // Claim only once there is room, so a timed-out claim leaves no hole.
         loop {
             let first = self.cursor().load(Ordering::Acquire);
+            corrupt_cursor(first)?;
             self.wait_for_room(first, first + n - 1, until, true)?;
             // AcqRel: as fetch_add.
             if self

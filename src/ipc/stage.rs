@@ -382,7 +382,7 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
             let consumer = consumer.as_mut().expect("taken only at the end");
             if let Some(t) = *timeout {
                 if idle_since.elapsed() >= t {
-                    let last = consumer.next_sequence() as Sequence - 1;
+                    let last = (consumer.next_sequence() as Sequence).wrapping_sub(1);
                     // Caught as a handler's panic is: the stage fails where
                     // it stands, and its report keeps its counts.
                     if let Err(payload) =

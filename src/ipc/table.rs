@@ -25,7 +25,7 @@
 //! the first producer that finds the ring full reclaims it, or a consumer
 //! after it that it holds (`reap_upstream`).
 
-use super::layout::{ConsumerEntry, ProducerEntry, MULTI};
+use super::layout::{ConsumerEntry, ProducerEntry};
 use super::os::{now_ms, Identity};
 use super::region::Region;
 use crate::loom::{AtomicU64, Ordering};
@@ -503,8 +503,11 @@ pub(crate) fn join_producer(
     region: &Region,
     me: Identity,
 ) -> Result<(usize, Lease, Option<u32>), ProducerFailure> {
-    let multi = region.header().kind.load(Ordering::Relaxed) == MULTI;
-    for index in 0..producer_places(region) {
+    // This process's layout, never the header's kind: a peer may rewrite
+    // that, and a single producer's layout has no marks to release.
+    let multi = region.layout.multi;
+    let mut index = 0;
+    while index < producer_places(region) {
         let entry = region.producer(index).expect("index below the table size");
         let l = Lease::load(&entry.lease);
         let predecessor = match l.state() {
@@ -513,6 +516,7 @@ pub(crate) fn join_producer(
                 let owner = producer_owner(entry, l);
                 if region.alive(owner) {
                     if multi {
+                        index += 1;
                         continue;
                     }
                     return Err(ProducerFailure::Busy { pid: owner.pid });
@@ -528,13 +532,15 @@ pub(crate) fn join_producer(
             .compare_exchange(l.0, joining.0, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            if multi {
+            if !multi {
+                // The single producer's one place, taken meanwhile: look
+                // again (a loop, not a call: a peer flipping the lease
+                // cannot grow the stack), so the loser hears who holds it
+                // (`Busy`), not that a table is full.
                 continue;
             }
-            // The single producer's one place, taken meanwhile: look again,
-            // so the loser hears who holds it (`Busy`), not that a table
-            // is full.
-            return join_producer(region, me);
+            index += 1;
+            continue;
         }
         // Relaxed, as `start`: published by the Release lease CAS below
         // (a consumer reads the lease, Acquire, before the range, and
