@@ -572,6 +572,70 @@ fn a_halt_ends_a_retry_backoff_and_the_handler_is_not_called_again() {
     });
 }
 
+/// The same with the failing event first of a batch of ten (published at
+/// once, so the stage sees one batch): the halt that ended the retry stops
+/// the stage there, and an infallible handler under a policy with skips
+/// (handled one event at a time) is not called after a halt either. Both
+/// were called for the rest of their chunk (up to 16 events) after it.
+#[test]
+fn a_halt_mid_batch_calls_the_handler_no_more() {
+    bounded(60, || {
+        let calls = Arc::new(Mutex::new(0u32));
+        let counted = Arc::clone(&calls);
+        let (failed, first_failure) = mpsc::channel();
+        let mut p = ringbus::single_producer(64, Event::default, Blocking)
+            .on_failure(FailurePolicy::skip().retry(3, Duration::from_secs(20)))
+            .try_handle_events_with(move |_: &Event, _: Sequence, _: bool| {
+                *counted.lock().unwrap() += 1;
+                let _ = failed.send(());
+                Err::<(), _>(std::io::Error::other("always"))
+            })
+            .build();
+        p.batch_publish(10, |slots| {
+            for (i, e) in slots.enumerate() {
+                e.set(i as u64);
+            }
+        })
+        .unwrap();
+        first_failure.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // in its first backoff
+        p.halt();
+        let report = match p.shutdown_timeout(Duration::from_secs(5)) {
+            Ok(report) | Err(ShutdownError::StageFailed(report)) => report,
+            Err(e) => panic!("the shutdown waited out the backoff: {e:?}"),
+        };
+        assert_eq!(*calls.lock().unwrap(), 1, "called again after the halt");
+        assert_eq!(report.stages[0].skipped, 1, "{:?}", report.stages[0]);
+
+        // Infallible, one event at a time (the policy skips): halted while
+        // it handles the first event of ten.
+        let calls = Arc::new(Mutex::new(0u32));
+        let counted = Arc::clone(&calls);
+        let (started, first_call) = mpsc::channel();
+        let (halted, go_on) = mpsc::channel::<()>();
+        let go_on = Mutex::new(go_on);
+        let mut p = ringbus::single_producer(64, Event::default, Blocking)
+            .on_failure(FailurePolicy::skip())
+            .handle_events_with(move |_: &Event, _: Sequence, _: bool| {
+                *counted.lock().unwrap() += 1;
+                let _ = started.send(());
+                let _ = go_on.lock().unwrap().recv_timeout(Duration::from_secs(5));
+            })
+            .build();
+        p.batch_publish(10, |slots| {
+            for (i, e) in slots.enumerate() {
+                e.set(i as u64);
+            }
+        })
+        .unwrap();
+        first_call.recv().unwrap();
+        p.halt();
+        drop(halted); // the first call returns
+        let _ = p.shutdown_timeout(Duration::from_secs(5));
+        assert_eq!(*calls.lock().unwrap(), 1, "called again after the halt");
+    });
+}
+
 /// A dead-letter sink that panics stops the stage with the panic, and the
 /// event it was given counts failed once, not dead-lettered.
 #[test]

@@ -31,6 +31,7 @@
 //! for pools, every acknowledged event to every stage and every poller that
 //! stayed to the end when the bus closed cleanly, a panic in a poll gives
 //! the same events again, `Lagged` only for an evicted lag-limited poller,
+//! a fallible reader begins at most one call after a `halt()` returned,
 //! the journal holds exactly what was acknowledged (clean) and its damage is
 //! `Corrupt` or a torn tail as documented, and no hang (a watchdog turns one
 //! into a failure naming the seed).
@@ -278,6 +279,9 @@ struct Observed {
     pollers_to_the_end: Mutex<Vec<(Sequence, Sequence)>>,
     /// Events the failing stage handed to its dead-letter sink.
     dead_letters: AtomicU64,
+    /// Set once a `halt()` returned: a fallible reader (handled an event,
+    /// or a range, at a time) is called at most once more.
+    halted: AtomicBool,
 }
 
 /// How a reader stage takes its events.
@@ -298,6 +302,8 @@ struct Reader {
     /// It runs after the work pool: the worker that took an event is done
     /// with it before this stage sees it.
     after_pool: bool,
+    /// Calls begun after `Observed::halted` was seen set.
+    after_halt: u32,
 }
 
 impl Reader {
@@ -312,6 +318,25 @@ impl Reader {
             },
             observed: Arc::clone(observed),
             after_pool: false,
+            after_halt: 0,
+        }
+    }
+
+    /// A fallible handler's call: it handles events one call at a time (or
+    /// a range per call), and the stage looks for a halt before each call,
+    /// so one call at most begins after a `halt()` returned (one that
+    /// checked just before it).
+    fn call(&mut self) {
+        // Acquire: set after `halt()` returned, whose store the stage's
+        // check reads.
+        if self.observed.halted.load(Ordering::Acquire) {
+            self.after_halt += 1;
+            assert!(
+                self.after_halt <= 1,
+                "stage {} called {} times after a halt returned",
+                self.stage,
+                self.after_halt
+            );
         }
     }
 
@@ -377,6 +402,7 @@ impl<E: Ev> EventHandler<E> for Reader {
 impl<E: Ev> TryEventHandler<E> for Reader {
     type Error = String;
     fn on_event(&mut self, e: &E, s: Sequence, b: bool) -> Result<(), String> {
+        self.call();
         self.see(e.core(), s, b);
         Ok(())
     }
@@ -404,6 +430,7 @@ impl<E: Ev> BatchEventHandler<E> for Batches {
 impl<E: Ev> TryBatchEventHandler<E> for Batches {
     type Error = String;
     fn on_batch(&mut self, batch: Batch<'_, E>) -> Result<(), (Sequence, String)> {
+        self.0.call();
         self.0.see_batch(batch);
         Ok(())
     }
@@ -1293,6 +1320,7 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
             .map(|k| {
                 let mut p = p.clone();
                 let (acknowledged, refused) = (Arc::clone(&acknowledged), Arc::clone(&refused));
+                let observed = Arc::clone(&observed);
                 let mut rng = Rng(seed ^ (k << 32));
                 let (halt, shut_down) = (other_halts && k == 1, other_shuts_down && k == 1);
                 let panicky = topology.panicky;
@@ -1302,6 +1330,8 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
                     refused.fetch_or(produced.refused, Ordering::Relaxed);
                     if halt {
                         p.halt();
+                        // Release: after the halt (`Reader::call`).
+                        observed.halted.store(true, Ordering::Release);
                         refused.store(true, Ordering::Relaxed);
                     }
                     if shut_down {
@@ -1620,6 +1650,8 @@ fn control<E: Ev, P: Prod<E> + 'static>(
         }
         if halts && rng.chance(25) {
             p.halt();
+            // Release: after the halt (`Reader::call`).
+            observed.halted.store(true, Ordering::Release);
             halted = true;
         }
     }

@@ -250,7 +250,16 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     break;
                 }
             } else if per_event {
-                for sequence in done + 1..=chunk_end {
+                let first = done + 1;
+                for sequence in first..=chunk_end {
+                    // Handled one by one (a fallible handler, or a policy
+                    // with retries, skips or dead letters): a halt stops
+                    // the stage before the next event, so a halt that
+                    // ended a retry's backoff calls the handler no more
+                    // (the chunk's first event was checked above).
+                    if sequence > first && bus.is_halted() {
+                        break;
+                    }
                     // SAFETY: as below, for one sequence of the range.
                     let handled = unsafe {
                         self.handle_one(consumer, ring, sequence, sequence == available, report)
