@@ -833,3 +833,46 @@ fn a_timed_out_shutdown_is_every_clones_outcome() {
         });
     }
 }
+
+/// A bus whose stages have read everything is drained: `shutdown_timeout`
+/// with no time at all (or little) reports it clean, for single and multi
+/// producers and a work pool. The stage threads had not yet seen the
+/// close when the deadline passed, and the bus was called timed out (and
+/// halted).
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "the threads' 20 ms to end is wall-clock time Miri may not keep to"
+)]
+fn a_zero_shutdown_timeout_on_a_drained_bus_is_clean() {
+    fn check(mut p: impl ringbus::Publisher<Event>, timeout: Duration) {
+        let metrics = p.metrics();
+        for i in 0..5 {
+            p.publish(|e| e.set(i)).unwrap();
+        }
+        while metrics.snapshot().stages.iter().any(|s| s.sequence < 4) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let report = p
+            .shutdown_timeout(timeout)
+            .unwrap_or_else(|e| panic!("{timeout:?}: {e:?}"));
+        assert!(report.stages.iter().all(|s| !s.still_running), "{report:?}");
+    }
+    bounded(60, || {
+        for timeout in [Duration::ZERO, Duration::from_micros(1)] {
+            check(
+                ringbus::single_producer(8, Event::default, Blocking)
+                    .handle_events_with(|e: &Event, _: Sequence, _: bool| e.verify())
+                    .handle_events_with_pool(2, |_| |e: &Event, _: Sequence, _: bool| e.verify())
+                    .build(),
+                timeout,
+            );
+            check(
+                ringbus::multi_producer(8, Event::default, Blocking)
+                    .handle_events_with(|e: &Event, _: Sequence, _: bool| e.verify())
+                    .build(),
+                timeout,
+            );
+        }
+    });
+}

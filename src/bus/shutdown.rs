@@ -122,6 +122,16 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     /// is every caller's outcome; only the first caller gets the handlers.
     /// Called on one of the bus's own stage threads it joins nothing and
     /// says so; the threads finish once their handlers return.
+    /// Closed, and every stage (each pool worker: the pool) is past the
+    /// last sequence: nothing is left to handle.
+    fn drained(&self) -> bool {
+        self.closed_at().is_some_and(|last| {
+            self.stages
+                .iter()
+                .all(|(_, cell)| cell.sequence.get() >= last)
+        })
+    }
+
     pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
         if self.on_stage_thread() {
             return Err(ShutdownError::OnStageThread);
@@ -133,7 +143,16 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             // Acquire: pairs with the Release in `record`.
             Ok((done || self.settled.load(Ordering::Acquire)).then_some(()))
         };
-        let timed_out = parking::park(self.signals.bus(), deadline, all_done).is_err();
+        let mut timed_out = parking::park(self.signals.bus(), deadline, all_done).is_err();
+        // Every event through every stage by the deadline: the threads are
+        // on their way out (`on_shutdown`), so they get the grace to end
+        // before anything is called a timeout (a `shutdown_timeout` of 0
+        // on a drained bus is clean). Not under loom (no clock).
+        let drained = timed_out && !cfg!(loom) && self.drained();
+        if drained {
+            let grace = Some(Instant::now() + HALT_GRACE);
+            timed_out = parking::park(self.signals.bus(), grace, all_done).is_err();
+        }
         if timed_out {
             // Before the halt: a caller that sees the stages end because of
             // it (and records the outcome first) sees this too.
@@ -145,8 +164,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
                 }
             }
             self.halt();
-            if !cfg!(loom) {
-                // Loom has no clock: its timed waits never time out.
+            if !cfg!(loom) && !drained {
+                // Loom has no clock: its timed waits never time out. (A
+                // drained bus had its grace above.)
                 let grace = Some(Instant::now() + HALT_GRACE);
                 let _ = parking::park(self.signals.bus(), grace, all_done);
             }

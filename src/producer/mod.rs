@@ -351,6 +351,12 @@ where
     /// reports what each stage did. Every `shutdown` call, on any clone,
     /// gets the same outcome.
     ///
+    /// It waits for everything claimed before the close, and so for what
+    /// holds those claims: a stage stuck in its handler, or (a claim
+    /// waiting for room) an [`EventPoller`](crate::EventPoller) that holds
+    /// the ring and is neither polled nor dropped. Drop such pollers first,
+    /// or bound the wait with [`shutdown_timeout`](Self::shutdown_timeout).
+    ///
     /// ```
     /// # use ringbus::{Blocking, Sequence};
     /// let mut producer = ringbus::single_producer(16, || 0u64, Blocking)
