@@ -106,15 +106,22 @@ pub enum Interrupt {
 pub type PollResult<T> = Result<Option<T>, Interrupt>;
 
 /// Wakers on one signal after which an enlisting waiter wakes them all
-/// (see [`Signal::enlist`]).
+/// (see [`Signal::enlist`]); after a sweep, twice as many as it took.
 const WAKERS_BEFORE_SWEEP: usize = 1024;
+
+/// A signal's wakers, and how many the list holds before an enlisting
+/// waiter sweeps it.
+struct Waiters {
+    list: Vec<Waker>,
+    sweep_at: usize,
+}
 
 /// One source of progress's parking place; see the module docs.
 pub struct Signal {
     sleeping: CachePadded<AtomicBool>,
     /// Who waits for this signal's progress: parked threads (a waker that
     /// unparks them) and async tasks; all woken, and dropped, by a wake.
-    waiters: Mutex<Vec<Waker>>,
+    waiters: Mutex<Waiters>,
 }
 
 impl fmt::Debug for Signal {
@@ -137,7 +144,10 @@ impl Signal {
             sleeping: CachePadded::new(AtomicBool::new(false)),
             // Room for a few waiters now, so that enlisting allocates
             // nothing in the steady state (a drain keeps the capacity).
-            waiters: Mutex::new(Vec::with_capacity(4)),
+            waiters: Mutex::new(Waiters {
+                list: Vec::with_capacity(4),
+                sweep_at: WAKERS_BEFORE_SWEEP,
+            }),
         }
     }
 
@@ -182,9 +192,9 @@ impl Signal {
             let mut taken = 0;
             {
                 let mut waiters = loom::lock(&self.waiters);
-                left = left.min(waiters.len());
+                left = left.min(waiters.list.len());
                 let k = AT_ONCE.min(left);
-                for (slot, waker) in batch.iter_mut().zip(waiters.drain(..k)) {
+                for (slot, waker) in batch.iter_mut().zip(waiters.list.drain(..k)) {
                     *slot = Some(waker);
                     taken += 1;
                 }
@@ -207,13 +217,19 @@ impl Signal {
         // A future dropped while it waited leaves its waker here until the
         // next wake; past a bound, wake them all (live waiters enlist again,
         // dead wakers are freed), so a stream of cancelled waits cannot grow
-        // the list for ever.
-        let stale = if waiters.len() >= WAKERS_BEFORE_SWEEP {
-            std::mem::take(&mut *waiters)
+        // the list for ever. The bound then doubles what the sweep took:
+        // with more live waiters than the bound, a fixed one would have
+        // each sweep's waiters, enlisting again, set off the next sweep,
+        // for ever (a wake storm at full CPU). The list stays under twice
+        // the most waiters a sweep ever found.
+        let stale = if waiters.list.len() >= waiters.sweep_at {
+            let taken = std::mem::take(&mut waiters.list);
+            waiters.sweep_at = taken.len().saturating_mul(2).max(WAKERS_BEFORE_SWEEP);
+            taken
         } else {
             Vec::new()
         };
-        if !waiters.iter().any(|w| w.will_wake(waker)) {
+        if !waiters.list.iter().any(|w| w.will_wake(waker)) {
             // Knob `waker_lock`: add the waker in a second critical section,
             // after the flag is set, leaving a gap a wake can fall into (to
             // show the loom models of parking catch it).
@@ -221,10 +237,10 @@ impl Signal {
                 // AcqRel: as below.
                 self.sleeping.swap(true, weaken::parking_order());
                 drop(waiters);
-                loom::lock(&self.waiters).push(waker.clone());
+                loom::lock(&self.waiters).list.push(waker.clone());
                 return stale;
             }
-            waiters.push(waker.clone());
+            waiters.list.push(waker.clone());
         }
         // AcqRel: releases our enlisting to the notifier whose swap reads
         // this value; see the module docs. (The waiter's fence comes after

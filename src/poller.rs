@@ -632,16 +632,19 @@ where
     /// subscriber. The stream ends after the last event once the producers
     /// are gone; on a halted bus it yields `Err(PollError::Halted)`, and
     /// once evicted (a lag limit) `Err(PollError::Lagged { .. })`, then
-    /// ends. Dropping it unsubscribes, as for the poller.
+    /// ends. Dropping it unsubscribes, as for the poller. A `batch` of 0
+    /// takes 1; one above the ring's capacity takes the capacity (no poll
+    /// finds more), so `usize::MAX` means "whatever is there".
     pub fn into_stream<T, F>(self, batch: usize, map: F) -> EventStream<E, S, W, T, F>
     where
         F: FnMut(&E) -> T,
     {
+        let batch = batch.clamp(1, self.bus.capacity() as usize);
         EventStream {
             poller: self,
             map,
-            buffer: std::collections::VecDeque::with_capacity(batch.max(1)),
-            batch: batch.max(1),
+            buffer: std::collections::VecDeque::with_capacity(batch),
+            batch,
             done: false,
         }
     }

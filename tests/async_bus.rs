@@ -280,6 +280,56 @@ fn a_halted_bus_answers_awaiting_producers_and_pollers() {
     });
 }
 
+/// The same future made in a handler and awaited on another thread: it
+/// closed the bus when it was made (a clone's publish gets `Closed` before
+/// the future is polled) and answers `OnStageThread`. It ran `shutdown`
+/// when first polled, on the polling thread: a full drain and join there
+/// (on an executor thread), and the bus open until then.
+#[test]
+fn shutdown_async_made_on_a_stage_thread_answers_where_it_is_polled() {
+    type Shutdown = std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<ringbus::ShutdownReport, ringbus::ShutdownError>,
+                > + Send,
+        >,
+    >;
+    bounded(30, || {
+        let (tx, rx) = std::sync::mpsc::channel::<Shutdown>();
+        let tx = std::sync::Mutex::new(tx);
+        let clone = Arc::new(std::sync::Mutex::new(
+            None::<ringbus::MultiProducer<Event, Blocking>>,
+        ));
+        let c = Arc::clone(&clone);
+        let producer = ringbus::multi_producer(8, Event::default, Blocking)
+            .handle_events_with(move |_: &Event, seq: Sequence, _: bool| {
+                if seq == 0 {
+                    if let Some(p) = c.lock().unwrap().take() {
+                        tx.lock()
+                            .unwrap()
+                            .send(Box::pin(p.shutdown_async()))
+                            .unwrap();
+                    }
+                }
+            })
+            .build();
+        *clone.lock().unwrap() = Some(producer.clone());
+        producer.publish(|e| e.set(1)).unwrap();
+        let shutdown = rx.recv().unwrap();
+        assert_eq!(
+            producer.publish(|e| e.set(2)),
+            Err(PublishError::Closed),
+            "closed when the future was made"
+        );
+        let answer = current_thread().block_on(shutdown);
+        assert!(
+            matches!(answer, Err(ringbus::ShutdownError::OnStageThread)),
+            "{answer:?}"
+        );
+        drop(producer);
+    });
+}
+
 #[test]
 fn shutdown_async_on_a_stage_thread_answers_at_once() {
     bounded(30, || {
@@ -501,5 +551,106 @@ fn an_async_publish_waiting_on_a_full_ring_says_halted_after_a_halt_and_a_close(
         stuck.store(false, Ordering::Relaxed);
         drop(waiting);
         drop(producer);
+    });
+}
+
+/// A future that counts its polls.
+struct Counted<F> {
+    inner: std::pin::Pin<Box<F>>,
+    polls: Arc<AtomicU64>,
+}
+
+impl<F: std::future::Future> std::future::Future for Counted<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// More tasks awaiting room than a signal's sweep bound (1,024 wakers):
+/// once settled, they wait without being polled. A fixed bound had each
+/// sweep's waiters, enlisting again, set off the next sweep, for ever: a
+/// wake storm (25,803 polls in 500 ms here) while nothing could be
+/// published.
+#[test]
+#[cfg_attr(miri, ignore = "1,100 tasks: the bound is not scaled for Miri")]
+fn many_tasks_awaiting_room_are_not_polled_over_and_over() {
+    const TASKS: u64 = 1_100;
+    bounded(60, || {
+        current_thread().block_on(async {
+            let producer = ringbus::multi_producer(4, Event::default, Blocking).build();
+            let mut poller = producer.subscribe().unwrap();
+            for i in 0..4 {
+                producer.publish_async(|e| e.set(i)).await.unwrap();
+            }
+            let polls = Arc::new(AtomicU64::new(0));
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|k| {
+                    let producer = producer.clone();
+                    let polls = Arc::clone(&polls);
+                    tokio::spawn(async move {
+                        Counted {
+                            inner: Box::pin(async move {
+                                producer.publish_async(|e| e.set(4 + k)).await
+                            }),
+                            polls,
+                        }
+                        .await
+                    })
+                })
+                .collect();
+            // Settled: each task polled once, and again for each sweep of
+            // a signal it waits on (its poller's and the publish stripes).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let settled = polls.load(Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let later = polls.load(Ordering::Relaxed) - settled;
+            assert!(
+                later < TASKS / 10,
+                "{later} polls in 500 ms of {TASKS} tasks that wait for room \
+                 ({settled} before)"
+            );
+            // Then everything arrives, once.
+            let mut seen = vec![0u8; (4 + TASKS) as usize];
+            let mut read = 0;
+            while read < seen.len() {
+                read += poller
+                    .poll_async(64, |e: &Event, _: Sequence, _: bool| {
+                        seen[e.value as usize] += 1;
+                    })
+                    .await
+                    .unwrap();
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            assert!(seen.iter().all(|&n| n == 1));
+        });
+    });
+}
+
+/// A stream's batch above the ring's capacity (`usize::MAX`: "whatever is
+/// there") is the capacity: it asked the allocator for that many items
+/// (a capacity overflow panic, or an abort).
+#[test]
+fn a_stream_batch_of_usize_max_takes_what_is_there() {
+    bounded(30, || {
+        current_thread().block_on(async {
+            let mut producer = ringbus::single_producer(8, Event::default, Blocking).build();
+            let mut stream = producer
+                .subscribe()
+                .unwrap()
+                .into_stream(usize::MAX, |e: &Event| e.value);
+            for i in 0..20 {
+                producer.publish_async(|e| e.set(i)).await.unwrap();
+                assert_eq!(stream.next().await, Some(Ok(i)));
+            }
+            drop(producer);
+            assert_eq!(stream.next().await, None);
+        });
     });
 }

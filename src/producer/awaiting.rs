@@ -104,7 +104,11 @@ where
 
     /// Like [`shutdown`](SingleProducer::shutdown), awaited: the drain and
     /// the join run on a helper thread, so no executor thread blocks
-    /// (feature `async`). Dropping the future does not stop the shutdown.
+    /// (feature `async`). The shutdown starts when this is called, not when
+    /// the future is first polled: the bus closes at once. Dropping the
+    /// future does not stop it. Called on a stage thread of this bus (a
+    /// handler), it closes the bus and the future answers
+    /// [`ShutdownError::OnStageThread`], whichever thread then polls it.
     ///
     /// # Errors
     /// As for [`shutdown`](SingleProducer::shutdown).
@@ -161,7 +165,10 @@ where
     }
 
     /// Like [`shutdown`](MultiProducer::shutdown), awaited on a helper
-    /// thread (feature `async`).
+    /// thread (feature `async`); as
+    /// [`SingleProducer::shutdown_async`]: it starts when called (every
+    /// clone's publishes get `Closed` from then), and on a stage thread it
+    /// answers `OnStageThread`.
     ///
     /// # Errors
     /// As for [`shutdown`](MultiProducer::shutdown).
@@ -174,8 +181,10 @@ where
 }
 
 /// Runs `work` on a helper thread and completes with its result (a panic
-/// in it resumes in the awaiting task). With `here`, or if the thread
-/// cannot be started, `work` runs when the future is first polled.
+/// in it resumes in the awaiting task). With `here` (a stage thread, where
+/// `shutdown` closes the bus and answers at once) `work` runs now, on the
+/// calling thread, wherever the future is then polled; if the thread
+/// cannot be started, when the future is first polled.
 fn off_thread<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
     here: bool,
@@ -189,10 +198,17 @@ fn off_thread<T: Send + 'static>(
         waker: None,
     }));
     let theirs = Arc::clone(&slot);
-    let work = Arc::new(Mutex::new(Some(work)));
+    let work = if here {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+        loom::lock(&slot).result = Some(result);
+        None
+    } else {
+        Some(work)
+    };
+    let work = Arc::new(Mutex::new(work));
     let spare = Arc::clone(&work);
-    let spawned = !here
-        && thread::Builder::new()
+    let spawned = here
+        || thread::Builder::new()
             .name("ringbus-shutdown".into())
             .spawn(move || {
                 let work = loom::lock(&spare).take();
