@@ -74,10 +74,10 @@ where
     /// // A three-stage pipeline on one thread.
     /// let mut producer = ringbus::single_producer(1024, || 0u64, Blocking)
     ///     .thread_name("pipeline")
-    ///     .mutate_events_with(|e: &mut u64, _: Sequence, _: bool| *e *= 2)
+    ///     .handle_events_with(|e: &mut u64, _: Sequence, _: bool| *e *= 2)
     ///     .and_then()
     ///     .on_same_thread()
-    ///     .mutate_events_with(|e: &mut u64, _: Sequence, _: bool| *e += 1)
+    ///     .handle_events_with(|e: &mut u64, _: Sequence, _: bool| *e += 1)
     ///     .and_then()
     ///     .on_same_thread()
     ///     .handle_events_with(move |e: &u64, _: Sequence, _: bool| {
