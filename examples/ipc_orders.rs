@@ -1,6 +1,6 @@
 //! Three processes over one shared-memory bus: a gateway publishes orders, a
 //! matcher polls and handles them, and an audit writer (a stage: a thread
-//! with a handler) records each one after the matcher has. Halfway through, the demo SIGKILLs the matcher and starts a
+//! with a handler) records each one after the matcher has. A quarter of the way through, the demo SIGKILLs the matcher and starts a
 //! new one, which takes the dead one's place. Then it checks that nothing was
 //! lost.
 //!

@@ -643,7 +643,8 @@ where
         EventStream {
             poller: self,
             map,
-            buffer: std::collections::VecDeque::with_capacity(batch),
+            // Grown as needed: a batch of the whole ring may never fill.
+            buffer: std::collections::VecDeque::with_capacity(batch.min(256)),
             batch,
             done: false,
         }

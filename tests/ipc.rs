@@ -575,6 +575,37 @@ fn a_cursor_no_bus_reaches_refuses_publishes() {
     }
 }
 
+/// A multi-producer bus of 2 at the end of its life (its marks keep 48
+/// bits of lap): publishes past it fail with `Closed`, as `Options::new`
+/// says (the lap overflowed the mark and the publish went on).
+#[test]
+fn a_multi_producer_bus_past_its_last_lap_refuses_publishes() {
+    let d = dir();
+    let bus = Options::new(2)
+        .multi_producer()
+        .dir(d.path())
+        .create::<Ev>("laps")
+        .unwrap();
+    let _c = bus.consumer("c").unwrap();
+    let mut p = bus.producer().unwrap();
+    p.publish(|e| e.set(1, 0)).unwrap();
+    assert_eq!(peek(d.path(), "laps", CURSOR_AT), 1, "the claim counter");
+    let end = ((1u64 << 48) - 1) * 2;
+    poke(d.path(), "laps", CURSOR_AT, &end.to_le_bytes());
+    assert_eq!(p.try_publish(|e| e.set(1, 1)), Err(IpcPublishError::Closed));
+    assert_eq!(
+        p.publish_timeout(Duration::from_millis(20), |e| e.set(1, 1)),
+        Err(IpcPublishError::Closed)
+    );
+    assert_eq!(p.publish(|e| e.set(1, 1)), Err(IpcPublishError::Closed));
+    poke(d.path(), "laps", CURSOR_AT, &(end - 1).to_le_bytes());
+    assert_eq!(
+        p.batch_publish(2, |_| {}),
+        Err(IpcPublishError::Closed),
+        "a batch across the end"
+    );
+}
+
 #[test]
 fn a_slow_producer_is_given_up_never_overwritten_and_told() {
     let d = dir();
@@ -626,6 +657,53 @@ fn a_slow_producer_is_given_up_never_overwritten_and_told() {
 /// here). They leave their claim unmarked and say `Full` and `Timeout`;
 /// the consumer gives those claims up once the slow writer let go, and
 /// every acknowledged event arrives once.
+/// A batch given up slot by slot while its producer sleeps in the closure,
+/// and a publish whose closure panics after its slot was given up: each
+/// tombstone counts once in `given_up` (the producer's let-go of a slot a
+/// consumer had already given up counted it again: 5 for 3).
+#[test]
+fn given_up_counts_each_tombstone_once() {
+    let d = dir();
+    let bus = Options::new(8)
+        .multi_producer()
+        .hole_timeout(Duration::from_millis(20))
+        .dir(d.path())
+        .create::<Ev>("count")
+        .unwrap();
+    let mut c = bus.consumer("c").unwrap();
+    let mut p = bus.producer().unwrap();
+    let reader = thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.tombstones() < 4 && Instant::now() < deadline {
+            let _ = c.poll_timeout(Duration::from_millis(10), 8, |e, _, _| e.verify());
+        }
+        c
+    });
+    let r = p.batch_publish(3, |slots| {
+        for e in slots.iter_mut() {
+            e.set(1, 0);
+        }
+        thread::sleep(Duration::from_millis(200));
+    });
+    assert_eq!(
+        r,
+        Err(IpcPublishError::GivenUp {
+            sequence: 0,
+            lost: 3
+        })
+    );
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.publish(|_| {
+            thread::sleep(Duration::from_millis(100));
+            panic!("planned")
+        })
+    }));
+    assert!(r.is_err());
+    let c = reader.join().unwrap();
+    assert_eq!(c.tombstones(), 4);
+    assert_eq!(bus.metrics().given_up, 4, "each tombstone once");
+}
+
 #[test]
 fn timed_publishes_do_not_wait_for_a_given_up_slow_writer() {
     for timed in [false, true] {

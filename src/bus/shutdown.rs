@@ -110,18 +110,6 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             .any(|h| h.thread().id() == me)
     }
 
-    /// Waits (parked, never spinning) for every stage thread to finish,
-    /// halting the bus if `deadline` passes first, then joins them.
-    ///
-    /// After a timeout it returns without waiting for a stage stuck in its
-    /// handler: that stage is reported `still_running` and its thread is
-    /// left to finish on its own (it holds the bus's memory alive).
-    ///
-    /// Several callers may join at once or one after another (clones
-    /// shutting down, a drop after a shutdown): the first outcome recorded
-    /// is every caller's outcome; only the first caller gets the handlers.
-    /// Called on one of the bus's own stage threads it joins nothing and
-    /// says so; the threads finish once their handlers return.
     /// Closed, and every stage (each pool worker: the pool) is past the
     /// last sequence: nothing is left to handle.
     fn drained(&self) -> bool {
@@ -132,6 +120,19 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         })
     }
 
+    /// Waits (parked, never spinning) for every stage thread to finish,
+    /// halting the bus if `deadline` passes first (unless the stages have
+    /// drained by then: their threads get the grace to end), then joins them.
+    ///
+    /// After a timeout it returns without waiting for a stage stuck in its
+    /// handler: that stage is reported `still_running` and its thread is
+    /// left to finish on its own (it holds the bus's memory alive).
+    ///
+    /// Several callers may join at once or one after another (clones
+    /// shutting down, a drop after a shutdown): the first outcome recorded
+    /// is every caller's outcome; only the first caller gets the handlers.
+    /// Called on one of the bus's own stage threads it joins nothing and
+    /// says so; the threads finish once their handlers return.
     pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<ShutdownReport, ShutdownError> {
         if self.on_stage_thread() {
             return Err(ShutdownError::OnStageThread);

@@ -81,9 +81,10 @@ impl Options {
     /// consumer reclaimed after 1 s, a hole given up after 1 s.
     ///
     /// A multi-producer bus keeps each slot's lap in 48 bits: it carries
-    /// 2^48 × `capacity` events in its life (at 100 M events a second,
-    /// 65 days for a ring of 2, 90 years for one of 1,024); past that,
-    /// publishes fail. Choose 1,024 or more for a bus that lives for years.
+    /// about 2^48 × `capacity` events in its life (at 100 M events a
+    /// second, 65 days for a ring of 2, 90 years for one of 1,024); past
+    /// that, publishes fail with `Closed` (make a new bus). Choose 1,024 or
+    /// more for a bus that lives for years.
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
@@ -806,7 +807,10 @@ impl<E: Pod> IpcBus<E> {
     /// if no producer did. One that is gone (it left, or was reclaimed) no
     /// longer holds this one: it goes on without it, and a new consumer
     /// joining under that name holds it again from the new one's position.
-    /// One started after its upstream is gone waits for a new one.
+    /// One started after its upstream is gone waits for a new one, even
+    /// after a [`close`](IpcBus::close): with events published after its
+    /// join and an upstream that never joins, its polls do not end with
+    /// `Closed` (nothing may pass an upstream that was never seen).
     ///
     /// # Errors
     /// As for [`consumer`](IpcBus::consumer).

@@ -177,7 +177,7 @@ impl<E: Pod> IpcConsumer<E> {
             })
             .collect();
         let hole_timeout_ms =
-            bus.region.header().hole_timeout_ns.load(Ordering::Relaxed) / 1_000_000;
+            super::os::ms_up(bus.region.header().hole_timeout_ns.load(Ordering::Relaxed));
         let wait = bus.wait;
         let light = super::producer::light(&bus.region);
         let mut consumer = Self {
@@ -804,14 +804,46 @@ fn hole_expired(
     mark: u64,
     claims: u64,
 ) -> bool {
-    let now = now_ms();
+    hole_expired_at(hole, timeout_ms, seq, mark, claims, now_ms())
+}
+
+/// [`hole_expired`] at millisecond `now`.
+fn hole_expired_at(
+    hole: &mut Option<(u64, u64, u64, u64)>,
+    timeout_ms: u64,
+    seq: u64,
+    mark: u64,
+    claims: u64,
+    now: u64,
+) -> bool {
     match *hole {
         Some((s, m, since, _)) if s == seq && m == mark => {
-            now.saturating_sub(since) >= timeout_ms || cfg!(loom)
+            // More than the timeout in whole milliseconds: the clock counts
+            // them (floored), so this much has passed, never less.
+            now.saturating_sub(since) > timeout_ms || cfg!(loom)
         }
         _ => {
             *hole = Some((seq, mark, now, claims));
             cfg!(loom)
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::super::os::ms_up;
+    use super::hole_expired_at;
+
+    /// The clock counts whole milliseconds (floored): a hole seen at 100
+    /// (it may be 100.999) has waited a 1 ms timeout only at 102, and a
+    /// timeout of 1.5 ms counts as 2. A hole seen at 100.999 was given up
+    /// at 101, a microsecond later.
+    #[test]
+    fn a_hole_timeout_is_never_cut_short_by_the_millisecond_clock() {
+        let mut hole = None;
+        assert!(!hole_expired_at(&mut hole, 1, 7, 0, 8, 100));
+        assert!(!hole_expired_at(&mut hole, 1, 7, 0, 8, 101));
+        assert!(hole_expired_at(&mut hole, 1, 7, 0, 8, 102));
+        assert_eq!((ms_up(1_500_000), ms_up(2_000_000), ms_up(0)), (2, 2, 0));
     }
 }

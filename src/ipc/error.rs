@@ -178,8 +178,12 @@ pub enum IpcPublishError {
     Full,
     /// `publish_timeout`: no room within the time.
     Timeout,
-    /// The bus was closed (or a peer overwrote its claim counter with a
-    /// sequence no bus reaches: it is broken, see the module's Trust).
+    /// The bus was closed; or this producer's place was taken over by a
+    /// process that found its owner dead (a handle used from a process
+    /// other than the one that made it: a `fork`ed child, another pid
+    /// namespace); or the bus carried all it can (a multi-producer bus's
+    /// last lap, [`Options::new`](super::Options::new)), or a peer
+    /// overwrote its claim counter (the module's Trust).
     Closed,
     /// A consumer gave this producer's claim up: it took longer than the
     /// bus's hole timeout between claim and publish. The events from

@@ -221,16 +221,19 @@ pub(crate) fn end_write(region: &Region, seq: u64, me: usize) -> Result<(), ()> 
 /// or a batch of which another slot was given up).
 pub(crate) fn abandon(region: &Region, seq: u64, me: usize) {
     let round = round_of(region, seq);
-    // Release: as `end_write`'s failure path.
-    region
+    // Release: as `end_write`'s failure path. A swap, to see who made the
+    // tombstone: a consumer that gave the slot up first counted it.
+    let was = region
         .mark(seq)
-        .store(Mark::new(round, me, RELEASED).0, Ordering::Release);
-    // A tombstone made: counted as the consumers' give-ups are.
-    region
-        .control()
-        .stats
-        .given_up
-        .fetch_add(1, Ordering::Relaxed);
+        .swap(Mark::new(round, me, RELEASED).0, Ordering::Release);
+    if was == Mark::new(round, me, WRITING).0 {
+        // A tombstone made here: counted as the consumers' give-ups are.
+        region
+            .control()
+            .stats
+            .given_up
+            .fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// What a consumer finds at `seq`.

@@ -17,17 +17,24 @@
 //! #[repr(C)]
 //! struct Order { id: u64, price: u64, qty: u32, side: u32 }
 //!
-//! // In the gateway process:
+//! // First, in the gateway process:
 //! let bus = ipc::Options::new(1024).schema(1).create::<Order>("orders")?;
-//! let mut producer = bus.producer()?;
-//! producer.publish(|o| { o.id = 1; o.price = 100; o.qty = 5; })?;
 //!
-//! // In the matcher process:
+//! // Then in the matcher process: it sees what is published after it joins.
 //! let bus = ipc::Options::new(1024).schema(1).open::<Order>("orders")?;
 //! let mut matcher = bus.consumer("matcher")?;
+//!
+//! // In the gateway, once the matcher has joined:
+//! let mut producer = bus.producer()?;
+//! producer.publish(|o| *o = Order { id: 1, price: 100, qty: 5, side: 0 })?;
+//!
+//! // In the matcher:
 //! matcher.poll_wait(64, |order, seq, _end_of_batch| println!("{seq}: {}", order.id))?;
 //! # Ok(()) }
 //! ```
+//!
+//! A slot keeps the bytes of its last lap: a publish closure writes every
+//! field it means (here the whole event).
 //!
 //! (Add `bytemuck = { version = "1", features = ["derive"] }` to derive
 //! `Pod`.)
@@ -42,7 +49,8 @@
 //!   producer bus takes one producer per process or thread, each claiming
 //!   with a `fetch_add` and marking each slot it publishes.
 //! - **Consumers have names and sequences.** A consumer sees what is
-//!   published after it joins; every live consumer gates the producers;
+//!   published after it joins (start consumers before producers publish
+//!   what they must see); every live consumer gates the producers;
 //!   [`consumer_after`](IpcBus::consumer_after) makes a stage that reads an
 //!   event only after the named consumers have (a pipeline or a diamond
 //!   across processes). Consumers commit after each batch.

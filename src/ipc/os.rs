@@ -105,6 +105,11 @@ pub(crate) fn now_ms() -> u64 {
     u64::MAX >> 21
 }
 
+/// Nanoseconds as whole milliseconds, rounded up (a timeout is never cut).
+pub(crate) fn ms_up(ns: u64) -> u64 {
+    ns / 1_000_000 + u64::from(ns % 1_000_000 != 0)
+}
+
 /// A look made at most once a millisecond (every look under loom, whose
 /// models must not take paths that depend on the clock): whether one is
 /// due now; if so, `last` notes it.

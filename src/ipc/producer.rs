@@ -62,6 +62,8 @@ pub struct IpcProducer<E: Pod> {
     shows_wait: std::sync::atomic::AtomicBool,
     /// False once a loom model "killed" this producer's process.
     leaves: bool,
+    /// One past the last sequence the bus carries (`sequence_limit`).
+    limit: u64,
 }
 
 impl<E: Pod> std::fmt::Debug for IpcProducer<E> {
@@ -154,11 +156,24 @@ impl Drop for Abandon<'_> {
 /// it `first + n` cannot overflow (a batch is at most the capacity).
 const SEQUENCE_LIMIT: u64 = 1 << 62;
 
-/// `Closed` for a claim at a sequence no bus reaches (module docs, Trust):
-/// the bus is broken, and arithmetic on such a claim would overflow.
+/// One past the last sequence this bus can carry: [`SEQUENCE_LIMIT`], and
+/// on a multi-producer bus the last lap a mark can hold (48 bits of lap
+/// plus one, `marks::Mark`; `Options::new` documents it).
+fn sequence_limit(region: &super::region::Region) -> u64 {
+    let shift = region.shift();
+    if !region.layout.multi || shift >= 14 {
+        SEQUENCE_LIMIT
+    } else {
+        ((1u64 << 48) - 1) << shift
+    }
+}
+
+/// `Closed` for a claim of `first..first + n` past what the bus carries: a
+/// cursor a peer overwrote (module docs, Trust), where arithmetic on the
+/// claim would overflow, or a multi-producer bus past its last lap.
 #[inline]
-fn corrupt_cursor(first: u64) -> Result<(), IpcPublishError> {
-    if first >= SEQUENCE_LIMIT {
+fn past_the_end(first: u64, n: u64, limit: u64) -> Result<(), IpcPublishError> {
+    if first >= SEQUENCE_LIMIT || first + n > limit {
         return Err(IpcPublishError::Closed);
     }
     Ok(())
@@ -234,6 +249,7 @@ impl<E: Pod> IpcProducer<E> {
         // process's predecessor (or, multi, by any producer).
         let next = bus.region.control().cursor.load(Ordering::Acquire);
         let light = light(&bus.region);
+        let limit = sequence_limit(&bus.region);
         // `cached_min` 0: the first claim past the first lap reads the table.
         Self {
             bus,
@@ -247,6 +263,7 @@ impl<E: Pod> IpcProducer<E> {
             light,
             shows_wait: std::sync::atomic::AtomicBool::new(false),
             leaves: true,
+            limit,
         }
     }
 
@@ -663,14 +680,14 @@ impl<E: Pod> IpcProducer<E> {
         self.check_open()?;
         if !self.multi {
             let first = self.next;
-            corrupt_cursor(first)?;
+            past_the_end(first, n, self.limit)?;
             self.wait_for_room(first, first + n - 1, until, true)?;
             return Ok(first);
         }
         if let Until::Never = until {
             // AcqRel: a total order of claims; nothing is published by it.
             let first = self.cursor().fetch_add(n, Ordering::AcqRel);
-            corrupt_cursor(first)?;
+            past_the_end(first, n, self.limit)?;
             let last = first + n - 1;
             // Claimed: wait for room until the bus closes, then let go of
             // the slots that have room (consumers pass them at once); the
@@ -708,7 +725,7 @@ impl<E: Pod> IpcProducer<E> {
         // Claim only once there is room, so a timed-out claim leaves no hole.
         loop {
             let first = self.cursor().load(Ordering::Acquire);
-            corrupt_cursor(first)?;
+            past_the_end(first, n, self.limit)?;
             self.wait_for_room(first, first + n - 1, until, true)?;
             // AcqRel: as fetch_add.
             if self

@@ -441,7 +441,7 @@ fn note_dead(region: &Region, index: usize, entry: &ConsumerEntry, l: Lease) -> 
     let tag = l.generation() & 0xF_FFFF;
     let now = now_ms();
     let seen = entry.meta.dead_since.load(Ordering::Relaxed);
-    let reclaim_ms = region.header().reclaim_after_ns.load(Ordering::Relaxed) / 1_000_000;
+    let reclaim_ms = super::os::ms_up(region.header().reclaim_after_ns.load(Ordering::Relaxed));
     if seen == 0 || seen & 0xF_FFFF != tag {
         let _ = entry.meta.dead_since.compare_exchange(
             seen,
@@ -453,7 +453,9 @@ fn note_dead(region: &Region, index: usize, entry: &ConsumerEntry, l: Lease) -> 
         if !cfg!(loom) {
             return false;
         }
-    } else if !cfg!(loom) && now.saturating_sub(seen >> 20) < reclaim_ms {
+    } else if !cfg!(loom) && now.saturating_sub(seen >> 20) <= reclaim_ms {
+        // Dead for more than `reclaim_after` in whole (floored) milliseconds
+        // before it is reclaimed: never early.
         return false;
     }
     let free = l.next(FREE, 0);
