@@ -109,15 +109,26 @@ pub type PollResult<T> = Result<Option<T>, Interrupt>;
 /// (see [`Signal::enlist`]), while most of them are not live.
 const WAKERS_BEFORE_SWEEP: usize = 1024;
 
+/// How many sweeps' worth of wakers a signal remembers, to know a live
+/// waiter when it enlists again: live waiters come back a bound at a time,
+/// so up to about this many bounds of them (8,000) the bound grows past
+/// them and the sweeps stop; beyond, each sweep wakes a bound's worth
+/// again (a storm, as with a fixed bound). Dead wakers kept: at most this
+/// many bounds, plus the list.
+const SWEEPS_REMEMBERED: usize = 8;
+
 /// A signal's wakers, and when an enlisting waiter sweeps them.
 struct Waiters {
     list: Vec<Waker>,
     /// The list's length that sets off a sweep.
     sweep_at: usize,
-    /// The wakers of the last sweep not seen since: a live waiter enlists
-    /// again once woken, a dropped future's waker never does.
+    /// The wakers of the last sweeps not seen since (oldest first, at most
+    /// [`SWEEPS_REMEMBERED`] bounds): a live waiter enlists again once
+    /// woken, a dropped future's waker never does. Forgotten at a wake of
+    /// the whole list.
     swept: Vec<Waker>,
-    /// How many of the last sweep's wakers enlisted again since.
+    /// How many of the wakers enlisted since the last sweep came back from
+    /// an earlier one.
     came_back: usize,
 }
 
@@ -197,8 +208,17 @@ impl Signal {
         loop {
             let mut batch: [Option<Waker>; AT_ONCE] = Default::default();
             let mut taken = 0;
+            let forgotten;
             {
                 let mut waiters = loom::lock(&self.waiters);
+                // Everyone is woken: nothing swept needs remembering (its
+                // live waiters come back as after this wake).
+                forgotten = if left == usize::MAX {
+                    waiters.came_back = 0;
+                    std::mem::take(&mut waiters.swept)
+                } else {
+                    Vec::new()
+                };
                 left = left.min(waiters.list.len());
                 let k = AT_ONCE.min(left);
                 for (slot, waker) in batch.iter_mut().zip(waiters.list.drain(..k)) {
@@ -207,6 +227,7 @@ impl Signal {
                 }
             }
             left -= taken;
+            drop(forgotten); // outside the lock: a waker's drop runs code
             for waker in batch.iter_mut().filter_map(Option::take) {
                 waker.wake();
             }
@@ -218,36 +239,42 @@ impl Signal {
 
     /// Adds `waker` to the waiters (once) and sets the flag, under the lock;
     /// see the module docs. Returns the wakers of a sweep, for the caller to
-    /// wake once it holds no lock.
-    fn enlist(&self, waker: &Waker) -> Vec<Waker> {
+    /// wake once it holds no lock, and wakers to drop then.
+    fn enlist(&self, waker: &Waker) -> (Vec<Waker>, Vec<Waker>) {
         let mut waiters = loom::lock(&self.waiters);
+        let mut forgotten = Vec::new();
         // A future dropped while it waited leaves its waker here until the
         // next wake; past a bound, wake them all (live waiters enlist again,
         // dead wakers are freed), so a stream of cancelled waits cannot grow
-        // the list for ever. If most of the last sweep's wakers enlisted
-        // again since (live waiters, more than the bound), the bound
-        // doubles what this sweep takes: a fixed one would have each
-        // sweep's waiters, enlisting again, set off the next sweep for ever
-        // (a wake storm). Otherwise it goes back to its start, so dropped
-        // futures' wakers cannot grow the list (nor `swept`) past it.
+        // the list for ever. If most of what enlisted since the last sweep
+        // came back from earlier sweeps (live waiters, more than the
+        // bound), the bound doubles what this sweep takes: a fixed one
+        // would have each sweep's waiters, enlisting again, set off the
+        // next sweep for ever (a wake storm). Otherwise it goes back to its
+        // start, so dropped futures' wakers cannot grow the list past it
+        // (nor `swept` past its few bounds).
         let stale = if waiters.list.len() >= waiters.sweep_at {
             let taken = std::mem::take(&mut waiters.list);
-            let live =
-                waiters.came_back.saturating_mul(2) >= waiters.swept.len() + waiters.came_back;
-            waiters.sweep_at = if live && waiters.came_back > 0 {
+            let live = waiters.came_back > 0 && waiters.came_back.saturating_mul(2) >= taken.len();
+            waiters.sweep_at = if live {
                 taken.len().saturating_mul(2)
             } else {
                 WAKERS_BEFORE_SWEEP
             };
-            waiters.swept = taken.clone();
             waiters.came_back = 0;
+            waiters.swept.extend(taken.iter().cloned());
+            let keep = SWEEPS_REMEMBERED.saturating_mul(waiters.sweep_at);
+            if waiters.swept.len() > keep {
+                let extra = waiters.swept.len() - keep;
+                forgotten.extend(waiters.swept.drain(..extra));
+            }
             taken
         } else {
             Vec::new()
         };
         if !waiters.list.iter().any(|w| w.will_wake(waker)) {
             if let Some(i) = waiters.swept.iter().position(|w| w.will_wake(waker)) {
-                waiters.swept.swap_remove(i);
+                forgotten.push(waiters.swept.remove(i));
                 waiters.came_back += 1;
             }
             // Knob `waker_lock`: add the waker in a second critical section,
@@ -258,7 +285,7 @@ impl Signal {
                 self.sleeping.swap(true, weaken::parking_order());
                 drop(waiters);
                 loom::lock(&self.waiters).list.push(waker.clone());
-                return stale;
+                return (stale, forgotten);
             }
             waiters.list.push(waker.clone());
         }
@@ -266,7 +293,7 @@ impl Signal {
         // this value; see the module docs. (The waiter's fence comes after
         // all its signals: `enlist_all`.)
         self.sleeping.swap(true, weaken::parking_order());
-        stale
+        (stale, forgotten)
     }
 }
 
@@ -276,9 +303,14 @@ impl Signal {
 /// [`fence::heavy`](crate::fence::heavy)): a notifier may miss the flags,
 /// so the caller must not wait long for a wake.
 fn enlist_all(sources: &impl Sources, waker: &Waker) -> bool {
-    let mut stale = Vec::new();
-    sources.each(&mut |signal| stale.extend(signal.enlist(waker)));
+    let (mut stale, mut forgotten) = (Vec::new(), Vec::new());
+    sources.each(&mut |signal| {
+        let (wake, drop) = signal.enlist(waker);
+        stale.extend(wake);
+        forgotten.extend(drop);
+    });
     let fenced = crate::fence::heavy();
+    drop(forgotten);
     for waker in stale {
         waker.wake();
     }
@@ -587,7 +619,7 @@ pub(crate) fn thread_parker() -> (std::sync::Arc<Parker>, std::task::Waker) {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::{Signal, WAKERS_BEFORE_SWEEP};
+    use super::{Signal, SWEEPS_REMEMBERED, WAKERS_BEFORE_SWEEP};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::task::{Wake, Waker};
@@ -621,9 +653,9 @@ mod tests {
     }
 
     /// Wakers of waits dropped while they waited (cancelled futures), on a
-    /// signal that never notifies: the sweeps keep at most two bounds'
-    /// worth alive. (A bound that doubled at every sweep kept 7,800 of
-    /// 15,000.)
+    /// signal that never notifies: the list and the sweeps remembered keep
+    /// at most a few bounds' worth alive. (A bound that doubled at every
+    /// sweep kept 7,800 of 15,000.)
     #[test]
     #[cfg_attr(miri, ignore = "thousands of wakers scanned under a lock: too slow")]
     fn wakers_of_dropped_waits_are_swept_and_freed() {
@@ -632,12 +664,15 @@ mod tests {
         let woken = Arc::new(Mutex::new(Vec::new()));
         for n in 0..15_000 {
             let waker = counted(n, &live, &woken);
-            for stale in signal.enlist(&waker) {
+            let (stale, forgotten) = signal.enlist(&waker);
+            drop(forgotten);
+            for stale in stale {
                 stale.wake();
             }
         }
         let kept = live.load(Ordering::Relaxed);
-        assert!(kept <= 2 * WAKERS_BEFORE_SWEEP + 1, "{kept} wakers kept");
+        let bound = (SWEEPS_REMEMBERED + 1) * WAKERS_BEFORE_SWEEP + 1;
+        assert!(kept <= bound, "{kept} wakers kept");
     }
 
     /// More live waiters than the bound, each enlisting again once woken (a
@@ -647,20 +682,27 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "thousands of wakers scanned under a lock: too slow")]
     fn live_waiters_past_the_bound_do_not_sweep_each_other_for_ever() {
-        const WAITERS: usize = 1_500;
+        for waiters in [1_500, 3_000, 6_000] {
+            live_waiters_settle(waiters);
+        }
+    }
+
+    fn live_waiters_settle(waiters: usize) {
         let signal = Signal::new();
         let live = Arc::new(AtomicUsize::new(0));
         let woken = Arc::new(Mutex::new(Vec::new()));
-        let wakers: Vec<Waker> = (0..WAITERS).map(|n| counted(n, &live, &woken)).collect();
+        let wakers: Vec<Waker> = (0..waiters).map(|n| counted(n, &live, &woken)).collect();
         let enlist = |waker: &Waker| {
-            for stale in signal.enlist(waker) {
+            let (stale, forgotten) = signal.enlist(waker);
+            drop(forgotten);
+            for stale in stale {
                 stale.wake();
             }
         };
         for waker in &wakers {
             enlist(waker);
         }
-        let mut enlists = WAITERS;
+        let mut enlists = waiters;
         loop {
             let again = std::mem::take(&mut *woken.lock().unwrap());
             if again.is_empty() {
@@ -670,7 +712,10 @@ mod tests {
                 enlist(&wakers[n]);
                 enlists += 1;
             }
-            assert!(enlists < 20 * WAITERS, "a wake storm: {enlists} enlists");
+            assert!(
+                enlists < 20 * waiters,
+                "{waiters} waiters, a wake storm: {enlists} enlists"
+            );
         }
     }
 }

@@ -651,16 +651,10 @@ fn a_slow_producer_is_given_up_never_overwritten_and_told() {
     let _ = got;
 }
 
-/// `try_publish` never waits and `publish_timeout` waits at most its
-/// timeout, also when the slot they claimed is still written by a slow
-/// producer given up a lap before (they waited for it to finish: a second
-/// here). They leave their claim unmarked and say `Full` and `Timeout`;
-/// the consumer gives those claims up once the slow writer let go, and
-/// every acknowledged event arrives once.
 /// A batch given up slot by slot while its producer sleeps in the closure,
 /// and a publish whose closure panics after its slot was given up: each
 /// tombstone counts once in `given_up` (the producer's let-go of a slot a
-/// consumer had already given up counted it again: 5 for 3).
+/// consumer had already given up counted it again: 7 for 4).
 #[test]
 fn given_up_counts_each_tombstone_once() {
     let d = dir();
@@ -704,6 +698,12 @@ fn given_up_counts_each_tombstone_once() {
     assert_eq!(bus.metrics().given_up, 4, "each tombstone once");
 }
 
+/// `try_publish` never waits and `publish_timeout` waits at most its
+/// timeout, also when the slot they claimed is still written by a slow
+/// producer given up a lap before (they waited for it to finish: a second
+/// here). They leave their claim unmarked and say `Full` and `Timeout`;
+/// the consumer gives those claims up once the slow writer let go, and
+/// every acknowledged event arrives once.
 #[test]
 fn timed_publishes_do_not_wait_for_a_given_up_slow_writer() {
     for timed in [false, true] {

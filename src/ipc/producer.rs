@@ -160,12 +160,12 @@ const SEQUENCE_LIMIT: u64 = 1 << 62;
 /// on a multi-producer bus the last lap a mark can hold (48 bits of lap
 /// plus one, `marks::Mark`; `Options::new` documents it).
 fn sequence_limit(region: &super::region::Region) -> u64 {
-    let shift = region.shift();
-    if !region.layout.multi || shift >= 14 {
-        SEQUENCE_LIMIT
-    } else {
-        ((1u64 << 48) - 1) << shift
+    if !region.layout.multi {
+        return SEQUENCE_LIMIT;
     }
+    ((1u64 << 48) - 1)
+        .checked_mul(1u64 << region.shift())
+        .map_or(SEQUENCE_LIMIT, |end| end.min(SEQUENCE_LIMIT))
 }
 
 /// `Closed` for a claim of `first..first + n` past what the bus carries: a
@@ -685,6 +685,15 @@ impl<E: Pod> IpcProducer<E> {
             return Ok(first);
         }
         if let Until::Never = until {
+            // Refused before the claim, so a bus at its end is not pushed
+            // further past it (checked again after: another producer may
+            // claim meanwhile). Not under loom: a look that changes no
+            // state, at the end of a bus's life, which would cost the
+            // models a scheduling point (and a bound's worth of
+            // interleavings) at every claim.
+            if !cfg!(loom) {
+                past_the_end(self.cursor().load(Ordering::Relaxed), n, self.limit)?;
+            }
             // AcqRel: a total order of claims; nothing is published by it.
             let first = self.cursor().fetch_add(n, Ordering::AcqRel);
             past_the_end(first, n, self.limit)?;
