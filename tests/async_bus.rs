@@ -604,9 +604,17 @@ fn many_tasks_awaiting_room_are_not_polled_over_and_over() {
                 })
                 .collect();
             // Settled: each task polled once, and again for each sweep of
-            // a signal it waits on (its poller's and the publish stripes).
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let settled = polls.load(Ordering::Relaxed);
+            // a signal it waits on (its poller's and the publish stripes):
+            // no poll for 100 ms (or 10 s gone: a storm never settles).
+            let mut settled = polls.load(Ordering::Relaxed);
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = polls.load(Ordering::Relaxed);
+                if now == settled {
+                    break;
+                }
+                settled = now;
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
             let later = polls.load(Ordering::Relaxed) - settled;
             assert!(
