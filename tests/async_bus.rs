@@ -280,6 +280,27 @@ fn a_halted_bus_answers_awaiting_producers_and_pollers() {
     });
 }
 
+/// A bus whose stage hands `f` a clone of its producer at its first event.
+fn handing_its_stage_a_clone(
+    mut f: impl FnMut(ringbus::MultiProducer<Event, Blocking>) + Send + 'static,
+) -> ringbus::MultiProducer<Event, Blocking> {
+    let clone = Arc::new(std::sync::Mutex::new(
+        None::<ringbus::MultiProducer<Event, Blocking>>,
+    ));
+    let c = Arc::clone(&clone);
+    let producer = ringbus::multi_producer(8, Event::default, Blocking)
+        .handle_events_with(move |_: &Event, seq: Sequence, _: bool| {
+            if seq == 0 {
+                if let Some(p) = c.lock().unwrap().take() {
+                    f(p);
+                }
+            }
+        })
+        .build();
+    *clone.lock().unwrap() = Some(producer.clone());
+    producer
+}
+
 /// The same future made in a handler and awaited on another thread: it
 /// closed the bus when it was made (a clone's publish gets `Closed` before
 /// the future is polled) and answers `OnStageThread`. It ran `shutdown`
@@ -297,23 +318,12 @@ fn shutdown_async_made_on_a_stage_thread_answers_where_it_is_polled() {
     bounded(30, || {
         let (tx, rx) = std::sync::mpsc::channel::<Shutdown>();
         let tx = std::sync::Mutex::new(tx);
-        let clone = Arc::new(std::sync::Mutex::new(
-            None::<ringbus::MultiProducer<Event, Blocking>>,
-        ));
-        let c = Arc::clone(&clone);
-        let producer = ringbus::multi_producer(8, Event::default, Blocking)
-            .handle_events_with(move |_: &Event, seq: Sequence, _: bool| {
-                if seq == 0 {
-                    if let Some(p) = c.lock().unwrap().take() {
-                        tx.lock()
-                            .unwrap()
-                            .send(Box::pin(p.shutdown_async()))
-                            .unwrap();
-                    }
-                }
-            })
-            .build();
-        *clone.lock().unwrap() = Some(producer.clone());
+        let producer = handing_its_stage_a_clone(move |p| {
+            tx.lock()
+                .unwrap()
+                .send(Box::pin(p.shutdown_async()))
+                .unwrap();
+        });
         producer.publish(|e| e.set(1)).unwrap();
         let shutdown = rx.recv().unwrap();
         assert_eq!(
@@ -335,23 +345,12 @@ fn shutdown_async_on_a_stage_thread_answers_at_once() {
     bounded(30, || {
         let answer = Arc::new(std::sync::Mutex::new(None));
         let a = Arc::clone(&answer);
-        let clone = Arc::new(std::sync::Mutex::new(
-            None::<ringbus::MultiProducer<Event, Blocking>>,
-        ));
-        let c = Arc::clone(&clone);
-        let producer = ringbus::multi_producer(8, Event::default, Blocking)
-            .handle_events_with(move |_: &Event, seq: Sequence, _: bool| {
-                if seq == 0 {
-                    if let Some(p) = c.lock().unwrap().take() {
-                        // Awaited on its own stage thread: it cannot wait
-                        // for itself, so it must answer instead of hang.
-                        let result = current_thread().block_on(p.shutdown_async());
-                        *a.lock().unwrap() = Some(result.map(|_| ()).map_err(|e| e.to_string()));
-                    }
-                }
-            })
-            .build();
-        *clone.lock().unwrap() = Some(producer.clone());
+        let producer = handing_its_stage_a_clone(move |p| {
+            // Awaited on its own stage thread: it cannot wait for itself,
+            // so it must answer instead of hang.
+            let result = current_thread().block_on(p.shutdown_async());
+            *a.lock().unwrap() = Some(result.map(|_| ()).map_err(|e| e.to_string()));
+        });
         producer.publish(|e| e.set(1)).unwrap();
         drop(producer);
         let answer = loop {

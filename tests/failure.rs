@@ -543,69 +543,51 @@ fn a_factory_handler_whose_drop_panics_is_reported_as_its_stage_failure() {
 /// A halt during a retry's backoff ends it: the handler is not called
 /// again, the policy decides the event's fate (skipped here), and the
 /// shutdown does not wait out the backoff (a timed shutdown shorter than
-/// it succeeds).
-#[test]
-fn a_halt_ends_a_retry_backoff_and_the_handler_is_not_called_again() {
-    bounded(60, || {
-        let calls = Arc::new(Mutex::new(0u32));
-        let counted = Arc::clone(&calls);
-        let (failed, first_failure) = mpsc::channel();
-        let mut p = ringbus::single_producer(8, Event::default, Blocking)
-            .on_failure(FailurePolicy::skip().retry(3, Duration::from_secs(20)))
-            .try_handle_events_with(move |_: &Event, _: Sequence, _: bool| {
-                *counted.lock().unwrap() += 1;
-                let _ = failed.send(());
-                Err::<(), _>(std::io::Error::other("always"))
-            })
-            .build();
-        p.publish(|e| e.set(0)).unwrap();
-        first_failure.recv().unwrap();
-        std::thread::sleep(Duration::from_millis(50)); // in its first backoff
-        p.halt();
-        let report = match p.shutdown_timeout(Duration::from_secs(5)) {
-            Ok(report) | Err(ShutdownError::StageFailed(report)) => report,
-            Err(e) => panic!("the shutdown waited out the backoff: {e:?}"),
-        };
-        assert_eq!(*calls.lock().unwrap(), 1, "called again after the halt");
-        assert_eq!(report.stages[0].retried, 0, "{:?}", report.stages[0]);
-        assert_eq!(report.stages[0].skipped, 1, "{:?}", report.stages[0]);
-    });
+/// it succeeds). `events` are published at once (one batch).
+fn halt_in_a_retry_backoff(events: usize) {
+    let calls = Arc::new(Mutex::new(0u32));
+    let counted = Arc::clone(&calls);
+    let (failed, first_failure) = mpsc::channel();
+    let mut p = ringbus::single_producer(64, Event::default, Blocking)
+        .on_failure(FailurePolicy::skip().retry(3, Duration::from_secs(20)))
+        .try_handle_events_with(move |_: &Event, _: Sequence, _: bool| {
+            *counted.lock().unwrap() += 1;
+            let _ = failed.send(());
+            Err::<(), _>(std::io::Error::other("always"))
+        })
+        .build();
+    p.batch_publish(events, |slots| {
+        for (i, e) in slots.enumerate() {
+            e.set(i as u64);
+        }
+    })
+    .unwrap();
+    first_failure.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // in its first backoff
+    p.halt();
+    let report = match p.shutdown_timeout(Duration::from_secs(5)) {
+        Ok(report) | Err(ShutdownError::StageFailed(report)) => report,
+        Err(e) => panic!("the shutdown waited out the backoff: {e:?}"),
+    };
+    assert_eq!(*calls.lock().unwrap(), 1, "called again after the halt");
+    assert_eq!(report.stages[0].retried, 0, "{:?}", report.stages[0]);
+    assert_eq!(report.stages[0].skipped, 1, "{:?}", report.stages[0]);
 }
 
-/// The same with the failing event first of a batch of ten (published at
-/// once, so the stage sees one batch): the halt that ended the retry stops
-/// the stage there, and an infallible handler under a policy with skips
-/// (handled one event at a time) is not called after a halt either. Both
-/// were called for the rest of their chunk (up to 16 events) after it.
+#[test]
+fn a_halt_ends_a_retry_backoff_and_the_handler_is_not_called_again() {
+    bounded(60, || halt_in_a_retry_backoff(1));
+}
+
+/// The same with the failing event first of a batch of ten: the halt that
+/// ended the retry stops the stage there, and an infallible handler under
+/// a policy with skips (handled one event at a time) is not called after a
+/// halt either. Both were called for the rest of their chunk (up to 16
+/// events) after it.
 #[test]
 fn a_halt_mid_batch_calls_the_handler_no_more() {
     bounded(60, || {
-        let calls = Arc::new(Mutex::new(0u32));
-        let counted = Arc::clone(&calls);
-        let (failed, first_failure) = mpsc::channel();
-        let mut p = ringbus::single_producer(64, Event::default, Blocking)
-            .on_failure(FailurePolicy::skip().retry(3, Duration::from_secs(20)))
-            .try_handle_events_with(move |_: &Event, _: Sequence, _: bool| {
-                *counted.lock().unwrap() += 1;
-                let _ = failed.send(());
-                Err::<(), _>(std::io::Error::other("always"))
-            })
-            .build();
-        p.batch_publish(10, |slots| {
-            for (i, e) in slots.enumerate() {
-                e.set(i as u64);
-            }
-        })
-        .unwrap();
-        first_failure.recv().unwrap();
-        std::thread::sleep(Duration::from_millis(50)); // in its first backoff
-        p.halt();
-        let report = match p.shutdown_timeout(Duration::from_secs(5)) {
-            Ok(report) | Err(ShutdownError::StageFailed(report)) => report,
-            Err(e) => panic!("the shutdown waited out the backoff: {e:?}"),
-        };
-        assert_eq!(*calls.lock().unwrap(), 1, "called again after the halt");
-        assert_eq!(report.stages[0].skipped, 1, "{:?}", report.stages[0]);
+        halt_in_a_retry_backoff(10);
 
         // Infallible, one event at a time (the policy skips): halted while
         // it handles the first event of ten.
