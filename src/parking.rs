@@ -273,7 +273,9 @@ impl Signal {
             Vec::new()
         };
         if !waiters.list.iter().any(|w| w.will_wake(waker)) {
-            if let Some(i) = waiters.swept.iter().position(|w| w.will_wake(waker)) {
+            // From the back: returners come from the newest sweep, which
+            // is at the end, and removing near the end moves little.
+            if let Some(i) = waiters.swept.iter().rposition(|w| w.will_wake(waker)) {
                 forgotten.push(waiters.swept.remove(i));
                 waiters.came_back += 1;
             }
