@@ -1022,3 +1022,153 @@ fn no_on_shutdown_after_the_handler_panicked() {
         bus.close();
     }
 }
+
+/// `IpcStage::halt` says the stage "commits what it handled and
+/// leaves its place, as a dropped consumer does". The failure guide says
+/// "a halted stage does not call the handler again", and the in-process
+/// stage loop checks the halt before each event when it handles them one by
+/// one (stage_loop.rs, commit f5e3ecc). The ipc stage checks its halt flag
+/// only between batches (stage.rs, `run`). So after `halt()` returns it keeps
+/// calling the handler for the rest of the batch (up to 1,024 events). Any
+/// event there that fails gets no retry (retry_after sees the halt), so under
+/// `halt().retry(..)` a clean halt turns into a failed stage: the report
+/// carries a failure, and the entry is orphaned (pid 0) and keeps gating the
+/// producers for `reclaim_after`.
+#[test]
+fn a_halt_mid_batch_calls_the_handler_no_more_and_leaves_cleanly() {
+    use std::sync::atomic::AtomicBool;
+    let d = dir();
+    let bus = Options::new(64)
+        .dir(d.path())
+        .reclaim_after(Duration::from_secs(60))
+        .create::<Ev>("haltbatch")
+        .unwrap()
+        .with_wait(Wait::Yielding);
+    // An upstream the test drives. It passes 20 events in one poll, so the
+    // stage gets all 20 in one batch.
+    let mut gate = bus.consumer("gate").unwrap();
+    let halted = Arc::new(AtomicBool::new(false));
+    let calls_after_halt = Arc::new(AtomicU64::new(0));
+    let attempts_at_1 = Arc::new(AtomicU64::new(0));
+    let (in_first_tx, in_first) = mpsc::channel::<()>();
+    let stage = {
+        let (halted, calls_after_halt, attempts_at_1) = (
+            halted.clone(),
+            calls_after_halt.clone(),
+            attempts_at_1.clone(),
+        );
+        bus.stage("s")
+            .after(&["gate"])
+            .on_failure(FailurePolicy::halt().retry(3, Duration::from_millis(1)))
+            .try_spawn(move |e: &Ev, _: Sequence, _: bool| -> Result<(), String> {
+                if halted.load(Ordering::SeqCst) {
+                    calls_after_halt.fetch_add(1, Ordering::SeqCst);
+                }
+                match e.k {
+                    0 => {
+                        // The test halts the stage while it is here.
+                        in_first_tx.send(()).unwrap();
+                        thread::sleep(Duration::from_millis(200));
+                        Ok(())
+                    }
+                    // A transient failure: the policy's retry would absorb it.
+                    1 if attempts_at_1.fetch_add(1, Ordering::SeqCst) == 0 => {
+                        Err("transient".into())
+                    }
+                    _ => Ok(()),
+                }
+            })
+            .unwrap()
+    };
+    let mut p = bus.producer().unwrap();
+    for k in 0..20 {
+        p.publish(|e| *e = Ev { producer: 0, k }).unwrap();
+    }
+    assert_eq!(gate.poll(64, |_, _, _| {}).unwrap(), 20);
+    in_first
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the stage never got event 0");
+    stage.halt();
+    halted.store(true, Ordering::SeqCst); // the handler sleeps 200 ms more
+    let report = within(10, "the halted stage", move || stage.join().unwrap());
+    assert_eq!(
+        calls_after_halt.load(Ordering::SeqCst),
+        0,
+        "the handler was called after halt() returned: {report:?}"
+    );
+    assert!(
+        report.failure.is_none(),
+        "a halt turned into a failure: {report:?}"
+    );
+    let m = bus.metrics();
+    assert!(
+        !m.consumers.iter().any(|c| c.name == "s"),
+        "the halted stage left an orphaned entry that gates: {:?}",
+        m.consumers
+    );
+    drop(p);
+    drop(gate);
+}
+
+/// `on_batch_start(batch_size)` is documented as "batch_size events
+/// follow". On a multi-producer bus the ipc stage passes the count of
+/// *slots*, tombstones included (consumer.rs `handle_until`:
+/// `batch(stop - self.next)`). Fewer `on_event` calls come than were
+/// announced, so a handler that sizes a buffer or counts down to the end of
+/// the batch from it gets it wrong. The existing hooks test runs only on a
+/// single-producer bus, which has no tombstones.
+#[test]
+fn on_batch_start_announces_events_not_tombstones() {
+    struct Counted(Arc<Mutex<(Vec<u64>, u64)>>);
+    impl ringbus::EventHandler<Ev> for Counted {
+        fn on_event(&mut self, _: &Ev, _: Sequence, _: bool) {
+            self.0.lock().unwrap().1 += 1;
+        }
+        fn on_batch_start(&mut self, n: u64) {
+            self.0.lock().unwrap().0.push(n);
+        }
+    }
+    let d = dir();
+    let bus = Options::new(16)
+        .multi_producer()
+        .dir(d.path())
+        .create::<Ev>("tombbatch")
+        .unwrap()
+        .with_wait(Wait::Yielding);
+    // An upstream the test drives: the stage gets 0, the tombstone and 2 in
+    // one batch.
+    let mut gate = bus.consumer("gate").unwrap();
+    let calls = Arc::new(Mutex::new((Vec::new(), 0u64)));
+    let stage = bus
+        .stage("s")
+        .after(&["gate"])
+        .spawn(Counted(calls.clone()))
+        .unwrap();
+    let mut p = bus.producer().unwrap();
+    p.publish(|e| *e = Ev { producer: 0, k: 0 }).unwrap();
+    // A publish whose closure panics lets its claim go: a tombstone at 1.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = p.publish(|_| panic!("planned panic in a publish"));
+    }));
+    assert!(panicked.is_err());
+    p.publish(|e| *e = Ev { producer: 0, k: 2 }).unwrap();
+    assert_eq!(gate.poll(16, |_, _, _| {}).unwrap(), 2);
+    assert_eq!(gate.next_sequence(), 3, "the tombstone was passed too");
+    let c = calls.clone();
+    within(10, "the stage's two events", move || {
+        while c.lock().unwrap().1 < 2 {
+            thread::sleep(Duration::from_millis(1));
+        }
+    });
+    stage.halt();
+    let report = stage.join().unwrap();
+    assert_eq!(report.handled, 2);
+    let (batches, events) = calls.lock().unwrap().clone();
+    assert_eq!(
+        batches.iter().sum::<u64>(),
+        events,
+        "on_batch_start announced {batches:?} for {events} events"
+    );
+    drop(p);
+    drop(gate);
+}

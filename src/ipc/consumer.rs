@@ -686,8 +686,8 @@ impl<E: Pod> IpcConsumer<E> {
     /// Hands `next..end` (at most `limit`) to `f`, which says whether to go
     /// on: the event it says `false` for is not committed, so it comes
     /// again (to this consumer, or to one that resumes its entry).
-    /// `batch(n)` first, `n` the slots that follow (tombstones among them).
-    /// Returns the events handled.
+    /// `batch(n)` first, `n` the events that follow (tombstones are not
+    /// counted). Returns the events handled.
     fn handle_until(
         &mut self,
         end: u64,
@@ -700,16 +700,21 @@ impl<E: Pod> IpcConsumer<E> {
         }
         let region = &*self.bus.region;
         let stop = end.min(self.next.saturating_add(limit as u64));
-        batch(stop - self.next);
-        // The last event of the batch (tombstones may follow it).
-        let last = if region.layout.multi {
-            (self.next..stop)
-                .rev()
-                .find(|&seq| marks::slot(region, seq) == Slot::Published)
-                .unwrap_or(stop)
+        // The batch's events and its last (tombstones may follow it). A
+        // mark below `end` no longer changes: it is published or given up,
+        // and no producer reuses its slot before this consumer passes it.
+        let (events, last) = if region.layout.multi {
+            (self.next..stop).fold((0, stop), |(n, last), seq| {
+                if marks::slot(region, seq) == Slot::Published {
+                    (n + 1, seq)
+                } else {
+                    (n, last)
+                }
+            })
         } else {
-            stop - 1
+            (stop - self.next, stop - 1)
         };
+        batch(events);
         let mut handled = 0;
         let mut committed = stop;
         // Counted once committed: a panic in `f` commits nothing, and the

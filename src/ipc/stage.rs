@@ -211,10 +211,11 @@ impl IpcStage {
         &self.name
     }
 
-    /// Asks the stage to stop after its current batch (within about 10 ms
-    /// when idle). It commits what it handled and leaves its place, as a
-    /// dropped consumer does: it no longer gates, and stages after it go on
-    /// without it.
+    /// Asks the stage to stop after the event it is handling (within about
+    /// 10 ms when idle): the handler is not called again, not even for the
+    /// rest of its batch. It commits what it handled and leaves its place,
+    /// as a dropped consumer does: it no longer gates, and stages after it
+    /// go on without it.
     pub fn halt(&self) {
         // Release: nothing to publish; the stage polls the flag.
         self.halt.store(true, Ordering::Release);
@@ -414,6 +415,14 @@ impl<E: Pod, H: TryEventHandler<E>> Run<E, H> {
                     *batch,
                     |n| size.set(Some(n)),
                     |event, sequence, end_of_batch| {
+                        // A halted stage calls the handler no more, not
+                        // even for the rest of its batch: this event is
+                        // not committed (it comes again to whoever resumes
+                        // the stage), and the loop's top sees the halt.
+                        // Acquire: pairs with `halt`'s store (a flag).
+                        if halt.load(Ordering::Acquire) {
+                            return false;
+                        }
                         if let Some(n) = size.take() {
                             handler.on_batch_start(n);
                         }
