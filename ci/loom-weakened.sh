@@ -29,6 +29,7 @@ declare -A MODELS=(
     [ipc_reap]="ipc_a_consumer_after_an_orphan_reclaims_it_or_follows_its_resumer"
     [ipc_skip]="ipc_a_claim_left_unmarked_a_lap_behind_is_skipped_never_overwritten"
     [ipc_after]="ipc_a_blocking_consumer_after_another_is_woken_by_its_commit ipc_a_blocking_consumer_after_another_is_woken_by_its_join"
+    [ipc_cycle]="ipc_of_two_consumers_joining_each_after_the_other_one_is_refused"
     [ipc_replace]="ipc_a_replaced_dead_writer_and_a_give_up_leave_the_slot_reusable"
     [single_refuse]="a_refusal_racing_the_single_producers_refresh_is_kept"
     [refuse_order]="a_producer_that_saw_the_refusal_is_refused"

@@ -55,6 +55,10 @@ pub(crate) const IPC_SLEEPERS: bool = cfg!(ringbus_weaken = "ipc_sleepers");
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_AFTER: bool = cfg!(ringbus_weaken = "ipc_after");
 
+/// `ipc_cycle`: A consumer joining after others looks for a cycle through them without the SeqCst fence after it wrote its own upstreams, so two consumers that join at once, each after the other, may both miss the cycle and wait for ever. Caught by loom model `ipc_of_two_consumers_joining_each_after_the_other_one_is_refused`.
+#[cfg_attr(not(feature = "ipc"), allow(dead_code))]
+pub(crate) const IPC_CYCLE: bool = cfg!(ringbus_weaken = "ipc_cycle");
+
 /// `ipc_replace`: A new owner of a dead producer's place tries once to release each mark the dead one left mid-write, and gives up when a consumer's give-up changed it first (it left the slot given up under the place for ever). Caught by loom model `ipc_a_replaced_dead_writer_and_a_give_up_leave_the_slot_reusable`.
 #[cfg_attr(not(feature = "ipc"), allow(dead_code))]
 pub(crate) const IPC_REPLACE: bool = cfg!(ringbus_weaken = "ipc_replace");

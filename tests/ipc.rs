@@ -1817,3 +1817,75 @@ fn seeded_kill_rounds() {
         }
     }
 }
+
+/// A pipeline `c -> d` on a multi-producer bus; `d` lags a whole ring
+/// behind, so a publish waits for room when the bus closes: it returns
+/// `Closed` and leaves its claim (sequence 4) unmarked. `c` reads 0..=3 and,
+/// as `IpcBus::close` documents, "ends at it" with `Closed` (no room: `d`
+/// has not read slot 0's round), its `next_sequence()` 4. Then `d` reads
+/// 0..=3 and must end with `Closed`. Before the fix, `d` is bounded by `c`'s
+/// sequence (4): `available()` never reaches the hole logic
+/// (`limit == next`), and `finished()` no longer finds the claim stuck (the
+/// ring has room now that `d` read slot 0). `c`, having said `Closed`, is
+/// never polled again, so `d`'s polls time out for ever (poll_wait hangs).
+/// Dropping `c` frees `d`; keeping the handle (as this test does, and as a
+/// process that got `Closed` and has not exited yet does) did not: `d` now
+/// ends at the claim too, nothing being published after it.
+#[test]
+fn a_consumer_after_one_that_ended_at_a_let_go_claim_ends_too() {
+    let d = dir();
+    let bus = Options::new(4)
+        .multi_producer()
+        .hole_timeout(Duration::from_millis(50))
+        .dir(d.path())
+        .create::<Ev>("letgo-pipeline")
+        .unwrap();
+    let mut c = bus.consumer("c").unwrap();
+    let mut down = bus.consumer_after("d", &["c"]).unwrap();
+    let mut p = bus.producer().unwrap();
+    for k in 0..4 {
+        p.publish(|e| e.set(1, k)).unwrap();
+    }
+    // Sequence 4 claims and waits for room (both consumers are at 0).
+    let publisher = thread::spawn(move || {
+        let r = p.publish(|e| e.set(1, 4));
+        drop(p); // every producer lets go of its place
+        r
+    });
+    wait_for("the claim of 4", || bus.metrics().cursor == 5);
+    thread::sleep(Duration::from_millis(20));
+    bus.close();
+    assert_eq!(publisher.join().unwrap(), Err(IpcPublishError::Closed));
+    // `c` reads everything and ends at the let-go claim, as documented.
+    let mut order = Order::default();
+    loop {
+        match c.poll_timeout(Duration::from_secs(5), 8, |e, _, _| order.see(e)) {
+            Ok(_) => {}
+            Err(IpcPollError::Closed) => break,
+            Err(e) => panic!("c: {e}"),
+        }
+    }
+    assert_eq!(order.0.get(&1).copied(), Some(4));
+    assert_eq!(c.next_sequence(), 4);
+    // `d` reads what `c` handled, then must end too (c is kept, not polled).
+    let mut down_order = Order::default();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "d never ends after the close: at {} with {:?} events, bounded by c at {} \
+             ({:?})",
+            down.next_sequence(),
+            down_order.0.get(&1),
+            c.next_sequence(),
+            bus.metrics()
+        );
+        match down.poll_timeout(Duration::from_millis(100), 8, |e, _, _| down_order.see(e)) {
+            Ok(_) | Err(IpcPollError::Timeout) => {}
+            Err(IpcPollError::Closed) => break,
+            Err(e) => panic!("d: {e}"),
+        }
+    }
+    assert_eq!(down_order.0.get(&1).copied(), Some(4));
+    drop(c);
+}

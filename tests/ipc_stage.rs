@@ -1172,3 +1172,102 @@ fn on_batch_start_announces_events_not_tombstones() {
     drop(p);
     drop(gate);
 }
+
+/// Consumers that would wait for each other for ever (a cycle of `after`
+/// names, direct or through others, stages or plain consumers) are refused
+/// with `Config` naming the cycle; the refused one takes no place, and a
+/// diamond (no cycle) is accepted.
+#[test]
+fn a_cycle_of_consumers_is_refused_not_a_silent_deadlock() {
+    let d = dir();
+    let bus = Options::new(4)
+        .dir(d.path())
+        .consumers(8)
+        .create::<Ev>("cycle")
+        .unwrap()
+        .with_wait(Wait::Yielding);
+    let cycle = |r: Result<_, IpcError>, what: &str| match r {
+        Err(IpcError::Config { reason }) => {
+            assert!(reason.contains("cycle"), "{what}: {reason}");
+        }
+        Err(e) => panic!("{what}: {e}"),
+        Ok(_) => panic!("{what}: a cycle was accepted"),
+    };
+    // Directly: stages, the upstream not joined yet when the first starts.
+    let a = bus
+        .stage("a")
+        .after(&["b"])
+        .spawn(|_: &Ev, _: Sequence, _: bool| {})
+        .unwrap();
+    cycle(
+        bus.stage("b")
+            .after(&["a"])
+            .spawn(|_: &Ev, _: Sequence, _: bool| {})
+            .map(|_| ()),
+        "b after a after b",
+    );
+    // Through others: plain consumers.
+    let c = bus.consumer_after("c", &["a"]).unwrap();
+    cycle(
+        bus.consumer_after("b", &["x", "c"]).map(|_| ()),
+        "b after c after a after b",
+    );
+    // The refused ones took no place: "b" joins without upstreams, and a
+    // diamond after it is accepted.
+    let b = bus.consumer("b").unwrap();
+    let left = bus.consumer_after("left", &["b"]).unwrap();
+    let right = bus.consumer_after("right", &["b"]).unwrap();
+    let join = bus.consumer_after("join", &["left", "right"]).unwrap();
+    assert_eq!(bus.metrics().consumers.len(), 6);
+    // The pipeline moves: nothing waits for ever.
+    let mut p = bus.producer().unwrap();
+    let mut all = vec![b, left, right, join, c];
+    for k in 0..12 {
+        p.publish_timeout(Duration::from_secs(10), |e| *e = Ev { producer: 0, k })
+            .unwrap();
+        for consumer in &mut all {
+            let got = consumer
+                .poll_timeout(Duration::from_secs(10), 1, |e, _, _| assert_eq!(e.k, k))
+                .unwrap();
+            assert_eq!(got, 1);
+        }
+    }
+    a.halt();
+    a.join().unwrap();
+}
+
+/// Two consumers that join at once, each after the other, many times over:
+/// at least one is refused every time (the loom model
+/// `ipc_of_two_consumers_joining_each_after_the_other_one_is_refused`
+/// checks the interleavings).
+#[test]
+fn of_two_consumers_joining_each_after_the_other_at_least_one_is_refused() {
+    let d = dir();
+    let bus = Options::new(4)
+        .dir(d.path())
+        .create::<Ev>("cycle2")
+        .unwrap();
+    for round in 0..if cfg!(miri) { 5 } else { 300 } {
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let join = |name: &'static str, after: &'static str| {
+            let (bus, start) = (bus.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                bus.consumer_after(name, &[after])
+            })
+        };
+        let (x, y) = (join("x", "y"), join("y", "x"));
+        let (x, y) = (x.join().unwrap(), y.join().unwrap());
+        assert!(
+            x.is_err() || y.is_err(),
+            "round {round}: both joined, each after the other"
+        );
+        for r in [&x, &y] {
+            if let Err(e) = r {
+                assert!(matches!(e, IpcError::Config { .. }), "{e}");
+            }
+        }
+        drop((x, y));
+        assert!(bus.metrics().consumers.is_empty());
+    }
+}

@@ -8,7 +8,7 @@
 //! Each model names the outcome it forbids; `ci/loom-weakened.sh` checks
 //! that each fails with its ordering or step weakened (`ipc_publish`,
 //! `ipc_sleepers`, `ipc_reuse`, `ipc_join`, `ipc_orphan`, `ipc_reap`,
-//! `ipc_skip`, `ipc_after`).
+//! `ipc_skip`, `ipc_after`, `ipc_replace`, `ipc_cycle`).
 #![cfg(loom)]
 
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -665,5 +665,29 @@ fn ipc_a_replaced_dead_writer_and_a_give_up_leave_the_slot_reusable() {
         assert_eq!(seen, [(1, 1), (2, 2)], "lost or twice");
         bus.close();
         drop(p);
+    });
+}
+
+/// Model 14: two consumers join at once, each after the other (a cycle:
+/// each would wait for the other for ever). Forbidden: both joined. (Both
+/// refused is allowed: each may see the other's list.)
+#[test]
+fn ipc_of_two_consumers_joining_each_after_the_other_one_is_refused() {
+    loom::model(|| {
+        let bus = Options::new(2).consumers(2).model::<Pe>(1);
+        let a = bus.as_process(2);
+        let b = bus.as_process(3);
+        let ta = thread::spawn(move || a.consumer_after("x", &["y"]));
+        let tb = thread::spawn(move || b.consumer_after("y", &["x"]));
+        let results = [ta.join().unwrap(), tb.join().unwrap()];
+        assert!(
+            results.iter().any(|r| r.is_err()),
+            "both joined, each after the other"
+        );
+        for r in &results {
+            if let Err(e) = r {
+                assert!(matches!(e, IpcError::Config { .. }), "{e}");
+            }
+        }
     });
 }

@@ -812,8 +812,16 @@ impl<E: Pod> IpcBus<E> {
     /// join and an upstream that never joins, its polls do not end with
     /// `Closed` (nothing may pass an upstream that was never seen).
     ///
+    /// Consumers that would wait for each other (a cycle: "a" after "b"
+    /// and "b" after "a", directly or through others) are refused: the one
+    /// whose join closes the cycle gets [`IpcError::Config`] naming it (of
+    /// two joining at once, at least one does). The table keeps each
+    /// consumer's first 6 upstream names for this, so a cycle through a
+    /// consumer with more is seen through those 6 only.
+    ///
     /// # Errors
-    /// As for [`consumer`](IpcBus::consumer).
+    /// As for [`consumer`](IpcBus::consumer), and
+    /// [`IpcError::Config`] for a cycle or a consumer after itself.
     pub fn consumer_after(&self, name: &str, after: &[&str]) -> Result<IpcConsumer<E>, IpcError> {
         for n in std::iter::once(&name).chain(after) {
             if n.is_empty() || n.len() > 32 || n.contains('\0') {
@@ -835,13 +843,33 @@ impl<E: Pod> IpcBus<E> {
             super::consumer::generations(&self.region)
         };
         match table::join_consumer(&self.region, self.me, name) {
-            Ok(joined) => Ok(IpcConsumer::new(
-                self.clone(),
-                name,
-                joined,
-                after,
-                generations,
-            )),
+            Ok(joined) => {
+                let consumer = IpcConsumer::new(self.clone(), name, joined, after, generations);
+                let Some(upstream) = table::closes_a_cycle(
+                    &self.region,
+                    consumer.index,
+                    consumer.lease,
+                    name,
+                    after,
+                ) else {
+                    return Ok(consumer);
+                };
+                // A resumed entry stays as its dead owner left it (its
+                // place and sequence); a fresh one leaves.
+                if consumer.resumed_from().is_some() {
+                    consumer.abandon();
+                } else {
+                    drop(consumer);
+                }
+                Err(IpcError::Config {
+                    reason: format!(
+                        "consumer {name:?} after {after:?} closes a cycle: {upstream:?} \
+                         already comes after {name:?} (directly or through others), and \
+                         consumers on a cycle wait for each other for ever; drop one of \
+                         the `after` names"
+                    ),
+                })
+            }
             Err(table::JoinFailure::InUse { pid }) => Err(IpcError::NameInUse {
                 name: name.into(),
                 pid,

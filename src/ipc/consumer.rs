@@ -46,8 +46,8 @@ struct Upstream {
 pub struct IpcConsumer<E: Pod> {
     bus: IpcBus<E>,
     name: String,
-    index: usize,
-    lease: Lease,
+    pub(crate) index: usize,
+    pub(crate) lease: Lease,
     next: u64,
     upstream: Vec<Upstream>,
     /// Each table entry's lease generation when this consumer joined
@@ -441,7 +441,8 @@ impl<E: Pod> IpcConsumer<E> {
         // Acquire: see `IpcBus::close`.
         if control.stats.closed.load(Ordering::Acquire) == 0
             || (self.next < control.cursor.load(Ordering::Acquire)
-                && !self.stuck_at_a_claim_let_go())
+                && !self.stuck_at_a_claim_let_go()
+                && !self.held_at_an_unmarked_claim_with_nothing_after())
         {
             return false;
         }
@@ -471,7 +472,32 @@ impl<E: Pod> IpcConsumer<E> {
         }
         // Acquire: as above. The claim is looked at again (not the answer
         // of the first look): its producer may have marked it before it left.
-        self.next >= control.cursor.load(Ordering::Acquire) || self.stuck_at_a_claim_let_go()
+        self.next >= control.cursor.load(Ordering::Acquire)
+            || self.stuck_at_a_claim_let_go()
+            || self.held_at_an_unmarked_claim_with_nothing_after()
+    }
+
+    /// With every producer gone after the close: whether this consumer,
+    /// held at `next` by an upstream, is at a claim nobody marked with no
+    /// event published after it. Its upstream may have ended at that claim
+    /// (`stuck_at_a_claim_let_go`, while the ring had no room for it) and
+    /// never pass it: it would pass only tombstones, so nothing is left to
+    /// read and this one ends too, instead of waiting for it for ever.
+    fn held_at_an_unmarked_claim_with_nothing_after(&self) -> bool {
+        let region = &*self.bus.region;
+        if !region.layout.multi
+            || self.upstream.is_empty()
+            || !matches!(marks::slot(region, self.next), Slot::Pending)
+            || !marks::unmarked(region, self.next, marks::raw(region, self.next))
+        {
+            return false;
+        }
+        // Acquire: the claims, and the marks of those published. Claims
+        // a ring or more past `next` cannot be published while this
+        // consumer gates their slots' earlier rounds.
+        let claims = region.control().cursor.load(Ordering::Acquire);
+        let end = claims.min(self.next.saturating_add(region.layout.capacity as u64));
+        (self.next..end).all(|seq| marks::slot(region, seq) != Slot::Published)
     }
 
     /// With every producer gone after the close: whether `next` is a claim

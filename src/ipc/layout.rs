@@ -16,7 +16,7 @@ use crate::loom::{AtomicU32, AtomicU64};
 /// "RINGBUS" and a format byte.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RINGBUS\x01");
 /// Bumped whenever any structure in the file changes.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 /// The consumer table's largest size: sleeping consumers are one bit each
 /// of a 64-bit word.
 pub(crate) const MAX_CONSUMERS: usize = 64;
@@ -159,7 +159,18 @@ pub(crate) struct ConsumerMeta {
     /// joins): of two consumers that join under one name at once, the
     /// earlier stays (`table::join_free`). A resumed entry keeps its own.
     pub(crate) ticket: AtomicU64,
+    /// The lease generation + 1 under which `upstreams` were written (0:
+    /// none); upstreams written under an earlier owner are not its.
+    pub(crate) upstreams_of: AtomicU64,
+    /// The hashes of the first [`MAX_UPSTREAMS`] names this consumer comes
+    /// after (0: none), for `table::closes_a_cycle`.
+    pub(crate) upstreams: [AtomicU64; MAX_UPSTREAMS],
 }
+
+/// How many of a consumer's upstreams the table keeps (see
+/// [`ConsumerMeta::upstreams`]): a cycle through a consumer with more is
+/// seen through its first ones only.
+pub(crate) const MAX_UPSTREAMS: usize = 6;
 
 /// Where each part of the file is, computed from the parameters alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

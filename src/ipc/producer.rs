@@ -347,8 +347,10 @@ impl<E: Pod> IpcProducer<E> {
     /// (Multi producer: two waits are left. Up to the bus's `hole_timeout`,
     /// when its slot still holds an earlier lap's claim that was never
     /// marked, a dead producer's: a claimant releases it, and on a bus
-    /// without consumers only claimants do. And, on a bus without
-    /// consumers, for a producer a lap behind still writing the slot. When
+    /// without consumers only claimants do. And, while no consumer gates
+    /// the slot's earlier round (a bus without consumers, or consumers
+    /// that all joined after that round was claimed), for a producer a lap
+    /// behind still writing the slot, however long it writes. When
     /// the slot is a writer's that consumers gave up, still writing, it
     /// says `Full` at once, but its claim is a hole the consumers give up
     /// a hole timeout after that writer lets go.)
@@ -364,7 +366,8 @@ impl<E: Pod> IpcProducer<E> {
     /// for room. (Multi producer: the waits [`try_publish`](Self::try_publish)
     /// names are not bounded by `timeout` either: up to the bus's
     /// `hole_timeout` behind an earlier lap's claim that was never marked,
-    /// and, on a bus without consumers, as long as a producer a lap behind
+    /// and, while no consumer gates that earlier round (none, or all
+    /// joined after it was claimed), as long as a producer a lap behind
     /// still writes the slot.)
     ///
     /// # Errors

@@ -91,7 +91,8 @@ impl<E: Pod> IpcStageBuilder<E> {
 
     /// The stage reads an event only after every consumer or stage named
     /// here (in any process) has handled it, as
-    /// [`consumer_after`](IpcBus::consumer_after) does.
+    /// [`consumer_after`](IpcBus::consumer_after) does (a stage whose names
+    /// close a cycle is refused when spawned, with [`IpcError::Config`]).
     pub fn after(mut self, upstream: &[&str]) -> Self {
         self.after = upstream.iter().map(|s| (*s).to_owned()).collect();
         self

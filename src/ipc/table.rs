@@ -328,6 +328,87 @@ fn join_free(
     Ok(None)
 }
 
+/// A name's hash as the upstream lists keep it (never 0: an empty place).
+fn name_hash(words: &[u64; 4]) -> u64 {
+    // FNV-1a over the name's words: names differ by a byte at least.
+    let h = words.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, w| {
+        (h ^ w).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    h | 1
+}
+
+/// Writes the upstreams of the consumer at `index` (under `lease`, its
+/// own), then looks for a cycle: a consumer in the table that `after`
+/// reaches through the upstream lists which comes after `name` itself.
+/// Returns the name of the one found coming after `name`, if any; the
+/// caller refuses the join.
+///
+/// Two consumers that join at once, each after the other, each write their
+/// list before a SeqCst fence and read the other's after it: of the two
+/// fences, the later one's reads see the earlier one's list, so at least
+/// one of the two sees the cycle (both may: both are refused).
+pub(crate) fn closes_a_cycle(
+    region: &Region,
+    index: usize,
+    lease: Lease,
+    name: &str,
+    after: &[&str],
+) -> Option<String> {
+    let entry = region.consumer(index).expect("own entry");
+    let mine: Vec<u64> = after.iter().map(|n| name_hash(&name_words(n))).collect();
+    for (i, place) in entry.meta.upstreams.iter().enumerate() {
+        // Relaxed: published by the Release store of `upstreams_of`.
+        place.store(mine.get(i).copied().unwrap_or(0), Ordering::Relaxed);
+    }
+    // Release: the list above before the generation that says it is this
+    // owner's.
+    entry
+        .meta
+        .upstreams_of
+        .store(lease.generation() + 1, Ordering::Release);
+    if mine.is_empty() {
+        return None;
+    }
+    if !crate::weaken::IPC_CYCLE {
+        // SeqCst: this list before the reads of the others' (above).
+        crate::loom::fence(Ordering::SeqCst);
+    }
+    let me = name_hash(&name_words(name));
+    // Names reached so far, and those whose lists are still to be read.
+    // Bounded by the table: each name is read once.
+    let mut seen = mine.clone();
+    let mut todo = mine;
+    while let Some(h) = todo.pop() {
+        for i in (0..region.layout.consumers).filter(|&i| i != index) {
+            let other = region.consumer(i).expect("index below the table size");
+            let l = Lease::load(&other.meta.lease);
+            if !matches!(l.state(), ACTIVE | RESUMING) {
+                continue;
+            }
+            let words: [u64; 4] =
+                core::array::from_fn(|w| other.meta.name[w].load(Ordering::Relaxed));
+            // Acquire: pairs with the Release store above (its list).
+            if name_hash(&words) != h
+                || other.meta.upstreams_of.load(Ordering::Acquire) != l.generation() + 1
+            {
+                continue;
+            }
+            for place in &other.meta.upstreams {
+                // Relaxed: as the stores above.
+                let up = place.load(Ordering::Relaxed);
+                if up == me {
+                    return Some(read_name(other));
+                }
+                if up != 0 && !seen.contains(&up) {
+                    seen.push(up);
+                    todo.push(up);
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Frees entry `index` if it is still under `lease`.
 pub(crate) fn leave_consumer(region: &Region, index: usize, lease: Lease) {
     let entry = region.consumer(index).expect("index below the table size");

@@ -7,7 +7,9 @@
 //! is told); 1–3 consumers that stay, chained with `consumer_after` or not,
 //! each with a random wait strategy, some whose closure panics once (the
 //! same events come again); a consumer that leaves and joins again under
-//! its name at random moments; stages (`IpcBus::stage`): "s0", whose
+//! its name at random moments, and between its hops consumers whose
+//! `after` names close a cycle (direct or through a third) join while the
+//! producers publish (the last is refused with `Config`); stages (`IpcBus::stage`): "s0", whose
 //! handler fails once (an error or a panic) under a random policy (halt,
 //! then a supervisor starts it again under its name and it resumes at the
 //! failed event; skip; dead-letter; retry; or, with a short
@@ -165,6 +167,35 @@ pub(crate) fn run(seed: u64) {
     } else {
         case::<Large>(seed, &mut rng)
     }
+}
+
+/// Joins "hx" after "hy" (absent: it waits where it joined), then, through
+/// "hz" after "hx" when `through`, "hy" after the last: a cycle, refused
+/// with `Config`. Every consumer it joined leaves at once. A full table
+/// (dead entries not reclaimed yet) skips it.
+fn refuse_a_cycle<E: IpcEv>(bus: &IpcBus<E>, through: bool, who: &str) {
+    let Ok(x) = bus.consumer_after("hx", &["hy"]) else {
+        return;
+    };
+    let z = if through {
+        match bus.consumer_after("hz", &["hx"]) {
+            Ok(z) => Some(z),
+            Err(ringbus::ipc::IpcError::TableFull { .. }) => return,
+            Err(e) => panic!("{who}: hz after hx, no cycle: {e}"),
+        }
+    } else {
+        None
+    };
+    let last = if through { "hz" } else { "hx" };
+    match bus.consumer_after("hy", &[last]) {
+        Err(ringbus::ipc::IpcError::Config { reason }) => {
+            assert!(reason.contains("cycle"), "{who}: {reason}")
+        }
+        Err(ringbus::ipc::IpcError::TableFull { .. }) => {}
+        Err(e) => panic!("{who}: hy after {last}: {e}"),
+        Ok(_) => panic!("{who}: hy after {last} closes a cycle and was accepted"),
+    }
+    drop((x, z));
 }
 
 fn wait(rng: &mut Rng) -> Wait {
@@ -331,6 +362,13 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
 
     // A consumer that leaves and joins again under its name.
     let hopping = Arc::new(AtomicBool::new(true));
+    // Now and then, between its hops, consumers that would wait for each
+    // other (a cycle of `after` names, direct or through a third) try to
+    // join while the producers publish: the one closing the cycle must be
+    // refused with `Config`, and those joined leave at once (they would
+    // gate the producers for ever). A separate stream, so the other seeds'
+    // cases stay as they were.
+    let cycles = Rng(super::mix(seed ^ 0xC1C1_E5C1_C1E5)).below(3);
     let hopper = {
         let b = bus.clone().with_wait(wait(rng));
         let hopping = hopping.clone();
@@ -339,6 +377,9 @@ fn case<E: IpcEv>(seed: u64, rng: &mut Rng) {
         thread::spawn(move || {
             let mut joined = 0;
             while hopping.load(Ordering::SeqCst) && joined <= hops {
+                if cycles > 0 && joined % 2 == 1 {
+                    refuse_a_cycle(&b, cycles == 2, &who);
+                }
                 let mut c = b.consumer("hopper").unwrap();
                 joined += 1;
                 // A fresh join sees a suffix of each producer's events.
