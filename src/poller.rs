@@ -265,16 +265,15 @@ where
         self.handle_batch(next, available, limit, batch, f)
     }
 
-    /// After the close: whether the last claim made before it has no room
-    /// (its slot's previous lap is not read yet by every consumer), so that
-    /// its producer waits for room.
-    fn a_claim_waits_for_room(&self) -> bool {
-        let last = self
-            .bus
-            .closed_at()
-            .unwrap_or_else(|| self.bus.sequencer.claimed());
-        let wrap_point = last - self.bus.capacity() as Sequence;
-        self.bus.min_gating(last) < wrap_point
+    /// After the close: whether the claim this poller waits for (its next
+    /// sequence) has no room (its slot's previous lap is not read yet by
+    /// every consumer), so that its producer waits for room. Not the last
+    /// claim's room: a claim with room before one without is only slow,
+    /// and is published without anything from this poller.
+    fn the_next_claim_waits_for_room(&self) -> bool {
+        let next = self.sequence() + 1;
+        let wrap_point = next - self.bus.capacity() as Sequence;
+        self.bus.min_gating(next) < wrap_point
     }
 
     /// The highest available sequence `>= next`, `None` if none yet, or why
@@ -527,6 +526,11 @@ where
     let thread = crate::loom::thread::Builder::new()
         .name("ringbus-subscription".into())
         .spawn(move || {
+            // Its handler's `shutdown` (or drop of the last producer)
+            // answers at once, as a stage's does: it cannot wait for the
+            // claims this subscription's room holds.
+            let bus = Arc::clone(&poller.bus);
+            bus.subscription_thread(true);
             let run = std::panic::AssertUnwindSafe(|| {
                 handler.on_start();
                 loop {
@@ -549,14 +553,14 @@ where
                     );
                     match polled {
                         // Draining after the close, nothing came for a
-                        // `STOP_LATENCY`, and a claim made before the close
-                        // waits for room: that room may be the caller's
+                        // `STOP_LATENCY`, and the claim made before the close
+                        // that it waits for has no room: that room may be the caller's
                         // own to give (an unpolled poller, this very
                         // subscription dropped in a stage's handler), so
                         // the claim is not waited for. A claim with room
                         // is only slow: waited for.
                         Err(PollError::Timeout)
-                            if stop_asked && poller.a_claim_waits_for_room() =>
+                            if stop_asked && poller.the_next_claim_waits_for_room() =>
                         {
                             break
                         }
@@ -569,7 +573,9 @@ where
                 handler.on_shutdown();
                 handler
             });
-            std::panic::catch_unwind(run).ok()
+            let handler = std::panic::catch_unwind(run).ok();
+            bus.subscription_thread(false);
+            handler
         })
         .map_err(crate::SubscribeError::Spawn)?;
     Ok(Subscription {

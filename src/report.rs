@@ -138,7 +138,7 @@ pub enum ShutdownError {
     /// and why.
     StageFailed(ShutdownReport),
     /// `shutdown` was called on one of the bus's own stage threads (from a
-    /// handler), which cannot wait for itself. The bus is closed: the stage
+    /// handler, a subscription's included), which cannot wait for itself. The bus is closed: the stage
     /// threads drain and finish on their own after the handler returns, but
     /// nobody joins them. Shut a bus down from outside its handlers to get
     /// the report.

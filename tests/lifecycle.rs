@@ -599,6 +599,30 @@ impl<E: Ev> EventHandler<E> for SubscriptionCheck {
     }
 }
 
+/// A subscription whose handler shuts the bus down (on a clone it holds)
+/// at the first event at or past `at`, while producers may wait for room
+/// this very subscription holds: the call must answer `OnStageThread` at
+/// once (it cannot wait for them). What it answered goes to `answer` (a
+/// panic here would end only the subscription's thread).
+struct ShutsDown {
+    check: PollCheck,
+    at: Sequence,
+    closer: Option<Box<dyn FnOnce() -> Result<ShutdownReport, ShutdownError> + Send>>,
+    answer: Arc<Mutex<Option<String>>>,
+}
+
+impl<E: Ev> EventHandler<E> for ShutsDown {
+    fn on_event(&mut self, e: &E, s: Sequence, _b: bool) {
+        self.check.see(e.core(), s);
+        if s >= self.at {
+            if let Some(shutdown) = self.closer.take() {
+                let answer = format!("{:?}", shutdown().err());
+                *self.answer.lock().unwrap() = Some(answer);
+            }
+        }
+    }
+}
+
 /// The random topology of a case.
 #[derive(Debug)]
 struct Topology {
@@ -1316,6 +1340,26 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
         let acknowledged = Arc::new(AtomicU64::new(0));
         let refused = Arc::new(AtomicBool::new(false));
         let own = std::cell::Cell::new(0);
+        // Now and then a subscription shuts the bus down from its handler
+        // (its own stream, so the other seeds' cases stay as they were).
+        let mut sub_rng = Rng(mix(seed ^ 0x5B5C_F00D_0000_0001));
+        let answer = Arc::new(Mutex::new(None::<String>));
+        let shutting = sub_rng
+            .chance(10)
+            .then(|| {
+                let closer = p.clone();
+                p.subscribe_with(ShutsDown {
+                    check: PollCheck::new(),
+                    at: sub_rng.below(64) as Sequence,
+                    closer: Some(Box::new(move || closer.shutdown())),
+                    answer: Arc::clone(&answer),
+                })
+                .ok()
+            })
+            .flatten();
+        if std::env::var("RINGBUS_LIFECYCLE_SEED").is_ok() {
+            eprintln!("a subscription shuts down: {}", shutting.is_some());
+        }
         let mut threads: Vec<_> = (1..producers)
             .map(|k| {
                 let mut p = p.clone();
@@ -1373,9 +1417,22 @@ fn run_case<E: Ev, W: Strategy>(seed: u64, strategy: W) {
                 for t in threads {
                     join(t);
                 }
+                // Its handler given back: it had seen no gap (a failed
+                // check panics its thread: `None`). Unless it shut the bus
+                // down, it stops without draining.
+                if let Some(s) = shutting {
+                    assert!(s.unsubscribe().is_some(), "a subscription's check failed");
+                }
+                if let Some(answer) = answer.lock().unwrap().as_deref() {
+                    assert_eq!(
+                        answer, "Some(OnStageThread)",
+                        "shutdown in a subscription's handler"
+                    );
+                }
             },
             || {
                 refused.load(Ordering::Relaxed)
+                    || answer.lock().unwrap().is_some()
                     || (other_shuts_down && producers > 1)
                     || topology.halted_by_failure(acknowledged.load(Ordering::Relaxed))
             },

@@ -24,6 +24,9 @@ pub(super) struct JoinState {
     /// One per stage thread, with the indices of its stages (one, or
     /// several sharing it), in the order the stages were added.
     handles: Vec<(Vec<usize>, Option<StageThread>)>,
+    /// The threads of running subscriptions (`subscribe_with`): managed
+    /// handlers, which cannot wait for themselves either.
+    subscriptions: Vec<loom::thread::ThreadId>,
     outcome: Option<(Verdict, Vec<StageReport>)>,
     /// A caller's deadline passed and it halted the bus: whoever records
     /// the outcome says `TimedOut`, also a caller without a deadline that
@@ -48,6 +51,7 @@ impl JoinState {
     pub(super) fn new() -> Self {
         JoinState {
             handles: Vec::new(),
+            subscriptions: Vec::new(),
             outcome: None,
             timed_out: false,
             failed_before_timeout: false,
@@ -98,16 +102,29 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         self.wake_all();
     }
 
-    /// True when the calling thread is one of this bus's stage threads (a
-    /// handler dropping or shutting down the last producer): it must not
-    /// wait for itself.
+    /// True when the calling thread is one of this bus's stage threads or
+    /// runs one of its subscriptions (a handler dropping or shutting down
+    /// the last producer): it must not wait for itself.
     pub(crate) fn on_stage_thread(&self) -> bool {
         let me = loom::thread::current().id();
-        loom::lock(&self.joining)
-            .handles
-            .iter()
-            .filter_map(|(_, h)| h.as_ref())
-            .any(|h| h.thread().id() == me)
+        let joining = loom::lock(&self.joining);
+        joining.subscriptions.contains(&me)
+            || joining
+                .handles
+                .iter()
+                .filter_map(|(_, h)| h.as_ref())
+                .any(|h| h.thread().id() == me)
+    }
+
+    /// The calling thread runs a subscription of this bus from now on
+    /// (`true`) or no more (`false`).
+    pub(crate) fn subscription_thread(&self, running: bool) {
+        let me = loom::thread::current().id();
+        let mut joining = loom::lock(&self.joining);
+        joining.subscriptions.retain(|&t| t != me);
+        if running {
+            joining.subscriptions.push(me);
+        }
     }
 
     /// Closed, and every stage (each pool worker: the pool) is past the
