@@ -265,15 +265,24 @@ where
         self.handle_batch(next, available, limit, batch, f)
     }
 
-    /// After the close: whether the claim this poller waits for (its next
-    /// sequence) has no room (its slot's previous lap is not read yet by
-    /// every consumer), so that its producer waits for room. Not the last
-    /// claim's room: a claim with room before one without is only slow,
-    /// and is published without anything from this poller.
+    /// After the close: whether the claim this poller waits for (the one
+    /// holding its next sequence) may wait for room: its slot's previous
+    /// lap is not read yet by every consumer, or a multi producer shows it
+    /// waiting (a batch's first slot may have room while its last has
+    /// none). Not the last claim's room: a claim with room before one
+    /// without is only slow, and is published without anything from this
+    /// poller. (A claim not shown yet is seen at the next look.)
     fn the_next_claim_waits_for_room(&self) -> bool {
         let next = self.sequence() + 1;
         let wrap_point = next - self.bus.capacity() as Sequence;
         self.bus.min_gating(next) < wrap_point
+            || self
+                .bus
+                .waiting_claims
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .any(|&(first, last)| first <= next && next <= last)
     }
 
     /// The highest available sequence `>= next`, `None` if none yet, or why

@@ -135,3 +135,48 @@ fn shutdown_from_a_subscription_handler_does_not_hang() {
     assert_eq!(stuck.join().unwrap(), Ok(4), "claimed before the close");
     p.shutdown().unwrap();
 }
+
+/// A multi producer's batch claimed before the close whose first slot has
+/// room and whose last has none (held by a poller the stopping thread
+/// owns and does not poll): the subscription stopped after the close must
+/// not wait for the batch's first event (its producer waits for the last
+/// slot's room, which only the stopping thread could give). It stops, and
+/// the batch is published once that poller goes.
+#[test]
+fn a_subscription_stopped_after_the_close_does_not_wait_for_a_batch_without_room() {
+    let p = ringbus::multi_producer(4, || u64::MAX, Blocking).build();
+    let held = p.subscribe().unwrap(); // never polled: holds the ring at -1
+    let seen = Arc::new(Mutex::new(Vec::<Sequence>::new()));
+    let s = Arc::clone(&seen);
+    let subscription = p
+        .subscribe_with(move |_: &u64, seq: Sequence, _: bool| s.lock().unwrap().push(seq))
+        .unwrap();
+    for i in 0..3 {
+        p.publish(|e| *e = i).unwrap();
+    }
+    // 3 has room, 4 has none while `held` sits at -1.
+    let other = p.clone();
+    let batch = thread::spawn(move || {
+        other.batch_publish(2, |slots| {
+            for (i, e) in slots.enumerate() {
+                *e = 3 + i as u64;
+            }
+        })
+    });
+    wait_until("3 and 4 claimed", || claimed(&p) >= 4);
+    p.shutdown().unwrap(); // no stage to wait for
+    let (stopped_tx, stopped) = mpsc::channel();
+    let stopper = thread::spawn(move || {
+        drop(subscription);
+        stopped_tx.send(()).unwrap();
+    });
+    if stopped.recv_timeout(Duration::from_secs(5)).is_err() {
+        drop(held); // frees the batch, then the subscription, then fail
+        stopper.join().unwrap();
+        panic!("a subscription stopped after the close waited for a batch without room");
+    }
+    stopper.join().unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
+    drop(held);
+    assert_eq!(batch.join().unwrap(), Ok(4), "claimed before the close");
+}

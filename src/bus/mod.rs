@@ -83,6 +83,13 @@ pub(crate) struct Bus<E, S, W> {
     /// How long, in µs, the next producer facing a full ring yields before
     /// it waits the strategy's way (napping strategies only).
     full_ring_yield_us: AtomicUsize,
+    /// The claims (first, last) of multi producers waiting for room, for
+    /// a subscription stopping after the close (`EventPoller::
+    /// the_next_claim_waits_for_room`): a batch's first slot may have room
+    /// while its last has none. Locked only by a producer that waits for
+    /// room after its claim, and by that check. A std mutex even under
+    /// loom: nothing waits while holding it.
+    pub(crate) waiting_claims: std::sync::Mutex<Vec<(Sequence, Sequence)>>,
 }
 
 impl<E, S, W> std::fmt::Debug for Bus<E, S, W>
@@ -133,6 +140,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             lag_limited: AtomicUsize::new(0),
             lag_joins: AtomicUsize::new(0),
             full_ring_yield_us: AtomicUsize::new(FULL_RING_YIELD_MAX_US),
+            waiting_claims: std::sync::Mutex::new(Vec::new()),
         }
     }
 

@@ -32,10 +32,39 @@ fn wait_for_claimed_room<E, W: WaitStrategy>(
     }
     let min = refresh_gating_cache(bus, last - n);
     if bus.writable_up_to(min) < last {
+        // Shown while it waits (see `Bus::waiting_claims`), also when the
+        // wait ends in an error.
+        let claim = (last - n + 1, last);
+        let shown = ShownClaim { bus, claim };
+        lock_claims(bus).push(claim);
         // Claimed: only a halt ends the wait (then nothing drains anyway).
-        wait_then_cache(bus, last, last - n, None, true)?;
+        wait_then_cache(shown.bus, last, last - n, None, true)?;
     }
     Ok(())
+}
+
+fn lock_claims<E, W: WaitStrategy>(
+    bus: &Bus<E, MultiProducerSequencer, W>,
+) -> std::sync::MutexGuard<'_, Vec<(Sequence, Sequence)>> {
+    // Nothing panics while it is held.
+    bus.waiting_claims
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Takes a claim off `Bus::waiting_claims` when its wait ends.
+struct ShownClaim<'a, E, W: WaitStrategy> {
+    bus: &'a Bus<E, MultiProducerSequencer, W>,
+    claim: (Sequence, Sequence),
+}
+
+impl<E, W: WaitStrategy> Drop for ShownClaim<'_, E, W> {
+    fn drop(&mut self) {
+        let mut claims = lock_claims(self.bus);
+        if let Some(i) = claims.iter().position(|c| *c == self.claim) {
+            claims.swap_remove(i);
+        }
+    }
 }
 
 /// Rereads the gating stages for a claim made after `before` and stores the
