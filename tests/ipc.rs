@@ -1104,6 +1104,15 @@ fn child_process_entry() {
                 }
             }
         }
+        // Joins as `b` after `a` (extra "b>a"), says so, and waits to be
+        // killed.
+        "consumer-after" => {
+            let bus = kill_opts(dir, true).open::<Ev>(name).unwrap();
+            let (b, a) = extra.split_once('>').unwrap();
+            let _c = bus.consumer_after(b, &[a]).unwrap();
+            std::fs::write(dir.join("joined"), b"1").unwrap();
+            thread::sleep(Duration::from_secs(600));
+        }
         // Takes a producer place, claims, and hangs inside the closure.
         "hang-in-claim" => {
             let bus = kill_opts(dir, true).open::<Ev>(name).unwrap();
@@ -1888,4 +1897,27 @@ fn a_consumer_after_one_that_ended_at_a_let_go_claim_ends_too() {
     }
     assert_eq!(down_order.0.get(&1).copied(), Some(4));
     drop(c);
+}
+
+/// A killed consumer's upstreams close no cycle: it waits for nobody (its
+/// entry only holds its place), so "a" after "b" joins although the dead
+/// "b" came after "a"; and a process resuming "b" after "a" is then refused.
+#[test]
+fn a_killed_consumer_closes_no_cycle_until_it_is_resumed() {
+    let d = dir();
+    let bus = kill_opts(d.path(), true)
+        .reclaim_after(Duration::from_secs(60))
+        .create::<Ev>("deadcycle")
+        .unwrap();
+    let mut kid = spawn("consumer-after", d.path(), "deadcycle", "b>a");
+    wait_for("the child's join", || d.path().join("joined").exists());
+    kill(&mut kid);
+    let a = bus
+        .consumer_after("a", &["b"])
+        .expect("a dead consumer's upstreams closed a cycle");
+    match bus.consumer_after("b", &["a"]) {
+        Err(IpcError::Config { reason }) => assert!(reason.contains("cycle"), "{reason}"),
+        other => panic!("resuming b after a: {:?}", other.map(|c| c.next_sequence())),
+    }
+    drop(a);
 }

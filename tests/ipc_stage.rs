@@ -1271,3 +1271,35 @@ fn of_two_consumers_joining_each_after_the_other_at_least_one_is_refused() {
         assert!(bus.metrics().consumers.is_empty());
     }
 }
+
+/// A join refused for a cycle leaves no trace a consumer waiting for that
+/// name would take for an upstream that came and went: "d", waiting for an
+/// "a" that never joined, still passes nothing after "a after d" is
+/// refused (it passed all 3 events when the refused entry kept its name).
+#[test]
+fn a_refused_join_leaves_no_trace() {
+    let d = dir();
+    let bus = Options::new(8)
+        .dir(d.path())
+        .create::<Ev>("cycle3")
+        .unwrap()
+        .with_wait(Wait::Yielding);
+    let mut waiting = bus.consumer_after("d", &["a"]).unwrap();
+    assert!(matches!(
+        bus.consumer_after("a", &["d"]),
+        Err(IpcError::Config { .. })
+    ));
+    let mut p = bus.producer().unwrap();
+    for k in 0..3 {
+        p.publish(|e| *e = Ev { producer: 0, k }).unwrap();
+    }
+    assert!(matches!(
+        waiting.poll_timeout(Duration::from_millis(50), 8, |_, _, _| {}),
+        Err(ringbus::ipc::IpcPollError::Timeout)
+    ));
+    assert_eq!(
+        waiting.next_sequence(),
+        0,
+        "d passed an upstream never seen"
+    );
+}

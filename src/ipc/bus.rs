@@ -640,6 +640,17 @@ pub struct IpcBus<E> {
     _event: PhantomData<fn() -> E>,
 }
 
+/// The error of a join that would close a cycle through `upstream`.
+fn cycle(name: &str, after: &[&str], upstream: &str) -> IpcError {
+    IpcError::Config {
+        reason: format!(
+            "consumer {name:?} after {after:?} closes a cycle: {upstream:?} already comes \
+             after {name:?} (directly or through others), and consumers on a cycle wait for \
+             each other for ever; drop one of the `after` names"
+        ),
+    }
+}
+
 impl<E> Clone for IpcBus<E> {
     fn clone(&self) -> Self {
         Self {
@@ -835,6 +846,11 @@ impl<E: Pod> IpcBus<E> {
                 reason: format!("consumer {name:?} cannot come after itself"),
             });
         }
+        // A cycle seen before the join leaves the table as it was (a dead
+        // entry of this name keeps its place and its reclaim timer).
+        if let Some(upstream) = table::cycle_through(&self.region, None, name, after) {
+            return Err(cycle(name, after, &upstream));
+        }
         // Before the join: an upstream there now that leaves before this
         // one's first look shows as come and gone (`came_and_went`).
         let generations = if after.is_empty() {
@@ -845,7 +861,10 @@ impl<E: Pod> IpcBus<E> {
         match table::join_consumer(&self.region, self.me, name) {
             Ok(joined) => {
                 let consumer = IpcConsumer::new(self.clone(), name, joined, after, generations);
-                let Some(upstream) = table::closes_a_cycle(
+                // Again with this one's list in the table: a consumer
+                // joining at the same time, after this one, may close the
+                // cycle (`table::declare_upstreams`).
+                let Some(upstream) = table::declare_upstreams(
                     &self.region,
                     consumer.index,
                     consumer.lease,
@@ -855,20 +874,13 @@ impl<E: Pod> IpcBus<E> {
                     return Ok(consumer);
                 };
                 // A resumed entry stays as its dead owner left it (its
-                // place and sequence); a fresh one leaves.
+                // place and sequence); a fresh one leaves, nameless.
                 if consumer.resumed_from().is_some() {
                     consumer.abandon();
                 } else {
-                    drop(consumer);
+                    consumer.leave_refused();
                 }
-                Err(IpcError::Config {
-                    reason: format!(
-                        "consumer {name:?} after {after:?} closes a cycle: {upstream:?} \
-                         already comes after {name:?} (directly or through others), and \
-                         consumers on a cycle wait for each other for ever; drop one of \
-                         the `after` names"
-                    ),
-                })
+                Err(cycle(name, after, &upstream))
             }
             Err(table::JoinFailure::InUse { pid }) => Err(IpcError::NameInUse {
                 name: name.into(),

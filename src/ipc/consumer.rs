@@ -442,7 +442,7 @@ impl<E: Pod> IpcConsumer<E> {
         if control.stats.closed.load(Ordering::Acquire) == 0
             || (self.next < control.cursor.load(Ordering::Acquire)
                 && !self.stuck_at_a_claim_let_go()
-                && !self.held_at_an_unmarked_claim_with_nothing_after())
+                && !self.held_at_an_unmarked_claim(false))
         {
             return false;
         }
@@ -474,7 +474,7 @@ impl<E: Pod> IpcConsumer<E> {
         // of the first look): its producer may have marked it before it left.
         self.next >= control.cursor.load(Ordering::Acquire)
             || self.stuck_at_a_claim_let_go()
-            || self.held_at_an_unmarked_claim_with_nothing_after()
+            || self.held_at_an_unmarked_claim(true)
     }
 
     /// With every producer gone after the close: whether this consumer,
@@ -483,7 +483,10 @@ impl<E: Pod> IpcConsumer<E> {
     /// (`stuck_at_a_claim_let_go`, while the ring had no room for it) and
     /// never pass it: it would pass only tombstones, so nothing is left to
     /// read and this one ends too, instead of waiting for it for ever.
-    fn held_at_an_unmarked_claim_with_nothing_after(&self) -> bool {
+    /// Without `nothing_after`, only the first part (the marks after it
+    /// are read once the producers are known to be gone: up to a ring of
+    /// them).
+    fn held_at_an_unmarked_claim(&self, nothing_after: bool) -> bool {
         let region = &*self.bus.region;
         if !region.layout.multi
             || self.upstream.is_empty()
@@ -491,6 +494,9 @@ impl<E: Pod> IpcConsumer<E> {
             || !marks::unmarked(region, self.next, marks::raw(region, self.next))
         {
             return false;
+        }
+        if !nothing_after {
+            return true;
         }
         // Acquire: the claims, and the marks of those published. Claims
         // a ring or more past `next` cannot be published while this
@@ -796,6 +802,14 @@ impl<E: Pod> IpcConsumer<E> {
         if table::orphan_consumer(&self.bus.region, self.index, self.lease) {
             self.leaves = false;
         }
+    }
+
+    /// Leaves after a refused join (a cycle): as a drop, but its entry's
+    /// name cleared first (`table::leave_refused`).
+    pub(crate) fn leave_refused(mut self) {
+        self.leaves = false;
+        table::leave_refused(&self.bus.region, self.index, self.lease);
+        self.wake_downstream();
     }
 
     /// Under loom: this consumer fails as a stage does (`abandon`).

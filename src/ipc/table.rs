@@ -337,49 +337,24 @@ fn name_hash(words: &[u64; 4]) -> u64 {
     h | 1
 }
 
-/// Writes the upstreams of the consumer at `index` (under `lease`, its
-/// own), then looks for a cycle: a consumer in the table that `after`
-/// reaches through the upstream lists which comes after `name` itself.
-/// Returns the name of the one found coming after `name`, if any; the
-/// caller refuses the join.
-///
-/// Two consumers that join at once, each after the other, each write their
-/// list before a SeqCst fence and read the other's after it: of the two
-/// fences, the later one's reads see the earlier one's list, so at least
-/// one of the two sees the cycle (both may: both are refused).
-pub(crate) fn closes_a_cycle(
+/// Looks for a cycle `name` would close by coming after `after`: a live
+/// consumer that `after` reaches through the upstream lists and that comes
+/// after `name` itself. Returns its name, if any. Entries of dead owners
+/// are left out: they wait for nobody, and whoever resumes one is checked
+/// at its own join. `own` is the caller's entry, if it has joined.
+pub(crate) fn cycle_through(
     region: &Region,
-    index: usize,
-    lease: Lease,
+    own: Option<usize>,
     name: &str,
     after: &[&str],
 ) -> Option<String> {
-    let entry = region.consumer(index).expect("own entry");
-    let mine: Vec<u64> = after.iter().map(|n| name_hash(&name_words(n))).collect();
-    for (i, place) in entry.meta.upstreams.iter().enumerate() {
-        // Relaxed: published by the Release store of `upstreams_of`.
-        place.store(mine.get(i).copied().unwrap_or(0), Ordering::Relaxed);
-    }
-    // Release: the list above before the generation that says it is this
-    // owner's.
-    entry
-        .meta
-        .upstreams_of
-        .store(lease.generation() + 1, Ordering::Release);
-    if mine.is_empty() {
-        return None;
-    }
-    if !crate::weaken::IPC_CYCLE {
-        // SeqCst: this list before the reads of the others' (above).
-        crate::loom::fence(Ordering::SeqCst);
-    }
     let me = name_hash(&name_words(name));
     // Names reached so far, and those whose lists are still to be read.
     // Bounded by the table: each name is read once.
-    let mut seen = mine.clone();
-    let mut todo = mine;
+    let mut seen: Vec<u64> = after.iter().map(|n| name_hash(&name_words(n))).collect();
+    let mut todo = seen.clone();
     while let Some(h) = todo.pop() {
-        for i in (0..region.layout.consumers).filter(|&i| i != index) {
+        for i in (0..region.layout.consumers).filter(|&i| Some(i) != own) {
             let other = region.consumer(i).expect("index below the table size");
             let l = Lease::load(&other.meta.lease);
             if !matches!(l.state(), ACTIVE | RESUMING) {
@@ -387,14 +362,15 @@ pub(crate) fn closes_a_cycle(
             }
             let words: [u64; 4] =
                 core::array::from_fn(|w| other.meta.name[w].load(Ordering::Relaxed));
-            // Acquire: pairs with the Release store above (its list).
+            // Acquire: pairs with `declare_upstreams`' Release (its list).
             if name_hash(&words) != h
                 || other.meta.upstreams_of.load(Ordering::Acquire) != l.generation() + 1
+                || !region.alive(consumer_owner(other, l))
             {
                 continue;
             }
             for place in &other.meta.upstreams {
-                // Relaxed: as the stores above.
+                // Relaxed: as the stores in `declare_upstreams`.
                 let up = place.load(Ordering::Relaxed);
                 if up == me {
                     return Some(read_name(other));
@@ -407,6 +383,53 @@ pub(crate) fn closes_a_cycle(
         }
     }
     None
+}
+
+/// Writes the upstreams of the consumer at `index` (under `lease`, its
+/// own), then looks for a cycle through them as [`cycle_through`] does,
+/// for two consumers joining at once, each after the other: each writes
+/// its list before a SeqCst fence and reads the other's after it; of the
+/// two fences, the later one's reads see the earlier one's list, so at
+/// least one of the two sees the cycle (both may: both are refused).
+pub(crate) fn declare_upstreams(
+    region: &Region,
+    index: usize,
+    lease: Lease,
+    name: &str,
+    after: &[&str],
+) -> Option<String> {
+    let entry = region.consumer(index).expect("own entry");
+    for (i, place) in entry.meta.upstreams.iter().enumerate() {
+        let up = after.get(i).map_or(0, |n| name_hash(&name_words(n)));
+        // Relaxed: published by the Release store of `upstreams_of`.
+        place.store(up, Ordering::Relaxed);
+    }
+    // Release: the list above before the generation that says it is this
+    // owner's.
+    entry
+        .meta
+        .upstreams_of
+        .store(lease.generation() + 1, Ordering::Release);
+    if after.is_empty() {
+        return None;
+    }
+    if !crate::weaken::IPC_CYCLE {
+        // SeqCst: this list before the reads of the others' (above).
+        crate::loom::fence(Ordering::SeqCst);
+    }
+    cycle_through(region, Some(index), name, after)
+}
+
+/// Leaves entry `index` (under `lease`) after a refused join, its name
+/// cleared first: a consumer waiting for an upstream of that name must not
+/// take it for one that came and went (`consumer::came_and_went`).
+pub(crate) fn leave_refused(region: &Region, index: usize, lease: Lease) {
+    let entry = region.consumer(index).expect("own entry");
+    for w in &entry.meta.name {
+        // Relaxed: published by the Release CAS of the leave.
+        w.store(0, Ordering::Relaxed);
+    }
+    leave_consumer(region, index, lease);
 }
 
 /// Frees entry `index` if it is still under `lease`.
