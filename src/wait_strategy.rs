@@ -320,6 +320,10 @@ impl WaitStrategy for Yielding {}
 /// A producer that finds the ring full first yields for up to 200 µs (see
 /// [`Blocking`] for why and how that phase adapts), then waits as above:
 /// spins, yields and sleeps.
+///
+/// A nap is at most [`Sleeping::MAX_NAP`] (100 ms), whatever `sleep` asks
+/// for: a close, a halt or a deadline is noticed within that, so a huge
+/// nap (`Duration::MAX`) cannot hold a shutdown for ever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Sleeping {
@@ -339,6 +343,9 @@ impl Default for Sleeping {
 }
 
 impl Sleeping {
+    /// The longest nap taken, whatever `sleep` asks for (see [`Sleeping`]).
+    pub const MAX_NAP: Duration = Duration::from_millis(100);
+
     /// `spin_tries` polls with a spin hint, then `yield_tries` polls with a
     /// yield, then polls with a `sleep` nap between them.
     ///
@@ -396,9 +403,10 @@ impl sealed::Sealed for Sleeping {
             } else if tries - spin_tries < yield_tries {
                 loom::yield_now();
             } else {
+                let nap = sleep.min(Self::MAX_NAP);
                 let nap = match deadline {
-                    Some(d) => sleep.min(d.saturating_duration_since(Instant::now())),
-                    None => sleep,
+                    Some(d) => nap.min(d.saturating_duration_since(Instant::now())),
+                    None => nap,
                 };
                 loom::sleep(nap);
             }
@@ -505,7 +513,8 @@ impl AsyncWait for Blocking {}
 pub enum Fallback {
     /// Park as [`Blocking`] does.
     Blocking,
-    /// Sleep this long between polls, as [`Sleeping`] does.
+    /// Sleep this long between polls (at most [`Sleeping::MAX_NAP`]), as
+    /// [`Sleeping`] does.
     Sleep(Duration),
 }
 

@@ -1921,3 +1921,27 @@ fn a_killed_consumer_closes_no_cycle_until_it_is_resumed() {
     }
     drop(a);
 }
+
+/// A `Wait::Sleeping` nap is cut to `Sleeping::MAX_NAP` (100 ms): a
+/// consumer sleeping `Duration::MAX` between polls still ends at a close.
+#[test]
+fn a_huge_sleeping_nap_still_sees_the_close() {
+    let d = dir();
+    let bus = Options::new(8)
+        .dir(d.path())
+        .create::<Ev>("nap")
+        .unwrap()
+        .with_wait(Wait::Sleeping(Duration::MAX));
+    let mut c = bus.consumer("c").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(c.poll_wait(8, |_, _, _| {}));
+    });
+    thread::sleep(Duration::from_millis(50));
+    bus.close();
+    let ended = rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(
+        ended.expect("a consumer sleeping Duration::MAX missed the close"),
+        Err(IpcPollError::Closed)
+    );
+}

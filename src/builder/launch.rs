@@ -59,9 +59,13 @@ where
             .map(|(spec, cell)| (spec.name.clone(), Arc::clone(cell)))
             .collect();
         let has_mutating_stage = self.stages.iter().any(|s| s.mutating);
+        let sequencer = S::try_new(self.capacity).ok_or(BuildError::Capacity {
+            capacity: self.capacity,
+        })?;
         let bus = Arc::new(Bus::new(
             self.id,
             ring,
+            sequencer,
             self.strategy,
             gating,
             named,

@@ -111,6 +111,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
     pub(crate) fn new(
         id: u64,
         ring: RingBuffer<E>,
+        sequencer: S,
         strategy: W,
         gating: Vec<Arc<StageCell>>,
         stages: Vec<(String, Arc<StageCell>)>,
@@ -121,7 +122,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             outcomes: stages.iter().map(|_| Mutex::new(None)).collect(),
             stages,
             has_mutating_stage,
-            sequencer: S::new(ring.capacity()),
+            sequencer,
             ring,
             strategy,
             signals: PublishSignals::new(S::MULTI),

@@ -29,7 +29,9 @@ pub enum Wait {
     BusySpin,
     /// Poll, yielding the core between polls.
     Yielding,
-    /// Poll, sleeping this long between polls.
+    /// Poll, sleeping this long between polls (at most
+    /// [`Sleeping::MAX_NAP`](crate::Sleeping::MAX_NAP), 100 ms: a close, a
+    /// halt or a deadline is noticed within that).
     Sleeping(Duration),
     /// Sleep on a futex in the file until a producer wakes it (Linux; a
     /// 50 µs nap elsewhere). Producers make a syscall only while someone

@@ -351,9 +351,12 @@ impl<E: Pod> IpcConsumer<E> {
             }
             Wait::BusySpin => crate::loom::spin_loop(),
             Wait::Yielding => crate::loom::yield_now(),
-            Wait::Sleeping(d) => crate::loom::sleep(
-                deadline.map_or(d, |t| d.min(t.saturating_duration_since(Instant::now()))),
-            ),
+            Wait::Sleeping(d) => {
+                let d = d.min(crate::Sleeping::MAX_NAP);
+                crate::loom::sleep(
+                    deadline.map_or(d, |t| d.min(t.saturating_duration_since(Instant::now()))),
+                )
+            }
             Wait::Blocking if tries < 64 && !cfg!(loom) => crate::loom::yield_now(),
             Wait::Blocking => self.sleep(deadline),
         }

@@ -22,8 +22,9 @@ pub(crate) mod sealed {
 
     /// The sequencer's machinery, sealed so the protocol can evolve.
     pub trait Sealed: Send + Sync + fmt::Debug + 'static {
-        /// A sequencer for a ring of `capacity` slots.
-        fn new(capacity: usize) -> Self
+        /// A sequencer for a ring of `capacity` slots; `None` when the
+        /// allocator refuses its memory (a multi producer's marks).
+        fn try_new(capacity: usize) -> Option<Self>
         where
             Self: Sized;
 

@@ -235,15 +235,19 @@ impl MultiProducerSequencer {
 }
 
 impl Sealed for MultiProducerSequencer {
-    fn new(capacity: usize) -> Self {
-        Self {
+    fn try_new(capacity: usize) -> Option<Self> {
+        // A mark per slot: refused memory is a build error, not an abort.
+        let mut available = Vec::new();
+        available.try_reserve_exact(capacity).ok()?;
+        available.extend((0..capacity).map(|_| AtomicI64::new(INITIAL)));
+        Some(Self {
             claim: AtomicSequence::new(0),
             room_cache: AtomicSequence::new(INITIAL + capacity as i64),
-            available: (0..capacity).map(|_| AtomicI64::new(INITIAL)).collect(),
+            available: available.into_boxed_slice(),
             mask: capacity as i64 - 1,
             frontier: AtomicSequence::new(INITIAL),
             reached: AtomicSequence::new(INITIAL),
-        }
+        })
     }
 
     #[inline]

@@ -91,11 +91,11 @@ impl SingleProducerSequencer {
 }
 
 impl Sealed for SingleProducerSequencer {
-    fn new(capacity: usize) -> Self {
-        Self {
+    fn try_new(capacity: usize) -> Option<Self> {
+        Some(Self {
             cursor: AtomicSequence::new(INITIAL),
             limit: CachePadded::new(AtomicI64::new(INITIAL + capacity as i64)),
-        }
+        })
     }
 
     fn refuse_producers(&self) {
