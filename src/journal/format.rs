@@ -224,8 +224,13 @@ impl SegmentReader {
                 format!("sequence {sequence} where {} was expected", self.next),
             ));
         }
+        // A segment named at the top of the sequence range (a crafted or
+        // damaged name) cannot go on: an error, not an overflow.
+        let Some(after) = self.next.checked_add(1) else {
+            return Err(self.corrupt(at, format!("sequence {sequence} is the largest there is")));
+        };
         self.offset = end;
-        self.next += 1;
+        self.next = after;
         Ok(Step::Record(sequence))
     }
 
@@ -276,7 +281,9 @@ impl SegmentReader {
             .map_err(|e| JournalError::io(&self.path, "read", e))?;
         // A record after the damaged one (sequence `next`) carries a later
         // sequence, and at most one per record header's worth of bytes.
-        let highest = self.next + (rest.len() / RECORD_HEADER_LEN) as Sequence;
+        let highest = self
+            .next
+            .saturating_add((rest.len() / RECORD_HEADER_LEN) as Sequence);
         let mut candidates = 0..=rest.len().saturating_sub(RECORD_HEADER_LEN);
         if weaken::TORN_SCAN {
             // Only to show the test fails: look only where the damaged

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::format::{encode_header, seal_record, segment_name, RECORD_HEADER_LEN};
+use super::format::{encode_header, seal_record, segment_name, MAX_PAYLOAD, RECORD_HEADER_LEN};
 use super::syncer::Syncer;
 use super::{Inner, JournalError, JournalOptions, SyncPolicy};
 use crate::builder::Builder;
@@ -257,6 +257,17 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
         let buf = &mut self.buf;
         let encoded = catch_unwind(AssertUnwindSafe(|| codec.encode(event, buf)));
         let failure = match encoded {
+            // A payload the reader would take for damage (and cut off as
+            // a torn tail at the next open) is refused here.
+            Ok(Ok(())) if (self.buf.len() - at - RECORD_HEADER_LEN) as u64 > MAX_PAYLOAD => Some(
+                format!(
+                    "an encoded event of {} bytes is over the journal's record limit of \
+                         {MAX_PAYLOAD} bytes (1 GiB): keep events smaller, or journal a \
+                         reference to the data instead",
+                    self.buf.len() - at - RECORD_HEADER_LEN
+                )
+                .into(),
+            ),
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
             Err(_) => Some("the codec panicked".into()),
