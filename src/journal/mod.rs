@@ -18,7 +18,7 @@
 //! | policy | an event the stages after the journal saw survives | cost |
 //! |---|---|---|
 //! | [`EveryBatch`](SyncPolicy::EveryBatch) (default) | a process crash, a kernel crash, a power cut | one `fdatasync` per batch |
-//! | [`Interval(d)`](SyncPolicy::Interval) | a process crash; a power cut loses at most the last `d` | one `fdatasync` per `d` at most |
+//! | [`Interval(d)`](SyncPolicy::Interval) | a process crash; a power cut loses at most about the last `2d` (see the policy) | one `fdatasync` per `d` at most |
 //! | [`Never`](SyncPolicy::Never) | a process crash (the kernel holds the data) | none |
 //!
 //! An event published but not yet released by the journal stage when the

@@ -14,7 +14,8 @@ pub enum SyncPolicy {
     EveryBatch,
     /// Write at the end of every batch; sync when `d` has passed since the
     /// first unsynced write (checked at batch ends, and when the stage has
-    /// been idle for `d`).
+    /// been idle for `d`: a write followed by a batch just under `d` later
+    /// is synced about `2d` after it, the most a power cut can lose).
     Interval(Duration),
     /// Write at the end of every batch, never sync (the kernel writes back
     /// on its own schedule).
