@@ -8,6 +8,9 @@ use std::io;
 /// already needs four times its event's size in gigabytes of memory.
 pub const MAX_CAPACITY: usize = 1 << if usize::BITS > 32 { 32 } else { 30 };
 
+/// The most workers a pool may have ([`BuildError::PoolTooLarge`]).
+pub const MAX_POOL_WORKERS: usize = 1024;
+
 /// A bus could not be built.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -64,6 +67,14 @@ pub enum BuildError {
     EmptyPool {
         /// The index the pool's first stage would have had.
         stage: usize,
+    },
+    /// `handle_events_with_pool(n, ..)` with `n` above
+    /// [`MAX_POOL_WORKERS`]: each worker is a thread.
+    PoolTooLarge {
+        /// The index the pool's first stage would have had.
+        stage: usize,
+        /// The workers asked for.
+        workers: usize,
     },
     /// A journal stage was given a failure policy that skips or
     /// dead-letters: the stages after it would act on an event the journal
@@ -163,6 +174,12 @@ impl fmt::Display for BuildError {
                 f,
                 "the work pool at stage #{stage} has 0 workers; give \
                  `handle_events_with_pool` at least 1"
+            ),
+            Self::PoolTooLarge { stage, workers } => write!(
+                f,
+                "the work pool at stage #{stage} asks for {workers} workers, a thread each; \
+                 give `handle_events_with_pool` at most {MAX_POOL_WORKERS} (about as many \
+                 as cores is what a pool can use)"
             ),
             #[cfg(all(feature = "journal", unix))]
             Self::JournalPolicy { stage } => write!(

@@ -163,7 +163,9 @@ mod weaken;
 
 pub use affinity::available_cores;
 pub use builder::{multi_producer, single_producer, Builder, StageId};
-pub use error::{BuildError, PublishError, SubscribeError, TryPublishError, MAX_CAPACITY};
+pub use error::{
+    BuildError, PublishError, SubscribeError, TryPublishError, MAX_CAPACITY, MAX_POOL_WORKERS,
+};
 pub use fault::{BoxError, DeadLetter, Failure, FailurePolicy};
 pub use handler::{
     Batch, BatchEventHandler, BatchEventHandlerMut, EventHandler, EventHandlerMut,

@@ -119,3 +119,21 @@ fn a_huge_nap_does_not_hold_a_shutdown() {
         assert_eq!(report.unwrap().stages[0].processed, 1, "{strategy:?}");
     }
 }
+
+/// A pool of more workers than `MAX_POOL_WORKERS` (a thread each) is a
+/// build error naming the limit, not one stage made per worker until the
+/// allocator gives up (`usize::MAX`) or thousands of threads started.
+#[test]
+fn a_pool_past_the_largest_is_a_build_error() {
+    for workers in [ringbus::MAX_POOL_WORKERS + 1, usize::MAX] {
+        let err = ringbus::single_producer(8, || 0u64, Blocking)
+            .handle_events_with_pool(workers, |_| |_: &u64, _: Sequence, _: bool| {})
+            .try_build()
+            .unwrap_err();
+        assert!(
+            matches!(err, ringbus::BuildError::PoolTooLarge { workers: w, .. } if w == workers),
+            "{err}"
+        );
+        assert!(err.to_string().contains("at most 1024"), "{err}");
+    }
+}

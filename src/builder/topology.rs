@@ -39,7 +39,8 @@ where
     }
 
     /// Calls the next handler's `on_timeout` whenever no event arrived for
-    /// `timeout`.
+    /// `timeout`. (A zero timeout calls it at every idle look, so the stage
+    /// spins whatever its wait strategy; a bus description refuses 0.)
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.pending.timeout = Some(timeout);
         self
@@ -224,7 +225,9 @@ where
     /// prefix `name-0`, `name-1`, …; a pending `pin_at_core` pins every
     /// worker to that core; a pending `timeout` and `on_failure` apply to
     /// every worker (each routes the failures of the events it took).
-    /// `workers == 0` makes `build` fail with [`BuildError::EmptyPool`].
+    /// `workers == 0` makes `build` fail with [`BuildError::EmptyPool`],
+    /// more than [`MAX_POOL_WORKERS`](crate::MAX_POOL_WORKERS) (1,024) with
+    /// [`BuildError::PoolTooLarge`].
     pub fn handle_events_with_pool<H, F>(mut self, workers: usize, make: F) -> Self
     where
         H: EventHandler<E> + 'static,
@@ -242,6 +245,13 @@ where
         if workers == 0 {
             self.error.get_or_insert(BuildError::EmptyPool {
                 stage: self.stages.len(),
+            });
+            return self;
+        }
+        if workers > crate::MAX_POOL_WORKERS {
+            self.error.get_or_insert(BuildError::PoolTooLarge {
+                stage: self.stages.len(),
+                workers,
             });
             return self;
         }
