@@ -16,9 +16,10 @@ pub const MAX_POOL_WORKERS: usize = 1024;
 #[non_exhaustive]
 pub enum BuildError {
     /// The capacity is 0, not a power of two, above [`MAX_CAPACITY`], or
-    /// more bytes of events than one allocation may hold or the allocator
-    /// gives (a system that overcommits memory may still kill the process
-    /// when the ring is filled).
+    /// more bytes of events (and, for a multi producer, of its marks, 8
+    /// bytes a slot) than one allocation may hold or the allocator gives
+    /// (a system that overcommits memory may still kill the process when
+    /// the ring is filled).
     Capacity {
         /// The capacity asked for.
         capacity: usize,
@@ -114,7 +115,8 @@ impl fmt::Display for BuildError {
             Self::Capacity { capacity } if capacity.is_power_of_two() => write!(
                 f,
                 "ring capacity {capacity} is too large: at most {MAX_CAPACITY} slots, and \
-                 no more bytes of events than the allocator gives; use a smaller power of two"
+                 no more bytes of events (and marks) than the allocator gives; use a smaller \
+                 power of two"
             ),
             Self::Capacity { capacity } => {
                 let suggestion = capacity

@@ -442,6 +442,12 @@ fn builder_errors_point_at_the_field() {
         Handlers::new().pool("a", |_| |_: &u64, _: Sequence, _: bool| {}),
     );
     assert_eq!(err.path(), "stages[0].workers", "{err}");
+    let err = refused(
+        "capacity = 8\n[[stages]]\nname = \"a\"\nworkers = 100000\n",
+        Handlers::new().pool("a", |_| |_: &u64, _: Sequence, _: bool| {}),
+    );
+    assert_eq!(err.path(), "stages[0].workers", "{err}");
+    assert!(err.to_string().contains("at most 1024"), "{err}");
 
     // A mutating stage beside a reader.
     let err = refused(

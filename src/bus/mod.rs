@@ -141,7 +141,9 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             lag_limited: AtomicUsize::new(0),
             lag_joins: AtomicUsize::new(0),
             full_ring_yield_us: AtomicUsize::new(FULL_RING_YIELD_MAX_US),
-            waiting_claims: std::sync::Mutex::new(Vec::new()),
+            // Room for a few waiters: a first wait for room allocates
+            // nothing (tests/no_alloc.rs).
+            waiting_claims: std::sync::Mutex::new(Vec::with_capacity(8)),
         }
     }
 

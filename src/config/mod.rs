@@ -276,6 +276,14 @@ impl BusConfig {
                     || String::from("stages"),
                     |i| format!("stages[{i}].pin_core"),
                 ),
+            BuildError::PoolTooLarge { workers, .. } => self
+                .stages
+                .iter()
+                .position(|s| s.workers == Some(*workers))
+                .map_or_else(
+                    || String::from("stages"),
+                    |i| format!("stages[{i}].workers"),
+                ),
             BuildError::EmptyPool { .. } => self
                 .stages
                 .iter()

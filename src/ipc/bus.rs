@@ -30,8 +30,8 @@ pub enum Wait {
     /// Poll, yielding the core between polls.
     Yielding,
     /// Poll, sleeping this long between polls (at most
-    /// [`Sleeping::MAX_NAP`](crate::Sleeping::MAX_NAP), 100 ms: a close, a
-    /// halt or a deadline is noticed within that).
+    /// [`Sleeping::MAX_NAP`](crate::Sleeping::MAX_NAP), 100 ms: a close or
+    /// a deadline is noticed within that).
     Sleeping(Duration),
     /// Sleep on a futex in the file until a producer wakes it (Linux; a
     /// 50 µs nap elsewhere). Producers make a syscall only while someone
@@ -827,10 +827,15 @@ impl<E: Pod> IpcBus<E> {
     ///
     /// Consumers that would wait for each other (a cycle: "a" after "b"
     /// and "b" after "a", directly or through others) are refused: the one
-    /// whose join closes the cycle gets [`IpcError::Config`] naming it (of
-    /// two joining at once, at least one does). The table keeps each
-    /// consumer's first 6 upstream names for this, so a cycle through a
-    /// consumer with more is seen through those 6 only.
+    /// whose join closes the cycle gets [`IpcError::Config`] naming it. A
+    /// dead consumer (its process killed, or a failed stage) waits for
+    /// nobody, so its upstreams count only once a process resumes it: that
+    /// resume is the join refused. Of two joining at once, at least one is
+    /// refused; one that saw the refused one in the table for that moment
+    /// may take it for an upstream that left, and go on without it (as
+    /// without any upstream that left). The table keeps each consumer's
+    /// first 6 upstream names for this, so a cycle through a consumer with
+    /// more is seen through those 6 only.
     ///
     /// # Errors
     /// As for [`consumer`](IpcBus::consumer), and

@@ -163,7 +163,7 @@ pub(crate) struct ConsumerMeta {
     /// none); upstreams written under an earlier owner are not its.
     pub(crate) upstreams_of: AtomicU64,
     /// The hashes of the first [`MAX_UPSTREAMS`] names this consumer comes
-    /// after (0: none), for `table::closes_a_cycle`.
+    /// after (0: none), for `table::cycle_through`.
     pub(crate) upstreams: [AtomicU64; MAX_UPSTREAMS],
 }
 

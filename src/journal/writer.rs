@@ -259,21 +259,29 @@ impl<E, C: Codec<E>> JournalWriter<E, C> {
         let failure = match encoded {
             // A payload the reader would take for damage (and cut off as
             // a torn tail at the next open) is refused here.
-            Ok(Ok(())) if (self.buf.len() - at - RECORD_HEADER_LEN) as u64 > MAX_PAYLOAD => Some(
-                format!(
-                    "an encoded event of {} bytes is over the journal's record limit of \
-                         {MAX_PAYLOAD} bytes (1 GiB): keep events smaller, or journal a \
-                         reference to the data instead",
-                    self.buf.len() - at - RECORD_HEADER_LEN
+            // A codec that cut the buffer short of the record's header.
+            Ok(Ok(())) if self.buf.len() < at + RECORD_HEADER_LEN => {
+                Some("the codec shortened the journal's buffer instead of appending".into())
+            }
+            Ok(Ok(())) if (self.buf.len() - at - RECORD_HEADER_LEN) as u64 > MAX_PAYLOAD => {
+                let len = self.buf.len() - at - RECORD_HEADER_LEN;
+                Some(
+                    format!(
+                        "an encoded event of {len} bytes is over the journal's record limit \
+                         of {MAX_PAYLOAD} bytes (1 GiB): keep events smaller, or journal a \
+                         reference to the data instead"
+                    )
+                    .into(),
                 )
-                .into(),
-            ),
+            }
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
             Err(_) => Some("the codec panicked".into()),
         };
         if let Some(source) = failure {
             self.buf.truncate(at);
+            // An oversized event's bytes are not kept for the writer's life.
+            self.buf.shrink_to(FLUSH_AT);
             return Err(JournalError::Encode {
                 sequence: self.next,
                 source,
