@@ -752,3 +752,69 @@ fn a_shutdown_timeout_that_cuts_a_retry_says_timed_out() {
         );
     });
 }
+
+fn stage_failed(
+    result: Result<ringbus::ShutdownReport, ringbus::ShutdownError>,
+) -> ringbus::ShutdownReport {
+    match result {
+        Err(ringbus::ShutdownError::StageFailed(report)) => report,
+        other => panic!("expected StageFailed, got {other:?}"),
+    }
+}
+
+/// A panic in `on_timeout`, `on_start` or a factory-made handler's `Drop`
+/// counts as a panic, not as a failed event (`failed` is "events whose
+/// handling failed"): each was counted `failed: 1`, on a stage that had
+/// seen no event, or that had handled all of its 10. On a stage of its own
+/// thread and on a shared thread alike.
+#[test]
+fn a_panic_outside_any_event_is_a_panic_not_a_failed_event() {
+    struct PanicsIn(&'static str);
+    impl ringbus::EventHandler<u64> for PanicsIn {
+        fn on_event(&mut self, _: &u64, _: Sequence, _: bool) {}
+        fn on_start(&mut self) {
+            if self.0 == "on_start" {
+                panic!("planned panic in on_start");
+            }
+        }
+        fn on_timeout(&mut self, _: Sequence) {
+            if self.0 == "on_timeout" {
+                panic!("planned panic in on_timeout");
+            }
+        }
+    }
+    impl Drop for PanicsIn {
+        fn drop(&mut self) {
+            if self.0 == "drop" && !std::thread::panicking() {
+                panic!("planned panic in drop");
+            }
+        }
+    }
+    for shared in [false, true] {
+        for hook in ["on_start", "on_timeout", "drop"] {
+            let mut b = ringbus::single_producer(16, || 0u64, Blocking)
+                .handle_events_with(|_: &u64, _: Sequence, _: bool| {})
+                .and_then();
+            if shared {
+                b = b.on_same_thread();
+            }
+            let mut p = b
+                .timeout(Duration::from_millis(5))
+                .handle_events_with(ringbus::factory(move || PanicsIn(hook)))
+                .build();
+            let events = if hook == "drop" { 10 } else { 0 };
+            for i in 0..events {
+                p.publish(|e| *e = i).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(if cfg!(miri) { 50 } else { 100 }));
+            let report = stage_failed(p.shutdown());
+            let s = &report.stages[1];
+            assert!(s.failure.as_ref().is_some_and(|f| f.is_panic()), "{s:?}");
+            assert_eq!(
+                (s.handled, s.failed, s.panics),
+                (events, 0, 1),
+                "shared {shared}, panic in {hook}: {s:?}"
+            );
+        }
+    }
+}

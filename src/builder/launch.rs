@@ -90,6 +90,7 @@ where
                 // Build-time stages start at the ring's start.
                 scan: std::cell::Cell::new(Scan::after(cell.sequence.get_relaxed())),
                 chunk: std::cell::Cell::new(crate::processor::FIRST_CHUNK),
+                in_hook: std::cell::Cell::new(false),
             };
             let thread = match spec.thread {
                 Some(leader) => thread_of_stage[leader],

@@ -110,12 +110,12 @@ where
                 Err(payload)
             }
             Ok(result) => {
-                let report = &mut self.report;
+                let (report, cx) = (&mut self.report, &self.cx);
                 catch_unwind(AssertUnwindSafe(move || match consumer {
                     Some(consumer) => StageContext::<E, S, W>::shut_down(
                         consumer,
                         result,
-                        |c| hand_back.and_then(|g| g(c)),
+                        |c| cx.hook(|| hand_back.and_then(|g| g(c))),
                         report,
                     ),
                     None => (result, None),
@@ -149,9 +149,11 @@ where
         };
         self.next = self.cx.cell.sequence.get_relaxed() + 1;
         match catch_unwind(AssertUnwindSafe(|| {
-            let mut consumer = make();
-            consumer.on_start();
-            consumer
+            self.cx.hook(|| {
+                let mut consumer = make();
+                consumer.on_start();
+                consumer
+            })
         })) {
             Ok(consumer) => self.consumer = Some(consumer),
             Err(payload) => self.end(Err(payload)),
@@ -203,7 +205,10 @@ where
         self.idle_since = now;
         let (consumer, sequence) = (self.consumer.as_mut(), self.next - 1);
         if let Some(consumer) = consumer {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| consumer.on_timeout(sequence))) {
+            let cx = &self.cx;
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| {
+                cx.hook(|| consumer.on_timeout(sequence))
+            })) {
                 self.end(Err(payload));
             }
         }

@@ -59,6 +59,10 @@ pub(crate) struct StageContext<E, S, W> {
     pub(crate) scan: Cell<Scan>,
     /// Events per chunk of a long batch (see `stage_loop::TIMED_CHUNK`).
     pub(crate) chunk: Cell<Sequence>,
+    /// Handler code outside any event runs (the factory, `on_start`,
+    /// `on_timeout`, the hand-back and so a handler's `Drop`): a panic
+    /// caught while it is set is a panic, not a failed event (`conclude`).
+    pub(crate) in_hook: Cell<bool>,
 }
 
 /// Failed polls in a row after which a latency-first stage starts to
@@ -83,14 +87,27 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
     ) -> (StageReport, Option<H>) {
         let mut report = StageReport::named(&self.name);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let mut consumer = make();
+            let mut consumer = self.hook(make);
             let result = match &self.work {
                 Some(work) => self.process_work(&mut consumer, work, &mut report),
                 None => self.process(&mut consumer, &mut report),
             };
-            Self::shut_down(consumer, result, hand_back, &mut report)
+            Self::shut_down(
+                consumer,
+                result,
+                |c| self.hook(|| hand_back(c)),
+                &mut report,
+            )
         }));
         self.conclude(report, outcome)
+    }
+
+    /// Runs handler code outside any event (see `in_hook`).
+    pub(crate) fn hook<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.in_hook.set(true);
+        let t = f();
+        self.in_hook.set(false);
+        t
     }
 
     /// The stage's loop ended with `result`: calls the handler's
@@ -150,7 +167,10 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 #[cfg(not(loom))]
                 {
                     report.panics += 1;
-                    report.failed += 1;
+                    // Not an event's failure when it came from a hook.
+                    if !self.in_hook.get() {
+                        report.failed += 1;
+                    }
                     (Some(Failure::Panic(panic_message(&*payload))), None)
                 }
             }

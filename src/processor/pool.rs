@@ -49,7 +49,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 bus.notify_progress(&self.cell);
             }
         };
-        consumer.on_start();
+        self.hook(|| consumer.on_start());
         'claims: loop {
             let next = loop {
                 let current = work.get_relaxed();
@@ -82,7 +82,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     }
                     // The claim stands: keep waiting for it.
                     Err(Interrupt::Timeout) => {
-                        consumer.on_timeout(self.cell.sequence.get_relaxed())
+                        self.hook(|| consumer.on_timeout(self.cell.sequence.get_relaxed()))
                     }
                     Err(Interrupt::Halted) if self.barrier.upstream_failed() => {
                         report.upstream_failed = true;

@@ -88,12 +88,12 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             progress: &progress,
             enabled: !C::DEFERS_RELEASE,
         };
-        consumer.on_start();
+        self.hook(|| consumer.on_start());
         loop {
             let available = match self.wait_for(next) {
                 Ok(available) => available,
                 Err(Interrupt::Timeout) => {
-                    consumer.on_timeout(next - 1);
+                    self.hook(|| consumer.on_timeout(next - 1));
                     continue;
                 }
                 Err(interrupt) => {
