@@ -769,16 +769,22 @@ fn stage_failed(
 /// thread and on a shared thread alike.
 #[test]
 fn a_panic_outside_any_event_is_a_panic_not_a_failed_event() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Set just before a planned panic: the test waits for it (a slow
+    /// machine, or Miri, may not have reached the hook by the shutdown).
+    static PANICKED: AtomicBool = AtomicBool::new(false);
     struct PanicsIn(&'static str);
     impl ringbus::EventHandler<u64> for PanicsIn {
         fn on_event(&mut self, _: &u64, _: Sequence, _: bool) {}
         fn on_start(&mut self) {
             if self.0 == "on_start" {
+                PANICKED.store(true, Ordering::SeqCst);
                 panic!("planned panic in on_start");
             }
         }
         fn on_timeout(&mut self, _: Sequence) {
             if self.0 == "on_timeout" {
+                PANICKED.store(true, Ordering::SeqCst);
                 panic!("planned panic in on_timeout");
             }
         }
@@ -802,11 +808,21 @@ fn a_panic_outside_any_event_is_a_panic_not_a_failed_event() {
                 .timeout(Duration::from_millis(5))
                 .handle_events_with(ringbus::factory(move || PanicsIn(hook)))
                 .build();
+            PANICKED.store(false, Ordering::SeqCst);
             let events = if hook == "drop" { 10 } else { 0 };
             for i in 0..events {
                 p.publish(|e| *e = i).unwrap();
             }
-            std::thread::sleep(Duration::from_millis(if cfg!(miri) { 50 } else { 100 }));
+            if hook != "drop" {
+                let start = std::time::Instant::now();
+                while !PANICKED.load(Ordering::SeqCst) {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(30),
+                        "{hook} never ran"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
             let report = stage_failed(p.shutdown());
             let s = &report.stages[1];
             assert!(s.failure.as_ref().is_some_and(|f| f.is_panic()), "{s:?}");
