@@ -65,10 +65,16 @@ impl<E> fmt::Debug for EgressOptions<E> {
 
 impl<E> EgressOptions<E> {
     /// Every event to `subject`, under the producer identity `producer_id`
-    /// (the first half of each `Nats-Msg-Id`). Give each run of a service
-    /// its own identity (a start time, a pod name and restart count)
-    /// unless it republishes the same sequences (a journal replay), or the
-    /// server will drop its first events as duplicates of the last run's.
+    /// (the first half of each `Nats-Msg-Id`; the second is the event's
+    /// sequence on the bus). Give each run of a service its own identity
+    /// (a start time, a pod name and restart count) unless it republishes
+    /// the same events at the same bus sequences, or the server will drop
+    /// its first events as duplicates of the last run's. A journal replay
+    /// republishes them at the same sequences only when it replays the
+    /// whole journal from its first record, from sequence 0: replayed from
+    /// a later point (after `delete_before`, or from a snapshot), events
+    /// take new bus sequences, so give that run a new identity (the events
+    /// the last run sent are then stored again, not dropped).
     pub fn new(subject: impl Into<String>, producer_id: impl Into<String>) -> Self {
         let subject = subject.into();
         Self {
@@ -120,7 +126,9 @@ impl<E> EgressOptions<E> {
     /// With `false`, messages carry no `Nats-Expected-Last-Msg-Id`: for a
     /// stream other writers share, or subjects spread over several streams.
     /// A message lost with a dropped connection may then be stored after
-    /// the ones sent behind it (nothing is lost or duplicated).
+    /// the ones sent behind it (nothing is lost or duplicated, as long as
+    /// the resends stay inside the duplicate window: see
+    /// [`on_failure`](Self::on_failure)).
     pub fn ordered(mut self, ordered: bool) -> Self {
         self.ordered = ordered;
         self
@@ -130,8 +138,12 @@ impl<E> EgressOptions<E> {
     /// unacknowledged event (50 ms backoff doubling to 1 s, each with its
     /// ack timeout: about 90 s with the default 2 s timeout), then halt.
     /// Keep the retries inside the stream's duplicate window (2 min by
-    /// default): a resend after it is stored a second time. Dead-lettering or skipping an event gives up
-    /// that event only.
+    /// default): a resend after it is stored a second time. Each retry
+    /// resends the unacknowledged events behind the failing one, and the
+    /// count starts again at the next failing event: without `ordered`,
+    /// the retries of every failing event in one window of
+    /// unacknowledged events add up, so keep their sum inside the window.
+    /// Dead-lettering or skipping an event gives up that event only.
     pub fn on_failure(mut self, policy: FailurePolicy<E>) -> Self {
         self.policy = policy;
         self

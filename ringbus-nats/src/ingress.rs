@@ -492,7 +492,11 @@ impl<P: Send + 'static> Ingress<P> {
         C: Codec<E>,
         P: Publisher<E> + Send + 'static,
     {
-        let (stream, consumer) = link.block_on(consumer_for(&link, &options))?;
+        let what = format!(
+            "looking up or creating durable {:?} on stream {:?}",
+            options.durable, options.stream
+        );
+        let (stream, consumer) = link.block_on_request(&what, consumer_for(&link, &options))?;
         let info = consumer.cached_info();
         // Where the consumer stands: what it delivered before us (to an
         // earlier ingress) is below the floor.

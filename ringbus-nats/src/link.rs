@@ -13,6 +13,10 @@ use crate::egress::{Egress, EgressOptions};
 use crate::ingress::{Ingress, IngressOptions};
 use ringbus::codec::Codec;
 
+/// The longest a blocking JetStream request of the link (a stream's or a
+/// durable's lookup or creation) waits for its answer.
+pub(crate) const REQUEST_WAIT: Duration = Duration::from_secs(10);
+
 /// How a [`Link`] authenticates.
 #[derive(Clone, Default)]
 #[non_exhaustive]
@@ -259,18 +263,40 @@ impl Link {
         self.inner.handle.block_on(future)
     }
 
+    /// Runs a JetStream request (`what`) to its answer, for at most
+    /// [`REQUEST_WAIT`]: while the server is down the client's requests
+    /// may wait for its reconnection for ever, and no call of ours may.
+    pub(crate) fn block_on_request<T>(
+        &self,
+        what: &str,
+        request: impl std::future::Future<Output = Result<T, LinkError>>,
+    ) -> Result<T, LinkError> {
+        self.block_on(async {
+            tokio::time::timeout(REQUEST_WAIT, request)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(LinkError::JetStream(format!(
+                        "{what}: no answer in {REQUEST_WAIT:?} (the server is down or \
+                         unreachable); try again once it answers"
+                    )))
+                })
+        })
+    }
+
     /// Creates the stream `config` names unless it exists (the existing
     /// one is kept as it is). A convenience for examples and tests; a
     /// service usually leaves streams to its operators. Blocks: call it
     /// outside an async context (`tokio::task::spawn_blocking` inside one).
     ///
     /// # Errors
-    /// [`LinkError::JetStream`] with the server's answer;
+    /// [`LinkError::JetStream`] with the server's answer, or when none came
+    /// within 10 s (the server down);
     /// [`LinkError::JetStreamNotEnabled`] when the server does not run
     /// JetStream.
     pub fn ensure_stream(&self, config: stream::Config) -> Result<(), LinkError> {
         let js = self.jetstream();
-        self.block_on(async {
+        let what = format!("creating or looking up stream {:?}", config.name);
+        self.block_on_request(&what, async {
             match js.get_or_create_stream(config).await {
                 Ok(_) => Ok(()),
                 Err(e) => Err(jetstream_failure(self, e.to_string()).await),
@@ -291,8 +317,9 @@ impl Link {
     /// (`tokio::task::spawn_blocking` inside one).
     ///
     /// # Errors
-    /// [`LinkError::JetStream`] when the stream is missing or the consumer
-    /// cannot be created; [`LinkError::JetStreamNotEnabled`] when the
+    /// [`LinkError::JetStream`] when the stream is missing, the consumer
+    /// cannot be created, or no answer came within 10 s (the server down);
+    /// [`LinkError::JetStreamNotEnabled`] when the
     /// server does not run JetStream; [`LinkError::ConsumerMismatch`] when
     /// the durable exists with an ack policy other than `Explicit`, another
     /// filter, or headers only.

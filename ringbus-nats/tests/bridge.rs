@@ -1703,3 +1703,66 @@ fn a_durable_with_small_fetch_limits_is_read_within_them() {
     check_every_even_once_in_order(&seen.lock().unwrap(), 200, "the bus");
     assert_eq!(report.published, 100, "{report:?}");
 }
+
+/// `Link::ingress` and `Link::ensure_stream` while the server is down and
+/// the client's command channel is full (a long outage with an egress
+/// publishing): each answers an error within its 10 s bound instead of
+/// waiting for the reconnection (for ever, if the server never returns).
+#[test]
+fn link_calls_while_the_server_is_down_answer() {
+    use ringbus_nats::async_nats::connection::State;
+    let mut server = common::single("");
+    let link = link(&server.url());
+    ensure_stream(&link, 1);
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while link.client().connection_state() == State::Connected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_ne!(link.client().connection_state(), State::Connected);
+    let client = link.client().clone();
+    let filled = link.handle().block_on(async move {
+        for _ in 0..100_000 {
+            let publish = client.publish("fill", bytes::Bytes::new());
+            if tokio::time::timeout(Duration::from_millis(100), publish)
+                .await
+                .is_err()
+            {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(filled, "the command channel filled");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for which in ["Link::ingress", "Link::ensure_stream"] {
+        let (link, tx) = (link.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let answer = if which == "Link::ingress" {
+                let seen: Seen = Arc::default();
+                link.ingress(
+                    Postcard,
+                    IngressOptions::new("EV", "started-while-down"),
+                    recording_bus(8, &seen),
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            } else {
+                link.ensure_stream(stream::Config {
+                    name: "EV".into(),
+                    subjects: vec!["ev.>".into()],
+                    ..Default::default()
+                })
+                .map_err(|e| e.to_string())
+            };
+            let _ = tx.send((which, answer));
+        });
+    }
+    for _ in 0..2 {
+        let (which, answer) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("Link::ingress / Link::ensure_stream hang while the server is down");
+        let error = answer.expect_err(which);
+        assert!(error.contains("no answer"), "{which}: {error}");
+    }
+}
