@@ -1487,21 +1487,9 @@ fn stop_while_down(fill: bool) {
     }
     assert_ne!(link.client().connection_state(), State::Connected);
     // Fill the client's command channel, as a long outage does.
-    let client = link.client().clone();
-    let filled = !fill
-        || link.handle().block_on(async move {
-            for _ in 0..100_000 {
-                let publish = client.publish("fill", bytes::Bytes::new());
-                if tokio::time::timeout(Duration::from_millis(100), publish)
-                    .await
-                    .is_err()
-                {
-                    return true;
-                }
-            }
-            false
-        });
-    assert!(filled, "the command channel filled");
+    if fill {
+        fill_command_channel(&link);
+    }
     open.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(10);
     while seen.lock().unwrap().len() < 8 && Instant::now() < deadline {
@@ -1720,20 +1708,7 @@ fn link_calls_while_the_server_is_down_answer() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_ne!(link.client().connection_state(), State::Connected);
-    let client = link.client().clone();
-    let filled = link.handle().block_on(async move {
-        for _ in 0..100_000 {
-            let publish = client.publish("fill", bytes::Bytes::new());
-            if tokio::time::timeout(Duration::from_millis(100), publish)
-                .await
-                .is_err()
-            {
-                return true;
-            }
-        }
-        false
-    });
-    assert!(filled, "the command channel filled");
+    fill_command_channel(&link);
     let (tx, rx) = std::sync::mpsc::channel();
     for which in ["Link::ingress", "Link::ensure_stream"] {
         let (link, tx) = (link.clone(), tx.clone());
@@ -1765,4 +1740,23 @@ fn link_calls_while_the_server_is_down_answer() {
         let error = answer.expect_err(which);
         assert!(error.contains("no answer"), "{which}: {error}");
     }
+}
+
+/// Fills the client's command channel while the server is down, as a long
+/// outage with publishes does: a publish then waits for room.
+fn fill_command_channel(link: &Link) {
+    let client = link.client().clone();
+    let filled = link.handle().block_on(async move {
+        for _ in 0..100_000 {
+            let publish = client.publish("fill", bytes::Bytes::new());
+            if tokio::time::timeout(Duration::from_millis(100), publish)
+                .await
+                .is_err()
+            {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(filled, "the command channel filled");
 }
