@@ -788,6 +788,12 @@ fn a_panic_outside_any_event_is_a_panic_not_a_failed_event() {
                 panic!("planned panic in on_timeout");
             }
         }
+        fn on_batch_start(&mut self, _: u64) {
+            if self.0 == "on_batch_start" {
+                PANICKED.store(true, Ordering::SeqCst);
+                panic!("planned panic in on_batch_start");
+            }
+        }
     }
     impl Drop for PanicsIn {
         fn drop(&mut self) {
@@ -797,7 +803,7 @@ fn a_panic_outside_any_event_is_a_panic_not_a_failed_event() {
         }
     }
     for shared in [false, true] {
-        for hook in ["on_start", "on_timeout", "drop"] {
+        for hook in ["on_start", "on_timeout", "on_batch_start", "drop"] {
             let mut b = ringbus::single_producer(16, || 0u64, Blocking)
                 .handle_events_with(|_: &u64, _: Sequence, _: bool| {})
                 .and_then();
@@ -810,7 +816,8 @@ fn a_panic_outside_any_event_is_a_panic_not_a_failed_event() {
                 .build();
             PANICKED.store(false, Ordering::SeqCst);
             let events = if hook == "drop" { 10 } else { 0 };
-            for i in 0..events {
+            let published = if hook == "on_batch_start" { 1 } else { events };
+            for i in 0..published {
                 p.publish(|e| *e = i).unwrap();
             }
             if hook != "drop" {
@@ -833,4 +840,37 @@ fn a_panic_outside_any_event_is_a_panic_not_a_failed_event() {
             );
         }
     }
+}
+
+/// An event's panic under a per-event policy that ends in a halt, then a
+/// panic in the handler's `Drop` as the stage shuts down: one failed event
+/// (counted once, when its policy gave up), however many panics.
+#[test]
+fn a_panic_in_drop_after_a_failed_event_counts_the_event_once() {
+    struct FailsThenPanicsInDrop;
+    impl ringbus::EventHandler<u64> for FailsThenPanicsInDrop {
+        fn on_event(&mut self, e: &u64, _: Sequence, _: bool) {
+            if *e == 3 {
+                panic!("planned panic at event 3");
+            }
+        }
+    }
+    impl Drop for FailsThenPanicsInDrop {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("planned panic in drop");
+            }
+        }
+    }
+    let mut p = ringbus::single_producer(16, || 0u64, Blocking)
+        .on_failure(FailurePolicy::halt().retry(1, Duration::from_millis(1)))
+        .handle_events_with(ringbus::factory(|| FailsThenPanicsInDrop))
+        .build();
+    for i in 0..6 {
+        let _ = p.publish(|e| *e = i);
+    }
+    let report = stage_failed(p.shutdown());
+    let s = &report.stages[0];
+    assert_eq!((s.handled, s.failed), (3, 1), "{s:?}");
+    assert!(s.panics >= 2, "{s:?}");
 }

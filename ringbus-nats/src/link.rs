@@ -15,7 +15,9 @@ use ringbus::codec::Codec;
 
 /// The longest a blocking JetStream request of the link (a stream's or a
 /// durable's lookup or creation) waits for its answer.
-pub(crate) const REQUEST_WAIT: Duration = Duration::from_secs(10);
+/// (Longer than the client's own chain: a lookup, a create and the
+/// follow-up question take up to about 17 s against a slow server.)
+pub(crate) const REQUEST_WAIT: Duration = Duration::from_secs(20);
 
 /// How a [`Link`] authenticates.
 #[derive(Clone, Default)]
@@ -276,8 +278,9 @@ impl Link {
                 .await
                 .unwrap_or_else(|_| {
                     Err(LinkError::JetStream(format!(
-                        "{what}: no answer in {REQUEST_WAIT:?} (the server is down or \
-                         unreachable); try again once it answers"
+                        "{what}: no answer in {REQUEST_WAIT:?} (the server down, unreachable \
+                         or overloaded); try again once it answers (a creation may have \
+                         happened meanwhile: the next try finds it)"
                     )))
                 })
         })
@@ -290,7 +293,7 @@ impl Link {
     ///
     /// # Errors
     /// [`LinkError::JetStream`] with the server's answer, or when none came
-    /// within 10 s (the server down);
+    /// within 20 s (the server down);
     /// [`LinkError::JetStreamNotEnabled`] when the server does not run
     /// JetStream.
     pub fn ensure_stream(&self, config: stream::Config) -> Result<(), LinkError> {
@@ -318,7 +321,7 @@ impl Link {
     ///
     /// # Errors
     /// [`LinkError::JetStream`] when the stream is missing, the consumer
-    /// cannot be created, or no answer came within 10 s (the server down);
+    /// cannot be created, or no answer came within 20 s (the server down);
     /// [`LinkError::JetStreamNotEnabled`] when the
     /// server does not run JetStream; [`LinkError::ConsumerMismatch`] when
     /// the durable exists with an ack policy other than `Explicit`, another

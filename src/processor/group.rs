@@ -112,12 +112,14 @@ where
             Ok(result) => {
                 let (report, cx) = (&mut self.report, &self.cx);
                 catch_unwind(AssertUnwindSafe(move || match consumer {
-                    Some(consumer) => StageContext::<E, S, W>::shut_down(
-                        consumer,
-                        result,
-                        |c| cx.hook(|| hand_back.and_then(|g| g(c))),
-                        report,
-                    ),
+                    Some(consumer) => cx.hook(|| {
+                        StageContext::<E, S, W>::shut_down(
+                            consumer,
+                            result,
+                            |c| hand_back.and_then(|g| g(c)),
+                            report,
+                        )
+                    }),
                     None => (result, None),
                 }))
             }

@@ -92,21 +92,18 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                 Some(work) => self.process_work(&mut consumer, work, &mut report),
                 None => self.process(&mut consumer, &mut report),
             };
-            Self::shut_down(
-                consumer,
-                result,
-                |c| self.hook(|| hand_back(c)),
-                &mut report,
-            )
+            // All of it handler code outside any event: `on_shutdown`,
+            // the hand-back, and the handler's `Drop` on every path.
+            self.hook(|| Self::shut_down(consumer, result, hand_back, &mut report))
         }));
         self.conclude(report, outcome)
     }
 
     /// Runs handler code outside any event (see `in_hook`).
     pub(crate) fn hook<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.in_hook.set(true);
+        let outer = self.in_hook.replace(true);
         let t = f();
-        self.in_hook.set(false);
+        self.in_hook.set(outer);
         t
     }
 

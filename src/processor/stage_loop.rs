@@ -202,7 +202,7 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
         let bus = &*self.bus;
         let ring = bus.ring.view();
         let per_event = C::FALLIBLE || self.policy.needs_per_event_handling();
-        consumer.on_batch_start((available - next + 1) as u64);
+        self.hook(|| consumer.on_batch_start((available - next + 1) as u64));
         let mut done = next - 1;
         let mut failure = None;
         let whole = C::WHOLE_BATCH && (!per_event || C::FALLIBLE_RANGE);
