@@ -397,6 +397,14 @@ fn no_stage_thread_outlives_shutdown() {
         running.recv().unwrap();
         assert_eq!(threads_named("rb-outlive-"), 2);
         p.shutdown().unwrap();
+        // A joined thread's entry under /proc/self/task goes a moment after
+        // the join returns (the kernel wakes the joiner as the thread
+        // exits, before it is reaped): look again for up to a second. A
+        // thread left running (not joined, or stuck) stays.
+        let start = std::time::Instant::now();
+        while threads_named("rb-outlive-") > 0 && start.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(threads_named("rb-outlive-"), 0);
     });
 }
