@@ -120,7 +120,12 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
             // A handler whose panic stopped the stage is not called
             // again, not even `on_shutdown`, and not handed back: its
             // state is whatever the panic left.
-            Err(Failure::Panic(message)) => (Err(Failure::Panic(message)), None),
+            // (Dropped before the answer is made: a panic in its `Drop`
+            // after that would leak the answer, rust-lang/rust#47949.)
+            Err(Failure::Panic(message)) => {
+                drop(consumer);
+                (Err(Failure::Panic(message)), None)
+            }
             result => {
                 // A panic in `on_shutdown` fails the stage (the first
                 // failure stays the report's) and counts as a panic, not
@@ -134,6 +139,8 @@ impl<E, S: Sequencer, W: WaitStrategy> StageContext<E, S, W> {
                     let first = result
                         .err()
                         .unwrap_or_else(|| Failure::Panic(panic_message(&*payload)));
+                    // Before the answer is made, as above.
+                    drop(consumer);
                     return (Err(first), None);
                 }
                 #[cfg(loom)]
