@@ -804,6 +804,10 @@ fn a_panic_outside_any_event_is_a_panic_not_a_failed_event() {
     }
     for shared in [false, true] {
         for hook in ["on_start", "on_timeout", "on_batch_start", "drop"] {
+            // Before the build: the stage thread may reach on_start before
+            // `build` returns (the flag was cleared after it, and a slow
+            // run under TSan lost the store and waited for ever).
+            PANICKED.store(false, Ordering::SeqCst);
             let mut b = ringbus::single_producer(16, || 0u64, Blocking)
                 .handle_events_with(|_: &u64, _: Sequence, _: bool| {})
                 .and_then();
@@ -814,7 +818,6 @@ fn a_panic_outside_any_event_is_a_panic_not_a_failed_event() {
                 .timeout(Duration::from_millis(5))
                 .handle_events_with(ringbus::factory(move || PanicsIn(hook)))
                 .build();
-            PANICKED.store(false, Ordering::SeqCst);
             let events = if hook == "drop" { 10 } else { 0 };
             let published = if hook == "on_batch_start" { 1 } else { events };
             for i in 0..published {
