@@ -10,7 +10,8 @@ use crate::fault::BoxError;
 use crate::sequence::Sequence;
 
 /// What went wrong with a journal. Each names the file (and the offset, for
-/// damage) it concerns.
+/// damage) it concerns, except [`Decode`](Self::Decode), which names the
+/// record's sequence (the record itself is intact: its checksum matched).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum JournalError {

@@ -180,6 +180,11 @@ impl SegmentReader {
         self.next
     }
 
+    /// The segment's file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Where the next record starts.
     pub(crate) fn offset(&self) -> u64 {
         self.offset
@@ -201,7 +206,7 @@ impl SegmentReader {
             return Ok(Step::End);
         }
         if remaining < RECORD_HEADER_LEN as u64 {
-            return self.damaged(at, "a record header cut short".into());
+            return self.damaged(at, format!("record {}: its header cut short", self.next));
         }
         let mut head = [0u8; RECORD_HEADER_LEN];
         self.read_exact(&mut head)?;
@@ -209,14 +214,17 @@ impl SegmentReader {
         let len = u64::from(u32_at(&head, 4));
         let sequence = u64_at(&head, 8) as Sequence;
         if len > MAX_PAYLOAD || len > remaining - RECORD_HEADER_LEN as u64 {
-            return self.damaged(at, format!("a record of {len} bytes runs past the end"));
+            return self.damaged(
+                at,
+                format!("record {}: {len} bytes that run past the end", self.next),
+            );
         }
         payload.clear();
         payload.resize(len as usize, 0);
         self.read_exact(payload)?;
         let end = at + RECORD_HEADER_LEN as u64 + len;
         if record_crc(sequence, len as u32, payload) != crc {
-            return self.damaged(at, "record CRC mismatch".into());
+            return self.damaged(at, format!("record {}: CRC mismatch", self.next));
         }
         if sequence != self.next {
             return Err(self.corrupt(

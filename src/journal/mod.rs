@@ -231,7 +231,16 @@ impl Journal {
     /// journal's.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, JournalError> {
         let dir = dir.as_ref().to_owned();
-        fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, "create", e))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| JournalError::io(&dir, "create", e))?;
+            // The new directory's entry in its parent, or a power cut soon
+            // after the first run could take the whole journal with it.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| JournalError::io(parent, "sync the directory", e))?;
+            }
+        }
         let lock = lock(&dir)?;
         Self::open_with(dir, Some(lock))
     }
@@ -472,6 +481,7 @@ impl Journal {
             reader: None,
             from,
             expected: None,
+            prev: None,
             done: false,
         })
     }
@@ -518,6 +528,12 @@ impl Journal {
             fs::remove_file(path).map_err(|e| JournalError::io(path, "remove", e))?;
             self.inner.first.fetch_max(*next_first, Ordering::Relaxed);
             deleted += 1;
+        }
+        if deleted > 0 {
+            let dir = &self.inner.dir;
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| JournalError::io(dir, "sync the directory", e))?;
         }
         Ok(deleted)
     }

@@ -28,6 +28,8 @@ pub struct Records {
     pub(super) from: Sequence,
     /// The sequence the next segment must start with.
     pub(super) expected: Option<Sequence>,
+    /// The segment read before the current one, and its length.
+    pub(super) prev: Option<(PathBuf, u64)>,
     pub(super) done: bool,
 }
 
@@ -49,13 +51,30 @@ impl Records {
                 };
                 if let Some(expected) = self.expected {
                     if *first != expected {
+                        let (prev, end) = self.prev.clone().unwrap_or_default();
+                        let reason = if *first > expected {
+                            format!(
+                                "records {expected}..={} are missing before it: {} ends at \
+                                 byte {end} after record {}, and no segment {} follows it \
+                                 (deleted, or {} cut short)",
+                                first - 1,
+                                prev.display(),
+                                expected - 1,
+                                super::format::segment_name(expected),
+                                prev.display()
+                            )
+                        } else {
+                            format!(
+                                "the segment starts at {first}, but {} already holds records \
+                                 up to {} (a duplicated or restored segment)",
+                                prev.display(),
+                                expected - 1
+                            )
+                        };
                         return Err(JournalError::Corrupt {
                             file: path.clone(),
                             offset: 0,
-                            reason: format!(
-                                "the segment starts at {first}, the one before ended at {}",
-                                expected - 1
-                            ),
+                            reason,
                         });
                     }
                 }
@@ -69,6 +88,7 @@ impl Records {
                 Step::Record(sequence) => return Ok(Some(Record { sequence, payload })),
                 Step::End => {
                     self.expected = Some(reader.next_sequence());
+                    self.prev = Some((reader.path().to_owned(), reader.offset()));
                     self.reader = None;
                 }
                 Step::Torn(_) => return Ok(None),
