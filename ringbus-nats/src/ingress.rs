@@ -25,8 +25,11 @@
 //!
 //! The filter, the ack wait and the backoff are the consumer's own (an
 //! existing durable keeps its configuration); an existing durable whose
-//! ack policy is not `Explicit`, whose filter is not the options', or that
-//! delivers headers only, is refused ([`LinkError::ConsumerMismatch`]).
+//! ack policy is not `Explicit`, whose filter is not the options', that
+//! delivers headers only, or whose deliver policy is `LastPerSubject`
+//! (its deliveries skip superseded messages, which the recovery of lost
+//! deliveries would read back and publish), is refused
+//! ([`LinkError::ConsumerMismatch`]).
 //!
 //! **One ingress per durable consumer.** Two ingresses on one durable do
 //! not share its messages: each sees the other's deliveries as lost ones,
@@ -59,6 +62,17 @@
 //! stop the ingress with [`IngressError::Recovery`]; nothing is acked
 //! that was not published.
 //!
+//! The durable (or its stream) deleted on the server while the ingress
+//! runs stops the ingress with [`IngressError::ConsumerGone`] (looked for
+//! after three fetches in a row failed while connected, at most every 3
+//! s; the link's user needs `$JS.API.CONSUMER.INFO.<stream>.<durable>`).
+//! Nothing more is acked or nacked then: the ack subjects name sequences
+//! that a new consumer of the same name may use for other messages. The
+//! ingress does not create the durable again itself (a new durable
+//! delivers the whole stream again); start a new one when that is meant.
+//! Not noticed: a durable deleted and created again under a running
+//! ingress before three of its fetches failed (see the guide).
+//!
 //! A payload that does not decode (the codec returns an error, or panics)
 //! goes to the dead-letter subject, with the reason in the
 //! `Ringbus-Dead-Reason` header (`the codec panicked: ..` for a panic), and
@@ -75,7 +89,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
-use async_nats::jetstream::consumer::{self, pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{self, pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, RawMessageError};
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
@@ -305,6 +320,18 @@ pub enum IngressError {
         /// The last failure.
         reason: String,
     },
+    /// The durable consumer is gone from the server: deleted, with its
+    /// stream or on its own. What the bus had not handled was neither
+    /// acked nor nacked; start a new ingress to go on (on a new durable
+    /// the server delivers the stream again from its start).
+    ConsumerGone {
+        /// The stream.
+        stream: String,
+        /// The durable consumer.
+        durable: String,
+        /// What the server said.
+        reason: String,
+    },
 }
 
 impl fmt::Display for IngressError {
@@ -326,6 +353,16 @@ impl fmt::Display for IngressError {
                  (stream sequences {first} to {last}) from stream `{stream}`: {reason} \
                  ({attempts} failed reads); it stopped without publishing or acking them, \
                  and the server delivers them again"
+            ),
+            Self::ConsumerGone {
+                stream,
+                durable,
+                reason,
+            } => write!(
+                f,
+                "the durable consumer `{durable}` of stream `{stream}` is gone from the \
+                 server ({reason}); the ingress stopped without acking what was in the bus: \
+                 start a new ingress to go on"
             ),
         }
     }
@@ -477,6 +514,15 @@ struct Run<E, C, P: Send + 'static> {
     expires: Duration,
     /// The stream, to read lost deliveries from directly.
     stream: async_nats::jetstream::stream::Stream,
+    /// Fetches failed in a row (reset by a delivery), and when the durable
+    /// was last looked for on the server.
+    failed_fetches: u32,
+    looked_for: Option<Instant>,
+    /// The durable is gone: nothing more is acked or nacked.
+    gone: bool,
+    /// An ack of a redelivery timed out in this burst: the rest are not
+    /// waited for (they come again after the ack wait).
+    acks_stalled: bool,
     _event: std::marker::PhantomData<fn() -> E>,
 }
 
@@ -552,6 +598,10 @@ impl<P: Send + 'static> Ingress<P> {
             fetch_at_most,
             expires,
             stream,
+            failed_fetches: 0,
+            looked_for: None,
+            gone: false,
+            acks_stalled: false,
             _event: std::marker::PhantomData,
         };
         let stopping = Arc::clone(&stop);
@@ -576,7 +626,9 @@ impl<P: Send + 'static> Ingress<P> {
         self.counters.report(0)
     }
 
-    /// True once the ingress stopped on its own (the bus refused it).
+    /// True once the ingress stopped on its own (an [`IngressError`]: the
+    /// bus refused it, lost deliveries could not be read back, or the
+    /// durable is gone).
     pub fn is_finished(&self) -> bool {
         self.task
             .as_ref()
@@ -665,6 +717,19 @@ fn check_consumer(options: &IngressOptions, config: &consumer::Config) -> Result
             "ack policy Explicit".into(),
         ));
     }
+    if config.deliver_policy == DeliverPolicy::LastPerSubject {
+        // It delivers the last message of each subject it found when it
+        // was made, then every new one: its deliveries skip superseded
+        // messages, which reading lost deliveries back from the stream
+        // (every message on the filter between two deliveries) would
+        // publish.
+        return Err(mismatch(
+            "deliver policy LastPerSubject".into(),
+            "a deliver policy that delivers every message from its start \
+             (All, New, Last, ByStartSequence or ByStartTime)"
+                .into(),
+        ));
+    }
     if config.headers_only {
         // Every payload would come empty, and fail to decode.
         return Err(mismatch(
@@ -721,7 +786,7 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
                 Some(Ok(messages)) => messages,
                 None if stop.load(Ordering::Relaxed) => return Ok(()),
                 _ => {
-                    self.fetch_failed(&mut backoff, stop).await;
+                    self.fetch_failed(&mut backoff, stop).await?;
                     continue;
                 }
             };
@@ -750,7 +815,7 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
                             None => now >= requested + self.expires + NETWORK_WAIT,
                         };
                         if given_up {
-                            self.fetch_failed(&mut backoff, stop).await;
+                            self.fetch_failed(&mut backoff, stop).await?;
                             break;
                         }
                         continue;
@@ -771,10 +836,11 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
                     return Ok(());
                 }
                 if failed {
-                    self.fetch_failed(&mut backoff, stop).await;
+                    self.fetch_failed(&mut backoff, stop).await?;
                     break;
                 }
                 backoff = Duration::from_millis(10);
+                self.failed_fetches = 0;
             }
         }
         Ok(())
@@ -801,12 +867,59 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
             .load(Ordering::Relaxed)
     }
 
-    async fn fetch_failed(&mut self, backoff: &mut Duration, stop: &AtomicBool) {
+    async fn fetch_failed(
+        &mut self,
+        backoff: &mut Duration,
+        stop: &AtomicBool,
+    ) -> Result<(), IngressError> {
+        // A fetch to a consumer that is gone gets no answer at all (the
+        // server drops the request; only one already waiting when the
+        // consumer was deleted gets a 409): after a few failed fetches in a
+        // row, ask whether it is there (at most every few seconds: a
+        // connection that keeps dropping fails fetches too, and each
+        // question may wait for an answer).
+        self.failed_fetches += 1;
+        if self.failed_fetches >= 3
+            && self
+                .looked_for
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(3))
+        {
+            self.looked_for = Some(Instant::now());
+            self.check_consumer().await?;
+        }
         // The client reconnects on its own; wait a little (less when told
         // to stop) and fetch again.
         self.counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
         let _ = or_stop(std::future::pending::<()>(), stop, *backoff).await;
         *backoff = (*backoff * 2).min(Duration::from_secs(1));
+        Ok(())
+    }
+
+    /// `ConsumerGone` when the server says the durable (or its stream) does
+    /// not exist; `Ok` otherwise, also when the server does not answer in
+    /// time (its trouble: the fetches go on failing and being retried).
+    async fn check_consumer(&mut self) -> Result<(), IngressError> {
+        if self.link.client().connection_state() != State::Connected {
+            return Ok(());
+        }
+        let asked = self.stream.consumer_info(&self.options.durable);
+        let reason = match tokio::time::timeout(Duration::from_secs(1), asked).await {
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound
+                ) =>
+            {
+                format!("{e}")
+            }
+            _ => return Ok(()),
+        };
+        self.gone = true;
+        Err(IngressError::ConsumerGone {
+            stream: self.options.stream.clone(),
+            durable: self.options.durable.clone(),
+            reason,
+        })
     }
 
     /// Deliveries in order: publish them into the bus, read lost deliveries
@@ -818,10 +931,15 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
         stop: &AtomicBool,
     ) -> Result<bool, IngressError> {
         let mut run = Vec::with_capacity(burst.len());
+        self.acks_stalled = false;
         let taken = self.take_each(burst, &mut run, stop).await;
         if !matches!(taken, Ok(true)) {
-            // Stopping: what was not published is delivered again now.
-            nak_all(&mut run, self.link.client()).await;
+            // Stopping: what was not published is delivered again now
+            // (not to a consumer that is gone: its ack subjects may be
+            // another's now).
+            if !self.gone {
+                nak_all(&mut run, self.link.client()).await;
+            }
             return taken;
         }
         self.publish(&mut run, stop).await
@@ -943,7 +1061,19 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
             // dead-lettered; one the stream did not give back is in
             // `unrecovered`), and it is no longer waiting or in the bus.
             self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
-            let _ = tokio::time::timeout(NETWORK_WAIT, message.ack()).await;
+            // Not while disconnected or stopping, nor once an ack of this
+            // burst timed out (the client's command channel full): each
+            // would wait up to `NETWORK_WAIT`; the message comes again
+            // after the ack wait and is recognised again.
+            if !self.acks_stalled
+                && !stop.load(Ordering::Relaxed)
+                && self.link.client().connection_state() == State::Connected
+                && tokio::time::timeout(NETWORK_WAIT, message.ack())
+                    .await
+                    .is_err()
+            {
+                self.acks_stalled = true;
+            }
         } else {
             // Given to an earlier ingress on this consumer, which did not
             // ack it: new to this one (at least once, after later ones).
@@ -1329,6 +1459,13 @@ impl<E, C: Codec<E>, P: Publisher<E> + Send + 'static> Run<E, C, P> {
     /// After the last fetch: waits for the bus to handle what was
     /// published, acks it; returns how many stay unacked.
     async fn drain(&mut self) -> u64 {
+        if self.gone {
+            // Neither acked nor nacked (their ack subjects may be a new
+            // consumer's): counted unacked.
+            let unacked = self.pending.len() as u64 + self.unflushed;
+            self.pending.clear();
+            return unacked;
+        }
         let deadline = tokio::time::Instant::now() + self.options.drain_timeout;
         while !self.pending.is_empty() && tokio::time::Instant::now() < deadline {
             let _ = tokio::time::timeout_at(deadline, self.ack_handled()).await;

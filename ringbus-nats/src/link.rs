@@ -95,7 +95,8 @@ pub enum LinkError {
     Runtime(std::io::Error),
     /// The ingress's durable consumer exists with a configuration the
     /// ingress cannot go by: an ack policy other than `Explicit`, a filter
-    /// other than the options', or headers only. (Its `max_batch` and
+    /// other than the options', headers only, or the deliver policy
+    /// `LastPerSubject`. (Its `max_batch` and
     /// `max_expires` are kept: the ingress's fetches ask for no more.) An
     /// existing durable keeps its configuration; delete it or change the
     /// options.
