@@ -54,6 +54,14 @@ mod sealed {
         fn naps(&self) -> bool {
             Self::NAPS
         }
+
+        /// The longest a waiter sleeps without looking (a nap nothing
+        /// wakes): a shutdown gives stopping stages this much more time
+        /// before it calls them stuck.
+        #[inline(always)]
+        fn longest_nap(&self) -> Duration {
+            Duration::ZERO
+        }
     }
 }
 
@@ -385,6 +393,10 @@ impl Sleeping {
 }
 
 impl sealed::Sealed for Sleeping {
+    fn longest_nap(&self) -> Duration {
+        self.sleep.min(Sleeping::MAX_NAP)
+    }
+
     #[inline]
     fn wait<T>(
         &self,
@@ -575,6 +587,13 @@ impl PhasedBackoff {
 }
 
 impl sealed::Sealed for PhasedBackoff {
+    fn longest_nap(&self) -> Duration {
+        match self.fallback {
+            Fallback::Sleep(nap) => nap.min(Sleeping::MAX_NAP),
+            Fallback::Blocking => Duration::ZERO,
+        }
+    }
+
     fn wait<T>(
         &self,
         sources: &impl Sources,
@@ -723,6 +742,10 @@ impl sealed::Sealed for AnyStrategy {
     #[inline]
     fn naps(&self) -> bool {
         matches!(self, Self::Sleeping(_) | Self::Blocking)
+    }
+
+    fn longest_nap(&self) -> Duration {
+        dispatch!(self, s => s.longest_nap())
     }
 }
 impl WaitStrategy for AnyStrategy {}

@@ -167,8 +167,10 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
         // before anything is called a timeout (a `shutdown_timeout` of 0
         // on a drained bus is clean). Not under loom (no clock).
         let drained = timed_out && !cfg!(loom) && self.drained();
+        // A napping stage sees the close or the halt only when its nap ends.
+        let halt_grace = HALT_GRACE + self.strategy.longest_nap();
         if drained {
-            let grace = Some(Instant::now() + HALT_GRACE);
+            let grace = Some(Instant::now() + halt_grace);
             timed_out = parking::park(self.signals.bus(), grace, all_done).is_err();
         }
         if timed_out {
@@ -185,7 +187,7 @@ impl<E, S: Sequencer, W: WaitStrategy> Bus<E, S, W> {
             if !cfg!(loom) && !drained {
                 // Loom has no clock: its timed waits never time out. (A
                 // drained bus had its grace above.)
-                let grace = Some(Instant::now() + HALT_GRACE);
+                let grace = Some(Instant::now() + halt_grace);
                 let _ = parking::park(self.signals.bus(), grace, all_done);
             }
         }
