@@ -5,14 +5,17 @@
 //!   at byte 0 of the healthy segment after the gap, naming neither the
 //!   missing file nor the cut-short one;
 //! - a damaged record's error named its file and byte offset but not the
-//!   sequence lost there.
+//!   sequence lost there;
+//! - the oldest segment removed by hand (not by `delete_before`) was taken
+//!   for a deleted one: reading and replaying from `first_sequence()`
+//!   succeeded without its events.
 #![cfg(all(feature = "journal", unix))]
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use ringbus::journal::{Journal, JournalError, JournalOptions};
-use ringbus::Sequence;
+use ringbus::journal::{Journal, JournalError, JournalOptions, Postcard};
+use ringbus::{Blocking, Sequence};
 
 #[path = "common/journal.rs"]
 mod fixtures;
@@ -155,4 +158,85 @@ fn a_damaged_record_is_named_by_its_sequence() {
         "record {sequence} is the one lost at byte {}; the error does not say which: {message}",
         offsets[index]
     );
+}
+
+/// A bus without a journal stage (a projection) that counts nothing.
+fn projection() -> ringbus::SingleProducer<Order, Blocking> {
+    ringbus::single_producer(64, Order::default, Blocking)
+        .handle_events_with(|_: &Order, _: Sequence, _: bool| {})
+        .build()
+}
+
+/// `first_sequence()` is "0 for a new journal; higher after
+/// `delete_before`". Here `delete_before` was never called: the oldest
+/// segment was removed by hand (a clean-up script, a mistaken `rm`). The
+/// journal must not present the rest as complete: opening it may fail, or
+/// reading and replaying from `first_sequence()` must report the missing
+/// records. Both succeeded without the segment's events, and `records(0)`
+/// said `BeforeStart` ("records before N were deleted ... start at
+/// first_sequence()"), pointing the user at the silent skip.
+#[test]
+fn the_oldest_segment_deleted_by_hand_is_not_taken_for_delete_before() {
+    let (dir, files) = segmented();
+    let lost = first_sequence_of(&files[1]);
+    fs::remove_file(&files[0]).unwrap();
+    let Ok(journal) = Journal::open(dir.path()) else {
+        return; // refused at open: the loss is reported
+    };
+    let first = journal.first_sequence();
+    let read: Result<Vec<Sequence>, JournalError> = journal
+        .events::<Order, _>(first, Postcard)
+        .and_then(|events| events.map(|r| r.map(|(s, _)| s)).collect());
+    assert!(
+        read.is_err(),
+        "events 0..{lost} went with {} (removed by hand; delete_before never ran), yet \
+         first_sequence() says {first} and reading from it returns {} events and no error",
+        files[0].display(),
+        read.as_ref().map_or(0, Vec::len)
+    );
+    let mut producer = projection();
+    let replayed = journal.replay_into(&mut producer, Postcard, first);
+    producer.shutdown().unwrap();
+    assert!(
+        replayed.is_err(),
+        "replay_into(first_sequence()) rebuilt state without events 0..{lost} and \
+         reported success: {replayed:?}"
+    );
+}
+
+/// What `delete_before` removed is not missing: reading from the new first
+/// sequence succeeds, and so after opening the journal again.
+#[test]
+fn what_delete_before_removed_is_not_taken_for_missing() {
+    let (dir, files) = segmented();
+    let kept = first_sequence_of(&files[2]);
+    let journal = Journal::open(dir.path()).unwrap();
+    assert_eq!(journal.delete_before(kept).unwrap(), 2);
+    assert_eq!(journal.first_sequence(), kept);
+    let read = |journal: &Journal| -> Vec<Sequence> {
+        journal
+            .events::<Order, _>(journal.first_sequence(), Postcard)
+            .unwrap()
+            .map(|r| r.unwrap().0)
+            .collect()
+    };
+    assert_eq!(read(&journal), (kept..N as Sequence).collect::<Vec<_>>());
+    assert!(matches!(
+        journal.records(0),
+        Err(JournalError::BeforeStart { from: 0, first }) if first == kept
+    ));
+    drop(journal);
+    let journal = Journal::open(dir.path()).unwrap();
+    assert_eq!(journal.first_sequence(), kept);
+    assert_eq!(read(&journal), (kept..N as Sequence).collect::<Vec<_>>());
+    // And a segment removed by hand after that is missing again.
+    drop(journal);
+    fs::remove_file(&files[2]).unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    assert_eq!(journal.first_sequence(), kept);
+    let err = journal
+        .records(kept)
+        .err()
+        .expect("the removed segment is missing");
+    assert!(err.to_string().contains("missing"), "{err}");
 }

@@ -129,6 +129,9 @@ struct Inner {
     _lock: Option<fs::File>,
     /// The first sequence held, raised by `delete_before`.
     first: AtomicI64,
+    /// One `delete_before` at a time: each writes the `FIRST` mark before
+    /// it removes anything, and the mark only rises.
+    deleting: std::sync::Mutex<()>,
     /// The last journal sequence made durable by the writer.
     durable: AtomicI64,
     replay: ReplayState,
@@ -195,6 +198,51 @@ fn lock(dir: &Path) -> Result<fs::File, JournalError> {
         });
     }
     Ok(file)
+}
+
+/// The file that keeps the first sequence the journal holds (as
+/// `delete_before` left it), so that segments removed by other means are
+/// not taken for deleted ones: 8 bytes little-endian and their CRC32C.
+const FIRST_MARK: &str = "FIRST";
+
+/// The first sequence kept, from `dir/FIRST` (`None` when there is none:
+/// a journal of an earlier version, until it is opened for writing).
+fn read_first_mark(dir: &Path) -> Result<Option<Sequence>, JournalError> {
+    let path = dir.join(FIRST_MARK);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(JournalError::io(&path, "read", e)),
+    };
+    let valid = bytes.len() == 12
+        && crc32c::crc32c(&bytes[..8]) == u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    if !valid {
+        return Err(JournalError::Corrupt {
+            file: path,
+            offset: 0,
+            reason: "not the 12 bytes of a first-sequence mark with its checksum (delete it to \
+                     take the oldest segment's first record for the journal's first)"
+                .into(),
+        });
+    }
+    Ok(Some(i64::from_le_bytes(bytes[..8].try_into().unwrap())))
+}
+
+/// Writes `dir/FIRST` (through a temporary file, renamed, then the
+/// directory synced).
+fn write_first_mark(dir: &Path, first: Sequence) -> Result<(), JournalError> {
+    let path = dir.join(FIRST_MARK);
+    let tmp = dir.join("FIRST.tmp");
+    let mut bytes = first.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+    let written = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, &bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    written.map_err(|e| JournalError::io(&path, "write", e))
 }
 
 /// The segment files in `dir`, by first sequence.
@@ -354,13 +402,39 @@ impl Journal {
             next = reader.next_sequence();
             last_segment = Some((path.clone(), reader.offset(), records));
         }
-        let first = listed.first().map_or(next, |(first, _)| *first);
+        let listed_first = listed.first().map_or(next, |(first, _)| *first);
+        // The first record kept, as `delete_before` left it: segments
+        // before the oldest one listed that it did not delete were removed
+        // by other means, and reading from there says so (`records`).
+        let first = match read_first_mark(&dir)? {
+            Some(mark) if mark > next => {
+                return Err(JournalError::Corrupt {
+                    file: dir.join(format::segment_name(mark)),
+                    offset: 0,
+                    reason: format!(
+                        "the journal's first record is {mark} ({}), but its segments end \
+                         before it (next sequence {next}): segments were removed without \
+                         delete_before; restore them, or delete {} to accept the loss",
+                        dir.join(FIRST_MARK).display(),
+                        dir.join(FIRST_MARK).display()
+                    ),
+                });
+            }
+            Some(mark) => mark,
+            None => {
+                if writable {
+                    write_first_mark(&dir, listed_first)?;
+                }
+                listed_first
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 dir,
                 bound_bus: AtomicU64::new(0),
                 _lock: lock,
                 first: AtomicI64::new(first),
+                deleting: std::sync::Mutex::new(()),
                 durable: AtomicI64::new(next - 1),
                 replay: ReplayState::default(),
                 writer_taken: AtomicBool::new(false),
@@ -379,7 +453,10 @@ impl Journal {
     }
 
     /// The first sequence the journal holds (0 for a new journal; higher
-    /// after [`delete_before`](Journal::delete_before)).
+    /// after [`delete_before`](Journal::delete_before), which keeps it in
+    /// the file `FIRST`). Segments removed otherwise do not raise it:
+    /// reading from it then fails with [`JournalError::Corrupt`] naming the
+    /// records missing (delete `FIRST` to accept the loss).
     pub fn first_sequence(&self) -> Sequence {
         self.inner.first.load(Ordering::Relaxed)
     }
@@ -466,9 +543,25 @@ impl Journal {
     /// [`JournalError::Io`] when the directory cannot be listed.
     pub fn records(&self, from: Sequence) -> Result<Records, JournalError> {
         let segments = list_segments(&self.inner.dir)?;
-        let first = segments.first().map_or(self.next, |(first, _)| *first);
+        let listed_first = segments.first().map_or(self.next, |(first, _)| *first);
+        let first = read_first_mark(&self.inner.dir)?.unwrap_or(listed_first);
         if from < first {
             return Err(JournalError::BeforeStart { from, first });
+        }
+        if from < listed_first {
+            let mark = self.inner.dir.join(FIRST_MARK);
+            return Err(JournalError::Corrupt {
+                file: self.inner.dir.join(format::segment_name(first)),
+                offset: 0,
+                reason: format!(
+                    "records {first}..={} are missing: the segments that held them were \
+                     removed without delete_before (which keeps the first record kept in \
+                     {}); restore them, or delete {} to accept the loss",
+                    listed_first - 1,
+                    mark.display(),
+                    mark.display()
+                ),
+            });
         }
         // The last segment starting at or before `from`.
         let start = segments
@@ -516,19 +609,30 @@ impl Journal {
         if self.inner._lock.is_none() {
             return Err(JournalError::ReadOnly);
         }
+        let _one_at_a_time = self
+            .inner
+            .deleting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let segments = list_segments(&self.inner.dir)?;
+        // The segments whose successor starts at or before `sequence`.
+        let doomed = segments
+            .windows(2)
+            .take_while(|pair| pair[1].0 <= sequence)
+            .count();
+        if doomed == 0 {
+            return Ok(0);
+        }
+        let new_first = segments[doomed].0;
+        // The mark first: a crash after it leaves segments below it, which
+        // reads treat as deleted (and the next call removes).
+        write_first_mark(&self.inner.dir, new_first)?;
         let mut deleted = 0;
-        for pair in segments.windows(2) {
-            let [(_, path), (next_first, _)] = pair else {
-                continue;
-            };
-            if *next_first > sequence {
-                break;
-            }
+        for (_, path) in &segments[..doomed] {
             fs::remove_file(path).map_err(|e| JournalError::io(path, "remove", e))?;
-            self.inner.first.fetch_max(*next_first, Ordering::Relaxed);
             deleted += 1;
         }
+        self.inner.first.fetch_max(new_first, Ordering::Relaxed);
         if deleted > 0 {
             let dir = &self.inner.dir;
             fs::File::open(dir)

@@ -356,6 +356,9 @@ where
     /// waiting for room) an [`EventPoller`](crate::EventPoller) that holds
     /// the ring and is neither polled nor dropped. Drop such pollers first,
     /// or bound the wait with [`shutdown_timeout`](Self::shutdown_timeout).
+    /// Called inside a `publish` closure of another clone, it waits for
+    /// that very claim, published only once the closure returns: it never
+    /// returns (shut down after the publish).
     ///
     /// ```
     /// # use ringbus::{Blocking, Sequence};
