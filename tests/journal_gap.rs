@@ -234,9 +234,8 @@ fn what_delete_before_removed_is_not_taken_for_missing() {
     fs::remove_file(&files[2]).unwrap();
     let journal = Journal::open(dir.path()).unwrap();
     assert_eq!(journal.first_sequence(), kept);
-    let err = journal
-        .records(kept)
-        .err()
-        .expect("the removed segment is missing");
+    let Err(err) = journal.records(kept) else {
+        panic!("the removed segment is missing");
+    };
     assert!(err.to_string().contains("missing"), "{err}");
 }
