@@ -105,6 +105,13 @@ impl fmt::Display for JournalError {
             Self::Io { path, op, source } => {
                 write!(f, "journal: could not {op} {}: {source}", path.display())
             }
+            // Segments missing (a gap, or the start), or a bad `FIRST`
+            // mark: the reason says what is wrong and what to do.
+            Self::Corrupt { file, reason, .. }
+                if reason.contains(" are missing") || file.ends_with("FIRST") =>
+            {
+                write!(f, "journal: {}: {reason}", file.display())
+            }
             Self::Corrupt {
                 file,
                 offset,

@@ -235,14 +235,16 @@ fn write_first_mark(dir: &Path, first: Sequence) -> Result<(), JournalError> {
     let tmp = dir.join("FIRST.tmp");
     let mut bytes = first.to_le_bytes().to_vec();
     bytes.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
-    let written = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, &bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    written.map_err(|e| JournalError::io(&path, "write", e))
+    fs::File::create(&tmp)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()
+        })
+        .map_err(|e| JournalError::io(&tmp, "write", e))?;
+    fs::rename(&tmp, &path).map_err(|e| JournalError::io(&path, "rename FIRST.tmp to", e))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| JournalError::io(dir, "sync the directory", e))
 }
 
 /// The segment files in `dir`, by first sequence.
@@ -305,6 +307,10 @@ impl Journal {
 
     fn open_with(dir: PathBuf, lock: Option<fs::File>) -> Result<Self, JournalError> {
         let writable = lock.is_some();
+        // Before the listing: a writer elsewhere (this journal opened read
+        // only) may roll and delete meanwhile, and a mark read after the
+        // listing could lie past every segment listed.
+        let mark = read_first_mark(&dir)?;
         let mut listed = list_segments(&dir)?;
         let mut recovered = None;
         // The first sequence of a segment left out below: the numbering
@@ -406,7 +412,7 @@ impl Journal {
         // The first record kept, as `delete_before` left it: segments
         // before the oldest one listed that it did not delete were removed
         // by other means, and reading from there says so (`records`).
-        let first = match read_first_mark(&dir)? {
+        let first = match mark {
             Some(mark) if mark > next => {
                 return Err(JournalError::Corrupt {
                     file: dir.join(format::segment_name(mark)),
@@ -624,15 +630,19 @@ impl Journal {
             return Ok(0);
         }
         let new_first = segments[doomed].0;
-        // The mark first: a crash after it leaves segments below it, which
-        // reads treat as deleted (and the next call removes).
-        write_first_mark(&self.inner.dir, new_first)?;
+        // In memory first (a higher first is always safe: reads start at
+        // or after it), then on disk, then the removals: a crash after the
+        // mark leaves segments below it, which reads treat as deleted (and
+        // the next call removes). The mark only rises.
+        self.inner.first.fetch_max(new_first, Ordering::Relaxed);
+        if !matches!(read_first_mark(&self.inner.dir)?, Some(mark) if mark >= new_first) {
+            write_first_mark(&self.inner.dir, new_first)?;
+        }
         let mut deleted = 0;
         for (_, path) in &segments[..doomed] {
             fs::remove_file(path).map_err(|e| JournalError::io(path, "remove", e))?;
             deleted += 1;
         }
-        self.inner.first.fetch_max(new_first, Ordering::Relaxed);
         if deleted > 0 {
             let dir = &self.inner.dir;
             fs::File::open(dir)
