@@ -168,6 +168,10 @@ pub(crate) fn skip_behind(region: &Region, seq: u64) -> bool {
     } else {
         Mark::new(m.round(), m.owner(), RELEASED) // its writer is gone
     };
+    // A claim made a tombstone here: the next round's unmarked claim, or a
+    // dead writer's WRITING. A GIVEN_UP mark was counted when a consumer
+    // gave it up (as `release_dead_writer` and `abandon` leave it).
+    let counts = m.done() || m.state() == WRITING;
     if weaken::IPC_SKIP {
         mark.store(Mark::new(round - 1, 0, RELEASED).0, Ordering::Relaxed);
         return true;
@@ -180,11 +184,13 @@ pub(crate) fn skip_behind(region: &Region, seq: u64) -> bool {
     {
         return false;
     }
-    region
-        .control()
-        .stats
-        .given_up
-        .fetch_add(1, Ordering::Relaxed);
+    if counts {
+        region
+            .control()
+            .stats
+            .given_up
+            .fetch_add(1, Ordering::Relaxed);
+    }
     true
 }
 

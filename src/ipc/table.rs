@@ -144,7 +144,15 @@ pub(crate) enum JoinFailure {
 /// ticket (its place in the order of joins, from 1).
 fn join_point(region: &Region) -> (u64, u64) {
     // AcqRel RMW: the meeting point with refreshing producers (module docs).
-    let ticket = region.control().stats.joins.fetch_add(1, Ordering::AcqRel) + 1;
+    // Wrapping, and never 0 ("no ticket yet"): a peer may have written
+    // any value here (the module's Trust).
+    let ticket = region
+        .control()
+        .stats
+        .joins
+        .fetch_add(1, Ordering::AcqRel)
+        .wrapping_add(1)
+        .max(1);
     // Acquire: the cursor as of the producers' refreshes ordered before.
     (region.control().cursor.load(Ordering::Acquire), ticket)
 }
